@@ -1,0 +1,48 @@
+# Inferia developer commands. `make run` and `make test` are the README's quick start.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# What the test suite talks to: real PostgreSQL and Redis servers (see scripts/ensure-services.sh).
+TEST_DATABASE_URL ?= postgres://postgres@localhost:5432/inferia
+TEST_REDIS_URL ?= redis://localhost:6379
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	CELERY_BROKER_URL=$(TEST_REDIS_URL)/10 INFERIA_CACHE_REDIS_URL=$(TEST_REDIS_URL)/11 \
+	INFERIA_CHANNELS_REDIS_URL=$(TEST_REDIS_URL)/12 INFERIA_DATA_DIR=$(CURDIR)/.inferia-test
+
+.PHONY: venv run test lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: venv
+	$(BIN)/inferia demo
+
+test: venv
+	@bash scripts/ensure-services.sh
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(TEST_ENV) $(BIN)/python manage.py check
+	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(BIN)/mypy inferia_site/env.py inferia_site/redis_urls.py apps/gateway
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv
+	@bash scripts/ensure-services.sh
+	$(TEST_ENV) $(BIN)/python tests/bench/run.py
+
+clean:
+	rm -rf $(VENV) .inferia-test .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,108 @@
+"""The tamper-evident audit log and the usage records that feed accounting and dashboards."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+# Audit and usage rows outlive what they describe: their references are kept as plain ids
+# (no database constraint, nothing cascades), so deleting a key or a user never rewrites history.
+_HISTORY_FK = {"on_delete": models.DO_NOTHING, "db_constraint": False, "null": True, "blank": True}
+
+
+class AuditEvent(models.Model):
+    """One management change, login or key event. Append-only and chained: `seq` is gapless, and each
+    event's `hash` covers its content and the previous event's hash."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", "Success"
+        FAILURE = "failure", "Failure"
+        DENIED = "denied", "Denied"
+
+    seq = models.BigIntegerField(unique=True, editable=False)
+    occurred_at = models.DateTimeField(default=timezone.now, editable=False)
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
+    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, related_name="+", **_HISTORY_FK)
+    actor_key = models.ForeignKey("keys.ApiKey", related_name="+", **_HISTORY_FK)
+    actor_label = models.CharField(max_length=300, help_text="Who, as they were named then (or 'system').")
+    action = models.CharField(max_length=100)
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=300, blank=True)
+    changes = models.JSONField(default=dict, blank=True, help_text="Before/after of changed fields; secrets masked.")
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+
+    class Meta:
+        ordering = ["-seq"]
+        indexes = [
+            models.Index(fields=["organization", "-occurred_at"]),
+            models.Index(fields=["action", "-occurred_at"]),
+            models.Index(fields=["target_type", "target_id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} by {self.actor_label}"
+
+
+class AuditChainHead(models.Model):
+    """The single row that serialises appends to the audit chain: it holds the last sequence number and hash,
+    and is locked for the length of each append so that sequence numbers have no gaps."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="0" * 64)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="audit_chain_head_singleton")]
+
+    def __str__(self) -> str:
+        return f"audit chain at #{self.seq}"
+
+
+class UsageRecord(models.Model):
+    """One request through `/v1`: tokens, cost, latency and outcome. Written in batches by a worker from the
+    usage stream, idempotently on `request_id`."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "Completed"
+        ERROR = "error", "Error"
+        CANCELLED = "cancelled", "Client disconnected"
+        DENIED = "denied", "Denied by policy"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    started_at = models.DateTimeField()
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **_HISTORY_FK)
+    api_key = models.ForeignKey("keys.ApiKey", related_name="+", **_HISTORY_FK)
+    deployment = models.ForeignKey("compute.ModelDeployment", related_name="+", **_HISTORY_FK)
+    replica = models.ForeignKey("compute.Replica", related_name="+", **_HISTORY_FK)
+    endpoint = models.CharField(max_length=32, help_text="chat.completions, completions, embeddings, ...")
+    model = models.CharField(max_length=200)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField(default=0)
+    status_code = models.PositiveSmallIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error_code = models.CharField(max_length=64, blank=True)
+    estimated = models.BooleanField(default=False, help_text="Tokens counted from the stream, not the engine.")
+    streamed = models.BooleanField(default=False)
+    guardrails = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["organization", "-started_at"]),
+            models.Index(fields=["api_key", "-started_at"]),
+            models.Index(fields=["model", "-started_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id

@@ -1,0 +1,121 @@
+"""Writing the audit chain. Every management change calls `audit_record` inside its own transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from apps.audit.models import AuditChainHead, AuditEvent
+
+SYSTEM_ACTOR = "system"
+_MASK = "********"
+_SECRET_FIELD_HINTS = ("password", "secret", "token", "credential", "private_key", "api_key")
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Where a change came from: filled from the HTTP request, the CLI, or left empty for system work."""
+
+    ip_address: str | None = None
+    user_agent: str = ""
+    request_id: str = ""
+
+
+def mask_secrets(data: Any) -> Any:
+    """A copy of `data` with the values of secret-looking keys replaced, at any depth."""
+    if isinstance(data, dict):
+        return {
+            key: _MASK if any(hint in str(key).lower() for hint in _SECRET_FIELD_HINTS) else mask_secrets(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [mask_secrets(item) for item in data]
+    return data
+
+
+def event_digest(*, prev_hash: str, fields: dict[str, Any]) -> str:
+    """The hash that chains an event to its predecessor; `audit_verify` recomputes it."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def chained_fields(event: AuditEvent) -> dict[str, Any]:
+    """The content an event's hash covers."""
+    return {
+        "seq": event.seq,
+        "occurred_at": event.occurred_at.isoformat(),
+        "organization_id": event.organization_id,
+        "actor_user_id": event.actor_user_id,
+        "actor_key_id": event.actor_key_id,
+        "actor_label": event.actor_label,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "target_repr": event.target_repr,
+        "changes": event.changes,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "request_id": event.request_id,
+        "outcome": event.outcome,
+    }
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: Any = None,
+    target: models.Model | None = None,
+    organization_id: int | None = None,
+    changes: dict[str, Any] | None = None,
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    context: AuditContext | None = None,
+) -> AuditEvent:
+    """Append one event to the chain. `actor` is a User, an ApiKey, or None for the system.
+
+    Runs in the caller's transaction (or its own): the chain head row is locked until commit, which keeps
+    sequence numbers gapless and the chain linear even with many writers.
+    """
+    from apps.keys.models import ApiKey
+
+    context = context or AuditContext()
+    with transaction.atomic():
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        actor_user_id = actor_key_id = None
+        if isinstance(actor, ApiKey):
+            actor_key_id, actor_label = actor.pk, f"key:{actor.prefix}"
+        elif actor is not None:
+            actor_user_id, actor_label = actor.pk, str(actor)
+        else:
+            actor_label = SYSTEM_ACTOR
+        if organization_id is None and target is not None:
+            organization_id = getattr(target, "organization_id", None)
+            if organization_id is None and target._meta.label == "orgs.Organization":
+                organization_id = target.pk
+        event = AuditEvent(
+            seq=head.seq + 1,
+            occurred_at=timezone.now(),
+            organization_id=organization_id,
+            actor_user_id=actor_user_id,
+            actor_key_id=actor_key_id,
+            actor_label=actor_label[:300],
+            action=action,
+            target_type=target._meta.label_lower if target is not None else "",
+            target_id=str(target.pk) if target is not None else "",
+            target_repr=str(target)[:300] if target is not None else "",
+            changes=mask_secrets(changes or {}),
+            ip_address=context.ip_address,
+            user_agent=context.user_agent[:500],
+            request_id=context.request_id,
+            outcome=outcome,
+            prev_hash=head.hash,
+        )
+        event.hash = event_digest(prev_hash=head.hash, fields=chained_fields(event))
+        event.save(force_insert=True)
+        head.seq, head.hash = event.seq, event.hash
+        head.save(update_fields=["seq", "hash"])
+    return event

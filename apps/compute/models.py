@@ -1,0 +1,168 @@
+"""The compute plane: providers hold credentials, pools describe GPU capacity, deployments serve models
+on replicas."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Provider(models.Model):
+    """Where GPU nodes come from (Kubernetes, an SSH host, SkyPilot, ...), with its credentials encrypted at rest.
+
+    Owned by an organisation, or by the platform when `organization` is empty."""
+
+    class Kind(models.TextChoices):
+        SIMULATOR = "simulator", "Simulated engine (inferia-sim)"
+        EXTERNAL = "external", "External OpenAI-compatible endpoints"
+        LOCAL = "local", "vLLM on the worker host"
+        SSH = "ssh", "vLLM container over SSH"
+        KUBERNETES = "kubernetes", "Kubernetes"
+        SKYPILOT = "skypilot", "SkyPilot"
+        NOSANA = "nosana", "Nosana"
+        AKASH = "akash", "Akash"
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="providers"
+    )
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    config = models.JSONField(default=dict, blank=True, help_text="Non-secret settings (namespace, host, ...).")
+    credentials_encrypted = models.TextField(blank=True, editable=False, help_text="MultiFernet token.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], condition=Q(organization__isnull=False), name="compute_provider_name"
+            ),
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(organization__isnull=True), name="compute_provider_platform_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class ComputePool(models.Model):
+    """A kind of node a provider can give: region, GPU type and count per node, size limit and price."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="pools"
+    )
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="pools")
+    name = models.CharField(max_length=200)
+    region = models.CharField(max_length=100, blank=True)
+    gpu_type = models.CharField(max_length=100, blank=True)
+    gpus_per_node = models.PositiveSmallIntegerField(default=1)
+    max_nodes = models.PositiveIntegerField(default=1)
+    cost_per_gpu_hour_micros = models.BigIntegerField(default=0, help_text="Money in micro-units (1e-6).")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], condition=Q(organization__isnull=False), name="compute_pool_name"
+            ),
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(organization__isnull=True), name="compute_pool_platform_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelDeployment(models.Model):
+    """A model served on a pool by a number of replicas, under one served model name.
+
+    The served name is unique within its owner (an organisation, or the platform); platform deployments
+    can be shared with chosen organisations."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROVISIONING = "provisioning", "Provisioning"
+        READY = "ready", "Ready"
+        DEGRADED = "degraded", "Degraded"
+        STOPPING = "stopping", "Stopping"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="deployments"
+    )
+    pool = models.ForeignKey(ComputePool, on_delete=models.PROTECT, related_name="deployments")
+    shared_with = models.ManyToManyField("orgs.Organization", blank=True, related_name="shared_deployments")
+    name = models.CharField(max_length=200)
+    model_id = models.CharField(max_length=300, help_text="What the engine loads, e.g. a Hugging Face repo id.")
+    served_model_name = models.CharField(max_length=200, help_text="The `model` clients ask for.")
+    engine = models.CharField(max_length=32, default="vllm")
+    engine_args = models.JSONField(default=dict, blank=True)
+    min_replicas = models.PositiveSmallIntegerField(default=1)
+    max_replicas = models.PositiveSmallIntegerField(default=1)
+    desired_replicas = models.PositiveSmallIntegerField(default=1)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    state_reason = models.CharField(max_length=500, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    price_input_per_mtok_micros = models.BigIntegerField(default=0, help_text="Per 1M input tokens, micro-units.")
+    price_output_per_mtok_micros = models.BigIntegerField(default=0, help_text="Per 1M output tokens, micro-units.")
+    connect_timeout_s = models.FloatField(null=True, blank=True)
+    first_byte_timeout_s = models.FloatField(null=True, blank=True)
+    idle_timeout_s = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["served_model_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "served_model_name"],
+                condition=Q(organization__isnull=False),
+                name="compute_deployment_served_name",
+            ),
+            models.UniqueConstraint(
+                fields=["served_model_name"],
+                condition=Q(organization__isnull=True),
+                name="compute_deployment_platform_served_name",
+            ),
+            models.CheckConstraint(condition=Q(min_replicas__lte=models.F("max_replicas")), name="compute_min_le_max"),
+        ]
+        indexes = [models.Index(fields=["state"])]
+
+    def __str__(self) -> str:
+        return self.served_model_name
+
+
+class Replica(models.Model):
+    """One running engine (a vLLM server, or a simulated one) serving a deployment at an endpoint."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROVISIONING = "provisioning", "Provisioning"
+        STARTING = "starting", "Starting"
+        READY = "ready", "Ready"
+        UNHEALTHY = "unhealthy", "Unhealthy"
+        STOPPING = "stopping", "Stopping"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    deployment = models.ForeignKey(ModelDeployment, on_delete=models.CASCADE, related_name="replicas")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    endpoint = models.URLField(blank=True, help_text="Base URL of the engine's OpenAI-compatible API.")
+    provider_handle = models.JSONField(default=dict, blank=True, help_text="What the adapter needs to find it.")
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_metrics = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["deployment_id", "id"]
+        indexes = [models.Index(fields=["deployment", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} #{self.pk} ({self.state})"

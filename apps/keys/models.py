@@ -1,0 +1,66 @@
+"""API keys: the credentials applications and scripts present to `/v1` and the REST API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Scope(models.TextChoices):
+    """What a key may be used for."""
+
+    INFERENCE = "inference", "Inference on /v1"
+    READ = "read", "Read the management API"
+    MANAGE = "manage", "Change things through the management API"
+
+
+class ApiKey(models.Model):
+    """A key shown once at creation and stored only as its SHA-256 hash, with a visible prefix.
+
+    A key owned by a user has at most its owner's rights, intersected with its scopes; a service key
+    (no owner) has only its scopes within its organisation (and its team, when it has one).
+    """
+
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="api_keys")
+    # RESTRICT, not SET_NULL: losing the team would silently widen a team key to the whole organisation.
+    team = models.ForeignKey("orgs.Team", on_delete=models.RESTRICT, null=True, blank=True, related_name="api_keys")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys"
+    )
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=24, unique=True, help_text="The visible start of the key.")
+    secret_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the whole key, hex.")
+    scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices), default=list)
+    allowed_models = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    rotated_from = models.OneToOneField(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rotated_to"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["expires_at"], condition=Q(revoked_at__isnull=True), name="keys_active_expiry_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        """Whether the key may authenticate right now (not revoked, not expired)."""
+        moment = now or timezone.now()
+        if self.revoked_at is not None and self.revoked_at <= moment:
+            return False
+        return self.expires_at is None or self.expires_at > moment

