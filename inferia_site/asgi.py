@@ -13,12 +13,12 @@ from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()  # sets Django up before anything imports models
 
-from apps.gateway.asgi import gateway_app  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from apps.console.routing import websocket_urlpatterns  # noqa: E402
+from apps.gateway.asgi import gateway_app  # noqa: E402
 
 # Paths under /v1 that Django serves (the published schema), not the streaming consumers.
 DJANGO_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/docs"})

@@ -19,7 +19,8 @@ def redis_db_url(base: str, db: int) -> str:
     if parts.scheme == "unix":
         query = dict(parse_qsl(parts.query))
         query["db"] = str(db)
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        # Not urlunsplit: with an empty host it drops the `//`, and redis-py refuses `unix:/path`.
+        return f"unix://{parts.path}?{urlencode(query)}"
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
 
 
@@ -30,5 +31,5 @@ def celery_broker_url(redis_url: str) -> str:
         query = dict(parse_qsl(parts.query))
         db = query.pop("db", "0")
         query["virtual_host"] = db
-        return urlunsplit(("redis+socket", "", parts.path, urlencode(query), ""))
+        return f"redis+socket://{parts.path}?{urlencode(query)}"
     return redis_url

@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "django_filters",
     "guardian",
     "django_prometheus",
     "apps.orgs",
@@ -143,7 +144,8 @@ TEMPLATES = [
 
 AUTH_USER_MODEL = "orgs.User"
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend behind login throttling/lockout and the sign-in audit (apps/rbac/backends.py).
+    "apps.rbac.backends.ThrottledModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
@@ -165,6 +167,11 @@ STATIC_ROOT = Path(env_str("INFERIA_STATIC_ROOT", str(DATA_DIR / "staticfiles"))
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # No Basic auth: passwords go through the console's login (throttling, 2FA); scripts use API keys.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.rbac.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
@@ -191,6 +198,19 @@ INFERIA_UPSTREAM_CONNECT_TIMEOUT = env_float("INFERIA_UPSTREAM_CONNECT_TIMEOUT",
 INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT = env_float("INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT", 60.0)
 INFERIA_UPSTREAM_IDLE_TIMEOUT = env_float("INFERIA_UPSTREAM_IDLE_TIMEOUT", 60.0)
 INFERIA_UPSTREAM_ALLOW_PRIVATE = env_bool("INFERIA_UPSTREAM_ALLOW_PRIVATE", False)
+# Gateway (the /v1 data plane): caches, routing and metering.
+INFERIA_KEY_NEGATIVE_CACHE_SECONDS = env_float("INFERIA_KEY_NEGATIVE_CACHE_SECONDS", 10.0)
+INFERIA_GATEWAY_CATALOG_MAX_AGE = env_float("INFERIA_GATEWAY_CATALOG_MAX_AGE", 30.0)
+INFERIA_UPSTREAM_RETRIES = env_int("INFERIA_UPSTREAM_RETRIES", 2)
+INFERIA_CIRCUIT_FAILURES = env_int("INFERIA_CIRCUIT_FAILURES", 3)
+INFERIA_CIRCUIT_COOLDOWN_SECONDS = env_float("INFERIA_CIRCUIT_COOLDOWN_SECONDS", 10.0)
+INFERIA_USAGE_STREAM = env_str("INFERIA_USAGE_STREAM", "inferia:usage")
+INFERIA_USAGE_RETENTION_DAYS = env_int("INFERIA_USAGE_RETENTION_DAYS", 90)
+INFERIA_DRAIN_SECONDS = env_float("INFERIA_DRAIN_SECONDS", 30.0)
+# Policy authority: what happens to budgets and limits while Redis is unreachable (closed = 503).
+INFERIA_POLICY_FAIL_OPEN = env_bool("INFERIA_POLICY_FAIL_OPEN", False)
+INFERIA_POLICY_CONCURRENCY_LEASE_MS = env_int("INFERIA_POLICY_CONCURRENCY_LEASE_MS", 15 * 60 * 1000)
+INFERIA_GUARDRAIL_SCANNERS = env_list("INFERIA_GUARDRAIL_SCANNERS")
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -10,6 +10,7 @@ from inferia_site import health
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/", include("inferia_site.api_urls")),
     path("", include("django_prometheus.urls")),
 ]
 

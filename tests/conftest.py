@@ -8,6 +8,28 @@ from django.conf import settings
 from inferia_site.redis_clients import sync_redis
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_may_truncate_audit_tables():
+    """Transactional tests end with Django's flush, a TRUNCATE of every table. The audit tables refuse TRUNCATE
+    unless the session opts in (migration audit 0005), so the flush opts in, and nothing else does."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('inferia.audit_allow_truncate', 'on', false)")
+        try:
+            original(self, sql_list)
+        finally:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('inferia.audit_allow_truncate', '', false)")
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    DatabaseOperations.execute_sql_flush = original
+
+
 @pytest.fixture
 def redis_cache():
     """The cache/counters Redis database, emptied before and after the test."""

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from apps.audit.models import AuditEvent, UsageRecord
+from apps.audit.models import AuditEvent, UsageRecord, UsageRollup
+from apps.rbac.admin_mixins import TenantAdminMixin
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(TenantAdminMixin, admin.ModelAdmin):
     """History is written by services only; the admin may look, never touch."""
 
     def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
@@ -42,4 +43,13 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     list_filter = ["outcome", "streamed", "estimated", "started_at"]
     search_fields = ["request_id", "model"]
     date_hierarchy = "started_at"
+    show_full_result_count = False
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "organization_id", "model", "requests", "errors", "prompt_tokens", "completion_tokens"]
+    list_filter = ["hour"]
+    search_fields = ["model"]
+    date_hierarchy = "hour"
     show_full_result_count = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -11,7 +13,44 @@ from django.utils import timezone
 _HISTORY_FK = {"on_delete": models.DO_NOTHING, "db_constraint": False, "null": True, "blank": True}
 
 
-class AuditEvent(models.Model):
+class AuditAppendOnlyError(Exception):
+    """Raised when code tries to change or delete history through the ORM (the database refuses it too)."""
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    """A queryset that can read and insert, never update or delete: the ORM half of append-only history."""
+
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AuditAppendOnlyError(f"{self.model._meta.label} is append-only: update refused")
+
+    def delete(self) -> NoReturn:
+        raise AuditAppendOnlyError(f"{self.model._meta.label} is append-only: delete refused")
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> NoReturn:
+        raise AuditAppendOnlyError(f"{self.model._meta.label} is append-only: bulk update refused")
+
+    _raw_delete = delete  # what Django's deletion collector calls for fast deletes
+
+
+class AppendOnlyModel(models.Model):
+    """Rows that are written once: saving an existing row or deleting one raises. A PostgreSQL trigger
+    (migration audit 0004) refuses UPDATE, DELETE and TRUNCATE underneath, for code that bypasses the ORM."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditAppendOnlyError(f"{self._meta.label} #{self.pk} is append-only: save of an existing row refused")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AuditAppendOnlyError(f"{self._meta.label} #{self.pk} is append-only: delete refused")
+
+
+class AuditEvent(AppendOnlyModel):
     """One management change, login or key event. Append-only and chained: `seq` is gapless, and each
     event's `hash` covers its content and the previous event's hash."""
 
@@ -65,6 +104,23 @@ class AuditChainHead(models.Model):
         return f"audit chain at #{self.seq}"
 
 
+class AuditCheckpoint(AppendOnlyModel):
+    """A copy of the chain head (sequence number and hash) taken periodically by beat and on demand, kept out of
+    the event table and exportable, so that deleting the newest events (and rewinding the head) is detected."""
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    seq = models.BigIntegerField(editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+    taken_by = models.CharField(max_length=300, help_text="'beat', 'system' or the user who asked for it.")
+
+    class Meta:
+        ordering = ["-seq", "-id"]
+        indexes = [models.Index(fields=["-seq"], name="audit_checkpoint_seq_idx")]
+
+    def __str__(self) -> str:
+        return f"checkpoint at #{self.seq}"
+
+
 class UsageRecord(models.Model):
     """One request through `/v1`: tokens, cost, latency and outcome. Written in batches by a worker from the
     usage stream, idempotently on `request_id`."""
@@ -106,3 +162,36 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class UsageRollup(models.Model):
+    """Hourly totals of usage per organisation, team, key and model: what dashboards and cost reports read, so
+    that they never scan raw usage rows (which are pruned after INFERIA_USAGE_RETENTION_DAYS). Maintained by the
+    usage worker in the same transaction that inserts the raw rows."""
+
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **_HISTORY_FK)
+    api_key = models.ForeignKey("keys.ApiKey", related_name="+", **_HISTORY_FK)
+    model = models.CharField(max_length=200)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+    latency_ms_total = models.FloatField(default=0)
+    ttft_ms_total = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "organization", "team", "api_key", "model"],
+                nulls_distinct=False,
+                name="audit_usage_rollup_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "-hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.model} @ {self.hour:%Y-%m-%d %H}:00"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.utils import timezone
 
-from apps.audit.models import AuditChainHead, AuditEvent
+from apps.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 
 SYSTEM_ACTOR = "system"
 _MASK = "********"
@@ -38,6 +41,37 @@ def mask_secrets(data: Any) -> Any:
     return data
 
 
+def canonical_ip(value: str | None) -> str | None:
+    """One spelling per address, so that the hash does not depend on how PostgreSQL's inet prints it back."""
+    if not value:
+        return None
+    address = ipaddress.ip_address(str(value))
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(address.ipv4_mapped) if address.ipv4_mapped else address.exploded
+    return str(address)
+
+
+def json_roundtrip(data: Any) -> Any:
+    """`data` as it comes back from a JSONB column (dates as strings, tuples as lists), so hashes match on read."""
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def audit_diff(
+    *, before: dict[str, Any] | None, after: dict[str, Any] | None, fields: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The changed fields between two snapshots, as `{field: {"before": ..., "after": ...}}`, secrets masked.
+
+    A creation has `before=None`, a deletion `after=None`; then every field is listed."""
+    before, after = before or {}, after or {}
+    names = list(fields) if fields is not None else sorted(set(before) | set(after))
+    diff = {
+        name: {"before": before.get(name), "after": after.get(name)}
+        for name in names
+        if before.get(name) != after.get(name)
+    }
+    return mask_secrets(json_roundtrip(diff))
+
+
 def event_digest(*, prev_hash: str, fields: dict[str, Any]) -> str:
     """The hash that chains an event to its predecessor; `audit_verify` recomputes it."""
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
@@ -58,7 +92,7 @@ def chained_fields(event: AuditEvent) -> dict[str, Any]:
         "target_id": event.target_id,
         "target_repr": event.target_repr,
         "changes": event.changes,
-        "ip_address": event.ip_address,
+        "ip_address": canonical_ip(event.ip_address),
         "user_agent": event.user_agent,
         "request_id": event.request_id,
         "outcome": event.outcome,
@@ -107,8 +141,8 @@ def audit_record(
             target_type=target._meta.label_lower if target is not None else "",
             target_id=str(target.pk) if target is not None else "",
             target_repr=str(target)[:300] if target is not None else "",
-            changes=mask_secrets(changes or {}),
-            ip_address=context.ip_address,
+            changes=json_roundtrip(mask_secrets(changes or {})),
+            ip_address=canonical_ip(context.ip_address),
             user_agent=context.user_agent[:500],
             request_id=context.request_id,
             outcome=outcome,
@@ -119,3 +153,37 @@ def audit_record(
         head.seq, head.hash = event.seq, event.hash
         head.save(update_fields=["seq", "hash"])
     return event
+
+
+@transaction.atomic
+def audit_checkpoint_take(
+    *, actor: Any = None, taken_by: str = "", context: AuditContext | None = None
+) -> AuditCheckpoint:
+    """Copy the chain head into a checkpoint row. Called by beat (`actor=None`) and on demand by a person, whose
+    request is itself recorded first so that the checkpoint covers it. Beat skips when the head has not moved."""
+    if actor is not None:
+        audit_record(action="audit.checkpoint", actor=actor, context=context)
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+    latest = AuditCheckpoint.objects.order_by("-seq", "-id").first()
+    if actor is None and latest is not None and latest.seq == head.seq and latest.hash == head.hash:
+        return latest
+    label = taken_by or (str(actor) if actor is not None else SYSTEM_ACTOR)
+    return AuditCheckpoint.objects.create(seq=head.seq, hash=head.hash, taken_by=label[:300])
+
+
+def audit_snapshot(obj: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """The current values of `obj`'s concrete fields (foreign keys as ids), JSON-ready: the before or after of
+    a change, for `audit_diff`. Encrypted and hashed fields are left out (they would be masked anyway)."""
+    names = set(fields) if fields is not None else None
+    snapshot: dict[str, Any] = {}
+    for field in obj._meta.concrete_fields:
+        if names is not None and field.name not in names:
+            continue
+        if field.name.endswith(("_encrypted", "_hash")):
+            continue
+        snapshot[field.name] = field.value_from_object(obj)
+    if names is not None:
+        for field in obj._meta.many_to_many:
+            if field.name in names and obj.pk is not None:
+                snapshot[field.name] = sorted(getattr(obj, field.name).values_list("pk", flat=True))
+    return json_roundtrip(snapshot)

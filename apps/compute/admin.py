@@ -4,10 +4,11 @@ from django.contrib import admin
 from guardian.admin import GuardedModelAdmin
 
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.rbac.admin_mixins import TenantAdminMixin
 
 
 @admin.register(Provider)
-class ProviderAdmin(GuardedModelAdmin):
+class ProviderAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["name", "kind", "organization", "created_at"]
     list_filter = ["kind", "organization"]
     list_select_related = ["organization"]
@@ -15,7 +16,7 @@ class ProviderAdmin(GuardedModelAdmin):
 
 
 @admin.register(ComputePool)
-class ComputePoolAdmin(GuardedModelAdmin):
+class ComputePoolAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["name", "provider", "organization", "region", "gpu_type", "gpus_per_node", "max_nodes"]
     list_filter = ["provider__kind", "organization", "gpu_type"]
     list_select_related = ["provider", "organization"]
@@ -30,7 +31,7 @@ class ReplicaInline(admin.TabularInline):
 
 
 @admin.register(ModelDeployment)
-class ModelDeploymentAdmin(GuardedModelAdmin):
+class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["served_model_name", "model_id", "organization", "pool", "state", "desired_replicas"]
     list_filter = ["state", "engine", "organization"]
     list_select_related = ["organization", "pool"]
@@ -40,7 +41,7 @@ class ModelDeploymentAdmin(GuardedModelAdmin):
 
 
 @admin.register(Replica)
-class ReplicaAdmin(admin.ModelAdmin):
+class ReplicaAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_display = ["id", "deployment", "state", "endpoint", "last_heartbeat_at", "updated_at"]
     list_filter = ["state", "deployment__organization"]
     list_select_related = ["deployment"]

@@ -4,10 +4,11 @@ from django.contrib import admin
 from guardian.admin import GuardedModelAdmin
 
 from apps.keys.models import ApiKey
+from apps.rbac.admin_mixins import TenantAdminMixin
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(GuardedModelAdmin):
+class ApiKeyAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["name", "prefix", "organization", "team", "owner", "created_at", "expires_at", "revoked_at"]
     list_filter = ["organization", ("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     list_select_related = ["organization", "team", "owner"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import AuditContext, audit_record
+from apps.audit.services import AuditContext, audit_diff, audit_record
+from apps.keys.cache import key_cache_purge
 from apps.keys.models import ApiKey, Scope
 from apps.orgs.models import User
 
@@ -83,9 +84,81 @@ def api_key_create(
 
 
 def api_key_revoke(*, key: ApiKey, actor: Any = None, reason: str = "", context: AuditContext | None = None) -> ApiKey:
-    """Revoke a key now. Gateways drop it from their caches on the next lookup (within the cache TTL)."""
+    """Revoke a key now. Every gateway process drops it from its caches as soon as the revocation commits."""
     with transaction.atomic():
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         audit_record(action="key.revoke", actor=actor, target=key, changes={"reason": reason}, context=context)
+        secret_hash = key.secret_hash
+        transaction.on_commit(lambda: key_cache_purge(secret_hash=secret_hash))
+    return key
+
+
+# How long a rotated key keeps working, so that deployments can roll the new secret out without downtime.
+ROTATION_GRACE = timedelta(hours=24)
+KEY_EDITABLE_FIELDS = ("name", "expires_at", "allowed_models")
+
+
+def api_key_rotate(
+    *, key: ApiKey, actor: Any, grace: timedelta = ROTATION_GRACE, context: AuditContext | None = None
+) -> IssuedKey:
+    """Issue a successor with the same organisation, team, owner, scopes, models and expiry, and schedule the old
+    key's revocation `grace` from now (immediately when `grace` is zero). The new secret is shown once."""
+    if not key.is_usable():
+        raise ValueError("a revoked or expired key cannot be rotated")
+    if grace < timedelta(0):
+        raise ValueError("the grace period cannot be negative")
+    secret, prefix = _new_secret()
+    with transaction.atomic():
+        old = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if hasattr(old, "rotated_to"):
+            raise ValueError("this key was already rotated")
+        new = ApiKey.objects.create(
+            organization_id=old.organization_id,
+            team_id=old.team_id,
+            owner_id=old.owner_id,
+            name=old.name,
+            prefix=prefix,
+            secret_hash=hash_key(secret),
+            scopes=old.scopes,
+            allowed_models=old.allowed_models,
+            expires_at=old.expires_at,
+            created_by=actor if isinstance(actor, User) else None,
+            rotated_from=old,
+        )
+        old.revoked_at = timezone.now() + grace
+        old.save(update_fields=["revoked_at"])
+        audit_record(
+            action="key.rotate",
+            actor=actor,
+            target=old,
+            changes={"successor": new.pk, "successor_prefix": new.prefix, "old_key_ends": old.revoked_at.isoformat()},
+            context=context,
+        )
+        secret_hash, usable = old.secret_hash, old.is_usable()
+        transaction.on_commit(lambda: key_cache_purge(secret_hash=secret_hash, still_usable=usable))
+    key.revoked_at = old.revoked_at
+    return IssuedKey(key=new, secret=secret)
+
+
+def api_key_update(*, key: ApiKey, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> ApiKey:
+    """Rename a key, change its expiry or the models it may call. Scopes, team and owner never change (issue a
+    new key instead), so a key cannot be widened after it was handed out."""
+    unknown = set(changes) - set(KEY_EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        before = {name: getattr(key, name) for name in KEY_EDITABLE_FIELDS}
+        for name, value in changes.items():
+            setattr(key, name, value)
+        key.save(update_fields=list(changes))
+        audit_record(
+            action="key.update",
+            actor=actor,
+            target=key,
+            changes=audit_diff(before=before, after={name: getattr(key, name) for name in KEY_EDITABLE_FIELDS}),
+            context=context,
+        )
+        secret_hash, usable = key.secret_hash, key.is_usable()
+        transaction.on_commit(lambda: key_cache_purge(secret_hash=secret_hash, still_usable=usable))
     return key

@@ -5,6 +5,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from guardian.admin import GuardedModelAdmin
 
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
+from apps.rbac.admin_mixins import TenantAdminMixin
 
 
 @admin.register(User)
@@ -20,6 +21,15 @@ class UserAdmin(DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        # Users are not tenant rows, but their addresses are: staff who are not the superadmin see only the
+        # people they share an organisation with.
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        shared = Membership.objects.filter(organization__memberships__user=request.user).values("user_id")
+        return queryset.filter(pk__in=shared)
+
 
 class TeamInline(admin.TabularInline):
     model = Team
@@ -28,7 +38,7 @@ class TeamInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(GuardedModelAdmin):
+class OrganizationAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["name", "slug", "is_active", "require_2fa", "created_at"]
     list_filter = ["is_active", "require_2fa"]
     search_fields = ["name", "slug"]
@@ -37,7 +47,7 @@ class OrganizationAdmin(GuardedModelAdmin):
 
 
 @admin.register(Team)
-class TeamAdmin(GuardedModelAdmin):
+class TeamAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["name", "slug", "organization", "created_at"]
     list_filter = ["organization"]
     list_select_related = ["organization"]
@@ -46,7 +56,7 @@ class TeamAdmin(GuardedModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["organization", "role"]
     list_select_related = ["user", "organization", "role"]
@@ -56,7 +66,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(Invitation)
-class InvitationAdmin(admin.ModelAdmin):
+class InvitationAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_display = ["email", "organization", "role", "created_at", "expires_at", "accepted_at", "revoked_at"]
     list_filter = ["organization", "role"]
     list_select_related = ["organization", "role"]

@@ -35,3 +35,14 @@ class Role(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TeamGroup(models.Model):
+    """The django-guardian group that stands for a team: object grants to a team (delegating one deployment,
+    key, pool or provider to it) are guardian group permissions on this group. Created on first grant."""
+
+    team = models.OneToOneField("orgs.Team", on_delete=models.CASCADE, related_name="guardian_group")
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="inferia_team")
+
+    def __str__(self) -> str:
+        return f"group of {self.team_id}"

@@ -1,11 +1,16 @@
-"""The built-in roles and their permissions."""
+"""Roles and object grants: the built-in roles and their permissions, custom roles, and django-guardian grants
+that delegate one object (a deployment, key, pool or provider) to a team or a user."""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import Permission
-from django.db import transaction
+from typing import Any
 
-from apps.rbac.models import Role
+from django.contrib.auth.models import Group, Permission
+from django.db import models, transaction
+from guardian.shortcuts import assign_perm, remove_perm
+
+from apps.audit.services import AuditContext, audit_diff, audit_record
+from apps.rbac.models import Role, TeamGroup
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
 TENANT_APPS = ("orgs", "rbac", "keys", "policies", "compute", "audit")
@@ -32,7 +37,8 @@ def _role_permissions(slug: str) -> list[Permission]:
             and not (p.content_type.model == "role" and not p.codename.startswith("view_"))
         ]
     if slug == "member":
-        return [p for p in perms if p.codename.startswith("view_") or p.codename in {"add_apikey", "change_apikey"}]
+        # Members create keys and manage the ones they own (restrict's own-key rule), not their colleagues'.
+        return [p for p in perms if p.codename.startswith("view_") or p.codename == "add_apikey"]
     return [p for p in perms if p.codename.startswith("view_")]
 
 
@@ -49,3 +55,175 @@ def roles_ensure_builtin() -> dict[str, Role]:
             role.permissions.set(wanted)
         roles[slug] = role
     return roles
+
+
+# Models whose single objects can be delegated to a team or a user with django-guardian.
+GRANTABLE_MODELS = ("keys.apikey", "compute.provider", "compute.computepool", "compute.modeldeployment")
+GRANTABLE_ACTIONS = ("view", "change", "delete")
+
+
+def team_group(*, team: Any) -> Group:
+    """The guardian group standing for `team`, created on first use."""
+    link = TeamGroup.objects.select_related("group").filter(team=team).first()
+    if link is not None:
+        return link.group
+    group = Group.objects.create(name=f"inferia-team-{team.pk}")
+    TeamGroup.objects.create(team=team, group=group)
+    return group
+
+
+def _check_grant(obj: models.Model, actions: list[str], team: Any, user: Any) -> list[str]:
+    if obj._meta.label_lower not in GRANTABLE_MODELS:
+        raise ValueError(f"{obj._meta.verbose_name} objects cannot be granted")
+    unknown = set(actions) - set(GRANTABLE_ACTIONS)
+    if unknown or not actions:
+        raise ValueError(f"grantable actions are {', '.join(GRANTABLE_ACTIONS)}")
+    if (team is None) == (user is None):
+        raise ValueError("grant to a team or to a user")
+    org_id = getattr(obj, "organization_id", None)
+    if org_id is None:
+        raise ValueError("platform objects are shared with organisations, not granted")
+    if team is not None and team.organization_id != org_id:
+        raise ValueError("the team belongs to another organisation")
+    if user is not None and not user.memberships.filter(organization_id=org_id).exists():
+        raise ValueError("the user is not a member of the object's organisation")
+    return [f"{action}_{obj._meta.model_name}" for action in sorted(set(actions))]
+
+
+@transaction.atomic
+def object_grant(
+    *,
+    obj: models.Model,
+    actions: list[str],
+    actor: Any,
+    team: Any = None,
+    user: Any = None,
+    context: AuditContext | None = None,
+) -> None:
+    """Delegate `actions` on one object to a team (all its members) or to one member of the object's organisation."""
+    codenames = _check_grant(obj, actions, team, user)
+    holder = team_group(team=team) if team is not None else user
+    for codename in codenames:
+        assign_perm(codename, holder, obj)
+    audit_record(
+        action="grant.add",
+        actor=actor,
+        target=obj,
+        changes={"actions": sorted(set(actions)), "team": getattr(team, "pk", None), "user": getattr(user, "pk", None)},
+        context=context,
+    )
+
+
+@transaction.atomic
+def object_grant_revoke(
+    *,
+    obj: models.Model,
+    actions: list[str],
+    actor: Any,
+    team: Any = None,
+    user: Any = None,
+    context: AuditContext | None = None,
+) -> None:
+    """Take back a delegation made by `object_grant`."""
+    codenames = _check_grant(obj, actions, team, user)
+    holder = team_group(team=team) if team is not None else user
+    for codename in codenames:
+        remove_perm(codename, holder, obj)
+    audit_record(
+        action="grant.remove",
+        actor=actor,
+        target=obj,
+        changes={"actions": sorted(set(actions)), "team": getattr(team, "pk", None), "user": getattr(user, "pk", None)},
+        context=context,
+    )
+
+
+def _tenant_permissions(names: list[str]) -> list[Permission]:
+    """Permissions named `app_label.codename`, from the tenant apps only (no platform permissions)."""
+    wanted = set(names)
+    found = [
+        perm
+        for perm in Permission.objects.filter(content_type__app_label__in=TENANT_APPS).select_related("content_type")
+        if f"{perm.content_type.app_label}.{perm.codename}" in wanted
+    ]
+    missing = wanted - {f"{p.content_type.app_label}.{p.codename}" for p in found}
+    if missing:
+        raise ValueError(f"unknown permissions: {', '.join(sorted(missing))}")
+    return found
+
+
+def _role_after(role: Role) -> dict[str, Any]:
+    perms = role.permissions.select_related("content_type")
+    return {
+        "name": role.name,
+        "slug": role.slug,
+        "description": role.description,
+        "permissions": sorted(f"{p.content_type.app_label}.{p.codename}" for p in perms),
+    }
+
+
+@transaction.atomic
+def role_create(
+    *,
+    organization: Any,
+    slug: str,
+    name: str,
+    permissions: list[str],
+    actor: Any,
+    description: str = "",
+    context: AuditContext | None = None,
+) -> Role:
+    """A custom role of `organization`, composed of tenant permissions (`compute.view_modeldeployment`, ...)."""
+    perms = _tenant_permissions(permissions)
+    role = Role.objects.create(organization=organization, slug=slug, name=name, description=description)
+    role.permissions.set(perms)
+    audit_record(
+        action="role.create",
+        actor=actor,
+        target=role,
+        changes=audit_diff(before=None, after=_role_after(role)),
+        context=context,
+    )
+    return role
+
+
+@transaction.atomic
+def role_update(*, role: Role, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> Role:
+    """Rename a custom role or change its permissions; members holding it are affected on their next request."""
+    if role.is_builtin or role.organization_id is None:
+        raise ValueError("built-in roles cannot be changed")
+    unknown = set(changes) - {"name", "description", "permissions"}
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    before = _role_after(role)
+    for field in ("name", "description"):
+        if field in changes:
+            setattr(role, field, changes[field])
+    role.save()
+    if "permissions" in changes:
+        role.permissions.set(_tenant_permissions(changes["permissions"]))
+    audit_record(
+        action="role.update",
+        actor=actor,
+        target=role,
+        changes=audit_diff(before=before, after=_role_after(role)),
+        context=context,
+    )
+    return role
+
+
+@transaction.atomic
+def role_delete(*, role: Role, actor: Any, context: AuditContext | None = None) -> None:
+    """Delete a custom role nobody holds."""
+    if role.is_builtin or role.organization_id is None:
+        raise ValueError("built-in roles cannot be deleted")
+    if role.memberships.exists():
+        raise ValueError("members still hold this role")
+    audit_record(
+        action="role.delete",
+        actor=actor,
+        target=role,
+        changes=audit_diff(before=_role_after(role), after=None),
+        context=context,
+    )
+    role.delete()

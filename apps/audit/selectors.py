@@ -1,0 +1,140 @@
+"""Reading the audit log and usage: filtered event lists, exports to CSV and JSON Lines, checkpoint exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from apps.audit.models import AuditCheckpoint, AuditEvent
+
+EXPORT_FIELDS = [
+    "seq",
+    "occurred_at",
+    "organization_id",
+    "actor_user_id",
+    "actor_key_id",
+    "actor_label",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "changes",
+    "ip_address",
+    "user_agent",
+    "request_id",
+    "outcome",
+    "prev_hash",
+    "hash",
+]
+
+
+def audit_event_filter(
+    *,
+    events: QuerySet[AuditEvent],
+    actor: str = "",
+    action: str = "",
+    target_type: str = "",
+    target_id: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[AuditEvent]:
+    """Narrow an already-restricted queryset by actor label, action (prefix), object and date range."""
+    if actor:
+        events = events.filter(actor_label__icontains=actor)
+    if action:
+        events = events.filter(action__startswith=action)
+    if target_type:
+        events = events.filter(target_type=target_type)
+    if target_id:
+        events = events.filter(target_id=target_id)
+    if since:
+        events = events.filter(occurred_at__gte=since)
+    if until:
+        events = events.filter(occurred_at__lt=until)
+    return events
+
+
+def _rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
+    yield from events.order_by("seq").values(*EXPORT_FIELDS).iterator(chunk_size=2000)
+
+
+def audit_events_jsonl(*, events: QuerySet[AuditEvent]) -> Iterator[str]:
+    """The events as JSON Lines, oldest first, with their hashes so a copy can be checked later."""
+    for row in _rows(events):
+        yield json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True) + "\n"
+
+
+def audit_events_csv(*, events: QuerySet[AuditEvent]) -> Iterator[str]:
+    """The events as CSV, oldest first; `changes` is a JSON string in its column."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for row in _rows(events):
+        row["changes"] = json.dumps(row["changes"], cls=DjangoJSONEncoder, sort_keys=True)
+        row["occurred_at"] = row["occurred_at"].isoformat()
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()
+
+
+def audit_checkpoints_jsonl() -> Iterator[str]:
+    """Every checkpoint as JSON Lines, for keeping outside the database; `audit_verify --checkpoints` reads it."""
+    rows = AuditCheckpoint.objects.order_by("seq", "id").values("seq", "hash", "created_at", "taken_by")
+    for row in rows.iterator(chunk_size=2000):
+        yield json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True) + "\n"
+
+
+USAGE_GROUPS = {"day": "day", "model": "model", "key": "api_key"}
+
+
+def usage_summary(
+    *,
+    records: QuerySet[Any],
+    group_by: Iterable[str],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    organization_id: int | None = None,
+    model: str = "",
+    api_key_id: int | None = None,
+    team_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Usage summed per day (UTC), model and/or key, newest day first, from an already-restricted queryset of
+    hourly rollups (which outlive the raw records' retention)."""
+    if since:
+        records = records.filter(hour__gte=since)
+    if until:
+        records = records.filter(hour__lt=until)
+    if organization_id:
+        records = records.filter(organization_id=organization_id)
+    if model:
+        records = records.filter(model=model)
+    if api_key_id:
+        records = records.filter(api_key_id=api_key_id)
+    if team_id:
+        records = records.filter(team_id=team_id)
+    columns = [USAGE_GROUPS[name] for name in USAGE_GROUPS if name in set(group_by)]
+    rows = (
+        records.order_by()
+        .annotate(day=TruncDate("hour"))
+        .values(*columns)
+        .annotate(
+            requests=Sum("requests"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cost_micros=Sum("cost_micros"),
+            errors=Sum("errors"),
+        )
+        .order_by(*[f"-{c}" if c == "day" else c for c in columns])
+    )
+    return list(rows)

@@ -1,0 +1,249 @@
+"""The gateway's in-process view of what can be served: deployments by served model name, and their READY replicas.
+
+Loaded from PostgreSQL off the hot path, then kept in memory: reloaded when a deployment or replica changes (a
+Redis message, see `catalog_changed`), when a client asks for a name it does not know (at most once a second), and
+after `INFERIA_GATEWAY_CATALOG_MAX_AGE` seconds. Replica load (running/waiting requests, KV-cache use) comes from
+the health checker through Redis, refreshed about once a second by the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import redis
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from apps.gateway.selectors import DeploymentRow, deployment_rows_list
+from inferia_site.redis_clients import sync_redis
+
+logger = logging.getLogger(__name__)
+
+CATALOG_CHANNEL = "inferia:gateway:catalog"
+# A hash per replica written by the health checker (see `replica_load_store`): running, waiting, kv_cache, checked_at.
+REPLICA_LOAD_KEY = "inferia:replica:{replica_id}:load"
+# An unknown model name reloads the catalog at most this often, so a flood of bad names cannot reach PostgreSQL.
+MISS_RELOAD_INTERVAL_S = 1.0
+
+# Upstream paths by endpoint name (the same on vLLM and inferia-sim).
+UPSTREAM_PATHS = {
+    "chat.completions": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
+
+
+@dataclass(slots=True)
+class ReplicaTarget:
+    """One READY engine: where to send each endpoint's requests, and its last reported load."""
+
+    id: int
+    deployment_id: int
+    urls: dict[str, str]
+    running: float = 0.0
+    waiting: float = 0.0
+    kv_cache: float = 0.0
+    checked_at: float = 0.0  # when the health checker last saw it healthy (POSIX time), 0 if never
+
+
+@dataclass(slots=True)
+class DeploymentRoute:
+    """A deployment as the router sees it."""
+
+    id: int
+    organization_id: int | None
+    served_model_name: str
+    created: int
+    price_input_per_mtok_micros: int
+    price_output_per_mtok_micros: int
+    timeout: aiohttp.ClientTimeout
+    first_byte_timeout_s: float
+    replicas: tuple[ReplicaTarget, ...]
+
+    def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Price of a request in micro-units, rounded down."""
+        return (
+            prompt_tokens * self.price_input_per_mtok_micros + completion_tokens * self.price_output_per_mtok_micros
+        ) // 1_000_000
+
+
+def endpoint_base(endpoint: str) -> str:
+    """A replica's endpoint as its server root: accepts `http://host:port`, with or without a trailing `/v1`."""
+    base = endpoint.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def _route_from_row(row: DeploymentRow) -> DeploymentRoute:
+    connect = row.connect_timeout_s or settings.INFERIA_UPSTREAM_CONNECT_TIMEOUT
+    idle = row.idle_timeout_s or settings.INFERIA_UPSTREAM_IDLE_TIMEOUT
+    replicas = tuple(
+        ReplicaTarget(
+            id=replica_id,
+            deployment_id=row.id,
+            urls={name: endpoint_base(endpoint) + path for name, path in UPSTREAM_PATHS.items()},
+            running=float(metrics.get("running", 0) or 0),  # type: ignore[arg-type]
+            waiting=float(metrics.get("waiting", 0) or 0),  # type: ignore[arg-type]
+            kv_cache=float(metrics.get("kv_cache", 0) or 0),  # type: ignore[arg-type]
+        )
+        for replica_id, endpoint, metrics in row.replicas
+    )
+    return DeploymentRoute(
+        id=row.id,
+        organization_id=row.organization_id,
+        served_model_name=row.served_model_name,
+        created=row.created,
+        price_input_per_mtok_micros=row.price_input_per_mtok_micros,
+        price_output_per_mtok_micros=row.price_output_per_mtok_micros,
+        # sock_read is the idle timeout between chunks; the first byte has its own deadline (see upstream.py).
+        timeout=aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=idle),
+        first_byte_timeout_s=row.first_byte_timeout_s or settings.INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT,
+        replicas=replicas,
+    )
+
+
+@dataclass(slots=True)
+class Catalog:
+    """Deployments indexed for the two questions the gateway asks: which deployment does this organisation mean
+    by a model name (its own first, then platform ones shared with it), and what may it list."""
+
+    own: dict[int | None, dict[str, DeploymentRoute]] = field(default_factory=dict)
+    shared: dict[int, dict[str, DeploymentRoute]] = field(default_factory=dict)
+    replicas: dict[int, ReplicaTarget] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+    @classmethod
+    def from_rows(cls, rows: list[DeploymentRow]) -> Catalog:
+        catalog = cls(loaded_at=time.monotonic())
+        for row in rows:
+            route = _route_from_row(row)
+            catalog.own.setdefault(row.organization_id, {})[row.served_model_name] = route
+            if row.organization_id is None:
+                for organization_id in row.shared_with:
+                    catalog.shared.setdefault(organization_id, {})[row.served_model_name] = route
+            for replica in route.replicas:
+                catalog.replicas[replica.id] = replica
+        return catalog
+
+    def deployment_for(self, organization_id: int, model: str) -> DeploymentRoute | None:
+        own = self.own.get(organization_id)
+        if own is not None:
+            route = own.get(model)
+            if route is not None:
+                return route
+        shared = self.shared.get(organization_id)
+        return shared.get(model) if shared is not None else None
+
+    def deployments_for(self, organization_id: int) -> list[DeploymentRoute]:
+        """What an organisation may use, by name; its own deployment wins over a shared one of the same name."""
+        visible = dict(self.shared.get(organization_id, {}))
+        visible.update(self.own.get(organization_id, {}))
+        return [visible[name] for name in sorted(visible)]
+
+
+class CatalogCache:
+    """Holds the current catalog of one event loop and reloads it at most one load at a time."""
+
+    def __init__(self) -> None:
+        self.current: Catalog | None = None
+        self.stale = True
+        self._loading: asyncio.Task[Catalog] | None = None
+        self._last_miss_reload = 0.0
+
+    async def get(self) -> Catalog:
+        """The catalog to route with now: loaded on first use and after an announced change; past its max age it is
+        reloaded in the background while the current one keeps serving."""
+        current = self.current
+        if current is None or self.stale:
+            # A change was announced: wait for it (changes are rare; routing to a removed replica is worse).
+            return await self.reload()
+        if time.monotonic() - current.loaded_at > settings.INFERIA_GATEWAY_CATALOG_MAX_AGE:
+            self.reload_in_background()
+        return current
+
+    async def after_miss(self) -> Catalog | None:
+        """A fresher catalog after an unknown model name, or None when nothing suggests the answer would change.
+
+        Waits for a load already under way or due (a change was announced); otherwise reloads at most once a second.
+        """
+        if self._loading is not None or self.stale:
+            return await self.reload()
+        now = time.monotonic()
+        if now - self._last_miss_reload < MISS_RELOAD_INTERVAL_S:
+            return None
+        self._last_miss_reload = now
+        return await self.reload()
+
+    def invalidate(self) -> None:
+        self.stale = True
+
+    async def reload(self) -> Catalog:
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        loading = self._loading
+        try:
+            return await asyncio.shield(loading)
+        finally:
+            if loading.done() and self._loading is loading:
+                self._loading = None
+
+    def reload_in_background(self) -> None:
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+            self._loading.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Catalog]) -> None:
+        if self._loading is task:
+            self._loading = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("catalog reload failed", exc_info=task.exception())
+
+    async def _load(self) -> Catalog:
+        # Cleared before the read: a change committed while it runs marks the catalog stale again.
+        self.stale = False
+        try:
+            rows = await database_sync_to_async(deployment_rows_list)()
+        except Exception:
+            self.stale = True
+            raise
+        catalog = Catalog.from_rows(rows)
+        previous = self.current
+        if previous is not None:
+            # Keep the last known load until the next refresh rather than resetting it to the database's copy.
+            for replica_id, replica in catalog.replicas.items():
+                old = previous.replicas.get(replica_id)
+                if old is not None:
+                    replica.running, replica.waiting = old.running, old.waiting
+                    replica.kv_cache, replica.checked_at = old.kv_cache, old.checked_at
+        self.current = catalog
+        return catalog
+
+
+def catalog_changed() -> None:
+    """Tell every gateway process that deployments or replicas changed. Call after commit."""
+    try:
+        sync_redis().publish(CATALOG_CHANNEL, b"1")
+    except redis.RedisError:
+        logger.exception("could not announce a catalog change; gateways pick it up within their max age")
+
+
+def replica_load_store(
+    *, replica_id: int, running: float, waiting: float, kv_cache: float, checked_at: float | None = None
+) -> None:
+    """Record a replica's load as its health check scraped it from the engine's `/metrics` (vLLM's
+    `num_requests_running`, `num_requests_waiting`, `kv_cache_usage_perc`). Every gateway reads it."""
+    key = REPLICA_LOAD_KEY.format(replica_id=replica_id)
+    client = sync_redis()
+    client.hset(
+        key,
+        mapping={
+            "running": running,
+            "waiting": waiting,
+            "kv_cache": kv_cache,
+            "checked_at": checked_at if checked_at is not None else time.time(),
+        },
+    )
+    client.expire(key, 300)  # a replica nobody checks any more should not steer routing forever

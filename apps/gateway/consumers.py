@@ -1,0 +1,152 @@
+"""The Channels consumers that serve `/v1`: they read the request body, watch for the client leaving, and hand the
+request to the pipeline.
+
+They replace `AsyncConsumer.__call__`: the stock one opens a channel-layer channel per request and hops to a
+thread before every message to close stale database connections. The data plane uses neither (it never touches
+the database on a warm path, and its rare cold lookups close stale connections themselves), and on the hot path
+each of those costs more than the rest of the request's CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from apps.gateway import errors, pipeline
+from apps.gateway.exchange import Exchange
+
+# A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
+# still sending when the server answers and closes sees a reset instead of the error. Past it, answer at once.
+DRAIN_CAP_BYTES = 64 * 1024 * 1024
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class GatewayConsumer(AsyncHttpConsumer):
+    """Base of the `/v1` consumers: a lean ASGI entry that gives `respond(exchange)` the whole body."""
+
+    methods: tuple[str, ...] = ("POST",)
+    watch_disconnect = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:  # type: ignore[override]
+        self.scope = scope
+        self.base_send = send
+        exchange = Exchange(scope, send)
+        if exchange.method not in self.methods:
+            await exchange.respond_error(errors.method_not_allowed(exchange.method))
+            return
+        limit = settings.INFERIA_MAX_BODY_BYTES
+        if exchange.content_length is not None and exchange.content_length > max(limit, DRAIN_CAP_BYTES):
+            await exchange.respond_error(errors.body_too_large(limit), close=True)
+            return
+        body = await self._body(receive, limit)
+        if body is None:
+            return  # the client left before sending it all
+        if isinstance(body, errors.GatewayError):
+            await exchange.respond_error(body, close=True)
+            return
+        exchange.body = body
+        if not self.watch_disconnect:
+            await self.respond(exchange)
+            return
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(_disconnect_callback(exchange, asyncio.current_task()))
+        try:
+            await self.respond(exchange)
+        finally:
+            exchange.finishing = True
+            if not watcher.done():
+                watcher.cancel()
+
+    @staticmethod
+    async def _body(receive: Receive, limit: int) -> bytes | errors.GatewayError | None:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body"):
+            return body if len(body) <= limit else errors.body_too_large(limit)
+        parts = [body]
+        size = len(body)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            part = message.get("body", b"")
+            size += len(part)
+            if size <= limit:
+                parts.append(part)
+            elif size > DRAIN_CAP_BYTES:
+                return errors.body_too_large(limit)
+            elif parts:
+                parts = []  # over the limit: keep reading (so the client sees the 413), keep nothing
+            if not message.get("more_body"):
+                return b"".join(parts) if size <= limit else errors.body_too_large(limit)
+
+    async def respond(self, exchange: Exchange) -> None:
+        raise NotImplementedError
+
+
+def _disconnect_callback(exchange: Exchange, task: asyncio.Task[Any] | None) -> Callable[[asyncio.Future[Any]], None]:
+    def on_message(future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None or task is None:
+            return
+        if future.result().get("type") == "http.disconnect" and not exchange.finishing:
+            exchange.client_gone = True
+            task.cancel()
+
+    return on_message
+
+
+class ChatCompletionsConsumer(GatewayConsumer):
+    """`POST /v1/chat/completions`."""
+
+    watch_disconnect = True
+
+    async def respond(self, exchange: Exchange) -> None:
+        await pipeline.inference_handle(exchange, pipeline.CHAT_COMPLETIONS)
+
+
+class CompletionsConsumer(GatewayConsumer):
+    """`POST /v1/completions`."""
+
+    watch_disconnect = True
+
+    async def respond(self, exchange: Exchange) -> None:
+        await pipeline.inference_handle(exchange, pipeline.COMPLETIONS)
+
+
+class EmbeddingsConsumer(GatewayConsumer):
+    """`POST /v1/embeddings`."""
+
+    watch_disconnect = True
+
+    async def respond(self, exchange: Exchange) -> None:
+        await pipeline.inference_handle(exchange, pipeline.EMBEDDINGS)
+
+
+class ModelsConsumer(GatewayConsumer):
+    """`GET /v1/models` and `GET /v1/models/{model}`."""
+
+    methods = ("GET",)
+
+    async def respond(self, exchange: Exchange) -> None:
+        model = exchange.path[len("/v1/models") :].lstrip("/")
+        if model:
+            await pipeline.model_retrieve(exchange, model)
+        else:
+            await pipeline.models_list(exchange)
+
+
+class NotFoundConsumer(GatewayConsumer):
+    """Any other `/v1` path: 404 in OpenAI's shape."""
+
+    methods = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+    async def respond(self, exchange: Exchange) -> None:
+        await exchange.respond_error(errors.not_found(exchange.path))

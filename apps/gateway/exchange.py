@@ -1,0 +1,127 @@
+"""One HTTP request/response on `/v1` as the pipeline sees it: the request's headers and body, and the few ways
+of answering (a JSON document, an error, or a stream of server-sent events).
+
+Header lists are built once at import; per request only the request id is added.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from apps.gateway.errors import GatewayError
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:\-]{1,64}")
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tell nginx-like proxies in front of us not to buffer the stream
+]
+_END = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+class Exchange:
+    """The request's parts the gateway reads, and the response state it must respect."""
+
+    __slots__ = (
+        "authorization",
+        "body",
+        "client_gone",
+        "complete",
+        "content_length",
+        "finishing",
+        "method",
+        "path",
+        "request_id",
+        "request_id_bytes",
+        "response_started",
+        "send",
+        "session_id",
+        "started",
+        "started_wall",
+    )
+
+    def __init__(self, scope: dict[str, Any], send: Send) -> None:
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
+        self.send = send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.body = b""
+        self.authorization: bytes | None = None
+        self.session_id: str | None = None
+        self.content_length: int | None = None
+        request_id: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                self.authorization = value
+            elif name == REQUEST_ID_HEADER:
+                request_id = value
+            elif name == b"content-length":
+                self.content_length = int(value) if value.isdigit() else None
+            elif name == b"x-session-id":
+                self.session_id = value.decode("latin-1")
+        if request_id is None or _REQUEST_ID_OK.fullmatch(request_id) is None:
+            request_id = uuid.uuid4().hex.encode()
+        self.request_id_bytes = request_id
+        self.request_id = request_id.decode()
+        self.response_started = False
+        self.complete = False  # the response's last byte was sent
+        self.client_gone = False  # set when the client disconnected; the pipeline then stops and meters
+        self.finishing = False  # set once everything has been sent but the end: a disconnect no longer matters
+
+    async def respond(self, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+        """A complete response with a body."""
+        self.response_started = True
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", b"%d" % len(body)),
+                    (REQUEST_ID_HEADER, self.request_id_bytes),
+                ],
+            }
+        )
+        self.finishing = self.complete = True
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def respond_error(self, error: GatewayError, *, close: bool = False) -> None:
+        """The error as a JSON response, or as the stream's last event when streaming has already begun."""
+        if self.response_started:
+            await self.send({"type": "http.response.body", "body": error.sse_event(), "more_body": True})
+            return
+        body = error.body()
+        headers = [_JSON, (b"content-length", b"%d" % len(body)), (REQUEST_ID_HEADER, self.request_id_bytes)]
+        if close:
+            headers.append((b"connection", b"close"))
+        self.response_started = True
+        self.finishing = self.complete = True
+        await self.send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def stream_start(self) -> None:
+        """Begin a `text/event-stream` response; events follow with `stream_event`."""
+        self.response_started = True
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_SSE_HEADERS, (REQUEST_ID_HEADER, self.request_id_bytes)],
+            }
+        )
+
+    async def stream_end(self) -> None:
+        """End a streamed response (nothing to do when the response is already complete)."""
+        if self.complete:
+            return
+        self.finishing = self.complete = True
+        await self.send(_END)

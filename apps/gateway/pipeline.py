@@ -1,0 +1,427 @@
+"""One `/v1` request, top to bottom: authenticate -> resolve the deployment -> policy -> route -> upstream ->
+stream -> meter.
+
+Each step is a small function; `inference_handle` reads as the list of steps. Nothing here touches PostgreSQL once
+the caches are warm: keys and the catalog are in memory (see auth.py and catalog.py), and the one write, the usage
+event, goes to a Redis stream before the response ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from django.conf import settings
+from pydantic import BaseModel, ValidationError
+
+from apps.gateway import errors, metrics
+from apps.gateway.auth import bearer_secret
+from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
+from apps.gateway.errors import GatewayError
+from apps.gateway.exchange import Exchange
+from apps.gateway.metering import UsageEvent, usage_append
+from apps.gateway.runtime import GatewayRuntime, runtime
+from apps.gateway.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    InferenceRequest,
+    validation_message,
+)
+from apps.keys.selectors import KeyPrincipal
+
+INFERENCE_SCOPE = "inference"
+_UPSTREAM_HEADERS = {"Content-Type": "application/json"}
+_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
+_INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
+# For estimates when the engine's usage never arrived (client gone, engine died): a rough bytes-per-token ratio.
+_BYTES_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An inference endpoint: its name in usage records, its request schema and whether it can stream."""
+
+    name: str
+    schema: type[BaseModel]
+    streams: bool
+
+
+CHAT_COMPLETIONS = Endpoint("chat.completions", ChatCompletionRequest, streams=True)
+COMPLETIONS = Endpoint("completions", CompletionRequest, streams=True)
+EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)
+
+
+# --- The inference path -------------------------------------------------------------------------------------------
+
+
+async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
+    """Serve one inference request and meter it."""
+    rt = runtime()
+    try:
+        principal = await authenticate(rt, exchange)
+    except GatewayError as error:
+        metrics.request_counted(model="", organization="", status=error.status)
+        await exchange.respond_error(error)
+        return
+    usage = UsageEvent(
+        request_id=exchange.request_id,
+        started_at=exchange.started_wall,
+        endpoint=endpoint.name,
+        key_id=principal.key_id,
+        organization_id=principal.organization_id,
+        team_id=principal.team_id,
+    )
+    rt.in_flight += 1
+    metrics.IN_FLIGHT.inc()
+    try:
+        try:
+            await _inference_steps(rt, exchange, endpoint, principal, usage)
+        except asyncio.CancelledError:
+            if not exchange.client_gone:
+                raise
+            # We cancelled ourselves because the client left: stop here, but still meter what was delivered.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            usage.outcome, usage.status = "cancelled", 499
+        await meter(rt, exchange, usage, principal)
+        if exchange.response_started and not exchange.client_gone:
+            await exchange.stream_end()
+    finally:
+        rt.in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+
+
+async def _inference_steps(
+    rt: GatewayRuntime, exchange: Exchange, endpoint: Endpoint, principal: KeyPrincipal, usage: UsageEvent
+) -> None:
+    try:
+        request = request_parse(exchange, endpoint)
+        usage.model = request.model
+        route = await deployment_resolve(rt, principal, request.model)
+        usage.deployment_id = route.id
+        await policy_check(principal=principal, route=route, request=request, usage=usage)
+        body, client_wants_usage = upstream_body(exchange.body, request)
+        await upstream_relay(rt, exchange, route, request, body, client_wants_usage, usage, endpoint)
+    except GatewayError as error:
+        usage.status = error.status
+        usage.outcome = "error"
+        usage.error_code = error.code or error.type
+        await exchange.respond_error(error)
+
+
+async def authenticate(rt: GatewayRuntime, exchange: Exchange) -> KeyPrincipal:
+    """The caller's key principal; 401 for a missing or unusable key, 403 for a key without the inference scope."""
+    secret = bearer_secret(exchange.authorization)
+    if secret is None:
+        raise errors.invalid_api_key()
+    principal = await rt.keys.principal(secret)
+    if principal is None:
+        raise errors.invalid_api_key()
+    if INFERENCE_SCOPE not in principal.scopes:
+        raise errors.insufficient_scope(INFERENCE_SCOPE)
+    return principal
+
+
+def request_parse(exchange: Exchange, endpoint: Endpoint) -> InferenceRequest:
+    """The validated request body; 400 with the first problem otherwise (bad JSON, invalid UTF-8, wrong types)."""
+    try:
+        request = endpoint.schema.model_validate_json(exchange.body)
+    except ValidationError as error:
+        message, param = validation_message(error)
+        raise errors.invalid_request(message, param=param) from None
+    return request  # type: ignore[return-value]
+
+
+async def deployment_resolve(rt: GatewayRuntime, principal: KeyPrincipal, model: str) -> DeploymentRoute:
+    """The deployment the caller's organisation means by `model`: its own first, then a platform one shared with it.
+    An unknown name reloads the catalog (rate-limited) before answering 404, so a new deployment works at once."""
+    catalog = await rt.catalog.get()
+    route = catalog.deployment_for(principal.organization_id, model)
+    if route is None:
+        fresher = await rt.catalog.after_miss()
+        route = fresher.deployment_for(principal.organization_id, model) if fresher is not None else None
+        if route is None:
+            raise errors.model_not_found(model)
+    return route
+
+
+async def policy_check(
+    *, principal: KeyPrincipal, route: DeploymentRoute, request: InferenceRequest, usage: UsageEvent
+) -> None:
+    """The seam where the policy issue plugs in rate limits, quotas, budgets, model allow-lists and guardrails.
+    Today it allows everything."""
+
+
+def upstream_body(body: bytes, request: InferenceRequest) -> tuple[bytes, bool]:
+    """The bytes to send upstream, and whether the client asked for the usage chunk itself.
+
+    The client's own bytes go upstream (vendor fields included); a streamed request is patched to ask the engine
+    for usage (`stream_options.include_usage`), so that metering is exact. Only when the client sent its own
+    `stream_options` without usage is the body re-serialised.
+    """
+    if not getattr(request, "stream", False):
+        return body, False
+    options = request.stream_options  # type: ignore[union-attr]
+    if options is not None and options.include_usage:
+        return body, True
+    if "stream_options" not in request.model_fields_set:
+        return body.rstrip()[:-1] + _INCLUDE_USAGE, False
+    document = json.loads(body)
+    document["stream_options"] = {**(document.get("stream_options") or {}), "include_usage": True}
+    return json.dumps(document).encode(), False
+
+
+async def upstream_relay(
+    rt: GatewayRuntime,
+    exchange: Exchange,
+    route: DeploymentRoute,
+    request: InferenceRequest,
+    body: bytes,
+    client_wants_usage: bool,
+    usage: UsageEvent,
+    endpoint: Endpoint,
+) -> None:
+    """Route to a replica and relay its answer. A replica that fails before the first byte is retried on another
+    (bounded by INFERIA_UPSTREAM_RETRIES); the last failure is the answer when none succeeds."""
+    session = exchange.session_id or getattr(request, "user", None)
+    tried: tuple[int, ...] = ()
+    failure: GatewayError = errors.no_replica(route.served_model_name)
+    for _attempt in range(1 + settings.INFERIA_UPSTREAM_RETRIES):
+        replica = rt.router.choose(route, tried=tried, session=session)
+        if replica is None:
+            break
+        tried = (*tried, replica.id)
+        usage.replica_id = replica.id
+        rt.router.started(replica)
+        try:
+            outcome = await upstream_attempt(
+                rt, exchange, route, replica, request, body, client_wants_usage, usage, endpoint
+            )
+        finally:
+            rt.router.finished(replica)
+        if outcome is None:
+            return
+        failure = outcome
+    raise failure
+
+
+async def upstream_attempt(
+    rt: GatewayRuntime,
+    exchange: Exchange,
+    route: DeploymentRoute,
+    replica: ReplicaTarget,
+    request: InferenceRequest,
+    body: bytes,
+    client_wants_usage: bool,
+    usage: UsageEvent,
+    endpoint: Endpoint,
+) -> GatewayError | None:
+    """One try on one replica: None when an answer was relayed, or the error to retry after when the replica failed
+    before its first byte. A first-byte timeout is not retried (it would multiply the wait): it raises 504."""
+    streaming = getattr(request, "stream", False)
+    headers = {**_UPSTREAM_HEADERS, "X-Request-Id": exchange.request_id}
+    response: aiohttp.ClientResponse | None = None
+    try:
+        async with asyncio.timeout(route.first_byte_timeout_s):
+            response = await rt.http.post(
+                replica.urls[endpoint.name], data=body, headers=headers, timeout=route.timeout
+            )
+            if response.status >= 500:
+                await response.read()
+                return _replica_failed(rt, replica, f"http_{response.status}", response.status)
+            first = await response.content.readany() if streaming and response.status == 200 else await response.read()
+    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        return _replica_failed(rt, replica, type(exc).__name__, 502)
+    except TimeoutError:
+        rt.router.failed(replica)
+        metrics.upstream_error_counted(replica_id=replica.id, kind="timeout")
+        raise errors.upstream_timeout() from None
+    except aiohttp.ClientError as exc:
+        return _replica_failed(rt, replica, type(exc).__name__, 502)
+    finally:
+        if response is not None and not (streaming and response.status == 200):
+            response.release()
+    assert response is not None
+    if streaming and response.status == 200:
+        if not first:
+            response.release()
+            return _replica_failed(rt, replica, "empty_stream", 502)
+        rt.router.succeeded(replica)
+        await stream_relay(exchange, response, first, client_wants_usage, usage, route)
+        return None
+    # A complete answer: success, or the engine's own 4xx (already in OpenAI's shape), passed through as is.
+    rt.router.succeeded(replica)
+    usage.status = response.status
+    if response.status == 200:
+        usage_from_body(first, usage, route)
+    else:
+        usage.outcome, usage.error_code = "error", f"upstream_{response.status}"
+    usage.ttft_ms = (time.perf_counter() - exchange.started) * 1000
+    await exchange.respond(
+        response.status, first, response.headers.get("Content-Type", "application/json").encode("latin-1")
+    )
+    return None
+
+
+def _replica_failed(rt: GatewayRuntime, replica: ReplicaTarget, kind: str, status: int) -> GatewayError:
+    rt.router.failed(replica)
+    metrics.upstream_error_counted(replica_id=replica.id, kind=kind)
+    if status == 503:
+        return errors.upstream_unavailable()
+    return errors.upstream_failed()
+
+
+async def stream_relay(
+    exchange: Exchange,
+    response: aiohttp.ClientResponse,
+    first: bytes,
+    client_wants_usage: bool,
+    usage: UsageEvent,
+    route: DeploymentRoute,
+) -> None:
+    """Forward the engine's server-sent events as they arrive, whole events at a time (never a half event, so an
+    error event can always follow). The engine's usage event is read for metering, and dropped from the client's
+    stream when the client did not ask for it."""
+    usage.streamed = True
+    await exchange.stream_start()
+    send = exchange.send
+    content = response.content
+    pending = b""
+    events = 0
+    first_at = last_at = 0.0
+    data = first
+    try:
+        while data:
+            if pending:
+                data = pending + data
+            cut = data.rfind(b"\n\n") + 2
+            if cut == 1:
+                pending = data
+            else:
+                if cut == len(data):
+                    pending = b""
+                else:
+                    pending, data = data[cut:], data[:cut]
+                if _USAGE_MARKERS[0] in data or _USAGE_MARKERS[1] in data:
+                    data = _usage_event_taken(data, client_wants_usage, usage)
+                if data:
+                    events += data.count(b"data: ")
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    last_at = time.perf_counter()
+                    if not first_at:
+                        first_at = last_at
+                        usage.ttft_ms = (first_at - exchange.started) * 1000
+            data = await content.readany()
+    except TimeoutError:
+        usage.status, usage.outcome, usage.error_code = 504, "error", "upstream_timeout"
+        await exchange.respond_error(errors.upstream_timeout())
+    except aiohttp.ClientError:
+        usage.status, usage.outcome, usage.error_code = 502, "error", "upstream_stream_broken"
+        await exchange.respond_error(errors.upstream_failed("The model's engine stopped in the middle of the answer."))
+    finally:
+        if content.at_eof():
+            response.release()
+        else:
+            response.close()  # drops the connection: the engine stops generating for a client that is gone
+        if not usage.prompt_tokens and not usage.completion_tokens:
+            # No usage event from the engine (client left, engine died): count what was delivered, mark estimated.
+            usage.estimated = True
+            usage.prompt_tokens = len(exchange.body) // _BYTES_PER_TOKEN
+            usage.completion_tokens = max(0, events - 1)  # less the role event
+        usage.cost_micros = route.cost_micros(usage.prompt_tokens, usage.completion_tokens)
+        if events > 2 and last_at > first_at:
+            usage_itl = (last_at - first_at) / (events - 1)
+            metrics.request_timed(
+                model=usage.model, ttft_s=None, inter_token_s=usage_itl, prompt_tokens=0, completion_tokens=0
+            )
+
+
+def _usage_event_taken(data: bytes, client_wants_usage: bool, usage: UsageEvent) -> bytes:
+    """Read the engine's usage from the events in `data`; drop the usage-only event unless the client asked for it."""
+    kept: list[bytes] = []
+    for event in data.split(b"\n\n"):
+        if not event:
+            continue
+        if event.startswith(b"data: ") and (_USAGE_MARKERS[0] in event or _USAGE_MARKERS[1] in event):
+            try:
+                document = json.loads(event[6:])
+            except ValueError:
+                document = None
+            if isinstance(document, dict) and isinstance(document.get("usage"), dict):
+                counts = document["usage"]
+                usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
+                usage.completion_tokens = int(counts.get("completion_tokens") or 0)
+                if not client_wants_usage and not document.get("choices"):
+                    continue
+        kept.append(event)
+    return b"".join(event + b"\n\n" for event in kept)
+
+
+def usage_from_body(body: bytes, usage: UsageEvent, route: DeploymentRoute) -> None:
+    """Token counts from a complete answer's `usage`, found without parsing the whole document."""
+    start = body.rfind(b'"usage"')
+    if start == -1:
+        usage.estimated = True
+        return
+    prompt = _PROMPT_TOKENS.search(body, start)
+    completion = _COMPLETION_TOKENS.search(body, start)
+    usage.prompt_tokens = int(prompt.group(1)) if prompt else 0
+    usage.completion_tokens = int(completion.group(1)) if completion else 0
+    usage.cost_micros = route.cost_micros(usage.prompt_tokens, usage.completion_tokens)
+
+
+async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, principal: KeyPrincipal) -> None:
+    """Append the request's usage event and count it in the metrics. Runs before the response's last byte, so that
+    a web process dying after the response cannot lose it."""
+    exchange.finishing = True
+    usage.latency_ms = (time.perf_counter() - exchange.started) * 1000
+    await usage_append(rt.redis, usage)
+    metrics.request_counted(model=usage.model, organization=principal.organization_slug, status=usage.status)
+    metrics.request_timed(
+        model=usage.model,
+        ttft_s=usage.ttft_ms / 1000 if usage.ttft_ms is not None else None,
+        inter_token_s=None,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+    )
+
+
+# --- Models listing -----------------------------------------------------------------------------------------------
+
+
+def _model_card(route: DeploymentRoute, principal: KeyPrincipal) -> dict[str, object]:
+    owner = principal.organization_slug if route.organization_id == principal.organization_id else "inferia"
+    return {"id": route.served_model_name, "object": "model", "created": route.created, "owned_by": owner}
+
+
+async def models_list(exchange: Exchange) -> None:
+    """`GET /v1/models`: the deployments the key's organisation may use (its own and platform ones shared with it)."""
+    rt = runtime()
+    try:
+        principal = await authenticate(rt, exchange)
+    except GatewayError as error:
+        await exchange.respond_error(error)
+        return
+    catalog = await rt.catalog.get()
+    cards = [_model_card(route, principal) for route in catalog.deployments_for(principal.organization_id)]
+    await exchange.respond(200, json.dumps({"object": "list", "data": cards}).encode())
+
+
+async def model_retrieve(exchange: Exchange, model: str) -> None:
+    """`GET /v1/models/{model}`."""
+    rt = runtime()
+    try:
+        principal = await authenticate(rt, exchange)
+        route = await deployment_resolve(rt, principal, model)
+    except GatewayError as error:
+        await exchange.respond_error(error)
+        return
+    await exchange.respond(200, json.dumps(_model_card(route, principal)).encode())

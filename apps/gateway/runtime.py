@@ -1,0 +1,158 @@
+"""What the gateway keeps per process (strictly: per event loop): the pooled upstream HTTP client, the Redis client,
+the key cache, the catalog, the router and the background tasks that keep them fresh.
+
+Created on the first request of a loop. Background tasks: a Redis pub/sub listener that applies key revocations
+and catalog changes at once, and a refresher that reads the replicas' load from Redis about once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from apps.gateway.auth import KeyCache
+from apps.gateway.catalog import CATALOG_CHANNEL, REPLICA_LOAD_KEY, CatalogCache
+from apps.gateway.router import Router
+from apps.keys.cache import INVALIDATION_CHANNEL
+
+logger = logging.getLogger(__name__)
+
+LOAD_REFRESH_INTERVAL_S = 1.0
+REDIS_CONNECTIONS = 64
+_LISTENER_RETRY_S = 0.5
+_KEYS_CHANNEL = INVALIDATION_CHANNEL.encode()
+
+
+def upstream_session() -> aiohttp.ClientSession:
+    """The pooled keep-alive client for all upstream calls of a loop. No per-request connections: the pool has
+    no global cap (each engine limits itself) and keeps idle connections a minute."""
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+class GatewayRuntime:
+    """One event loop's gateway state."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # A dedicated client (not the shared one in redis_clients) so that closing the runtime closes only its own.
+        # A blocking pool: under a burst, requests wait a moment for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.CACHE_REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=5, health_check_interval=30
+        )
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.http = upstream_session()
+        self.keys = KeyCache(self.redis)
+        self.catalog = CatalogCache()
+        self.router = Router()
+        self.in_flight = 0
+        self.listening = asyncio.Event()
+        self._tasks = [
+            loop.create_task(self._listen(), name="inferia-gateway-invalidations"),
+            loop.create_task(self._refresh_load(), name="inferia-gateway-replica-load"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.http.close()
+        await self.redis.aclose()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(INVALIDATION_CHANNEL, CATALOG_CHANNEL)
+                # Whatever changed while we were not subscribed is unknown: start from clean caches.
+                self.keys.clear()
+                self.catalog.invalidate()
+                self.listening.set()
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    if message["channel"] == _KEYS_CHANNEL:
+                        self.keys.invalidate(message["data"].decode())
+                    else:
+                        self.catalog.invalidate()
+                        self.catalog.reload_in_background()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.listening.clear()
+                logger.warning("lost the Redis invalidation channel; resubscribing", exc_info=True)
+                await asyncio.sleep(_LISTENER_RETRY_S)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _refresh_load(self) -> None:
+        while True:
+            await asyncio.sleep(LOAD_REFRESH_INTERVAL_S)
+            catalog = self.catalog.current
+            if catalog is None or not catalog.replicas:
+                continue
+            try:
+                replicas = list(catalog.replicas.values())
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for replica in replicas:
+                        pipe.hmget(
+                            REPLICA_LOAD_KEY.format(replica_id=replica.id),
+                            "running",
+                            "waiting",
+                            "kv_cache",
+                            "checked_at",
+                        )
+                    answers = await pipe.execute()
+                for replica, values in zip(replicas, answers, strict=True):
+                    if values[0] is None:
+                        continue
+                    replica.running, replica.waiting, replica.kv_cache, replica.checked_at = (
+                        float(value or 0) for value in values
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("could not read replica load from Redis", exc_info=True)
+
+
+_runtimes: dict[asyncio.AbstractEventLoop, GatewayRuntime] = {}
+_current: GatewayRuntime | None = None
+
+
+def runtime() -> GatewayRuntime:
+    """The calling loop's runtime, created on first use."""
+    global _current
+    loop = asyncio.get_running_loop()
+    current = _current
+    if current is not None and current.loop is loop:
+        return current
+    current = _runtimes.get(loop)
+    if current is None:
+        current = _runtimes[loop] = GatewayRuntime(loop)
+    _current = current
+    return current
+
+
+async def runtime_close() -> None:
+    """Close the calling loop's runtime (tests and shutdown); the next request makes a new one."""
+    global _current
+    loop = asyncio.get_running_loop()
+    current = _runtimes.pop(loop, None)
+    if _current is current:
+        _current = None
+    if current is not None:
+        await current.close()

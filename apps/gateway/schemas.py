@@ -1,0 +1,90 @@
+"""Request bodies of the `/v1` endpoints, validated inside the consumer.
+
+Only what the gateway relies on is declared; every other field (vendor extensions such as `top_k` or `guided_json`)
+is allowed through untouched, because the original bytes are what goes upstream. django-ninja publishes these
+models at `/v1/openapi.json`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+
+ModelName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Passthrough(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class StreamOptions(_Passthrough):
+    include_usage: StrictBool | None = None
+
+
+class ChatMessage(_Passthrough):
+    """One message of a conversation; `content` may be text, a list of parts, or empty for tool calls."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(_Passthrough):
+    """`POST /v1/chat/completions`."""
+
+    model: ModelName
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    n: PositiveInt | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    user: StrictStr | None = None
+
+
+PromptTokens = list[int]
+
+
+class CompletionRequest(_Passthrough):
+    """`POST /v1/completions`."""
+
+    model: ModelName
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] | PromptTokens | list[PromptTokens]
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    n: PositiveInt | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    user: StrictStr | None = None
+
+
+class EmbeddingRequest(_Passthrough):
+    """`POST /v1/embeddings`."""
+
+    model: ModelName
+    input: (
+        Annotated[StrictStr, Field(min_length=1)]
+        | Annotated[list[StrictStr], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[PromptTokens], Field(min_length=1)]
+    )
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: PositiveInt | None = None
+    user: StrictStr | None = None
+
+
+InferenceRequest = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+
+
+def validation_message(error: ValidationError) -> tuple[str, str | None]:
+    """A one-line message and the offending parameter (dotted path) for the first problem pydantic found."""
+    first = error.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON.", None
+    if first.get("type") == "model_type":
+        return "The request body must be a JSON object.", None
+    message = first.get("msg", "Invalid request.")
+    return (f"{location}: {message}" if location else message), location or None

@@ -1,0 +1,185 @@
+"""Turning the usage stream into rows: UsageRecord (one per request, idempotent on request_id) and hourly
+UsageRollup totals, written by the worker, never by the web process.
+
+The stream is read with a consumer group. A batch is acknowledged (and deleted from the stream) only after its
+transaction committed; a worker that dies before that leaves the batch pending, and the next drain claims it
+back. Re-reading is harmless: rows already inserted are skipped (ON CONFLICT DO NOTHING ... RETURNING tells which
+were new), and only new rows feed the rollups, so totals never count a request twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.audit.models import UsageRecord, UsageRollup
+from apps.gateway.metering import EVENT_FIELD, usage_event_decode
+from inferia_site.redis_clients import sync_redis
+
+logger = logging.getLogger(__name__)
+
+USAGE_GROUP = "usage-writers"
+BATCH_SIZE = 500
+# A pending batch idle this long belongs to a worker that died: another one takes it over.
+CLAIM_IDLE_MS = 30_000
+
+_RECORD_COLUMNS = (
+    "request_id",
+    "started_at",
+    "organization_id",
+    "team_id",
+    "api_key_id",
+    "deployment_id",
+    "replica_id",
+    "endpoint",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_micros",
+    "ttft_ms",
+    "latency_ms",
+    "status_code",
+    "outcome",
+    "error_code",
+    "estimated",
+    "streamed",
+    "guardrails",
+)
+
+
+def usage_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _group_ensure(client: redis.Redis, stream: str) -> None:
+    try:
+        client.xgroup_create(stream, USAGE_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+
+
+def usage_stream_drain(
+    *, consumer: str | None = None, max_batches: int = 100, claim_idle_ms: int = CLAIM_IDLE_MS
+) -> int:
+    """Store what the usage stream holds: first batches abandoned by dead workers, then new events. Returns how
+    many events were handled (stored or already there)."""
+    client = sync_redis()
+    stream = settings.INFERIA_USAGE_STREAM
+    consumer = consumer or usage_consumer_name()
+    _group_ensure(client, stream)
+    handled = 0
+    start = "0-0"
+    for _ in range(max_batches):
+        start, claimed, _deleted = client.xautoclaim(
+            stream, USAGE_GROUP, consumer, min_idle_time=claim_idle_ms, start_id=start, count=BATCH_SIZE
+        )
+        handled += _batch_store(client, stream, claimed)
+        if start in (b"0-0", "0-0"):
+            break
+    for _ in range(max_batches):
+        answer: Any = client.xreadgroup(USAGE_GROUP, consumer, {stream: ">"}, count=BATCH_SIZE)
+        if not answer:
+            break
+        messages = answer[0][1]
+        if not messages:
+            break
+        handled += _batch_store(client, stream, messages)
+    return handled
+
+
+def _batch_store(client: redis.Redis, stream: str, messages: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    if not messages:
+        return 0
+    events: list[dict[str, Any]] = []
+    for message_id, fields in messages:
+        raw = fields.get(EVENT_FIELD.encode()) if fields else None
+        try:
+            events.append(usage_event_decode(raw))  # type: ignore[arg-type]
+        except (TypeError, ValueError, KeyError):
+            logger.error("dropping malformed usage event %s", message_id)
+    if events:
+        usage_records_store(events)
+    ids = [message_id for message_id, _fields in messages]
+    client.xack(stream, USAGE_GROUP, *ids)
+    client.xdel(stream, *ids)
+    return len(messages)
+
+
+def usage_records_store(events: list[dict[str, Any]]) -> int:
+    """Insert usage records for `events` (skipping request ids already stored) and add the new ones to the hourly
+    rollups, in one transaction. Returns how many records were new."""
+    rows = [_record_row(event) for event in events]
+    table = UsageRecord._meta.db_table
+    columns = ", ".join(_RECORD_COLUMNS)
+    placeholders = "(" + ", ".join(["%s"] * len(_RECORD_COLUMNS)) + ")"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(rows))} "  # noqa: S608 (constants)
+            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            [value for row in rows for value in row],
+        )
+        inserted = {request_id for (request_id,) in cursor.fetchall()}
+        new_events = [event for event in events if event["request_id"] in inserted]
+        if new_events:
+            _rollups_add(cursor, new_events)
+    return len(inserted)
+
+
+def _record_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    values = dict(event)
+    values["started_at"] = datetime.fromtimestamp(event["started_at"], tz=UTC)
+    values["guardrails"] = "[]"
+    return tuple(values.get(column) for column in _RECORD_COLUMNS)
+
+
+def _rollups_add(cursor: Any, events: list[dict[str, Any]]) -> None:
+    totals: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0.0, 0.0])
+    for event in events:
+        started = datetime.fromtimestamp(event["started_at"], tz=UTC)
+        hour = started.replace(minute=0, second=0, microsecond=0)
+        total = totals[(hour, event["organization_id"], event["team_id"], event["api_key_id"], event["model"])]
+        total[0] += 1
+        total[1] += 1 if event["outcome"] != UsageRecord.Outcome.OK else 0
+        total[2] += event["prompt_tokens"]
+        total[3] += event["completion_tokens"]
+        total[4] += event["cost_micros"]
+        total[5] += event["latency_ms"] or 0.0
+        total[6] += event["ttft_ms"] or 0.0
+    table = UsageRollup._meta.db_table
+    placeholders = "(" + ", ".join(["%s"] * 12) + ")"
+    params = [value for group, total in totals.items() for value in (*group, *total)]
+    cursor.execute(
+        f"INSERT INTO {table} (hour, organization_id, team_id, api_key_id, model, requests, errors, prompt_tokens, "  # noqa: S608
+        "completion_tokens, cost_micros, latency_ms_total, ttft_ms_total) "
+        f"VALUES {', '.join([placeholders] * len(totals))} "
+        "ON CONFLICT (hour, organization_id, team_id, api_key_id, model) DO UPDATE SET "
+        f"requests = {table}.requests + EXCLUDED.requests, errors = {table}.errors + EXCLUDED.errors, "
+        f"prompt_tokens = {table}.prompt_tokens + EXCLUDED.prompt_tokens, "
+        f"completion_tokens = {table}.completion_tokens + EXCLUDED.completion_tokens, "
+        f"cost_micros = {table}.cost_micros + EXCLUDED.cost_micros, "
+        f"latency_ms_total = {table}.latency_ms_total + EXCLUDED.latency_ms_total, "
+        f"ttft_ms_total = {table}.ttft_ms_total + EXCLUDED.ttft_ms_total",
+        params,
+    )
+
+
+def usage_records_prune(*, older_than_days: int | None = None, batch: int = 10_000) -> int:
+    """Delete raw usage records past retention (the hourly rollups stay). Returns how many were deleted."""
+    days = settings.INFERIA_USAGE_RETENTION_DAYS if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted = 0
+    while True:
+        ids = list(UsageRecord.objects.filter(started_at__lt=cutoff).values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += UsageRecord.objects.filter(id__in=ids).delete()[0]

@@ -1,0 +1,19 @@
+"""Celery tasks of the data plane: storing the usage stream and pruning raw usage rows (queue `usage`)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.gateway.services import usage_records_prune, usage_stream_drain
+
+
+@shared_task(acks_late=True, time_limit=300, ignore_result=True)
+def usage_flush() -> int:
+    """Store every usage event waiting in the Redis stream (beat runs it every few seconds)."""
+    return usage_stream_drain()
+
+
+@shared_task(acks_late=True, time_limit=1800, ignore_result=True)
+def usage_prune() -> int:
+    """Delete raw usage records older than INFERIA_USAGE_RETENTION_DAYS (hourly rollups are kept)."""
+    return usage_records_prune()

@@ -1,0 +1,76 @@
+"""REST shapes of API keys. The secret appears in exactly two responses: create and rotate."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.keys.models import ApiKey, Scope
+from apps.orgs.models import Organization, Team
+from apps.rbac.drf import TenantRelatedField
+
+
+class ApiKeyOut(serializers.ModelSerializer):
+    owner_email = serializers.EmailField(source="owner.email", read_only=True, allow_null=True, default=None)
+    requests_to_date = serializers.IntegerField(read_only=True, default=0)
+    tokens_to_date = serializers.IntegerField(read_only=True, default=0)
+    cost_micros_to_date = serializers.IntegerField(read_only=True, default=0)
+    is_usable = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "organization",
+            "team",
+            "owner",
+            "owner_email",
+            "name",
+            "prefix",
+            "scopes",
+            "allowed_models",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "rotated_from",
+            "is_usable",
+            "requests_to_date",
+            "tokens_to_date",
+            "cost_micros_to_date",
+        ]
+
+
+class ApiKeyIssuedOut(ApiKeyOut):
+    secret = serializers.CharField(read_only=True, help_text="The whole key. Shown this once; store it now.")
+
+    class Meta(ApiKeyOut.Meta):
+        fields = [*ApiKeyOut.Meta.fields, "secret"]
+
+
+class ApiKeyCreateIn(serializers.Serializer):
+    organization = TenantRelatedField(Organization)
+    name = serializers.CharField(max_length=200)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), min_length=1)
+    team = TenantRelatedField(Team, required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False, default=list)
+    service = serializers.BooleanField(
+        default=False,
+        help_text="A service key has no owner and only its scopes; creating one needs the right to change keys.",
+    )
+
+
+class ApiKeyUpdateIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
+
+
+class ApiKeyRotateIn(serializers.Serializer):
+    grace_seconds = serializers.IntegerField(
+        min_value=0, max_value=30 * 24 * 3600, default=24 * 3600, help_text="How long the old secret keeps working."
+    )
+
+
+class ApiKeyRevokeIn(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)

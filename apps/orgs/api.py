@@ -1,0 +1,224 @@
+"""REST endpoints for organisations, teams, members and invitations. Views parse, call one service, shape."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.orgs import membership_services
+from apps.orgs.models import Invitation, Membership, Organization, Team, User
+from apps.orgs.serializers import (
+    InvitationAcceptIn,
+    InvitationCreatedOut,
+    InvitationCreateIn,
+    InvitationOut,
+    MembershipCreateIn,
+    MembershipOut,
+    MembershipUpdateIn,
+    OrganizationCreateIn,
+    OrganizationOut,
+    OrganizationUpdateIn,
+    TeamCreateIn,
+    TeamOut,
+    TeamUpdateIn,
+)
+from apps.rbac.drf import TenantViewSet, service_call
+
+
+class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Organisations the caller belongs to (all of them for the superadmin)."""
+
+    model = Organization
+    serializer_class = OrganizationOut
+    filterset_fields = ["is_active", "slug"]
+    search_fields = ["name", "slug"]
+    ordering_fields = ["name", "slug", "created_at"]
+
+    @extend_schema(request=OrganizationCreateIn, responses={201: OrganizationOut})
+    def create(self, request: Request) -> Response:
+        if not self.principal.is_superadmin:
+            raise PermissionDenied("Only the platform superadmin creates organisations.")
+        data = OrganizationCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        organization = service_call(
+            membership_services.organization_create, **data.validated_data, actor=self.actor, context=self.audit_context
+        )
+        return Response(OrganizationOut(organization).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=OrganizationUpdateIn, responses=OrganizationOut)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        organization = self.get_object()
+        data = OrganizationUpdateIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        organization = service_call(
+            membership_services.organization_update,
+            organization=organization,
+            changes=data.validated_data,
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(OrganizationOut(organization).data)
+
+
+class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Teams of the caller's organisations."""
+
+    model = Team
+    serializer_class = TeamOut
+    filterset_fields = ["organization", "slug"]
+    search_fields = ["name", "slug"]
+    ordering_fields = ["name", "slug", "created_at"]
+
+    @extend_schema(request=TeamCreateIn, responses={201: TeamOut})
+    def create(self, request: Request) -> Response:
+        data = TeamCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        self.check_may_add(data.validated_data["organization"])
+        team = service_call(
+            membership_services.team_create, **data.validated_data, actor=self.actor, context=self.audit_context
+        )
+        return Response(TeamOut(team).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TeamUpdateIn, responses=TeamOut)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        team = self.get_object()
+        data = TeamUpdateIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        team = service_call(
+            membership_services.team_update,
+            team=team,
+            changes=data.validated_data,
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(TeamOut(team).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        service_call(
+            membership_services.team_delete, team=self.get_object(), actor=self.actor, context=self.audit_context
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Members of the caller's organisations, with their role and teams. Removing one revokes their keys there."""
+
+    model = Membership
+    serializer_class = MembershipOut
+    filterset_fields = ["organization", "role"]
+    search_fields = ["user__email", "user__full_name"]
+    ordering_fields = ["created_at", "user__email"]
+
+    def base_queryset(self) -> Any:
+        return Membership.objects.select_related("user", "role").prefetch_related("teams")
+
+    @extend_schema(request=MembershipCreateIn, responses={201: MembershipOut})
+    def create(self, request: Request) -> Response:
+        data = MembershipCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        self.check_may_add(values["organization"])
+        self.check_role_within_reach(values["role"], values["organization"])
+        user = User.objects.filter(email__iexact=values["email"], is_active=True).first()
+        if user is None:
+            raise ValidationError({"email": ["No active user has this address; send an invitation instead."]})
+        membership = service_call(
+            membership_services.membership_create,
+            organization=values["organization"],
+            user=user,
+            role=values["role"],
+            teams=values.get("teams", []),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(MembershipOut(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MembershipUpdateIn, responses=MembershipOut)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        membership = self.get_object()
+        data = MembershipUpdateIn(data=request.data, partial=True, context={"request": request})
+        data.is_valid(raise_exception=True)
+        self.check_role_within_reach(membership.role, membership.organization)
+        if "role" in data.validated_data:
+            self.check_role_within_reach(data.validated_data["role"], membership.organization)
+        membership = service_call(
+            membership_services.membership_update,
+            membership=membership,
+            role=data.validated_data.get("role"),
+            teams=data.validated_data.get("teams"),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(MembershipOut(membership).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        membership = self.get_object()
+        self.check_role_within_reach(membership.role, membership.organization)
+        service_call(
+            membership_services.membership_remove,
+            membership=membership,
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Invitations by link; the token is returned once, at creation. Deleting one withdraws it."""
+
+    model = Invitation
+    serializer_class = InvitationOut
+    filterset_fields = ["organization", "email"]
+    ordering_fields = ["created_at", "expires_at"]
+    tenant_actions = {"accept": "view"}
+
+    @extend_schema(request=InvitationCreateIn, responses={201: InvitationCreatedOut})
+    def create(self, request: Request) -> Response:
+        data = InvitationCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        self.check_may_add(values["organization"])
+        self.check_role_within_reach(values["role"], values["organization"])
+        invitation, token = service_call(
+            membership_services.invitation_create,
+            organization=values["organization"],
+            email=values["email"],
+            role=values["role"],
+            lifetime=timedelta(hours=values["expires_in_hours"]),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        invitation.token = token
+        return Response(InvitationCreatedOut(invitation).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        service_call(
+            membership_services.invitation_revoke,
+            invitation=self.get_object(),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=InvitationAcceptIn, responses={201: MembershipOut})
+    @action(detail=False, methods=["post"])
+    def accept(self, request: Request) -> Response:
+        """Join an organisation with an invitation's token, as the signed-in person it was sent to."""
+        if not isinstance(request.user, User) or self.principal.key is not None:
+            raise PermissionDenied("Accept invitations signed in as yourself, not with a key.")
+        data = InvitationAcceptIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = service_call(
+            membership_services.invitation_accept,
+            token=data.validated_data["token"],
+            user=request.user,
+            context=self.audit_context,
+        )
+        return Response(MembershipOut(membership).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,274 @@
+"""Writes on an organisation's people: the organisation's settings, teams, memberships and invitations.
+
+Each service records its audit event (with a before/after diff) in its transaction. Top-level callers (the API,
+the console) run them in their own transaction; nested calls (removing a member revokes their keys) compose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot
+from apps.keys.models import ApiKey
+from apps.keys.services import api_key_revoke
+from apps.orgs.models import Invitation, Membership, Organization, Team, User
+from apps.rbac.models import Role
+
+INVITATION_LIFETIME = timedelta(days=7)
+ORGANIZATION_FIELDS = ("name", "slug", "is_active", "require_2fa")
+TEAM_FIELDS = ("name", "slug")
+
+
+class InvitationError(ValueError):
+    """An invitation that cannot be accepted: unknown, expired, revoked, already used, or for someone else."""
+
+
+def _update(obj: Any, changes: dict[str, Any], allowed: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    unknown = set(changes) - set(allowed)
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    before = audit_snapshot(obj, allowed)
+    for name, value in changes.items():
+        setattr(obj, name, value)
+    return before, list(changes)
+
+
+def _check_role(role: Role, organization: Organization) -> None:
+    if role.organization_id not in (None, organization.pk):
+        raise ValueError("the role belongs to another organisation")
+
+
+@transaction.atomic
+def organization_create(*, name: str, slug: str, actor: Any, context: AuditContext | None = None) -> Organization:
+    """A new organisation (the platform superadmin's act); its creator becomes its owner when a person."""
+    organization = Organization.objects.create(name=name, slug=slug)
+    audit_record(
+        action="org.create",
+        actor=actor,
+        target=organization,
+        changes=audit_diff(before=None, after=audit_snapshot(organization, ORGANIZATION_FIELDS)),
+        context=context,
+    )
+    return organization
+
+
+@transaction.atomic
+def organization_update(
+    *, organization: Organization, changes: dict[str, Any], actor: Any, context: AuditContext | None = None
+) -> Organization:
+    """Rename an organisation, (de)activate it, or require two-factor sign-in for its owners and admins."""
+    before, fields = _update(organization, changes, ORGANIZATION_FIELDS)
+    organization.save(update_fields=fields)
+    audit_record(
+        action="org.update",
+        actor=actor,
+        target=organization,
+        changes=audit_diff(before=before, after=audit_snapshot(organization, ORGANIZATION_FIELDS)),
+        context=context,
+    )
+    return organization
+
+
+@transaction.atomic
+def team_create(
+    *, organization: Organization, name: str, slug: str, actor: Any, context: AuditContext | None = None
+) -> Team:
+    """A new team in `organization`."""
+    team = Team.objects.create(organization=organization, name=name, slug=slug)
+    audit_record(
+        action="team.create",
+        actor=actor,
+        target=team,
+        changes=audit_diff(before=None, after=audit_snapshot(team, TEAM_FIELDS)),
+        context=context,
+    )
+    return team
+
+
+@transaction.atomic
+def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> Team:
+    """Rename a team."""
+    before, fields = _update(team, changes, TEAM_FIELDS)
+    team.save(update_fields=fields)
+    audit_record(
+        action="team.update",
+        actor=actor,
+        target=team,
+        changes=audit_diff(before=before, after=audit_snapshot(team, TEAM_FIELDS)),
+        context=context,
+    )
+    return team
+
+
+@transaction.atomic
+def team_delete(*, team: Team, actor: Any, context: AuditContext | None = None) -> None:
+    """Delete a team. Refused while keys are bound to it (deleting it would widen them to the organisation)."""
+    if ApiKey.objects.filter(team=team, revoked_at__isnull=True).exists():
+        raise ValueError("revoke or move the team's keys first")
+    audit_record(
+        action="team.delete",
+        actor=actor,
+        target=team,
+        changes=audit_diff(before=audit_snapshot(team, TEAM_FIELDS), after=None),
+        context=context,
+    )
+    ApiKey.objects.filter(team=team).update(team=None)  # revoked keys only: they no longer grant anything
+    team.delete()
+
+
+@transaction.atomic
+def membership_create(
+    *,
+    organization: Organization,
+    user: User,
+    role: Role,
+    actor: Any,
+    teams: list[Team] | None = None,
+    context: AuditContext | None = None,
+) -> Membership:
+    """Add an existing user to `organization` with `role` (and teams of that organisation)."""
+    _check_role(role, organization)
+    teams = teams or []
+    if any(team.organization_id != organization.pk for team in teams):
+        raise ValueError("a team belongs to another organisation")
+    membership = Membership.objects.create(user=user, organization=organization, role=role)
+    membership.teams.set(teams)
+    audit_record(
+        action="membership.create",
+        actor=actor,
+        target=membership,
+        changes=audit_diff(before=None, after={"user": user.email, "role": role.slug, "teams": [t.pk for t in teams]}),
+        context=context,
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_update(
+    *,
+    membership: Membership,
+    actor: Any,
+    role: Role | None = None,
+    teams: list[Team] | None = None,
+    context: AuditContext | None = None,
+) -> Membership:
+    """Change a member's role or teams; effective on their next request (and their keys' next request)."""
+    before = {"role": membership.role.slug, "teams": sorted(membership.teams.values_list("pk", flat=True))}
+    if role is not None:
+        _check_role(role, membership.organization)
+        membership.role = role
+        membership.save(update_fields=["role"])
+    if teams is not None:
+        if any(team.organization_id != membership.organization_id for team in teams):
+            raise ValueError("a team belongs to another organisation")
+        membership.teams.set(teams)
+    after = {"role": membership.role.slug, "teams": sorted(membership.teams.values_list("pk", flat=True))}
+    audit_record(
+        action="membership.update",
+        actor=actor,
+        target=membership,
+        changes=audit_diff(before=before, after=after),
+        context=context,
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: Any, context: AuditContext | None = None) -> int:
+    """Remove a member. Their keys in the organisation are revoked in the same transaction (so `/v1` drops them
+    too), and their object grants there stop counting at once (restrict requires membership). Returns how many
+    keys were revoked."""
+    keys = list(
+        ApiKey.objects.select_for_update().filter(
+            organization_id=membership.organization_id, owner_id=membership.user_id, revoked_at__isnull=True
+        )
+    )
+    for key in keys:
+        api_key_revoke(key=key, actor=actor, reason="owner removed from the organisation", context=context)
+    audit_record(
+        action="membership.delete",
+        actor=actor,
+        target=membership,
+        changes=audit_diff(before={"user": membership.user.email, "role": membership.role.slug}, after=None),
+        context=context,
+    )
+    membership.delete()
+    return len(keys)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def invitation_create(
+    *,
+    organization: Organization,
+    email: str,
+    role: Role,
+    actor: Any,
+    lifetime: timedelta = INVITATION_LIFETIME,
+    context: AuditContext | None = None,
+) -> tuple[Invitation, str]:
+    """An invitation to join `organization` with `role`. Returns it and its token (for the link), shown once."""
+    _check_role(role, organization)
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organization=organization,
+        email=User.objects.normalize_email(email).lower(),
+        role=role,
+        token_hash=_token_hash(token),
+        invited_by=actor if isinstance(actor, User) else None,
+        expires_at=timezone.now() + lifetime,
+    )
+    audit_record(
+        action="invitation.create",
+        actor=actor,
+        target=invitation,
+        changes={"email": invitation.email, "role": role.slug, "expires_at": invitation.expires_at.isoformat()},
+        context=context,
+    )
+    return invitation, token
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User, context: AuditContext | None = None) -> Membership:
+    """Join the organisation an invitation is for. Only the invited address may accept, once, before expiry."""
+    invitation = (
+        Invitation.objects.select_for_update()
+        .select_related("organization", "role")
+        .filter(token_hash=_token_hash(token))
+        .first()
+    )
+    if invitation is None:
+        raise InvitationError("unknown invitation")
+    if invitation.revoked_at is not None or invitation.accepted_at is not None:
+        raise InvitationError("this invitation was already used or withdrawn")
+    if invitation.expires_at <= timezone.now():
+        raise InvitationError("this invitation has expired")
+    if invitation.email.lower() != user.email.lower():
+        raise InvitationError("this invitation is for another address")
+    membership = Membership.objects.filter(user=user, organization=invitation.organization).first()
+    if membership is not None:
+        raise InvitationError("you are already a member of this organisation")
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    return membership_create(
+        organization=invitation.organization, user=user, role=invitation.role, actor=user, context=context
+    )
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation, actor: Any, context: AuditContext | None = None) -> Invitation:
+    """Withdraw an invitation that was not accepted yet."""
+    if invitation.accepted_at is None and invitation.revoked_at is None:
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+        audit_record(action="invitation.revoke", actor=actor, target=invitation, context=context)
+    return invitation

@@ -1,0 +1,89 @@
+"""REST shapes of organisations, teams, members and invitations: one output serializer per resource and an input
+serializer per write."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.orgs.models import Invitation, Membership, Organization, Team
+from apps.rbac.drf import TenantRelatedField
+from apps.rbac.models import Role
+
+
+class OrganizationOut(serializers.ModelSerializer):
+    class Meta:
+        model = Organization
+        fields = ["id", "name", "slug", "is_active", "require_2fa", "created_at"]
+
+
+class OrganizationCreateIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=64)
+
+
+class OrganizationUpdateIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    require_2fa = serializers.BooleanField(required=False)
+
+
+class TeamOut(serializers.ModelSerializer):
+    class Meta:
+        model = Team
+        fields = ["id", "organization", "name", "slug", "created_at"]
+
+
+class TeamCreateIn(serializers.Serializer):
+    organization = TenantRelatedField(Organization)
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=64)
+
+
+class TeamUpdateIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    slug = serializers.SlugField(max_length=64, required=False)
+
+
+class MembershipOut(serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.email", read_only=True)
+    role_slug = serializers.SlugField(source="role.slug", read_only=True)
+    teams = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "organization", "user", "email", "role", "role_slug", "teams", "created_at"]
+
+
+class MembershipCreateIn(serializers.Serializer):
+    organization = TenantRelatedField(Organization)
+    email = serializers.EmailField(help_text="An existing user's address; invite people who have no account.")
+    role = TenantRelatedField(Role)
+    teams = TenantRelatedField(Team, many=True, required=False)
+
+
+class MembershipUpdateIn(serializers.Serializer):
+    role = TenantRelatedField(Role, required=False)
+    teams = TenantRelatedField(Team, many=True, required=False)
+
+
+class InvitationOut(serializers.ModelSerializer):
+    class Meta:
+        model = Invitation
+        fields = ["id", "organization", "email", "role", "created_at", "expires_at", "accepted_at", "revoked_at"]
+
+
+class InvitationCreatedOut(InvitationOut):
+    token = serializers.CharField(read_only=True, help_text="Shown once: the link's secret part.")
+
+    class Meta(InvitationOut.Meta):
+        fields = [*InvitationOut.Meta.fields, "token"]
+
+
+class InvitationCreateIn(serializers.Serializer):
+    organization = TenantRelatedField(Organization)
+    email = serializers.EmailField()
+    role = TenantRelatedField(Role)
+    expires_in_hours = serializers.IntegerField(min_value=1, max_value=24 * 30, default=24 * 7)
+
+
+class InvitationAcceptIn(serializers.Serializer):
+    token = serializers.CharField(max_length=200)

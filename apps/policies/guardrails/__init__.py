@@ -1,0 +1,33 @@
+"""Guardrails: cheap, precompiled scanners for prompts (PII, secrets, prompt injection, blocklists) and streamed
+output. The gateway uses `guardrails_check_input` on a request body and `CompiledProfile.stream_scanner()` on a
+stream; profiles come compiled on the key's `EffectivePolicy`."""
+
+from __future__ import annotations
+
+from apps.policies.guardrails.detectors import BUILTIN_CATEGORIES, Finding
+from apps.policies.guardrails.engine import (
+    DEFAULT_PROFILE_CONFIG,
+    CompiledProfile,
+    GuardrailConfigError,
+    GuardrailHit,
+    InputVerdict,
+    Scanner,
+    guardrail_profile_compile,
+    guardrails_check_input,
+)
+from apps.policies.guardrails.stream import StreamChunk, StreamScanner
+
+__all__ = [
+    "BUILTIN_CATEGORIES",
+    "DEFAULT_PROFILE_CONFIG",
+    "CompiledProfile",
+    "Finding",
+    "GuardrailConfigError",
+    "GuardrailHit",
+    "InputVerdict",
+    "Scanner",
+    "StreamChunk",
+    "StreamScanner",
+    "guardrail_profile_compile",
+    "guardrails_check_input",
+]

@@ -1,0 +1,372 @@
+"""Guardrail profiles compiled for the hot path, and the input check the gateway runs on a request body.
+
+A profile's configuration (JSON on `GuardrailProfile`, or the built-in default) maps each category to an action:
+on input `block` (the request is answered 400 `guardrail_violation`), `redact` (the text is replaced by a tag such
+as `[EMAIL]` before the prompt leaves Inferia), `flag` (allowed and recorded) or `off`; on output `redact`, `stop`
+(the stream ends with an error event) or `off`. Compilation happens once per distinct configuration per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from django.conf import settings
+
+from apps.policies.guardrails import detectors as d
+from apps.policies.guardrails.detectors import Detector, Finding
+
+BLOCK, REDACT, FLAG, OFF, STOP = "block", "redact", "flag", "off", "stop"
+INPUT_ACTIONS = (BLOCK, REDACT, FLAG, OFF)
+OUTPUT_ACTIONS = (REDACT, STOP, OFF)
+CUSTOM_PREFIX = "custom:"
+
+# What replaces a redacted span. Hidden characters are simply removed.
+TAGS: dict[str, str] = {
+    d.EMAIL: "[EMAIL]",
+    d.PHONE: "[PHONE]",
+    d.CARD: "[CARD]",
+    d.IBAN: "[IBAN]",
+    d.NATIONAL_ID: "[NATIONAL_ID]",
+    d.IP_ADDRESS: "[IP_ADDRESS]",
+    d.SECRET: "[SECRET]",
+    d.PROMPT_INJECTION: "[PROMPT_INJECTION]",
+    d.HIDDEN_CHARACTERS: "",
+    d.BLOCKLIST: "[BLOCKED]",
+}
+
+# The profile every key gets when no level of its policy names one: secrets never leave Inferia, payment and bank
+# data are redacted, other personal data and injection attempts are recorded. No output scanning, so streams stay
+# unbuffered.
+DEFAULT_PROFILE_CONFIG: dict[str, Any] = {
+    "input": {
+        d.EMAIL: FLAG,
+        d.PHONE: FLAG,
+        d.CARD: REDACT,
+        d.IBAN: REDACT,
+        d.NATIONAL_ID: REDACT,
+        d.IP_ADDRESS: FLAG,
+        d.SECRET: REDACT,
+        d.PROMPT_INJECTION: FLAG,
+        d.HIDDEN_CHARACTERS: REDACT,
+        d.BLOCKLIST: BLOCK,
+    },
+    "output": {},
+    "blocklist": [],
+    "patterns": [],
+    "scanners": [],
+}
+
+
+class GuardrailConfigError(ValueError):
+    """A profile configuration that cannot be compiled (unknown action, invalid pattern, unknown scanner class)."""
+
+
+@runtime_checkable
+class Scanner(Protocol):
+    """What a pluggable scanner provides: the categories it reports and a `scan` that appends its findings.
+
+    Configured by class path in a profile's `scanners` list (`{"class": "pkg.module.Class", "options": {...}}`) or
+    in the `INFERIA_GUARDRAIL_SCANNERS` setting for every profile. A scanner that needs I/O (a classifier behind an
+    HTTP endpoint) also defines `async def scan_async(text) -> list[Finding]`, which the input check awaits instead.
+    """
+
+    categories: frozenset[str]
+
+    def scan(self, text: str, out: list[Finding]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailHit:
+    """How often one category fired in a request, and what was done about it."""
+
+    category: str
+    action: str
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "action": self.action, "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class InputVerdict:
+    """The outcome of the input check. `blocked` names the category that blocks the request (never the text);
+    `redacted` says the body was changed in place and must be serialised again before it goes upstream."""
+
+    blocked: str | None = None
+    redacted: bool = False
+    hits: tuple[GuardrailHit, ...] = ()
+
+    @property
+    def error_message(self) -> str:
+        return f"The request was blocked by the '{self.blocked}' guardrail." if self.blocked else ""
+
+    def usage_entries(self) -> list[dict[str, Any]]:
+        """What goes on the request's usage event (`UsageRecord.guardrails`)."""
+        return [hit.as_dict() for hit in self.hits]
+
+
+ALLOWED = InputVerdict()
+
+
+def _phrase_source(terms: Iterable[str]) -> str | None:
+    parts = sorted({term.strip() for term in terms if term.strip()}, key=len, reverse=True)
+    if not parts:
+        return None
+    # Whole words where a term starts or ends with a word character; anywhere otherwise.
+    return "|".join(
+        (r"(?<!\w)" if re.match(r"\w", term) else "") + re.escape(term) + (r"(?!\w)" if re.search(r"\w$", term) else "")
+        for term in parts
+    )
+
+
+def _custom_detectors(config: dict[str, Any]) -> list[Detector]:
+    out: list[Detector] = []
+    blocklist = _phrase_source(config.get("blocklist") or [])
+    if blocklist is not None:
+        longest = max(len(term) for term in config["blocklist"])
+        out.append(
+            Detector(
+                "blocklist", blocklist, frozenset({d.BLOCKLIST}), d._always(d.BLOCKLIST), max_chars=longest,
+                flags=re.IGNORECASE,
+            )
+        )  # fmt: skip
+    for entry in config.get("patterns") or []:
+        category = CUSTOM_PREFIX + entry["name"]
+        try:
+            re.compile(entry["pattern"])
+        except re.error as exc:
+            raise GuardrailConfigError(f"pattern '{entry['name']}' is not a valid regular expression: {exc}") from exc
+        out.append(
+            Detector(
+                category, entry["pattern"], frozenset({category}), d._always(category),
+                max_chars=int(entry.get("max_chars", 256)), flags=re.IGNORECASE if entry.get("ignore_case") else 0,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _load_scanner(spec: str | dict[str, Any]) -> Scanner:
+    if isinstance(spec, str):
+        spec = {"class": spec}
+    path = spec.get("class", "")
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        scanner_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise GuardrailConfigError(f"scanner class '{path}' cannot be imported") from exc
+    scanner = scanner_class(**(spec.get("options") or {}))
+    if not isinstance(scanner, Scanner):
+        raise GuardrailConfigError(f"scanner class '{path}' has no `categories` and `scan(text, out)`")
+    return scanner
+
+
+def _actions(config: dict[str, Any], side: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    actions = dict(config.get(side) or {})
+    for entry in config.get("patterns") or []:
+        value = entry.get(side)
+        if value:
+            actions.setdefault(CUSTOM_PREFIX + entry["name"], value)
+    for category, action in actions.items():
+        if action not in allowed:
+            raise GuardrailConfigError(f"{side} action for '{category}' must be one of {', '.join(allowed)}")
+    return actions
+
+
+@dataclass(frozen=True)
+class CompiledProfile:
+    """A guardrail profile ready for the hot path: the detectors its actions need, nothing else."""
+
+    input_actions: dict[str, str]
+    output_actions: dict[str, str]
+    input_detectors: tuple[Detector, ...]
+    output_detectors: tuple[Detector, ...]
+    scanners: tuple[Scanner, ...] = ()
+    fingerprint: str = ""
+    _async_scanners: tuple[Any, ...] = field(default=(), repr=False)
+
+    @property
+    def output_enabled(self) -> bool:
+        """Whether streamed output must pass through a `StreamScanner` (when not, nothing is held back)."""
+        return bool(self.output_detectors)
+
+    def action_for(self, category: str) -> str:
+        """The input action for a category; a category the profile does not name (a plugin's) is flagged."""
+        return self.input_actions.get(category, FLAG)
+
+    def scan(self, text: str) -> list[Finding]:
+        """The non-overlapping findings in `text` of every enabled input category, in text order."""
+        found: list[Finding] = []
+        for detector in self.input_detectors:
+            detector.scan(text, found)
+        for scanner in self.scanners:
+            scanner.scan(text, found)
+        if not found:
+            return found
+        return resolve_overlaps(found, self.input_actions)
+
+    def stream_scanner(self) -> StreamScannerProtocol | None:
+        """A fresh output scanner for one streamed choice, or None when this profile scans no output."""
+        if not self.output_enabled:
+            return None
+        from apps.policies.guardrails.stream import StreamScanner
+
+        return StreamScanner(self)
+
+
+class StreamScannerProtocol(Protocol):
+    def feed(self, delta: str) -> Any: ...
+
+    def finish(self) -> Any: ...
+
+
+_ACTION_RANK = {BLOCK: 3, REDACT: 2, FLAG: 1, STOP: 3, OFF: 0}
+
+
+def resolve_overlaps(found: list[Finding], actions: dict[str, str]) -> list[Finding]:
+    """Keep one finding per span: where two overlap, the earlier one wins, then the one with the stronger action,
+    then the longer one; findings of categories switched off are dropped."""
+    found = [finding for finding in found if actions.get(finding.category, FLAG) != OFF]
+    found.sort(key=lambda f: (f.start, -_ACTION_RANK.get(actions.get(f.category, FLAG), 1), -(f.end - f.start)))
+    kept: list[Finding] = []
+    end = -1
+    for finding in found:
+        if finding.start >= end:
+            kept.append(finding)
+            end = finding.end
+        elif finding.end > end and _ACTION_RANK.get(actions.get(finding.category, FLAG), 1) >= _ACTION_RANK.get(
+            actions.get(kept[-1].category, FLAG), 1
+        ):
+            # A longer overlapping finding of at least the same action widens the span (the whole secret goes).
+            kept[-1] = Finding(kept[-1].start, finding.end, kept[-1].category)
+            end = finding.end
+    return kept
+
+
+def redact(text: str, findings: list[Finding], actions: dict[str, str], action: str = REDACT) -> str:
+    """`text` with every finding whose action is `action` replaced by its category's tag."""
+    pieces: list[str] = []
+    position = 0
+    for finding in findings:
+        if actions.get(finding.category, FLAG) != action:
+            continue
+        pieces.append(text[position : finding.start])
+        pieces.append(tag_for(finding.category))
+        position = finding.end
+    if not pieces:
+        return text
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def tag_for(category: str) -> str:
+    tag = TAGS.get(category)
+    if tag is None:
+        name = category.removeprefix(CUSTOM_PREFIX)
+        tag = "[" + re.sub(r"\W+", "_", name).upper() + "]"
+    return tag
+
+
+def guardrail_profile_compile(config: dict[str, Any] | None) -> CompiledProfile:
+    """The compiled form of a profile configuration (None: the built-in default). Cached per configuration."""
+    canonical = json.dumps(config if config is not None else DEFAULT_PROFILE_CONFIG, sort_keys=True)
+    return _compile(canonical)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(canonical: str) -> CompiledProfile:
+    config = json.loads(canonical)
+    input_actions = _actions(config, "input", INPUT_ACTIONS)
+    output_actions = _actions(config, "output", OUTPUT_ACTIONS)
+    candidates = [*d.builtin_detectors(), *_custom_detectors(config)]
+
+    def needed(actions: dict[str, str], default_on: bool) -> tuple[Detector, ...]:
+        return tuple(
+            detector
+            for detector in candidates
+            if any(actions.get(category, FLAG if default_on else OFF) != OFF for category in detector.categories)
+            and (default_on or any(category in actions for category in detector.categories))
+        )
+
+    specs = [*getattr(settings, "INFERIA_GUARDRAIL_SCANNERS", []), *(config.get("scanners") or [])]
+    scanners = tuple(_load_scanner(spec) for spec in specs)
+    builtin_input = {category: input_actions.get(category, OFF) for category in d.BUILTIN_CATEGORIES}
+    custom_input = {key: value for key, value in input_actions.items() if key not in builtin_input}
+    effective_input = {**builtin_input, **custom_input}
+    for detector in candidates:
+        for category in detector.categories:
+            effective_input.setdefault(category, OFF)
+    return CompiledProfile(
+        input_actions=effective_input,
+        output_actions=output_actions,
+        input_detectors=needed(effective_input, default_on=False),
+        output_detectors=needed(output_actions, default_on=False),
+        scanners=tuple(scanner for scanner in scanners if not hasattr(scanner, "scan_async")),
+        fingerprint=canonical,
+        _async_scanners=tuple(scanner for scanner in scanners if hasattr(scanner, "scan_async")),
+    )
+
+
+def _text_slots(body: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """(container, key) of every text a request body sends to the model: chat message contents and text parts,
+    completion prompts, embedding inputs."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                yield message, "content"
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        yield part, "text"
+    for name in ("prompt", "input"):
+        value = body.get(name)
+        if isinstance(value, str):
+            yield body, name
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, str):
+                    yield value, index
+
+
+async def guardrails_check_input(profile: CompiledProfile, body: dict[str, Any]) -> InputVerdict:
+    """Scan every text of a parsed request body. Redacts in place; reports what fired and whether to block.
+
+    For the gateway, after authentication and policy resolution and before admission: a blocked request costs no
+    quota. When `redacted` is true the body must be serialised again (the original bytes must not go upstream).
+    """
+    counts: dict[str, int] = {}
+    redacted = False
+    blocked: str | None = None
+    for container, key in _text_slots(body):
+        text = container[key]
+        findings = profile.scan(text)
+        for scanner in profile._async_scanners:
+            extra = await scanner.scan_async(text)
+            if extra:
+                findings = resolve_overlaps([*findings, *extra], profile.input_actions)
+        if not findings:
+            continue
+        for finding in findings:
+            counts[finding.category] = counts.get(finding.category, 0) + 1
+            if blocked is None and profile.action_for(finding.category) == BLOCK:
+                blocked = finding.category
+        if blocked is None:
+            new_text = redact(text, findings, profile.input_actions)
+            if new_text is not text:
+                container[key] = new_text
+                redacted = True
+    if not counts:
+        return ALLOWED
+    hits = tuple(
+        GuardrailHit(category, profile.action_for(category), count) for category, count in sorted(counts.items())
+    )
+    return InputVerdict(blocked=blocked, redacted=redacted and blocked is None, hits=hits)

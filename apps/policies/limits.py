@@ -1,0 +1,354 @@
+"""Rate limits, concurrency, quotas and budgets: one Redis round trip to admit a request, one to settle it.
+
+`limits_admit` checks every limit of every level of a request's effective policy (requests and tokens per minute
+as GCRA, concurrent requests as a leased set, day/month tokens and money as reservations against the UTC calendar
+period) in one Lua script: either all are counted or none is, and the first violated limit comes back with its
+retry-after. The request's worst case is reserved: an upper bound on its prompt tokens plus its max tokens, priced
+at the deployment's rates. `limits_settle` replaces the reservation with actual usage and frees the slot; call it
+exactly once however the request ends (completed, failed, client gone).
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from apps.policies.effective import EffectivePolicy, LevelLimits
+from apps.policies.errors import PolicyDenied, PolicyUnavailable
+from apps.policies.guardrails.engine import _text_slots
+
+logger = logging.getLogger(__name__)
+
+_LUA = Path(__file__).resolve().parent / "lua"
+ADMIT_LUA = (_LUA / "admit.lua").read_text()
+SETTLE_LUA = (_LUA / "settle.lua").read_text()
+RAISE_USED_LUA = (_LUA / "raise_used.lua").read_text()
+
+KEY_PREFIX = "inferia:lim:"
+WINDOW_MS = 60_000
+# How long a concurrency slot outlives a request whose process died before settling.
+CONCURRENCY_LEASE_MS = 15 * 60 * 1000
+# Tokens a chat template adds around each message and to the whole prompt (role markers, separators): generous.
+_MESSAGE_OVERHEAD_TOKENS = 8
+_PROMPT_OVERHEAD_TOKENS = 16
+# An image or audio part: counted at what the largest common encoders produce for one.
+_MEDIA_PART_TOKENS = 8192
+
+
+def cost_micros_for(
+    *, prompt_tokens: int, completion_tokens: int, price_input_per_mtok_micros: int, price_output_per_mtok_micros: int
+) -> int:
+    """Money for a number of tokens at per-million prices, in micro-units, rounded up (a request never costs 0
+    when its prices are not 0)."""
+    total = prompt_tokens * price_input_per_mtok_micros + completion_tokens * price_output_per_mtok_micros
+    return -(-total // 1_000_000)
+
+
+def prompt_tokens_upper_bound(body: dict[str, Any]) -> int:
+    """An upper bound on a request's prompt tokens without a tokenizer: byte-level tokenizers never produce more
+    tokens than UTF-8 bytes, plus each message's template overhead and tool definitions as their JSON length."""
+    import json
+
+    total = _PROMPT_OVERHEAD_TOKENS
+    for container, key in _text_slots(body):
+        total += len(container[key].encode("utf-8", "surrogatepass"))
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        total += _MESSAGE_OVERHEAD_TOKENS * len(messages)
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                total += _MEDIA_PART_TOKENS * sum(
+                    1 for part in content if isinstance(part, dict) and not isinstance(part.get("text"), str)
+                )
+            if isinstance(message, dict) and message.get("tool_calls"):
+                total += len(json.dumps(message["tool_calls"]).encode())
+    for name in ("tools", "functions", "response_format"):
+        if body.get(name):
+            total += len(json.dumps(body[name]).encode())
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        total += len(prompt)  # already tokens
+    elif isinstance(prompt, list) and prompt and isinstance(prompt[0], list):
+        total += sum(len(item) for item in prompt if isinstance(item, list))
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCost:
+    """What a request may consume at most: `prompt_tokens` is an upper bound (an engine's `/tokenize` count, or
+    `prompt_tokens_upper_bound`), `max_tokens` what it may generate (after `EffectivePolicy.max_tokens_resolve`)."""
+
+    prompt_tokens: int
+    max_tokens: int
+    price_input_per_mtok_micros: int = 0
+    price_output_per_mtok_micros: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.max_tokens
+
+    @property
+    def cost_micros(self) -> int:
+        return cost_micros_for(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.max_tokens,
+            price_input_per_mtok_micros=self.price_input_per_mtok_micros,
+            price_output_per_mtok_micros=self.price_output_per_mtok_micros,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ActualUsage:
+    """What a request consumed, from the engine's usage (or counted from the stream when the client left early).
+    `cost_micros` defaults to the admitted prices applied to the tokens."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int | None = None
+
+
+@dataclass(slots=True)
+class Admission:
+    """An admitted request: what was reserved, how to settle it, and the `x-ratelimit-*` headers to send.
+    `counted` is False when Redis was unreachable and `INFERIA_POLICY_FAIL_OPEN` let it through uncounted."""
+
+    request_id: str
+    cost: RequestCost
+    headers: tuple[tuple[str, str], ...] = ()
+    counted: bool = True
+    _settle_keys: tuple[str, ...] = field(default=(), repr=False)
+    _settle_ops: tuple[tuple[str, int, str], ...] = field(default=(), repr=False)  # kind, reserved kind, extra
+    settled: bool = False
+
+
+# --- Period keys ------------------------------------------------------------------------------------------------------
+
+
+def _period_bounds(now: datetime) -> tuple[str, int, str, int]:
+    """(day id, ms left in the day, month id, ms left in the month) for a UTC moment."""
+    day_id = now.strftime("%Y%m%d")
+    month_id = now.strftime("%Y%m")
+    epoch_ms = int(now.timestamp() * 1000)
+    day_end = datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp() * 1000 + 86_400_000
+    days_in_month = calendar.monthrange(now.year, now.month)[1]
+    month_end = datetime(now.year, now.month, 1, tzinfo=UTC).timestamp() * 1000 + days_in_month * 86_400_000
+    return day_id, max(1, int(day_end) - epoch_ms), month_id, max(1, int(month_end) - epoch_ms)
+
+
+def quota_key(scope: str, period: str, period_id: str) -> str:
+    """The hash counting a scope's tokens and money in one day (`d`, YYYYMMDD) or month (`m`, YYYYMM)."""
+    return f"{KEY_PREFIX}{scope}:{period}:{period_id}"
+
+
+# What each check is, for error messages and codes.
+_CHECKS = {
+    "rpm": ("rate_limit_exceeded", "requests per minute"),
+    "tpm": ("rate_limit_exceeded", "tokens per minute"),
+    "conc": ("rate_limit_exceeded", "concurrent requests"),
+    "tok_d": ("quota_exceeded", "tokens per day"),
+    "tok_m": ("quota_exceeded", "tokens per month"),
+    "usd_d": ("budget_exceeded", "budget per day"),
+    "usd_m": ("budget_exceeded", "budget per month"),
+}
+_LEVEL_NAMES = {"o": "organisation", "t": "team", "k": "key"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    name: str
+    level: LevelLimits
+    key: str
+    kind: str
+    limit: int
+    cost: int
+    a: str | int
+    b: int = 0
+
+
+def _plan(policy: EffectivePolicy, cost: RequestCost, now: datetime) -> list[_Check]:
+    day_id, day_left, month_id, month_left = _period_bounds(now)
+    checks: list[_Check] = []
+    tokens, money = cost.tokens, cost.cost_micros
+    for level in policy.levels:
+        base = KEY_PREFIX + level.scope
+        if level.requests_per_minute is not None:
+            checks.append(_Check("rpm", level, base + ":rpm", "rate", level.requests_per_minute, 1, WINDOW_MS))
+        if level.tokens_per_minute is not None:
+            checks.append(_Check("tpm", level, base + ":tpm", "rate", level.tokens_per_minute, tokens, WINDOW_MS))
+        if level.concurrent_requests is not None:
+            lease = getattr(settings, "INFERIA_POLICY_CONCURRENCY_LEASE_MS", CONCURRENCY_LEASE_MS)
+            checks.append(_Check("conc", level, base + ":conc", "conc", level.concurrent_requests, 1, lease))
+        day_key, month_key = quota_key(level.scope, "d", day_id), quota_key(level.scope, "m", month_id)
+        for name, limit, key, amount, prefix, left in (
+            ("tok_d", level.tokens_per_day, day_key, tokens, "tok", day_left),
+            ("tok_m", level.tokens_per_month, month_key, tokens, "tok", month_left),
+            ("usd_d", level.budget_per_day_micros, day_key, money, "usd", day_left),
+            ("usd_m", level.budget_per_month_micros, month_key, money, "usd", month_left),
+        ):
+            if limit is not None:
+                checks.append(_Check(name, level, key, "sum", limit, amount, prefix, left))
+    return checks
+
+
+def _duration(ms: int) -> str:
+    """A reset time the way OpenAI writes it: "20ms", "1s", "6m0s", "1h2m3s"."""
+    if ms < 1000:
+        return f"{max(0, ms)}ms"
+    seconds = math.ceil(ms / 1000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def _headers(checks: list[_Check], values: list[int]) -> tuple[tuple[str, str], ...]:
+    """`x-ratelimit-{limit,remaining,reset}-{requests,tokens}` from the tightest level's per-minute limits."""
+    headers: list[tuple[str, str]] = []
+    for name, suffix in (("rpm", "requests"), ("tpm", "tokens")):
+        best: tuple[int, int, int] | None = None
+        for index, check in enumerate(checks):
+            if check.name == name:
+                remaining, reset = values[2 * index], values[2 * index + 1]
+                if best is None or remaining < best[1]:
+                    best = (check.limit, remaining, reset)
+        if best is not None:
+            headers += [
+                (f"x-ratelimit-limit-{suffix}", str(best[0])),
+                (f"x-ratelimit-remaining-{suffix}", str(max(0, best[1]))),
+                (f"x-ratelimit-reset-{suffix}", _duration(best[2])),
+            ]
+    return tuple(headers)
+
+
+def _denied(check: _Check, retry_ms: int) -> PolicyDenied:
+    code, what = _CHECKS[check.name]
+    level = _LEVEL_NAMES.get(check.level.scope.rsplit(":", 1)[-1][:1], "policy")
+    if retry_ms < 0:
+        message = f"This request alone exceeds the {level}'s {what} limit ({check.limit}); ask for fewer tokens."
+        return PolicyDenied(429, code, message, type=_error_type(code))
+    retry_s = max(1, math.ceil(retry_ms / 1000))
+    message = f"The {level}'s {what} limit ({check.limit}) is reached; retry in {_duration(retry_ms)}."
+    return PolicyDenied(
+        429, code, message, type=_error_type(code), retry_after_s=retry_s, headers=(("retry-after", str(retry_s)),)
+    )
+
+
+def _error_type(code: str) -> str:
+    return "insufficient_quota" if code in ("quota_exceeded", "budget_exceeded") else "rate_limit_error"
+
+
+def _fail_open() -> bool:
+    return bool(getattr(settings, "INFERIA_POLICY_FAIL_OPEN", False))
+
+
+_scripts: dict[int, tuple[Any, Any]] = {}
+
+
+def _scripts_for(client: aioredis.Redis) -> tuple[Any, Any]:
+    # register_script objects cache the SHA and fall back to EVAL on NOSCRIPT (after a Redis restart or flush).
+    scripts = _scripts.get(id(client))
+    if scripts is None or scripts[0].registered_client is not client:
+        scripts = (client.register_script(ADMIT_LUA), client.register_script(SETTLE_LUA))
+        _scripts[id(client)] = scripts
+    return scripts
+
+
+async def limits_admit(
+    client: aioredis.Redis, policy: EffectivePolicy, cost: RequestCost, *, request_id: str
+) -> Admission:
+    """Check and count every limit of the request at every level, in one round trip.
+
+    Raises `PolicyDenied` (429 `rate_limit_exceeded`, `quota_exceeded` or `budget_exceeded`, with retry-after) for
+    the first violated limit, having counted nothing; `PolicyUnavailable` when Redis cannot be reached and the
+    policy fails closed (the default). A policy without counted limits costs no round trip."""
+    checks = _plan(policy, cost, datetime.now(UTC))
+    if not checks:
+        return Admission(request_id=request_id, cost=cost, counted=False)
+    keys = [check.key for check in checks]
+    args: list[str | int] = [request_id]
+    for check in checks:
+        args += [check.kind, check.limit, check.cost, check.a, check.b]
+    admit, _ = _scripts_for(client)
+    try:
+        reply = await admit(keys=keys, args=args)
+    except (TimeoutError, redis.RedisError, OSError) as exc:
+        if _fail_open():
+            logger.warning("Redis unreachable: admitting request %s without limits (fail open)", request_id)
+            return Admission(request_id=request_id, cost=cost, counted=False)
+        raise PolicyUnavailable() from exc
+    if int(reply[0]) != 1:
+        raise _denied(checks[int(reply[1]) - 1], int(reply[2]))
+    settle_keys: list[str] = []
+    settle_ops: list[tuple[str, int, str]] = []
+    for check in checks:
+        if check.name == "rpm":
+            continue
+        settle_keys.append(check.key)
+        if check.name == "tpm":
+            settle_ops.append(("rate", check.cost, repr(WINDOW_MS / check.limit)))
+        elif check.name == "conc":
+            settle_ops.append(("conc", 0, ""))
+        else:
+            settle_ops.append(("sum", check.cost, str(check.a)))
+    return Admission(
+        request_id=request_id,
+        cost=cost,
+        headers=_headers(checks, [int(value) for value in reply[1:]]),
+        _settle_keys=tuple(settle_keys),
+        _settle_ops=tuple(settle_ops),
+    )
+
+
+async def limits_settle(client: aioredis.Redis, admission: Admission, actual: ActualUsage) -> None:
+    """Replace the admission's reservations with `actual` usage and free its concurrency slot, in one round trip.
+
+    Call it once when the request ends, whatever the outcome (a failure before any token: `ActualUsage()`).
+    Idempotent per admission. Never raises for Redis trouble: the usage event still reaches PostgreSQL and
+    reconciliation rebuilds the counters from it."""
+    if admission.settled or not admission.counted or not admission._settle_keys:
+        admission.settled = True
+        return
+    admission.settled = True
+    tokens = actual.prompt_tokens + actual.completion_tokens
+    money = actual.cost_micros
+    if money is None:
+        money = cost_micros_for(
+            prompt_tokens=actual.prompt_tokens,
+            completion_tokens=actual.completion_tokens,
+            price_input_per_mtok_micros=admission.cost.price_input_per_mtok_micros,
+            price_output_per_mtok_micros=admission.cost.price_output_per_mtok_micros,
+        )
+    args: list[str | int] = [admission.request_id]
+    for kind, reserved, extra in admission._settle_ops:
+        if kind == "sum":
+            used = money if extra == "usd" else tokens
+            args += [kind, reserved, used, extra]
+        else:
+            args += [kind, reserved, tokens, extra or 0]
+    _, settle = _scripts_for(client)
+    try:
+        await settle(keys=list(admission._settle_keys), args=args)
+    except (TimeoutError, redis.RedisError, OSError):
+        logger.warning("could not settle request %s in Redis; reconciliation will correct", admission.request_id)
+
+
+def quota_usage_get(client: redis.Redis, *, scope: str, period: str, now: datetime | None = None) -> dict[str, int]:
+    """A scope's counters for the current day (`d`) or month (`m`): tok_used, tok_held, usd_used, usd_held."""
+    moment = now or datetime.now(UTC)
+    period_id = moment.strftime("%Y%m%d" if period == "d" else "%Y%m")
+    raw = client.hgetall(quota_key(scope, period, period_id))
+    values = {key.decode() if isinstance(key, bytes) else key: int(value) for key, value in raw.items()}
+    return {name: values.get(name, 0) for name in ("tok_used", "tok_held", "usd_used", "usd_held")}

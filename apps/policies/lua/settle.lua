@@ -1,0 +1,31 @@
+-- Replace one request's reservations with its actual usage and free its concurrency slot, atomically.
+-- KEYS[i]: the counter of operation i (as admitted). ARGV[1]: request id; then 4 values per operation:
+--   kind, reserved, actual, a
+--   "rate": a token rate; a = ms per token: give back (reserved - actual) tokens of the window.
+--   "conc": remove the request from the set (reserved, actual unused).
+--   "sum":  a = field prefix: <prefix>_held -= reserved (never below 0: the counters may have been lost and
+--           rebuilt meanwhile), <prefix>_used += actual.
+local member = ARGV[1]
+for i = 1, #KEYS do
+  local base = 1 + (i - 1) * 4
+  local kind = ARGV[base + 1]
+  local reserved = tonumber(ARGV[base + 2])
+  local actual = tonumber(ARGV[base + 3])
+  local key = KEYS[i]
+  if kind == 'rate' then
+    local tat = redis.call('GET', key)
+    if tat then
+      local new_tat = tonumber(tat) - (reserved - actual) * tonumber(ARGV[base + 4])
+      redis.call('SET', key, string.format('%.3f', new_tat), 'KEEPTTL')
+    end
+  elseif kind == 'conc' then
+    redis.call('ZREM', key, member)
+  else
+    local prefix = ARGV[base + 4]
+    local held = redis.call('HINCRBY', key, prefix .. '_held', -reserved)
+    if held < 0 then redis.call('HSET', key, prefix .. '_held', 0) end
+    redis.call('HINCRBY', key, prefix .. '_used', actual)
+    if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 3024000000) end
+  end
+end
+return 1

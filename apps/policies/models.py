@@ -1,0 +1,158 @@
+"""Policies: the limits, budgets, model allow-lists and guardrails that apply to an organisation, a team or a key.
+
+All levels apply at once: a request is checked against its organisation's, its team's and its key's policy, so a
+team's or key's own policy can only tighten what the levels above allow. `apps.policies.selectors` compiles them
+into one `EffectivePolicy` per key for the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class GuardrailProfile(models.Model):
+    """What the guardrails do with each category of finding, on input and on streamed output, plus an
+    organisation's own blocklist and patterns. Owned by an organisation, or by the platform when `organization`
+    is empty; the platform profile marked default applies where no policy names a profile."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="guardrail_profiles"
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    input_actions = models.JSONField(
+        default=dict, blank=True, help_text='Category -> "block", "redact", "flag" or "off", e.g. {"email": "redact"}.'
+    )
+    output_actions = models.JSONField(
+        default=dict, blank=True, help_text='Category -> "redact", "stop" or "off". Empty: streams are not scanned.'
+    )
+    blocklist = ArrayField(
+        models.CharField(max_length=200), default=list, blank=True, help_text="Words and phrases (category blocklist)."
+    )
+    patterns = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Custom regexes: [{"name": "codename", "pattern": "...", "input": "block", "output": "stop"}].',
+    )
+    scanners = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Extra scanner classes: [{"class": "package.module.Class", "options": {...}}].',
+    )
+    is_default = models.BooleanField(default=False, help_text="The platform profile used where no policy names one.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"],
+                condition=Q(organization__isnull=False),
+                name="policies_profile_name_per_org",
+            ),
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(organization__isnull=True), name="policies_profile_platform_name"
+            ),
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="policies_one_default"),
+            models.CheckConstraint(
+                condition=Q(is_default=False) | Q(organization__isnull=True), name="policies_default_is_platform"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def config(self) -> dict[str, Any]:
+        """The profile as the guardrail engine compiles it."""
+        return {
+            "input": dict(self.input_actions),
+            "output": dict(self.output_actions),
+            "blocklist": list(self.blocklist),
+            "patterns": list(self.patterns),
+            "scanners": list(self.scanners),
+        }
+
+
+class Policy(models.Model):
+    """Limits for one organisation, one team or one key (exactly one: `team` and `api_key` are both empty for an
+    organisation's policy). Empty limits mean "no limit at this level"; money is in micro-units of the currency;
+    days and months are UTC calendar periods."""
+
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="policies")
+    team = models.ForeignKey("orgs.Team", on_delete=models.CASCADE, null=True, blank=True, related_name="policies")
+    api_key = models.ForeignKey("keys.ApiKey", on_delete=models.CASCADE, null=True, blank=True, related_name="policies")
+    enabled = models.BooleanField(default=True, help_text="A disabled policy is ignored, as if it did not exist.")
+    allowed_models = ArrayField(
+        models.CharField(max_length=200),
+        default=list,
+        blank=True,
+        help_text="Model names or glob patterns (llama-*). Empty: every model the key can see.",
+    )
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+    max_tokens_per_request = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Also the max_tokens of a request that gives none."
+    )
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    budget_per_day_micros = models.PositiveBigIntegerField(null=True, blank=True)
+    budget_per_month_micros = models.PositiveBigIntegerField(null=True, blank=True)
+    guardrail_profile = models.ForeignKey(
+        GuardrailProfile, on_delete=models.PROTECT, null=True, blank=True, related_name="policies"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    LIMIT_FIELDS = (
+        "requests_per_minute",
+        "tokens_per_minute",
+        "concurrent_requests",
+        "max_tokens_per_request",
+        "tokens_per_day",
+        "tokens_per_month",
+        "budget_per_day_micros",
+        "budget_per_month_micros",
+    )
+
+    class Meta:
+        verbose_name_plural = "policies"
+        ordering = ["organization_id", "team_id", "api_key_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(team__isnull=True) | Q(api_key__isnull=True), name="policies_one_target"
+            ),
+            models.UniqueConstraint(
+                fields=["organization"],
+                condition=Q(team__isnull=True, api_key__isnull=True),
+                name="policies_one_per_org",
+            ),
+            models.UniqueConstraint(fields=["team"], name="policies_one_per_team"),
+            models.UniqueConstraint(fields=["api_key"], name="policies_one_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy of {self.target_label}"
+
+    @property
+    def level(self) -> str:
+        """ "org", "team" or "key": what the policy is attached to."""
+        if self.api_key_id is not None:
+            return "key"
+        if self.team_id is not None:
+            return "team"
+        return "org"
+
+    @property
+    def target_label(self) -> str:
+        if self.api_key_id is not None:
+            return f"key #{self.api_key_id}"
+        if self.team_id is not None:
+            return f"team #{self.team_id}"
+        return f"organisation #{self.organization_id}"

@@ -1,0 +1,198 @@
+"""Changing policies and guardrail profiles. Every write is audited in its own transaction and, once committed,
+published so that every gateway process drops the affected effective policies (`apps.policies.cache`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from apps.audit.services import AuditContext, audit_diff, audit_record
+from apps.keys.models import ApiKey
+from apps.orgs.models import Organization, Team
+from apps.policies.cache import policy_cache_publish
+from apps.policies.guardrails import GuardrailConfigError, guardrail_profile_compile
+from apps.policies.models import GuardrailProfile, Policy
+
+POLICY_FIELDS = ("enabled", "allowed_models", *Policy.LIMIT_FIELDS, "guardrail_profile")
+PROFILE_FIELDS = ("name", "description", "input_actions", "output_actions", "blocklist", "patterns", "scanners")
+PROFILE_FIELDS_PLATFORM = (*PROFILE_FIELDS, "is_default")
+
+
+def _policy_snapshot(policy: Policy) -> dict[str, Any]:
+    snapshot = {name: getattr(policy, name) for name in POLICY_FIELDS if name != "guardrail_profile"}
+    snapshot["guardrail_profile"] = policy.guardrail_profile_id
+    snapshot["allowed_models"] = list(policy.allowed_models)
+    return snapshot
+
+
+def _profile_snapshot(profile: GuardrailProfile) -> dict[str, Any]:
+    return {name: getattr(profile, name) for name in PROFILE_FIELDS_PLATFORM}
+
+
+def _policy_validate(policy: Policy) -> None:
+    if policy.team_id is not None and policy.api_key_id is not None:
+        raise ValidationError("A policy is attached to an organisation, a team or a key, not several.")
+    if policy.team is not None and policy.team.organization_id != policy.organization_id:
+        raise ValidationError({"team": "The team belongs to another organisation."})
+    if policy.api_key is not None and policy.api_key.organization_id != policy.organization_id:
+        raise ValidationError({"api_key": "The key belongs to another organisation."})
+    profile = policy.guardrail_profile
+    if profile is not None and profile.organization_id not in (None, policy.organization_id):
+        raise ValidationError({"guardrail_profile": "The profile belongs to another organisation."})
+    for pattern in policy.allowed_models:
+        if not pattern or len(pattern) > 200:
+            raise ValidationError({"allowed_models": "Model names and patterns are 1 to 200 characters."})
+    policy.full_clean(validate_unique=False, validate_constraints=False)
+
+
+def _publish_after_commit(organization_id: int | None) -> None:
+    transaction.on_commit(lambda: policy_cache_publish(organization_id=organization_id))
+
+
+def policy_create(
+    *,
+    actor: Any,
+    organization: Organization,
+    team: Team | None = None,
+    api_key: ApiKey | None = None,
+    context: AuditContext | None = None,
+    **fields: Any,
+) -> Policy:
+    """Attach a policy to an organisation (no team, no key), one of its teams, or one of its keys.
+
+    `fields` are any of `POLICY_FIELDS`. Raises ValidationError for a foreign team, key or profile, a second
+    policy for the same target, or invalid values."""
+    unknown = set(fields) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown policy fields: {', '.join(sorted(unknown))}")
+    policy = Policy(organization=organization, team=team, api_key=api_key, **fields)
+    _policy_validate(policy)
+    with transaction.atomic():
+        taken = Policy.objects.filter(organization=organization, team=team, api_key=api_key).exists()
+        if taken:
+            raise ValidationError(f"The {policy.target_label} already has a policy; update it instead.")
+        policy.save(force_insert=True)
+        audit_record(
+            action="policy.create",
+            actor=actor,
+            target=policy,
+            changes=audit_diff(before=None, after=_policy_snapshot(policy)),
+            context=context,
+        )
+        _publish_after_commit(organization.pk)
+    return policy
+
+
+def policy_update(
+    *, policy: Policy, actor: Any, changes: dict[str, Any], context: AuditContext | None = None
+) -> Policy:
+    """Change a policy's limits, allow-list, profile or enabled flag; takes effect on every gateway within 1 s."""
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown policy fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        policy = Policy.objects.select_for_update(of=("self",)).select_related("team", "api_key").get(pk=policy.pk)
+        before = _policy_snapshot(policy)
+        for name, value in changes.items():
+            setattr(policy, name, value)
+        _policy_validate(policy)
+        policy.save()
+        diff = audit_diff(before=before, after=_policy_snapshot(policy))
+        if diff:
+            audit_record(action="policy.update", actor=actor, target=policy, changes=diff, context=context)
+            _publish_after_commit(policy.organization_id)
+    return policy
+
+
+def policy_delete(*, policy: Policy, actor: Any, context: AuditContext | None = None) -> None:
+    """Remove a policy: its level stops limiting anything (counters in Redis simply expire)."""
+    with transaction.atomic():
+        organization_id = policy.organization_id
+        audit_record(
+            action="policy.delete",
+            actor=actor,
+            target=policy,
+            changes=audit_diff(before=_policy_snapshot(policy), after=None),
+            context=context,
+        )
+        policy.delete()
+        _publish_after_commit(organization_id)
+
+
+def _profile_validate(profile: GuardrailProfile) -> None:
+    for entry in profile.patterns:
+        if not isinstance(entry, dict) or not entry.get("name") or not entry.get("pattern"):
+            raise ValidationError({"patterns": 'Each pattern needs a "name" and a "pattern".'})
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(entry["name"])):
+            raise ValidationError({"patterns": "Pattern names are 1 to 64 letters, digits, '_', '.' or '-'."})
+    try:
+        guardrail_profile_compile(profile.config())
+    except GuardrailConfigError as exc:
+        raise ValidationError(str(exc)) from exc
+    profile.full_clean(validate_unique=False, validate_constraints=False)
+
+
+def guardrail_profile_create(
+    *, actor: Any, organization: Organization | None, context: AuditContext | None = None, **fields: Any
+) -> GuardrailProfile:
+    """A guardrail profile for an organisation (or the platform, `organization=None`, superadmins only: the
+    caller checks). Compiled once here, so a profile that cannot compile is never saved."""
+    allowed = PROFILE_FIELDS_PLATFORM if organization is None else PROFILE_FIELDS
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise ValidationError(f"Unknown profile fields: {', '.join(sorted(unknown))}")
+    profile = GuardrailProfile(organization=organization, **fields)
+    _profile_validate(profile)
+    with transaction.atomic():
+        profile.save(force_insert=True)
+        audit_record(
+            action="guardrail_profile.create",
+            actor=actor,
+            target=profile,
+            changes=audit_diff(before=None, after=_profile_snapshot(profile)),
+            context=context,
+        )
+        if profile.is_default:
+            _publish_after_commit(None)
+    return profile
+
+
+def guardrail_profile_update(
+    *, profile: GuardrailProfile, actor: Any, changes: dict[str, Any], context: AuditContext | None = None
+) -> GuardrailProfile:
+    """Change a profile; every key whose policy uses it (or, for the default, every key) picks it up within 1 s."""
+    allowed = PROFILE_FIELDS_PLATFORM if profile.organization_id is None else PROFILE_FIELDS
+    unknown = set(changes) - set(allowed)
+    if unknown:
+        raise ValidationError(f"Unknown profile fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        profile = GuardrailProfile.objects.select_for_update().get(pk=profile.pk)
+        before = _profile_snapshot(profile)
+        for name, value in changes.items():
+            setattr(profile, name, value)
+        _profile_validate(profile)
+        profile.save()
+        diff = audit_diff(before=before, after=_profile_snapshot(profile))
+        if diff:
+            audit_record(action="guardrail_profile.update", actor=actor, target=profile, changes=diff, context=context)
+            # An organisation's profile can only be used by its own policies; a platform one by anyone's.
+            _publish_after_commit(profile.organization_id)
+    return profile
+
+
+def guardrail_profile_delete(*, profile: GuardrailProfile, actor: Any, context: AuditContext | None = None) -> None:
+    """Delete a profile no policy uses (PROTECT refuses otherwise, with ProtectedError)."""
+    with transaction.atomic():
+        organization_id = profile.organization_id
+        audit_record(
+            action="guardrail_profile.delete",
+            actor=actor,
+            target=profile,
+            changes=audit_diff(before=_profile_snapshot(profile), after=None),
+            context=context,
+        )
+        profile.delete()
+        _publish_after_commit(organization_id)

@@ -1,0 +1,14 @@
+"""Celery tasks of the policies app."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.policies.reconcile import policy_counters_reconcile
+from inferia_site.redis_clients import sync_redis
+
+
+@shared_task(time_limit=120)
+def policy_counters_reconcile_periodic() -> int:
+    """Beat's reconciliation of quota and budget counters from usage records (idempotent; never lowers one)."""
+    return policy_counters_reconcile(client=sync_redis())

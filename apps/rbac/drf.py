@@ -1,0 +1,179 @@
+"""The REST API's access layer: API key authentication, the permission class, and the viewset base that sends
+every query through `restrict()`.
+
+A request's principal is the API key when one was presented (`Authorization: Bearer sk-inf-...`), else the
+session's user. Rows the principal may not see are 404; rows it may see but not change are 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.db import models as db_models
+from django.db.models import Model, QuerySet
+from django.http import Http404
+from django_filters import rest_framework as django_filters
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions, filters, serializers
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.viewsets import GenericViewSet
+
+from apps.audit.services import AuditContext
+from apps.keys.models import ApiKey
+from apps.rbac.authentication import ApiKeyAuthentication
+from apps.rbac.restrict import Principal, organizations_allowing, restrict, role_within_reach
+
+# Which restrict() action each viewset action needs; custom actions declare theirs with `tenant_action`.
+VIEWSET_ACTIONS = {
+    "list": "view",
+    "retrieve": "view",
+    "create": "add",
+    "update": "change",
+    "partial_update": "change",
+    "destroy": "delete",
+}
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Tells drf-spectacular how API keys are presented."""
+
+    target_class = "apps.rbac.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "sk-inf-..."}
+
+
+def request_principal(request: Request) -> Principal:
+    """The API key when the request presented one, else the signed-in user."""
+    if isinstance(request.auth, ApiKey):
+        return Principal.of(request.auth)
+    return Principal.of(request.user)
+
+
+def request_audit_context(request: Request) -> AuditContext:
+    """Where a change came from, for its audit event."""
+    return AuditContext(
+        ip_address=request.META.get("REMOTE_ADDR") or None,
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
+        request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+    )
+
+
+class HasPrincipal(BasePermission):
+    """Someone is asking: a signed-in user or a valid key. What they may touch is `restrict`'s business."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, ApiKey) or bool(request.user and request.user.is_authenticated)
+
+
+class TenantFilterSet(django_filters.FilterSet):
+    """Filters on references compare ids and never look the referenced row up: a foreign id filters to nothing,
+    the same as an unknown one (a choice filter would answer "invalid choice" and so reveal which ids exist)."""
+
+    FILTER_DEFAULTS = {
+        **django_filters.FilterSet.FILTER_DEFAULTS,
+        db_models.ForeignKey: {"filter_class": django_filters.NumberFilter},
+        db_models.OneToOneField: {"filter_class": django_filters.NumberFilter},
+        db_models.ManyToManyField: {"filter_class": django_filters.NumberFilter},
+    }
+
+
+class TenantFilterBackend(django_filters.DjangoFilterBackend):
+    filterset_base = TenantFilterSet
+
+
+class TenantRelatedField(serializers.PrimaryKeyRelatedField):
+    """A reference by id to a tenant row, resolved through `restrict(principal, "view")`: a foreign id reads as
+    "does not exist", exactly like an id that never existed."""
+
+    def __init__(self, model: type[Model], **kwargs: Any) -> None:
+        self.tenant_model = model
+        kwargs.setdefault("queryset", model._default_manager.none())
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        request = self.context.get("request")
+        if request is None:
+            return self.tenant_model._default_manager.none()
+        return restrict(self.tenant_model._default_manager.all(), principal=request_principal(request), action="view")
+
+
+def service_call(function: Any, /, **kwargs: Any) -> Any:
+    """Run a write service as the top-level transaction of a request; its refusals become 400s in DRF's shape."""
+    try:
+        with transaction.atomic(durable=True):
+            return function(**kwargs)
+    except (ValueError, DjangoValidationError) as error:
+        detail = getattr(error, "message_dict", None) or getattr(error, "messages", None) or str(error)
+        raise exceptions.ValidationError(detail) from error
+    except IntegrityError as error:
+        raise exceptions.ValidationError(
+            "This conflicts with an existing record (a name or slug already used?)."
+        ) from error
+
+
+class TenantViewSet(GenericViewSet):
+    """Base of every management API viewset: querysets go through `restrict(principal, action)`.
+
+    Subclasses set `model` (and may override `base_queryset` for select_related/annotations). A row outside the
+    principal's view is 404; a visible row the principal may not change is 403."""
+
+    model: ClassVar[type[Model]]
+    authentication_classes: ClassVar[list[type[BaseAuthentication]]] = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes: ClassVar[list[type[BasePermission]]] = [HasPrincipal]
+    filter_backends: ClassVar[list[Any]] = [TenantFilterBackend, filters.SearchFilter, filters.OrderingFilter]
+    tenant_actions: ClassVar[dict[str, str]] = {}
+    lookup_value_regex = "[0-9]+"
+
+    @property
+    def principal(self) -> Principal:
+        return request_principal(self.request)
+
+    @property
+    def audit_context(self) -> AuditContext:
+        return request_audit_context(self.request)
+
+    @property
+    def actor(self) -> Any:
+        return self.principal.actor
+
+    def tenant_action(self) -> str:
+        return self.tenant_actions.get(self.action) or VIEWSET_ACTIONS.get(self.action, "view")
+
+    def base_queryset(self) -> QuerySet[Any]:
+        return self.model._default_manager.all()
+
+    def restricted(self, action: str) -> QuerySet[Any]:
+        return restrict(self.base_queryset(), principal=self.principal, action=action)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular building the schema
+            return self.model._default_manager.none()
+        return self.restricted("view")
+
+    def get_object(self) -> Any:
+        lookup = {self.lookup_field: self.kwargs[self.lookup_url_kwarg or self.lookup_field]}
+        action = self.tenant_action()
+        obj = self.restricted(action).filter(**lookup).first()
+        if obj is None:
+            if action != "view" and self.restricted("view").filter(**lookup).exists():
+                raise exceptions.PermissionDenied(f"You may not {action} this {self.model._meta.verbose_name}.")
+            raise Http404
+        self.check_object_permissions(self.request, obj)
+        return obj
+
+    def check_role_within_reach(self, role: Any, organization: Any) -> None:
+        """Refuse (403) handing out, or taking away, a role with permissions the principal does not hold."""
+        if not role_within_reach(principal=self.principal, role=role, organization=organization):
+            raise exceptions.PermissionDenied("You may not assign a role with more rights than your own.")
+
+    def check_may_add(self, organization: Any, model: type[Model] | None = None) -> None:
+        """Refuse (403) a create in `organization` unless the principal may add this model there."""
+        allowed = organizations_allowing(principal=self.principal, action="add", model=model or self.model)
+        if organization is None or not allowed.filter(pk=organization.pk).exists():
+            raise exceptions.PermissionDenied(f"You may not add a {(model or self.model)._meta.verbose_name} here.")

@@ -1,0 +1,36 @@
+"""The management REST API, mounted at `/api/`: one router for every resource, plus the OpenAPI schema and docs.
+
+New viewsets register here and join the isolation walk (tests/api/test_isolation.py walks this router)."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from apps.audit.api import AuditCheckpointViewSet, AuditEventViewSet, UsageRecordViewSet
+from apps.compute.api import DeploymentViewSet, PoolViewSet, ProviderViewSet, ReplicaViewSet
+from apps.keys.api import ApiKeyViewSet
+from apps.orgs.api import InvitationViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet
+from apps.rbac.api import RoleViewSet
+
+router = DefaultRouter()
+router.register("organizations", OrganizationViewSet, basename="organization")
+router.register("teams", TeamViewSet, basename="team")
+router.register("members", MembershipViewSet, basename="membership")
+router.register("invitations", InvitationViewSet, basename="invitation")
+router.register("roles", RoleViewSet, basename="role")
+router.register("keys", ApiKeyViewSet, basename="apikey")
+router.register("providers", ProviderViewSet, basename="provider")
+router.register("pools", PoolViewSet, basename="pool")
+router.register("deployments", DeploymentViewSet, basename="deployment")
+router.register("replicas", ReplicaViewSet, basename="replica")
+router.register("usage", UsageRecordViewSet, basename="usage")
+router.register("audit-events", AuditEventViewSet, basename="auditevent")
+router.register("audit-checkpoints", AuditCheckpointViewSet, basename="auditcheckpoint")
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include(router.urls)),
+]

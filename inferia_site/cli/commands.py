@@ -1,0 +1,156 @@
+"""What each `inferia` command does; `inferia_site.cli` parses the arguments and calls one of these."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferia_site.cli.processes import ROLES, Endpoints, data_dir, drain_seconds, endpoints_from_env, role_spec
+from inferia_site.launcher import Supervisor
+
+READY_TIMEOUT_S = 120.0
+STOP_MARGIN_S = 5.0  # beyond the web server's drain time, before the supervisor kills what is left
+WORKER_READY_LINE = " ready."  # Celery's "celery@host ready." once the worker consumes
+
+
+@dataclass(frozen=True)
+class EmbeddedStarted:
+    """Which embedded servers this process started, and so stops again when it exits."""
+
+    postgres: bool = False
+    redis: bool = False
+
+
+def embedded_up(data: Path) -> EmbeddedStarted:
+    """Start the embedded servers that the environment does not replace by a URL (as settings.py would), before
+    any child does, and tell which were not running yet."""
+    from inferia_site import embedded
+
+    wants_postgres, wants_redis = not os.environ.get("DATABASE_URL"), not os.environ.get("REDIS_URL")
+    started = EmbeddedStarted(
+        postgres=wants_postgres and not embedded.postgres_running(data),
+        redis=wants_redis and not embedded.redis_running(data),
+    )
+    if wants_postgres:
+        embedded.postgres_url(data)
+    if wants_redis:
+        embedded.redis_url(data)
+    return started
+
+
+def embedded_down(data: Path, started: EmbeddedStarted) -> None:
+    """Stop the embedded servers this process started: Ctrl-C on `inferia demo` leaves nothing running."""
+    if started.postgres or started.redis:
+        from inferia_site import embedded
+
+        embedded.stop(data, postgres=started.postgres, redis=started.redis)
+
+
+def http_ok(url: str) -> bool:
+    """Whether `url` answers 200 right now (readiness probes of the web server and the simulated node)."""
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own http:// endpoints
+        return bool(response.status == 200)
+
+
+def _supervisor_for_all(endpoints: Endpoints) -> Supervisor:
+    """web, worker, beat and sim under one supervisor, which waits for the web server's drain before killing."""
+    return Supervisor([role_spec(role, endpoints) for role in ROLES], stop_timeout_s=drain_seconds() + STOP_MARGIN_S)
+
+
+def command_init(*, verbosity: int) -> int:
+    """`inferia init`."""
+    import django
+
+    django.setup()
+    from inferia_site.cli.bootstrap import platform_init
+
+    result = platform_init(verbosity=verbosity)
+    admin = f", superadmin {result.superadmin.email}" if result.superadmin else " (no INFERIA_SUPERADMIN_EMAIL set)"
+    state = "initialised" if result.changed else "already initialised; nothing changed"
+    print(f"inferia: {state}: organisation {result.organization.slug!r}{admin}")
+    return 0
+
+
+def command_start(*, role: str, port: int | None, sim_port: int | None) -> int:
+    """`inferia start ROLE`: one role replaces this process; `all` supervises every role."""
+    endpoints = endpoints_from_env(port=port, sim_port=sim_port)
+    if role != "all":
+        spec = role_spec(role, endpoints)
+        os.execve(spec.argv[0], list(spec.argv), {**os.environ, **spec.env})  # noqa: S606 - our own server
+    data = data_dir()
+    started = embedded_up(data)
+    try:
+        supervisor = _supervisor_for_all(endpoints)
+        supervisor.start()
+        if supervisor.wait_until(
+            lambda: http_ok(f"{endpoints.web_url}/healthz"), timeout_s=READY_TIMEOUT_S, what="web"
+        ):
+            supervisor.say(f"Inferia is serving on {endpoints.web_url} (Ctrl-C stops everything)")
+        return supervisor.supervise()
+    finally:
+        embedded_down(data, started)
+
+
+def command_demo(*, port: int | None, sim_port: int | None) -> int:
+    """`inferia demo`: init, demo data, `start all`, and the banner with the keys once everything answers."""
+    from inferia_site.cli.demo import demo_admin_prepare, demo_banner, demo_ensure
+
+    data = data_dir()
+    os.environ["INFERIA_UPSTREAM_ALLOW_PRIVATE"] = "true"  # the demo's node listens on loopback
+    admin = demo_admin_prepare(data_dir=data)
+    is_embedded = not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL")
+    print("inferia: preparing the database" + (f" (embedded, under {data})" if is_embedded else ""), flush=True)
+    started = embedded_up(data)
+    try:
+        import django
+
+        django.setup()
+        from django.db import connections
+
+        from inferia_site.cli.bootstrap import platform_init
+
+        platform_init(verbosity=0)
+        demo = demo_ensure(data_dir=data, admin_email=admin.email)
+        connections.close_all()  # the supervisor holds no connection while it waits
+        endpoints = endpoints_from_env(port=port, sim_port=sim_port)
+        supervisor = _supervisor_for_all(endpoints)
+        worker_ready = supervisor.watch("worker", WORKER_READY_LINE)
+        supervisor.start()
+        if _demo_ready(supervisor, endpoints, demo.deployment) and supervisor.wait_until(
+            worker_ready.is_set, timeout_s=READY_TIMEOUT_S, what="worker"
+        ):  # the banner comes last, so that it is not lost above the worker's own
+            banner = demo_banner(endpoints=endpoints, admin=admin, demo=demo, data_dir=data, embedded=is_embedded)
+            supervisor.print_block(banner)
+        return supervisor.supervise()
+    finally:
+        embedded_down(data, started)
+
+
+def _demo_ready(supervisor: Supervisor, endpoints: Endpoints, deployment: Any) -> bool:
+    """Wait for the simulated node, record it as the deployment's READY replica, then wait for the web server."""
+    from django.db import connections
+
+    from apps.compute.services import replica_record_local_node
+
+    if not supervisor.wait_until(lambda: http_ok(f"{endpoints.sim_url}/health"), timeout_s=READY_TIMEOUT_S, what="sim"):
+        return False
+    replica_record_local_node(deployment=deployment, endpoint=endpoints.sim_url)
+    connections.close_all()
+    return supervisor.wait_until(lambda: http_ok(f"{endpoints.web_url}/healthz"), timeout_s=READY_TIMEOUT_S, what="web")
+
+
+def command_embedded(*, action: str) -> int:
+    """`inferia embedded status|stop`: the embedded servers outlive `inferia init` and single-role starts."""
+    from inferia_site import embedded
+
+    data = data_dir()
+    if action == "stop":
+        embedded.stop(data)
+    state = {True: "running", False: "stopped"}
+    print(
+        f"PostgreSQL: {state[embedded.postgres_running(data)]}; Redis: {state[embedded.redis_running(data)]} ({data})"
+    )
+    return 0

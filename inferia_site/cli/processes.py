@@ -1,0 +1,133 @@
+"""The command lines of Inferia's processes: web (the ASGI server), worker, beat and a simulated node.
+
+Built from the environment without importing Django, so that `inferia start` begins at once; the children
+import Django themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferia_site.env import ConfigError, env_bool, env_float, env_int, env_str
+from inferia_site.launcher import ProcessSpec
+
+ROLES = ("web", "worker", "beat", "sim")
+# Must match celery_app.app.QUEUE_NAMES (a test holds them together); read here to avoid importing Celery.
+WORKER_QUEUES = ("default", "provisioning", "health", "usage")
+SERVERS = ("uvicorn", "daphne")
+# The served model name of the demo deployment, which is what the simulated node of `start all` serves.
+DEMO_MODEL = "demo-chat"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the web server and the simulated node listen."""
+
+    host: str
+    port: int
+    sim_host: str
+    sim_port: int
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://{_url_host(self.sim_host)}:{self.sim_port}"
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - a wildcard bind; clients reach it on loopback
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def data_dir() -> Path:
+    """The data directory, resolved exactly as settings.DATA_DIR is."""
+    return Path(env_str("INFERIA_DATA_DIR", ".inferia")).resolve()
+
+
+def endpoints_from_env(*, port: int | None = None, sim_port: int | None = None) -> Endpoints:
+    """INFERIA_HOST/INFERIA_PORT (default 127.0.0.1:8000) and INFERIA_SIM_HOST/INFERIA_SIM_PORT (8100)."""
+    return Endpoints(
+        host=env_str("INFERIA_HOST", "127.0.0.1"),
+        port=port or env_int("INFERIA_PORT", 8000),
+        sim_host=env_str("INFERIA_SIM_HOST", "127.0.0.1"),
+        sim_port=sim_port or env_int("INFERIA_SIM_PORT", 8100),
+    )
+
+
+def drain_seconds() -> float:
+    """How long a stopping web server lets in-flight requests (streams) finish: INFERIA_DRAIN_SECONDS."""
+    return env_float("INFERIA_DRAIN_SECONDS", 30.0)
+
+
+def web_spec(endpoints: Endpoints) -> ProcessSpec:
+    """The ASGI server for `inferia_site.asgi:application`: uvicorn (uvloop + httptools) unless
+    INFERIA_SERVER=daphne, the reference server."""
+    server = env_str("INFERIA_SERVER", "uvicorn").lower()
+    if server not in SERVERS:
+        raise ConfigError(f"INFERIA_SERVER must be one of {', '.join(SERVERS)}, got {server!r}")
+    host, port = endpoints.host, str(endpoints.port)
+    access_log = env_bool("INFERIA_ACCESS_LOG", False)
+    if server == "daphne":
+        argv = [sys.executable, "-m", "daphne", "-b", host, "-p", port]
+        if access_log:
+            argv += ["--access-log", "-"]
+        return ProcessSpec("web", [*argv, "inferia_site.asgi:application"])
+    argv = [
+        sys.executable, "-m", "uvicorn", "inferia_site.asgi:application",
+        "--host", host, "--port", port,
+        "--loop", "uvloop", "--http", "httptools",
+        "--lifespan", "off",  # Channels' router does not speak the lifespan protocol
+        "--timeout-graceful-shutdown", str(int(drain_seconds())),
+    ]  # fmt: skip
+    workers = env_int("INFERIA_WEB_WORKERS", 1)
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    if not access_log:
+        argv.append("--no-access-log")  # one log line per request costs more than the gateway's own work
+    return ProcessSpec("web", argv)
+
+
+def worker_spec() -> ProcessSpec:
+    """The Celery worker, consuming every queue Inferia routes tasks to."""
+    argv = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-Q", ",".join(WORKER_QUEUES)]
+    argv += ["--loglevel", env_str("INFERIA_LOG_LEVEL", "INFO").upper()]
+    concurrency = env_str("INFERIA_WORKER_CONCURRENCY")
+    if concurrency:
+        argv += ["--concurrency", concurrency]
+    return ProcessSpec("worker", argv)
+
+
+def beat_spec(data: Path) -> ProcessSpec:
+    """Celery beat, with its schedule file under the data directory."""
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "celery", "-A", "celery_app", "beat", "-s", str(data / "celerybeat-schedule")]
+    return ProcessSpec("beat", [*argv, "--loglevel", env_str("INFERIA_LOG_LEVEL", "INFO").upper()])
+
+
+def sim_spec(endpoints: Endpoints) -> ProcessSpec:
+    """One simulated vLLM node. It serves the models named in INFERIA_SIM_MODEL (inferia-sim reads it), by
+    default the demo deployment's; its other INFERIA_SIM_* settings (latencies, failures) pass through too."""
+    argv = [sys.executable, "-m", "inferia_sim", "--host", endpoints.sim_host, "--port", str(endpoints.sim_port)]
+    if not os.environ.get("INFERIA_SIM_MODEL"):
+        argv += ["--model", DEMO_MODEL]
+    return ProcessSpec("sim", argv)
+
+
+def role_spec(role: str, endpoints: Endpoints) -> ProcessSpec:
+    """The process for one of ROLES."""
+    if role == "web":
+        return web_spec(endpoints)
+    if role == "worker":
+        return worker_spec()
+    if role == "beat":
+        return beat_spec(data_dir())
+    if role == "sim":
+        return sim_spec(endpoints)
+    raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")

@@ -1,0 +1,53 @@
+"""The `inferia` command line, and the process command lines it builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferia_site.cli import build_parser
+from inferia_site.cli.processes import WORKER_QUEUES, endpoints_from_env, web_spec
+from inferia_site.env import ConfigError
+
+
+def test_the_worker_consumes_every_queue_celery_routes_to():
+    from celery_app.app import QUEUE_NAMES
+
+    assert set(WORKER_QUEUES) == set(QUEUE_NAMES)
+
+
+@pytest.mark.parametrize("role", ["all", "web", "worker", "beat", "sim"])
+def test_start_accepts_every_role(role):
+    assert build_parser().parse_args(["start", role]).role == role
+
+
+def test_start_defaults_to_all():
+    assert build_parser().parse_args(["start"]).role == "all"
+
+
+def test_the_web_server_is_uvicorn_with_uvloop_and_httptools_by_default(monkeypatch):
+    monkeypatch.delenv("INFERIA_SERVER", raising=False)
+    monkeypatch.setenv("INFERIA_PORT", "9123")
+
+    argv = web_spec(endpoints_from_env()).argv
+
+    assert argv[1:4] == ["-m", "uvicorn", "inferia_site.asgi:application"]
+    assert argv[argv.index("--loop") : argv.index("--loop") + 2] == ["--loop", "uvloop"]
+    assert argv[argv.index("--http") : argv.index("--http") + 2] == ["--http", "httptools"]
+    assert "9123" in argv
+
+
+def test_daphne_when_asked_and_the_port_flag_wins(monkeypatch):
+    monkeypatch.setenv("INFERIA_SERVER", "daphne")
+    monkeypatch.setenv("INFERIA_PORT", "9123")
+
+    argv = web_spec(endpoints_from_env(port=9555)).argv
+
+    assert argv[1:3] == ["-m", "daphne"]
+    assert argv[argv.index("-p") + 1] == "9555"
+
+
+def test_an_unknown_server_is_a_configuration_error(monkeypatch):
+    monkeypatch.setenv("INFERIA_SERVER", "gunicorn")
+
+    with pytest.raises(ConfigError):
+        web_spec(endpoints_from_env())

@@ -1,0 +1,92 @@
+"""Metering: exactly one usage event per request, stored idempotently, with hourly rollups; nothing lost when a
+worker dies before acknowledging."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from django.conf import settings
+from django.db.models import Sum
+
+from apps.audit.models import UsageRecord, UsageRollup
+from apps.gateway.metering import EVENT_FIELD, usage_event_decode
+from apps.gateway.services import USAGE_GROUP, usage_records_store, usage_stream_drain
+
+CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "count with me"}], "max_tokens": 16}
+
+
+async def _many_streams(url: str, secret: str, count: int) -> list[tuple[int, str, bytes]]:
+    headers = {"authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> tuple[int, str, bytes]:
+            async with session.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers) as r:
+                return r.status, r.headers["x-request-id"], await r.read()
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def test_200_concurrent_requests_make_exactly_200_usage_rows(tenant, gateway, redis_cache):
+    answers = asyncio.run(_many_streams(gateway.url, tenant.secret, 200))
+    assert all(status == 200 for status, _, _ in answers)
+    request_ids = {request_id for _, request_id, _ in answers}
+    assert len(request_ids) == 200
+
+    assert usage_stream_drain() == 200
+    records = UsageRecord.objects.filter(organization_id=tenant.organization.pk)
+    assert set(records.values_list("request_id", flat=True)) == request_ids
+    assert not records.filter(estimated=True).exists()
+    assert set(records.values_list("completion_tokens", flat=True)) == {16}
+    assert set(records.values_list("replica_id", flat=True)) == {tenant.replica.pk}
+    record = records.first()
+    assert record.api_key_id == tenant.key.pk
+    assert record.deployment_id == tenant.deployment.pk
+    assert record.streamed
+    assert record.status_code == 200
+    assert record.outcome == "ok"
+    assert record.cost_micros == (record.prompt_tokens * 1_000_000 + 16 * 2_000_000) // 1_000_000
+    assert record.ttft_ms is not None
+    assert record.latency_ms >= record.ttft_ms
+
+    totals = UsageRollup.objects.filter(organization_id=tenant.organization.pk).aggregate(
+        requests=Sum("requests"), completion=Sum("completion_tokens")
+    )
+    assert totals == {"requests": 200, "completion": 200 * 16}
+    assert usage_stream_drain() == 0  # all acknowledged
+
+
+def test_storing_the_same_events_twice_changes_nothing(tenant, gateway, redis_cache):
+    asyncio.run(_many_streams(gateway.url, tenant.secret, 3))
+    entries = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
+    events = [usage_event_decode(fields[EVENT_FIELD.encode()]) for _id, fields in entries]
+    assert usage_records_store(events) == 3
+    assert usage_records_store(events) == 0
+    assert UsageRollup.objects.get(organization_id=tenant.organization.pk).requests == 3
+
+
+def test_a_batch_read_by_a_worker_that_died_is_stored_by_the_next(tenant, gateway, redis_cache):
+    asyncio.run(_many_streams(gateway.url, tenant.secret, 5))
+    stream = settings.INFERIA_USAGE_STREAM
+    usage_stream_drain(consumer="warm-up", max_batches=0)  # creates the group
+    read = redis_cache.xreadgroup(USAGE_GROUP, "crashed-worker", {stream: ">"}, count=100)
+    assert len(read[0][1]) == 5  # read, never acknowledged: the worker "died"
+    assert usage_stream_drain(consumer="survivor") == 0  # not idle long enough to be taken over yet
+    assert usage_stream_drain(consumer="survivor", claim_idle_ms=0) == 5
+    assert UsageRecord.objects.filter(organization_id=tenant.organization.pk).count() == 5
+    assert redis_cache.xpending(stream, USAGE_GROUP)["pending"] == 0
+
+
+def test_unauthenticated_requests_are_not_metered(tenant, gateway, redis_cache):
+    from tests.gateway.conftest import http
+
+    http("POST", f"{gateway.url}/v1/chat/completions", body=CHAT, secret="sk-inf-invalid")
+    assert redis_cache.xlen(settings.INFERIA_USAGE_STREAM) == 0
+    status, _, _ = http(
+        "POST", f"{gateway.url}/v1/chat/completions", body={**CHAT, "model": "nope"}, secret=tenant.secret
+    )
+    assert status == 404
+    (entry,) = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
+    event = json.loads(entry[1][EVENT_FIELD.encode()])
+    assert (event["st"], event["out"], event["m"]) == (404, "error", "nope")

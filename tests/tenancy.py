@@ -1,0 +1,116 @@
+"""Builders for a complete tenant: one of everything an organisation owns, for tests that cross tenant lines."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent, UsageRecord, UsageRollup
+from apps.audit.services import audit_record
+from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.keys.models import ApiKey
+from apps.keys.services import IssuedKey, api_key_create
+from apps.orgs.models import Invitation, Organization, Team
+from apps.rbac.models import Role
+
+
+@dataclass
+class Tenant:
+    """An organisation and one row of every kind it owns."""
+
+    org: Organization
+    team: Team
+    role: Role
+    provider: Provider
+    pool: ComputePool
+    deployment: ModelDeployment
+    replica: Replica
+    key: IssuedKey
+    service_key: IssuedKey
+    event: AuditEvent
+    usage: UsageRecord
+    invitation: Invitation
+
+    def rows(self) -> dict[str, Any]:
+        return {
+            "organization": self.org,
+            "team": self.team,
+            "role": self.role,
+            "provider": self.provider,
+            "pool": self.pool,
+            "deployment": self.deployment,
+            "replica": self.replica,
+            "key": self.key.key,
+            "event": self.event,
+            "usage": self.usage,
+            "membership": self.org.memberships.order_by("pk").first(),
+            "invitation": self.invitation,
+        }
+
+
+def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
+    """Fill `org` with a team, custom role, provider, pool, deployment, replica, keys, audit event, usage."""
+    team = Team.objects.create(organization=org, name=f"{tag} team", slug=f"{tag}-team")
+    role = Role.objects.create(organization=org, slug=f"{tag}-auditor", name=f"{tag} auditor")
+    provider = Provider.objects.create(organization=org, name=f"{tag}-provider", kind=Provider.Kind.SIMULATOR)
+    pool = ComputePool.objects.create(organization=org, provider=provider, name=f"{tag}-pool")
+    deployment = ModelDeployment.objects.create(
+        organization=org, pool=pool, name=f"{tag}-deployment", model_id="sim/tiny", served_model_name=f"{tag}-model"
+    )
+    replica = Replica.objects.create(deployment=deployment, endpoint=f"http://127.0.0.1:9/{tag}")
+    key = api_key_create(organization=org, name=f"{tag} owner key", scopes=["read", "manage"], owner=owner, actor=owner)
+    service_key = api_key_create(organization=org, name=f"{tag} service key", scopes=["read"], actor=owner)
+    event = audit_record(action=f"{tag}.happened", actor=owner, target=org)
+    usage = UsageRecord.objects.create(
+        request_id=f"{tag}-{uuid.uuid4().hex}",
+        started_at=timezone.now(),
+        organization=org,
+        team=team,
+        api_key=key.key,
+        deployment=deployment,
+        replica=replica,
+        endpoint="chat.completions",
+        model=deployment.served_model_name,
+        prompt_tokens=10,
+        completion_tokens=20,
+        cost_micros=300,
+        latency_ms=12.5,
+        status_code=200,
+        outcome=UsageRecord.Outcome.OK,
+    )
+    UsageRollup.objects.create(
+        hour=usage.started_at.replace(minute=0, second=0, microsecond=0),
+        organization=org,
+        team=team,
+        api_key=key.key,
+        model=usage.model,
+        requests=1,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_micros=usage.cost_micros,
+    )
+    invitation = Invitation.objects.create(
+        organization=org,
+        email=f"new@{tag}.test",
+        role=Role.objects.get(organization=None, slug="member"),
+        token_hash=uuid.uuid4().hex,
+        expires_at=timezone.now() + timezone.timedelta(days=1),
+    )
+    return Tenant(org, team, role, provider, pool, deployment, replica, key, service_key, event, usage, invitation)
+
+
+def platform_deployment(*, shared_with: list[Organization]) -> ModelDeployment:
+    """A deployment the platform owns, shared with the given organisations."""
+    provider = Provider.objects.create(organization=None, name="platform-provider", kind=Provider.Kind.SIMULATOR)
+    pool = ComputePool.objects.create(organization=None, provider=provider, name="platform-pool")
+    deployment = ModelDeployment.objects.create(
+        organization=None, pool=pool, name="platform", model_id="sim/big", served_model_name="platform-model"
+    )
+    deployment.shared_with.set(shared_with)
+    return deployment
+
+
+__all__ = ["ApiKey", "Tenant", "platform_deployment", "tenant_build"]
