@@ -18,8 +18,9 @@ app.conf.task_queues = (
     Queue("usage"),
 )
 app.conf.task_routes = {
-    "apps.compute.tasks.*": {"queue": "provisioning"},
+    # Celery takes the first matching pattern: the narrower health route must come first.
     "apps.compute.tasks.health_*": {"queue": "health"},
+    "apps.compute.tasks.*": {"queue": "provisioning"},
     "apps.gateway.tasks.*": {"queue": "usage"},
     "apps.audit.tasks.*": {"queue": "usage"},
     "apps.policies.tasks.*": {"queue": "usage"},

@@ -9,6 +9,7 @@ were new), and only new rows feed the rollups, so totals never count a request t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -80,7 +81,8 @@ def usage_stream_drain(
     handled = 0
     start = "0-0"
     for _ in range(max_batches):
-        start, claimed, _deleted = client.xautoclaim(
+        # Redis 7 answers (next, claimed, deleted); Redis 6.2 (the embedded default's) only (next, claimed).
+        start, claimed, *_deleted = client.xautoclaim(
             stream, USAGE_GROUP, consumer, min_idle_time=claim_idle_ms, start_id=start, count=BATCH_SIZE
         )
         handled += _batch_store(client, stream, claimed)
@@ -138,7 +140,7 @@ def usage_records_store(events: list[dict[str, Any]]) -> int:
 def _record_row(event: dict[str, Any]) -> tuple[Any, ...]:
     values = dict(event)
     values["started_at"] = datetime.fromtimestamp(event["started_at"], tz=UTC)
-    values["guardrails"] = "[]"
+    values["guardrails"] = json.dumps(event.get("guardrails") or [])
     return tuple(values.get(column) for column in _RECORD_COLUMNS)
 
 
