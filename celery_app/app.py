@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery
+from celery.signals import after_setup_logger
+from django.conf import settings
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
@@ -39,3 +42,12 @@ app.autodiscover_tasks(
 )
 
 QUEUE_NAMES = [queue.name for queue in app.conf.task_queues]
+
+
+@after_setup_logger.connect
+def _quiet_periodic_chatter(**_: object) -> None:
+    """Beat fires the usage flush every two seconds; logging each send, receipt and success at INFO would bury
+    everything else. They stay visible with INFERIA_LOG_LEVEL=DEBUG."""
+    if settings.LOG_LEVEL != "DEBUG":
+        for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
