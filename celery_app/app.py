@@ -10,6 +10,8 @@ from celery.signals import after_setup_logger
 from django.conf import settings
 from kombu import Queue
 
+from inferia_site.env import env_float
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
 
 app = Celery("inferia")
@@ -36,6 +38,19 @@ app.conf.beat_schedule = {
     "usage-prune": {"task": "apps.gateway.tasks.usage_prune", "schedule": 3600.0},
     # Rebuild day/month quota and budget counters from UsageRecord if Redis lost them.
     "policy-counters-reconcile": {"task": "apps.policies.tasks.policy_counters_reconcile_periodic", "schedule": 60.0},
+    # The compute plane: health checks (/health, /metrics into Redis), self-healing reconcile, autoscaling.
+    "compute-health-check": {
+        "task": "apps.compute.tasks.health_check",
+        "schedule": env_float("INFERIA_HEALTH_INTERVAL_SECONDS", 2.0),
+    },
+    "compute-reconcile": {
+        "task": "apps.compute.tasks.deployment_reconcile_periodic",
+        "schedule": env_float("INFERIA_RECONCILE_INTERVAL_SECONDS", 5.0),
+    },
+    "compute-autoscale": {
+        "task": "apps.compute.tasks.deployment_autoscale",
+        "schedule": env_float("INFERIA_AUTOSCALE_INTERVAL_SECONDS", 5.0),
+    },
 }
 app.autodiscover_tasks(
     ["apps.orgs", "apps.rbac", "apps.keys", "apps.policies", "apps.compute", "apps.gateway", "apps.audit"]

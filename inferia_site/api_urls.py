@@ -9,9 +9,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from apps.audit.api import AuditCheckpointViewSet, AuditEventViewSet, UsageRecordViewSet
-from apps.compute.api import DeploymentViewSet, PoolViewSet, ProviderViewSet, ReplicaViewSet
+from apps.compute.api import DeploymentViewSet, NodeHeartbeatView, PoolViewSet, ProviderViewSet, ReplicaViewSet
 from apps.keys.api import ApiKeyViewSet
 from apps.orgs.api import InvitationViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet
+from apps.policies.api import GuardrailProfileViewSet, PolicyViewSet, PromptTemplateViewSet
 from apps.rbac.api import RoleViewSet
 
 router = DefaultRouter()
@@ -28,9 +29,14 @@ router.register("replicas", ReplicaViewSet, basename="replica")
 router.register("usage", UsageRecordViewSet, basename="usage")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
 router.register("audit-checkpoints", AuditCheckpointViewSet, basename="auditcheckpoint")
+# Policies, guardrail profiles and prompt templates (apps/policies).
+router.register("policies", PolicyViewSet, basename="policy")
+router.register("guardrail-profiles", GuardrailProfileViewSet, basename="guardrailprofile")
+router.register("templates", PromptTemplateViewSet, basename="prompttemplate")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("nodes/heartbeat", NodeHeartbeatView.as_view(), name="node-heartbeat"),
     path("", include(router.urls)),
 ]

@@ -120,6 +120,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Console and admin pages need a session that proved its second factor (apps/console/middleware.py).
+    "apps.console.middleware.TwoFactorGateMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
@@ -147,6 +149,8 @@ AUTH_USER_MODEL = "orgs.User"
 AUTHENTICATION_BACKENDS = [
     # ModelBackend behind login throttling/lockout and the sign-in audit (apps/rbac/backends.py).
     "apps.rbac.backends.ThrottledModelBackend",
+    # OpenID Connect single sign-on; answers only the console's SSO callback (apps/rbac/oidc.py).
+    "apps.rbac.oidc.InferiaOidcBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
@@ -154,7 +158,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+# Every password sign-in, Django admin's included, goes through the console (throttling, 2FA, audit).
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:home"
+LOGOUT_REDIRECT_URL = "console:login"
 ANONYMOUS_USER_NAME = None  # django-guardian: no anonymous user row
 
 LANGUAGE_CODE = "en-us"
@@ -230,6 +237,32 @@ INFERIA_AUTOSCALE_DOWN_COOLDOWN_SECONDS = env_float("INFERIA_AUTOSCALE_DOWN_COOL
 INFERIA_POLICY_FAIL_OPEN = env_bool("INFERIA_POLICY_FAIL_OPEN", False)
 INFERIA_POLICY_CONCURRENCY_LEASE_MS = env_int("INFERIA_POLICY_CONCURRENCY_LEASE_MS", 15 * 60 * 1000)
 INFERIA_GUARDRAIL_SCANNERS = env_list("INFERIA_GUARDRAIL_SCANNERS")
+
+# Two-factor sign-in (TOTP) for the console and admin.
+INFERIA_2FA_ISSUER = env_str("INFERIA_2FA_ISSUER", "Inferia")
+INFERIA_2FA_MAX_FAILURES = env_int("INFERIA_2FA_MAX_FAILURES", 5)
+INFERIA_2FA_LOCKOUT_SECONDS = env_int("INFERIA_2FA_LOCKOUT_SECONDS", 15 * 60)
+INFERIA_2FA_PENDING_SECONDS = env_int("INFERIA_2FA_PENDING_SECONDS", 300)
+# Single sign-on through OpenID Connect: off unless issuer and client id are set (apps/rbac/oidc.py).
+INFERIA_OIDC_ISSUER = env_str("INFERIA_OIDC_ISSUER")
+INFERIA_OIDC_CLIENT_ID = env_str("INFERIA_OIDC_CLIENT_ID")
+INFERIA_OIDC_CLIENT_SECRET = env_str("INFERIA_OIDC_CLIENT_SECRET")
+INFERIA_OIDC_SCOPES = env_str("INFERIA_OIDC_SCOPES", "openid email profile")
+INFERIA_OIDC_ORG_CLAIM = env_str("INFERIA_OIDC_ORG_CLAIM")
+INFERIA_OIDC_ROLE_CLAIM = env_str("INFERIA_OIDC_ROLE_CLAIM")
+INFERIA_OIDC_ROLE_MAP = env_str("INFERIA_OIDC_ROLE_MAP")
+INFERIA_OIDC_DEFAULT_ORG = env_str("INFERIA_OIDC_DEFAULT_ORG")
+INFERIA_OIDC_DEFAULT_ROLE = env_str("INFERIA_OIDC_DEFAULT_ROLE")
+INFERIA_OIDC_CREATE_USERS = env_bool("INFERIA_OIDC_CREATE_USERS", True)
+INFERIA_OIDC_CREATE_ORGS = env_bool("INFERIA_OIDC_CREATE_ORGS", False)
+INFERIA_OIDC_SATISFIES_2FA = env_bool("INFERIA_OIDC_SATISFIES_2FA", True)
+INFERIA_OIDC_BUTTON_LABEL = env_str("INFERIA_OIDC_BUTTON_LABEL", "Sign in with SSO")
+# mozilla-django-oidc: the provider's endpoints and client come from the INFERIA_OIDC_* values above.
+OIDC_RP_SIGN_ALGO = env_str("INFERIA_OIDC_SIGN_ALGO", "RS256")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env_float("INFERIA_OIDC_TIMEOUT_SECONDS", 10.0)
+OIDC_AUTHENTICATION_CALLBACK_URL = "console:sso-callback"
+LOGIN_REDIRECT_URL_FAILURE = "/console/login/"
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
+from apps.gateway.openapi import api as inference_openapi
 from inferia_site import health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    # Admin's own login form would skip the second factor: every sign-in goes through the console's.
+    path("admin/login/", RedirectView.as_view(pattern_name="console:login", query_string=True), name="admin-login"),
     path("admin/", admin.site.urls),
+    path("console/", include("apps.console.urls")),
     path("api/", include("inferia_site.api_urls")),
+    path("v1/", inference_openapi.urls),  # only /v1/openapi.json and /v1/docs reach Django (see asgi.py)
     path("", include("django_prometheus.urls")),
 ]
 

@@ -14,6 +14,8 @@ from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.keys.models import ApiKey
 from apps.keys.services import IssuedKey, api_key_create
 from apps.orgs.models import Invitation, Organization, Team
+from apps.policies.models import GuardrailProfile, Policy, PromptTemplate
+from apps.policies.prompts.services import prompt_template_create
 from apps.rbac.models import Role
 
 
@@ -33,6 +35,9 @@ class Tenant:
     event: AuditEvent
     usage: UsageRecord
     invitation: Invitation
+    guardrail_profile: GuardrailProfile
+    policy: Policy
+    template: PromptTemplate
 
     def rows(self) -> dict[str, Any]:
         return {
@@ -48,11 +53,15 @@ class Tenant:
             "usage": self.usage,
             "membership": self.org.memberships.order_by("pk").first(),
             "invitation": self.invitation,
+            "guardrail_profile": self.guardrail_profile,
+            "policy": self.policy,
+            "template": self.template,
         }
 
 
 def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
-    """Fill `org` with a team, custom role, provider, pool, deployment, replica, keys, audit event, usage."""
+    """Fill `org` with a team, custom role, provider, pool, deployment, replica, keys, audit event, usage, a guardrail
+    profile, a policy of the team and a prompt template."""
     team = Team.objects.create(organization=org, name=f"{tag} team", slug=f"{tag}-team")
     role = Role.objects.create(organization=org, slug=f"{tag}-auditor", name=f"{tag} auditor")
     provider = Provider.objects.create(organization=org, name=f"{tag}-provider", kind=Provider.Kind.SIMULATOR)
@@ -99,7 +108,21 @@ def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
         token_hash=uuid.uuid4().hex,
         expires_at=timezone.now() + timezone.timedelta(days=1),
     )
-    return Tenant(org, team, role, provider, pool, deployment, replica, key, service_key, event, usage, invitation)
+    profile = GuardrailProfile.objects.create(
+        organization=org, name=f"{tag}-guardrails", input_actions={"email": "flag"}
+    )
+    policy = Policy.objects.create(organization=org, team=team, requests_per_minute=600, guardrail_profile=profile)
+    template = prompt_template_create(
+        actor=owner,
+        organization=org,
+        name=f"{tag}-template",
+        messages=[{"role": "system", "content": f"You are {tag}'s assistant for {{{{topic}}}}."}],
+        variables=[{"name": "topic"}],
+    ).template
+    return Tenant(
+        org, team, role, provider, pool, deployment, replica, key, service_key, event, usage, invitation, profile,
+        policy, template,
+    )  # fmt: skip
 
 
 def platform_deployment(*, shared_with: list[Organization]) -> ModelDeployment:

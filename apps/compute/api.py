@@ -3,22 +3,34 @@ replicas (read-only: the worker manages them)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from apps.compute import api_services
+from apps.compute import api_services, lora, services
+from apps.compute.health import engine_load_from_report, replica_heartbeat_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.replicas import NODE_TOKEN_PREFIX, node_token_hash
 from apps.compute.serializers import (
     DeploymentCreateIn,
+    DeploymentEventOut,
     DeploymentOut,
+    DeploymentScaleIn,
     DeploymentShareIn,
+    DeploymentStopIn,
     DeploymentUpdateIn,
+    ExternalDeploymentCreateIn,
+    LoraAdapterIn,
+    LoraAdapterRemoveIn,
+    NodeHeartbeatIn,
+    NodeHeartbeatOut,
     PoolCreateIn,
     PoolOut,
     PoolUpdateIn,
@@ -122,7 +134,16 @@ class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Retriev
     filterset_fields = ["organization", "pool", "state", "served_model_name"]
     search_fields = ["name", "served_model_name", "model_id"]
     ordering_fields = ["served_model_name", "created_at", "state"]
-    tenant_actions = {"share": "change", **GRANT_TENANT_ACTIONS}
+    tenant_actions = {
+        "external": "add",
+        "adapters": "change",
+        "adapter_remove": "change",
+        "share": "change",
+        "scale": "change",
+        "stop": "change",
+        "start": "change",
+        **GRANT_TENANT_ACTIONS,
+    }
 
     @extend_schema(request=DeploymentCreateIn, responses={201: DeploymentOut})
     def create(self, request: Request) -> Response:
@@ -131,6 +152,24 @@ class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Retriev
         self.check_may_add(data.validated_data["organization"])
         deployment = service_call(
             api_services.deployment_create, **data.validated_data, actor=self.actor, context=self.audit_context
+        )
+        return Response(DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ExternalDeploymentCreateIn, responses={201: DeploymentOut})
+    @action(detail=False, methods=["post"])
+    def external(self, request: Request) -> Response:
+        """Adopt OpenAI-compatible servers the caller runs, in one call: an `external` provider with the base URLs
+        (SSRF-checked) and the upstream key (encrypted, never shown), a pool, and the deployment."""
+        data = ExternalDeploymentCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        organization = data.validated_data["organization"]
+        for model in (Provider, ComputePool, ModelDeployment):
+            self.check_may_add(organization, model)
+        deployment = service_call(
+            api_services.external_deployment_create,
+            **data.validated_data,
+            actor=self.actor,
+            context=self.audit_context,
         )
         return Response(DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
 
@@ -171,6 +210,131 @@ class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Retriev
             context=self.audit_context,
         )
         return Response(DeploymentOut(deployment).data)
+
+    @extend_schema(request=DeploymentScaleIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"])
+    def scale(self, request: Request, pk: str) -> Response:
+        """Set how many replicas the deployment runs (within min and max); the worker provisions or removes them."""
+        deployment = self.get_object()
+        data = DeploymentScaleIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = service_call(
+            services.deployment_scale,
+            deployment=deployment,
+            replicas=data.validated_data["replicas"],
+            reason=data.validated_data["reason"],
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(DeploymentOut(deployment).data)
+
+    @extend_schema(request=DeploymentStopIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str) -> Response:
+        """Stop serving: out of routing at once, then the worker tears the replicas down."""
+        deployment = self.get_object()
+        data = DeploymentStopIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = service_call(
+            services.deployment_stop,
+            deployment=deployment,
+            reason=data.validated_data["reason"],
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(DeploymentOut(deployment).data)
+
+    @extend_schema(request=DeploymentStopIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str) -> Response:
+        """Start a stopped (or failed) deployment again."""
+        deployment = self.get_object()
+        data = DeploymentStopIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = service_call(
+            services.deployment_start,
+            deployment=deployment,
+            reason=data.validated_data["reason"],
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(DeploymentOut(deployment).data)
+
+    @extend_schema(request=LoraAdapterIn, responses={201: DeploymentOut})
+    @action(detail=True, methods=["post"])
+    def adapters(self, request: Request, pk: str) -> Response:
+        """Serve a LoRA adapter on the deployment as a model of its own: running replicas load it, new ones start
+        with it. (The deployment's `engine_args.lora_modules` lists them.)"""
+        deployment = self.get_object()
+        data = LoraAdapterIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = service_call(
+            lora.deployment_lora_add,
+            deployment=deployment,
+            **data.validated_data,
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=LoraAdapterRemoveIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"], url_path="adapters/remove")
+    def adapter_remove(self, request: Request, pk: str) -> Response:
+        """Stop serving a LoRA adapter: out of routing at once, unloaded from the running replicas."""
+        deployment = self.get_object()
+        data = LoraAdapterRemoveIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = service_call(
+            lora.deployment_lora_remove,
+            deployment=deployment,
+            name=data.validated_data["name"],
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(DeploymentOut(deployment).data)
+
+    @extend_schema(responses=DeploymentEventOut(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str) -> Response:
+        """The deployment's state transitions, newest first, each with its reason."""
+        deployment = self.get_object()
+        events = deployment.events.order_by("-id")[:200]
+        return Response(DeploymentEventOut(events, many=True).data)
+
+
+class NodeHeartbeatView(APIView):
+    """`POST /api/nodes/heartbeat`: a replica's node (behind NAT: a VPS, a DePIN host) reports its state and load.
+
+    Authenticated by the node token the replica got at provisioning (`Authorization: Bearer inf-node-...`), not
+    by a user's key; only its hash is stored. A replica is healthy while either the poll or the push is fresh."""
+
+    authentication_classes: ClassVar[list[Any]] = []
+    permission_classes: ClassVar[list[Any]] = [AllowAny]
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="inferia-node"'  # so a bad token is a 401, as for any bearer credential
+
+    @extend_schema(request=NodeHeartbeatIn, responses=NodeHeartbeatOut)
+    def post(self, request: Request) -> Response:
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        replica = None
+        if token.startswith(NODE_TOKEN_PREFIX):
+            replica = (
+                Replica.objects.filter(node_token_hash=node_token_hash(token))
+                .exclude(state__in=(Replica.State.STOPPING, Replica.State.STOPPED))
+                .first()
+            )
+        if replica is None:
+            raise AuthenticationFailed("unknown or retired node token")
+        data = NodeHeartbeatIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            load = engine_load_from_report(data.validated_data["metrics"]) if "metrics" in data.validated_data else None
+        except ValueError as error:
+            raise ValidationError({"metrics": str(error)}) from None
+        replica = replica_heartbeat_record(replica=replica, state=data.validated_data["state"], load=load)
+        return Response(NodeHeartbeatOut({"replica": replica.pk, "state": replica.state}).data)
 
 
 class ReplicaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):

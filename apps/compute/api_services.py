@@ -3,20 +3,22 @@ providers, pools and deployments, and share platform deployments. Each records a
 before/after diff (credentials never appear in it).
 
 Provisioning, scaling and the deployment state machine belong to `apps/compute/services.py` and the worker; the
-writes here only change what is desired, never what runs.
+writes here only change what is desired, never what runs: after commit they ask the worker to reconcile.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from cryptography.fernet import Fernet, MultiFernet
-from django.conf import settings
 from django.db import models, transaction
 
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot
-from apps.compute.models import ComputePool, ModelDeployment, Provider
+from apps.compute.adapters import supported_kinds
+from apps.compute.adapters.external import external_base_urls_check
+from apps.compute.credentials import credentials_encrypt
+from apps.compute.engine import engine_spec_build
+from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.services import State, deployment_transition_locked, enqueue_reconcile
 
 PROVIDER_FIELDS = ("name", "kind", "config")
 POOL_FIELDS = ("name", "provider", "region", "gpu_type", "gpus_per_node", "max_nodes", "cost_per_gpu_hour_micros")
@@ -36,12 +38,6 @@ DEPLOYMENT_FIELDS = (
     "first_byte_timeout_s",
     "idle_timeout_s",
 )
-
-
-def credentials_encrypt(credentials: dict[str, Any]) -> str:
-    """Encrypt provider credentials with the first of INFERIA_FERNET_KEYS (the others still decrypt)."""
-    fernet = MultiFernet([Fernet(key.encode()) for key in settings.INFERIA_FERNET_KEYS])
-    return fernet.encrypt(json.dumps(credentials).encode()).decode()
 
 
 _AUDIT_NOUNS = {"provider": "provider", "computepool": "pool", "modeldeployment": "deployment"}
@@ -97,6 +93,30 @@ def _same_owner(child_org: int | None, parent: models.Model, what: str) -> None:
         raise ValueError(f"the {what} belongs to another owner")
 
 
+def _provider_config_check(kind: str, config: dict[str, Any]) -> None:
+    if kind not in supported_kinds():
+        raise ValueError(
+            f"provider kind {kind!r} has no working adapter yet; supported: {', '.join(supported_kinds())}"
+        )
+    if kind == Provider.Kind.EXTERNAL:
+        external_base_urls_check(config.get("base_urls"))  # UnsafeUrlError is a ValueError: a 400
+
+
+def _deployment_check(deployment: ModelDeployment) -> None:
+    """Refuse what the worker could not run: engine arguments vLLM would refuse, sizes out of bounds, a provider
+    kind without an adapter, an external provider whose URLs fail the SSRF check."""
+    if deployment.engine == "vllm" or deployment.engine_args:
+        engine_spec_build(
+            model_id=deployment.model_id,
+            served_model_name=deployment.served_model_name,
+            engine_args=deployment.engine_args,
+        )
+    if deployment.desired_replicas > deployment.max_replicas:
+        raise ValueError(f"desired_replicas cannot exceed max_replicas ({deployment.max_replicas})")
+    provider = deployment.pool.provider
+    _provider_config_check(provider.kind, provider.config or {})
+
+
 @transaction.atomic
 def provider_create(
     *,
@@ -108,7 +128,9 @@ def provider_create(
     credentials: dict[str, Any] | None = None,
     context: AuditContext | None = None,
 ) -> Provider:
-    """A provider of `organization` (None: the platform), its credentials encrypted at rest."""
+    """A provider of `organization` (None: the platform), its credentials encrypted at rest. Only kinds with a
+    working adapter are accepted; an external provider's URLs are SSRF-checked."""
+    _provider_config_check(kind, config or {})
     provider = Provider(organization=organization, name=name, kind=kind, config=config or {})
     if credentials:
         provider.credentials_encrypted = credentials_encrypt(credentials)
@@ -128,6 +150,8 @@ def provider_update(
     context: AuditContext | None = None,
 ) -> Provider:
     """Edit a provider; new `credentials` replace the old ones (the audit event says only that they changed)."""
+    if "config" in changes:
+        _provider_config_check(changes.get("kind", provider.kind), changes["config"] or {})
     if credentials is not None:
         provider.credentials_encrypted = credentials_encrypt(credentials)
     _changed(provider, changes, PROVIDER_FIELDS, actor, context)
@@ -180,12 +204,19 @@ def pool_delete(*, pool: ComputePool, actor: Any, context: AuditContext | None =
 def deployment_create(
     *, organization: Any, pool: ComputePool, actor: Any, context: AuditContext | None = None, **fields: Any
 ) -> ModelDeployment:
-    """A deployment on one of the owner's pools. It starts PENDING; the worker brings it up."""
+    """A deployment on one of the owner's pools. It starts PENDING; the worker brings it up (reconcile after commit).
+
+    Without `desired_replicas` it starts with `min_replicas` (at least one)."""
     _same_owner(getattr(organization, "pk", None), pool, "pool")
+    if "desired_replicas" not in fields:
+        fields["desired_replicas"] = max(1, fields.get("min_replicas", 1))
+    fields.setdefault("max_replicas", max(fields["desired_replicas"], fields.get("min_replicas", 1)))
     deployment = ModelDeployment(organization=organization, pool=pool, **fields)
     deployment.full_clean()
+    _deployment_check(deployment)
     deployment.save()
     _created(deployment, DEPLOYMENT_FIELDS, actor, context)
+    transaction.on_commit(lambda: enqueue_reconcile(deployment.pk))
     return deployment
 
 
@@ -196,13 +227,21 @@ def deployment_update(
     """Edit what a deployment should be (size, prices, timeouts, ...); the worker reconciles what runs."""
     if "pool" in changes:
         _same_owner(deployment.organization_id, changes["pool"], "pool")
+    deployment = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
     _changed(deployment, changes, DEPLOYMENT_FIELDS, actor, context)
+    _deployment_check(deployment)
+    if deployment.state == State.FAILED:
+        deployment_transition_locked(deployment=deployment, to_state=State.PENDING, reason="changed; trying again")
+    transaction.on_commit(lambda: enqueue_reconcile(deployment.pk))
     return deployment
 
 
 @transaction.atomic
 def deployment_delete(*, deployment: ModelDeployment, actor: Any, context: AuditContext | None = None) -> None:
-    """Delete a deployment and its replica records (the worker tears the nodes down)."""
+    """Delete a deployment that runs nothing (stop it first: the worker tears its replicas down)."""
+    running = deployment.replicas.exclude(state__in=(Replica.State.STOPPED,)).exists()
+    if running:
+        raise ValueError("the deployment still has replicas; stop it and wait until it is stopped")
     _deleted(deployment, DEPLOYMENT_FIELDS, actor, context)
 
 
@@ -223,3 +262,61 @@ def deployment_share(
         context=context,
     )
     return deployment
+
+
+@transaction.atomic
+def external_deployment_create(
+    *,
+    organization: Any,
+    served_model_name: str,
+    base_urls: list[str],
+    actor: Any,
+    model_id: str = "",
+    api_key: str = "",
+    name: str = "",
+    replicas: int | None = None,
+    health_path: str = "",
+    price_input_per_mtok_micros: int = 0,
+    price_output_per_mtok_micros: int = 0,
+    context: AuditContext | None = None,
+) -> ModelDeployment:
+    """Adopt OpenAI-compatible servers the user already runs (vLLM, SGLang, TGI, a hosted API) as one deployment,
+    in one transaction: an `external` provider holding the SSRF-checked `base_urls` and the upstream `api_key`
+    (encrypted), a pool on it, and the deployment serving `served_model_name` from the upstream's `model_id`
+    (default: the same name). Each write is audited; the worker adopts one URL per replica after commit."""
+    urls = external_base_urls_check(base_urls)  # UnsafeUrlError is a ValueError: a 400 naming the URL
+    config: dict[str, Any] = {"base_urls": urls}
+    if health_path:
+        if not health_path.startswith("/"):
+            raise ValueError("health_path must start with /")
+        config["health_path"] = health_path
+    count = len(urls) if replicas is None else replicas
+    if not 1 <= count <= len(urls):
+        raise ValueError(f"replicas must be from 1 to {len(urls)}: each replica adopts one base URL")
+    label = f"external: {served_model_name}"
+    provider = provider_create(
+        organization=organization,
+        name=label,
+        kind=Provider.Kind.EXTERNAL,
+        config=config,
+        credentials={"api_key": api_key} if api_key else None,
+        actor=actor,
+        context=context,
+    )
+    pool = pool_create(
+        organization=organization, provider=provider, name=label, max_nodes=len(urls), actor=actor, context=context
+    )
+    return deployment_create(
+        organization=organization,
+        pool=pool,
+        name=name or served_model_name,
+        served_model_name=served_model_name,
+        model_id=model_id or served_model_name,
+        min_replicas=count,
+        desired_replicas=count,
+        max_replicas=count,
+        price_input_per_mtok_micros=price_input_per_mtok_micros,
+        price_output_per_mtok_micros=price_output_per_mtok_micros,
+        actor=actor,
+        context=context,
+    )

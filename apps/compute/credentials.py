@@ -100,13 +100,16 @@ def provider_credentials_set(*, provider: Provider, credentials: Mapping[str, An
     provider.credentials_encrypted = credentials_encrypt(credentials)
 
 
-def credentials_rotate(*, batch_size: int = 200) -> int:
+def credentials_rotate(*, actor: Any = None, batch_size: int = 200) -> int:
     """Re-encrypt every provider's credentials under the current first key; returns how many were rewritten.
 
     Run it after putting a new key first in INFERIA_FERNET_KEYS and before removing the old one. Each batch is
-    one transaction with its rows locked, so an edit made concurrently is neither lost nor left under the old key.
+    one transaction with its rows locked, so an edit made concurrently is neither lost nor left under the old key;
+    each batch records a `provider.credentials_rotate` audit event (by `actor`, None: the system, as `inferia
+    secrets rotate` runs it) naming the providers it rewrote, in that same transaction.
     Raises CredentialsError (changing nothing further) on a token that no configured key decrypts.
     """
+    from apps.audit.services import audit_record
     from apps.compute.models import Provider
 
     fernet = _fernet()
@@ -130,6 +133,12 @@ def credentials_rotate(*, batch_size: int = 200) -> int:
                     ) from None
                 Provider.objects.filter(pk=provider.pk).update(credentials_encrypted=rotated)
                 rewritten += 1
+            if rows:
+                audit_record(
+                    action="provider.credentials_rotate",
+                    actor=actor,
+                    changes={"providers": [provider.pk for provider in rows], "count": len(rows)},
+                )
         if len(rows) < batch_size:
             return rewritten
         last_pk = rows[-1].pk

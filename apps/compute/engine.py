@@ -34,6 +34,11 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 RESERVED_FLAGS = ("--model", "--served-model-name", "--host", "--port", "--lora-modules", "--enable-lora")
 
 
+def model_name_valid(name: object) -> bool:
+    """Whether `name` can be a served or LoRA model name (what clients put in `model`)."""
+    return isinstance(name, str) and bool(_NAME_RE.fullmatch(name))
+
+
 class EngineArgsError(ValueError):
     """Engine arguments that vLLM would refuse, or that Inferia does not let a deployment set."""
 
@@ -245,6 +250,12 @@ def vllm_serve_args(spec: EngineSpec, *, port: int = VLLM_DEFAULT_PORT, host: st
 def vllm_serve_argv(spec: EngineSpec, *, port: int = VLLM_DEFAULT_PORT, host: str = "0.0.0.0") -> list[str]:  # noqa: S104
     """The whole `vllm serve ...` command line, as an argv list."""
     return ["vllm", "serve", *vllm_serve_args(spec, port=port, host=host)]
+
+
+def vllm_environment(spec: EngineSpec) -> dict[str, str]:
+    """Environment variables a vLLM replica of `spec` needs beside its flags: runtime LoRA loading when LoRA is on
+    (the load/unload endpoints Inferia's LoRA sync calls exist only with it)."""
+    return {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} if spec.args.get("enable_lora") else {}
 
 
 def shell_join(argv: list[str]) -> str:

@@ -113,6 +113,7 @@ class ModelDeployment(models.Model):
     connect_timeout_s = models.FloatField(null=True, blank=True)
     first_byte_timeout_s = models.FloatField(null=True, blank=True)
     idle_timeout_s = models.FloatField(null=True, blank=True)
+    last_scaled_at = models.DateTimeField(null=True, blank=True, help_text="When the replica count last changed.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -154,9 +155,14 @@ class Replica(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     endpoint = models.URLField(blank=True, help_text="Base URL of the engine's OpenAI-compatible API.")
     provider_handle = models.JSONField(default=dict, blank=True, help_text="What the adapter needs to find it.")
-    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last time it was seen healthy.")
+    last_pushed_at = models.DateTimeField(null=True, blank=True, help_text="Last heartbeat the node pushed itself.")
     last_metrics = models.JSONField(default=dict, blank=True)
     last_error = models.TextField(blank=True)
+    failed_checks = models.PositiveIntegerField(default=0, help_text="Consecutive health checks it failed.")
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker claimed its provisioning.")
+    provision_attempts = models.PositiveSmallIntegerField(default=0)
+    node_token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -166,3 +172,19 @@ class Replica(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment} #{self.pk} ({self.state})"
+
+
+class DeploymentEvent(models.Model):
+    """One transition of a deployment's state machine, with why it happened (the deployment page's history)."""
+
+    deployment = models.ForeignKey(ModelDeployment, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=16, choices=ModelDeployment.State.choices)
+    to_state = models.CharField(max_length=16, choices=ModelDeployment.State.choices)
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["deployment_id", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}: {self.from_state} -> {self.to_state} ({self.reason})"

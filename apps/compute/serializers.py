@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
 from apps.orgs.models import Organization
 from apps.rbac.drf import TenantRelatedField
 
@@ -126,6 +126,41 @@ class DeploymentCreateIn(DeploymentUpdateIn):
     engine = serializers.CharField(max_length=32, default="vllm")
 
 
+class ExternalDeploymentCreateIn(serializers.Serializer):
+    """One call to adopt OpenAI-compatible servers the user runs: provider, pool and deployment together."""
+
+    organization = TenantRelatedField(Organization)
+    served_model_name = serializers.CharField(max_length=200, help_text="The `model` Inferia's clients ask for.")
+    base_urls = serializers.ListField(
+        child=serializers.CharField(max_length=2000), min_length=1, max_length=64, help_text="One per replica."
+    )
+    model_id = serializers.CharField(
+        max_length=300,
+        required=False,
+        default="",
+        help_text="The model the upstream serves (default: the served name).",
+    )
+    api_key = serializers.CharField(
+        max_length=4000, required=False, default="", write_only=True, help_text="Upstream key; stored encrypted."
+    )
+    name = serializers.CharField(max_length=200, required=False, default="")
+    replicas = serializers.IntegerField(min_value=1, max_value=64, required=False, allow_null=True, default=None)
+    health_path = serializers.CharField(max_length=200, required=False, default="")
+    price_input_per_mtok_micros = serializers.IntegerField(min_value=0, default=0)
+    price_output_per_mtok_micros = serializers.IntegerField(min_value=0, default=0)
+
+
+class LoraAdapterIn(serializers.Serializer):
+    """A LoRA adapter to serve on a deployment, as model `name`."""
+
+    name = serializers.CharField(max_length=200, help_text="The model name clients ask for.")
+    path = serializers.CharField(max_length=300, help_text="A Hugging Face repo id or a path on the node.")
+
+
+class LoraAdapterRemoveIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+
+
 class DeploymentShareIn(serializers.Serializer):
     organizations = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.all(), many=True)
 
@@ -144,3 +179,30 @@ class ReplicaOut(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+
+class DeploymentScaleIn(serializers.Serializer):
+    replicas = serializers.IntegerField(min_value=0, max_value=1000)
+    reason = serializers.CharField(max_length=300, required=False, default="")
+
+
+class DeploymentStopIn(serializers.Serializer):
+    reason = serializers.CharField(max_length=300, required=False, default="")
+
+
+class DeploymentEventOut(serializers.ModelSerializer):
+    class Meta:
+        model = DeploymentEvent
+        fields = ["id", "from_state", "to_state", "reason", "created_at"]
+
+
+class NodeHeartbeatIn(serializers.Serializer):
+    """What a node behind NAT pushes: its state and, optionally, its engine's load."""
+
+    state = serializers.ChoiceField(choices=["ready", "starting", "failed"])
+    metrics = serializers.DictField(required=False, help_text="running, waiting, kv_cache (or vLLM's metric names).")
+
+
+class NodeHeartbeatOut(serializers.Serializer):
+    replica = serializers.IntegerField()
+    state = serializers.CharField()

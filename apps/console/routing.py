@@ -1,7 +1,12 @@
-"""WebSocket routes for live console updates."""
+"""WebSocket routes for live console updates (mounted by inferia_site/asgi.py behind the session's authentication
+and the allowed-hosts origin check)."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from apps.console.consumers import DeploymentProgressConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/console/deployments/<int:pk>/", DeploymentProgressConsumer.as_asgi(), name="ws-deployment-progress"),
+]

@@ -90,6 +90,11 @@ class KeyCache:
     def clear(self) -> None:
         self.invalidate(INVALIDATE_ALL)
 
+    def key_id_of(self, secret_hash: str) -> int | None:
+        """The id of a key this process holds in memory (for dropping what else was cached about it)."""
+        cached = self._positive.get(secret_hash)
+        return cached[0].key_id if cached is not None else None
+
     async def _lookup(self, secret_hash: str) -> KeyPrincipal | None:
         generation = self._generation
         redis_key = principal_cache_key(secret_hash)

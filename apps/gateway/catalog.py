@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from apps.gateway.selectors import DeploymentRow, deployment_rows_list
+from apps.policies.limits import cost_micros_for
 from inferia_site.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
@@ -65,10 +66,14 @@ class DeploymentRoute:
     replicas: tuple[ReplicaTarget, ...]
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Price of a request in micro-units, rounded down."""
-        return (
-            prompt_tokens * self.price_input_per_mtok_micros + completion_tokens * self.price_output_per_mtok_micros
-        ) // 1_000_000
+        """Price of a request in micro-units, rounded as the budget counters round it (so reconciliation from
+        usage records agrees with what was settled)."""
+        return cost_micros_for(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            price_input_per_mtok_micros=self.price_input_per_mtok_micros,
+            price_output_per_mtok_micros=self.price_output_per_mtok_micros,
+        )
 
 
 def endpoint_base(endpoint: str) -> str:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 
+from apps.policies.errors import PolicyDenied, PolicyUnavailable
+
 
 class GatewayError(Exception):
     """A request that ends with an error response (or, once streaming has started, a final error event)."""
 
     def __init__(
-        self, status: int, message: str, *, type: str, code: str | None = None, param: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -17,6 +26,7 @@ class GatewayError(Exception):
         self.type = type
         self.code = code
         self.param = param
+        self.headers = headers  # extra response headers, e.g. `retry-after` on a 429
 
     def body(self) -> bytes:
         """The JSON error document."""
@@ -90,3 +100,28 @@ def no_replica(model: str) -> GatewayError:
 
 def upstream_timeout() -> GatewayError:
     return GatewayError(504, "The model's engine did not answer in time.", type="timeout", code="upstream_timeout")
+
+
+def policy_denied(denial: PolicyDenied) -> GatewayError:
+    """A policy refusal (403 model not allowed, 400 guardrail or max_tokens, 429 limits) with its headers."""
+    headers = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in denial.headers)
+    return GatewayError(
+        denial.status, denial.message, type=denial.type, code=denial.code, param=denial.param, headers=headers
+    )
+
+
+def policy_unavailable() -> GatewayError:
+    """The usage counters cannot be reached and policy fails closed."""
+    return GatewayError(
+        PolicyUnavailable.status, PolicyUnavailable.message, type=PolicyUnavailable.type, code=PolicyUnavailable.code
+    )
+
+
+def output_guardrail_violation(category: str) -> GatewayError:
+    """The model's answer tripped an output guardrail set to stop (never echoing the matched text)."""
+    return GatewayError(
+        400,
+        f"The answer was stopped by the '{category}' guardrail.",
+        type="invalid_request_error",
+        code="guardrail_violation",
+    )

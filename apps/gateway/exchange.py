@@ -36,6 +36,7 @@ class Exchange:
         "client_gone",
         "complete",
         "content_length",
+        "extra_headers",
         "finishing",
         "method",
         "path",
@@ -58,6 +59,8 @@ class Exchange:
         self.authorization: bytes | None = None
         self.session_id: str | None = None
         self.content_length: int | None = None
+        # Added to whatever response goes out (the policy's `x-ratelimit-*`); empty for most requests.
+        self.extra_headers: list[tuple[bytes, bytes]] = []
         request_id: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -88,6 +91,7 @@ class Exchange:
                     (b"content-type", content_type),
                     (b"content-length", b"%d" % len(body)),
                     (REQUEST_ID_HEADER, self.request_id_bytes),
+                    *self.extra_headers,
                 ],
             }
         )
@@ -101,6 +105,8 @@ class Exchange:
             return
         body = error.body()
         headers = [_JSON, (b"content-length", b"%d" % len(body)), (REQUEST_ID_HEADER, self.request_id_bytes)]
+        headers += self.extra_headers
+        headers += error.headers
         if close:
             headers.append((b"connection", b"close"))
         self.response_started = True
@@ -115,7 +121,7 @@ class Exchange:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*_SSE_HEADERS, (REQUEST_ID_HEADER, self.request_id_bytes)],
+                "headers": [*_SSE_HEADERS, (REQUEST_ID_HEADER, self.request_id_bytes), *self.extra_headers],
             }
         )
 

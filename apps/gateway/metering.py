@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -43,6 +43,8 @@ class UsageEvent:
     error_code: str = ""
     estimated: bool = False
     streamed: bool = False
+    # Which guardrails fired and what was done: [{"category", "action", "count"}, ...] (UsageRecord.guardrails).
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
 
     def encoded(self) -> str:
         return json.dumps(
@@ -66,6 +68,7 @@ class UsageEvent:
                 "err": self.error_code,
                 "est": self.estimated,
                 "s": self.streamed,
+                "g": self.guardrails,
             },
             separators=(",", ":"),
         )
@@ -94,6 +97,7 @@ def usage_event_decode(raw: bytes | str) -> dict[str, Any]:
         "error_code": data["err"],
         "estimated": data["est"],
         "streamed": data["s"],
+        "guardrails": data.get("g") or [],
     }
 
 

@@ -73,3 +73,8 @@ def request_timed(
 
 def upstream_error_counted(*, replica_id: int, kind: str) -> None:
     UPSTREAM_ERRORS.labels(str(replica_id), kind).inc()
+
+
+def rate_limited_counted(*, organization: str, code: str) -> None:
+    """A request refused by a rate limit, quota or budget (`code`: rate_limit_exceeded, quota_exceeded, ...)."""
+    RATE_LIMITED.labels(organization, code).inc()

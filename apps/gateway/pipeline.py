@@ -1,5 +1,5 @@
-"""One `/v1` request, top to bottom: authenticate -> resolve the deployment -> policy -> route -> upstream ->
-stream -> meter.
+"""One `/v1` request, top to bottom: authenticate -> resolve the deployment -> policy (models, max tokens, input
+guardrails, limits) -> route -> upstream -> stream (output guardrails) -> settle -> meter.
 
 Each step is a small function; `inference_handle` reads as the list of steps. Nothing here touches PostgreSQL once
 the caches are warm: keys and the catalog are in memory (see auth.py and catalog.py), and the one write, the usage
@@ -24,6 +24,7 @@ from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import Exchange
 from apps.gateway.metering import UsageEvent, usage_append
+from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.runtime import GatewayRuntime, runtime
 from apps.gateway.schemas import (
     ChatCompletionRequest,
@@ -33,6 +34,18 @@ from apps.gateway.schemas import (
     validation_message,
 )
 from apps.keys.selectors import KeyPrincipal
+from apps.policies.effective import EffectivePolicy
+from apps.policies.errors import PolicyDenied, PolicyUnavailable, guardrail_violation
+from apps.policies.guardrails import guardrails_check_input
+from apps.policies.limits import (
+    ActualUsage,
+    Admission,
+    RequestCost,
+    limits_admit,
+    limits_settle,
+    prompt_tokens_upper_bound,
+)
+from apps.policies.selectors import PolicyKeyNotFound
 
 INFERENCE_SCOPE = "inference"
 _UPSTREAM_HEADERS = {"Content-Type": "application/json"}
@@ -81,8 +94,9 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
     rt.in_flight += 1
     metrics.IN_FLIGHT.inc()
     try:
+        failure: GatewayError | None = None
         try:
-            await _inference_steps(rt, exchange, endpoint, principal, usage)
+            failure = await _inference_steps(rt, exchange, endpoint, principal, usage)
         except asyncio.CancelledError:
             if not exchange.client_gone:
                 raise
@@ -92,6 +106,8 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
                 task.uncancel()
             usage.outcome, usage.status = "cancelled", 499
         await meter(rt, exchange, usage, principal)
+        if failure is not None:
+            await exchange.respond_error(failure)  # after metering: the usage event exists before the client knows
         if exchange.response_started and not exchange.client_gone:
             await exchange.stream_end()
     finally:
@@ -101,20 +117,31 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
 
 async def _inference_steps(
     rt: GatewayRuntime, exchange: Exchange, endpoint: Endpoint, principal: KeyPrincipal, usage: UsageEvent
-) -> None:
+) -> GatewayError | None:
+    """The request's steps; the error to answer with (recorded on `usage`), or None when an answer was sent."""
+    admission: Admission | None = None
     try:
         request = request_parse(exchange, endpoint)
         usage.model = request.model
         route = await deployment_resolve(rt, principal, request.model)
         usage.deployment_id = route.id
-        await policy_check(principal=principal, route=route, request=request, usage=usage)
-        body, client_wants_usage = upstream_body(exchange.body, request)
-        await upstream_relay(rt, exchange, route, request, body, client_wants_usage, usage, endpoint)
+        policy = await policy_resolve(rt, principal)
+        checked = await policy_check(policy, exchange, endpoint, request, usage)
+        admission = await limits_reserve(rt, exchange, policy, route, checked)
+        body, client_wants_usage = upstream_body(checked.body, request)
+        guard = output_guard(policy, endpoint)
+        await upstream_relay(rt, exchange, route, request, body, client_wants_usage, usage, endpoint, guard)
     except GatewayError as error:
         usage.status = error.status
-        usage.outcome = "error"
+        usage.outcome = "denied" if error.code in _DENIAL_CODES else "error"
         usage.error_code = error.code or error.type
-        await exchange.respond_error(error)
+        if error.status == 429:
+            metrics.rate_limited_counted(organization=principal.organization_slug, code=usage.error_code)
+        return error
+    finally:
+        if admission is not None:
+            await usage_settle(rt, admission, usage)
+    return None
 
 
 async def authenticate(rt: GatewayRuntime, exchange: Exchange) -> KeyPrincipal:
@@ -153,11 +180,120 @@ async def deployment_resolve(rt: GatewayRuntime, principal: KeyPrincipal, model:
     return route
 
 
+# --- Policy -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PolicyChecked:
+    """A request that passed its key's policy: the bytes to send (changed when max_tokens was filled in or the
+    guardrails redacted), its parsed body and the most tokens it may generate (None: no bound anywhere)."""
+
+    body: bytes
+    document: dict[str, object]
+    max_tokens: int | None
+
+
+# Refusals recorded as `denied` on the usage event (the worker audits them per key, reason and minute).
+_DENIAL_CODES = frozenset(
+    {"model_not_allowed", "max_tokens_exceeded", "guardrail_violation", "rate_limit_exceeded", "quota_exceeded",
+     "budget_exceeded"}
+)  # fmt: skip
+
+
+async def policy_resolve(rt: GatewayRuntime, principal: KeyPrincipal) -> EffectivePolicy:
+    """The key's effective policy (organisation, team and key levels), from memory once warm."""
+    try:
+        return await rt.policies.get(principal.key_id)
+    except PolicyKeyNotFound:
+        raise errors.invalid_api_key() from None  # deleted since it was cached
+
+
 async def policy_check(
-    *, principal: KeyPrincipal, route: DeploymentRoute, request: InferenceRequest, usage: UsageEvent
-) -> None:
-    """The seam where the policy issue plugs in rate limits, quotas, budgets, model allow-lists and guardrails.
-    Today it allows everything."""
+    policy: EffectivePolicy, exchange: Exchange, endpoint: Endpoint, request: InferenceRequest, usage: UsageEvent
+) -> PolicyChecked:
+    """Allowed model, max_tokens (the policy's default filled in when the request gives none) and the input
+    guardrails, in that order; a refusal raises before anything is counted."""
+    try:
+        policy.model_check(request.model)
+        document: dict[str, object] = json.loads(exchange.body)
+        changed = False
+        max_tokens = None
+        if endpoint.streams:
+            requested = getattr(request, "max_tokens", None) or getattr(request, "max_completion_tokens", None)
+            max_tokens = policy.max_tokens_resolve(requested)
+            if requested is None and max_tokens is None and _counts_tokens(policy):
+                # Token quotas and budgets need a worst case: bound the answer, and tell the engine the bound.
+                max_tokens = settings.INFERIA_GATEWAY_DEFAULT_MAX_TOKENS
+            if requested is None and max_tokens is not None:
+                document["max_tokens"] = max_tokens
+                changed = True
+        verdict = await guardrails_check_input(policy.guardrails, document)
+    except PolicyDenied as denial:
+        raise errors.policy_denied(denial) from None
+    if verdict.hits:
+        usage.guardrails = verdict.usage_entries()
+    if verdict.blocked is not None:
+        raise errors.policy_denied(guardrail_violation(verdict.blocked))
+    if verdict.redacted:
+        changed = True
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() if changed else exchange.body
+    return PolicyChecked(body=body, document=document, max_tokens=max_tokens)
+
+
+def _counts_tokens(policy: EffectivePolicy) -> bool:
+    return any(
+        level.tokens_per_minute is not None
+        or level.tokens_per_day is not None
+        or level.tokens_per_month is not None
+        or level.budget_per_day_micros is not None
+        or level.budget_per_month_micros is not None
+        for level in policy.levels
+    )
+
+
+async def limits_reserve(
+    rt: GatewayRuntime, exchange: Exchange, policy: EffectivePolicy, route: DeploymentRoute, checked: PolicyChecked
+) -> Admission | None:
+    """Check and count every rate limit, quota and budget of the request in one Redis round trip, reserving its
+    worst case; None when its policy counts nothing. The `x-ratelimit-*` headers go on whatever answer follows."""
+    if not policy.counted_levels:
+        return None
+    choices = checked.document.get("n")
+    cost = RequestCost(
+        prompt_tokens=prompt_tokens_upper_bound(checked.document),
+        max_tokens=(checked.max_tokens or 0) * (choices if isinstance(choices, int) and choices > 1 else 1),
+        price_input_per_mtok_micros=route.price_input_per_mtok_micros,
+        price_output_per_mtok_micros=route.price_output_per_mtok_micros,
+    )
+    try:
+        admission = await limits_admit(rt.redis, policy, cost, request_id=exchange.request_id)
+    except PolicyDenied as denial:
+        raise errors.policy_denied(denial) from None
+    except PolicyUnavailable:
+        raise errors.policy_unavailable() from None
+    exchange.extra_headers = [(name.encode(), value.encode()) for name, value in admission.headers]
+    return admission
+
+
+def output_guard(policy: EffectivePolicy, endpoint: Endpoint) -> OutputGuard | None:
+    """The answer's output guardrails, or None (nothing scanned, nothing held back) when the profile has none."""
+    if not endpoint.streams or not policy.guardrails.output_enabled:
+        return None
+    return OutputGuard(policy.guardrails, chat=endpoint is CHAT_COMPLETIONS)
+
+
+async def usage_settle(rt: GatewayRuntime, admission: Admission, usage: UsageEvent) -> None:
+    """Replace the request's reservation with what it used (nothing, when it failed before the engine answered)."""
+    await limits_settle(
+        rt.redis,
+        admission,
+        ActualUsage(
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_micros=usage.cost_micros
+        ),
+    )
+
+
+# --- Upstream -----------------------------------------------------------------------------------------------------
 
 
 def upstream_body(body: bytes, request: InferenceRequest) -> tuple[bytes, bool]:
@@ -188,6 +324,7 @@ async def upstream_relay(
     client_wants_usage: bool,
     usage: UsageEvent,
     endpoint: Endpoint,
+    guard: OutputGuard | None = None,
 ) -> None:
     """Route to a replica and relay its answer. A replica that fails before the first byte is retried on another
     (bounded by INFERIA_UPSTREAM_RETRIES); the last failure is the answer when none succeeds."""
@@ -203,7 +340,7 @@ async def upstream_relay(
         rt.router.started(replica)
         try:
             outcome = await upstream_attempt(
-                rt, exchange, route, replica, request, body, client_wants_usage, usage, endpoint
+                rt, exchange, route, replica, request, body, client_wants_usage, usage, endpoint, guard
             )
         finally:
             rt.router.finished(replica)
@@ -223,6 +360,7 @@ async def upstream_attempt(
     client_wants_usage: bool,
     usage: UsageEvent,
     endpoint: Endpoint,
+    guard: OutputGuard | None = None,
 ) -> GatewayError | None:
     """One try on one replica: None when an answer was relayed, or the error to retry after when the replica failed
     before its first byte. A first-byte timeout is not retried (it would multiply the wait): it raises 504."""
@@ -255,13 +393,18 @@ async def upstream_attempt(
             response.release()
             return _replica_failed(rt, replica, "empty_stream", 502)
         rt.router.succeeded(replica)
-        await stream_relay(exchange, response, first, client_wants_usage, usage, route)
+        await stream_relay(exchange, response, first, client_wants_usage, usage, route, guard)
         return None
     # A complete answer: success, or the engine's own 4xx (already in OpenAI's shape), passed through as is.
     rt.router.succeeded(replica)
     usage.status = response.status
     if response.status == 200:
         usage_from_body(first, usage, route)
+        if guard is not None:
+            first = guard.body(first)
+            usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
+            if guard.stopped is not None:
+                raise errors.output_guardrail_violation(guard.stopped)
     else:
         usage.outcome, usage.error_code = "error", f"upstream_{response.status}"
     usage.ttft_ms = (time.perf_counter() - exchange.started) * 1000
@@ -286,10 +429,12 @@ async def stream_relay(
     client_wants_usage: bool,
     usage: UsageEvent,
     route: DeploymentRoute,
+    guard: OutputGuard | None = None,
 ) -> None:
     """Forward the engine's server-sent events as they arrive, whole events at a time (never a half event, so an
     error event can always follow). The engine's usage event is read for metering, and dropped from the client's
-    stream when the client did not ask for it."""
+    stream when the client did not ask for it. With output guardrails, each event's text passes the `guard` first,
+    and a stop ends the stream with a `guardrail_violation` error event."""
     usage.streamed = True
     await exchange.stream_start()
     send = exchange.send
@@ -310,6 +455,8 @@ async def stream_relay(
                     pending = b""
                 else:
                     pending, data = data[cut:], data[:cut]
+                if guard is not None:
+                    data = guard.events(data)
                 if _USAGE_MARKERS[0] in data or _USAGE_MARKERS[1] in data:
                     data = _usage_event_taken(data, client_wants_usage, usage)
                 if data:
@@ -319,6 +466,10 @@ async def stream_relay(
                     if not first_at:
                         first_at = last_at
                         usage.ttft_ms = (first_at - exchange.started) * 1000
+                if guard is not None and guard.stopped is not None:
+                    usage.status, usage.outcome, usage.error_code = 400, "denied", "guardrail_violation"
+                    await exchange.respond_error(errors.output_guardrail_violation(guard.stopped))
+                    break
             data = await content.readany()
     except TimeoutError:
         usage.status, usage.outcome, usage.error_code = 504, "error", "upstream_timeout"
@@ -327,6 +478,8 @@ async def stream_relay(
         usage.status, usage.outcome, usage.error_code = 502, "error", "upstream_stream_broken"
         await exchange.respond_error(errors.upstream_failed("The model's engine stopped in the middle of the answer."))
     finally:
+        if guard is not None:
+            usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
         if content.at_eof():
             response.release()
         else:
@@ -411,7 +564,12 @@ async def models_list(exchange: Exchange) -> None:
         await exchange.respond_error(error)
         return
     catalog = await rt.catalog.get()
-    cards = [_model_card(route, principal) for route in catalog.deployments_for(principal.organization_id)]
+    policy = await policy_resolve(rt, principal)
+    cards = [
+        _model_card(route, principal)
+        for route in catalog.deployments_for(principal.organization_id)
+        if policy.model_allowed(route.served_model_name)
+    ]
     await exchange.respond(200, json.dumps({"object": "list", "data": cards}).encode())
 
 
@@ -421,6 +579,9 @@ async def model_retrieve(exchange: Exchange, model: str) -> None:
     try:
         principal = await authenticate(rt, exchange)
         route = await deployment_resolve(rt, principal, model)
+        policy = await policy_resolve(rt, principal)
+        if not policy.model_allowed(model):
+            raise errors.model_not_found(model)
     except GatewayError as error:
         await exchange.respond_error(error)
         return

@@ -21,6 +21,8 @@ WAITING_WEIGHT = 2.0
 KV_CACHE_WEIGHT = 8.0
 # Session affinity gives way when its replica has this many more outstanding requests than the least loaded one.
 AFFINITY_SLACK = 8.0
+# Breaker states as `Router.choose` sees a replica.
+_CLOSED, _BROKEN, _PROBE = "closed", "broken", "probe"
 
 
 @dataclass(slots=True)
@@ -56,8 +58,15 @@ class Router:
         candidates: list[tuple[ReplicaTarget, float]] = []
         for offset in range(count):
             replica = replicas[(self._turn + offset) % count]  # rotate so that ties spread
-            if replica.id in tried or not self._available(replica):
+            if replica.id in tried:
                 continue
+            state = self._state(replica)
+            if state == _BROKEN:
+                continue
+            if state == _PROBE:
+                # Half-open: this request probes it; the others keep away until it has answered.
+                self.breakers[replica.id].open_until = time.monotonic() + settings.INFERIA_CIRCUIT_COOLDOWN_SECONDS
+                return replica
             load = WAITING_WEIGHT * replica.waiting + KV_CACHE_WEIGHT * replica.kv_cache
             score = self.inflight.get(replica.id, 0) + load
             candidates.append((replica, score))
@@ -92,16 +101,12 @@ class Router:
         breaker = self.breakers.get(replica_id)
         return breaker is not None and breaker.open_until > time.monotonic()
 
-    def _available(self, replica: ReplicaTarget) -> bool:
+    def _state(self, replica: ReplicaTarget) -> str:
+        """Whether the replica's breaker is closed, open, or due for a probe (read only: `choose` acts on it)."""
         breaker = self.breakers.get(replica.id)
         if breaker is None or breaker.open_until == 0.0:
-            return True
+            return _CLOSED
         if replica.checked_at > breaker.opened_at_wall:
             del self.breakers[replica.id]  # a health check has passed since it opened
-            return True
-        now = time.monotonic()
-        if now < breaker.open_until:
-            return False
-        # Half-open: let this request probe it, and keep the others away until it has answered.
-        breaker.open_until = now + settings.INFERIA_CIRCUIT_COOLDOWN_SECONDS
-        return True
+            return _CLOSED
+        return _BROKEN if time.monotonic() < breaker.open_until else _PROBE

@@ -18,7 +18,8 @@ from django.conf import settings
 from apps.gateway.auth import KeyCache
 from apps.gateway.catalog import CATALOG_CHANNEL, REPLICA_LOAD_KEY, CatalogCache
 from apps.gateway.router import Router
-from apps.keys.cache import INVALIDATION_CHANNEL
+from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
+from apps.policies.cache import POLICY_CHANNEL, PolicyCache
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ LOAD_REFRESH_INTERVAL_S = 1.0
 REDIS_CONNECTIONS = 64
 _LISTENER_RETRY_S = 0.5
 _KEYS_CHANNEL = INVALIDATION_CHANNEL.encode()
+_POLICY_CHANNEL = POLICY_CHANNEL.encode()
 
 
 def upstream_session() -> aiohttp.ClientSession:
@@ -54,6 +56,7 @@ class GatewayRuntime:
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.http = upstream_session()
         self.keys = KeyCache(self.redis)
+        self.policies = PolicyCache()
         self.catalog = CatalogCache()
         self.router = Router()
         self.in_flight = 0
@@ -76,16 +79,19 @@ class GatewayRuntime:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(INVALIDATION_CHANNEL, CATALOG_CHANNEL)
+                await pubsub.subscribe(INVALIDATION_CHANNEL, CATALOG_CHANNEL, POLICY_CHANNEL)
                 # Whatever changed while we were not subscribed is unknown: start from clean caches.
                 self.keys.clear()
+                self.policies.clear()
                 self.catalog.invalidate()
                 self.listening.set()
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
                     if message["channel"] == _KEYS_CHANNEL:
-                        self.keys.invalidate(message["data"].decode())
+                        self._key_changed(message["data"].decode())
+                    elif message["channel"] == _POLICY_CHANNEL:
+                        self.policies.invalidate(message["data"].decode())
                     else:
                         self.catalog.invalidate()
                         self.catalog.reload_in_background()
@@ -98,6 +104,16 @@ class GatewayRuntime:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _key_changed(self, secret_hash: str) -> None:
+        """A key changed (revoked, new scopes or allowed models): forget it and the policy compiled from it."""
+        if secret_hash == INVALIDATE_ALL:
+            self.policies.clear()
+        else:
+            key_id = self.keys.key_id_of(secret_hash)
+            if key_id is not None:
+                self.policies.invalidate(f"key:{key_id}")
+        self.keys.invalidate(secret_hash)
 
     async def _refresh_load(self) -> None:
         while True:

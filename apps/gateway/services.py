@@ -22,8 +22,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.audit.models import UsageRecord, UsageRollup
+from apps.audit.models import AuditEvent, UsageRecord, UsageRollup
+from apps.audit.services import AuditContext, audit_record
 from apps.gateway.metering import EVENT_FIELD, usage_event_decode
+from apps.keys.cache import NEGATIVE_VALUE, TOMBSTONE_TTL_S, key_cache_purge_all, principal_cache_key
+from apps.keys.models import ApiKey
 from inferia_site.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
@@ -134,7 +137,39 @@ def usage_records_store(events: list[dict[str, Any]]) -> int:
         new_events = [event for event in events if event["request_id"] in inserted]
         if new_events:
             _rollups_add(cursor, new_events)
+            policy_denials_audit(new_events)
     return len(inserted)
+
+
+def policy_denials_audit(events: list[dict[str, Any]]) -> int:
+    """One audit event per key, denial reason and minute for the policy denials among `events` (the gateway never
+    writes audit rows itself). Runs in the caller's transaction, on events stored for the first time, so a batch
+    read twice is audited once. Returns how many audit events were written."""
+    groups: dict[tuple[int | None, int | None, str, datetime], list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        if event["outcome"] == UsageRecord.Outcome.DENIED:
+            minute = datetime.fromtimestamp(event["started_at"], tz=UTC).replace(second=0, microsecond=0)
+            groups[(event["organization_id"], event["api_key_id"], event["error_code"], minute)].append(event)
+    if not groups:
+        return 0
+    key_ids = {key_id for _org, key_id, _code, _minute in groups if key_id is not None}
+    keys = {key.pk: key for key in ApiKey.objects.filter(pk__in=key_ids)}
+    for (organization_id, key_id, code, minute), denied in sorted(groups.items(), key=lambda item: item[0][3]):
+        audit_record(
+            action="policy.denied",
+            target=keys.get(key_id) if key_id is not None else None,
+            organization_id=organization_id,
+            changes={
+                "key_id": key_id,
+                "reason": code,
+                "minute": minute.isoformat(),
+                "requests": len(denied),
+                "models": sorted({event["model"] for event in denied}),
+            },
+            outcome=AuditEvent.Outcome.DENIED,
+            context=AuditContext(request_id=denied[0]["request_id"]),
+        )
+    return len(groups)
 
 
 def _record_row(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -185,3 +220,22 @@ def usage_records_prune(*, older_than_days: int | None = None, batch: int = 10_0
         if not ids:
             return deleted
         deleted += UsageRecord.objects.filter(id__in=ids).delete()[0]
+
+
+def organization_keys_purge(*, organization_id: int, active: bool) -> None:
+    """Make every gateway look an organisation's keys up again after it was deactivated (its keys then fail) or
+    reactivated. Deactivation leaves tombstones in Redis, so that no gateway can put a stale principal back; then
+    one message clears every process's in-memory keys. A Redis failure is logged: the caches' TTLs bound it."""
+    hashes = list(ApiKey.objects.filter(organization_id=organization_id).values_list("secret_hash", flat=True))
+    try:
+        client = sync_redis()
+        with client.pipeline(transaction=False) as pipe:
+            for secret_hash in hashes:
+                if active:
+                    pipe.delete(principal_cache_key(secret_hash))
+                else:
+                    pipe.set(principal_cache_key(secret_hash), NEGATIVE_VALUE, ex=TOMBSTONE_TTL_S)
+            pipe.execute()
+    except redis.RedisError:
+        logger.exception("could not purge the keys of organisation %s from Redis", organization_id)
+    key_cache_purge_all()

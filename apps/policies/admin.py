@@ -1,13 +1,23 @@
-"""Django admin for policies and guardrail profiles. Saves go through the write services, so admin edits are
-validated, audited and published to every gateway like any other change."""
+"""Django admin for policies, guardrail profiles and prompt templates (with their version history). Saves go
+through the write services, so admin edits are validated, audited and published to every gateway like any other
+change."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.db import transaction
 
-from apps.policies.models import GuardrailProfile, Policy
+from apps.policies.models import GuardrailProfile, Policy, PromptTemplate, PromptTemplateVersion
+from apps.policies.prompts.rendering import template_content_validate
+from apps.policies.prompts.services import (
+    prompt_template_create,
+    prompt_template_delete,
+    prompt_template_update,
+    prompt_template_version_create,
+)
 from apps.policies.services import (
     POLICY_FIELDS,
     PROFILE_FIELDS_PLATFORM,
@@ -75,3 +85,107 @@ class GuardrailProfileAdmin(TenantAdminMixin, admin.ModelAdmin):
     def delete_queryset(self, request: Any, queryset: Any) -> None:
         for profile in queryset:
             guardrail_profile_delete(profile=profile, actor=request.user)
+
+
+class PromptTemplateForm(forms.ModelForm):
+    """A template's description plus the content of its next version: saving with changed content adds a version
+    (versions are never edited); the form starts from the latest version's content."""
+
+    messages = forms.JSONField(help_text='[{"role": "system", "content": "You answer questions about {{product}}."}]')
+    variables = forms.JSONField(required=False, initial=list, help_text='[{"name": "product", "default": "Inferia"}]')
+    model = forms.CharField(required=False, max_length=200, help_text="Default model (optional).")
+    params = forms.JSONField(required=False, initial=dict, help_text='Default parameters, e.g. {"temperature": 0.2}.')
+    note = forms.CharField(required=False, max_length=500, help_text="What changed in this version.")
+
+    class Meta:
+        model = PromptTemplate
+        fields = ("organization", "name", "description")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        latest = self.instance.versions.order_by("-version").first() if self.instance.pk else None
+        if latest is not None:
+            for name in ("messages", "variables", "model", "params"):
+                self.fields[name].initial = getattr(latest, name)
+            self.fields["organization"].disabled = True
+            self.fields["name"].disabled = True
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "messages" in cleaned:
+            # The services validate again; here the errors land on the form instead of a 500.
+            template_content_validate(**{k: v for k, v in self.content().items() if k != "note"})
+        return cleaned
+
+    def content(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "messages": data["messages"],
+            "variables": data.get("variables") or [],
+            "model": data.get("model") or "",
+            "params": data.get("params") or {},
+            "note": data.get("note") or "",
+        }
+
+
+class PromptTemplateVersionInline(admin.TabularInline):
+    """The version history, read-only: versions are immutable."""
+
+    model = PromptTemplateVersion
+    fields = (
+        "version",
+        "messages",
+        "variables",
+        "model",
+        "params",
+        "note",
+        "created_by",
+        "created_by_key",
+        "created_at",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-version",)
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(PromptTemplate)
+class PromptTemplateAdmin(TenantAdminMixin, admin.ModelAdmin):
+    form = PromptTemplateForm
+    list_display = ("name", "organization", "latest_version", "updated_at")
+    list_filter = ("organization",)
+    search_fields = ("name", "description", "organization__name", "organization__slug")
+    list_select_related = ("organization",)
+    readonly_fields = ("latest_version", "created_by", "created_at", "updated_at")
+    inlines = (PromptTemplateVersionInline,)
+
+    def save_model(self, request: Any, obj: PromptTemplate, form: Any, change: bool) -> None:
+        content = form.content()
+        with transaction.atomic():
+            if not change:
+                saved = prompt_template_create(
+                    actor=request.user,
+                    organization=obj.organization,
+                    name=obj.name,
+                    description=obj.description,
+                    **content,
+                )
+                obj.pk = saved.template_id
+                return
+            if "description" in form.changed_data:
+                prompt_template_update(template=obj, actor=request.user, changes={"description": obj.description})
+            if any(name in form.changed_data for name in ("messages", "variables", "model", "params")):
+                prompt_template_version_create(template=obj, actor=request.user, **content)
+
+    def delete_model(self, request: Any, obj: PromptTemplate) -> None:
+        prompt_template_delete(template=obj, actor=request.user)
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        for template in queryset:
+            prompt_template_delete(template=template, actor=request.user)

@@ -57,3 +57,41 @@ def guardrail_violation(category: str) -> PolicyDenied:
         400, "guardrail_violation", f"The request was blocked by the '{category}' guardrail.",
         type="invalid_request_error", param="messages",
     )  # fmt: skip
+
+
+class TemplateError(PolicyDenied):
+    """A `/v1` request's `template` or `template_variables` cannot be used. A `PolicyDenied`, so the gateway answers
+    it like any other refusal: `status` with OpenAI's error shape."""
+
+
+class TemplateRefInvalid(TemplateError):
+    """The `template` reference is not `name`, `name@latest` or `name@<version>`."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(
+            400, "invalid_template_ref",
+            f"'template' must be 'name', 'name@latest' or 'name@<version number>', not {ref[:120]!r}.",
+            type="invalid_request_error", param="template",
+        )  # fmt: skip
+
+
+class TemplateNotFound(TemplateError, LookupError):
+    """No template of that name in the organisation, or no such version of it."""
+
+    def __init__(self, name: str, version: int | None = None) -> None:
+        what = f"Prompt template '{name[:100]}'" + (f" has no version {version}" if version else " does not exist")
+        super().__init__(
+            404, "template_not_found", f"{what} in this organisation.", type="invalid_request_error", param="template"
+        )
+
+
+class TemplateVariablesInvalid(TemplateError):
+    """The variables given do not fit the template: required ones missing, undeclared ones given, or a value that
+    is not a string or number. `missing` and `unexpected` list the names."""
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = (), unexpected: tuple[str, ...] = ()) -> None:
+        super().__init__(
+            400, "template_variables_invalid", message, type="invalid_request_error", param="template_variables"
+        )
+        self.missing = missing
+        self.unexpected = unexpected

@@ -156,3 +156,66 @@ class Policy(models.Model):
         if self.team_id is not None:
             return f"team #{self.team_id}"
         return f"organisation #{self.organization_id}"
+
+
+class PromptTemplate(models.Model):
+    """A named prompt an application can reference from `/v1` (`"template": "name@version"`) instead of sending
+    the prompt itself. The content lives in immutable `PromptTemplateVersion`s: an edit adds a version, so a
+    deployed application pinned to `name@3` keeps getting exactly what it was tested with. Owned by one
+    organisation; a team can be granted it (django-guardian) like a deployment or a key."""
+
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="prompt_templates")
+    name = models.CharField(max_length=100, help_text="Letters, digits, '_', '.' and '-'; unique in the organisation.")
+    description = models.TextField(blank=True)
+    latest_version = models.PositiveIntegerField(default=0, editable=False, help_text="The newest version's number.")
+    created_by = models.ForeignKey(
+        "orgs.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["organization_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="policies_template_name_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PromptTemplateVersion(models.Model):
+    """One immutable version of a prompt template: chat messages with `{{variable}}` placeholders, the variables
+    they declare (with optional defaults), and the model and sampling parameters a request gets unless it gives
+    its own. Numbered 1, 2, 3... per template; a database trigger refuses any change to the content."""
+
+    template = models.ForeignKey(PromptTemplate, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    messages = models.JSONField(help_text='[{"role": "system", "content": "You answer questions about {{product}}."}]')
+    variables = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"name": "product", "default": "Inferia", "description": "..."}]; no "default": required.',
+    )
+    model = models.CharField(max_length=200, blank=True, help_text="The model a request gets when it names none.")
+    params = models.JSONField(
+        default=dict, blank=True, help_text='Default sampling parameters, e.g. {"temperature": 0.2, "max_tokens": 512}.'
+    )
+    note = models.CharField(max_length=500, blank=True, help_text="What changed in this version.")
+    created_by = models.ForeignKey(
+        "orgs.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    created_by_key = models.ForeignKey(
+        "keys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["template_id", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "version"], name="policies_template_version_unique"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="policies_template_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template.name}@{self.version}" if self.template_id else f"@{self.version}"

@@ -184,8 +184,11 @@ def guardrail_profile_update(
 
 
 def guardrail_profile_delete(*, profile: GuardrailProfile, actor: Any, context: AuditContext | None = None) -> None:
-    """Delete a profile no policy uses (PROTECT refuses otherwise, with ProtectedError)."""
+    """Delete a profile no policy uses; raises ValidationError naming how many policies still use it."""
     with transaction.atomic():
+        in_use = profile.policies.count()
+        if in_use:
+            raise ValidationError(f"{in_use} {'policy uses' if in_use == 1 else 'policies use'} this profile.")
         organization_id = profile.organization_id
         audit_record(
             action="guardrail_profile.delete",

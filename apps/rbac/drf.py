@@ -23,9 +23,11 @@ from rest_framework.request import Request
 from rest_framework.viewsets import GenericViewSet
 
 from apps.audit.services import AuditContext
-from apps.keys.models import ApiKey
+from apps.keys.models import ApiKey, Scope
 from apps.rbac.authentication import ApiKeyAuthentication
 from apps.rbac.restrict import Principal, organizations_allowing, restrict, role_within_reach
+
+MANAGEMENT_SCOPES = frozenset({Scope.READ, Scope.MANAGE})
 
 # Which restrict() action each viewset action needs; custom actions declare theirs with `tenant_action`.
 VIEWSET_ACTIONS = {
@@ -65,10 +67,16 @@ def request_audit_context(request: Request) -> AuditContext:
 
 
 class HasPrincipal(BasePermission):
-    """Someone is asking: a signed-in user or a valid key. What they may touch is `restrict`'s business."""
+    """Someone is asking: a signed-in user, or a key with a management scope. What they may touch is `restrict`'s
+    business. An inference-only key is refused outright rather than shown empty lists, so a misconfigured script
+    learns why at once."""
+
+    message = "This API key has neither the `read` nor the `manage` scope: it may only call /v1."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return isinstance(request.auth, ApiKey) or bool(request.user and request.user.is_authenticated)
+        if isinstance(request.auth, ApiKey):
+            return bool(MANAGEMENT_SCOPES.intersection(request.auth.scopes))
+        return bool(request.user and request.user.is_authenticated)
 
 
 class TenantFilterSet(django_filters.FilterSet):

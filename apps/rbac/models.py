@@ -46,3 +46,55 @@ class TeamGroup(models.Model):
 
     def __str__(self) -> str:
         return f"group of {self.team_id}"
+
+
+class TotpDevice(models.Model):
+    """A user's authenticator app (TOTP, RFC 6238). Unconfirmed until the user proves it with one valid code;
+    only a confirmed device makes sign-in ask for a code. The shared secret is kept MultiFernet-encrypted."""
+
+    user = models.OneToOneField("orgs.User", on_delete=models.CASCADE, related_name="totp_device")
+    secret_encrypted = models.TextField(editable=False, help_text="MultiFernet token of the base32 secret.")
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    # The time step of the last accepted code: a code is good once, even within its 30-second window.
+    last_used_step = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"authenticator of {self.user_id}"
+
+    @property
+    def is_confirmed(self) -> bool:
+        return self.confirmed_at is not None
+
+
+class RecoveryCode(models.Model):
+    """A single-use code that stands in for a TOTP code when the authenticator is lost; stored as a hash, shown
+    to the user once when issued."""
+
+    user = models.ForeignKey("orgs.User", on_delete=models.CASCADE, related_name="recovery_codes")
+    code_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user"], condition=Q(used_at__isnull=True), name="rbac_recovery_unused")]
+
+    def __str__(self) -> str:
+        return f"recovery code of {self.user_id}"
+
+
+class OidcIdentity(models.Model):
+    """Links a user to their identity (`sub`) at an OpenID Connect issuer, so later sign-ins find them even if
+    their e-mail address changes at the provider."""
+
+    user = models.ForeignKey("orgs.User", on_delete=models.CASCADE, related_name="oidc_identities")
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="rbac_oidc_identity_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"

@@ -6,12 +6,13 @@ How the pieces combine (one SQL query, subqueries only):
 1. Superadmin (`is_superuser`, signing in as a person): everything, platform-owned rows included.
 2. Roles: a membership's role holds Django model permissions (`view_modeldeployment`, ...). Holding one in an
    organisation grants that action on every row of that model in that organisation.
-3. Object grants (django-guardian), on deployments, pools, providers and keys: a user, or a team through its
-   guardian group (`rbac.TeamGroup`), may hold a permission on one object. A grant counts only while the user is
-   a member of the object's organisation, so removing a member ends every grant at once.
+3. Object grants (django-guardian), on deployments, pools, providers, keys and prompt templates: a user, or a
+   team through its guardian group (`rbac.TeamGroup`), may hold a permission on one object. A grant counts only
+   while the user is a member of the object's organisation, so removing a member ends every grant at once.
 4. Own keys: a member may see and revoke the keys they own while their role lets them create keys.
 5. Platform rows: a platform deployment shared with an organisation is visible to who may view deployments
-   there; built-in roles are visible to every member. Other platform rows are the superadmin's alone.
+   there; built-in roles are visible to every member, platform guardrail profiles to who may view profiles
+   somewhere. Other platform rows are the superadmin's alone.
 6. API keys: `read` allows view, `manage` allows view and changes; a key never leaves its organisation.
    A key owned by a user has at most its owner's rights there (so it dies with the membership); a service key
    (no owner) has every right its scopes allow within its organisation. A team key sees only its team's keys,
@@ -71,6 +72,10 @@ TENANT_MODELS: dict[str, TenantPath] = {
     "audit.UsageRollup": TenantPath(org="organization_id", team="team_id"),
     "policies.Policy": TenantPath(org="organization_id", team="team_id"),
     "policies.GuardrailProfile": TenantPath(org="organization_id"),
+    "policies.PromptTemplate": TenantPath(org="organization_id", grant_via="pk", grant_model="policies.PromptTemplate"),
+    "policies.PromptTemplateVersion": TenantPath(
+        org="template__organization_id", grant_via="template_id", grant_model="policies.PromptTemplate"
+    ),
 }
 
 
@@ -201,6 +206,10 @@ def restrict(queryset: QuerySet[M], *, principal: Any, action: str) -> QuerySet[
     if action == "view" and model._meta.label == "compute.ModelDeployment":
         shared = model._default_manager.filter(organization__isnull=True, shared_with__in=orgs.values("pk"))
         allowed |= Q(pk__in=shared.values("pk"))
+    if action == "view" and model._meta.label == "policies.GuardrailProfile":
+        # Platform guardrail profiles are for every organisation's policies to use: who may view profiles in an
+        # organisation may read them (their content is platform configuration, not any tenant's data).
+        allowed |= Q(organization__isnull=True) & Q(Exists(orgs))
     if action == "view" and model._meta.label == "rbac.Role":
         # Built-in roles are platform rows every member (and every key) may read, to know what roles mean.
         if who.key is not None:

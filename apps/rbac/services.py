@@ -58,7 +58,9 @@ def roles_ensure_builtin() -> dict[str, Role]:
 
 
 # Models whose single objects can be delegated to a team or a user with django-guardian.
-GRANTABLE_MODELS = ("keys.apikey", "compute.provider", "compute.computepool", "compute.modeldeployment")
+GRANTABLE_MODELS = (
+    "keys.apikey", "compute.provider", "compute.computepool", "compute.modeldeployment", "policies.prompttemplate",
+)  # fmt: skip
 GRANTABLE_ACTIONS = ("view", "change", "delete")
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from inferia_site.cli.processes import ROLES
+from inferia_site.cli.verbs import verb_run, verbs_add
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     embedded = commands.add_parser("embedded", help="the embedded PostgreSQL and Redis under the data directory")
     embedded.add_argument("action", choices=["status", "stop"])
+    verbs_add(commands)
     return parser
 
 
@@ -61,6 +63,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "handler", None):  # the verbs of inferia_site/cli/verbs.py
+        return verb_run(args)
     from inferia_site.cli import commands  # imports no Django: each command imports what it needs
 
     if args.command == "init":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferia_site.cli.processes import ROLES, Endpoints, data_dir, drain_seconds, endpoints_from_env, role_spec
+from inferia_site.cli.processes import ALL_ROLES, Endpoints, data_dir, drain_seconds, endpoints_from_env, role_spec
 from inferia_site.launcher import Supervisor
 
 READY_TIMEOUT_S = 120.0
@@ -56,8 +56,31 @@ def http_ok(url: str) -> bool:
 
 
 def _supervisor_for_all(endpoints: Endpoints) -> Supervisor:
-    """web, worker, beat and sim under one supervisor, which waits for the web server's drain before killing."""
-    return Supervisor([role_spec(role, endpoints) for role in ROLES], stop_timeout_s=drain_seconds() + STOP_MARGIN_S)
+    """web, worker and beat under one supervisor, which waits for the web server's drain before killing. (Model
+    replicas are the worker's to provision, through their provider's adapter; `inferia start sim` runs a
+    standalone simulated node.)"""
+    specs = [role_spec(role, endpoints) for role in ALL_ROLES]
+    return Supervisor(specs, stop_timeout_s=drain_seconds() + STOP_MARGIN_S)
+
+
+def replicas_stop_all() -> int:
+    """Stop the replica processes the worker started on this host (simulator and local vLLM, tracked by pidfiles
+    under the data directory): they outlive a worker restart, but not `inferia start all` stopping."""
+    import django
+
+    django.setup()
+    from apps.compute.adapters.process import process_replicas_stop_all
+
+    return process_replicas_stop_all()
+
+
+def _supervise_then_stop_replicas(supervisor: Supervisor) -> int:
+    """Supervise until Ctrl-C or a child's death; then, with the worker stopped, stop the replicas it started."""
+    code = supervisor.supervise()
+    stopped = replicas_stop_all()
+    if stopped:
+        supervisor.say(f"stopped {stopped} replica process(es)")
+    return code
 
 
 def command_init(*, verbosity: int) -> int:
@@ -89,7 +112,7 @@ def command_start(*, role: str, port: int | None, sim_port: int | None) -> int:
             lambda: http_ok(f"{endpoints.web_url}/healthz"), timeout_s=READY_TIMEOUT_S, what="web"
         ):
             supervisor.say(f"Inferia is serving on {endpoints.web_url} (Ctrl-C stops everything)")
-        return supervisor.supervise()
+        return _supervise_then_stop_replicas(supervisor)
     finally:
         embedded_down(data, started)
 
@@ -119,27 +142,54 @@ def command_demo(*, port: int | None, sim_port: int | None) -> int:
         supervisor = _supervisor_for_all(endpoints)
         worker_ready = supervisor.watch("worker", WORKER_READY_LINE)
         supervisor.start()
-        if _demo_ready(supervisor, endpoints, demo.deployment) and supervisor.wait_until(
-            worker_ready.is_set, timeout_s=READY_TIMEOUT_S, what="worker"
-        ):  # the banner comes last, so that it is not lost above the worker's own
-            banner = demo_banner(endpoints=endpoints, admin=admin, demo=demo, data_dir=data, embedded=is_embedded)
+        nodes = _demo_ready(supervisor, endpoints, demo.deployment)
+        if nodes and supervisor.wait_until(worker_ready.is_set, timeout_s=READY_TIMEOUT_S, what="worker"):
+            # the banner comes last, so that it is not lost above the worker's own
+            banner = demo_banner(
+                endpoints=endpoints, admin=admin, demo=demo, data_dir=data, embedded=is_embedded, nodes=nodes
+            )
             supervisor.print_block(banner)
-        return supervisor.supervise()
+        return _supervise_then_stop_replicas(supervisor)
     finally:
         embedded_down(data, started)
 
 
-def _demo_ready(supervisor: Supervisor, endpoints: Endpoints, deployment: Any) -> bool:
-    """Wait for the simulated node, record it as the deployment's READY replica, then wait for the web server."""
+def _demo_ready(supervisor: Supervisor, endpoints: Endpoints, deployment: Any) -> list[str]:
+    """Wait for the worker to provision the demo deployment (READY, through the simulator adapter), then for the
+    web server; the endpoints of its READY replicas, or [] if it did not come up."""
     from django.db import connections
 
-    from apps.compute.services import replica_record_local_node
+    from apps.compute.models import ModelDeployment, Replica
 
-    if not supervisor.wait_until(lambda: http_ok(f"{endpoints.sim_url}/health"), timeout_s=READY_TIMEOUT_S, what="sim"):
-        return False
-    replica_record_local_node(deployment=deployment, endpoint=endpoints.sim_url)
-    connections.close_all()
-    return supervisor.wait_until(lambda: http_ok(f"{endpoints.web_url}/healthz"), timeout_s=READY_TIMEOUT_S, what="web")
+    def ready_endpoints() -> list[str]:
+        try:
+            if not ModelDeployment.objects.filter(pk=deployment.pk, state=ModelDeployment.State.READY).exists():
+                return []
+            return list(
+                Replica.objects.filter(deployment=deployment, state=Replica.State.READY).values_list(
+                    "endpoint", flat=True
+                )
+            )
+        finally:
+            connections.close_all()  # the supervisor holds no connection while it waits
+
+    nodes: list[str] = []
+
+    def provisioned() -> bool:
+        # A replica row can still say READY from before a restart while its process is gone (the health check
+        # replaces it within seconds): only an endpoint that answers counts.
+        nodes[:] = [url for url in ready_endpoints() if http_ok(engine_health_url(url))]
+        return bool(nodes)
+
+    if not supervisor.wait_until(provisioned, timeout_s=READY_TIMEOUT_S, what="the demo deployment"):
+        return []
+    web = supervisor.wait_until(lambda: http_ok(f"{endpoints.web_url}/healthz"), timeout_s=READY_TIMEOUT_S, what="web")
+    return nodes if web else []
+
+
+def engine_health_url(endpoint: str) -> str:
+    """The engine's `/health`, from a replica endpoint given with or without its `/v1` suffix."""
+    return endpoint.rstrip("/").removesuffix("/v1") + "/health"
 
 
 def command_embedded(*, action: str) -> int:

@@ -1,5 +1,5 @@
 """`inferia demo` (what `make run` runs): a platform to try on one machine, with a demo organisation, two keys
-and a deployment served by the simulated node of `inferia start all`.
+and a deployment that the worker provisions on simulated nodes (the simulator adapter), like any other.
 
 Keys are stored hashed, so to print them again on the next run their plaintext is kept in a 0600 file under
 the data directory. That is for this demo only: real keys are shown once, at creation.
@@ -124,7 +124,9 @@ def demo_ensure(*, data_dir: Path, admin_email: str) -> DemoData:
     return DemoData(organization=organization, keys=keys, deployment=deployment)
 
 
-def demo_banner(*, endpoints: Endpoints, admin: DemoAdmin, demo: DemoData, data_dir: Path, embedded: bool) -> str:
+def demo_banner(
+    *, endpoints: Endpoints, admin: DemoAdmin, demo: DemoData, data_dir: Path, embedded: bool, nodes: list[str]
+) -> str:
     """The text printed once everything answers: where to go, how to sign in, the keys, and two examples."""
     base = endpoints.web_url
     key = demo.keys["inference"]
@@ -141,7 +143,7 @@ def demo_banner(*, endpoints: Endpoints, admin: DemoAdmin, demo: DemoData, data_
                     (scope: inference; for /v1 calls)
  Management key:    {demo.keys["manage"]}
                     (scopes: manage, read; for the CLI and the REST API)
- Model:             {model}  (served by a simulated node at {endpoints.sim_url})
+ Model:             {model}  (served by {len(nodes)} simulated replica(s) the worker provisioned: {", ".join(nodes)})
 
  Try it with curl:
 

@@ -15,10 +15,12 @@ from inferia_site.env import ConfigError, env_bool, env_float, env_int, env_str
 from inferia_site.launcher import ProcessSpec
 
 ROLES = ("web", "worker", "beat", "sim")
+# What `inferia start all` runs: the worker provisions model replicas itself (the simulator adapter in the demo).
+ALL_ROLES = ("web", "worker", "beat")
 # Must match celery_app.app.QUEUE_NAMES (a test holds them together); read here to avoid importing Celery.
 WORKER_QUEUES = ("default", "provisioning", "health", "usage")
 SERVERS = ("uvicorn", "daphne")
-# The served model name of the demo deployment, which is what the simulated node of `start all` serves.
+# The served model name of the demo deployment (and what a standalone `inferia start sim` serves by default).
 DEMO_MODEL = "demo-chat"
 
 

@@ -44,6 +44,13 @@ def test_a_key_authenticates_and_a_wrong_one_does_not(acme, as_key):
     assert wrong.data["detail"]
 
 
+def test_an_inference_only_key_is_refused_by_the_management_api(acme, owner, as_key):
+    issued = api_key_create(organization=acme.org, name="app", scopes=["inference"], actor=owner, owner=owner)
+    response = as_key(issued.secret).get("/api/keys/")
+    assert response.status_code == 403
+    assert "scope" in response.data["detail"]
+
+
 def test_a_read_key_cannot_write(acme, as_key):
     response = as_key(acme.service_key.secret).post(
         "/api/teams/", {"organization": acme.org.pk, "name": "x", "slug": "x"}, format="json"

@@ -59,8 +59,10 @@ def measured(process: Process, url: str, **kwargs: object) -> dict:
     return result
 
 
-def bench_tenant(sim_url: str) -> str:
-    """A bench organisation, inference key and deployment on the engine; returns the key."""
+def bench_tenant(sim_url: str, *, limits: bool = False) -> str:
+    """A bench organisation, inference key and deployment on the engine; returns the key. With `limits`, the
+    organisation gets a policy whose rate limits and budget never bind but are all counted (one Redis round trip to
+    admit each request and one to settle it)."""
     import django
 
     django.setup()
@@ -77,6 +79,13 @@ def bench_tenant(sim_url: str) -> str:
         state=ModelDeployment.State.READY,
     )  # fmt: skip
     Replica.objects.create(deployment=deployment, endpoint=sim_url, state=Replica.State.READY)
+    if limits:
+        from apps.policies.services import policy_create
+
+        policy_create(
+            actor=None, organization=organization, requests_per_minute=10_000_000, tokens_per_minute=1_000_000_000,
+            budget_per_day_micros=10**15,
+        )  # fmt: skip
     return api_key_create(organization=organization, name="bench", scopes=["inference"]).secret
 
 
@@ -91,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--server", default=os.environ.get("INFERIA_SERVER", "uvicorn"), choices=["uvicorn", "daphne"])
+    parser.add_argument(
+        "--limits", action="store_true", help="also count rate limits and a budget (the default policy counts nothing)"
+    )
     args = parser.parse_args(argv)
 
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
     sim = sim_start(models=(MODEL,))
     web = None
     try:
-        api_key = bench_tenant(sim.url)
+        api_key = bench_tenant(sim.url, limits=args.limits)
         web = web_start(os.environ["DATABASE_URL"], server=args.server)
         levels = []
         for concurrency in (int(level) for level in args.levels.split(",")):
@@ -164,9 +176,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = REPO / "bench-results"
     out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"gateway-{args.server}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"server": args.server, "max_tokens": args.max_tokens, "levels": levels,
-                                "targets": TARGETS, "checks": checks}, indent=2))  # fmt: skip
+    variant = "-limits" if args.limits else ""
+    path = out_dir / f"gateway-{args.server}{variant}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    result = {"server": args.server, "limits": args.limits, "max_tokens": args.max_tokens, "levels": levels,
+              "targets": TARGETS, "checks": checks}  # fmt: skip
+    path.write_text(json.dumps(result, indent=2))
     print(f"written {path.relative_to(REPO)}")
     return 0 if all(checks.values()) else 1
 

@@ -7,8 +7,7 @@ import stat
 
 import pytest
 
-from apps.compute.models import ModelDeployment, Replica
-from apps.compute.services import replica_record_local_node
+from apps.compute.models import ModelDeployment
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_revoke, hash_key
 from inferia_site.cli.bootstrap import platform_init
@@ -75,14 +74,13 @@ def test_a_revoked_demo_key_is_replaced_on_the_next_run(demo_admin, tmp_path, db
     assert saved["inference"]["secret"] == second.keys["inference"]
 
 
-def test_each_start_refreshes_the_one_replica_of_the_local_node(demo_admin, tmp_path, db):
+def test_the_demo_deployment_is_left_to_the_worker_to_provision(demo_admin, tmp_path, db):
     platform_init(verbosity=0)
+
     demo = demo_ensure(data_dir=tmp_path, admin_email=demo_admin.email)
 
-    replica_record_local_node(deployment=demo.deployment, endpoint="http://127.0.0.1:8100")
-    replica_record_local_node(deployment=demo.deployment, endpoint="http://127.0.0.1:8200")
-
-    replica = Replica.objects.get(deployment=demo.deployment)
-    assert replica.endpoint == "http://127.0.0.1:8200"
-    assert replica.state == Replica.State.READY
-    assert ModelDeployment.objects.get(pk=demo.deployment.pk).state == ModelDeployment.State.READY
+    deployment = ModelDeployment.objects.get(pk=demo.deployment.pk)
+    assert deployment.pool.provider.kind == "simulator"
+    assert deployment.state == ModelDeployment.State.PENDING
+    assert deployment.desired_replicas == 1
+    assert not deployment.replicas.exists()  # no process started by hand: the worker's reconcile creates it

@@ -96,3 +96,24 @@ def test_without_rotation_removing_the_old_key_breaks_decryption(old_key, settin
         provider_credentials(provider)
     with pytest.raises(CredentialsError):
         credentials_rotate()
+
+
+@pytest.mark.django_db
+def test_rotation_is_audited_per_batch_by_the_system_or_the_given_actor(old_key, settings, owner):
+    from apps.audit.models import AuditEvent
+
+    ids = []
+    for index in range(3):
+        provider = Provider(name=f"p{index}", kind=Provider.Kind.KUBERNETES)
+        provider_credentials_set(provider=provider, credentials=SECRET)
+        provider.save()
+        ids.append(provider.pk)
+    settings.INFERIA_FERNET_KEYS = [Fernet.generate_key().decode(), old_key]
+
+    credentials_rotate(batch_size=2)
+    credentials_rotate(actor=owner)
+
+    events = list(AuditEvent.objects.filter(action="provider.credentials_rotate").order_by("seq"))
+    assert [event.changes["providers"] for event in events] == [ids[:2], ids[2:], ids]
+    assert [event.actor_user_id for event in events] == [None, None, owner.pk]
+    assert "very-secret" not in str([event.changes for event in events])

@@ -1,4 +1,5 @@
-"""Sign-in through the admin login form: failures are counted per account and address, lockout refuses even the
+"""Sign-in through the console login form (Django admin's login redirects there): failures are counted per
+account and address, lockout refuses even the
 right password until the window passes, and every attempt is audited."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def person(db):
 
 
 def _login(client, email, password, address="127.0.0.1"):
-    return client.post("/admin/login/", {"username": email, "password": password}, REMOTE_ADDR=address)
+    return client.post("/console/login/", {"email": email, "password": password}, REMOTE_ADDR=address)
 
 
 def test_a_good_password_signs_in_and_is_audited(person, client):
@@ -67,3 +68,11 @@ def test_a_success_before_the_limit_clears_the_account_count(person, client):
     client.logout()
     _login(client, person.email, "wrong password")
     assert _login(client, person.email, PASSWORD).status_code == 302
+
+
+def test_the_admin_login_form_sends_people_to_the_console_login(person, client):
+    response = client.post("/admin/login/?next=/admin/", {"username": person.email, "password": PASSWORD})
+    assert response.status_code == 302
+    assert response["Location"] == "/console/login/?next=/admin/"
+    assert "_auth_user_id" not in client.session
+    assert not AuditEvent.objects.filter(action="login.success").exists()

@@ -31,7 +31,7 @@ from apps.compute.adapters.base import (
     ReplicaPhase,
     ReplicaStatus,
 )
-from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, vllm_serve_args
+from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, vllm_environment, vllm_serve_args
 
 if TYPE_CHECKING:
     from apps.compute.models import Replica
@@ -85,6 +85,7 @@ def kubernetes_deployment_build(
     if config.get("hf_token_secret"):
         selector = k8s.V1SecretKeySelector(name=str(config["hf_token_secret"]), key="token")
         env.append(k8s.V1EnvVar(name="HF_TOKEN", value_from=k8s.V1EnvVarSource(secret_key_ref=selector)))
+    env += [k8s.V1EnvVar(name=name, value=value) for name, value in vllm_environment(spec).items()]
 
     def probe(**kwargs: Any) -> k8s.V1Probe:
         return k8s.V1Probe(http_get=k8s.V1HTTPGetAction(path="/health", port="http"), **kwargs)

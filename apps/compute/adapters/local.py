@@ -9,7 +9,7 @@ from django.conf import settings
 
 from apps.compute.adapters.base import ProviderConfigError
 from apps.compute.adapters.process import ProcessAdapter
-from apps.compute.engine import vllm_serve_args
+from apps.compute.engine import vllm_environment, vllm_serve_args
 
 if TYPE_CHECKING:
     from apps.compute.models import Replica
@@ -33,7 +33,7 @@ class LocalVllmAdapter(ProcessAdapter):
         return [program, "serve", *vllm_serve_args(spec, host=host, port=port)]
 
     def environment(self, replica: Replica) -> dict[str, str]:
-        env: dict[str, str] = {}
+        env: dict[str, str] = vllm_environment(self.engine_spec(replica.deployment))
         devices = self.config.get("cuda_visible_devices")
         if devices is not None:
             if not isinstance(devices, str) or not _DEVICES_RE.fullmatch(devices):

@@ -162,6 +162,38 @@ def _host(value: Any, key: str) -> str:
     return value
 
 
+# What an engine process inherits from the worker: what it needs to run and find GPUs and caches, never the
+# worker's own secrets (DATABASE_URL, SECRET_KEY, INFERIA_FERNET_KEYS, cloud credentials, ...).
+_INHERITED_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "HF_HOME",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_CACHE",
+        "XDG_CACHE_HOME",
+    }
+)
+_INHERITED_PREFIXES = ("CUDA_", "NCCL_", "VLLM_", "NVIDIA_", "INFERIA_SIM_")
+
+
+def engine_base_environment() -> dict[str, str]:
+    """The part of the worker's environment an engine process may see."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in _INHERITED_NAMES or name.startswith(_INHERITED_PREFIXES)
+    }
+
+
 class ProcessAdapter(ComputeAdapter):
     """Runs each replica as a detached process on the worker host. Config: `bind_host` (default 127.0.0.1) and
     `advertise_host` (how the gateway reaches this host; default the bind host)."""
@@ -195,7 +227,7 @@ class ProcessAdapter(ComputeAdapter):
         port = _free_port(self.bind_host)
         argv = self.command(replica, host=self.bind_host, port=port)
         log_path = replicas_dir() / f"{key}.log"
-        env = {**os.environ, **self.environment(replica), REPLICA_ENV: key}
+        env = {**engine_base_environment(), **self.environment(replica), REPLICA_ENV: key}
         with open(log_path, "ab") as log:
             try:
                 proc = subprocess.Popen(

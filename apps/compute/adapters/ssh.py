@@ -29,7 +29,7 @@ from apps.compute.adapters.base import (
     ReplicaStatus,
     engine_health,
 )
-from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, shell_join, vllm_serve_args
+from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, shell_join, vllm_environment, vllm_serve_args
 
 if TYPE_CHECKING:
     from apps.compute.models import Replica
@@ -73,6 +73,8 @@ def docker_run_argv(*, replica: Replica, spec: EngineSpec, config: dict[str, Any
         if not _SAFE_RE.fullmatch(env_file):
             raise ProviderConfigError("env_file must be a plain path")
         argv += ["--env-file", env_file]
+    for name, value in vllm_environment(spec).items():
+        argv += ["--env", f"{name}={value}"]
     return [*argv, "--entrypoint", "vllm", image, "serve", *vllm_serve_args(spec, port=VLLM_DEFAULT_PORT)]
 
 

@@ -1,0 +1,234 @@
+"""Desired against actual: the reconciler (self-healing) and the autoscaler.
+
+`deployment_reconcile_run` makes a deployment's replicas match what it should run: failed replicas are torn down
+and replaced, missing ones created, extras removed (those not serving first, then the newest), and the
+deployment's state follows (PENDING -> PROVISIONING -> READY <-> DEGRADED; STOPPING -> STOPPED). It runs after every
+change and periodically, holds the deployment's row lock while it decides (a second reconcile of the same
+deployment skips instead of waiting), and only enqueues the slow work (provision, teardown) after commit.
+
+`deployment_autoscale_run` moves `desired_replicas` between min and max on queue depth (vLLM's waiting requests)
+and KV-cache use, with a cool-down after every change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.compute.models import ModelDeployment, Replica
+from apps.compute.replicas import ACTIVE_STATES, PROVISION_LEASE_S
+from apps.compute.services import State, deployment_scale, deployment_transition_locked
+
+logger = logging.getLogger(__name__)
+
+RState = Replica.State
+# Replicas not serving yet, in the order extras are removed: the least far along first.
+_REMOVE_ORDER = {RState.PENDING: 0, RState.PROVISIONING: 1, RState.STARTING: 2, RState.UNHEALTHY: 3, RState.READY: 4}
+# A STOPPING replica whose teardown did not finish in this long gets another teardown (its worker died).
+TEARDOWN_RETRY_S = 60
+STOPPED_KEEP = timedelta(days=1)
+
+
+@dataclass
+class ReconcilePlan:
+    """What a reconcile decided; the caller enqueues it after commit."""
+
+    provision: list[int] = field(default_factory=list)
+    teardown: list[int] = field(default_factory=list)
+    skipped: bool = False
+
+
+def deployment_reconcile_run(*, deployment_id: int) -> ReconcilePlan:
+    """Reconcile one deployment (see the module docstring) and enqueue the provisioning and teardown it needs."""
+    with transaction.atomic():
+        deployment = ModelDeployment.objects.select_for_update(skip_locked=True).filter(pk=deployment_id).first()
+        if deployment is None:  # gone, or another worker is reconciling it right now
+            return ReconcilePlan(skipped=True)
+        plan = _reconcile_locked(deployment)
+        provision, teardown = list(plan.provision), list(plan.teardown)
+        transaction.on_commit(lambda: _enqueue(provision, teardown))
+    return plan
+
+
+def _enqueue(provision: list[int], teardown: list[int]) -> None:
+    from apps.compute.tasks import replica_provision, replica_teardown
+
+    for replica_id in provision:
+        replica_provision.delay(replica_id)
+    for replica_id in teardown:
+        replica_teardown.delay(replica_id)
+
+
+def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
+    plan = ReconcilePlan()
+    now = timezone.now()
+    replicas = list(deployment.replicas.select_for_update().exclude(state=RState.STOPPED).order_by("pk"))
+    stopping = [r for r in replicas if r.state == RState.STOPPING]
+    # Teardowns a dead worker left half-done run again.
+    stale = now - timedelta(seconds=TEARDOWN_RETRY_S)
+    plan.teardown += [r.pk for r in stopping if r.updated_at < stale]
+    failed = [r for r in replicas if r.state == RState.FAILED]
+    active = [r for r in replicas if r.state in ACTIVE_STATES]
+    if failed:  # self-healing: tear the dead down; the count below replaces them
+        _mark_stopping(failed, now)
+        plan.teardown += [r.pk for r in failed]
+
+    if deployment.state in (State.STOPPING, State.STOPPED):
+        if active:
+            _mark_stopping(active, now)
+            plan.teardown += [r.pk for r in active]
+        elif not stopping and deployment.state == State.STOPPING:
+            deployment_transition_locked(deployment=deployment, to_state=State.STOPPED, reason="all replicas stopped")
+        return plan
+    if deployment.state == State.FAILED:
+        return plan  # waits for a change or a start; failing again and again would only burn money
+
+    desired = min(deployment.desired_replicas, deployment.max_replicas)
+    if len(active) > desired:
+        extras = sorted(active, key=lambda r: (_REMOVE_ORDER[r.state], -r.pk))[: len(active) - desired]
+        _mark_stopping(extras, now)
+        plan.teardown += [r.pk for r in extras]
+        active = [r for r in active if r not in extras]
+    for _ in range(desired - len(active)):
+        replica = Replica.objects.create(deployment=deployment)
+        active.append(replica)
+        plan.provision.append(replica.pk)
+    # Pending replicas whose task message was lost, and claims a dead worker left behind.
+    lease = now - timedelta(seconds=PROVISION_LEASE_S)
+    plan.provision += [
+        r.pk
+        for r in active
+        if r.pk not in plan.provision
+        and (
+            (r.state == RState.PENDING and r.updated_at < now - timedelta(seconds=TEARDOWN_RETRY_S))
+            or (r.state == RState.PROVISIONING and r.claimed_at is not None and r.claimed_at < lease)
+        )
+    ]
+    _deployment_state_follow(deployment, active, replaced=len(failed), desired=desired)
+    return plan
+
+
+def _mark_stopping(replicas: list[Replica], now: object) -> None:
+    from apps.gateway.catalog import catalog_changed
+
+    ids = [r.pk for r in replicas]
+    Replica.objects.filter(pk__in=ids).update(state=RState.STOPPING, updated_at=now)
+    if any(r.state == RState.READY for r in replicas):
+        transaction.on_commit(catalog_changed)  # .update() sends no signal
+    for replica in replicas:
+        replica.state = RState.STOPPING
+
+
+def _deployment_state_follow(
+    deployment: ModelDeployment, active: list[Replica], *, replaced: int, desired: int
+) -> None:
+    """The deployment's state from its replicas: READY when it serves at full size (or is only growing),
+    DEGRADED when it serves short of it after losing replicas, PROVISIONING before its first replica is ready."""
+    ready = sum(r.state == RState.READY for r in active)
+    unhealthy = sum(r.state == RState.UNHEALTHY for r in active)
+    current = deployment.state
+    if current == State.PENDING:
+        deployment_transition_locked(
+            deployment=deployment, to_state=State.PROVISIONING, reason=f"provisioning {desired} replica(s)"
+        )
+        current = State.PROVISIONING
+    if desired == 0:
+        return
+    growing_only = ready > 0 and not unhealthy and not replaced and current == State.READY
+    if ready >= desired or growing_only:
+        deployment_transition_locked(deployment=deployment, to_state=State.READY, reason=f"{ready}/{desired} ready")
+    elif current in (State.READY, State.DEGRADED) or (ready and current == State.PROVISIONING and replaced):
+        why = f"{ready}/{desired} ready" + (f", replacing {replaced} failed" if replaced else "")
+        why += f", {unhealthy} unhealthy" if unhealthy else ""
+        deployment_transition_locked(deployment=deployment, to_state=State.DEGRADED, reason=why)
+
+
+def deployments_reconcile_all() -> int:
+    """Reconcile every deployment that is not at rest (the beat's safety net); how many were looked at."""
+    busy = Replica.objects.filter(state__in=[*ACTIVE_STATES, RState.FAILED, RState.STOPPING]).values("deployment_id")
+    ids = list(
+        ModelDeployment.objects.filter(~Q(state__in=(State.STOPPED, State.FAILED)) | Q(pk__in=busy))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for deployment_id in dict.fromkeys(ids):
+        try:
+            deployment_reconcile_run(deployment_id=deployment_id)
+        except Exception:  # one broken deployment must not stop the others' healing
+            logger.exception("reconcile of deployment %s failed", deployment_id)
+    Replica.objects.filter(state=RState.STOPPED, updated_at__lt=timezone.now() - STOPPED_KEEP).delete()
+    return len(ids)
+
+
+@dataclass(frozen=True)
+class AutoscaleDecision:
+    """What the autoscaler decided for one deployment, and why."""
+
+    deployment_id: int
+    current: int
+    target: int
+    reason: str
+
+
+def deployment_autoscale_run(*, deployment_id: int) -> AutoscaleDecision | None:
+    """Scale one deployment up when requests queue (waiting per ready replica at or above
+    INFERIA_AUTOSCALE_WAITING_PER_REPLICA) or the KV cache fills (above INFERIA_AUTOSCALE_KV_HIGH), and down by one
+    when nothing waits and KV-cache use is low, each no sooner than its cool-down after the last change.
+    Reads the load the health checker stored on the replicas. None when nothing changes."""
+    deployment = ModelDeployment.objects.filter(pk=deployment_id, state__in=(State.READY, State.DEGRADED)).first()
+    if deployment is None or deployment.max_replicas <= deployment.min_replicas:
+        return None
+    ready = list(deployment.replicas.filter(state=RState.READY).values_list("last_metrics", flat=True))
+    if not ready:
+        return None
+    now = timezone.now()
+    waiting = sum(float((metrics or {}).get("waiting", 0) or 0) for metrics in ready)
+    running = sum(float((metrics or {}).get("running", 0) or 0) for metrics in ready)
+    kv = max(float((metrics or {}).get("kv_cache", 0) or 0) for metrics in ready)
+    current = deployment.desired_replicas
+    since = now - deployment.last_scaled_at if deployment.last_scaled_at else None
+
+    def cooled(seconds: float) -> bool:
+        return since is None or since >= timedelta(seconds=seconds)
+
+    busy = waiting / len(ready) >= settings.INFERIA_AUTOSCALE_WAITING_PER_REPLICA
+    full = kv >= settings.INFERIA_AUTOSCALE_KV_HIGH
+    idle = waiting == 0 and kv <= settings.INFERIA_AUTOSCALE_KV_LOW
+    # Scale up only once the replicas asked for last time serve, so one queue does not add a replica per check.
+    if (busy or full) and current < deployment.max_replicas and len(ready) >= current:
+        if not cooled(settings.INFERIA_AUTOSCALE_UP_COOLDOWN_SECONDS):
+            return None
+        target = current + 1
+        reason = f"autoscale up: {waiting:.0f} waiting on {len(ready)} replica(s), KV cache {kv:.0%}"
+    elif idle and current > deployment.min_replicas and cooled(settings.INFERIA_AUTOSCALE_DOWN_COOLDOWN_SECONDS):
+        target = current - 1
+        reason = f"autoscale down: nothing waiting, {running:.0f} running, KV cache {kv:.0%}"
+    else:
+        return None
+    deployment_scale(deployment=deployment, replicas=target, actor=None, reason=reason)
+    return AutoscaleDecision(deployment_id=deployment.pk, current=current, target=target, reason=reason)
+
+
+def deployments_autoscale_all() -> list[AutoscaleDecision]:
+    """Run the autoscaler over every serving deployment that has room to scale."""
+    decisions = []
+    for deployment_id in ModelDeployment.objects.filter(state__in=(State.READY, State.DEGRADED)).values_list(
+        "pk", flat=True
+    ):
+        try:
+            decision = deployment_autoscale_run(deployment_id=deployment_id)
+        except Exception:
+            logger.exception("autoscaling deployment %s failed", deployment_id)
+            continue
+        if decision is not None:
+            logger.info(
+                "deployment %s: %s -> %s (%s)", deployment_id, decision.current, decision.target, decision.reason
+            )
+            decisions.append(decision)
+    return decisions

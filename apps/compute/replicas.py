@@ -1,0 +1,170 @@
+"""A replica's lifecycle on the worker: claim and provision it through its provider's adapter, record what the
+adapter returned, tear it down. Every step is a conditional UPDATE on the replica's state, so two workers never do
+the same step and a step killed half-way can run again (adapters are idempotent: see adapters/base.py).
+
+States: PENDING -> PROVISIONING (claimed by one worker) -> STARTING (the engine is starting) -> READY (answers
+/health) <-> UNHEALTHY (missed checks) ; FAILED (gone, replaced by the reconciler) ; STOPPING -> STOPPED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.compute.adapters import AdapterError, ProviderConfigError, UnsupportedProviderError, adapter_for
+from apps.compute.engine import EngineArgsError
+from apps.compute.models import Replica
+from apps.console.live import deployment_progress_after_commit, deployment_progress_publish
+from apps.gateway.catalog import catalog_changed
+
+logger = logging.getLogger(__name__)
+
+RState = Replica.State
+# A provisioning claim older than this belongs to a worker that died (the task's hard time limit is shorter), so
+# another run may take it over.
+PROVISION_LEASE_S = 90
+PROVISION_TIME_LIMIT_S = 60
+NODE_TOKEN_PREFIX = "inf-node-"  # noqa: S105 - a prefix, not a secret
+# Errors that retrying cannot fix: the deployment fails with the reason instead.
+PERMANENT_ERRORS = (ProviderConfigError, UnsupportedProviderError, EngineArgsError)
+# Replica states in which a replica counts towards its deployment's size.
+ACTIVE_STATES = (RState.PENDING, RState.PROVISIONING, RState.STARTING, RState.READY, RState.UNHEALTHY)
+
+
+def node_token(replica: Replica) -> str:
+    """The token a replica's node uses to push heartbeats (POST /api/nodes/heartbeat).
+
+    Derived from SECRET_KEY and the replica's identity, so a provisioning run that restarts the engine hands it the
+    same token; only its sha256 is stored (`Replica.node_token_hash`)."""
+    identity = f"replica:{replica.pk}:{replica.created_at.timestamp():.6f}".encode()
+    digest = hmac.new(settings.SECRET_KEY.encode(), identity, hashlib.sha256).hexdigest()
+    return NODE_TOKEN_PREFIX + digest
+
+
+def node_token_hash(token: str) -> str:
+    """How a node token is stored and looked up."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def replica_claim_provision(*, replica_id: int) -> bool:
+    """Claim `replica_id`'s provisioning for this worker: PENDING, or PROVISIONING under an expired lease (a worker
+    died holding it). Exactly one concurrent caller wins."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=PROVISION_LEASE_S)
+    claimed = (
+        Replica.objects.filter(pk=replica_id)
+        .filter(Q(state=RState.PENDING) | Q(state=RState.PROVISIONING, claimed_at__lt=stale))
+        .update(state=RState.PROVISIONING, claimed_at=now, updated_at=now)
+    )
+    return claimed == 1
+
+
+@dataclass(frozen=True)
+class ProvisionOutcome:
+    """What a provisioning run ended in: `retry` when a later attempt may succeed."""
+
+    ok: bool
+    retry: bool = False
+    error: str = ""
+
+
+def replica_provision_run(*, replica_id: int) -> ProvisionOutcome:
+    """Provision a replica this worker has claimed: the adapter starts it (or finds it started), then the replica
+    records its endpoint and handle and becomes STARTING; the health checker makes it READY.
+
+    A transient failure releases the claim (back to PENDING) for a retry; a permanent one fails the replica and
+    its deployment with the reason."""
+    from apps.compute.services import State, deployment_transition
+
+    replica = Replica.objects.select_related("deployment__pool__provider").get(pk=replica_id)
+    try:
+        result = adapter_for(replica.deployment.pool.provider).provision(replica)
+    except PERMANENT_ERRORS as error:
+        _provision_failed(replica, str(error), state=RState.FAILED)
+        deployment = replica.deployment
+        if deployment.state in (State.PENDING, State.PROVISIONING, State.DEGRADED):
+            deployment_transition(deployment_id=deployment.pk, to_state=State.FAILED, reason=f"provisioning: {error}")
+        return ProvisionOutcome(ok=False, retry=False, error=str(error))
+    except AdapterError as error:
+        _provision_failed(replica, str(error), state=RState.PENDING)
+        return ProvisionOutcome(ok=False, retry=True, error=str(error))
+    now = timezone.now()
+    recorded = Replica.objects.filter(pk=replica_id, state=RState.PROVISIONING).update(
+        state=RState.STARTING,
+        endpoint=result.endpoint,
+        provider_handle=result.handle,
+        node_token_hash=node_token_hash(node_token(replica)),
+        last_error="",
+        failed_checks=0,
+        claimed_at=None,
+        updated_at=now,
+    )
+    if recorded != 1:
+        # Stopped (or taken over) while the adapter ran: what it started must not stay behind.
+        logger.info("replica %s changed while provisioning; tearing down what was started", replica_id)
+        replica.provider_handle = result.handle
+        adapter_for(replica.deployment.pool.provider).teardown(replica)
+        return ProvisionOutcome(ok=False, retry=False, error="cancelled")
+    deployment_progress_publish(replica.deployment_id, {"replica": replica_id, "state": RState.STARTING})
+    return ProvisionOutcome(ok=True)
+
+
+def _provision_failed(replica: Replica, error: str, *, state: str) -> None:
+    Replica.objects.filter(pk=replica.pk, state=RState.PROVISIONING).update(
+        state=state, last_error=error[:2000], claimed_at=None, updated_at=timezone.now()
+    )
+    deployment_progress_publish(replica.deployment_id, {"replica": replica.pk, "state": state})
+
+
+def replica_provision_give_up(*, replica_id: int, error: str) -> None:
+    """After the last retry: the replica fails and the reconciler replaces it."""
+    Replica.objects.filter(pk=replica_id, state__in=(RState.PENDING, RState.PROVISIONING)).update(
+        state=RState.FAILED, last_error=f"gave up provisioning: {error}"[:2000], updated_at=timezone.now()
+    )
+
+
+def replicas_mark_stopping(*, replica_ids: list[int], reason: str) -> list[int]:
+    """Move replicas to STOPPING (out of routing) for teardown; returns those that moved. (`reason` goes to the log;
+    a replica keeps its own last error.)"""
+    if not replica_ids:
+        return []
+    with transaction.atomic():
+        moved = list(
+            Replica.objects.select_for_update()
+            .filter(pk__in=replica_ids)
+            .exclude(state__in=(RState.STOPPING, RState.STOPPED))
+            .values_list("pk", flat=True)
+        )
+        Replica.objects.filter(pk__in=moved).update(state=RState.STOPPING, updated_at=timezone.now())
+        if moved:
+            logger.info("stopping replicas %s: %s", moved, reason)
+            transaction.on_commit(catalog_changed)
+            for deployment_id in set(Replica.objects.filter(pk__in=moved).values_list("deployment_id", flat=True)):
+                deployment_progress_after_commit(deployment_id, {"replicas": "stopping"})
+    return moved
+
+
+def replica_teardown_run(*, replica_id: int) -> bool:
+    """Tear down a STOPPING replica through its adapter, then mark it STOPPED; whether it did."""
+    replica = (
+        Replica.objects.select_related("deployment__pool__provider")
+        .filter(pk=replica_id, state=RState.STOPPING)
+        .first()
+    )
+    if replica is None:
+        return False
+    # Nothing of ours can be running on a provider we have no adapter for.
+    with contextlib.suppress(UnsupportedProviderError):
+        adapter_for(replica.deployment.pool.provider).teardown(replica)
+    Replica.objects.filter(pk=replica_id, state=RState.STOPPING).update(state=RState.STOPPED, updated_at=timezone.now())
+    deployment_progress_publish(replica.deployment_id, {"replica": replica_id, "state": RState.STOPPED})
+    return True

@@ -1,0 +1,89 @@
+"""The console's WebSocket consumers. `DeploymentProgressConsumer` streams one deployment's state, replicas and
+history to its detail page while it provisions, scales or stops.
+
+The socket is authenticated by the console session (Channels' AuthMiddlewareStack) and held to the same rules as the
+pages: a session that has not passed the two-factor gate is refused, and the deployment must be one the user may
+view through `restrict` (checked on connect and again before every push, so revoked access ends the stream)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from apps.compute.models import ModelDeployment
+from apps.console.auth_flow import SECOND_FACTOR_METHODS, SESSION_SECOND_FACTOR
+from apps.console.deployment_selectors import deployment_snapshot
+from apps.console.live import deployment_group
+from apps.rbac.restrict import restrict
+from apps.rbac.twofactor_services import twofactor_enabled, twofactor_required
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+def session_passes_gate(*, user: Any, session: Any) -> bool:
+    """The WebSocket twin of the console's two-factor gate: signed in, and with a second factor when the user has
+    one or an organisation requires one (sessions that signed in through SSO trusted for 2FA count too)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    method = session.get(SESSION_SECOND_FACTOR) if session is not None else None
+    if method in SECOND_FACTOR_METHODS or method == "sso":
+        return True
+    if method != "none":
+        return False
+    return not twofactor_enabled(user=user) and not twofactor_required(user=user)
+
+
+def deployment_snapshot_for(*, user: Any, deployment_id: int) -> dict[str, Any] | None:
+    """The deployment's live snapshot if `user` may view it, else None."""
+    deployment = restrict(ModelDeployment.objects.all(), principal=user, action="view").filter(pk=deployment_id).first()
+    if deployment is None:
+        return None
+    return deployment_snapshot(deployment=deployment)
+
+
+class DeploymentProgressConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/console/deployments/<id>/`: a snapshot on connect, then one after each change the compute plane
+    announces on the group `deployment-<id>` (see apps/console/live.py)."""
+
+    deployment_id: int
+    group: str
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        self.deployment_id = int(self.scope["url_route"]["kwargs"]["pk"])
+        self.group = deployment_group(self.deployment_id)
+        allowed = await database_sync_to_async(session_passes_gate)(user=user, session=self.scope.get("session"))
+        if not allowed:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        snapshot = await database_sync_to_async(deployment_snapshot_for)(user=user, deployment_id=self.deployment_id)
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "snapshot", "deployment": snapshot})
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None) and self.channel_layer is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The page may ask for a fresh snapshot (`{"type": "refresh"}`); anything else is ignored."""
+        if isinstance(content, dict) and content.get("type") == "refresh":
+            await self._push(None)
+
+    async def deployment_progress(self, message: dict[str, Any]) -> None:
+        """A change announced by the compute plane: push the deployment as it is now."""
+        await self._push(message.get("payload"))
+
+    async def _push(self, event: Any) -> None:
+        user = self.scope.get("user")
+        snapshot = await database_sync_to_async(deployment_snapshot_for)(user=user, deployment_id=self.deployment_id)
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send_json({"type": "snapshot", "deployment": snapshot, "event": event})

@@ -1,0 +1,45 @@
+"""Live console updates over WebSockets: the channel-layer group each deployment's watchers join, and the one hook
+the compute plane calls (after commit) when a deployment or one of its replicas changes state.
+
+The message carries only what happened; the consumer re-reads the deployment (through `restrict`) before pushing,
+so a watcher never sees more than the page would show and a lost message is repaired by the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_MESSAGE = "deployment.progress"
+
+
+def deployment_group(deployment_id: int) -> str:
+    """The channel-layer group of a deployment's watchers."""
+    return f"deployment-{deployment_id}"
+
+
+def deployment_progress_publish(deployment_id: int, payload: dict[str, Any]) -> None:
+    """Tell the console pages watching `deployment_id` that it changed (`payload` says how, e.g. a new state).
+
+    Called by the compute plane after commit. Never raises: a channel layer that is down costs live updates, not the
+    provisioning step that called it."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": PROGRESS_MESSAGE, "deployment_id": deployment_id, "payload": payload}
+    try:
+        async_to_sync(layer.group_send)(deployment_group(deployment_id), message)
+    except Exception:
+        logger.warning("could not publish progress of deployment %s", deployment_id, exc_info=True)
+
+
+def deployment_progress_after_commit(deployment_id: int, payload: dict[str, Any]) -> None:
+    """`deployment_progress_publish` once the current transaction commits (at once outside one)."""
+    from django.db import transaction
+
+    transaction.on_commit(lambda: deployment_progress_publish(deployment_id, payload))

@@ -1,0 +1,1 @@
+"""The console's pages beyond sign-in, one module per area (dashboard, deployments, playground, keys, ...)."""

@@ -1,0 +1,74 @@
+"""The overview dashboard: one organisation's usage (or the platform's, for the superadmin) over a chosen range,
+its busiest models, keys and teams, the live load of its replicas, its budgets' burn and the guardrails that fired.
+
+The view parses the organisation and range, calls the dashboard selectors with `restrict`-ed querysets, and renders;
+the charts draw from a JSON island in the page with the vendored uPlot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from apps.audit.models import UsageRecord, UsageRollup
+from apps.compute.models import Replica
+from apps.console import dashboard_selectors as dash
+from apps.console.pages.support import page_principal
+from apps.console.scope import OrgScope, org_scope_get
+from apps.policies.models import Policy
+from apps.rbac.restrict import restrict
+
+
+def _in_scope(queryset: Any, scope: OrgScope, field: str = "organization_id") -> Any:
+    if scope.platform:
+        return queryset
+    return queryset.filter(**{field: scope.organization_id})
+
+
+@login_required
+@require_GET
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    scope = org_scope_get(request, model=UsageRollup)
+    range_name = request.GET.get("range", dash.DEFAULT_RANGE)
+    if range_name not in dash.RANGES:
+        range_name = dash.DEFAULT_RANGE
+    context: dict[str, Any] = {"scope": scope, "range_name": range_name, "ranges": list(dash.RANGES)}
+    if scope.organization is None and not scope.platform:
+        return render(request, "console/dashboard/index.html", context)
+    who = page_principal(request)
+    since, until, bucket = dash.range_window(range_name)
+    rollups = _in_scope(restrict(UsageRollup.objects.all(), principal=who, action="view"), scope)
+    series = dash.usage_series(rollups=rollups, since=since, until=until, bucket=bucket)
+    replicas = _in_scope(
+        restrict(Replica.objects.all(), principal=who, action="view"), scope, "deployment__organization_id"
+    )
+    budgets, budgets_live = dash.budget_burn(
+        policies=_in_scope(restrict(Policy.objects.all(), principal=who, action="view"), scope)
+    )
+    records = _in_scope(restrict(UsageRecord.objects.all(), principal=who, action="view"), scope)
+    context.update(
+        series=series,
+        chart={
+            "bucket": bucket,
+            "x": series.buckets,
+            "requests": series.requests,
+            "errors": series.errors,
+            "tokens": series.tokens,
+            "spend": [micros / 1_000_000 for micros in series.cost_micros],
+            "error_rate": [
+                round(100 * errors / requests, 2) if requests else 0
+                for requests, errors in zip(series.requests, series.errors, strict=True)
+            ],
+        },
+        top_models=dash.usage_top_models(rollups=rollups, since=since, until=until),
+        top_keys=dash.usage_top_keys(rollups=rollups, since=since, until=until),
+        top_teams=dash.usage_top_teams(rollups=rollups, since=since, until=until),
+        load=dash.live_load(replicas=replicas),
+        budgets=budgets,
+        budgets_live=budgets_live,
+        guardrails=dash.guardrails_fired(records=records, since=since, until=until),
+    )
+    return render(request, "console/dashboard/index.html", context)

@@ -1,0 +1,217 @@
+"""The deployments pages: the list (with the create form for who may add deployments), one deployment with its
+replicas, load, history and recent errors, and the scale, stop and start buttons. Writes go through the compute
+services with the signed-in user as actor (each records its audit event); live progress arrives over the WebSocket
+in `apps/console/consumers.py`.
+
+Who may not change a deployment sees no buttons, and the server answers a forged POST with 403 (404 when the
+deployment is not even visible to them)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.audit.models import UsageRecord
+from apps.compute import api_services, services
+from apps.compute.models import ComputePool, ModelDeployment, Provider
+from apps.console import deployment_selectors as deps
+from apps.console.pages.support import (
+    may,
+    page_audit_context,
+    page_principal,
+    require_may_add,
+    service_run,
+    tenant_object,
+)
+from apps.orgs.models import Organization
+from apps.rbac.restrict import restrict
+
+SIMULATOR_CHOICE = "simulator"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+
+
+class DeploymentCreateForm(forms.Form):
+    """What the create form asks: where (a pool, or a new simulated one in an organisation), what model, how many."""
+
+    organization = forms.IntegerField(label="Organisation")
+    pool = forms.CharField(label="Pool", max_length=32)
+    served_model_name = forms.CharField(label="Model name clients ask for", max_length=200)
+    model_id = forms.CharField(label="Model to load", max_length=300)
+    replicas = forms.IntegerField(label="Replicas", min_value=1, max_value=16, initial=1)
+
+    def clean_served_model_name(self) -> str:
+        name = self.cleaned_data["served_model_name"].strip()
+        if not _NAME_RE.match(name):
+            raise forms.ValidationError("Use letters, digits and . _ : / - (starting with a letter or digit).")
+        return name
+
+
+class ScaleForm(forms.Form):
+    replicas = forms.IntegerField(label="Replicas", min_value=0, max_value=64)
+
+
+def _deployments(request: HttpRequest, action: str = "view") -> Any:
+    return restrict(ModelDeployment.objects.all(), principal=page_principal(request), action=action)
+
+
+@login_required
+@require_GET
+def deployments_view(request: HttpRequest) -> HttpResponse:
+    rows = list(deps.deployment_list(deployments=_deployments(request)))
+    add_orgs = list(may(request, "add", ModelDeployment).filter(is_active=True).order_by("name"))
+    context: dict[str, Any] = {"deployments": rows, "create_orgs": add_orgs}
+    if add_orgs:
+        pools = restrict(ComputePool.objects.all(), principal=page_principal(request), action="view")
+        context["pools"] = deps.deployable_pools(pools=pools.filter(organization__in=add_orgs))
+        context["form"] = DeploymentCreateForm(initial={"replicas": 1, "organization": add_orgs[0].pk})
+        context["simulator"] = SIMULATOR_CHOICE
+    return render(request, "console/deployments/list.html", context)
+
+
+@login_required
+@require_POST
+def deployment_create_view(request: HttpRequest) -> HttpResponse:
+    form = DeploymentCreateForm(request.POST)
+    organization = require_may_add(request, ModelDeployment, request.POST.get("organization"))
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(
+                request, f"{form.fields[field].label if field in form.fields else field}: {' '.join(errors)}"
+            )
+        return redirect("console:deployments")
+    data = form.cleaned_data
+    actor, context = page_principal(request).actor, page_audit_context(request)
+    if data["pool"] == SIMULATOR_CHOICE:
+        require_may_add(request, Provider, organization.pk)  # the shortcut creates a simulator provider and pool
+        result, error = service_run(
+            services.simulator_deployment_ensure,
+            organization=organization,
+            served_model_name=data["served_model_name"],
+            model_id=data["model_id"],
+            replicas=data["replicas"],
+            actor=actor,
+            context=context,
+        )
+        deployment = result[0] if result else None
+    else:
+        pool = _pool_for(request, data["pool"], organization)
+        if pool is None:
+            messages.error(request, "Choose a pool of that organisation whose provider has a working adapter.")
+            return redirect("console:deployments")
+        deployment, error = service_run(
+            api_services.deployment_create,
+            organization=organization,
+            pool=pool,
+            actor=actor,
+            context=context,
+            name=data["served_model_name"],
+            served_model_name=data["served_model_name"],
+            model_id=data["model_id"],
+            min_replicas=data["replicas"],
+            max_replicas=data["replicas"],
+            desired_replicas=data["replicas"],
+        )
+    if deployment is None:
+        messages.error(request, error or "The deployment could not be created.")
+        return redirect("console:deployments")
+    messages.success(request, f"Deploying {deployment.served_model_name}. Progress shows below as it happens.")
+    return redirect("console:deployment-detail", pk=deployment.pk)
+
+
+def _pool_for(request: HttpRequest, value: str, organization: Organization) -> ComputePool | None:
+    if not value.isdigit():
+        return None
+    pools = restrict(ComputePool.objects.all(), principal=page_principal(request), action="view")
+    found = deps.deployable_pools(pools=pools.filter(pk=int(value), organization=organization))
+    return found[0] if found else None
+
+
+@login_required
+@require_GET
+def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = tenant_object(
+        ModelDeployment.objects.select_related("organization", "pool__provider"), request=request, pk=pk
+    )
+    can_change = _deployments(request, "change").filter(pk=deployment.pk).exists()
+    records = restrict(UsageRecord.objects.all(), principal=page_principal(request), action="view")
+    snapshot = deps.deployment_snapshot(deployment=deployment)
+    context = {
+        "deployment": deployment,
+        "snapshot": snapshot,
+        "replicas": snapshot["replicas"],
+        "events": snapshot["events"],
+        "errors": deps.deployment_recent_errors(records=records, deployment=deployment),
+        "can_change": can_change,
+        "scale_range": range(deployment.min_replicas, deployment.max_replicas + 1),
+        "stoppable": deployment.state not in (ModelDeployment.State.STOPPING, ModelDeployment.State.STOPPED),
+        "startable": deployment.state in (ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED),
+    }
+    return render(request, "console/deployments/detail.html", context)
+
+
+def _changeable(request: HttpRequest, pk: int) -> ModelDeployment:
+    return tenant_object(ModelDeployment.objects.all(), request=request, pk=pk, action="change")
+
+
+@login_required
+@require_POST
+def deployment_scale_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _changeable(request, pk)
+    form = ScaleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a number of replicas.")
+        return redirect("console:deployment-detail", pk=pk)
+    _, error = service_run(
+        services.deployment_scale,
+        deployment=deployment,
+        replicas=form.cleaned_data["replicas"],
+        actor=page_principal(request).actor,
+        reason="scaled from the console",
+        context=page_audit_context(request),
+    )
+    _report(request, error, f"Scaling to {form.cleaned_data['replicas']} replicas.")
+    return redirect("console:deployment-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def deployment_stop_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _changeable(request, pk)
+    _, error = service_run(
+        services.deployment_stop,
+        deployment=deployment,
+        actor=page_principal(request).actor,
+        reason="stopped from the console",
+        context=page_audit_context(request),
+    )
+    _report(request, error, "Stopping: the replicas are being torn down.")
+    return redirect("console:deployment-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def deployment_start_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _changeable(request, pk)
+    _, error = service_run(
+        services.deployment_start,
+        deployment=deployment,
+        actor=page_principal(request).actor,
+        reason="started from the console",
+        context=page_audit_context(request),
+    )
+    _report(request, error, "Starting: replicas are being provisioned.")
+    return redirect("console:deployment-detail", pk=pk)
+
+
+def _report(request: HttpRequest, error: str, success: str) -> None:
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, success)

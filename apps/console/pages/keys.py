@@ -1,0 +1,340 @@
+"""The API keys pages: a searchable, keyset-paginated list with usage to date, create (the secret shown once),
+rotate with a grace period, revoke, and one key's usage. Every query goes through `restrict()`; every write
+through `apps.keys.services`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import TruncDay
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.audit.models import UsageRecord, UsageRollup
+from apps.console.pages.support import (
+    keyset_page,
+    may,
+    organization_current_slug,
+    organization_filter,
+    organizations_visible,
+    page_audit_context,
+    page_principal,
+    query_without,
+    require_may_add,
+    service_run,
+    tenant_object,
+)
+from apps.keys import services as key_services
+from apps.keys.models import ApiKey, Scope
+from apps.orgs.models import Team
+from apps.rbac.restrict import restrict
+
+SESSION_ISSUED = "inferia_console_issued_key"
+ROTATION_GRACES = [
+    (0, "End the old key now"),
+    (3600, "1 hour"),
+    (86400, "24 hours"),
+    (7 * 86400, "7 days"),
+]
+STATES = [("", "Any state"), ("active", "Active"), ("revoked", "Revoked"), ("expired", "Expired")]
+
+
+class KeyFilterForm(forms.Form):
+    q = forms.CharField(label="Search by name or prefix", required=False, max_length=200)
+    state = forms.ChoiceField(label="State", choices=STATES, required=False)
+    team = forms.IntegerField(label="Team", required=False)
+
+
+class KeyCreateForm(forms.Form):
+    organization = forms.IntegerField(label="Organisation")
+    name = forms.CharField(label="Name", max_length=200)
+    scopes = forms.MultipleChoiceField(
+        label="Scopes", choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[Scope.INFERENCE]
+    )
+    team = forms.IntegerField(label="Team", required=False)
+    expires_on = forms.DateField(label="Expires on", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    service = forms.BooleanField(label="Service key (no owner)", required=False)
+
+
+class KeyRotateForm(forms.Form):
+    grace_seconds = forms.TypedChoiceField(
+        label="Keep the old key working for", choices=ROTATION_GRACES, coerce=int, initial=86400
+    )
+
+
+class KeyRevokeForm(forms.Form):
+    reason = forms.CharField(label="Reason", required=False, max_length=200)
+
+
+def _keys_filtered(request: HttpRequest, form: KeyFilterForm) -> QuerySet[ApiKey]:
+    keys = restrict(ApiKey.objects.all(), principal=page_principal(request), action="view")
+    keys, _ = organization_filter(request, keys)
+    if not form.is_valid():
+        return keys
+    query, state, team = form.cleaned_data["q"].strip(), form.cleaned_data["state"], form.cleaned_data["team"]
+    if query:
+        # A prefix search uses the unique index on `prefix`; a name search scans the organisation's keys.
+        keys = (
+            keys.filter(prefix__startswith=query)
+            if query.startswith(key_services.KEY_PREFIX)
+            else keys.filter(Q(name__icontains=query) | Q(prefix__startswith=query))
+        )
+    now = timezone.now()
+    if state == "active":
+        keys = keys.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now)).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+    elif state == "revoked":
+        keys = keys.filter(revoked_at__lte=now)
+    elif state == "expired":
+        keys = keys.filter(expires_at__lte=now)
+    if team:
+        keys = keys.filter(team_id=team)
+    return keys
+
+
+def _usage_by_key(request: HttpRequest, key_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Usage to date of the listed keys, from the hourly rollups, in one grouped query."""
+    if not key_ids:
+        return {}
+    rows = (
+        restrict(UsageRollup.objects.filter(api_key_id__in=key_ids), principal=page_principal(request), action="view")
+        .order_by()
+        .values("api_key_id")
+        .annotate(
+            requests=Sum("requests"), tokens=Sum("prompt_tokens") + Sum("completion_tokens"), cost=Sum("cost_micros")
+        )
+    )
+    return {row["api_key_id"]: row for row in rows}
+
+
+def key_state(key: ApiKey) -> str:
+    """What the list shows: active, ending (a rotated key in its grace period), revoked or expired."""
+    now = timezone.now()
+    if key.revoked_at is not None:
+        return "revoked" if key.revoked_at <= now else "ending"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _teams_for_create(request: HttpRequest) -> QuerySet[Team]:
+    orgs = may(request, "add", ApiKey)
+    teams = restrict(Team.objects.all(), principal=page_principal(request), action="view")
+    return teams.filter(organization_id__in=orgs.values("pk")).select_related("organization")
+
+
+@never_cache
+@login_required
+@require_GET
+def keys_view(request: HttpRequest) -> HttpResponse:
+    form = KeyFilterForm(request.GET or None)
+    keys = _keys_filtered(request, form).select_related("team", "owner", "organization")
+    page = keyset_page(keys, request=request)
+    usage = _usage_by_key(request, [key.pk for key in page.rows])
+    ids = [key.pk for key in page.rows]
+    principal = page_principal(request)
+    changeable = (
+        set(
+            restrict(ApiKey.objects.filter(pk__in=ids), principal=principal, action="change").values_list(
+                "pk", flat=True
+            )
+        )
+        if ids
+        else set()
+    )
+    deletable = (
+        set(
+            restrict(ApiKey.objects.filter(pk__in=ids), principal=principal, action="delete").values_list(
+                "pk", flat=True
+            )
+        )
+        if ids
+        else set()
+    )
+    rows = [
+        {
+            "key": key,
+            "state": key_state(key),
+            "usage": usage.get(key.pk, {}),
+            "may_rotate": key.pk in changeable and key_state(key) == "active",
+            "may_revoke": key.pk in deletable and key_state(key) in ("active", "ending"),
+        }
+        for key in page.rows
+    ]
+    create_orgs = list(may(request, "add", ApiKey).order_by("name"))
+    context = {
+        "form": form,
+        "rows": rows,
+        "page": page,
+        "query": query_without(request, "older", "newer"),
+        "create_orgs": create_orgs,
+        "teams": list(_teams_for_create(request)) if create_orgs else [],
+        "create_form": KeyCreateForm(),
+        "orgs": organizations_visible(request),
+        "org": organization_current_slug(request),
+        "may_issue_service": may(request, "change", ApiKey).exists() if create_orgs else False,
+    }
+    return render(request, "console/keys/list.html", context)
+
+
+def _issued_to_session(request: HttpRequest, issued: key_services.IssuedKey, *, rotated: bool) -> None:
+    request.session[SESSION_ISSUED] = {"key_id": issued.key.pk, "secret": issued.secret, "rotated": rotated}
+
+
+@login_required
+@require_POST
+def key_create_view(request: HttpRequest) -> HttpResponse:
+    form = KeyCreateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Check the form: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("console:keys")
+    values = form.cleaned_data
+    organization = require_may_add(request, ApiKey, values["organization"])
+    team = None
+    if values["team"]:
+        team = (
+            restrict(Team.objects.filter(organization=organization), principal=page_principal(request), action="view")
+            .filter(pk=values["team"])
+            .first()
+        )
+        if team is None:
+            messages.error(request, "Choose one of the organisation's teams.")
+            return redirect("console:keys")
+    if values["service"] and not may(request, "change", ApiKey).filter(pk=organization.pk).exists():
+        raise PermissionDenied("You may issue keys for yourself only.")
+    expires = values["expires_on"]
+    issued, error = service_run(
+        key_services.api_key_create,
+        organization=organization,
+        name=values["name"],
+        scopes=values["scopes"],
+        team=team,
+        owner=None if values["service"] else request.user,
+        expires_at=timezone.make_aware(timezone.datetime.combine(expires, timezone.datetime.min.time()))
+        if expires
+        else None,
+        actor=request.user,
+        context=page_audit_context(request),
+    )
+    if error:
+        messages.error(request, error)
+        return redirect("console:keys")
+    _issued_to_session(request, issued, rotated=False)
+    return redirect("console:key-secret")
+
+
+@never_cache
+@login_required
+@require_GET
+def key_secret_view(request: HttpRequest) -> HttpResponse:
+    """The secret of the key just issued or rotated, shown once: it leaves the session as it is shown."""
+    issued = request.session.pop(SESSION_ISSUED, None)
+    if not issued:
+        messages.info(request, "A key's secret is shown only once, right after it is created or rotated.")
+        return redirect("console:keys")
+    key = tenant_object(ApiKey.objects.all(), request=request, pk=issued["key_id"])
+    return render(
+        request, "console/keys/secret.html", {"key": key, "secret": issued["secret"], "rotated": issued["rotated"]}
+    )
+
+
+@never_cache
+@login_required
+@require_GET
+def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    key = tenant_object(ApiKey.objects.select_related("team", "owner", "organization"), request=request, pk=pk)
+    principal = page_principal(request)
+    since = timezone.now() - timedelta(days=30)
+    daily = list(
+        restrict(UsageRollup.objects.all(), principal=principal, action="view")
+        .filter(api_key_id=key.pk, organization_id=key.organization_id, hour__gte=since)
+        .order_by()
+        .annotate(day=TruncDay("hour"))
+        .values("day")
+        .annotate(
+            requests=Sum("requests"),
+            tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
+            cost=Sum("cost_micros"),
+            errors=Sum("errors"),
+        )
+        .order_by("-day")
+    )
+    totals = _usage_by_key(request, [key.pk]).get(key.pk, {})
+    recent = list(
+        restrict(UsageRecord.objects.all(), principal=principal, action="view")
+        .filter(api_key_id=key.pk, organization_id=key.organization_id)
+        .only(
+            "request_id",
+            "started_at",
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_micros",
+            "latency_ms",
+            "status_code",
+            "outcome",
+        )
+        .order_by("-started_at")[:20]
+    )
+    state = key_state(key)
+    context = {
+        "key": key,
+        "state": state,
+        "daily": daily,
+        "totals": totals,
+        "recent": recent,
+        "may_rotate": state == "active"
+        and restrict(ApiKey.objects.filter(pk=key.pk), principal=principal, action="change").exists(),
+        "may_revoke": state in ("active", "ending")
+        and restrict(ApiKey.objects.filter(pk=key.pk), principal=principal, action="delete").exists(),
+        "rotate_form": KeyRotateForm(),
+        "revoke_form": KeyRevokeForm(),
+    }
+    return render(request, "console/keys/detail.html", context)
+
+
+@login_required
+@require_POST
+def key_rotate_view(request: HttpRequest, pk: int) -> HttpResponse:
+    key = tenant_object(ApiKey.objects.all(), request=request, pk=pk, action="change")
+    form = KeyRotateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose how long the old key keeps working.")
+        return redirect("console:key-detail", pk=key.pk)
+    issued, error = service_run(
+        key_services.api_key_rotate,
+        key=key,
+        grace=timedelta(seconds=form.cleaned_data["grace_seconds"]),
+        actor=request.user,
+        context=page_audit_context(request),
+    )
+    if error:
+        messages.error(request, error)
+        return redirect("console:key-detail", pk=key.pk)
+    _issued_to_session(request, issued, rotated=True)
+    return redirect("console:key-secret")
+
+
+@login_required
+@require_POST
+def key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    key = tenant_object(ApiKey.objects.all(), request=request, pk=pk, action="delete")
+    form = KeyRevokeForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    _, error = service_run(
+        key_services.api_key_revoke, key=key, reason=reason, actor=request.user, context=page_audit_context(request)
+    )
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, f"The key {key.prefix}… is revoked; gateways refuse it within a second.")
+    return redirect("console:key-detail", pk=key.pk)

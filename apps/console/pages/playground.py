@@ -1,0 +1,150 @@
+"""The playground: pick one of the models your organisation may use (and optionally a prompt template), chat with
+streamed answers, and see the tokens, latency and guardrails of each request.
+
+The page posts to `playground_chat_view`, which runs the request through the real `/v1` pipeline with the user's
+playground key (see apps/console/playground.py); once the usage worker has recorded the request,
+`playground_request_view` answers what it used and which guardrails fired. Running the playground spends the
+organisation's tokens, so it needs a role that may create API keys; viewers see the page but cannot send."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.audit.models import UsageRecord
+from apps.compute.models import ModelDeployment
+from apps.console.pages.support import may, page_principal
+from apps.console.playground import playground_body, playground_chat_stream, playground_key_secret
+from apps.console.scope import org_scope_get
+from apps.keys.models import ApiKey
+from apps.policies.errors import PolicyDenied
+from apps.policies.models import PromptTemplate
+from apps.policies.prompts.selectors import template_render
+from apps.rbac.restrict import restrict
+
+SERVING = (ModelDeployment.State.READY, ModelDeployment.State.DEGRADED)
+MAX_MESSAGES = 50
+MAX_CHARS = 32_000
+
+
+def playground_models(request: HttpRequest, organization_id: int) -> list[str]:
+    """Served model names the organisation may call now: its own serving deployments and platform ones shared with
+    it, as far as the user may see them (one query)."""
+    visible = restrict(ModelDeployment.objects.all(), principal=page_principal(request), action="view")
+    mine_or_shared = visible.filter(state__in=SERVING).filter(organization_id=organization_id) | visible.filter(
+        state__in=SERVING, organization__isnull=True, shared_with=organization_id
+    )
+    return sorted(set(mine_or_shared.values_list("served_model_name", flat=True)))
+
+
+@login_required
+@require_GET
+def playground_view(request: HttpRequest) -> HttpResponse:
+    scope = org_scope_get(request, model=ApiKey, action="view")
+    context: dict[str, Any] = {"scope": scope, "models": [], "templates": []}
+    if scope.organization is not None:
+        org_id = scope.organization.pk
+        context["models"] = playground_models(request, org_id)
+        templates = restrict(PromptTemplate.objects.all(), principal=page_principal(request), action="view")
+        context["templates"] = list(
+            templates.filter(organization_id=org_id, latest_version__gt=0)
+            .order_by("name")
+            .values("name", "latest_version")
+        )
+        context["can_send"] = may(request, "add", ApiKey).filter(pk=org_id).exists()
+    return render(request, "console/playground/index.html", context)
+
+
+class PlaygroundRefused(Exception):
+    """A chat request the console refuses before it reaches the gateway (HTTP status and message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _chat_prepare(request: HttpRequest) -> tuple[str, bytes]:
+    """Check the request (who, which organisation, which model) and return the playground key's secret and the
+    `/v1` body. Sync: it reads the session and may issue a key."""
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        raise PlaygroundRefused(400, "The request is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise PlaygroundRefused(400, "The request must be a JSON object.")
+    organization = may(request, "add", ApiKey).filter(slug=str(data.get("org", ""))).first()
+    if organization is None:
+        raise PlaygroundRefused(403, "Your role in this organisation cannot run the playground.")
+    model = str(data.get("model", ""))
+    if model not in playground_models(request, organization.pk):
+        raise PlaygroundRefused(400, "Choose a model that is serving in this organisation.")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
+        raise PlaygroundRefused(400, "Send between 1 and 50 messages.")
+    chat = [
+        {"role": str(m.get("role")), "content": str(m.get("content", ""))[:MAX_CHARS]}
+        for m in messages
+        if isinstance(m, dict) and m.get("role") in ("user", "assistant", "system")
+    ]
+    template = str(data.get("template") or "")
+    if template:
+        try:
+            rendered = template_render(organization_id=organization.pk, ref=template, variables=data.get("variables"))
+        except PolicyDenied as error:
+            raise PlaygroundRefused(400, f"Template: {error}") from None
+        chat = [*rendered.messages, *chat]
+    max_tokens = data.get("max_tokens")
+    temperature = data.get("temperature")
+    body = playground_body(
+        model=model,
+        messages=chat,
+        max_tokens=int(max_tokens) if isinstance(max_tokens, int) and 0 < max_tokens <= 32_768 else None,
+        temperature=float(temperature) if isinstance(temperature, int | float) and 0 <= temperature <= 2 else None,
+    )
+    secret = playground_key_secret(session=request.session, user=request.user, organization=organization)
+    request.session.save()  # the secret must be stored before the stream starts (the response saves late)
+    return secret, body
+
+
+@require_POST
+async def playground_chat_view(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": {"message": "Sign in first."}}, status=401)
+    try:
+        secret, body = await sync_to_async(_chat_prepare)(request)
+    except PlaygroundRefused as refused:
+        return JsonResponse({"error": {"message": str(refused)}}, status=refused.status)
+    response = StreamingHttpResponse(playground_chat_stream(secret=secret, body=body), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+@login_required
+@require_GET
+def playground_request_view(request: HttpRequest, request_id: str) -> JsonResponse:
+    """What one playground request used, once the usage worker has recorded it (404 until then, or if it is not one
+    the user may see)."""
+    records = restrict(UsageRecord.objects.all(), principal=page_principal(request), action="view")
+    record = records.filter(request_id=request_id).first()
+    if record is None:
+        return JsonResponse({"recorded": False}, status=404)
+    return JsonResponse(
+        {
+            "recorded": True,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "cost_micros": record.cost_micros,
+            "latency_ms": record.latency_ms,
+            "ttft_ms": record.ttft_ms,
+            "outcome": record.outcome,
+            "guardrails": record.guardrails,
+        }
+    )

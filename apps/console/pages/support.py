@@ -1,0 +1,229 @@
+"""What the console's management pages (keys, policies, templates, usage, audit, members) share: who is asking,
+the tenancy door for one object (404 outside the principal's view, 403 when visible but not changeable), running a
+write service as the request's transaction, and keyset pagination that never counts the whole table."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest
+from django.utils.dateparse import parse_datetime
+
+from apps.audit.services import AuditContext
+from apps.orgs.models import Membership, Organization
+from apps.rbac.restrict import Principal, organizations_allowing, restrict
+
+M = TypeVar("M", bound=models.Model)
+
+PAGE_SIZE = 25
+
+
+def page_principal(request: HttpRequest) -> Principal:
+    """The signed-in person (the console never acts with an API key)."""
+    return Principal.of(request.user)
+
+
+def page_audit_context(request: HttpRequest) -> AuditContext:
+    """Where a console change came from, for its audit event."""
+    return AuditContext(
+        ip_address=request.META.get("REMOTE_ADDR") or None,
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
+        request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+    )
+
+
+def tenant_object(queryset: QuerySet[M], *, request: HttpRequest, pk: Any, action: str = "view") -> M:
+    """The row `pk` of `queryset` if the signed-in user may `action` it. Outside their view: 404 (nothing reveals
+    that it exists); visible but not theirs to `action`: 403."""
+    principal = page_principal(request)
+    found = restrict(queryset, principal=principal, action=action).filter(pk=pk).first()
+    if found is not None:
+        return found
+    if action != "view" and restrict(queryset, principal=principal, action="view").filter(pk=pk).exists():
+        raise PermissionDenied(f"You may not {action} this {queryset.model._meta.verbose_name}.")
+    raise Http404
+
+
+def may(request: HttpRequest, action: str, model: type[models.Model]) -> QuerySet[Organization]:
+    """The organisations in which the signed-in user may `action` every `model` row (what shows a button)."""
+    return organizations_allowing(principal=page_principal(request), action=action, model=model)
+
+
+def require_may_add(request: HttpRequest, model: type[models.Model], organization_id: Any) -> Organization:
+    """The organisation `organization_id` if the user may add `model` rows there; else 403 (or 404 when the
+    organisation is not even visible to them)."""
+    allowed = may(request, "add", model).filter(pk=_int_or_none(organization_id)).first()
+    if allowed is not None:
+        return allowed
+    visible = restrict(
+        Organization.objects.filter(pk=_int_or_none(organization_id)), principal=page_principal(request), action="view"
+    )
+    if visible.exists():
+        raise PermissionDenied(f"You may not add a {model._meta.verbose_name} here.")
+    raise PermissionDenied(f"You may not add a {model._meta.verbose_name}.")
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def service_run(function: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, str]:
+    """Run a write service as the request's top-level transaction. Returns (result, "") or (None, why it was
+    refused) for the refusals services raise (ValueError, ValidationError, a uniqueness conflict)."""
+    try:
+        with transaction.atomic(durable=True):
+            return function(**kwargs), ""
+    except DjangoValidationError as error:
+        if hasattr(error, "message_dict"):
+            return None, " ".join(
+                f"{'' if k == '__all__' else k + ': '}{' '.join(v)}" for k, v in error.message_dict.items()
+            )
+        return None, " ".join(error.messages)
+    except ValueError as error:
+        return None, str(error).capitalize() + ("" if str(error).endswith(".") else ".")
+    except IntegrityError:
+        return None, "This conflicts with an existing record (a name or slug already used?)."
+
+
+def organizations_visible(request: HttpRequest) -> list[Organization]:
+    """The organisations the user may see (for the organisation switcher and create forms), once per request."""
+    cached = getattr(request, "_console_organizations", None)
+    if cached is None:
+        # The organisations the user belongs to (every one for the superadmin): a member whose custom role holds no
+        # organisation permission still works in it. What they see inside is restrict()'s business, per list.
+        visible = restrict(Organization.objects.all(), principal=page_principal(request), action="view")
+        belongs = Membership.objects.filter(user_id=request.user.pk).values("organization_id")
+        cached = list(Organization.objects.filter(Q(pk__in=visible.values("pk")) | Q(pk__in=belongs)).order_by("name"))
+        request._console_organizations = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def organization_current(request: HttpRequest) -> Organization | None:
+    """The organisation a list page shows: `?org=<slug>` when the user may see it, else their first one.
+
+    Lists work on one organisation at a time so that their queries filter the organisation by equality, which
+    is what the (organisation, time) indexes serve: fast at any table size."""
+    organizations = organizations_visible(request)
+    slug = request.GET.get("org", "").strip()
+    chosen = next((o for o in organizations if o.slug == slug), None)
+    return chosen or (organizations[0] if organizations else None)
+
+
+def organization_current_slug(request: HttpRequest) -> str:
+    current = organization_current(request)
+    return current.slug if current is not None else ""
+
+
+def organization_filter(
+    request: HttpRequest, queryset: QuerySet[M], field: str = "organization_id"
+) -> tuple[QuerySet[M], str]:
+    """Narrow an already-restricted `queryset` to the current organisation (nothing when the user has none)."""
+    current = organization_current(request)
+    if current is None:
+        return queryset.none(), ""
+    return queryset.filter(**{field: current.pk}), current.slug
+
+
+@dataclass
+class KeysetPage:
+    """One page of rows in a fixed descending order, with opaque cursors to the older and newer neighbours (None at
+    either end). No COUNT: one extra row tells whether there is more."""
+
+    rows: list[Any]
+    older: str | None
+    newer: str | None
+
+
+def _encode(values: Iterable[Any]) -> str:
+    plain = [value.isoformat() if isinstance(value, datetime) else value for value in values]
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, fields: tuple[str, ...], model: type[models.Model]) -> list[Any] | None:
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(plain, list) or len(plain) != len(fields):
+        return None
+    values: list[Any] = []
+    for name, value in zip(fields, plain, strict=True):
+        field = model._meta.pk if name == "pk" else model._meta.get_field(name)
+        if isinstance(field, models.DateTimeField):
+            moment = parse_datetime(value) if isinstance(value, str) else None
+            if moment is None:
+                return None
+            values.append(moment)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            values.append(value)
+        else:
+            return None
+    return values
+
+
+def _beyond(fields: tuple[str, ...], values: list[Any], op: str) -> Q:
+    """Rows strictly after `values` in the order of `fields` (lexicographic), `op` being "lt" or "gt"."""
+    condition = Q()
+    for index, name in enumerate(fields):
+        step = Q(**{f"{name}__{op}": values[index]})
+        for earlier, value in zip(fields[:index], values[:index], strict=True):
+            step &= Q(**{earlier: value})
+        condition |= step
+    return condition
+
+
+def keyset_page(
+    queryset: QuerySet[Any],
+    *,
+    request: HttpRequest,
+    fields: tuple[str, ...] = ("created_at", "pk"),
+    size: int = PAGE_SIZE,
+) -> KeysetPage:
+    """The page of `queryset` (newest first by `fields`) that `?older=` or `?newer=` points at; the first page
+    without either. Uses the indexed ordering and a LIMIT, so it stays fast however many rows match."""
+    model = queryset.model
+    older = _decode(request.GET.get("older", ""), fields, model) if request.GET.get("older") else None
+    newer = _decode(request.GET.get("newer", ""), fields, model) if request.GET.get("newer") else None
+    descending = [f"-{name}" for name in fields]
+    if newer is not None:
+        ascending = list(fields)
+        rows = list(queryset.filter(_beyond(fields, newer, "gt")).order_by(*ascending)[: size + 1])
+        has_more_newer = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        has_more_older = True
+    else:
+        if older is not None:
+            queryset = queryset.filter(_beyond(fields, older, "lt"))
+        rows = list(queryset.order_by(*descending)[: size + 1])
+        has_more_older = len(rows) > size
+        rows = rows[:size]
+        has_more_newer = older is not None
+
+    def cursor(row: Any) -> str:
+        return _encode(getattr(row, "pk" if name == "pk" else name) for name in fields)
+
+    return KeysetPage(
+        rows=rows,
+        older=cursor(rows[-1]) if rows and has_more_older else None,
+        newer=cursor(rows[0]) if rows and has_more_newer else None,
+    )
+
+
+def query_without(request: HttpRequest, *names: str) -> str:
+    """The current query string minus `names` (to build pager and export links that keep the filters)."""
+    params = request.GET.copy()
+    for name in names:
+        params.pop(name, None)
+    return params.urlencode()

@@ -1,0 +1,188 @@
+"""The usage explorer: every `/v1` request of the user's organisations, filtered by date range, model, key, team
+and outcome, in keyset pages over the indexed `started_at` (no COUNT over the table), with totals read from the
+hourly rollups and a streamed CSV export of the same filter."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet, Sum
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from apps.audit.models import UsageRecord, UsageRollup
+from apps.console.pages.support import (
+    keyset_page,
+    organization_current_slug,
+    organization_filter,
+    organizations_visible,
+    page_principal,
+    query_without,
+)
+from apps.keys.models import ApiKey
+from apps.orgs.models import Team
+from apps.rbac.restrict import restrict
+
+# A key filter is a prefix: at most this many matching keys are searched.
+KEY_MATCH_LIMIT = 50
+
+EXPORT_FIELDS = [
+    "request_id",
+    "started_at",
+    "organization_id",
+    "team_id",
+    "api_key_id",
+    "deployment_id",
+    "endpoint",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_micros",
+    "ttft_ms",
+    "latency_ms",
+    "status_code",
+    "outcome",
+    "error_code",
+    "streamed",
+]
+
+
+class UsageFilterForm(forms.Form):
+    since = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label="To (inclusive)", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    model = forms.CharField(label="Model", required=False, max_length=200)
+    key = forms.CharField(label="Key (prefix or id)", required=False, max_length=64)
+    team = forms.IntegerField(label="Team", required=False)
+    outcome = forms.ChoiceField(
+        label="Outcome", required=False, choices=[("", "Any outcome"), *UsageRecord.Outcome.choices]
+    )
+
+
+def _day_start(day: Any) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min), timezone.get_current_timezone())
+
+
+def usage_filtered(request: HttpRequest, form: UsageFilterForm) -> tuple[QuerySet[UsageRecord], QuerySet[UsageRollup]]:
+    """The user's usage records and hourly rollups narrowed by the form (rollups ignore the outcome filter)."""
+    principal = page_principal(request)
+    records = restrict(UsageRecord.objects.all(), principal=principal, action="view")
+    rollups = restrict(UsageRollup.objects.all(), principal=principal, action="view")
+    records, _ = organization_filter(request, records)
+    rollups, _ = organization_filter(request, rollups)
+    if not form.is_valid():
+        return records.none(), rollups.none()
+    values = form.cleaned_data
+    if values["since"]:
+        records = records.filter(started_at__gte=_day_start(values["since"]))
+        rollups = rollups.filter(hour__gte=_day_start(values["since"]))
+    if values["until"]:
+        end = _day_start(values["until"]) + timedelta(days=1)
+        records = records.filter(started_at__lt=end)
+        rollups = rollups.filter(hour__lt=end)
+    if values["model"].strip():
+        records = records.filter(model=values["model"].strip())
+        rollups = rollups.filter(model=values["model"].strip())
+    key = values["key"].strip()
+    if key:
+        if key.isdigit():
+            records, rollups = records.filter(api_key_id=int(key)), rollups.filter(api_key_id=int(key))
+        else:
+            # Resolved to ids first, so the records query is an index lookup on (api_key, started_at).
+            keys = restrict(ApiKey.objects.filter(prefix__startswith=key), principal=principal, action="view")
+            key_ids = list(keys.values_list("pk", flat=True)[:KEY_MATCH_LIMIT])
+            records = records.filter(api_key_id__in=key_ids)
+            rollups = rollups.filter(api_key_id__in=key_ids)
+    if values["team"]:
+        records, rollups = records.filter(team_id=values["team"]), rollups.filter(team_id=values["team"])
+    if values["outcome"]:
+        records = records.filter(outcome=values["outcome"])
+    return records, rollups
+
+
+@never_cache
+@login_required
+@require_GET
+def usage_view(request: HttpRequest) -> HttpResponse:
+    form = UsageFilterForm(request.GET)
+    records, rollups = usage_filtered(request, form)
+    page = keyset_page(
+        records.select_related("api_key", "team").only(
+            "request_id",
+            "started_at",
+            "model",
+            "endpoint",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_micros",
+            "latency_ms",
+            "ttft_ms",
+            "status_code",
+            "outcome",
+            "error_code",
+            "api_key__prefix",
+            "api_key__name",
+            "team__name",
+        ),
+        request=request,
+        fields=("started_at", "pk"),
+    )
+    totals = rollups.order_by().aggregate(
+        requests=Sum("requests"),
+        errors=Sum("errors"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+        cost=Sum("cost_micros"),
+    )
+    teams = restrict(Team.objects.all(), principal=page_principal(request), action="view").select_related(
+        "organization"
+    )
+    context = {
+        "form": form,
+        "page": page,
+        "totals": totals,
+        "teams": list(teams.order_by("organization__name", "name")),
+        "query": query_without(request, "older", "newer"),
+        "export_query": query_without(request, "older", "newer"),
+        "orgs": organizations_visible(request),
+        "org": organization_current_slug(request),
+        "outcome_filtered": bool(form.is_valid() and form.cleaned_data["outcome"]),
+    }
+    return render(request, "console/usage/explorer.html", context)
+
+
+def _csv_rows(records: QuerySet[UsageRecord]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_FIELDS)
+    rows = records.order_by("-started_at", "-pk").values_list(*EXPORT_FIELDS).iterator(chunk_size=2000)
+    for count, row in enumerate(rows, start=1):
+        writer.writerow([value.isoformat() if isinstance(value, datetime) else value for value in row])
+        if count % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@login_required
+@require_GET
+def usage_export_view(request: HttpRequest) -> StreamingHttpResponse:
+    """The filtered records as CSV, newest first, streamed in chunks (server memory stays flat)."""
+    form = UsageFilterForm(request.GET)
+    records, _ = usage_filtered(request, form)
+    response = StreamingHttpResponse(_csv_rows(records), content_type="text/csv")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="usage-{stamp}.csv"'
+    return response
+
+
+__all__ = ["usage_export_view", "usage_filtered", "usage_view"]

@@ -1,0 +1,82 @@
+"""The console's pages, mounted at `/console/`."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from apps.console import oidc_views, views
+from apps.console.pages import audit as audit_pages
+from apps.console.pages import dashboard as dashboard_pages
+from apps.console.pages import deployments as deployment_pages
+from apps.console.pages import keys as keys_pages
+from apps.console.pages import members as members_pages
+from apps.console.pages import playground as playground_pages
+from apps.console.pages import policies as policies_pages
+from apps.console.pages import templates as templates_pages
+from apps.console.pages import usage as usage_pages
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.home_view, name="home"),
+    path("login/", views.login_view, name="login"),
+    path("login/verify/", views.login_verify_view, name="login-verify"),
+    path("logout/", views.logout_view, name="logout"),
+    path("sso/start/", oidc_views.SsoStartView.as_view(), name="sso-start"),
+    path("sso/callback/", oidc_views.SsoCallbackView.as_view(), name="sso-callback"),
+    path("security/", views.security_view, name="security"),
+    path("security/2fa/enrol/", views.twofactor_enrol_view, name="twofactor-enrol"),
+    path("security/2fa/disable/", views.twofactor_disable_view, name="twofactor-disable"),
+    path("security/recovery-codes/", views.recovery_codes_view, name="recovery-codes"),
+    path(
+        "security/recovery-codes/regenerate/",
+        views.recovery_codes_regenerate_view,
+        name="recovery-codes-regenerate",
+    ),
+    path("dashboard/", dashboard_pages.dashboard_view, name="dashboard"),
+    path("deployments/", deployment_pages.deployments_view, name="deployments"),
+    path("deployments/new/", deployment_pages.deployment_create_view, name="deployment-create"),
+    path("deployments/<int:pk>/", deployment_pages.deployment_detail_view, name="deployment-detail"),
+    path("deployments/<int:pk>/scale/", deployment_pages.deployment_scale_view, name="deployment-scale"),
+    path("deployments/<int:pk>/stop/", deployment_pages.deployment_stop_view, name="deployment-stop"),
+    path("deployments/<int:pk>/start/", deployment_pages.deployment_start_view, name="deployment-start"),
+    path("playground/", playground_pages.playground_view, name="playground"),
+    path("playground/chat/", playground_pages.playground_chat_view, name="playground-chat"),
+    path("playground/requests/<str:request_id>/", playground_pages.playground_request_view, name="playground-request"),
+    path("keys/", keys_pages.keys_view, name="keys"),
+    path("keys/new/", keys_pages.key_create_view, name="key-create"),
+    path("keys/secret/", keys_pages.key_secret_view, name="key-secret"),
+    path("keys/<int:pk>/", keys_pages.key_detail_view, name="key-detail"),
+    path("keys/<int:pk>/rotate/", keys_pages.key_rotate_view, name="key-rotate"),
+    path("keys/<int:pk>/revoke/", keys_pages.key_revoke_view, name="key-revoke"),
+    path("usage/", usage_pages.usage_view, name="usage"),
+    path("usage/export.csv", usage_pages.usage_export_view, name="usage-export"),
+    path("audit/", audit_pages.audit_view, name="audit"),
+    path("audit/export.<str:fmt>", audit_pages.audit_export_view, name="audit-export"),
+    path("members/", members_pages.members_view, name="members"),
+    path("members/<int:pk>/role/", members_pages.member_role_view, name="member-role"),
+    path("members/<int:pk>/remove/", members_pages.member_remove_view, name="member-remove"),
+    path("members/invitations/", members_pages.invitations_view, name="member-invitations"),
+    path("members/invitations/new/", members_pages.invitation_create_view, name="member-invitation-create"),
+    path("members/invitations/<int:pk>/revoke/", members_pages.invitation_revoke_view, name="member-invitation-revoke"),
+    path("invitations/<str:token>/", members_pages.invitation_accept_view, name="member-invitation-accept"),
+    path("members/teams/", members_pages.teams_view, name="member-teams"),
+    path("members/teams/new/", members_pages.team_create_view, name="member-team-create"),
+    path("members/teams/<int:pk>/delete/", members_pages.team_delete_view, name="member-team-delete"),
+    path("members/roles/", members_pages.roles_view, name="member-roles"),
+    path("members/roles/new/", members_pages.role_create_view, name="member-role-create"),
+    path("members/roles/<int:pk>/delete/", members_pages.role_delete_view, name="member-role-delete"),
+    path("policies/", policies_pages.policies_view, name="policies"),
+    path("policies/new/", policies_pages.policy_create_view, name="policy-create"),
+    path("policies/<int:pk>/", policies_pages.policy_edit_view, name="policy-edit"),
+    path("policies/<int:pk>/delete/", policies_pages.policy_delete_view, name="policy-delete"),
+    path("policies/profiles/", policies_pages.profiles_view, name="policy-profiles"),
+    path("policies/profiles/new/", policies_pages.profile_create_view, name="policy-profile-create"),
+    path("policies/profiles/<int:pk>/", policies_pages.profile_edit_view, name="policy-profile-edit"),
+    path("templates/", templates_pages.templates_view, name="templates"),
+    path("templates/new/", templates_pages.template_create_view, name="template-create"),
+    path("templates/<int:pk>/", templates_pages.template_detail_view, name="template-detail"),
+    path("templates/<int:pk>/versions/", templates_pages.template_version_create_view, name="template-version-create"),
+    path("templates/<int:pk>/diff/", templates_pages.template_diff_view, name="template-diff"),
+    path("templates/<int:pk>/delete/", templates_pages.template_delete_view, name="template-delete"),
+]

@@ -1,0 +1,264 @@
+"""REST endpoints for policies, guardrail profiles and prompt templates (with versions, diffs and render
+previews). Every query goes through `restrict()`; every write through the audited services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.policies import services as policy_services
+from apps.policies.errors import TemplateError, TemplateNotFound
+from apps.policies.models import GuardrailProfile, Policy, PromptTemplate
+from apps.policies.prompts import services as template_services
+from apps.policies.prompts.selectors import prompt_template_versions_diff, template_render
+from apps.policies.serializers import (
+    GuardrailProfileCreateIn,
+    GuardrailProfileOut,
+    GuardrailProfileUpdateIn,
+    PolicyCreateIn,
+    PolicyOut,
+    PolicyUpdateIn,
+    PromptTemplateCreateIn,
+    PromptTemplateDetailOut,
+    PromptTemplateDiffOut,
+    PromptTemplateOut,
+    PromptTemplateRenderIn,
+    PromptTemplateRenderOut,
+    PromptTemplateUpdateIn,
+    PromptTemplateVersionIn,
+    PromptTemplateVersionOut,
+)
+from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
+from apps.rbac.drf import TenantViewSet, service_call
+
+
+class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Policies of the caller's organisations, at organisation, team and key level."""
+
+    model = Policy
+    serializer_class = PolicyOut
+    filterset_fields = ["organization", "team", "api_key", "enabled", "guardrail_profile"]
+    ordering_fields = ["created_at", "updated_at"]
+
+    @extend_schema(request=PolicyCreateIn, responses={201: PolicyOut})
+    def create(self, request: Request) -> Response:
+        data = PolicyCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        organization = values.pop("organization")
+        self.check_may_add(organization)
+        policy = service_call(
+            policy_services.policy_create,
+            organization=organization,
+            team=values.pop("team", None),
+            api_key=values.pop("api_key", None),
+            **values,
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(PolicyOut(policy).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PolicyUpdateIn, responses=PolicyOut)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        policy = self.get_object()
+        data = PolicyUpdateIn(data=request.data, partial=True, context={"request": request})
+        data.is_valid(raise_exception=True)
+        policy = service_call(
+            policy_services.policy_update,
+            policy=policy,
+            changes=dict(data.validated_data),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(PolicyOut(policy).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        service_call(
+            policy_services.policy_delete, policy=self.get_object(), actor=self.actor, context=self.audit_context
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class GuardrailProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Guardrail profiles of the caller's organisations (platform profiles: the superadmin's)."""
+
+    model = GuardrailProfile
+    serializer_class = GuardrailProfileOut
+    filterset_fields = ["organization", "is_default"]
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "updated_at"]
+
+    @extend_schema(request=GuardrailProfileCreateIn, responses={201: GuardrailProfileOut})
+    def create(self, request: Request) -> Response:
+        data = GuardrailProfileCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        organization = values.pop("organization")
+        if organization is None:
+            if not self.principal.is_superadmin:
+                raise PermissionDenied("Only the platform superadmin creates platform profiles.")
+        else:
+            self.check_may_add(organization)
+            if values.pop("is_default", False):
+                raise ValidationError({"is_default": "Only a platform profile can be the default."})
+        profile = service_call(
+            policy_services.guardrail_profile_create,
+            organization=organization,
+            **values,
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(GuardrailProfileOut(profile).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=GuardrailProfileUpdateIn, responses=GuardrailProfileOut)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        profile = self.get_object()
+        data = GuardrailProfileUpdateIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        profile = service_call(
+            policy_services.guardrail_profile_update,
+            profile=profile,
+            changes=dict(data.validated_data),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(GuardrailProfileOut(profile).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        service_call(
+            policy_services.guardrail_profile_delete,
+            profile=self.get_object(),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PromptTemplateViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Prompt templates of the caller's organisations (and those granted to their teams), with their immutable
+    versions: `POST .../versions/` adds one, `GET .../diff/?from=1&to=2` compares two, `POST .../render/`
+    previews what a `/v1` request would send."""
+
+    model = PromptTemplate
+    serializer_class = PromptTemplateOut
+    filterset_fields = ["organization", "name"]
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "updated_at", "created_at"]
+    tenant_actions = {"diff": "view", "render": "view", **GRANT_TENANT_ACTIONS}
+
+    def tenant_action(self) -> str:
+        if self.action == "versions":
+            return "change" if self.request.method == "POST" else "view"
+        return super().tenant_action()
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(PromptTemplateDetailOut(self.get_object()).data)
+
+    @extend_schema(request=PromptTemplateCreateIn, responses={201: PromptTemplateDetailOut})
+    def create(self, request: Request) -> Response:
+        data = PromptTemplateCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        self.check_may_add(values["organization"])
+        version = service_call(
+            template_services.prompt_template_create, **values, actor=self.actor, context=self.audit_context
+        )
+        return Response(PromptTemplateDetailOut(version.template).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PromptTemplateUpdateIn, responses=PromptTemplateDetailOut)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        template = self.get_object()
+        data = PromptTemplateUpdateIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        template = service_call(
+            template_services.prompt_template_update,
+            template=template,
+            changes=dict(data.validated_data),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(PromptTemplateDetailOut(template).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        service_call(
+            template_services.prompt_template_delete,
+            template=self.get_object(),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(methods=["GET"], responses=PromptTemplateVersionOut(many=True))
+    @extend_schema(methods=["POST"], request=PromptTemplateVersionIn, responses={201: PromptTemplateVersionOut})
+    @action(detail=True, methods=["get", "post"])
+    def versions(self, request: Request, pk: str) -> Response:
+        """GET: the version history, newest first. POST: a new version (the content is never edited in place)."""
+        template = self.get_object()
+        if request.method == "POST":
+            data = PromptTemplateVersionIn(data=request.data)
+            data.is_valid(raise_exception=True)
+            version = service_call(
+                template_services.prompt_template_version_create,
+                template=template,
+                **data.validated_data,
+                actor=self.actor,
+                context=self.audit_context,
+            )
+            return Response(PromptTemplateVersionOut(version).data, status=status.HTTP_201_CREATED)
+        versions = template.versions.select_related("template").order_by("-version")
+        page = self.paginate_queryset(versions)
+        return self.get_paginated_response(PromptTemplateVersionOut(page, many=True).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.INT, required=True, description="The older version."),
+            OpenApiParameter("to", OpenApiTypes.INT, required=False, description="The newer version (latest)."),
+        ],
+        responses=PromptTemplateDiffOut,
+    )
+    @action(detail=True, methods=["get"])
+    def diff(self, request: Request, pk: str) -> Response:
+        """A unified diff between two versions' content."""
+        template = self.get_object()
+        try:
+            from_version = int(request.query_params["from"])
+            to_version = int(request.query_params.get("to", template.latest_version))
+        except (KeyError, ValueError):
+            raise ValidationError({"from": "Give ?from=<version>&to=<version> (to defaults to the latest)."}) from None
+        try:
+            diff = prompt_template_versions_diff(template=template, from_version=from_version, to_version=to_version)
+        except TemplateNotFound as error:
+            raise NotFound(error.message) from error
+        return Response({"from_version": from_version, "to_version": to_version, "diff": diff})
+
+    @extend_schema(request=PromptTemplateRenderIn, responses=PromptTemplateRenderOut)
+    @action(detail=True, methods=["post"])
+    def render(self, request: Request, pk: str) -> Response:
+        """What a `/v1` request naming this template would send: the rendered messages, model and parameters."""
+        template = self.get_object()
+        data = PromptTemplateRenderIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        ref = f"{template.name}@{data.validated_data['version']}"
+        try:
+            rendered = template_render(
+                organization_id=template.organization_id, ref=ref, variables=data.validated_data["variables"]
+            )
+        except TemplateNotFound as error:
+            raise NotFound(error.message) from error
+        except TemplateError as error:
+            raise ValidationError({"variables": [error.message]}) from error
+        body: dict[str, Any] = {
+            "messages": rendered.messages,
+            "model": rendered.model,
+            "params": rendered.params,
+            "template": rendered.ref,
+            "version": rendered.version,
+        }
+        return Response(body)

@@ -1,0 +1,199 @@
+"""REST shapes of policies, guardrail profiles and prompt templates. Inputs only parse; the write services in
+`apps.policies.services` and `apps.policies.prompts.services` validate and audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.keys.models import ApiKey
+from apps.orgs.models import Organization, Team
+from apps.policies.models import GuardrailProfile, Policy, PromptTemplate, PromptTemplateVersion
+from apps.rbac.drf import TenantRelatedField
+
+# --- policies -------------------------------------------------------------------------------------------------
+
+
+class PolicyOut(serializers.ModelSerializer):
+    level = serializers.CharField(read_only=True, help_text='"org", "team" or "key".')
+
+    class Meta:
+        model = Policy
+        fields = [
+            "id",
+            "organization",
+            "team",
+            "api_key",
+            "level",
+            "enabled",
+            "allowed_models",
+            *Policy.LIMIT_FIELDS,
+            "guardrail_profile",
+            "created_at",
+            "updated_at",
+        ]
+
+
+def _limit(**kwargs: Any) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, required=False, allow_null=True, **kwargs)
+
+
+class PolicyUpdateIn(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, help_text="Names or glob patterns; empty: any."
+    )
+    requests_per_minute = _limit(max_value=2**31 - 1)
+    tokens_per_minute = _limit(max_value=2**31 - 1)
+    concurrent_requests = _limit(max_value=2**31 - 1)
+    max_tokens_per_request = _limit(max_value=2**31 - 1)
+    tokens_per_day = _limit(max_value=2**63 - 1)
+    tokens_per_month = _limit(max_value=2**63 - 1)
+    budget_per_day_micros = _limit(max_value=2**63 - 1, help_text="Micro-units of the currency per UTC day.")
+    budget_per_month_micros = _limit(max_value=2**63 - 1, help_text="Micro-units of the currency per UTC month.")
+    guardrail_profile = TenantRelatedField(
+        GuardrailProfile, required=False, allow_null=True, help_text="The organisation's own or a platform profile."
+    )
+
+
+class PolicyCreateIn(PolicyUpdateIn):
+    organization = TenantRelatedField(Organization)
+    team = TenantRelatedField(Team, required=False, allow_null=True, help_text="Attach to this team of the org.")
+    api_key = TenantRelatedField(ApiKey, required=False, allow_null=True, help_text="Attach to this key of the org.")
+
+
+class GuardrailProfileOut(serializers.ModelSerializer):
+    class Meta:
+        model = GuardrailProfile
+        fields = [
+            "id",
+            "organization",
+            "name",
+            "description",
+            "input_actions",
+            "output_actions",
+            "blocklist",
+            "patterns",
+            "scanners",
+            "is_default",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class GuardrailProfileUpdateIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    input_actions = serializers.DictField(child=serializers.CharField(), required=False)
+    output_actions = serializers.DictField(child=serializers.CharField(), required=False)
+    blocklist = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
+    patterns = serializers.ListField(child=serializers.DictField(), required=False)
+    scanners = serializers.ListField(child=serializers.DictField(), required=False)
+    is_default = serializers.BooleanField(required=False, help_text="Platform profiles only (superadmin).")
+
+
+class GuardrailProfileCreateIn(GuardrailProfileUpdateIn):
+    organization = TenantRelatedField(
+        Organization, allow_null=True, help_text="The owning organisation; null: a platform profile (superadmin)."
+    )
+    name = serializers.CharField(max_length=200)
+
+
+# --- prompt templates -----------------------------------------------------------------------------------------
+
+
+class PromptTemplateVersionOut(serializers.ModelSerializer):
+    ref = serializers.SerializerMethodField(help_text="How a /v1 request names exactly this version.")
+
+    class Meta:
+        model = PromptTemplateVersion
+        fields = [
+            "version",
+            "ref",
+            "messages",
+            "variables",
+            "model",
+            "params",
+            "note",
+            "created_by",
+            "created_by_key",
+            "created_at",
+        ]
+
+    def get_ref(self, version: PromptTemplateVersion) -> str:
+        return f"{version.template.name}@{version.version}"
+
+
+class PromptTemplateOut(serializers.ModelSerializer):
+    class Meta:
+        model = PromptTemplate
+        fields = [
+            "id",
+            "organization",
+            "name",
+            "description",
+            "latest_version",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class PromptTemplateDetailOut(PromptTemplateOut):
+    latest = serializers.SerializerMethodField()
+
+    class Meta(PromptTemplateOut.Meta):
+        fields = [*PromptTemplateOut.Meta.fields, "latest"]
+
+    def get_latest(self, template: PromptTemplate) -> dict[str, Any] | None:
+        latest = template.versions.select_related("template").filter(version=template.latest_version).first()
+        return PromptTemplateVersionOut(latest).data if latest is not None else None
+
+
+class PromptTemplateVersionIn(serializers.Serializer):
+    messages = serializers.JSONField(help_text='[{"role": "system", "content": "... {{variable}} ..."}]')
+    variables = serializers.JSONField(required=False, default=list, help_text='[{"name": "x", "default": "y"}]')
+    model = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    params = serializers.JSONField(required=False, default=dict, help_text='e.g. {"temperature": 0.2}')
+    note = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class PromptTemplateCreateIn(PromptTemplateVersionIn):
+    organization = TenantRelatedField(Organization)
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class PromptTemplateUpdateIn(serializers.Serializer):
+    description = serializers.CharField(allow_blank=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError(
+                f"Only the description changes here ({', '.join(sorted(unknown))} given); content changes are new "
+                "versions: POST .../versions/. The name cannot change: requests refer to it."
+            )
+        return attrs
+
+
+class PromptTemplateRenderIn(serializers.Serializer):
+    version = serializers.RegexField(
+        r"^(latest|[1-9][0-9]{0,8})$", required=False, default="latest", help_text='A version number or "latest".'
+    )
+    variables = serializers.DictField(required=False, default=dict)
+
+
+class PromptTemplateRenderOut(serializers.Serializer):
+    messages = serializers.ListField(child=serializers.DictField())
+    model = serializers.CharField(allow_null=True)
+    params = serializers.DictField()
+    template = serializers.CharField(help_text="name@version that was rendered.")
+    version = serializers.IntegerField()
+
+
+class PromptTemplateDiffOut(serializers.Serializer):
+    from_version = serializers.IntegerField()
+    to_version = serializers.IntegerField()
+    diff = serializers.CharField(help_text="A unified diff of the two versions' content as indented JSON.")

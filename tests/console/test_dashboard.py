@@ -1,0 +1,106 @@
+"""The overview dashboard: per-organisation usage from the rollups, the org switcher, budgets against the gateway's
+counters, guardrails fired, and a query count that does not grow with the data."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from apps.audit.models import UsageRecord, UsageRollup
+from apps.policies.effective import _scope
+from apps.policies.limits import quota_key
+from apps.policies.models import Policy
+
+
+@pytest.fixture(autouse=True)
+def _clean_counters(redis_cache):
+    """Budgets and live load are read from Redis."""
+
+
+def _hour(hours_ago: int = 0) -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+
+
+def _rollups(org, n: int, model: str = "chat-small", **fields):
+    for i in range(n):
+        UsageRollup.objects.create(
+            hour=_hour(i % 20), organization=org, model=f"{model}-{i % 7}", requests=10, errors=1,
+            prompt_tokens=100, completion_tokens=50, cost_micros=2_000, latency_ms_total=1000.0, **fields,
+        )  # fmt: skip
+
+
+def _series(html: str) -> dict:
+    match = re.search(r'<script id="dashboard-series" type="application/json">(.*?)</script>', html, re.S)
+    assert match
+    return json.loads(match.group(1))
+
+
+def test_it_shows_the_organisations_usage_and_not_anothers(client, owner, org, other_org):
+    _rollups(org, 3)
+    _rollups(other_org, 5, model="globex-secret")
+    client.force_login(owner)
+    page = client.get("/console/dashboard/?range=24h")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert sum(_series(html)["requests"]) == 30
+    assert "chat-small-0" in html
+    assert "globex-secret" not in html
+    assert 'data-testid="nav-deployments"' in html
+
+
+def test_a_foreign_organisation_in_the_switcher_is_404(client, owner, other_org):
+    client.force_login(owner)
+    assert client.get(f"/console/dashboard/?org={other_org.slug}").status_code == 404
+
+
+def test_the_superadmin_sees_the_platform(client, org, other_org, roles):
+    from apps.orgs.models import User
+
+    admin = User.objects.create_superuser("root@inferia.test", "correct horse battery")
+    _rollups(org, 2)
+    _rollups(other_org, 3)
+    client.force_login(admin)
+    html = client.get("/console/dashboard/?range=7d").content.decode()
+    assert sum(_series(html)["requests"]) == 50
+    assert "All (platform)" in html
+
+
+def test_budgets_burn_against_the_gateways_counters(client, owner, org, redis_cache):
+    policy = Policy.objects.create(organization=org, budget_per_day_micros=10_000_000)
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    redis_cache.hset(quota_key(_scope(policy), "d", day), mapping={"usd_used": 8_500_000, "usd_held": 0})
+    client.force_login(owner)
+    html = client.get("/console/dashboard/").content.decode()
+    assert "$8.50 of $10.00" in html
+    assert "burn-warn" in html
+
+
+def test_guardrails_fired_are_counted_by_category_and_action(client, owner, org):
+    for action in ("redact", "redact", "block"):
+        UsageRecord.objects.create(
+            request_id=uuid.uuid4().hex, started_at=datetime.now(UTC), organization=org, endpoint="chat.completions",
+            model="m", status_code=200, outcome="ok", guardrails=[{"category": "email", "action": action, "count": 2}],
+        )  # fmt: skip
+    client.force_login(owner)
+    html = client.get("/console/dashboard/").content.decode()
+    table = html[html.index('data-testid="guardrails-fired"') :]
+    assert re.search(r"email</th><td><span class=\"badge badge-redact\">redact</span></td><td class=\"num\">4<", table)
+
+
+@pytest.mark.parametrize("rows", [1, 60])
+def test_the_query_count_does_not_grow_with_the_data(client, owner, org, rows, django_assert_num_queries):
+    from apps.orgs.models import Team
+
+    team = Team.objects.create(organization=org, name="Core", slug="core")
+    _rollups(org, rows, team=team)
+    client.force_login(owner)
+    with django_assert_num_queries(DASHBOARD_QUERIES):
+        assert client.get("/console/dashboard/?range=30d").status_code == 200
+
+
+# Session, user, the two-factor gate, the organisation switcher, then one query per panel.
+DASHBOARD_QUERIES = 12

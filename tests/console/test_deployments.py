@@ -1,0 +1,178 @@
+"""The deployments pages: tenancy (404 outside, 403 for a viewer's forged POST), create/scale/stop through the
+compute services with audit, pinned query counts, and the live WebSocket."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+
+from apps.audit.models import AuditEvent
+from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+
+
+@pytest.fixture(autouse=True)
+def _no_worker(monkeypatch, redis_cache):
+    """Writes ask the worker to reconcile after commit; no worker runs here."""
+    monkeypatch.setattr("apps.compute.services.enqueue_reconcile", lambda deployment_id: None)
+
+
+def _deployment(org, name="chat-small", state=ModelDeployment.State.READY, replicas=1):
+    provider = Provider.objects.create(organization=org, name=f"sim-{name}", kind=Provider.Kind.SIMULATOR)
+    pool = ComputePool.objects.create(organization=org, provider=provider, name=f"pool-{name}", max_nodes=8)
+    deployment = ModelDeployment.objects.create(
+        organization=org, pool=pool, name=name, model_id="sim/tiny", served_model_name=name, state=state,
+        min_replicas=1, max_replicas=4, desired_replicas=replicas,
+    )  # fmt: skip
+    for _ in range(replicas):
+        Replica.objects.create(
+            deployment=deployment, state=Replica.State.READY, endpoint="http://127.0.0.1:9",
+            last_metrics={"running": 2, "waiting": 1, "kv_cache": 0.25},
+        )  # fmt: skip
+    return deployment
+
+
+def test_the_list_shows_state_and_load(client, owner, org):
+    _deployment(org, replicas=2)
+    client.force_login(owner)
+    html = client.get("/console/deployments/").content.decode()
+    assert 'data-testid="deployment-state">Ready' in html
+    assert ">2/2<" in html
+    assert '<td class="num">4</td>' in html  # running requests summed over the replicas
+    assert 'data-testid="deployment-create-form"' in html
+
+
+def test_an_outsider_gets_404_on_another_orgs_deployment(client, outsider, org):
+    deployment = _deployment(org)
+    client.force_login(outsider)
+    assert client.get(f"/console/deployments/{deployment.pk}/").status_code == 404
+    assert client.post(f"/console/deployments/{deployment.pk}/stop/").status_code == 404
+    assert b'data-deployment="chat-small"' not in client.get("/console/deployments/").content
+
+
+def test_a_viewer_sees_no_buttons_and_a_forged_post_is_refused(client, viewer, org):
+    deployment = _deployment(org)
+    client.force_login(viewer)
+    html = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    assert 'data-testid="deployment-stop"' not in html
+    assert 'data-testid="read-only-note"' in html
+    assert 'data-testid="deployment-create-form"' not in client.get("/console/deployments/").content.decode()
+    assert client.post(f"/console/deployments/{deployment.pk}/stop/").status_code == 403
+    assert client.post(f"/console/deployments/{deployment.pk}/scale/", {"replicas": 2}).status_code == 403
+    new = {"organization": org.pk, "pool": "simulator", "served_model_name": "x", "model_id": "sim/x", "replicas": 1}
+    assert client.post("/console/deployments/new/", new).status_code == 403
+    deployment.refresh_from_db()
+    assert deployment.state == ModelDeployment.State.READY
+    assert not ModelDeployment.objects.filter(served_model_name="x").exists()
+
+
+def test_an_owner_scales_and_stops_with_audit(client, owner, org):
+    deployment = _deployment(org)
+    client.force_login(owner)
+    response = client.post(f"/console/deployments/{deployment.pk}/scale/", {"replicas": 3})
+    assert response.status_code == 302
+    deployment.refresh_from_db()
+    assert deployment.desired_replicas == 3
+    client.post(f"/console/deployments/{deployment.pk}/stop/")
+    deployment.refresh_from_db()
+    assert deployment.state == ModelDeployment.State.STOPPING
+    actions = set(AuditEvent.objects.filter(actor_user_id=owner.pk).values_list("action", flat=True))
+    assert {"deployment.scale", "deployment.stop"} <= actions
+
+
+def test_an_owner_deploys_on_the_simulator(client, owner, org):
+    client.force_login(owner)
+    new = {"organization": org.pk, "pool": "simulator", "served_model_name": "sim-chat", "model_id": "sim/tiny",
+           "replicas": 1}  # fmt: skip
+    response = client.post("/console/deployments/new/", new)
+    deployment = ModelDeployment.objects.get(organization=org, served_model_name="sim-chat")
+    assert response["Location"] == f"/console/deployments/{deployment.pk}/"
+    assert AuditEvent.objects.filter(action="deployment.create", actor_user_id=owner.pk).exists()
+    page = client.get(response["Location"]).content.decode()
+    assert 'data-testid="deployment-state-badge" data-state="pending"' in page
+
+
+def test_only_pools_with_a_working_adapter_are_offered(client, owner, org):
+    provider = Provider.objects.create(organization=org, name="akash", kind=Provider.Kind.AKASH)
+    ComputePool.objects.create(organization=org, provider=provider, name="akash-pool")
+    _deployment(org)
+    client.force_login(owner)
+    html = client.get("/console/deployments/").content.decode()
+    assert "pool-chat-small" in html
+    assert "akash-pool" not in html
+
+
+@pytest.mark.parametrize("count", [1, 12])
+def test_list_query_count_is_pinned(client, owner, org, count, django_assert_num_queries):
+    for i in range(count):
+        _deployment(org, name=f"m{i}", replicas=2)
+    client.force_login(owner)
+    with django_assert_num_queries(LIST_QUERIES):
+        assert client.get("/console/deployments/").status_code == 200
+
+
+def test_detail_query_count_is_pinned(client, owner, org, django_assert_num_queries):
+    deployment = _deployment(org, replicas=3)
+    client.force_login(owner)
+    with django_assert_num_queries(DETAIL_QUERIES):
+        assert client.get(f"/console/deployments/{deployment.pk}/").status_code == 200
+
+
+# Session, user, two-factor gate; then the list, the orgs that may add, the pools (list); or the deployment, may
+# change, replicas, events, recent errors (detail).
+LIST_QUERIES = 7
+DETAIL_QUERIES = 9
+
+
+def _communicator(user, deployment_id):
+    from django.contrib.auth.models import AnonymousUser
+
+    from apps.console.consumers import DeploymentProgressConsumer
+    from inferia_site.asgi import application  # noqa: F401 - the real routing, imported for its side effects
+
+    app = DeploymentProgressConsumer.as_asgi()
+    communicator = WebsocketCommunicator(app, f"/ws/console/deployments/{deployment_id}/")
+    communicator.scope["user"] = user or AnonymousUser()
+    communicator.scope["session"] = {"inferia_second_factor": "none"}
+    communicator.scope["url_route"] = {"kwargs": {"pk": deployment_id}}
+    return communicator
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_websocket_pushes_state_changes_to_who_may_view(org, owner, outsider):
+    from apps.compute.services import deployment_transition
+    from apps.console.live import deployment_progress_publish
+
+    deployment = _deployment(org, state=ModelDeployment.State.PENDING, replicas=0)
+
+    async def scenario():
+        watcher = _communicator(owner, deployment.pk)
+        connected, _ = await watcher.connect()
+        assert connected
+        first = await watcher.receive_json_from(timeout=5)
+        assert first["deployment"]["state"] == "pending"
+        await database_sync(deployment_transition)(
+            deployment_id=deployment.pk, to_state=ModelDeployment.State.PROVISIONING, reason="test"
+        )
+        pushed = await watcher.receive_json_from(timeout=5)
+        assert pushed["deployment"]["state"] == "provisioning"
+        assert pushed["event"] == {"state": "provisioning", "reason": "test"}
+        await watcher.disconnect()
+
+        stranger = _communicator(outsider, deployment.pk)
+        connected, code = await stranger.connect()
+        assert not connected
+        assert code == 4404
+        anonymous = _communicator(None, deployment.pk)
+        connected, code = await anonymous.connect()
+        assert not connected
+        assert code == 4403
+
+    async_to_sync(scenario)()
+    deployment_progress_publish(deployment.pk, {"nobody": "listening"})  # never raises
+
+
+def database_sync(function):
+    from channels.db import database_sync_to_async
+
+    return database_sync_to_async(function)

@@ -1,0 +1,114 @@
+"""The prompt templates pages: create, the version history, a new version (never an edit in place), the diff
+between two versions, delete; a viewer's forged POSTs are refused, another organisation's templates are 404, and
+the list runs a fixed number of queries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apps.audit.models import AuditEvent
+from apps.policies.models import PromptTemplate
+from apps.policies.prompts.services import prompt_template_create, prompt_template_version_create
+from tests.console.pages_fixtures import *  # noqa: F403
+
+pytestmark = pytest.mark.django_db
+
+MESSAGES = [{"role": "system", "content": "Answer about {{topic}}."}]
+
+
+def test_the_list_runs_a_fixed_number_of_queries(
+    acme, owner, signed_in, django_assert_max_num_queries, django_assert_num_queries
+):
+    client = signed_in(owner)
+    client.get("/console/templates/")
+    with django_assert_max_num_queries(10) as few:
+        assert client.get("/console/templates/").status_code == 200
+    for n in range(6):
+        prompt_template_create(
+            actor=owner, organization=acme.org, name=f"t{n}", messages=MESSAGES, variables=[{"name": "topic"}]
+        )
+    with django_assert_num_queries(len(few.captured_queries)):
+        html = client.get("/console/templates/").content.decode()
+    assert html.count('data-testid="template-row"') == 7
+
+
+def test_the_list_shows_own_templates_only(acme, globex, viewer, signed_in):
+    html = signed_in(viewer).get("/console/templates/").content.decode()
+    assert "acme-template" in html
+    assert "globex-template" not in html
+
+
+def test_create_then_add_a_version_then_diff(acme, owner, signed_in):
+    client = signed_in(owner)
+    response = client.post(
+        "/console/templates/new/",
+        {
+            "organization": acme.org.pk,
+            "name": "support",
+            "messages": json.dumps(MESSAGES),
+            "variables": json.dumps([{"name": "topic", "default": "billing"}]),
+            "params": "{}",
+        },
+    )
+    template = PromptTemplate.objects.get(organization=acme.org, name="support")
+    assert response["Location"] == f"/console/templates/{template.pk}/"
+    changed = [{"role": "system", "content": "Answer briefly about {{topic}}."}]
+    client.post(
+        f"/console/templates/{template.pk}/versions/",
+        {"messages": json.dumps(changed), "variables": json.dumps([{"name": "topic"}]), "note": "shorter"},
+    )
+    template.refresh_from_db()
+    assert template.latest_version == 2
+    assert AuditEvent.objects.filter(action="prompt_template.version_create", target_id=str(template.pk)).exists()
+    detail = client.get(f"/console/templates/{template.pk}/").content.decode()
+    assert detail.count('data-testid="template-version-row"') == 2
+    assert "shorter" in detail
+    diff = client.get(f"/console/templates/{template.pk}/diff/", {"from": 1, "to": 2}).content.decode()
+    assert '<span class="del">-' in diff
+    assert '<span class="add">+' in diff
+    assert "Answer briefly" in diff
+
+
+def test_a_bad_version_is_refused_with_the_reason(acme, owner, signed_in):
+    template = acme.template
+    response = signed_in(owner).post(f"/console/templates/{template.pk}/versions/", {"messages": "[not json"})
+    assert response.status_code == 400
+    assert b"Not valid JSON" in response.content
+    template.refresh_from_db()
+    assert template.latest_version == 1
+
+
+def test_a_viewer_sees_no_buttons_and_forged_posts_are_refused(acme, viewer, signed_in):
+    client = signed_in(viewer)
+    assert 'data-testid="template-create"' not in client.get("/console/templates/").content.decode()
+    detail = client.get(f"/console/templates/{acme.template.pk}/").content.decode()
+    assert 'data-testid="template-version-save"' not in detail
+    assert 'data-testid="template-delete"' not in detail
+    version = client.post(f"/console/templates/{acme.template.pk}/versions/", {"messages": json.dumps(MESSAGES)})
+    assert version.status_code == 403
+    assert client.post(f"/console/templates/{acme.template.pk}/delete/").status_code == 403
+    created = client.post(
+        "/console/templates/new/", {"organization": acme.org.pk, "name": "x", "messages": json.dumps(MESSAGES)}
+    )
+    assert created.status_code == 403
+    acme.template.refresh_from_db()
+    assert acme.template.latest_version == 1
+
+
+def test_another_organisations_template_is_not_found(acme, globex, owner, signed_in):
+    client = signed_in(owner)
+    foreign = globex.template
+    prompt_template_version_create(template=foreign, actor=None, messages=MESSAGES, variables=[{"name": "topic"}])
+    assert client.get(f"/console/templates/{foreign.pk}/").status_code == 404
+    assert client.get(f"/console/templates/{foreign.pk}/diff/", {"from": 1, "to": 2}).status_code == 404
+    assert client.post(f"/console/templates/{foreign.pk}/versions/", {"messages": "[]"}).status_code == 404
+    assert client.post(f"/console/templates/{foreign.pk}/delete/").status_code == 404
+    assert PromptTemplate.objects.filter(pk=foreign.pk).exists()
+
+
+def test_an_owner_deletes_a_template(acme, owner, signed_in):
+    response = signed_in(owner).post(f"/console/templates/{acme.template.pk}/delete/")
+    assert response["Location"] == "/console/templates/"
+    assert not PromptTemplate.objects.filter(pk=acme.template.pk).exists()

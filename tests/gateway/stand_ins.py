@@ -1,0 +1,160 @@
+"""Stand-ins the policy tests need around the gateway: an engine whose streamed answer the test writes chunk by
+chunk (and which records what it received), and a TCP relay in front of Redis that a test can cut.
+
+Both run on their own event loop in a thread of the test process; the gateway under test is another process and
+reaches them over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+
+from tests.gateway.servers import free_port
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, for servers the test drives from synchronous code."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class ScriptedEngine:
+    """An OpenAI-compatible engine that answers every chat completion with `chunks` (one content delta each, a
+    short pause between them so each reaches the gateway as its own read) and keeps the bodies it received."""
+
+    def __init__(self, chunks: list[str], *, pause_s: float = 0.02) -> None:
+        self.chunks = chunks
+        self.pause_s = pause_s
+        self.received: list[dict[str, Any]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = _LoopThread()
+        self._runner: web.AppRunner | None = None
+        self._loop.run(self._start())
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.received.append(body)
+        prompt_tokens, completion_tokens = 10, len(self.chunks)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        head = {"id": "chatcmpl-scripted", "created": 1, "model": body["model"]}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(self.chunks)}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return web.json_response({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def event(document: dict[str, Any]) -> None:
+            payload = json.dumps({**head, "object": "chat.completion.chunk", **document}).encode()
+            await response.write(b"data: " + payload + b"\n\n")
+
+        await event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        for text in self.chunks:
+            await asyncio.sleep(self.pause_s)
+            await event({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+        await event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await event({"choices": [], "usage": usage})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._loop.run(self._runner.cleanup())
+        self._loop.stop()
+
+
+@contextlib.contextmanager
+def scripted_engine(chunks: list[str]) -> Iterator[ScriptedEngine]:
+    engine = ScriptedEngine(chunks)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+class TcpRelay:
+    """Forwards a local port to `host:port` (Redis) until `cut()`, which closes every relayed connection and stops
+    accepting; `restore()` accepts again."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self._loop = _LoopThread()
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.restore()
+
+    def restore(self) -> None:
+        self._loop.run(self._listen())
+
+    def cut(self) -> None:
+        self._loop.run(self._cut())
+
+    def stop(self) -> None:
+        self.cut()
+        self._loop.stop()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, upstream_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
