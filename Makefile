@@ -27,6 +27,7 @@ run: venv
 
 test: venv
 	@bash scripts/ensure-services.sh
+	@bash scripts/ensure-browser.sh
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -43,6 +44,9 @@ format: venv
 bench: venv
 	@bash scripts/ensure-services.sh
 	$(TEST_ENV) $(BIN)/python tests/bench/run.py
+	@# The console pages against 1M usage rows, 100k keys, 100k audit events (seeding takes minutes the first time):
+	@# `make bench BENCH_CONSOLE=1`.
+	@if [ -n "$(BENCH_CONSOLE)" ]; then $(TEST_ENV) $(BIN)/python tests/bench/bench_console.py; fi
 
 clean:
 	rm -rf $(VENV) .inferia-test .pytest_cache .ruff_cache .mypy_cache

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 # Audit and usage rows outlive what they describe: their references are kept as plain ids
 # (no database constraint, nothing cascades), so deleting a key or a user never rewrites history.
-_HISTORY_FK = {"on_delete": models.DO_NOTHING, "db_constraint": False, "null": True, "blank": True}
+_HISTORY_FK: dict[str, Any] = {"on_delete": models.DO_NOTHING, "db_constraint": False, "null": True, "blank": True}
 
 
 class AuditAppendOnlyError(Exception):
@@ -29,7 +29,7 @@ class AppendOnlyQuerySet(models.QuerySet):
     def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> NoReturn:
         raise AuditAppendOnlyError(f"{self.model._meta.label} is append-only: bulk update refused")
 
-    _raw_delete = delete  # what Django's deletion collector calls for fast deletes
+    _raw_delete = delete  # type: ignore[assignment]  # what Django's deletion collector calls for fast deletes
 
 
 class AppendOnlyModel(models.Model):
@@ -158,6 +158,12 @@ class UsageRecord(models.Model):
             models.Index(fields=["organization", "-started_at"]),
             models.Index(fields=["api_key", "-started_at"]),
             models.Index(fields=["model", "-started_at"]),
+            # The few requests where a guardrail fired, for the dashboard's "guardrails fired" over a range.
+            models.Index(
+                fields=["organization", "-started_at"],
+                condition=~models.Q(guardrails=[]),
+                name="audit_usage_guardrails_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -96,6 +96,8 @@ class Probe:
     detail: str = ""
     load: EngineLoad | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # An endpoint the adapter learnt after provisioning (a cloud VM's address), to record on the replica.
+    endpoint: str | None = None
 
 
 def replica_probe(replica: Replica) -> Probe:
@@ -108,13 +110,16 @@ def replica_probe(replica: Replica) -> Probe:
     except Exception as error:  # a bug or an unexpected provider answer must not stop the other checks
         logger.exception("status of replica %s failed", replica.pk)
         return Probe(ReplicaPhase.STARTING, f"status failed: {type(error).__name__}")
-    if status.phase != ReplicaPhase.READY or not replica.endpoint:
-        return Probe(status.phase, status.detail)
+    # Adapters that learn the address only once the node is up (SkyPilot) report it with the status.
+    learnt = status.endpoint if status.endpoint and status.endpoint != replica.endpoint else None
+    endpoint = learnt or replica.endpoint
+    if status.phase != ReplicaPhase.READY or not endpoint:
+        return Probe(status.phase, status.detail, endpoint=learnt)
     external = provider.kind == "external"
     try:
         response = http_call(
             "GET",
-            endpoint_base(replica.endpoint) + "/metrics",
+            endpoint_base(endpoint) + "/metrics",
             headers=external_upstream_headers(adapter_for(provider).credentials()) if external else None,
             timeout_s=settings.INFERIA_HEALTH_TIMEOUT_SECONDS,
             ssrf_guard=external,  # user-supplied endpoints are SSRF-checked at every connection
@@ -122,7 +127,7 @@ def replica_probe(replica: Replica) -> Probe:
         load = engine_load_parse(response.text) if response.status == 200 else None
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
         load = None  # healthy, but no load to report (a hosted API without /metrics)
-    return Probe(ReplicaPhase.READY, status.detail, load)
+    return Probe(ReplicaPhase.READY, status.detail, load, endpoint=learnt)
 
 
 def replicas_health_check() -> dict[str, int]:
@@ -153,6 +158,12 @@ def replica_health_apply(*, replica: Replica, probe: Probe) -> str:
         if live.update(state=RState.FAILED, last_error=probe.detail[:2000] or "gone", updated_at=now):
             _changed(replica, was_routed=replica.state == RState.READY)
         return "failed"
+    if probe.endpoint and probe.endpoint != replica.endpoint and live.update(endpoint=probe.endpoint):
+        # Recorded before the replica can turn READY below, so it is never routed without its address; a READY
+        # replica whose node came back on a new address is re-announced to the router.
+        replica.endpoint = probe.endpoint
+        if replica.state == RState.READY:
+            _changed(replica, was_routed=True)
     if probe.phase == ReplicaPhase.READY or _push_fresh(replica, now):
         load = probe.load
         fields: dict[str, Any] = {"failed_checks": 0, "last_heartbeat_at": now}

@@ -54,7 +54,9 @@ def _modules(engine_args: dict[str, Any]) -> list[dict[str, str]]:
 def _name_taken(deployment: ModelDeployment, name: str) -> bool:
     """Whether `name` already means something else to the deployment's owner: another deployment's served name or
     adapter (the gateway resolves a model name within the owner, so it must be unambiguous there)."""
-    others = ModelDeployment.objects.filter(organization_id=deployment.organization_id).exclude(pk=deployment.pk)
+    # organization_id None (a platform deployment) matches the other platform ones: Django reads it as IS NULL.
+    owner = deployment.organization_id
+    others = ModelDeployment.objects.filter(organization_id=owner).exclude(pk=deployment.pk)  # type: ignore[misc]
     if others.filter(served_model_name=name).exists():
         return True
     return any(name in lora_names(args) for args in others.values_list("engine_args", flat=True))

@@ -29,7 +29,13 @@ logger = logging.getLogger(__name__)
 
 RState = Replica.State
 # Replicas not serving yet, in the order extras are removed: the least far along first.
-_REMOVE_ORDER = {RState.PENDING: 0, RState.PROVISIONING: 1, RState.STARTING: 2, RState.UNHEALTHY: 3, RState.READY: 4}
+_REMOVE_ORDER: dict[str, int] = {
+    RState.PENDING: 0,
+    RState.PROVISIONING: 1,
+    RState.STARTING: 2,
+    RState.UNHEALTHY: 3,
+    RState.READY: 4,
+}
 # A STOPPING replica whose teardown did not finish in this long gets another teardown (its worker died).
 TEARDOWN_RETRY_S = 60
 STOPPED_KEEP = timedelta(days=1)

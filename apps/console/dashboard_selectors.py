@@ -14,12 +14,14 @@ from typing import Any
 
 import redis
 from django.db import connection
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from apps.audit.models import UsageRecord, UsageRollup
 from apps.compute.models import Replica
 from apps.gateway.catalog import REPLICA_LOAD_KEY
+from apps.keys.models import ApiKey
+from apps.orgs.models import Team
 from apps.policies.effective import _scope as policy_counter_scope  # the counters' names: one definition
 from apps.policies.limits import quota_key
 from apps.policies.models import Policy
@@ -99,8 +101,17 @@ def usage_series(*, rollups: QuerySet[UsageRollup], since: datetime, until: date
     return series
 
 
-def _top(rollups: QuerySet[UsageRollup], since: datetime, until: datetime, columns: list[str]) -> list[dict[str, Any]]:
-    return list(
+def _top(
+    rollups: QuerySet[UsageRollup],
+    since: datetime,
+    until: datetime,
+    columns: list[str],
+    names: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The TOP_N groups of `columns` by requests. `names` are looked up per group after the ranking (correlated
+    subqueries PostgreSQL evaluates for the TOP_N rows only): joining the named table before grouping would make
+    the planner walk every rollup row of the range through the join."""
+    rows = (
         rollups.filter(hour__gte=since, hour__lt=until)
         .order_by()
         .values(*columns)
@@ -110,8 +121,10 @@ def _top(rollups: QuerySet[UsageRollup], since: datetime, until: datetime, colum
             tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
             cost_micros=Sum("cost_micros"),
         )
-        .order_by("-requests", *columns)[:TOP_N]
     )
+    if names:
+        rows = rows.annotate(**names)
+    return list(rows.order_by("-requests", *columns)[:TOP_N])
 
 
 def usage_top_models(*, rollups: QuerySet[UsageRollup], since: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -120,13 +133,24 @@ def usage_top_models(*, rollups: QuerySet[UsageRollup], since: datetime, until: 
 
 
 def usage_top_keys(*, rollups: QuerySet[UsageRollup], since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The busiest API keys of the range, with their names and prefixes (one query, a join, no per-row lookups)."""
-    return _top(rollups.filter(api_key__isnull=False), since, until, ["api_key_id", "api_key__name", "api_key__prefix"])
+    """The busiest API keys of the range, with their names and prefixes (one query; the names are subqueries run for
+    the TOP_N rows only, no per-row lookups from Python)."""
+    key = ApiKey.objects.filter(pk=OuterRef("api_key_id"))
+    return _top(
+        rollups.filter(api_key__isnull=False),
+        since,
+        until,
+        ["api_key_id"],
+        {"api_key__name": Subquery(key.values("name")[:1]), "api_key__prefix": Subquery(key.values("prefix")[:1])},
+    )
 
 
 def usage_top_teams(*, rollups: QuerySet[UsageRollup], since: datetime, until: datetime) -> list[dict[str, Any]]:
     """The busiest teams of the range, with their names (one query)."""
-    return _top(rollups.filter(team__isnull=False), since, until, ["team_id", "team__name"])
+    team = Team.objects.filter(pk=OuterRef("team_id"))
+    return _top(
+        rollups.filter(team__isnull=False), since, until, ["team_id"], {"team__name": Subquery(team.values("name")[:1])}
+    )
 
 
 @dataclass(frozen=True)

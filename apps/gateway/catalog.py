@@ -9,6 +9,8 @@ the health checker through Redis, refreshed about once a second by the runtime.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ CATALOG_CHANNEL = "inferia:gateway:catalog"
 REPLICA_LOAD_KEY = "inferia:replica:{replica_id}:load"
 # An unknown model name reloads the catalog at most this often, so a flood of bad names cannot reach PostgreSQL.
 MISS_RELOAD_INTERVAL_S = 1.0
+
+# Headers of every upstream request; an external provider's API key is added per deployment.
+UPSTREAM_HEADERS = {"Content-Type": "application/json"}
 
 # Upstream paths by endpoint name (the same on vLLM and inferia-sim).
 UPSTREAM_PATHS = {
@@ -53,7 +58,13 @@ class ReplicaTarget:
 
 @dataclass(slots=True)
 class DeploymentRoute:
-    """A deployment as the router sees it."""
+    """A model name as the router sees it: a deployment's served name, or one of its LoRA adapters (same
+    deployment, same replicas, `parent` set to the served name).
+
+    `upstream_model` is the `model` the engine must receive when it differs from the name the client asked for (an
+    external deployment serves its model_id); None on the common path, where the body goes upstream unchanged.
+    `model_renames` then turns the engine's name back into the served name in answers, as bytes replacements.
+    """
 
     id: int
     organization_id: int | None
@@ -64,6 +75,11 @@ class DeploymentRoute:
     timeout: aiohttp.ClientTimeout
     first_byte_timeout_s: float
     replicas: tuple[ReplicaTarget, ...]
+    parent: str | None = None
+    external: bool = False  # user-supplied endpoints: called through the SSRF-guarded session
+    upstream_model: str | None = None
+    model_renames: tuple[tuple[bytes, bytes], ...] = ()
+    upstream_headers: dict[str, str] = field(default_factory=lambda: UPSTREAM_HEADERS, repr=False)
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Price of a request in micro-units, rounded as the budget counters round it (so reconciliation from
@@ -82,6 +98,13 @@ def endpoint_base(endpoint: str) -> str:
     return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
+def _model_renames(upstream: str, served: str) -> tuple[tuple[bytes, bytes], ...]:
+    """Replacements of `"model":"<upstream>"` by the served name, in the spellings engines write (compact, and
+    Python's default separators). Inside a string value the quotes would be escaped, so content never matches."""
+    old, new = json.dumps(upstream).encode(), json.dumps(served).encode()
+    return tuple((b'"model"' + sep + old, b'"model"' + sep + new) for sep in (b":", b": "))
+
+
 def _route_from_row(row: DeploymentRow) -> DeploymentRoute:
     connect = row.connect_timeout_s or settings.INFERIA_UPSTREAM_CONNECT_TIMEOUT
     idle = row.idle_timeout_s or settings.INFERIA_UPSTREAM_IDLE_TIMEOUT
@@ -96,6 +119,7 @@ def _route_from_row(row: DeploymentRow) -> DeploymentRoute:
         )
         for replica_id, endpoint, metrics in row.replicas
     )
+    upstream_model = row.model_id if row.external and row.model_id and row.model_id != row.served_model_name else None
     return DeploymentRoute(
         id=row.id,
         organization_id=row.organization_id,
@@ -107,6 +131,18 @@ def _route_from_row(row: DeploymentRow) -> DeploymentRoute:
         timeout=aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=idle),
         first_byte_timeout_s=row.first_byte_timeout_s or settings.INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT,
         replicas=replicas,
+        external=row.external,
+        upstream_model=upstream_model,
+        model_renames=_model_renames(upstream_model, row.served_model_name) if upstream_model else (),
+        upstream_headers={**UPSTREAM_HEADERS, **row.upstream_headers} if row.upstream_headers else UPSTREAM_HEADERS,
+    )
+
+
+def _adapter_route(route: DeploymentRoute, name: str) -> DeploymentRoute:
+    """A LoRA adapter of `route`'s deployment: its own name, passed to the engine unchanged (vLLM selects the adapter
+    by `model`), on the same replicas."""
+    return dataclasses.replace(
+        route, served_model_name=name, parent=route.served_model_name, upstream_model=None, model_renames=()
     )
 
 
@@ -123,15 +159,26 @@ class Catalog:
     @classmethod
     def from_rows(cls, rows: list[DeploymentRow]) -> Catalog:
         catalog = cls(loaded_at=time.monotonic())
-        for row in rows:
-            route = _route_from_row(row)
-            catalog.own.setdefault(row.organization_id, {})[row.served_model_name] = route
-            if row.organization_id is None:
-                for organization_id in row.shared_with:
-                    catalog.shared.setdefault(organization_id, {})[row.served_model_name] = route
+        routes = [(row, _route_from_row(row)) for row in rows]
+        for row, route in routes:
+            catalog._add(row, route)
             for replica in route.replicas:
                 catalog.replicas[replica.id] = replica
+        # Adapters after every served name: a served name wins over an adapter of the same name (compute refuses
+        # such a name, but an old row must not take another deployment's traffic).
+        for row, route in routes:
+            for name in row.lora_names:
+                catalog._add(row, _adapter_route(route, name), keep_existing=True)
         return catalog
+
+    def _add(self, row: DeploymentRow, route: DeploymentRoute, *, keep_existing: bool = False) -> None:
+        name = route.served_model_name
+        indexes = [self.own.setdefault(row.organization_id, {})]
+        if row.organization_id is None:
+            indexes += [self.shared.setdefault(organization_id, {}) for organization_id in row.shared_with]
+        for index in indexes:
+            if not (keep_existing and name in index):
+                index[name] = route
 
     def deployment_for(self, organization_id: int, model: str) -> DeploymentRoute | None:
         own = self.own.get(organization_id)

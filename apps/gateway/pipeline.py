@@ -3,7 +3,8 @@ guardrails, limits) -> route -> upstream -> stream (output guardrails) -> settle
 
 Each step is a small function; `inference_handle` reads as the list of steps. Nothing here touches PostgreSQL once
 the caches are warm: keys and the catalog are in memory (see auth.py and catalog.py), and the one write, the usage
-event, goes to a Redis stream before the response ends.
+event, goes to a Redis stream before the response ends. Steps marked `@traced` are spans when OpenTelemetry tracing
+is on (see tracing.py); when it is off the decorator hands back the function itself.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from apps.gateway.schemas import (
     InferenceRequest,
     validation_message,
 )
+from apps.gateway.templating import template_apply
+from apps.gateway.tracing import traced
 from apps.keys.selectors import KeyPrincipal
 from apps.policies.effective import EffectivePolicy
 from apps.policies.errors import PolicyDenied, PolicyUnavailable, guardrail_violation
@@ -48,7 +51,6 @@ from apps.policies.limits import (
 from apps.policies.selectors import PolicyKeyNotFound
 
 INFERENCE_SCOPE = "inference"
-_UPSTREAM_HEADERS = {"Content-Type": "application/json"}
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
@@ -74,6 +76,7 @@ EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)
 # --- The inference path -------------------------------------------------------------------------------------------
 
 
+@traced("gateway.request")
 async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
     """Serve one inference request and meter it."""
     rt = runtime()
@@ -121,6 +124,9 @@ async def _inference_steps(
     """The request's steps; the error to answer with (recorded on `usage`), or None when an answer was sent."""
     admission: Admission | None = None
     try:
+        await template_apply(
+            exchange, organization_id=principal.organization_id, cache=rt.templates, chat=endpoint is CHAT_COMPLETIONS
+        )
         request = request_parse(exchange, endpoint)
         usage.model = request.model
         route = await deployment_resolve(rt, principal, request.model)
@@ -128,7 +134,7 @@ async def _inference_steps(
         policy = await policy_resolve(rt, principal)
         checked = await policy_check(policy, exchange, endpoint, request, usage)
         admission = await limits_reserve(rt, exchange, policy, route, checked)
-        body, client_wants_usage = upstream_body(checked.body, request)
+        body, client_wants_usage = upstream_body(upstream_model_set(checked, route), request)
         guard = output_guard(policy, endpoint)
         await upstream_relay(rt, exchange, route, request, body, client_wants_usage, usage, endpoint, guard)
     except GatewayError as error:
@@ -144,6 +150,7 @@ async def _inference_steps(
     return None
 
 
+@traced("gateway.auth")
 async def authenticate(rt: GatewayRuntime, exchange: Exchange) -> KeyPrincipal:
     """The caller's key principal; 401 for a missing or unusable key, 403 for a key without the inference scope."""
     secret = bearer_secret(exchange.authorization)
@@ -208,6 +215,7 @@ async def policy_resolve(rt: GatewayRuntime, principal: KeyPrincipal) -> Effecti
         raise errors.invalid_api_key() from None  # deleted since it was cached
 
 
+@traced("gateway.policy")
 async def policy_check(
     policy: EffectivePolicy, exchange: Exchange, endpoint: Endpoint, request: InferenceRequest, usage: UsageEvent
 ) -> PolicyChecked:
@@ -251,6 +259,7 @@ def _counts_tokens(policy: EffectivePolicy) -> bool:
     )
 
 
+@traced("gateway.limits")
 async def limits_reserve(
     rt: GatewayRuntime, exchange: Exchange, policy: EffectivePolicy, route: DeploymentRoute, checked: PolicyChecked
 ) -> Admission | None:
@@ -294,6 +303,15 @@ async def usage_settle(rt: GatewayRuntime, admission: Admission, usage: UsageEve
 
 
 # --- Upstream -----------------------------------------------------------------------------------------------------
+
+
+def upstream_model_set(checked: PolicyChecked, route: DeploymentRoute) -> bytes:
+    """The body with `model` set to the name the engine serves when that differs from the client's (an external
+    deployment's server knows only its model_id); the checked body, untouched, on the common path."""
+    if route.upstream_model is None:
+        return checked.body
+    document = {**checked.document, "model": route.upstream_model}
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def upstream_body(body: bytes, request: InferenceRequest) -> tuple[bytes, bool]:
@@ -350,6 +368,7 @@ async def upstream_relay(
     raise failure
 
 
+@traced("gateway.upstream")
 async def upstream_attempt(
     rt: GatewayRuntime,
     exchange: Exchange,
@@ -365,13 +384,12 @@ async def upstream_attempt(
     """One try on one replica: None when an answer was relayed, or the error to retry after when the replica failed
     before its first byte. A first-byte timeout is not retried (it would multiply the wait): it raises 504."""
     streaming = getattr(request, "stream", False)
-    headers = {**_UPSTREAM_HEADERS, "X-Request-Id": exchange.request_id}
+    headers = {**route.upstream_headers, "X-Request-Id": exchange.request_id}
+    http = rt.guarded_http() if route.external else rt.http
     response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(route.first_byte_timeout_s):
-            response = await rt.http.post(
-                replica.urls[endpoint.name], data=body, headers=headers, timeout=route.timeout
-            )
+            response = await http.post(replica.urls[endpoint.name], data=body, headers=headers, timeout=route.timeout)
             if response.status >= 500:
                 await response.read()
                 return _replica_failed(rt, replica, f"http_{response.status}", response.status)
@@ -400,6 +418,8 @@ async def upstream_attempt(
     usage.status = response.status
     if response.status == 200:
         usage_from_body(first, usage, route)
+        for upstream_name, served_name in route.model_renames:
+            first = first.replace(upstream_name, served_name)
         if guard is not None:
             first = guard.body(first)
             usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
@@ -422,6 +442,7 @@ def _replica_failed(rt: GatewayRuntime, replica: ReplicaTarget, kind: str, statu
     return errors.upstream_failed()
 
 
+@traced("gateway.stream")
 async def stream_relay(
     exchange: Exchange,
     response: aiohttp.ClientResponse,
@@ -434,8 +455,10 @@ async def stream_relay(
     """Forward the engine's server-sent events as they arrive, whole events at a time (never a half event, so an
     error event can always follow). The engine's usage event is read for metering, and dropped from the client's
     stream when the client did not ask for it. With output guardrails, each event's text passes the `guard` first,
-    and a stop ends the stream with a `guardrail_violation` error event."""
+    and a stop ends the stream with a `guardrail_violation` error event. Where the engine serves the model under
+    another name (external deployments), each event's `model` is renamed to the one the client asked for."""
     usage.streamed = True
+    renames = route.model_renames
     await exchange.stream_start()
     send = exchange.send
     content = response.content
@@ -459,6 +482,8 @@ async def stream_relay(
                     data = guard.events(data)
                 if _USAGE_MARKERS[0] in data or _USAGE_MARKERS[1] in data:
                     data = _usage_event_taken(data, client_wants_usage, usage)
+                for upstream_name, served_name in renames:
+                    data = data.replace(upstream_name, served_name)
                 if data:
                     events += data.count(b"data: ")
                     await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -552,11 +577,20 @@ async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, princ
 
 def _model_card(route: DeploymentRoute, principal: KeyPrincipal) -> dict[str, object]:
     owner = principal.organization_slug if route.organization_id == principal.organization_id else "inferia"
-    return {"id": route.served_model_name, "object": "model", "created": route.created, "owned_by": owner}
+    card: dict[str, object] = {
+        "id": route.served_model_name,
+        "object": "model",
+        "created": route.created,
+        "owned_by": owner,
+    }
+    if route.parent is not None:
+        card["parent"] = route.parent  # a LoRA adapter names its base model, as vLLM's own listing does
+    return card
 
 
 async def models_list(exchange: Exchange) -> None:
-    """`GET /v1/models`: the deployments the key's organisation may use (its own and platform ones shared with it)."""
+    """`GET /v1/models`: the models the key's organisation may use (its own deployments and platform ones shared with
+    it, each with its LoRA adapters), as far as the key's policy allows them."""
     rt = runtime()
     try:
         principal = await authenticate(rt, exchange)

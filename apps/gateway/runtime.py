@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from apps.compute.urlsafety import guarded_connector
 from apps.gateway.auth import KeyCache
 from apps.gateway.catalog import CATALOG_CHANNEL, REPLICA_LOAD_KEY, CatalogCache
 from apps.gateway.router import Router
 from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
 from apps.policies.cache import POLICY_CHANNEL, PolicyCache
+from apps.policies.prompts.cache import TEMPLATE_CHANNEL, TemplateCache
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +31,18 @@ REDIS_CONNECTIONS = 64
 _LISTENER_RETRY_S = 0.5
 _KEYS_CHANNEL = INVALIDATION_CHANNEL.encode()
 _POLICY_CHANNEL = POLICY_CHANNEL.encode()
+_TEMPLATE_CHANNEL = TEMPLATE_CHANNEL.encode()
+_CLOSE_TIMEOUT_S = 2.0
 
 
-def upstream_session() -> aiohttp.ClientSession:
+def upstream_session(*, guarded: bool = False) -> aiohttp.ClientSession:
     """The pooled keep-alive client for all upstream calls of a loop. No per-request connections: the pool has
-    no global cap (each engine limits itself) and keeps idle connections a minute."""
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300, enable_cleanup_closed=True)
+    no global cap (each engine limits itself) and keeps idle connections a minute.
+
+    `guarded`: for external deployments, whose endpoints users supply: every connection (redirects included) is
+    refused unless the addresses it goes to are public, or INFERIA_UPSTREAM_ALLOW_PRIVATE allows private ones."""
+    options: dict[str, Any] = {"limit": 0, "keepalive_timeout": 60, "ttl_dns_cache": 300, "enable_cleanup_closed": True}
+    connector = guarded_connector(**options) if guarded else aiohttp.TCPConnector(**options)
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -55,8 +64,10 @@ class GatewayRuntime:
         )
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.http = upstream_session()
+        self._guarded_http: aiohttp.ClientSession | None = None  # made on the first external request
         self.keys = KeyCache(self.redis)
         self.policies = PolicyCache()
+        self.templates = TemplateCache()
         self.catalog = CatalogCache()
         self.router = Router()
         self.in_flight = 0
@@ -69,20 +80,28 @@ class GatewayRuntime:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: a background task stuck in a Redis call must not hold up a shutdown.
+        await asyncio.wait(self._tasks, timeout=_CLOSE_TIMEOUT_S)
         await self.http.close()
+        if self._guarded_http is not None:
+            await self._guarded_http.close()
         await self.redis.aclose()
+
+    def guarded_http(self) -> aiohttp.ClientSession:
+        """The SSRF-guarded pooled client, for external deployments (Inferia's own replicas are trusted)."""
+        if self._guarded_http is None:
+            self._guarded_http = upstream_session(guarded=True)
+        return self._guarded_http
 
     async def _listen(self) -> None:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(INVALIDATION_CHANNEL, CATALOG_CHANNEL, POLICY_CHANNEL)
+                await pubsub.subscribe(INVALIDATION_CHANNEL, CATALOG_CHANNEL, POLICY_CHANNEL, TEMPLATE_CHANNEL)
                 # Whatever changed while we were not subscribed is unknown: start from clean caches.
                 self.keys.clear()
                 self.policies.clear()
+                self.templates.clear()
                 self.catalog.invalidate()
                 self.listening.set()
                 async for message in pubsub.listen():
@@ -92,6 +111,8 @@ class GatewayRuntime:
                         self._key_changed(message["data"].decode())
                     elif message["channel"] == _POLICY_CHANNEL:
                         self.policies.invalidate(message["data"].decode())
+                    elif message["channel"] == _TEMPLATE_CHANNEL:
+                        self.templates.invalidate(message["data"].decode())
                     else:
                         self.catalog.invalidate()
                         self.catalog.reload_in_background()
@@ -103,7 +124,7 @@ class GatewayRuntime:
                 await asyncio.sleep(_LISTENER_RETRY_S)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await asyncio.wait_for(pubsub.aclose(), timeout=_CLOSE_TIMEOUT_S)
 
     def _key_changed(self, secret_hash: str) -> None:
         """A key changed (revoked, new scopes or allowed models): forget it and the policy compiled from it."""

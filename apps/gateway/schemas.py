@@ -42,6 +42,13 @@ class ChatCompletionRequest(_Passthrough):
     n: PositiveInt | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     user: StrictStr | None = None
+    # Rendered and removed by the gateway before validation (apps/gateway/templating.py); declared for the docs.
+    template: StrictStr | None = Field(
+        default=None,
+        description="A prompt template of the caller's organisation: `name`, `name@latest` or `name@3`. Its messages "
+        "come before the request's own; its model and parameters apply where the request gives none.",
+    )
+    template_variables: dict[str, str] | None = None
 
 
 PromptTokens = list[int]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from apps.compute.models import ModelDeployment, Replica
+from apps.compute.credentials import CredentialsError, credentials_decrypt
+from apps.compute.models import ModelDeployment, Provider, Replica
+
+logger = logging.getLogger(__name__)
 
 # Deployments that no longer serve do not appear to clients at all.
 _GONE_STATES = (ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED)
@@ -18,6 +22,7 @@ class DeploymentRow:
     id: int
     organization_id: int | None
     served_model_name: str
+    model_id: str
     created: int
     price_input_per_mtok_micros: int
     price_output_per_mtok_micros: int
@@ -26,10 +31,15 @@ class DeploymentRow:
     idle_timeout_s: float | None
     replicas: tuple[tuple[int, str, dict[str, object]], ...]  # (id, endpoint, last_metrics)
     shared_with: tuple[int, ...]
+    lora_names: tuple[str, ...] = ()  # the LoRA adapters it serves, each a model name of its own
+    external: bool = False  # its replicas are user-supplied endpoints: SSRF-guarded, and `model` is its model_id
+    # Headers every upstream request carries (the external provider's API key): never printed.
+    upstream_headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def deployment_rows_list() -> list[DeploymentRow]:
-    """Every serving deployment with its READY replicas and the organisations it is shared with (3 queries)."""
+    """Every serving deployment with its provider's kind and credentials, READY replicas and the organisations it is
+    shared with (3 queries)."""
     deployments = list(
         ModelDeployment.objects.exclude(state__in=_GONE_STATES).values(
             "id",
@@ -41,6 +51,11 @@ def deployment_rows_list() -> list[DeploymentRow]:
             "connect_timeout_s",
             "first_byte_timeout_s",
             "idle_timeout_s",
+            "model_id",
+            "engine_args",
+            "pool__provider_id",
+            "pool__provider__kind",
+            "pool__provider__credentials_encrypted",
         )
     )
     ids = [row["id"] for row in deployments]
@@ -57,11 +72,21 @@ def deployment_rows_list() -> list[DeploymentRow]:
         "modeldeployment_id", "organization_id"
     ):
         shares[share["modeldeployment_id"]].append(share["organization_id"])
+    # Imported here: apps.compute.lora imports the gateway's catalog, which imports this module.
+    from apps.compute.lora import lora_names
+
+    headers: dict[int, dict[str, str]] = {}  # by provider: each provider's credentials decrypted once per load
+    for row in deployments:
+        if row["pool__provider__kind"] == Provider.Kind.EXTERNAL and row["pool__provider_id"] not in headers:
+            headers[row["pool__provider_id"]] = _external_headers(
+                row["pool__provider_id"], row["pool__provider__credentials_encrypted"]
+            )
     return [
         DeploymentRow(
             id=row["id"],
             organization_id=row["organization_id"],
             served_model_name=row["served_model_name"],
+            model_id=row["model_id"],
             created=int(row["created_at"].timestamp()),
             price_input_per_mtok_micros=row["price_input_per_mtok_micros"],
             price_output_per_mtok_micros=row["price_output_per_mtok_micros"],
@@ -70,6 +95,21 @@ def deployment_rows_list() -> list[DeploymentRow]:
             idle_timeout_s=row["idle_timeout_s"],
             replicas=tuple(replicas.get(row["id"], ())),
             shared_with=tuple(shares.get(row["id"], ())),
+            lora_names=lora_names(row["engine_args"]),
+            external=row["pool__provider__kind"] == Provider.Kind.EXTERNAL,
+            upstream_headers=headers.get(row["pool__provider_id"], {}),
         )
         for row in deployments
     ]
+
+
+def _external_headers(provider_id: int, token: str) -> dict[str, str]:
+    """The headers an external provider's credentials put on every upstream request; none (and an error logged,
+    without the token) when they cannot be decrypted, so that one bad row cannot stop the whole catalog."""
+    from apps.compute.adapters.external import external_upstream_headers
+
+    try:
+        return external_upstream_headers(credentials_decrypt(token))
+    except CredentialsError as error:
+        logger.error("provider %s: %s; its deployments are called without an API key", provider_id, error)
+        return {}

@@ -18,8 +18,9 @@ class Exchange:
     body: Any
 
 
-# A route answers (status, json body) for a request; it may raise AssertionError to fail the contract (-> 599).
-Route = Callable[[Exchange], tuple[int, Any]]
+# A route answers (status, json body) or (status, json body, response headers) for a request; it may raise
+# AssertionError to fail the contract (-> 599).
+Route = Callable[[Exchange], tuple[Any, ...]]
 
 
 @dataclass
@@ -49,18 +50,22 @@ class FakeServer:
                 exchange = Exchange(self.command, self.path, headers, body)
                 fake.exchanges.append(exchange)
                 route = fake.routes.get((self.command, self.path.split("?", 1)[0]))
+                headers_out: dict[str, str] = {}
                 if route is None:
                     fake.errors.append(f"unexpected {self.command} {self.path}")
                     status, payload = 404, {"kind": "Status", "code": 404, "message": "not found"}
                 else:
                     try:
-                        status, payload = route(exchange)
+                        status, payload, *extra = route(exchange)
+                        headers_out = extra[0] if extra else {}
                     except AssertionError as error:
                         fake.errors.append(f"{self.command} {self.path}: {error}")
                         status, payload = 599, {"message": str(error)}
                 is_text = isinstance(payload, str)
                 data = payload.encode() if is_text else json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in headers_out.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "text/plain" if is_text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -77,7 +77,8 @@ def test_an_external_provider_on_a_private_address_is_refused(org, owner, as_use
 
 
 def test_a_provider_kind_without_an_adapter_is_refused(org, owner, as_user):
-    body = {"organization": org.pk, "name": "sky", "kind": "skypilot"}
+    # Akash is spec-only (its SDL is validated, but deployments need a wallet-signed transaction).
+    body = {"organization": org.pk, "name": "akash", "kind": "akash"}
 
     response = as_user(owner).post("/api/providers/", body, format="json")
 

@@ -37,12 +37,14 @@ class _LoopThread:
 
 class ScriptedEngine:
     """An OpenAI-compatible engine that answers every chat completion with `chunks` (one content delta each, a
-    short pause between them so each reaches the gateway as its own read) and keeps the bodies it received."""
+    short pause between them so each reaches the gateway as its own read) and keeps the bodies and headers it
+    received."""
 
     def __init__(self, chunks: list[str], *, pause_s: float = 0.02) -> None:
         self.chunks = chunks
         self.pause_s = pause_s
         self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = _LoopThread()
@@ -63,6 +65,7 @@ class ScriptedEngine:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.received.append(body)
+        self.headers.append(dict(request.headers))
         prompt_tokens, completion_tokens = 10, len(self.chunks)
         usage = {
             "prompt_tokens": prompt_tokens,

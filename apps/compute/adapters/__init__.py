@@ -19,6 +19,7 @@ from apps.compute.adapters.external import ExternalAdapter
 from apps.compute.adapters.kubernetes import KubernetesAdapter
 from apps.compute.adapters.local import LocalVllmAdapter
 from apps.compute.adapters.simulator import SimulatorAdapter
+from apps.compute.adapters.skypilot import SkyPilotAdapter
 from apps.compute.adapters.ssh import SshDockerAdapter
 
 if TYPE_CHECKING:
@@ -32,7 +33,19 @@ ADAPTERS: dict[str, type[ComputeAdapter]] = {
         ExternalAdapter,
         KubernetesAdapter,
         SshDockerAdapter,
+        SkyPilotAdapter,
     )
+}
+
+
+# Kinds whose specs Inferia builds and validates against the platform's published schema (tests/compute), but
+# that it cannot run: the live network needs a transaction signed with the tenant's wallet. They have no adapter,
+# are never in supported_kinds(), and the console does not offer them; the docs call them spec-validated, not run
+# live.
+SPEC_ONLY_KINDS: dict[str, str] = {
+    "akash": "Akash SDL is spec-validated, not run live: deployments need a wallet-signed transaction",
+    "nosana": "Nosana job definitions are spec-validated, not run live: posting a job needs a wallet-signed "
+    "transaction",
 }
 
 
@@ -50,11 +63,15 @@ def adapter_for(provider: Provider) -> ComputeAdapter:
     try:
         return ADAPTERS[provider.kind](provider)
     except KeyError:
-        raise UnsupportedProviderError(f"provider kind {provider.kind!r} is not supported") from None
+        reason = SPEC_ONLY_KINDS.get(provider.kind, "")
+        raise UnsupportedProviderError(
+            f"provider kind {provider.kind!r} is not supported{': ' + reason if reason else ''}"
+        ) from None
 
 
 __all__ = [
     "ADAPTERS",
+    "SPEC_ONLY_KINDS",
     "AdapterError",
     "ComputeAdapter",
     "ProviderConfigError",

@@ -369,9 +369,9 @@ class InjectionDetector:
             while position >= 0:
                 if not spaced or position == 0 or not lowered[position - 1].isalnum():
                     for pattern in patterns:
-                        match = pattern.match(lowered, position)
-                        if match is not None:
-                            out.append(Finding(position, match.end(), PROMPT_INJECTION))
+                        found = pattern.match(lowered, position)
+                        if found is not None:
+                            out.append(Finding(position, found.end(), PROMPT_INJECTION))
                             break
                 position = lowered.find(trigger, position + 1)
 
@@ -415,7 +415,7 @@ _BUILTIN: tuple[Detector, ...] = (
         Detector(name, source, frozenset({SECRET}), classify, max_chars=max_chars, anchors=anchors)
         for name, source, anchors, max_chars, classify in _SECRET_DETECTORS
     ),
-    InjectionDetector(),  # type: ignore[list-item]
+    InjectionDetector(),  # type: ignore[arg-type]
     NonAsciiDetector(
         "hidden_characters", HIDDEN_SOURCE, frozenset({HIDDEN_CHARACTERS}), _always(HIDDEN_CHARACTERS), max_chars=64,
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +150,7 @@ def template_content_validate(*, messages: Any, variables: Any, model: Any = "",
             raise ValidationError({"params": f"'{name}' has the wrong type."})
         if name == "stop" and isinstance(value, list) and not all(isinstance(item, str) for item in value):
             raise ValidationError({"params": "'stop' is a string or a list of strings."})
-        if name == "max_tokens" and value < 1:
+        if name == "max_tokens" and isinstance(value, int) and value < 1:
             raise ValidationError({"params": "'max_tokens' is at least 1."})
 
 
@@ -192,7 +193,7 @@ def _value_text(name: str, value: Any) -> str:
     return text
 
 
-def _names(names: set[str]) -> str:
+def _names(names: AbstractSet[str]) -> str:
     listed = sorted(names)
     shown = ", ".join(name[:64] for name in listed[:10])
     return shown + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")

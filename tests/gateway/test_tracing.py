@@ -1,0 +1,135 @@
+"""OpenTelemetry tracing: with an OTLP endpoint configured, a collector receives a span per step of a request, each
+with the request id; without one, the gateway imports no opentelemetry module at all."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
+from tests.gateway.servers import REPO, Process, free_port, web_start
+from tests.gateway.stand_ins import _LoopThread
+
+OTEL_VARIABLES = ("INFERIA_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+class OtlpCollector:
+    """An OTLP/HTTP trace receiver: keeps (span name, attributes) of every span posted to /v1/traces."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, dict[str, Any]]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = _LoopThread()
+        self._runner: web.AppRunner | None = None
+        self._loop.run(self._start())
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._traces)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        raw = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(raw)
+        for resource_spans in export.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {item.key: _value(item.value) for item in span.attributes}
+                    self.spans.append((span.name, attributes))
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._loop.run(self._runner.cleanup())
+        self._loop.stop()
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[OtlpCollector]:
+    running = OtlpCollector()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def traced_gateway(test_database_url: str, collector: OtlpCollector) -> Iterator[Process]:
+    process = web_start(
+        test_database_url, extra_env={"INFERIA_OTEL_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    )
+    yield process
+    process.stop()
+
+
+def test_a_traced_request_sends_a_span_per_step_with_its_request_id(transactional_db, sim, traced_gateway, collector):
+    from apps.orgs.models import Organization
+
+    organization = Organization.objects.create(name="Acme", slug="acme")
+    _key, secret = make_key(organization)
+    make_deployment(organization, "gw-chat", [sim.url])
+    wait_until_served(traced_gateway, secret, "gw-chat")
+    body = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+
+    status, _, _ = http(
+        "POST", f"{traced_gateway.url}/v1/chat/completions", body=body, secret=secret,
+        headers={"x-request-id": "trace-me-1"},
+    )  # fmt: skip
+
+    assert status == 200
+    wanted = {"gateway.request", "gateway.auth", "gateway.policy", "gateway.upstream", "gateway.stream"}
+    deadline = time.monotonic() + 10
+    while True:
+        names = {name for name, attributes in collector.spans if attributes.get("inferia.request_id") == "trace-me-1"}
+        if wanted <= names:
+            break
+        assert time.monotonic() < deadline, (names, collector.spans)
+        time.sleep(0.05)
+    upstream = [attrs for name, attrs in collector.spans if name == "gateway.upstream"]
+    assert upstream[-1]["inferia.replica_id"] > 0
+
+
+def test_with_tracing_off_the_gateway_imports_no_opentelemetry_module():
+    # redis-py 8 imports the OpenTelemetry metrics SDK by itself when it is installed (its own optional metrics,
+    # idle unless initialised): the gateway must add no opentelemetry module to what redis alone loads.
+    script = (
+        "import sys, redis;"
+        "otel = lambda: {name for name in sys.modules if name.startswith('opentelemetry')};"
+        "before = otel();"
+        "import django; django.setup(); import inferia_site.asgi, apps.gateway.consumers, apps.gateway.pipeline;"
+        "from apps.gateway import pipeline, tracing;"
+        "assert not tracing.ENABLED; assert 'apps.gateway.otel' not in sys.modules;"
+        "assert not hasattr(pipeline.authenticate, '__wrapped__');"
+        "print(sorted(otel() - before))"
+    )
+    env = {name: value for name, value in os.environ.items() if name not in OTEL_VARIABLES}
+    env["DJANGO_SETTINGS_MODULE"] = "inferia_site.settings"
+
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
