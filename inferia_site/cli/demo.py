@@ -137,7 +137,7 @@ def demo_banner(
 ======================================================================================
  Inferia is running ({storage})
 
- Console:           {base}/admin/
+ Console:           {base}/console/   (platform staff: {base}/admin/)
  Admin login:       {admin.email} / {password}
  Inference key:     {key}
                     (scope: inference; for /v1 calls)
