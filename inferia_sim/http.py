@@ -224,4 +224,4 @@ class HttpConnection(asyncio.Protocol):
 
 
 class _BodyTooLarge(Exception):
-    pass
+    """The request body passed the simulator's size limit."""

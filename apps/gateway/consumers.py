@@ -10,6 +10,7 @@ each of those costs more than the rest of the request's CPU.
 from __future__ import annotations
 
 import asyncio
+from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class GatewayConsumer(AsyncHttpConsumer):
+class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):
     """Base of the `/v1` consumers: a lean ASGI entry that gives `respond(exchange)` the whole body."""
 
     methods: tuple[str, ...] = ("POST",)
@@ -88,8 +89,9 @@ class GatewayConsumer(AsyncHttpConsumer):
             if not message.get("more_body"):
                 return b"".join(parts) if size <= limit else errors.body_too_large(limit)
 
+    @abstractmethod
     async def respond(self, exchange: Exchange) -> None:
-        raise NotImplementedError
+        """Answer the exchange, whose body has been read and checked against the size limit."""
 
 
 def _disconnect_callback(exchange: Exchange, task: asyncio.Task[Any] | None) -> Callable[[asyncio.Future[Any]], None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.security import HttpBearer
 from pydantic import BaseModel
@@ -69,7 +69,8 @@ api = NinjaAPI(
 
 
 def _described_only() -> Any:
-    raise NotImplementedError("served by the gateway's consumers, see apps.gateway.consumers")
+    # Never reached: inferia_site.asgi sends these paths to the gateway's consumers before Django sees them.
+    raise Http404("served by the gateway's consumers")
 
 
 @api.post(

@@ -60,8 +60,8 @@ class FakeProvider:
 
 def _handler(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # keep test output quiet
-            pass
+        def log_message(self, *args: Any) -> None:
+            """Keep test output quiet."""
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
