@@ -232,7 +232,7 @@ class SkyPilotAdapter(ComputeAdapter):
             # Not up yet: the launch request says whether it is still coming or has failed.
             launch_id = handle.get("launch_request")
             # {}: the server has dropped the request from its history; the cluster says the rest.
-            launch = (self._request_state(launch_id) or {}) if launch_id else {}
+            launch: dict[str, Any] = (self._request_state(launch_id) or {}) if launch_id else {}
             state = str(launch.get("status", ""))
             if state in REQUEST_FAILED:
                 return ReplicaStatus(ReplicaPhase.FAILED, f"launch {state.lower()}: {_request_error(launch)}")
