@@ -193,6 +193,15 @@ class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Retriev
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    def _deployment_change(self, request: Request, deployment: Any, service: Any, schema: Any) -> Response:
+        """Validate the body with `schema`, then apply `service` to the deployment with its fields, as the caller."""
+        data = schema(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = service_call(
+            service, deployment=deployment, actor=self.actor, context=self.audit_context, **data.validated_data
+        )
+        return Response(DeploymentOut(deployment).data)
+
     @extend_schema(request=DeploymentShareIn, responses=DeploymentOut)
     @action(detail=True, methods=["post"])
     def share(self, request: Request, pk: str) -> Response:
@@ -200,65 +209,25 @@ class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Retriev
         deployment = self.get_object()
         if not self.principal.is_superadmin:
             raise PermissionDenied("Only the platform superadmin shares platform deployments.")
-        data = DeploymentShareIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        deployment = service_call(
-            api_services.deployment_share,
-            deployment=deployment,
-            organizations=data.validated_data["organizations"],
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(DeploymentOut(deployment).data)
+        return self._deployment_change(request, deployment, api_services.deployment_share, DeploymentShareIn)
 
     @extend_schema(request=DeploymentScaleIn, responses=DeploymentOut)
     @action(detail=True, methods=["post"])
     def scale(self, request: Request, pk: str) -> Response:
         """Set how many replicas the deployment runs (within min and max); the worker provisions or removes them."""
-        deployment = self.get_object()
-        data = DeploymentScaleIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        deployment = service_call(
-            services.deployment_scale,
-            deployment=deployment,
-            replicas=data.validated_data["replicas"],
-            reason=data.validated_data["reason"],
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(DeploymentOut(deployment).data)
+        return self._deployment_change(request, self.get_object(), services.deployment_scale, DeploymentScaleIn)
 
     @extend_schema(request=DeploymentStopIn, responses=DeploymentOut)
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str) -> Response:
         """Stop serving: out of routing at once, then the worker tears the replicas down."""
-        deployment = self.get_object()
-        data = DeploymentStopIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        deployment = service_call(
-            services.deployment_stop,
-            deployment=deployment,
-            reason=data.validated_data["reason"],
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(DeploymentOut(deployment).data)
+        return self._deployment_change(request, self.get_object(), services.deployment_stop, DeploymentStopIn)
 
     @extend_schema(request=DeploymentStopIn, responses=DeploymentOut)
     @action(detail=True, methods=["post"])
     def start(self, request: Request, pk: str) -> Response:
         """Start a stopped (or failed) deployment again."""
-        deployment = self.get_object()
-        data = DeploymentStopIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        deployment = service_call(
-            services.deployment_start,
-            deployment=deployment,
-            reason=data.validated_data["reason"],
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(DeploymentOut(deployment).data)
+        return self._deployment_change(request, self.get_object(), services.deployment_start, DeploymentStopIn)
 
     @extend_schema(request=LoraAdapterIn, responses={201: DeploymentOut})
     @action(detail=True, methods=["post"])

@@ -9,7 +9,6 @@ requests for the same key share that read). The TTL bounds staleness if a messag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -19,14 +18,13 @@ from channels.db import database_sync_to_async
 
 from apps.policies.effective import EffectivePolicy
 from apps.policies.selectors import policy_effective_for
-from inferia_site.redis_clients import sync_redis
+from inferia_site.redis_clients import channel_listen, sync_redis
 
 logger = logging.getLogger(__name__)
 
 POLICY_CHANNEL = "inferia:policies:invalidate"
 INVALIDATE_ALL = "*"
 CACHE_TTL_S = 60.0
-_LISTENER_RETRY_S = 0.5
 
 
 def policy_cache_publish(*, organization_id: int | None) -> None:
@@ -100,24 +98,4 @@ class PolicyCache:
         """Apply published invalidations until cancelled, resubscribing after a lost connection (and starting
         from an empty cache then, since changes may have been missed). For a gateway that has no listener of its
         own; one that has can subscribe to `POLICY_CHANNEL` and call `invalidate` with each message."""
-        while True:
-            pubsub = client.pubsub()
-            try:
-                await pubsub.subscribe(POLICY_CHANNEL)
-                self.clear()
-                if ready is not None:
-                    ready.set()
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        data = message["data"]
-                        self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if ready is not None:
-                    ready.clear()
-                logger.warning("lost the policy invalidation channel; resubscribing", exc_info=True)
-                await asyncio.sleep(_LISTENER_RETRY_S)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await channel_listen(client, POLICY_CHANNEL, on_message=self.invalidate, on_subscribed=self.clear, ready=ready)

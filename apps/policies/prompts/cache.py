@@ -10,7 +10,6 @@ message to `TemplateCache.invalidate`; otherwise `TemplateCache.listen` does it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -27,7 +26,7 @@ from apps.policies.prompts.rendering import (
     template_compiled_render,
     template_ref_parse,
 )
-from inferia_site.redis_clients import sync_redis
+from inferia_site.redis_clients import channel_listen, sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,6 @@ TEMPLATE_CHANNEL = "inferia:templates:invalidate"
 INVALIDATE_ALL = "*"
 LATEST_TTL_S = 5.0
 VERSIONS_MAX = 2048
-_LISTENER_RETRY_S = 0.5
 
 
 def template_cache_publish(*, organization_id: int, name: str) -> None:
@@ -117,27 +115,9 @@ class TemplateCache:
     async def listen(self, client: aioredis.Redis, ready: asyncio.Event | None = None) -> None:
         """Apply published invalidations until cancelled, resubscribing (from an empty cache) after a lost
         connection. Only for a process with no Redis listener of its own."""
-        while True:
-            pubsub = client.pubsub()
-            try:
-                await pubsub.subscribe(TEMPLATE_CHANNEL)
-                self.clear()
-                if ready is not None:
-                    ready.set()
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        data = message["data"]
-                        self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if ready is not None:
-                    ready.clear()
-                logger.warning("lost the template invalidation channel; resubscribing", exc_info=True)
-                await asyncio.sleep(_LISTENER_RETRY_S)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await channel_listen(
+            client, TEMPLATE_CHANNEL, on_message=self.invalidate, on_subscribed=self.clear, ready=ready
+        )
 
 
 _loop_caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TemplateCache] = weakref.WeakKeyDictionary()
