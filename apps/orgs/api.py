@@ -29,10 +29,11 @@ from apps.orgs.serializers import (
     TeamOut,
     TeamUpdateIn,
 )
-from apps.rbac.drf import TenantViewSet, service_call
+from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
 
 
-class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=OrganizationUpdateIn, detail_out=OrganizationOut)
+class OrganizationViewSet(ServiceUpdateMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
     """Organisations the caller belongs to (all of them for the superadmin)."""
 
     model = Organization
@@ -40,6 +41,9 @@ class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     filterset_fields = ["is_active", "slug"]
     search_fields = ["name", "slug"]
     ordering_fields = ["name", "slug", "created_at"]
+    service_object = "organization"
+    update_in = OrganizationUpdateIn
+    update_service = staticmethod(membership_services.organization_update)
 
     @extend_schema(request=OrganizationCreateIn, responses={201: OrganizationOut})
     def create(self, request: Request) -> Response:
@@ -52,22 +56,11 @@ class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
         )
         return Response(OrganizationOut(organization).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=OrganizationUpdateIn, responses=OrganizationOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        organization = self.get_object()
-        data = OrganizationUpdateIn(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        organization = service_call(
-            membership_services.organization_update,
-            organization=organization,
-            changes=data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(OrganizationOut(organization).data)
 
-
-class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=TeamUpdateIn, detail_out=TeamOut)
+class TeamViewSet(
+    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Teams of the caller's organisations."""
 
     model = Team
@@ -75,6 +68,10 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
     filterset_fields = ["organization", "slug"]
     search_fields = ["name", "slug"]
     ordering_fields = ["name", "slug", "created_at"]
+    service_object = "team"
+    update_in = TeamUpdateIn
+    update_service = staticmethod(membership_services.team_update)
+    delete_service = staticmethod(membership_services.team_delete)
 
     @extend_schema(request=TeamCreateIn, responses={201: TeamOut})
     def create(self, request: Request) -> Response:
@@ -85,26 +82,6 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
             membership_services.team_create, **data.validated_data, actor=self.actor, context=self.audit_context
         )
         return Response(TeamOut(team).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=TeamUpdateIn, responses=TeamOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        team = self.get_object()
-        data = TeamUpdateIn(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        team = service_call(
-            membership_services.team_update,
-            team=team,
-            changes=data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(TeamOut(team).data)
-
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(
-            membership_services.team_delete, team=self.get_object(), actor=self.actor, context=self.audit_context
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
@@ -170,7 +147,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class InvitationViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
     """Invitations by link; the token is returned once, at creation. Deleting one withdraws it."""
 
     model = Invitation
@@ -178,6 +155,8 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
     filterset_fields = ["organization", "email"]
     ordering_fields = ["created_at", "expires_at"]
     tenant_actions = {"accept": "view"}
+    service_object = "invitation"
+    delete_service = staticmethod(membership_services.invitation_revoke)
 
     @extend_schema(request=InvitationCreateIn, responses={201: InvitationCreatedOut})
     def create(self, request: Request) -> Response:
@@ -197,15 +176,6 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         )
         invitation.token = token
         return Response(InvitationCreatedOut(invitation).data, status=status.HTTP_201_CREATED)
-
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(
-            membership_services.invitation_revoke,
-            invitation=self.get_object(),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=InvitationAcceptIn, responses={201: MembershipOut})
     @action(detail=False, methods=["post"])

@@ -36,16 +36,23 @@ from apps.policies.serializers import (
     PromptTemplateVersionOut,
 )
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
-from apps.rbac.drf import TenantViewSet, service_call
+from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
 
 
-class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=PolicyUpdateIn, detail_out=PolicyOut)
+class PolicyViewSet(
+    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Policies of the caller's organisations, at organisation, team and key level."""
 
     model = Policy
     serializer_class = PolicyOut
     filterset_fields = ["organization", "team", "api_key", "enabled", "guardrail_profile"]
     ordering_fields = ["created_at", "updated_at"]
+    service_object = "policy"
+    update_in = PolicyUpdateIn
+    update_service = staticmethod(policy_services.policy_update)
+    delete_service = staticmethod(policy_services.policy_delete)
 
     @extend_schema(request=PolicyCreateIn, responses={201: PolicyOut})
     def create(self, request: Request) -> Response:
@@ -65,28 +72,11 @@ class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         )
         return Response(PolicyOut(policy).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=PolicyUpdateIn, responses=PolicyOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        policy = self.get_object()
-        data = PolicyUpdateIn(data=request.data, partial=True, context={"request": request})
-        data.is_valid(raise_exception=True)
-        policy = service_call(
-            policy_services.policy_update,
-            policy=policy,
-            changes=dict(data.validated_data),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(PolicyOut(policy).data)
 
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(
-            policy_services.policy_delete, policy=self.get_object(), actor=self.actor, context=self.audit_context
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class GuardrailProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=GuardrailProfileUpdateIn, detail_out=GuardrailProfileOut)
+class GuardrailProfileViewSet(
+    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Guardrail profiles of the caller's organisations (platform profiles: the superadmin's)."""
 
     model = GuardrailProfile
@@ -94,6 +84,10 @@ class GuardrailProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     filterset_fields = ["organization", "is_default"]
     search_fields = ["name", "description"]
     ordering_fields = ["name", "updated_at"]
+    service_object = "profile"
+    update_in = GuardrailProfileUpdateIn
+    update_service = staticmethod(policy_services.guardrail_profile_update)
+    delete_service = staticmethod(policy_services.guardrail_profile_delete)
 
     @extend_schema(request=GuardrailProfileCreateIn, responses={201: GuardrailProfileOut})
     def create(self, request: Request) -> Response:
@@ -117,31 +111,16 @@ class GuardrailProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         )
         return Response(GuardrailProfileOut(profile).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=GuardrailProfileUpdateIn, responses=GuardrailProfileOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        profile = self.get_object()
-        data = GuardrailProfileUpdateIn(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        profile = service_call(
-            policy_services.guardrail_profile_update,
-            profile=profile,
-            changes=dict(data.validated_data),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(GuardrailProfileOut(profile).data)
 
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(
-            policy_services.guardrail_profile_delete,
-            profile=self.get_object(),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class PromptTemplateViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=PromptTemplateUpdateIn, detail_out=PromptTemplateDetailOut)
+class PromptTemplateViewSet(
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    GrantActionsMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
+):
     """Prompt templates of the caller's organisations (and those granted to their teams), with their immutable
     versions: `POST .../versions/` adds one, `GET .../diff/?from=1&to=2` compares two, `POST .../render/`
     previews what a `/v1` request would send."""
@@ -152,6 +131,11 @@ class PromptTemplateViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Ret
     search_fields = ["name", "description"]
     ordering_fields = ["name", "updated_at", "created_at"]
     tenant_actions = {"diff": "view", "render": "view", **GRANT_TENANT_ACTIONS}
+    service_object = "template"
+    update_in = PromptTemplateUpdateIn
+    detail_out = PromptTemplateDetailOut
+    update_service = staticmethod(template_services.prompt_template_update)
+    delete_service = staticmethod(template_services.prompt_template_delete)
 
     def tenant_action(self) -> str:
         if self.action == "versions":
@@ -171,29 +155,6 @@ class PromptTemplateViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Ret
             template_services.prompt_template_create, **values, actor=self.actor, context=self.audit_context
         )
         return Response(PromptTemplateDetailOut(version.template).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=PromptTemplateUpdateIn, responses=PromptTemplateDetailOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        template = self.get_object()
-        data = PromptTemplateUpdateIn(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        template = service_call(
-            template_services.prompt_template_update,
-            template=template,
-            changes=dict(data.validated_data),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(PromptTemplateDetailOut(template).data)
-
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(
-            template_services.prompt_template_delete,
-            template=self.get_object(),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(methods=["GET"], responses=PromptTemplateVersionOut(many=True))
     @extend_schema(methods=["POST"], request=PromptTemplateVersionIn, responses={201: PromptTemplateVersionOut})

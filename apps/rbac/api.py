@@ -13,13 +13,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.rbac import services as rbac_services
-from apps.rbac.drf import TenantViewSet, service_call
+from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
 from apps.rbac.models import Role
 from apps.rbac.restrict import principal_can
 from apps.rbac.serializers import GrantIn, RoleCreateIn, RoleOut, RoleUpdateIn
 
 
-class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=RoleUpdateIn, detail_out=RoleOut)
+class RoleViewSet(
+    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Built-in roles and the custom roles of the caller's organisations."""
 
     model = Role
@@ -27,6 +30,10 @@ class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
     filterset_fields = ["organization", "slug", "is_builtin"]
     search_fields = ["name", "slug"]
     ordering_fields = ["slug", "name"]
+    service_object = "role"
+    update_in = RoleUpdateIn
+    update_service = staticmethod(rbac_services.role_update)
+    delete_service = staticmethod(rbac_services.role_delete)
 
     def base_queryset(self) -> Any:
         return Role.objects.prefetch_related("permissions__content_type")
@@ -40,24 +47,6 @@ class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
             rbac_services.role_create, **data.validated_data, actor=self.actor, context=self.audit_context
         )
         return Response(RoleOut(role).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=RoleUpdateIn, responses=RoleOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        role = self.get_object()
-        data = RoleUpdateIn(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        role = service_call(
-            rbac_services.role_update,
-            role=role,
-            changes=data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(RoleOut(role).data)
-
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(rbac_services.role_delete, role=self.get_object(), actor=self.actor, context=self.audit_context)
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class GrantActionsMixin:

@@ -7,6 +7,7 @@ session's user. Rows the principal may not see are 404; rows it may see but not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -16,10 +17,12 @@ from django.db.models import Model, QuerySet
 from django.http import Http404
 from django_filters import rest_framework as django_filters
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import exceptions, filters, serializers
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions, filters, serializers, status
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
 from apps.audit.services import AuditContext
@@ -185,3 +188,51 @@ class TenantViewSet(GenericViewSet):
         allowed = organizations_allowing(principal=self.principal, action="add", model=model or self.model)
         if organization is None or not allowed.filter(pk=organization.pk).exists():
             raise exceptions.PermissionDenied(f"You may not add a {(model or self.model)._meta.verbose_name} here.")
+
+
+class ServiceUpdateMixin(TenantViewSet):
+    """`PATCH` through the object's update service, which checks, saves, audits and publishes the change.
+
+    The viewset names `update_in` (the partial body's serializer), `update_service` (a staticmethod taking the
+    object by the keyword `service_object`, with `changes`, `actor` and `context`) and optionally `detail_out`
+    (what the answer is shaped by; `serializer_class` otherwise). Its schema comes from `service_schema`."""
+
+    service_object: ClassVar[str]
+    update_service: ClassVar[Callable[..., Any]]
+    update_in: ClassVar[type[serializers.Serializer]]
+    detail_out: ClassVar[type[serializers.Serializer] | None] = None
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        target = self.get_object()  # 404/403 before any 400
+        data = self.update_in(data=request.data, partial=True, context={"request": request})
+        data.is_valid(raise_exception=True)
+        target = service_call(
+            self.update_service,
+            **{self.service_object: target},
+            changes=dict(data.validated_data),
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response((self.detail_out or self.serializer_class)(target).data)
+
+
+class ServiceDestroyMixin(TenantViewSet):
+    """`DELETE` through the object's delete service (a staticmethod `delete_service` taking the object by the
+    keyword `service_object`, with `actor` and `context`)."""
+
+    service_object: ClassVar[str]
+    delete_service: ClassVar[Callable[..., Any]]
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        service_call(
+            self.delete_service,
+            **{self.service_object: self.get_object()},
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def service_schema(*, update_in: type[serializers.Serializer], detail_out: type[serializers.Serializer]) -> Any:
+    """The OpenAPI description of a `ServiceUpdateMixin` viewset's `PATCH`, as a class decorator."""
+    return extend_schema_view(partial_update=extend_schema(request=update_in, responses=detail_out))
