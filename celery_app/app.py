@@ -38,6 +38,8 @@ app.conf.beat_schedule = {
     "usage-prune": {"task": "apps.gateway.tasks.usage_prune", "schedule": 3600.0},
     # Rebuild day/month quota and budget counters from UsageRecord if Redis lost them.
     "policy-counters-reconcile": {"task": "apps.policies.tasks.policy_counters_reconcile_periodic", "schedule": 60.0},
+    # The audit record of keys that expired or whose rotation grace ended (the gateways refuse them at once).
+    "key-ends-record": {"task": "apps.keys.tasks.api_key_ends_record_periodic", "schedule": 60.0},
     # The compute plane: health checks (/health, /metrics into Redis), self-healing reconcile, autoscaling.
     "compute-health-check": {
         "task": "apps.compute.tasks.health_check",

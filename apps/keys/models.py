@@ -44,6 +44,9 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    end_recorded_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the audit log recorded that the key stopped working."
+    )
     rotated_from = models.OneToOneField(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rotated_to"
     )
@@ -53,6 +56,9 @@ class ApiKey(models.Model):
         indexes = [
             models.Index(fields=["organization", "-created_at"]),
             models.Index(fields=["expires_at"], condition=Q(revoked_at__isnull=True), name="keys_active_expiry_idx"),
+            models.Index(
+                fields=["expires_at", "revoked_at"], condition=Q(end_recorded_at__isnull=True), name="keys_end_due_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import AuditContext, audit_diff, audit_record
@@ -86,8 +87,8 @@ def api_key_create(
 def api_key_revoke(*, key: ApiKey, actor: Any = None, reason: str = "", context: AuditContext | None = None) -> ApiKey:
     """Revoke a key now. Every gateway process drops it from its caches as soon as the revocation commits."""
     with transaction.atomic():
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
+        key.revoked_at = key.end_recorded_at = timezone.now()
+        key.save(update_fields=["revoked_at", "end_recorded_at"])
         audit_record(action="key.revoke", actor=actor, target=key, changes={"reason": reason}, context=context)
         secret_hash = key.secret_hash
         transaction.on_commit(lambda: key_cache_purge(secret_hash=secret_hash))
@@ -162,3 +163,35 @@ def api_key_update(*, key: ApiKey, changes: dict[str, Any], actor: Any, context:
         secret_hash, usable = key.secret_hash, key.is_usable()
         transaction.on_commit(lambda: key_cache_purge(secret_hash=secret_hash, still_usable=usable))
     return key
+
+
+KEY_END_BATCH = 500
+
+
+def api_key_ends_record(*, now: datetime | None = None) -> int:
+    """Write `key.expire` to the audit log, once, for every key that stopped working by itself since the last run:
+    its `expires_at` passed, or the grace period of a rotation ended. Revocations are recorded when they happen.
+    The gateways refuse such keys already (they check both times on every request); this is the record of it.
+    Returns how many were recorded."""
+    moment = now or timezone.now()
+    recorded = 0
+    while True:
+        due = list(
+            ApiKey.objects.filter(end_recorded_at__isnull=True)
+            .filter(Q(expires_at__lte=moment) | Q(revoked_at__lte=moment))
+            .order_by("pk")[:KEY_END_BATCH]
+        )
+        for key in due:
+            with transaction.atomic():
+                # The conditional update lets one of several concurrent runs record a key.
+                if not ApiKey.objects.filter(pk=key.pk, end_recorded_at__isnull=True).update(end_recorded_at=moment):
+                    continue
+                ended_at, reason = min(
+                    (at, reason)
+                    for at, reason in ((key.expires_at, "expired"), (key.revoked_at, "rotation grace ended"))
+                    if at is not None and at <= moment
+                )
+                audit_record(action="key.expire", target=key, changes={"reason": reason, "at": ended_at.isoformat()})
+            recorded += 1
+        if len(due) < KEY_END_BATCH:
+            return recorded
