@@ -173,6 +173,7 @@ async def embeddings(engine: SimEngine, request: HttpRequest, responder: HttpRes
 
 async def tokenize(engine: SimEngine, request: HttpRequest, responder: HttpResponder) -> None:
     """`POST /tokenize`: the simulated token ids of a `prompt` or of chat `messages`, as vLLM shapes them."""
+    engine.stats.tokenize_requests += 1
     body = json_object(request)
     if body.get("model") is not None:
         engine.resolve_model(body.get("model"))

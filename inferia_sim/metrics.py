@@ -53,6 +53,7 @@ class EngineStats:
 
     prompt_tokens: int = 0
     generation_tokens: int = 0
+    tokenize_requests: int = 0
     finished: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED_REASONS, 0))
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     e2e_latency: Histogram = field(default_factory=lambda: Histogram(E2E_BUCKETS))
@@ -73,6 +74,8 @@ def metrics_render(*, model_name: str, stats: EngineStats, scheduler: SequenceSc
     sample("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", kv_usage)
     sample("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", stats.prompt_tokens)
     sample("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", stats.generation_tokens)
+    # Not a vLLM metric: how often gateways asked this engine to count a prompt.
+    sample("inferia_sim:tokenize_requests_total", "counter", "Number of /tokenize requests.", stats.tokenize_requests)
     lines.append("# HELP vllm:request_success_total Count of successfully processed requests.")
     lines.append("# TYPE vllm:request_success_total counter")
     for reason, count in stats.finished.items():

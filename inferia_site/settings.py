@@ -196,6 +196,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message whose worker was SIGKILLed stays unacknowledged in Redis until the transport's visibility timeout (kombu's
+# default, one hour) and is only then redelivered. Lowering it would redeliver running and countdown tasks too, so
+# the compute plane does not wait for it: the periodic reconcile hands a dead worker's replica to another worker
+# once its claim's lease (or INFERIA_TASK_REQUEUE_SECONDS) runs out.
+
+# Hard time limit of one provisioning run; its claim's lease is half as long again (apps/compute/replicas.py). A run
+# must have room for the adapter's own waits (a process replica's leftover engine gets 10 s to exit on SIGTERM before
+# SIGKILL), and 0 (Celery's "no limit") would let a live run's claim be taken over at once.
+INFERIA_PROVISION_TIME_LIMIT_SECONDS = env_int("INFERIA_PROVISION_TIME_LIMIT_SECONDS", 60)
+if INFERIA_PROVISION_TIME_LIMIT_SECONDS < 15:
+    raise ConfigError("INFERIA_PROVISION_TIME_LIMIT_SECONDS must be at least 15 (seconds)")
+# A replica left PENDING or STOPPING this long lost its task (a dead worker): the reconcile enqueues it again.
+INFERIA_TASK_REQUEUE_SECONDS = env_float("INFERIA_TASK_REQUEUE_SECONDS", 60.0)
 
 # --- Inferia ---
 INFERIA_FERNET_KEYS = env_list("INFERIA_FERNET_KEYS") or [
@@ -242,6 +255,10 @@ INFERIA_AUTOSCALE_DOWN_COOLDOWN_SECONDS = env_float("INFERIA_AUTOSCALE_DOWN_COOL
 # Policy authority: what happens to budgets and limits while Redis is unreachable (closed = 503).
 INFERIA_POLICY_FAIL_OPEN = env_bool("INFERIA_POLICY_FAIL_OPEN", False)
 INFERIA_POLICY_CONCURRENCY_LEASE_MS = env_int("INFERIA_POLICY_CONCURRENCY_LEASE_MS", 15 * 60 * 1000)
+# How long a day/month reservation of a request that never settles is held. Streams have no overall deadline (only
+# first-byte and idle timeouts): an hour is well past any answer a caller waits for. A request outliving it still
+# settles exactly; only its reservation stops holding back concurrent requests.
+INFERIA_POLICY_RESERVATION_TTL_S = env_int("INFERIA_POLICY_RESERVATION_TTL_S", 3600)
 INFERIA_GUARDRAIL_SCANNERS = env_list("INFERIA_GUARDRAIL_SCANNERS")
 
 # Two-factor sign-in (TOTP) for the console and admin.

@@ -9,6 +9,7 @@ from typing import Any
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent, UsageRecord, UsageRollup
+from apps.audit.rollups import usage_rollups_rebuild
 from apps.audit.services import audit_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.keys.models import ApiKey
@@ -101,6 +102,7 @@ def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
         completion_tokens=usage.completion_tokens,
         cost_micros=usage.cost_micros,
     )
+    usage_rollups_rebuild(since=usage.started_at, until=usage.started_at)  # the per-model and per-key grains too
     invitation = Invitation.objects.create(
         organization=org,
         email=f"new@{tag}.test",

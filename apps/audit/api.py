@@ -14,6 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.audit.exports import export_response
 from apps.audit.models import AuditCheckpoint, AuditEvent, UsageRecord, UsageRollup
 from apps.audit.selectors import audit_events_csv, audit_events_jsonl, usage_summary
 from apps.audit.serializers import (
@@ -58,12 +59,12 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         """The filtered events, oldest first, as JSON Lines (default) or CSV, streamed."""
         events = self.filter_queryset(self.get_queryset())
         if request.query_params.get("type") == "csv":
-            response = StreamingHttpResponse(audit_events_csv(events=events), content_type="text/csv")
-            response["Content-Disposition"] = 'attachment; filename="audit.csv"'
-        else:
-            response = StreamingHttpResponse(audit_events_jsonl(events=events), content_type="application/jsonl")
-            response["Content-Disposition"] = 'attachment; filename="audit.jsonl"'
-        return response
+            return export_response(
+                request, audit_events_csv(events=events), content_type="text/csv", filename="audit.csv"
+            )
+        return export_response(
+            request, audit_events_jsonl(events=events), content_type="application/jsonl", filename="audit.jsonl"
+        )
 
 
 class IsSuperadmin(HasPrincipal):

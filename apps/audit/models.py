@@ -11,6 +11,9 @@ from django.utils import timezone
 # Audit and usage rows outlive what they describe: their references are kept as plain ids
 # (no database constraint, nothing cascades), so deleting a key or a user never rewrites history.
 _HISTORY_FK: dict[str, Any] = {"on_delete": models.DO_NOTHING, "db_constraint": False, "null": True, "blank": True}
+# The derived rollups are read by organisation and time only, through their own indexes: an index per reference
+# would cost every upsert and, worse, tempt the planner into walking a month of rows in key order.
+_ROLLUP_FK: dict[str, Any] = {**_HISTORY_FK, "db_index": False}
 
 
 class AuditAppendOnlyError(Exception):
@@ -159,10 +162,12 @@ class UsageRecord(models.Model):
             models.Index(fields=["api_key", "-started_at"]),
             models.Index(fields=["model", "-started_at"]),
             # The few requests where a guardrail fired, for the dashboard's "guardrails fired" over a range.
+            # `guardrails` is carried in the index, so that read never visits the table's pages.
             models.Index(
                 fields=["organization", "-started_at"],
+                include=["guardrails"],
                 condition=~models.Q(guardrails=[]),
-                name="audit_usage_guardrails_idx",
+                name="audit_usage_guardrails_cover",
             ),
         ]
 
@@ -197,7 +202,85 @@ class UsageRollup(models.Model):
                 name="audit_usage_rollup_unique",
             )
         ]
-        indexes = [models.Index(fields=["organization", "-hour"])]
+        # Covering: the busiest keys of the hours around whole days (the dashboard) read the index alone.
+        indexes = [
+            models.Index(
+                fields=["organization", "hour"],
+                include=["api_key", "requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros"],
+                name="audit_usage_rollup_org_hour",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.model} @ {self.hour:%Y-%m-%d %H}:00"
+
+
+class UsageModelRollup(models.Model):
+    """Hourly totals of usage per organisation, team and model, without the key: the usage over time, busiest models
+    and busiest teams of the dashboard read these (a few rows per hour) instead of the per-key rollups (one row per
+    key and model). Kept by the usage worker in the same transaction as UsageRollup; visible to whoever may view
+    UsageRollup rows of the same organisation and team."""
+
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
+    model = models.CharField(max_length=200)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+    latency_ms_total = models.FloatField(default=0)
+    ttft_ms_total = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "organization", "team", "model"],
+                nulls_distinct=False,
+                name="audit_usage_model_rollup_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "hour"], name="audit_usage_model_rollup_org")]
+
+    def __str__(self) -> str:
+        return f"{self.model} @ {self.hour:%Y-%m-%d %H}:00"
+
+
+class UsageKeyRollup(models.Model):
+    """Daily totals of usage per organisation, team and API key, without the model: the dashboard's busiest keys over
+    days read these (one row per key and day) instead of the hourly per-key, per-model rollups. Kept by the usage
+    worker in the same transaction as UsageRollup; visible to whoever may view UsageRollup rows of the same
+    organisation and team."""
+
+    day = models.DateTimeField(help_text="Start of the day (UTC).")
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
+    api_key = models.ForeignKey("keys.ApiKey", related_name="+", **_ROLLUP_FK)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "organization", "team", "api_key"],
+                nulls_distinct=False,
+                name="audit_usage_key_rollup_unique",
+            )
+        ]
+        # Covering: ranking the keys of a month reads the index alone.
+        indexes = [
+            models.Index(
+                fields=["organization", "day"],
+                include=["api_key", "team", "requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros"],
+                name="audit_usage_key_rollup_org",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"key {self.api_key_id} @ {self.day:%Y-%m-%d}"

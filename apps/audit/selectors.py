@@ -13,6 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate
 
+from apps.audit.exports import export_rows
 from apps.audit.models import AuditCheckpoint, AuditEvent
 
 EXPORT_FIELDS = [
@@ -62,25 +63,27 @@ def audit_event_filter(
     return events
 
 
-def _rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
-    yield from events.order_by("seq").values(*EXPORT_FIELDS).iterator(chunk_size=2000)
+def _batches(events: QuerySet[AuditEvent]) -> Iterator[list[dict[str, Any]]]:
+    return export_rows(events.order_by("seq").values(*EXPORT_FIELDS))
 
 
 def audit_events_jsonl(*, events: QuerySet[AuditEvent]) -> Iterator[str]:
-    """The events as JSON Lines, oldest first, with their hashes so a copy can be checked later."""
-    for row in _rows(events):
-        yield json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True) + "\n"
+    """The events as JSON Lines, oldest first, with their hashes so a copy can be checked later; one chunk per batch
+    of rows (see `apps.audit.exports`)."""
+    for batch in _batches(events):
+        yield "".join(json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True) + "\n" for row in batch)
 
 
 def audit_events_csv(*, events: QuerySet[AuditEvent]) -> Iterator[str]:
-    """The events as CSV, oldest first; `changes` is a JSON string in its column."""
+    """The events as CSV, oldest first; `changes` is a JSON string in its column. One chunk per batch of rows."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
     writer.writeheader()
-    for row in _rows(events):
-        row["changes"] = json.dumps(row["changes"], cls=DjangoJSONEncoder, sort_keys=True)
-        row["occurred_at"] = row["occurred_at"].isoformat()
-        writer.writerow(row)
+    for batch in _batches(events):
+        for row in batch:
+            row["changes"] = json.dumps(row["changes"], cls=DjangoJSONEncoder, sort_keys=True)
+            row["occurred_at"] = row["occurred_at"].isoformat()
+            writer.writerow(row)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

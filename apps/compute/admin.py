@@ -1,10 +1,30 @@
+"""Django admin for the compute inventory, tenant-scoped through `restrict`. Besides the model pages, the
+deployments changelist offers "Register an external deployment": the admin twin of `POST /api/deployments/external/`
+and `inferia deploy --external`, through the same service (SSRF checks, encrypted upstream key, audit)."""
+
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from guardian.admin import GuardedModelAdmin
 
+from apps.audit.services import AuditContext
+from apps.compute import api_services
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.urlsafety import UnsafeUrlError
+from apps.orgs.models import Organization
 from apps.rbac.admin_mixins import TenantAdminMixin
+from apps.rbac.restrict import Principal, organizations_allowing
 
 
 @admin.register(Provider)
@@ -30,6 +50,86 @@ class ReplicaInline(admin.TabularInline):
     readonly_fields = fields
 
 
+class ExternalDeploymentForm(forms.Form):
+    """What registering OpenAI-compatible servers someone already runs takes: where they are, what they serve,
+    the key they want (stored encrypted, never shown back), whose deployment it is and what it costs."""
+
+    organization = forms.ModelChoiceField(queryset=Organization.objects.none(), label="Organisation")
+    base_urls = forms.CharField(
+        label="Base URLs",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="One per line, one replica each, e.g. https://llm.example.com/v1. Private and loopback addresses "
+        "are refused unless INFERIA_UPSTREAM_ALLOW_PRIVATE is set.",
+    )
+    model_id = forms.CharField(label="Model name", max_length=300, help_text="The model the upstream serves.")
+    served_model_name = forms.CharField(
+        label="Served name",
+        max_length=200,
+        required=False,
+        help_text="The `model` Inferia's clients ask for (default: the model name).",
+    )
+    api_key = forms.CharField(
+        label="Upstream API key",
+        max_length=4000,
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Sent to the upstream as a bearer token; stored encrypted and never shown again.",
+    )
+    price_input_per_mtok_micros = forms.IntegerField(
+        label="Input price", min_value=0, initial=0, help_text="Per 1M input tokens, in micro-units (1e-6)."
+    )
+    price_output_per_mtok_micros = forms.IntegerField(
+        label="Output price", min_value=0, initial=0, help_text="Per 1M output tokens, in micro-units (1e-6)."
+    )
+
+    def __init__(self, *args: Any, organizations: QuerySet[Organization], platform: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["organization"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = organizations
+        if platform:  # only the platform superadmin owns deployments outside any organisation
+            field.required = False
+            field.empty_label = "The platform (no organisation)"
+
+    def clean_base_urls(self) -> list[str]:
+        urls = [line.strip() for line in self.cleaned_data["base_urls"].splitlines() if line.strip()]
+        if not urls:
+            raise forms.ValidationError("Give at least one base URL.")
+        if len(urls) > 64:
+            raise forms.ValidationError("At most 64 base URLs.")
+        return urls
+
+    def service_arguments(self) -> dict[str, Any]:
+        """The form's values as `external_deployment_create` takes them."""
+        data = self.cleaned_data
+        return {
+            "organization": data["organization"],
+            "base_urls": data["base_urls"],
+            "model_id": data["model_id"],
+            "served_model_name": data["served_model_name"] or data["model_id"],
+            "api_key": data["api_key"],
+            "price_input_per_mtok_micros": data["price_input_per_mtok_micros"],
+            "price_output_per_mtok_micros": data["price_output_per_mtok_micros"],
+        }
+
+
+def _registering_organizations(user: Any) -> QuerySet[Organization]:
+    """Where `user` may register one: organisations in which they may add providers, pools and deployments."""
+    allowed = Organization.objects.filter(is_active=True)
+    for model in (Provider, ComputePool, ModelDeployment):
+        allowed = allowed.filter(pk__in=organizations_allowing(principal=user, action="add", model=model).values("pk"))
+    return allowed.order_by("name")
+
+
+def _audit_context(request: HttpRequest) -> AuditContext:
+    return AuditContext(
+        ip_address=request.META.get("REMOTE_ADDR") or None,
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
+        request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+    )
+
+
 @admin.register(ModelDeployment)
 class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["served_model_name", "model_id", "organization", "pool", "state", "desired_replicas"]
@@ -38,6 +138,65 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
     search_fields = ["served_model_name", "model_id", "name"]
     filter_horizontal = ["shared_with"]
     inlines = [ReplicaInline]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Only a deployment that runs nothing may go: stop it first, and the worker tears its replicas down.
+        if obj is not None and obj.replicas.exclude(state=Replica.State.STOPPED).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # No bulk delete: each deletion goes through the service, one deployment at a time.
+        return {name: action for name, action in super().get_actions(request).items() if name != "delete_selected"}
+
+    def delete_model(self, request: HttpRequest, obj: ModelDeployment) -> None:
+        """Through the service, like the API: audited, and what a one-call registration made for it goes too."""
+        api_services.deployment_delete(deployment=obj, actor=request.user, context=_audit_context(request))
+
+    def get_urls(self) -> list[URLPattern]:
+        register = path(
+            "register-external/",
+            self.admin_site.admin_view(self.register_external_view),
+            name="compute_modeldeployment_register_external",
+        )
+        return [register, *super().get_urls()]
+
+    def register_external_view(self, request: HttpRequest) -> HttpResponse:
+        """The form; on submit, `external_deployment_create` as the signed-in user, refusals shown on the form."""
+        organizations = _registering_organizations(request.user)
+        platform = Principal.of(request.user).is_superadmin
+        if not self.has_add_permission(request) or not (platform or organizations.exists()):
+            raise PermissionDenied
+        form = ExternalDeploymentForm(request.POST or None, organizations=organizations, platform=platform)
+        if request.method == "POST" and form.is_valid():
+            deployment = self._register(request, form)
+            if deployment is not None:
+                messages.success(request, f"Registered {deployment.served_model_name}; the worker adopts it now.")
+                return redirect(reverse("admin:compute_modeldeployment_change", args=[deployment.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Register an external deployment",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/compute/modeldeployment/register_external.html", context)
+
+    def _register(self, request: HttpRequest, form: ExternalDeploymentForm) -> ModelDeployment | None:
+        try:
+            with transaction.atomic(durable=True):
+                deployment: ModelDeployment = api_services.external_deployment_create(
+                    **form.service_arguments(), actor=request.user, context=_audit_context(request)
+                )
+                return deployment
+        except UnsafeUrlError as error:
+            form.add_error("base_urls", str(error))
+        except DjangoValidationError as error:
+            form.add_error(None, error.messages)
+        except ValueError as error:
+            form.add_error(None, str(error))
+        except IntegrityError:
+            form.add_error("served_model_name", "This owner already serves a model under that name.")
+        return None
 
 
 @admin.register(Replica)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from apps.compute import api_services, lora, services
 from apps.compute.health import engine_load_from_report, replica_heartbeat_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.replica_logs import replica_logs_recent
 from apps.compute.replicas import NODE_TOKEN_PREFIX, node_token_hash
 from apps.compute.serializers import (
     DeploymentCreateIn,
@@ -37,6 +38,8 @@ from apps.compute.serializers import (
     ProviderCreateIn,
     ProviderOut,
     ProviderUpdateIn,
+    ReplicaLogsOut,
+    ReplicaLogsQueryIn,
     ReplicaOut,
 )
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
@@ -316,3 +319,17 @@ class ReplicaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVie
 
     def base_queryset(self) -> Any:
         return Replica.objects.all()
+
+    @extend_schema(
+        parameters=[OpenApiParameter("tail", int, description="How many of the newest lines (1 to 500, default 100).")],
+        responses=ReplicaLogsOut,
+    )
+    @action(detail=True, methods=["get"])
+    def logs(self, request: Request, pk: str) -> Response:
+        """The replica's engine output, as the worker captured it while the replica provisioned, started, was
+        unhealthy or failed (the web process may not run where the engine does), with credentials masked."""
+        replica = self.get_object()
+        query = ReplicaLogsQueryIn(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        lines = replica_logs_recent(replica_ids=[replica.pk], tail=query.validated_data["tail"]).get(replica.pk, [])
+        return Response(ReplicaLogsOut({"replica": replica.pk, "state": replica.state, "lines": lines}).data)

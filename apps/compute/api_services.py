@@ -40,6 +40,10 @@ DEPLOYMENT_FIELDS = (
 )
 
 
+# In the config of a provider `external_deployment_create` made for one deployment: deleting that deployment
+# deletes the provider and its pool too, while nothing else uses them.
+REGISTRATION_MARK = "registered_with_deployment"
+
 _AUDIT_NOUNS = {"provider": "provider", "computepool": "pool", "modeldeployment": "deployment"}
 
 
@@ -238,11 +242,26 @@ def deployment_update(
 
 @transaction.atomic
 def deployment_delete(*, deployment: ModelDeployment, actor: Any, context: AuditContext | None = None) -> None:
-    """Delete a deployment that runs nothing (stop it first: the worker tears its replicas down)."""
+    """Delete a deployment that runs nothing (stop it first: the worker tears its replicas down). The provider and
+    pool that `external_deployment_create` made for it go too, unless something else uses them."""
     running = deployment.replicas.exclude(state__in=(Replica.State.STOPPED,)).exists()
     if running:
         raise ValueError("the deployment still has replicas; stop it and wait until it is stopped")
+    pool = deployment.pool
     _deleted(deployment, DEPLOYMENT_FIELDS, actor, context)
+    _registration_leftovers_delete(pool=pool, actor=actor, context=context)
+
+
+def _registration_leftovers_delete(*, pool: ComputePool, actor: Any, context: AuditContext | None) -> None:
+    """Delete (audited) the pool a one-call registration made, once no deployment uses it, then its provider once
+    no pool does. Providers and pools made any other way, or shared since, are left alone."""
+    provider = pool.provider
+    made_for_one = (provider.config or {}).get(REGISTRATION_MARK) is True and pool.name == provider.name
+    if not made_for_one or pool.deployments.exists():
+        return
+    _deleted(pool, POOL_FIELDS, actor, context)
+    if not provider.pools.exists():
+        _deleted(provider, PROVIDER_FIELDS, actor, context)
 
 
 @transaction.atomic
@@ -283,9 +302,10 @@ def external_deployment_create(
     """Adopt OpenAI-compatible servers the user already runs (vLLM, SGLang, TGI, a hosted API) as one deployment,
     in one transaction: an `external` provider holding the SSRF-checked `base_urls` and the upstream `api_key`
     (encrypted), a pool on it, and the deployment serving `served_model_name` from the upstream's `model_id`
-    (default: the same name). Each write is audited; the worker adopts one URL per replica after commit."""
+    (default: the same name). Each write is audited; the worker adopts one URL per replica after commit. The
+    provider is marked as made for this deployment, so that deleting the deployment deletes it and the pool."""
     urls = external_base_urls_check(base_urls)  # UnsafeUrlError is a ValueError: a 400 naming the URL
-    config: dict[str, Any] = {"base_urls": urls}
+    config: dict[str, Any] = {"base_urls": urls, REGISTRATION_MARK: True}
     if health_path:
         if not health_path.startswith("/"):
             raise ValueError("health_path must start with /")

@@ -5,6 +5,8 @@ The load it scrapes (vLLM's running and waiting requests and KV-cache use) goes 
 once (the reconciler replaces it); one that misses INFERIA_HEALTH_FAILURES checks in a row becomes UNHEALTHY and
 leaves routing, and comes back to READY when it answers again. A replica that pushes heartbeats
 (`POST /api/nodes/heartbeat`, for nodes behind NAT) is healthy while either its poll or its push is fresh.
+The new output of every replica that is not serving (starting, unhealthy, failing) goes to the console's live page
+(apps/compute/replica_logs.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from apps.compute.adapters import AdapterError, ReplicaPhase, adapter_for
 from apps.compute.adapters.external import external_upstream_headers
 from apps.compute.adapters.http import http_call
 from apps.compute.models import Replica
+from apps.compute.replica_logs import replicas_logs_publish
 from apps.console.live import deployment_progress_after_commit
 from apps.gateway.catalog import catalog_changed, endpoint_base, replica_load_store
 
@@ -137,6 +140,15 @@ def replicas_health_check() -> dict[str, int]:
         return {}
     with ThreadPoolExecutor(max_workers=min(PROBE_THREADS, len(replicas))) as pool:
         probes = list(pool.map(replica_probe, replicas))
+    # Output of replicas not (or no longer) serving goes to the console, read before the results are applied: a
+    # replica that failed is torn down by the reconcile this check triggers, and its output with it.
+    replicas_logs_publish(
+        [
+            (replica, probe.phase in (ReplicaPhase.FAILED, ReplicaPhase.STOPPED))
+            for replica, probe in zip(replicas, probes, strict=True)
+            if replica.state != RState.READY or probe.phase != ReplicaPhase.READY
+        ]
+    )
     counts: dict[str, int] = {}
     for replica, probe in zip(replicas, probes, strict=True):
         outcome = replica_health_apply(replica=replica, probe=probe)

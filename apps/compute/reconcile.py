@@ -36,8 +36,10 @@ _REMOVE_ORDER: dict[str, int] = {
     RState.UNHEALTHY: 3,
     RState.READY: 4,
 }
-# A STOPPING replica whose teardown did not finish in this long gets another teardown (its worker died).
-TEARDOWN_RETRY_S = 60
+# A STOPPING replica that no teardown has touched in this long gets another teardown (its worker died), and a PENDING
+# one another provisioning message (it was lost with its worker, or is stuck in a dead worker's unacknowledged
+# message until the broker's visibility timeout).
+TEARDOWN_RETRY_S = settings.INFERIA_TASK_REQUEUE_SECONDS
 STOPPED_KEEP = timedelta(days=1)
 
 

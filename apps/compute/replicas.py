@@ -23,16 +23,19 @@ from django.utils import timezone
 from apps.compute.adapters import AdapterError, ProviderConfigError, UnsupportedProviderError, adapter_for
 from apps.compute.engine import EngineArgsError
 from apps.compute.models import Replica
+from apps.compute.replica_logs import replica_logs_publish
 from apps.console.live import deployment_progress_after_commit, deployment_progress_publish
 from apps.gateway.catalog import catalog_changed
 
 logger = logging.getLogger(__name__)
 
 RState = Replica.State
-# A provisioning claim older than this belongs to a worker that died (the task's hard time limit is shorter), so
-# another run may take it over.
-PROVISION_LEASE_S = 90
-PROVISION_TIME_LIMIT_S = 60
+# A provisioning claim older than its lease belongs to a worker that died: the task's hard time limit is shorter, so
+# a live run has ended (or been killed) before its claim can be taken over. INFERIA_PROVISION_TIME_LIMIT_SECONDS: slow
+# adapters may need longer runs; a shorter limit hands a dead worker's replica to another one sooner.
+PROVISION_TIME_LIMIT_S = settings.INFERIA_PROVISION_TIME_LIMIT_SECONDS
+PROVISION_SOFT_TIME_LIMIT_S = PROVISION_TIME_LIMIT_S * 5 // 6
+PROVISION_LEASE_S = PROVISION_TIME_LIMIT_S * 3 // 2
 NODE_TOKEN_PREFIX = "inf-node-"  # noqa: S105 - a prefix, not a secret
 # Errors that retrying cannot fix: the deployment fails with the reason instead.
 PERMANENT_ERRORS = (ProviderConfigError, UnsupportedProviderError, EngineArgsError)
@@ -115,6 +118,8 @@ def replica_provision_run(*, replica_id: int) -> ProvisionOutcome:
         adapter_for(replica.deployment.pool.provider).teardown(replica)
         return ProvisionOutcome(ok=False, retry=False, error="cancelled")
     deployment_progress_publish(replica.deployment_id, {"replica": replica_id, "state": RState.STARTING})
+    replica.provider_handle = result.handle
+    replica_logs_publish(replica)  # the engine's first output, on the console's live page
     return ProvisionOutcome(ok=True)
 
 
@@ -162,6 +167,9 @@ def replica_teardown_run(*, replica_id: int) -> bool:
     )
     if replica is None:
         return False
+    # The reconcile re-enqueues a STOPPING replica left untouched for INFERIA_TASK_REQUEUE_SECONDS (its worker died):
+    # touching it first keeps a teardown that waits for a slow engine from being doubled on every reconcile pass.
+    Replica.objects.filter(pk=replica_id, state=RState.STOPPING).update(updated_at=timezone.now())
     # Nothing of ours can be running on a provider we have no adapter for.
     with contextlib.suppress(UnsupportedProviderError):
         adapter_for(replica.deployment.pool.provider).teardown(replica)

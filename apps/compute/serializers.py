@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
+from apps.compute.replica_logs import LOG_BUFFER_LINES
 from apps.orgs.models import Organization
 from apps.rbac.drf import TenantRelatedField
 
@@ -179,6 +180,21 @@ class ReplicaOut(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+
+class ReplicaLogsQueryIn(serializers.Serializer):
+    tail = serializers.IntegerField(
+        min_value=1, max_value=LOG_BUFFER_LINES, default=100, help_text=f"How many lines (at most {LOG_BUFFER_LINES})."
+    )
+
+
+class ReplicaLogsOut(serializers.Serializer):
+    """A replica's engine output as the worker captured it while the replica provisioned, started, was unhealthy
+    or failed: the newest lines last, anything that looks like a credential masked."""
+
+    replica = serializers.IntegerField()
+    state = serializers.CharField()
+    lines = serializers.ListField(child=serializers.CharField(allow_blank=True, trim_whitespace=False))
 
 
 class DeploymentScaleIn(serializers.Serializer):

@@ -16,6 +16,7 @@ from apps.compute.health import replicas_health_check
 from apps.compute.lora import deployment_lora_sync_run
 from apps.compute.reconcile import deployment_reconcile_run, deployments_autoscale_all, deployments_reconcile_all
 from apps.compute.replicas import (
+    PROVISION_SOFT_TIME_LIMIT_S,
     PROVISION_TIME_LIMIT_S,
     replica_claim_provision,
     replica_provision_give_up,
@@ -36,7 +37,7 @@ def _backoff(retries: int) -> int:
     return min(60, 2 ** (retries + 1))  # 2, 4, 8, 16, 32 s
 
 
-@shared_task(bind=True, acks_late=True, time_limit=PROVISION_TIME_LIMIT_S, soft_time_limit=PROVISION_TIME_LIMIT_S - 10)
+@shared_task(bind=True, acks_late=True, time_limit=PROVISION_TIME_LIMIT_S, soft_time_limit=PROVISION_SOFT_TIME_LIMIT_S)
 def replica_provision(self, replica_id: int) -> None:
     """Provision one replica, once: the conditional UPDATE in `replica_claim_provision` lets one run through."""
     if not replica_claim_provision(replica_id=replica_id):

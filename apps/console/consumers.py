@@ -1,5 +1,6 @@
 """The console's WebSocket consumers. `DeploymentProgressConsumer` streams one deployment's state, replicas and
-history to its detail page while it provisions, scales or stops.
+history to its detail page while it provisions, scales or stops, and its replicas' engine output as the worker
+captures it.
 
 The socket is authenticated by the console session (Channels' AuthMiddlewareStack) and held to the same rules as the
 pages: a session that has not passed the two-factor gate is refused, and the deployment must be one the user may
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from apps.compute.models import ModelDeployment
 from apps.console.auth_flow import SECOND_FACTOR_METHODS, SESSION_SECOND_FACTOR
-from apps.console.deployment_selectors import deployment_snapshot
+from apps.console.deployment_selectors import deployment_log_entries, deployment_snapshot
 from apps.console.live import deployment_group
 from apps.rbac.restrict import restrict
 from apps.rbac.twofactor_services import twofactor_enabled, twofactor_required
@@ -44,9 +46,15 @@ def deployment_snapshot_for(*, user: Any, deployment_id: int) -> dict[str, Any] 
     return deployment_snapshot(deployment=deployment)
 
 
+def deployment_visible_to(*, user: Any, deployment_id: int) -> bool:
+    """Whether `user` may (still) view the deployment: one query, before passing on its replicas' output."""
+    return restrict(ModelDeployment.objects.all(), principal=user, action="view").filter(pk=deployment_id).exists()
+
+
 class DeploymentProgressConsumer(AsyncJsonWebsocketConsumer):
-    """`/ws/console/deployments/<id>/`: a snapshot on connect, then one after each change the compute plane
-    announces on the group `deployment-<id>` (see apps/console/live.py)."""
+    """`/ws/console/deployments/<id>/`: a snapshot and the replicas' captured output on connect, then a snapshot
+    after each change the compute plane announces on the group `deployment-<id>` (see apps/console/live.py) and
+    the new output lines the worker announces there."""
 
     deployment_id: int
     group: str
@@ -65,7 +73,9 @@ class DeploymentProgressConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "snapshot", "deployment": snapshot})
+        # The output captured so far comes with the first snapshot: the panel starts from it, then appends.
+        logs = await sync_to_async(deployment_log_entries)(replica_ids=[row["id"] for row in snapshot["replicas"]])
+        await self.send_json({"type": "snapshot", "deployment": snapshot, "logs": logs})
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None) and self.channel_layer is not None:
@@ -79,6 +89,15 @@ class DeploymentProgressConsumer(AsyncJsonWebsocketConsumer):
     async def deployment_progress(self, message: dict[str, Any]) -> None:
         """A change announced by the compute plane: push the deployment as it is now."""
         await self._push(message.get("payload"))
+
+    async def deployment_logs(self, message: dict[str, Any]) -> None:
+        """New output lines of one replica, captured and redacted by the worker: passed on while the user may view."""
+        user = self.scope.get("user")
+        if not await database_sync_to_async(deployment_visible_to)(user=user, deployment_id=self.deployment_id):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        entry = {"replica": message["replica"], "lines": message["lines"], "skipped": message.get("skipped", 0)}
+        await self.send_json({"type": "logs", "entries": [entry]})
 
     async def _push(self, event: Any) -> None:
         user = self.scope.get("user")

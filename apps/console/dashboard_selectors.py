@@ -1,6 +1,8 @@
-"""The overview dashboard's reads: usage over time and top models, keys and teams (from the hourly rollups), live
+"""The overview dashboard's reads: usage over time and top models and teams (from the per-model hourly rollups, in one
+grouped pass), top keys (from the per-key daily rollups, and the hourly ones for the hours around whole days), live
 load of the replicas (from Redis), budget burn (the policies' budgets against the Redis counters the gateway
-enforces them with) and which guardrails fired (from the raw usage records of the range).
+enforces them with) and which guardrails fired (from the raw usage records of the range, through an index that
+carries their guardrails).
 
 Every read takes a queryset already narrowed by `restrict`, aggregates in PostgreSQL and returns plain values: the
 number of queries is fixed, whatever the number of rows.
@@ -14,10 +16,9 @@ from typing import Any
 
 import redis
 from django.db import connection
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Q, QuerySet
 
-from apps.audit.models import UsageRecord, UsageRollup
+from apps.audit.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 from apps.compute.models import Replica
 from apps.gateway.catalog import REPLICA_LOAD_KEY
 from apps.keys.models import ApiKey
@@ -58,23 +59,74 @@ def range_window(range_name: str, now: datetime | None = None) -> tuple[datetime
     return until - span, until, bucket
 
 
-def usage_series(*, rollups: QuerySet[UsageRollup], since: datetime, until: datetime, bucket: str) -> UsageSeries:
-    """Requests, errors, tokens and spend per bucket of `rollups` between `since` and `until` (one query)."""
-    trunc = TruncDay("hour", tzinfo=UTC) if bucket == "day" else TruncHour("hour", tzinfo=UTC)
-    rows = (
-        rollups.filter(hour__gte=since, hour__lt=until)
+def _sql(queryset: QuerySet[Any]) -> tuple[str, list[Any]]:
+    # The ORM's own SQL and parameters (passed separately): nothing user-typed is spliced into the wrappers below.
+    sql, params = queryset.query.sql_with_params()
+    return sql, list(params)
+
+
+def _day_start(moment: datetime, *, up: bool = False) -> datetime:
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + timedelta(days=1) if up and day != moment else day
+
+
+@dataclass(frozen=True)
+class UsageOverview:
+    """The usage over time of a range and its busiest models and teams."""
+
+    series: UsageSeries
+    top_models: list[dict[str, Any]]
+    top_teams: list[dict[str, Any]]
+
+
+def usage_overview(
+    *, by_model: QuerySet[UsageModelRollup], since: datetime, until: datetime, bucket: str
+) -> UsageOverview:
+    """Requests, errors, tokens and spend per bucket (hour or day) between `since` and `until`, and the TOP_N models
+    and teams by requests, from the per-model hourly rollups in one grouped pass (one query, GROUPING SETS)."""
+    inner_sql, params = _sql(
+        by_model.filter(hour__gte=since, hour__lt=until)
         .order_by()
-        .annotate(bucket=trunc)
-        .values("bucket")
-        .annotate(
-            requests=Sum("requests"),
-            errors=Sum("errors"),
-            tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
-            cost=Sum("cost_micros"),
-            latency=Sum("latency_ms_total"),
+        .values_list(
+            "hour", "model", "team_id", "requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros",
+            "latency_ms_total",
         )
+    )  # fmt: skip
+    bucket_of = "date_trunc('day', r.hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'" if bucket == "day" else "r.hour"
+    team_table = Team._meta.db_table
+    query = (
+        "WITH g AS ("  # noqa: S608 (see _sql)
+        "SELECT GROUPING(b) AS no_bucket, GROUPING(model) AS no_model, b, model, team_id, "
+        "SUM(requests) AS requests, SUM(errors) AS errors, SUM(prompt_tokens + completion_tokens) AS tokens, "
+        "SUM(cost_micros) AS cost, SUM(latency) AS latency "
+        f"FROM (SELECT {bucket_of} AS b, r.* FROM ({inner_sql}) AS r(hour, model, team_id, requests, errors, "
+        "prompt_tokens, completion_tokens, cost_micros, latency)) AS s "
+        "GROUP BY GROUPING SETS ((b), (model), (team_id))) "
+        f"SELECT g.*, t.name FROM g LEFT JOIN {team_table} t ON g.no_bucket = 1 AND g.no_model = 1 AND t.id = g.team_id"
     )
-    by_bucket = {row["bucket"]: row for row in rows}
+    by_bucket: dict[datetime, dict[str, Any]] = {}
+    models: list[dict[str, Any]] = []
+    teams: list[dict[str, Any]] = []
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        for no_bucket, no_model, moment, model, team_id, requests, errors, tokens, cost, latency, name in cursor:
+            row = {"requests": int(requests), "errors": int(errors), "tokens": int(tokens), "cost_micros": int(cost)}
+            if not no_bucket:
+                by_bucket[moment] = {**row, "latency": float(latency)}
+            elif not no_model:
+                models.append({"model": model, **row})
+            elif team_id is not None:
+                teams.append({"team_id": team_id, "team__name": name, **row})
+    models.sort(key=lambda row: (-row["requests"], row["model"]))
+    teams.sort(key=lambda row: (-row["requests"], row["team_id"]))
+    return UsageOverview(
+        series=_series_fill(by_bucket, since, until, bucket), top_models=models[:TOP_N], top_teams=teams[:TOP_N]
+    )
+
+
+def _series_fill(
+    by_bucket: dict[datetime, dict[str, Any]], since: datetime, until: datetime, bucket: str
+) -> UsageSeries:
     step = timedelta(days=1) if bucket == "day" else timedelta(hours=1)
     series = UsageSeries([], [], [], [], [])
     latency_total = 0.0
@@ -85,7 +137,7 @@ def usage_series(*, rollups: QuerySet[UsageRollup], since: datetime, until: date
         series.requests.append(int(row.get("requests") or 0))
         series.errors.append(int(row.get("errors") or 0))
         series.tokens.append(int(row.get("tokens") or 0))
-        series.cost_micros.append(int(row.get("cost") or 0))
+        series.cost_micros.append(int(row.get("cost_micros") or 0))
         latency_total += float(row.get("latency") or 0)
         moment += step
     requests = sum(series.requests)
@@ -101,56 +153,55 @@ def usage_series(*, rollups: QuerySet[UsageRollup], since: datetime, until: date
     return series
 
 
-def _top(
+_KEY_SUMS = ("api_key_id", "requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros")
+
+
+def usage_top_keys(
+    *,
     rollups: QuerySet[UsageRollup],
+    by_key: QuerySet[UsageKeyRollup],
     since: datetime,
     until: datetime,
-    columns: list[str],
-    names: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The TOP_N groups of `columns` by requests. `names` are looked up per group after the ranking (correlated
-    subqueries PostgreSQL evaluates for the TOP_N rows only): joining the named table before grouping would make
-    the planner walk every rollup row of the range through the join."""
-    rows = (
-        rollups.filter(hour__gte=since, hour__lt=until)
-        .order_by()
-        .values(*columns)
-        .annotate(
-            requests=Sum("requests"),
-            errors=Sum("errors"),
-            tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
-            cost_micros=Sum("cost_micros"),
-        )
+    """The TOP_N API keys of the range by requests, with their names and prefixes (one query). Whole days of the
+    range are read from the daily per-key rollups, the hours before the first and after the last whole day from the
+    hourly ones; the names are looked up for the TOP_N rows only."""
+    first_day, last_day = _day_start(since, up=True), _day_start(until)
+    if first_day < last_day:
+        # One part per time range, each a plain range of its covering index (an OR of ranges would visit the table).
+        parts: list[QuerySet[Any]] = [by_key.filter(day__gte=first_day, day__lt=last_day)]
+        hours = [(since, first_day), (last_day, until)]
+    else:
+        parts, hours = [], [(since, until)]
+    parts += [rollups.filter(hour__gte=start, hour__lt=end) for start, end in hours if start < end]
+    sqls, params = [], []
+    for part in parts:
+        sql, part_params = _sql(part.filter(api_key__isnull=False).order_by().values_list(*_KEY_SUMS))
+        sqls.append(f"({sql})")
+        params += part_params
+    key_table = ApiKey._meta.db_table
+    query = (
+        "SELECT top.*, k.name, k.prefix FROM ("  # noqa: S608 (see _sql)
+        "SELECT api_key_id, SUM(requests) AS requests, SUM(errors) AS errors, "
+        "SUM(prompt_tokens + completion_tokens) AS tokens, SUM(cost_micros) AS cost "
+        f"FROM ({' UNION ALL '.join(sqls)}) AS r({', '.join(_KEY_SUMS)}) "
+        f"GROUP BY api_key_id ORDER BY requests DESC, api_key_id LIMIT {TOP_N:d}) AS top "
+        f"LEFT JOIN {key_table} k ON k.id = top.api_key_id ORDER BY top.requests DESC, top.api_key_id"
     )
-    if names:
-        rows = rows.annotate(**names)
-    return list(rows.order_by("-requests", *columns)[:TOP_N])
-
-
-def usage_top_models(*, rollups: QuerySet[UsageRollup], since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The busiest models of the range, by requests (one query)."""
-    return _top(rollups, since, until, ["model"])
-
-
-def usage_top_keys(*, rollups: QuerySet[UsageRollup], since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The busiest API keys of the range, with their names and prefixes (one query; the names are subqueries run for
-    the TOP_N rows only, no per-row lookups from Python)."""
-    key = ApiKey.objects.filter(pk=OuterRef("api_key_id"))
-    return _top(
-        rollups.filter(api_key__isnull=False),
-        since,
-        until,
-        ["api_key_id"],
-        {"api_key__name": Subquery(key.values("name")[:1]), "api_key__prefix": Subquery(key.values("prefix")[:1])},
-    )
-
-
-def usage_top_teams(*, rollups: QuerySet[UsageRollup], since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The busiest teams of the range, with their names (one query)."""
-    team = Team.objects.filter(pk=OuterRef("team_id"))
-    return _top(
-        rollups.filter(team__isnull=False), since, until, ["team_id"], {"team__name": Subquery(team.values("name")[:1])}
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        return [
+            {
+                "api_key_id": key_id,
+                "requests": int(requests),
+                "errors": int(errors),
+                "tokens": int(tokens),
+                "cost_micros": int(cost),
+                "api_key__name": name,
+                "api_key__prefix": prefix,
+            }
+            for key_id, requests, errors, tokens, cost, name, prefix in cursor.fetchall()
+        ]
 
 
 @dataclass(frozen=True)
@@ -289,13 +340,12 @@ __all__ = [
     "RANGES",
     "BudgetBurn",
     "LiveLoad",
+    "UsageOverview",
     "UsageSeries",
     "budget_burn",
     "guardrails_fired",
     "live_load",
     "range_window",
-    "usage_series",
+    "usage_overview",
     "usage_top_keys",
-    "usage_top_models",
-    "usage_top_teams",
 ]

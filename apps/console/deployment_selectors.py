@@ -1,12 +1,14 @@
 """The deployments pages' reads: the list with replica counts and load summed in SQL, one deployment's replicas,
-history and recent errors, and the snapshot the live WebSocket pushes. Callers pass querysets already narrowed by
-`restrict`; every read is a fixed number of queries."""
+history and recent errors, the snapshot the live WebSocket pushes, and the replicas' engine output the worker
+captured (from Redis). Callers pass querysets already narrowed by `restrict`; every read is a fixed number of
+queries."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+import redis
 from django.db.models import Count, FloatField, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
@@ -15,11 +17,14 @@ from django.utils import timezone
 from apps.audit.models import UsageRecord
 from apps.compute.adapters import supported_kinds
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Replica
+from apps.compute.replica_logs import replica_logs_recent
 
 RState = Replica.State
 LIVE_REPLICA_STATES = (RState.PENDING, RState.PROVISIONING, RState.STARTING, RState.READY, RState.UNHEALTHY)
 # Deployments at rest: nothing will change until someone acts, so the page stops expecting live progress.
 AT_REST = (ModelDeployment.State.READY, ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED)
+# Output lines the page's log panel keeps per replica (deployment_live.js keeps as many in the DOM in all).
+LOG_PANEL_LINES = 300
 
 
 def _metric(name: str) -> Any:
@@ -117,6 +122,16 @@ def deployment_snapshot(*, deployment: ModelDeployment) -> dict[str, Any]:
         "replicas": replica_rows(deployment=deployment),
         "events": deployment_events(deployment=deployment, limit=10),
     }
+
+
+def deployment_log_entries(*, replica_ids: list[int], tail: int = LOG_PANEL_LINES) -> list[dict[str, Any]]:
+    """The captured (redacted) output of the given replicas, oldest replica first, in the shape the page's log
+    panel takes: one Redis round trip, no query."""
+    try:
+        logs = replica_logs_recent(replica_ids=replica_ids, tail=tail)
+    except redis.RedisError:  # the page and its live updates work without the output panel
+        return []
+    return [{"replica": replica_id, "lines": lines, "skipped": 0} for replica_id, lines in sorted(logs.items())]
 
 
 def deployable_pools(*, pools: QuerySet[ComputePool]) -> list[ComputePool]:

@@ -1,8 +1,11 @@
-"""Live console updates over WebSockets: the channel-layer group each deployment's watchers join, and the one hook
-the compute plane calls (after commit) when a deployment or one of its replicas changes state.
+"""Live console updates over WebSockets: the channel-layer group each deployment's watchers join, the hook the
+compute plane calls (after commit) when a deployment or one of its replicas changes state, and the one the worker
+calls with new lines of a replica's engine output.
 
-The message carries only what happened; the consumer re-reads the deployment (through `restrict`) before pushing,
-so a watcher never sees more than the page would show and a lost message is repaired by the next one.
+A progress message carries only what happened; the consumer re-reads the deployment (through `restrict`) before
+pushing, so a watcher never sees more than the page would show and a lost message is repaired by the next one.
+A log message carries the lines themselves (already redacted by apps/compute/replica_logs.py); the consumer checks
+that the watcher may still view the deployment before passing them on.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from channels.layers import get_channel_layer
 logger = logging.getLogger(__name__)
 
 PROGRESS_MESSAGE = "deployment.progress"
+LOGS_MESSAGE = "deployment.logs"
 
 
 def deployment_group(deployment_id: int) -> str:
@@ -36,6 +40,25 @@ def deployment_progress_publish(deployment_id: int, payload: dict[str, Any]) -> 
         async_to_sync(layer.group_send)(deployment_group(deployment_id), message)
     except Exception:
         logger.warning("could not publish progress of deployment %s", deployment_id, exc_info=True)
+
+
+def deployment_logs_publish(deployment_id: int, replica_id: int, lines: list[str], *, skipped: int = 0) -> None:
+    """Pass new (redacted) output lines of replica `replica_id` to the pages watching `deployment_id`; `skipped`
+    says how many earlier new lines were left out to keep the message small. Never raises."""
+    layer = get_channel_layer()
+    if layer is None or not lines:
+        return
+    message = {
+        "type": LOGS_MESSAGE,
+        "deployment_id": deployment_id,
+        "replica": replica_id,
+        "lines": lines,
+        "skipped": skipped,
+    }
+    try:
+        async_to_sync(layer.group_send)(deployment_group(deployment_id), message)
+    except Exception:
+        logger.warning("could not publish output of replica %s", replica_id, exc_info=True)
 
 
 def deployment_progress_after_commit(deployment_id: int, payload: dict[str, Any]) -> None:

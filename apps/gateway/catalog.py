@@ -35,11 +35,12 @@ MISS_RELOAD_INTERVAL_S = 1.0
 # Headers of every upstream request; an external provider's API key is added per deployment.
 UPSTREAM_HEADERS = {"Content-Type": "application/json"}
 
-# Upstream paths by endpoint name (the same on vLLM and inferia-sim).
+# Upstream paths by endpoint name (the same on vLLM and inferia-sim). `tokenize` counts a prompt's tokens.
 UPSTREAM_PATHS = {
     "chat.completions": "/v1/chat/completions",
     "completions": "/v1/completions",
     "embeddings": "/v1/embeddings",
+    "tokenize": "/tokenize",
 }
 
 
@@ -64,6 +65,8 @@ class DeploymentRoute:
     `upstream_model` is the `model` the engine must receive when it differs from the name the client asked for (an
     external deployment serves its model_id); None on the common path, where the body goes upstream unchanged.
     `model_renames` then turns the engine's name back into the served name in answers, as bytes replacements.
+    `tokenize` is True when its engine serves `/tokenize` (vLLM or inferia-sim, which Inferia runs), None when
+    unknown (an external endpoint: asked once, see upstream_tokenize.py).
     """
 
     id: int
@@ -80,6 +83,7 @@ class DeploymentRoute:
     upstream_model: str | None = None
     model_renames: tuple[tuple[bytes, bytes], ...] = ()
     upstream_headers: dict[str, str] = field(default_factory=lambda: UPSTREAM_HEADERS, repr=False)
+    tokenize: bool | None = True
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Price of a request in micro-units, rounded as the budget counters round it (so reconciliation from
@@ -135,6 +139,7 @@ def _route_from_row(row: DeploymentRow) -> DeploymentRoute:
         upstream_model=upstream_model,
         model_renames=_model_renames(upstream_model, row.served_model_name) if upstream_model else (),
         upstream_headers={**UPSTREAM_HEADERS, **row.upstream_headers} if row.upstream_headers else UPSTREAM_HEADERS,
+        tokenize=None if row.external else True,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
-from apps.gateway import errors, pipeline
+from apps.gateway import errors, pipeline, schemas
 from apps.gateway.exchange import Exchange
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
@@ -111,7 +111,7 @@ class ChatCompletionsConsumer(GatewayConsumer):
     watch_disconnect = True
 
     async def respond(self, exchange: Exchange) -> None:
-        await pipeline.inference_handle(exchange, pipeline.CHAT_COMPLETIONS)
+        await pipeline.inference_handle(exchange, schemas.CHAT_COMPLETIONS)
 
 
 class CompletionsConsumer(GatewayConsumer):
@@ -120,7 +120,7 @@ class CompletionsConsumer(GatewayConsumer):
     watch_disconnect = True
 
     async def respond(self, exchange: Exchange) -> None:
-        await pipeline.inference_handle(exchange, pipeline.COMPLETIONS)
+        await pipeline.inference_handle(exchange, schemas.COMPLETIONS)
 
 
 class EmbeddingsConsumer(GatewayConsumer):
@@ -129,7 +129,7 @@ class EmbeddingsConsumer(GatewayConsumer):
     watch_disconnect = True
 
     async def respond(self, exchange: Exchange) -> None:
-        await pipeline.inference_handle(exchange, pipeline.EMBEDDINGS)
+        await pipeline.inference_handle(exchange, schemas.EMBEDDINGS)
 
 
 class ModelsConsumer(GatewayConsumer):

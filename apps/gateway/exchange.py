@@ -38,6 +38,7 @@ class Exchange:
         "content_length",
         "extra_headers",
         "finishing",
+        "headers",
         "method",
         "path",
         "request_id",
@@ -56,6 +57,7 @@ class Exchange:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.body = b""
+        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
         self.authorization: bytes | None = None
         self.session_id: str | None = None
         self.content_length: int | None = None

@@ -15,6 +15,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from apps.gateway.catalog import ReplicaTarget
 from apps.gateway.exchange import Exchange
@@ -46,15 +47,30 @@ def _tracer() -> trace.Tracer:
 
 
 TRACER = _tracer()
+PROPAGATOR = TraceContextTextMapPropagator()
+_CONTEXT_HEADERS = (b"traceparent", b"tracestate")
+
+
+def _client_context(exchange: Exchange) -> Any:
+    """The trace context the client sent (`traceparent`, `tracestate`), or None to start a new trace."""
+    carrier = {name.decode(): value.decode("latin-1") for name, value in exchange.headers if name in _CONTEXT_HEADERS}
+    return PROPAGATOR.extract(carrier) if carrier else None
+
+
+def context_inject(headers: dict[str, str]) -> None:
+    PROPAGATOR.inject(headers)
 
 
 def span_wrapped(name: str, step: Step) -> Step:
     """`step` run inside a span named `name`, tagged with the request id (and the replica, for an upstream try);
-    an exception leaving the step is recorded on the span and marks it as an error."""
+    an exception leaving the step is recorded on the span and marks it as an error. The request's root span is a
+    child of the client's trace when the request carries one."""
+    root = name == "gateway.request"
 
     @functools.wraps(step)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with TRACER.start_as_current_span(name) as span:
+        parent = _client_context(args[0]) if root and args and isinstance(args[0], Exchange) else None
+        with TRACER.start_as_current_span(name, context=parent) as span:
             for arg in args:
                 if isinstance(arg, Exchange):
                     span.set_attribute(REQUEST_ID, arg.request_id)

@@ -10,32 +10,27 @@ is on (see tracing.py); when it is off the decorator hands back the function its
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import re
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from django.conf import settings
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from apps.gateway import errors, metrics
 from apps.gateway.auth import bearer_secret
-from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
+from apps.gateway.catalog import DeploymentRoute
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import Exchange
 from apps.gateway.metering import UsageEvent, usage_append
 from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.runtime import GatewayRuntime, runtime
-from apps.gateway.schemas import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    InferenceRequest,
-    validation_message,
-)
+from apps.gateway.schemas import CHAT_COMPLETIONS, Endpoint, InferenceRequest, validation_message
 from apps.gateway.templating import template_apply
 from apps.gateway.tracing import traced
+from apps.gateway.upstream import upstream_relay
+from apps.gateway.upstream_tokenize import prompt_tokens_count
 from apps.keys.selectors import KeyPrincipal
 from apps.policies.effective import EffectivePolicy
 from apps.policies.errors import PolicyDenied, PolicyUnavailable, guardrail_violation
@@ -43,6 +38,7 @@ from apps.policies.guardrails import guardrails_check_input
 from apps.policies.limits import (
     ActualUsage,
     Admission,
+    LimitDenied,
     RequestCost,
     limits_admit,
     limits_settle,
@@ -51,26 +47,7 @@ from apps.policies.limits import (
 from apps.policies.selectors import PolicyKeyNotFound
 
 INFERENCE_SCOPE = "inference"
-_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
-_PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
-# For estimates when the engine's usage never arrived (client gone, engine died): a rough bytes-per-token ratio.
-_BYTES_PER_TOKEN = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An inference endpoint: its name in usage records, its request schema and whether it can stream."""
-
-    name: str
-    schema: type[BaseModel]
-    streams: bool
-
-
-CHAT_COMPLETIONS = Endpoint("chat.completions", ChatCompletionRequest, streams=True)
-COMPLETIONS = Endpoint("completions", CompletionRequest, streams=True)
-EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)
 
 
 # --- The inference path -------------------------------------------------------------------------------------------
@@ -264,7 +241,9 @@ async def limits_reserve(
     rt: GatewayRuntime, exchange: Exchange, policy: EffectivePolicy, route: DeploymentRoute, checked: PolicyChecked
 ) -> Admission | None:
     """Check and count every rate limit, quota and budget of the request in one Redis round trip, reserving its
-    worst case; None when its policy counts nothing. The `x-ratelimit-*` headers go on whatever answer follows."""
+    worst case (the prompt's cheap upper bound); None when its policy counts nothing. Only when a token or money
+    limit refuses that bound but could take the prompt's exact count is the engine asked for it (see
+    `limits_reserve_exact`). The `x-ratelimit-*` headers go on whatever answer follows."""
     if not policy.counted_levels:
         return None
     choices = checked.document.get("n")
@@ -276,12 +255,41 @@ async def limits_reserve(
     )
     try:
         admission = await limits_admit(rt.redis, policy, cost, request_id=exchange.request_id)
+    except LimitDenied as denial:
+        admission = await limits_reserve_exact(rt, exchange, policy, route, checked, cost, denial)
     except PolicyDenied as denial:
         raise errors.policy_denied(denial) from None
     except PolicyUnavailable:
         raise errors.policy_unavailable() from None
     exchange.extra_headers = [(name.encode(), value.encode()) for name, value in admission.headers]
     return admission
+
+
+async def limits_reserve_exact(
+    rt: GatewayRuntime,
+    exchange: Exchange,
+    policy: EffectivePolicy,
+    route: DeploymentRoute,
+    checked: PolicyChecked,
+    cost: RequestCost,
+    denial: LimitDenied,
+) -> Admission:
+    """The second and last try of a request the prompt's upper bound got refused: with the engine's exact count
+    when it fits what the refusing limit has left. Raises the refusal (the first, or the second try's) otherwise."""
+    room = denial.prompt_tokens_room
+    if room is None or room <= 0:
+        raise errors.policy_denied(denial) from None
+    exact = await prompt_tokens_count(rt, route, checked.document)
+    if exact is None or exact > room or exact >= cost.prompt_tokens:
+        raise errors.policy_denied(denial) from None
+    try:
+        return await limits_admit(
+            rt.redis, policy, dataclasses.replace(cost, prompt_tokens=exact), request_id=exchange.request_id
+        )
+    except PolicyDenied as again:
+        raise errors.policy_denied(again) from None
+    except PolicyUnavailable:
+        raise errors.policy_unavailable() from None
 
 
 def output_guard(policy: EffectivePolicy, endpoint: Endpoint) -> OutputGuard | None:
@@ -331,229 +339,6 @@ def upstream_body(body: bytes, request: InferenceRequest) -> tuple[bytes, bool]:
     document = json.loads(body)
     document["stream_options"] = {**(document.get("stream_options") or {}), "include_usage": True}
     return json.dumps(document).encode(), False
-
-
-async def upstream_relay(
-    rt: GatewayRuntime,
-    exchange: Exchange,
-    route: DeploymentRoute,
-    request: InferenceRequest,
-    body: bytes,
-    client_wants_usage: bool,
-    usage: UsageEvent,
-    endpoint: Endpoint,
-    guard: OutputGuard | None = None,
-) -> None:
-    """Route to a replica and relay its answer. A replica that fails before the first byte is retried on another
-    (bounded by INFERIA_UPSTREAM_RETRIES); the last failure is the answer when none succeeds."""
-    session = exchange.session_id or getattr(request, "user", None)
-    tried: tuple[int, ...] = ()
-    failure: GatewayError = errors.no_replica(route.served_model_name)
-    for _attempt in range(1 + settings.INFERIA_UPSTREAM_RETRIES):
-        replica = rt.router.choose(route, tried=tried, session=session)
-        if replica is None:
-            break
-        tried = (*tried, replica.id)
-        usage.replica_id = replica.id
-        rt.router.started(replica)
-        try:
-            outcome = await upstream_attempt(
-                rt, exchange, route, replica, request, body, client_wants_usage, usage, endpoint, guard
-            )
-        finally:
-            rt.router.finished(replica)
-        if outcome is None:
-            return
-        failure = outcome
-    raise failure
-
-
-@traced("gateway.upstream")
-async def upstream_attempt(
-    rt: GatewayRuntime,
-    exchange: Exchange,
-    route: DeploymentRoute,
-    replica: ReplicaTarget,
-    request: InferenceRequest,
-    body: bytes,
-    client_wants_usage: bool,
-    usage: UsageEvent,
-    endpoint: Endpoint,
-    guard: OutputGuard | None = None,
-) -> GatewayError | None:
-    """One try on one replica: None when an answer was relayed, or the error to retry after when the replica failed
-    before its first byte. A first-byte timeout is not retried (it would multiply the wait): it raises 504."""
-    streaming = getattr(request, "stream", False)
-    headers = {**route.upstream_headers, "X-Request-Id": exchange.request_id}
-    http = rt.guarded_http() if route.external else rt.http
-    response: aiohttp.ClientResponse | None = None
-    try:
-        async with asyncio.timeout(route.first_byte_timeout_s):
-            response = await http.post(replica.urls[endpoint.name], data=body, headers=headers, timeout=route.timeout)
-            if response.status >= 500:
-                await response.read()
-                return _replica_failed(rt, replica, f"http_{response.status}", response.status)
-            first = await response.content.readany() if streaming and response.status == 200 else await response.read()
-    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        return _replica_failed(rt, replica, type(exc).__name__, 502)
-    except TimeoutError:
-        rt.router.failed(replica)
-        metrics.upstream_error_counted(replica_id=replica.id, kind="timeout")
-        raise errors.upstream_timeout() from None
-    except aiohttp.ClientError as exc:
-        return _replica_failed(rt, replica, type(exc).__name__, 502)
-    finally:
-        if response is not None and not (streaming and response.status == 200):
-            response.release()
-    assert response is not None
-    if streaming and response.status == 200:
-        if not first:
-            response.release()
-            return _replica_failed(rt, replica, "empty_stream", 502)
-        rt.router.succeeded(replica)
-        await stream_relay(exchange, response, first, client_wants_usage, usage, route, guard)
-        return None
-    # A complete answer: success, or the engine's own 4xx (already in OpenAI's shape), passed through as is.
-    rt.router.succeeded(replica)
-    usage.status = response.status
-    if response.status == 200:
-        usage_from_body(first, usage, route)
-        for upstream_name, served_name in route.model_renames:
-            first = first.replace(upstream_name, served_name)
-        if guard is not None:
-            first = guard.body(first)
-            usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
-            if guard.stopped is not None:
-                raise errors.output_guardrail_violation(guard.stopped)
-    else:
-        usage.outcome, usage.error_code = "error", f"upstream_{response.status}"
-    usage.ttft_ms = (time.perf_counter() - exchange.started) * 1000
-    await exchange.respond(
-        response.status, first, response.headers.get("Content-Type", "application/json").encode("latin-1")
-    )
-    return None
-
-
-def _replica_failed(rt: GatewayRuntime, replica: ReplicaTarget, kind: str, status: int) -> GatewayError:
-    rt.router.failed(replica)
-    metrics.upstream_error_counted(replica_id=replica.id, kind=kind)
-    if status == 503:
-        return errors.upstream_unavailable()
-    return errors.upstream_failed()
-
-
-@traced("gateway.stream")
-async def stream_relay(
-    exchange: Exchange,
-    response: aiohttp.ClientResponse,
-    first: bytes,
-    client_wants_usage: bool,
-    usage: UsageEvent,
-    route: DeploymentRoute,
-    guard: OutputGuard | None = None,
-) -> None:
-    """Forward the engine's server-sent events as they arrive, whole events at a time (never a half event, so an
-    error event can always follow). The engine's usage event is read for metering, and dropped from the client's
-    stream when the client did not ask for it. With output guardrails, each event's text passes the `guard` first,
-    and a stop ends the stream with a `guardrail_violation` error event. Where the engine serves the model under
-    another name (external deployments), each event's `model` is renamed to the one the client asked for."""
-    usage.streamed = True
-    renames = route.model_renames
-    await exchange.stream_start()
-    send = exchange.send
-    content = response.content
-    pending = b""
-    events = 0
-    first_at = last_at = 0.0
-    data = first
-    try:
-        while data:
-            if pending:
-                data = pending + data
-            cut = data.rfind(b"\n\n") + 2
-            if cut == 1:
-                pending = data
-            else:
-                if cut == len(data):
-                    pending = b""
-                else:
-                    pending, data = data[cut:], data[:cut]
-                if guard is not None:
-                    data = guard.events(data)
-                if _USAGE_MARKERS[0] in data or _USAGE_MARKERS[1] in data:
-                    data = _usage_event_taken(data, client_wants_usage, usage)
-                for upstream_name, served_name in renames:
-                    data = data.replace(upstream_name, served_name)
-                if data:
-                    events += data.count(b"data: ")
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                    last_at = time.perf_counter()
-                    if not first_at:
-                        first_at = last_at
-                        usage.ttft_ms = (first_at - exchange.started) * 1000
-                if guard is not None and guard.stopped is not None:
-                    usage.status, usage.outcome, usage.error_code = 400, "denied", "guardrail_violation"
-                    await exchange.respond_error(errors.output_guardrail_violation(guard.stopped))
-                    break
-            data = await content.readany()
-    except TimeoutError:
-        usage.status, usage.outcome, usage.error_code = 504, "error", "upstream_timeout"
-        await exchange.respond_error(errors.upstream_timeout())
-    except aiohttp.ClientError:
-        usage.status, usage.outcome, usage.error_code = 502, "error", "upstream_stream_broken"
-        await exchange.respond_error(errors.upstream_failed("The model's engine stopped in the middle of the answer."))
-    finally:
-        if guard is not None:
-            usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
-        if content.at_eof():
-            response.release()
-        else:
-            response.close()  # drops the connection: the engine stops generating for a client that is gone
-        if not usage.prompt_tokens and not usage.completion_tokens:
-            # No usage event from the engine (client left, engine died): count what was delivered, mark estimated.
-            usage.estimated = True
-            usage.prompt_tokens = len(exchange.body) // _BYTES_PER_TOKEN
-            usage.completion_tokens = max(0, events - 1)  # less the role event
-        usage.cost_micros = route.cost_micros(usage.prompt_tokens, usage.completion_tokens)
-        if events > 2 and last_at > first_at:
-            usage_itl = (last_at - first_at) / (events - 1)
-            metrics.request_timed(
-                model=usage.model, ttft_s=None, inter_token_s=usage_itl, prompt_tokens=0, completion_tokens=0
-            )
-
-
-def _usage_event_taken(data: bytes, client_wants_usage: bool, usage: UsageEvent) -> bytes:
-    """Read the engine's usage from the events in `data`; drop the usage-only event unless the client asked for it."""
-    kept: list[bytes] = []
-    for event in data.split(b"\n\n"):
-        if not event:
-            continue
-        if event.startswith(b"data: ") and (_USAGE_MARKERS[0] in event or _USAGE_MARKERS[1] in event):
-            try:
-                document = json.loads(event[6:])
-            except ValueError:
-                document = None
-            if isinstance(document, dict) and isinstance(document.get("usage"), dict):
-                counts = document["usage"]
-                usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
-                usage.completion_tokens = int(counts.get("completion_tokens") or 0)
-                if not client_wants_usage and not document.get("choices"):
-                    continue
-        kept.append(event)
-    return b"".join(event + b"\n\n" for event in kept)
-
-
-def usage_from_body(body: bytes, usage: UsageEvent, route: DeploymentRoute) -> None:
-    """Token counts from a complete answer's `usage`, found without parsing the whole document."""
-    start = body.rfind(b'"usage"')
-    if start == -1:
-        usage.estimated = True
-        return
-    prompt = _PROMPT_TOKENS.search(body, start)
-    completion = _COMPLETION_TOKENS.search(body, start)
-    usage.prompt_tokens = int(prompt.group(1)) if prompt else 0
-    usage.completion_tokens = int(completion.group(1)) if completion else 0
-    usage.cost_micros = route.cost_micros(usage.prompt_tokens, usage.completion_tokens)
 
 
 async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, principal: KeyPrincipal) -> None:

@@ -7,6 +7,7 @@ models at `/v1/openapi.json`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
@@ -95,3 +96,17 @@ def validation_message(error: ValidationError) -> tuple[str, str | None]:
         return "The request body must be a JSON object.", None
     message = first.get("msg", "Invalid request.")
     return (f"{location}: {message}" if location else message), location or None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An inference endpoint: its name in usage records, its request schema and whether it can stream."""
+
+    name: str
+    schema: type[BaseModel]
+    streams: bool
+
+
+CHAT_COMPLETIONS = Endpoint("chat.completions", ChatCompletionRequest, streams=True)
+COMPLETIONS = Endpoint("completions", CompletionRequest, streams=True)
+EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)

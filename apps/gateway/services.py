@@ -22,7 +22,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.audit.models import AuditEvent, UsageRecord, UsageRollup
+from apps.audit.models import AuditEvent, UsageRecord
+from apps.audit.rollups import usage_rollups_add
 from apps.audit.services import AuditContext, audit_record
 from apps.gateway.metering import EVENT_FIELD, usage_event_decode
 from apps.keys.cache import NEGATIVE_VALUE, TOMBSTONE_TTL_S, key_cache_purge_all, principal_cache_key
@@ -180,34 +181,7 @@ def _record_row(event: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _rollups_add(cursor: Any, events: list[dict[str, Any]]) -> None:
-    totals: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0.0, 0.0])
-    for event in events:
-        started = datetime.fromtimestamp(event["started_at"], tz=UTC)
-        hour = started.replace(minute=0, second=0, microsecond=0)
-        total = totals[(hour, event["organization_id"], event["team_id"], event["api_key_id"], event["model"])]
-        total[0] += 1
-        total[1] += 1 if event["outcome"] != UsageRecord.Outcome.OK else 0
-        total[2] += event["prompt_tokens"]
-        total[3] += event["completion_tokens"]
-        total[4] += event["cost_micros"]
-        total[5] += event["latency_ms"] or 0.0
-        total[6] += event["ttft_ms"] or 0.0
-    table = UsageRollup._meta.db_table
-    placeholders = "(" + ", ".join(["%s"] * 12) + ")"
-    params = [value for group, total in totals.items() for value in (*group, *total)]
-    cursor.execute(
-        f"INSERT INTO {table} (hour, organization_id, team_id, api_key_id, model, requests, errors, prompt_tokens, "  # noqa: S608
-        "completion_tokens, cost_micros, latency_ms_total, ttft_ms_total) "
-        f"VALUES {', '.join([placeholders] * len(totals))} "
-        "ON CONFLICT (hour, organization_id, team_id, api_key_id, model) DO UPDATE SET "
-        f"requests = {table}.requests + EXCLUDED.requests, errors = {table}.errors + EXCLUDED.errors, "
-        f"prompt_tokens = {table}.prompt_tokens + EXCLUDED.prompt_tokens, "
-        f"completion_tokens = {table}.completion_tokens + EXCLUDED.completion_tokens, "
-        f"cost_micros = {table}.cost_micros + EXCLUDED.cost_micros, "
-        f"latency_ms_total = {table}.latency_ms_total + EXCLUDED.latency_ms_total, "
-        f"ttft_ms_total = {table}.ttft_ms_total + EXCLUDED.ttft_ms_total",
-        params,
-    )
+    usage_rollups_add(cursor, events)
 
 
 def usage_records_prune(*, older_than_days: int | None = None, batch: int = 10_000) -> int:

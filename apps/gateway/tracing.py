@@ -2,9 +2,13 @@
 stream), each carrying the request id, exported over OTLP/HTTP when configured (`INFERIA_OTEL_ENDPOINT`, or the
 standard `OTEL_EXPORTER_OTLP_ENDPOINT`).
 
-Off by default, and free when off: `traced` then hands back the function itself, so the hot path has no wrapper, no
-span object and no check per request, and no opentelemetry module is imported (the SDK lives in `otel.py`, imported
-only when tracing is on).
+The trace joins the client's (a W3C `traceparent` on the request makes the gateway's spans its children) and
+continues to the engine (the upstream request carries the gateway's `traceparent`; vLLM started with
+`--otlp-traces-endpoint` adds its own spans to the same trace).
+
+Off by default, and free when off: `traced` then hands back the function itself, so the hot path has no wrapper and
+no span object, the one per-attempt check is of a constant, and no opentelemetry module is imported (the SDK lives
+in `otel.py`, imported only when tracing is on).
 """
 
 from __future__ import annotations
@@ -30,3 +34,10 @@ def traced(name: str) -> Callable[[Step], Step]:
         return span_wrapped(name, step)
 
     return decorate
+
+
+def trace_context_inject(headers: dict[str, str]) -> None:
+    """Add the current span's W3C trace context to an upstream request's `headers` (call only when ENABLED)."""
+    from apps.gateway.otel import context_inject
+
+    context_inject(headers)

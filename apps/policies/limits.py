@@ -6,17 +6,24 @@ period) in one Lua script: either all are counted or none is, and the first viol
 retry-after. The request's worst case is reserved: an upper bound on its prompt tokens plus its max tokens, priced
 at the deployment's rates. `limits_settle` replaces the reservation with actual usage and frees the slot; call it
 exactly once however the request ends (completed, failed, client gone).
+
+A day/month reservation is also recorded, in the same script, in its organisation's holds (a sorted set by due
+time). Settling removes the record; if the process dies first, `limits_holds_release` (run by the reconciliation
+task) gives the reservation back once it is due (`INFERIA_POLICY_RESERVATION_TTL_S` after admission), instead of it
+counting until the period ends. Whichever removes the record gives the reservation back, so it happens once.
 """
 
 from __future__ import annotations
 
 import calendar
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -32,6 +39,7 @@ _LUA = Path(__file__).resolve().parent / "lua"
 ADMIT_LUA = (_LUA / "admit.lua").read_text()
 SETTLE_LUA = (_LUA / "settle.lua").read_text()
 RAISE_USED_LUA = (_LUA / "raise_used.lua").read_text()
+RELEASE_LUA = (_LUA / "release.lua").read_text()
 
 KEY_PREFIX = "inferia:lim:"
 WINDOW_MS = 60_000
@@ -56,8 +64,6 @@ def cost_micros_for(
 def prompt_tokens_upper_bound(body: dict[str, Any]) -> int:
     """An upper bound on a request's prompt tokens without a tokenizer: byte-level tokenizers never produce more
     tokens than UTF-8 bytes, plus each message's template overhead and tool definitions as their JSON length."""
-    import json
-
     total = _PROMPT_OVERHEAD_TOKENS
     for container, key in _text_slots(body):
         total += len(container[key].encode("utf-8", "surrogatepass"))
@@ -128,7 +134,20 @@ class Admission:
     counted: bool = True
     _settle_keys: tuple[str, ...] = field(default=(), repr=False)
     _settle_ops: tuple[tuple[str, int, str], ...] = field(default=(), repr=False)  # kind, reserved kind, extra
+    _holds_key: str = field(default="", repr=False)
+    _hold: str = field(default="", repr=False)
     settled: bool = False
+
+
+class LimitDenied(PolicyDenied):
+    """A counted limit refused the request. `prompt_tokens_room` is the most prompt tokens that limit would take
+    now with the same max tokens and prices, where the prompt's size can change the answer (token and money
+    limits); None for request and concurrency limits. A caller that reserved an upper bound of the prompt may count
+    it exactly and try once more when the exact count fits the room."""
+
+    def __init__(self, *args: Any, prompt_tokens_room: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompt_tokens_room = prompt_tokens_room
 
 
 # --- Period keys ------------------------------------------------------------------------------------------------------
@@ -148,6 +167,32 @@ def _period_bounds(now: datetime) -> tuple[str, int, str, int]:
 def quota_key(scope: str, period: str, period_id: str) -> str:
     """The hash counting a scope's tokens and money in one day (`d`, YYYYMMDD) or month (`m`, YYYYMM)."""
     return f"{KEY_PREFIX}{scope}:{period}:{period_id}"
+
+
+def holds_key(scope: str) -> str:
+    """The sorted set of an organisation's unsettled day/month reservations. Named by the organisation's hash tag
+    (`{o<id>}`, the start of every scope), so that it lives in the same Redis Cluster slot as its counters."""
+    tag = scope[: scope.find("}") + 1] if scope.startswith("{") else scope.split(":", 1)[0]
+    return f"{KEY_PREFIX}{tag}:held"
+
+
+def hold_parse(hold: str | bytes) -> list[tuple[str, str, int]]:
+    """The reservations a hold record stands for: (hash key, field prefix, amount) each."""
+    text = hold.decode() if isinstance(hold, bytes) else hold
+    reservations = []
+    for line in text.split("\n")[1:]:
+        key, prefix, amount = line.split(" ")
+        reservations.append((key, prefix, int(amount)))
+    return reservations
+
+
+def _hold_record(request_id: str, checks: list[_Check]) -> str:
+    """One line for the request (a random part keeps two requests with the same id, which clients may send, from
+    sharing a record), then one line per reservation: "<hash key> <field prefix> <amount>" (keys have no spaces)."""
+    lines = [f"{check.key} {check.a} {check.cost}" for check in checks if check.kind == "sum"]
+    if not lines:
+        return ""
+    return f"{os.urandom(6).hex()} {request_id}\n" + "\n".join(lines)
 
 
 # What each check is, for error messages and codes.
@@ -233,16 +278,33 @@ def _headers(checks: list[_Check], values: list[int]) -> tuple[tuple[str, str], 
     return tuple(headers)
 
 
-def _denied(check: _Check, retry_ms: int) -> PolicyDenied:
+def _prompt_tokens_room(check: _Check, cost: RequestCost, room: int) -> int | None:
+    """The most prompt tokens a refusing check with `room` left would take with the request's max tokens."""
+    if check.name in ("tpm", "tok_d", "tok_m"):
+        return room - cost.max_tokens
+    if check.name in ("usd_d", "usd_m") and cost.price_input_per_mtok_micros > 0:
+        # cost_micros rounds up, so it fits `room` exactly when the unrounded product does.
+        spare = room * 1_000_000 - cost.max_tokens * cost.price_output_per_mtok_micros
+        return spare // cost.price_input_per_mtok_micros
+    return None
+
+
+def _denied(check: _Check, retry_ms: int, prompt_tokens_room: int | None = None) -> LimitDenied:
     code, what = _CHECKS[check.name]
     level = _LEVEL_NAMES.get(check.level.scope.rsplit(":", 1)[-1][:1], "policy")
     if retry_ms < 0:
         message = f"This request alone exceeds the {level}'s {what} limit ({check.limit}); ask for fewer tokens."
-        return PolicyDenied(429, code, message, type=_error_type(code))
+        return LimitDenied(429, code, message, type=_error_type(code), prompt_tokens_room=prompt_tokens_room)
     retry_s = max(1, math.ceil(retry_ms / 1000))
     message = f"The {level}'s {what} limit ({check.limit}) is reached; retry in {_duration(retry_ms)}."
-    return PolicyDenied(
-        429, code, message, type=_error_type(code), retry_after_s=retry_s, headers=(("retry-after", str(retry_s)),)
+    return LimitDenied(
+        429,
+        code,
+        message,
+        type=_error_type(code),
+        retry_after_s=retry_s,
+        headers=(("retry-after", str(retry_s)),),
+        prompt_tokens_room=prompt_tokens_room,
     )
 
 
@@ -271,14 +333,18 @@ async def limits_admit(
 ) -> Admission:
     """Check and count every limit of the request at every level, in one round trip.
 
-    Raises `PolicyDenied` (429 `rate_limit_exceeded`, `quota_exceeded` or `budget_exceeded`, with retry-after) for
+    Raises `LimitDenied` (429 `rate_limit_exceeded`, `quota_exceeded` or `budget_exceeded`, with retry-after) for
     the first violated limit, having counted nothing; `PolicyUnavailable` when Redis cannot be reached and the
     policy fails closed (the default). A policy without counted limits costs no round trip."""
     checks = _plan(policy, cost, datetime.now(UTC))
     if not checks:
         return Admission(request_id=request_id, cost=cost, counted=False)
     keys = [check.key for check in checks]
-    args: list[str | int] = [request_id]
+    hold = _hold_record(request_id, checks)
+    holds = holds_key(checks[0].level.scope) if hold else ""
+    if hold:
+        keys.append(holds)
+    args: list[str | int] = [request_id, hold, settings.INFERIA_POLICY_RESERVATION_TTL_S * 1000 if hold else 0]
     for check in checks:
         args += [check.kind, check.limit, check.cost, check.a, check.b]
     admit, _ = _scripts_for(client)
@@ -290,7 +356,8 @@ async def limits_admit(
             return Admission(request_id=request_id, cost=cost, counted=False)
         raise PolicyUnavailable() from exc
     if int(reply[0]) != 1:
-        raise _denied(checks[int(reply[1]) - 1], int(reply[2]))
+        check = checks[int(reply[1]) - 1]
+        raise _denied(check, int(reply[2]), _prompt_tokens_room(check, cost, int(reply[3])))
     settle_keys: list[str] = []
     settle_ops: list[tuple[str, int, str]] = []
     for check in checks:
@@ -309,6 +376,8 @@ async def limits_admit(
         headers=_headers(checks, [int(value) for value in reply[1:]]),
         _settle_keys=tuple(settle_keys),
         _settle_ops=tuple(settle_ops),
+        _holds_key=holds,
+        _hold=hold,
     )
 
 
@@ -331,7 +400,10 @@ async def limits_settle(client: aioredis.Redis, admission: Admission, actual: Ac
             price_input_per_mtok_micros=admission.cost.price_input_per_mtok_micros,
             price_output_per_mtok_micros=admission.cost.price_output_per_mtok_micros,
         )
-    args: list[str | int] = [admission.request_id]
+    keys = list(admission._settle_keys)
+    if admission._hold:
+        keys.append(admission._holds_key)
+    args: list[str | int] = [admission.request_id, admission._hold]
     for kind, reserved, extra in admission._settle_ops:
         if kind == "sum":
             used = money if extra == "usd" else tokens
@@ -340,9 +412,32 @@ async def limits_settle(client: aioredis.Redis, admission: Admission, actual: Ac
             args += [kind, reserved, tokens, extra or 0]
     _, settle = _scripts_for(client)
     try:
-        await settle(keys=list(admission._settle_keys), args=args)
+        await settle(keys=keys, args=args)
     except (TimeoutError, redis.RedisError, OSError):
         logger.warning("could not settle request %s in Redis; reconciliation will correct", admission.request_id)
+
+
+def limits_holds_release(client: redis.Redis, *, scope: str, now_ms: int | None = None, batch: int = 500) -> int:
+    """Give back the day/month reservations of an organisation's requests that were due before `now_ms` (Redis's
+    clock by default) and never settled, because their web process died. Returns how many were given back. Safe
+    to run anywhere and any time: each record is given back by one script that first removes it, so a settle or
+    another sweep racing it cannot give the same reservation back twice."""
+    holds = holds_key(scope)
+    if now_ms is None:
+        seconds, micros = client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+    release = client.register_script(RELEASE_LUA)
+    released = 0
+    while True:
+        due = cast("list[bytes]", client.zrangebyscore(holds, "-inf", now_ms, start=0, num=batch))
+        for hold in due:
+            reservations = hold_parse(hold)
+            args: list[str | bytes | int] = [hold]
+            for _key, prefix, amount in reservations:
+                args += [prefix, amount]
+            released += int(release(keys=[holds, *(key for key, _prefix, _amount in reservations)], args=args))
+        if len(due) < batch:
+            return released
 
 
 def quota_usage_get(client: redis.Redis, *, scope: str, period: str, now: datetime | None = None) -> dict[str, int]:

@@ -1,6 +1,8 @@
 """Rebuilding day/month quota and budget counters from PostgreSQL after Redis lost them (flushed, restarted
 without persistence, failed over). Usage reaches PostgreSQL a little after Redis counts it, so a counter is only
-ever raised to what the usage records say, never lowered: run it as often as you like."""
+ever raised to what the usage records say, never lowered: run it as often as you like.
+
+Also giving back the reservations of requests whose web process died before settling them, once they are due."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import redis
 from django.db.models import F, Sum
 
 from apps.audit.models import UsageRecord
-from apps.policies.limits import RAISE_USED_LUA, quota_key
+from apps.policies.limits import RAISE_USED_LUA, limits_holds_release, quota_key
 from apps.policies.models import Policy
 
 # How long a rebuilt counter lives when Redis has no expiry for it yet: past the end of any month.
@@ -72,3 +74,10 @@ def policy_counters_reconcile(*, client: redis.Redis, now: datetime | None = Non
     if keys:
         client.eval(RAISE_USED_LUA, len(keys), *keys, *args)
     return len(keys)
+
+
+def policy_holds_release(*, client: redis.Redis, now_ms: int | None = None) -> int:
+    """Give back the due, never settled reservations of every organisation with a quota or budget (see
+    `limits_holds_release`). Returns how many were given back."""
+    organisations = {scope.split(":", 1)[0] for scope in _scopes_with_quotas()}
+    return sum(limits_holds_release(client, scope=tag, now_ms=now_ms) for tag in sorted(organisations))

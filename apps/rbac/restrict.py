@@ -70,6 +70,8 @@ TENANT_MODELS: dict[str, TenantPath] = {
     "audit.AuditEvent": TenantPath(org="organization_id"),
     "audit.UsageRecord": TenantPath(org="organization_id", team="team_id"),
     "audit.UsageRollup": TenantPath(org="organization_id", team="team_id"),
+    "audit.UsageModelRollup": TenantPath(org="organization_id", team="team_id"),
+    "audit.UsageKeyRollup": TenantPath(org="organization_id", team="team_id"),
     "policies.Policy": TenantPath(org="organization_id", team="team_id"),
     "policies.GuardrailProfile": TenantPath(org="organization_id"),
     "policies.PromptTemplate": TenantPath(org="organization_id", grant_via="pk", grant_model="policies.PromptTemplate"),

@@ -1,5 +1,5 @@
 // The dashboard's charts: reads the series from the page's JSON island (#dashboard-series) and draws one uPlot
-// chart per [data-chart] element. Sizes follow the card's width.
+// chart per [data-chart] element. Sizes follow the card's width; the time axis picks its tick step from the width.
 (function () {
   "use strict";
   var island = document.getElementById("dashboard-series");
@@ -8,15 +8,20 @@
   var colours = { requests: "#4338ca", tokens: "#0f766e", spend: "#b45309", error_rate: "#b91c1c" };
   var charts = [];
 
-  function formatX(bucket) {
-    return function (self, ticks) {
-      return ticks.map(function (t) {
-        var d = new Date(t * 1000);
-        return bucket === "day"
-          ? d.toLocaleDateString(undefined, { month: "short", day: "numeric" })
-          : d.toLocaleString(undefined, { weekday: "short", hour: "2-digit" });
-      });
-    };
+  var DAY = 86400;
+  var dateLabel = { month: "short", day: "numeric" };
+  var timeLabel = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+
+  // One short label per tick, by the step uPlot chose for the width: dates when ticks are a day or more apart (7d,
+  // 30d), times of day otherwise (24h), with the date at midnight so the day change is visible.
+  function formatX(self, ticks, axisIdx, foundSpace, foundIncr) {
+    return ticks.map(function (t) {
+      var d = new Date(t * 1000);
+      var midnight = d.getHours() === 0 && d.getMinutes() === 0;
+      return foundIncr >= DAY || midnight
+        ? d.toLocaleDateString(undefined, dateLabel)
+        : d.toLocaleTimeString(undefined, timeLabel);
+    });
   }
 
   document.querySelectorAll("[data-chart]").forEach(function (el) {
@@ -29,7 +34,8 @@
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true } },
       axes: [
-        { values: formatX(data.bucket), stroke: "#5b6470", grid: { stroke: "#eef0f3" } },
+        // `space`: the least pixels between two ticks, wider than the longest label ("Nov 30", "23:00") plus a gap.
+        { values: formatX, space: 64, stroke: "#5b6470", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" } },
         { stroke: "#5b6470", grid: { stroke: "#eef0f3" }, size: 56 },
       ],
       series: [
@@ -38,7 +44,9 @@
           points: { show: data.x.length <= 31 } },
       ],
     };
-    charts.push({ el: el, plot: new uPlot(opts, [data.x, data[name]], el) });
+    var plot = new uPlot(opts, [data.x, data[name]], el);
+    el.uplot = plot;  // the chart behind the element, for the console's browser tests
+    charts.push({ el: el, plot: plot });
   });
 
   var pending = null;

@@ -1,5 +1,7 @@
 // Live progress of one deployment: a WebSocket to the console's consumer, which pushes a snapshot (state, replicas,
-// history) on connect and after every change. Reconnects with a growing delay; the page is complete without it.
+// history, and the engine output captured so far) on connect and after every change, and new output lines as the
+// worker reads them. The log panel keeps its newest lines only. Reconnects with a growing delay; the page is
+// complete without it.
 (function () {
   "use strict";
   var holder = document.getElementById("deployment-live");
@@ -9,6 +11,8 @@
   var reason = document.getElementById("state-reason");
   var replicaRows = document.getElementById("replica-rows");
   var eventRows = document.getElementById("event-rows");
+  var logPanel = document.getElementById("log-lines");
+  var maxLines = logPanel ? parseInt(logPanel.getAttribute("data-max-lines"), 10) || 300 : 0;
   var delay = 1000;
 
   function el(tag, attrs, text) {
@@ -59,13 +63,39 @@
     });
   }
 
+  function logLine(replica, text, extraClass) {
+    return el("span", { "class": "log-line" + (extraClass ? " " + extraClass : ""), "data-replica": String(replica) },
+      "#" + replica + " | " + text + "\n");
+  }
+
+  function renderLogs(entries, replace) {
+    if (!logPanel) return;
+    var following = logPanel.scrollTop + logPanel.clientHeight >= logPanel.scrollHeight - 4;
+    if (replace) logPanel.replaceChildren();
+    (entries || []).forEach(function (entry) {
+      if (entry.skipped) logPanel.appendChild(logLine(entry.replica, "… " + entry.skipped + " earlier lines not shown", "muted"));
+      entry.lines.forEach(function (line) { logPanel.appendChild(logLine(entry.replica, line)); });
+    });
+    var lines = logPanel.querySelectorAll(".log-line");
+    for (var i = 0; i < lines.length - maxLines; i++) lines[i].remove();
+    var empty = document.getElementById("log-empty");
+    if (lines.length && empty) empty.remove();
+    if (!lines.length && !empty) logPanel.appendChild(el("span", { "class": "muted", id: "log-empty" }, "No output captured yet."));
+    if (following) logPanel.scrollTop = logPanel.scrollHeight;
+  }
+
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var socket = new WebSocket(scheme + location.host + holder.getAttribute("data-ws-path"));
     socket.onopen = function () { delay = 1000; };
     socket.onmessage = function (message) {
       var data = JSON.parse(message.data);
-      if (data.type === "snapshot") render(data.deployment);
+      if (data.type === "snapshot") {
+        render(data.deployment);
+        if (data.logs) renderLogs(data.logs, true);
+      } else if (data.type === "logs") {
+        renderLogs(data.entries, false);
+      }
     };
     socket.onclose = function (event) {
       if (event.code === 4403 || event.code === 4404) { statusEl.textContent = "Live updates unavailable."; return; }

@@ -2,11 +2,11 @@
 1M usage rows, 100k API keys and 100k audit events").
 
 Seeds (once; later runs reuse the data) a dedicated database with one organisation holding `--usage` usage records
-spread over the last 30 days (with the hourly rollups the usage worker would have written for them), `--keys` API keys
-and `--audit` audit events, all by `INSERT ... SELECT ... FROM generate_series(...)` in SQL. Then, in process with
-Django's test Client signed in as the organisation's owner (no authenticator enrolled), requests each page: the first
-request warms caches, the next `--runs` are timed (median and p95), and one more counts the queries. Prints a table
-and writes JSON under bench-results/.
+spread over the last 30 days (with the rollups, at every grain, the usage worker would have written for them),
+`--keys` API keys and `--audit` audit events, all by `INSERT ... SELECT ... FROM generate_series(...)` in SQL. Then,
+in process with Django's test Client signed in as the organisation's owner (no authenticator enrolled), requests each
+page: the first request warms caches, the next `--runs` are timed (median and p95), and one more counts the queries.
+Prints a table and writes JSON under bench-results/.
 
     .venv/bin/python tests/bench/bench_console.py [--usage 1000000 --keys 100000 --audit 100000] [--runs 5]
         [--database inferia_bench_console] [--reseed]
@@ -153,6 +153,18 @@ SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', mod
        sum(latency_ms), sum(coalesce(ttft_ms, 0)), api_key_id, organization_id, team_id
 FROM audit_usagerecord WHERE organization_id = %(org)s
 GROUP BY 1, model, api_key_id, organization_id, team_id;
+
+-- and the per-model hourly and per-key daily rollups it keeps beside them, from the hourly ones
+INSERT INTO audit_usagemodelrollup (hour, organization_id, team_id, model, requests, errors, prompt_tokens,
+                                    completion_tokens, cost_micros, latency_ms_total, ttft_ms_total)
+SELECT hour, organization_id, team_id, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens),
+       sum(cost_micros), sum(latency_ms_total), sum(ttft_ms_total)
+FROM audit_usagerollup WHERE organization_id = %(org)s GROUP BY hour, organization_id, team_id, model;
+INSERT INTO audit_usagekeyrollup (day, organization_id, team_id, api_key_id, requests, errors, prompt_tokens,
+                                  completion_tokens, cost_micros)
+SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, team_id, api_key_id,
+       sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros)
+FROM audit_usagerollup WHERE organization_id = %(org)s GROUP BY 1, organization_id, team_id, api_key_id;
 
 -- audit events (inserts are allowed: the append-only triggers refuse UPDATE, DELETE and TRUNCATE only); the chain's
 -- hashes are placeholders (this data is not for verification), the chain head moves past them so appends go on

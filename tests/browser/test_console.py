@@ -1,6 +1,7 @@
 """The console's main journeys in headless Chromium against the running platform: sign-in with TOTP, a key created
-and copied, a streamed playground chat, a simulator deployment going READY live, the request on the dashboard, and a
-viewer who can neither press nor forge a change. Each page it passes is saved as a screenshot."""
+and copied, a streamed playground chat, a simulator deployment going READY live with its engine's output in the log
+panel, the request on the dashboard, and a viewer who can neither press nor forge a change. Each page it passes is
+saved as a screenshot."""
 
 from __future__ import annotations
 
@@ -113,6 +114,13 @@ def test_a_simulator_deployment_turns_ready_live_without_a_reload(owner_page, co
     assert page.evaluate("() => window.__sameDocument === true")
     assert badge.inner_text().strip().lower() == "ready"
     page.wait_for_selector("#replica-rows .badge-ready")
+    # The engine's output, read by the worker while the replica started, arrived in the log panel over the socket.
+    logs = page.locator("[data-testid=deployment-logs]")
+    assert (logs.get_attribute("role"), logs.get_attribute("aria-live")) == ("log", "polite")
+    started = logs.locator(".log-line", has_text="listening on")
+    started.first.wait_for(timeout=20_000)
+    assert "browser-live" in started.first.inner_text()
+    assert page.evaluate("() => window.__sameDocument === true")
     screenshot(page, "deployment-detail")
 
 

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.compute.credentials import provider_credentials
-from apps.compute.models import ComputePool, ModelDeployment, Provider
+from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 
 URL = "/api/deployments/external/"
 PUBLIC = "http://93.184.215.14:8000/v1"  # a literal public address: nothing is resolved, nothing is called
@@ -131,3 +131,74 @@ def test_a_taken_served_name_leaves_no_provider_or_pool_behind(org, owner, as_us
 
     assert again.status_code == 400
     assert (Provider.objects.count(), ComputePool.objects.count(), ModelDeployment.objects.count()) == (1, 1, 1)
+
+
+def registered(client, org, name="ext-chat"):
+    response = client.post(URL, body(org, served_model_name=name), format="json")
+    assert response.status_code == 201, response.data
+    return ModelDeployment.objects.select_related("pool__provider").get(pk=response.data["id"])
+
+
+def test_deleting_a_registered_deployment_deletes_the_provider_and_pool_made_for_it(org, owner, as_user):
+    client = as_user(owner)
+    pending = registered(client, org)
+    stopped = registered(client, org, name="ext-stopped")
+    Replica.objects.create(deployment=stopped, state=Replica.State.STOPPED)  # stopped, then deleted
+    ModelDeployment.objects.filter(pk=stopped.pk).update(state=ModelDeployment.State.STOPPED)
+
+    assert client.delete(f"/api/deployments/{pending.pk}/").status_code == 204
+    assert client.delete(f"/api/deployments/{stopped.pk}/").status_code == 204
+
+    assert nothing_created()
+    deleted = AuditEvent.objects.filter(action__endswith=".delete").values_list("action", "target_id")
+    assert sorted(deleted) == sorted(
+        (f"{kind}.delete", str(obj.pk))
+        for d in (pending, stopped)
+        for kind, obj in (("deployment", d), ("pool", d.pool), ("provider", d.pool.provider))
+    )
+
+
+def test_a_registered_pool_or_provider_still_in_use_is_kept(org, owner, as_user):
+    client = as_user(owner)
+    first = registered(client, org)
+    second = client.post(
+        "/api/deployments/",
+        {"organization": org.pk, "pool": first.pool.pk, "name": "also", "model_id": "m", "served_model_name": "also"},
+        format="json",
+    )
+    assert second.status_code == 201, second.data
+    other = registered(client, org, name="ext-other")
+    spare = client.post(
+        "/api/pools/", {"organization": org.pk, "provider": other.pool.provider.pk, "name": "spare"}, format="json"
+    )
+    assert spare.status_code == 201, spare.data
+
+    assert client.delete(f"/api/deployments/{first.pk}/").status_code == 204
+    assert client.delete(f"/api/deployments/{other.pk}/").status_code == 204
+
+    assert ComputePool.objects.filter(pk=first.pool.pk).exists()  # the second deployment uses it
+    assert Provider.objects.filter(pk=first.pool.provider.pk).exists()
+    assert not ComputePool.objects.filter(pk=other.pool.pk).exists()
+    assert Provider.objects.filter(pk=other.pool.provider.pk).exists()  # the spare pool still uses it
+
+
+def test_deleting_a_deployment_never_deletes_a_provider_and_pool_made_by_hand(org, owner, as_user):
+    client = as_user(owner)
+    provider = client.post(
+        "/api/providers/",
+        {"organization": org.pk, "name": "mine", "kind": "external", "config": {"base_urls": [PUBLIC]}},
+        format="json",
+    ).data
+    pool = client.post(
+        "/api/pools/", {"organization": org.pk, "provider": provider["id"], "name": "mine"}, format="json"
+    )
+    deployment = client.post(
+        "/api/deployments/",
+        {"organization": org.pk, "pool": pool.data["id"], "name": "d", "model_id": "m", "served_model_name": "d"},
+        format="json",
+    )
+
+    assert client.delete(f"/api/deployments/{deployment.data['id']}/").status_code == 204
+
+    assert ComputePool.objects.filter(pk=pool.data["id"]).exists()
+    assert Provider.objects.filter(pk=provider["id"]).exists()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from apps.audit.models import UsageRecord, UsageRollup
+from apps.audit.rollups import usage_rollups_rebuild
 from apps.policies.effective import _scope
 from apps.policies.limits import quota_key
 from apps.policies.models import Policy
@@ -26,11 +27,13 @@ def _hour(hours_ago: int = 0) -> datetime:
 
 
 def _rollups(org, n: int, model: str = "chat-small", **fields):
+    """Hourly rollups, and the other grains derived from them as the usage worker keeps them."""
     for i in range(n):
         UsageRollup.objects.create(
             hour=_hour(i % 20), organization=org, model=f"{model}-{i % 7}", requests=10, errors=1,
             prompt_tokens=100, completion_tokens=50, cost_micros=2_000, latency_ms_total=1000.0, **fields,
         )  # fmt: skip
+    usage_rollups_rebuild(since=_hour(40), until=_hour() + timedelta(hours=1))
 
 
 def _series(html: str) -> dict:
@@ -102,5 +105,37 @@ def test_the_query_count_does_not_grow_with_the_data(client, owner, org, rows, d
         assert client.get("/console/dashboard/?range=30d").status_code == 200
 
 
-# Session, user, the two-factor gate, the organisation switcher, then one query per panel.
-DASHBOARD_QUERIES = 12
+# Session, user, the two-factor gate, the organisation switcher, then: usage over time with the top models and teams
+# (one grouped pass), top keys, live load, budgets, guardrails.
+DASHBOARD_QUERIES = 10
+
+
+def test_the_busiest_keys_and_teams_are_named_and_stay_in_the_organisation(client, owner, org, other_org, outsider):
+    from apps.gateway.services import usage_records_store
+    from apps.keys.services import api_key_create
+    from apps.orgs.models import Team
+
+    team = Team.objects.create(organization=org, name="Core", slug="core")
+    ours = api_key_create(organization=org, name="busy backend", scopes=["inference"], team=team, actor=owner).key
+    theirs = api_key_create(organization=other_org, name="globex secret key", scopes=["inference"], actor=outsider).key
+
+    def event(key, at):
+        return {
+            "request_id": uuid.uuid4().hex, "started_at": at.timestamp(), "endpoint": "chat.completions",
+            "api_key_id": key.pk, "organization_id": key.organization_id, "team_id": key.team_id, "model": "m",
+            "deployment_id": None, "replica_id": None, "prompt_tokens": 1, "completion_tokens": 1, "cost_micros": 1,
+            "ttft_ms": 1.0, "latency_ms": 1.0, "status_code": 200, "outcome": "ok", "error_code": "",
+            "estimated": False, "streamed": False, "guardrails": [],
+        }  # fmt: skip
+
+    usage_records_store([event(ours, _hour(h) - timedelta(days=h)) for h in range(10)])
+    usage_records_store([event(theirs, _hour(1)) for _ in range(50)])
+    client.force_login(owner)
+    for range_name, requests in (("24h", 1), ("7d", 7), ("30d", 10)):
+        html = client.get(f"/console/dashboard/?range={range_name}").content.decode()
+        keys = html[html.index('data-testid="top-keys"') :]
+        teams = html[html.index('data-testid="top-teams"') :]
+        assert "busy backend" in keys
+        assert f'<td class="num">{requests}' in keys
+        assert "Core" in teams
+        assert "globex secret key" not in html

@@ -99,3 +99,55 @@ def test_the_outsider_sees_none_of_acmes_usage(acme, globex, outsider, signed_in
     response = signed_in(outsider).get("/console/usage/export.csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert {row["organization_id"] for row in rows} == {str(globex.org.pk)}
+
+
+def _stored(tenant, count, *, model, key=None):
+    """Usage stored the way the usage worker stores it: records and rollups at every grain."""
+    from apps.gateway.services import usage_records_store
+
+    usage_records_store(
+        [
+            {
+                "request_id": uuid.uuid4().hex,
+                "started_at": timezone.now().timestamp(),
+                "endpoint": "chat.completions",
+                "api_key_id": (key or tenant.key.key).pk,
+                "organization_id": tenant.org.pk,
+                "team_id": tenant.team.pk,
+                "model": model,
+                "deployment_id": None,
+                "replica_id": None,
+                "prompt_tokens": 5,
+                "completion_tokens": 7,
+                "cost_micros": 10,
+                "ttft_ms": 1.0,
+                "latency_ms": 2.0,
+                "status_code": 200,
+                "outcome": "ok",
+                "error_code": "",
+                "estimated": False,
+                "streamed": False,
+                "guardrails": [],
+            }
+            for _ in range(count)
+        ]
+    )
+
+
+def _total_requests(html: str) -> str:
+    return html.split('data-testid="usage-total-requests">', 1)[1].split("<", 1)[0]
+
+
+def test_the_totals_follow_the_filter_from_the_rollups(acme, globex, owner, signed_in):
+    from apps.audit.rollups import usage_rollups_rebuild
+
+    # The fixture's one request of the owner's key was written as an hourly rollup alone: derive the other grains.
+    usage_rollups_rebuild(since=timezone.now() - timedelta(days=1), until=timezone.now() + timedelta(days=1))
+    _stored(acme, 3, model="acme-model")
+    _stored(acme, 2, model="acme-other", key=acme.service_key.key)
+    _stored(globex, 7, model="acme-model")
+    client = signed_in(owner)
+    assert _total_requests(client.get("/console/usage/").content.decode()) == "6"
+    assert _total_requests(client.get("/console/usage/?model=acme-other").content.decode()) == "2"
+    assert _total_requests(client.get(f"/console/usage/?key={acme.key.key.pk}").content.decode()) == "4"
+    assert _total_requests(client.get(f"/console/usage/?key={acme.service_key.key.prefix}").content.decode()) == "2"

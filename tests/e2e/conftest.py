@@ -20,6 +20,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in item.nodeid and item.get_closest_marker("django_db") is None:
             item.add_marker(pytest.mark.django_db)
+    # Tests that run a Celery worker and beat of their own (`compute_plane`, test_killed_worker.py) must not share the
+    # database and broker with the platform's worker, which would take their tasks: they run before any other
+    # end-to-end test, so before the package's platform starts.
+    own = [item for item in items if "compute_plane" in getattr(item, "fixturenames", ())]
+    if own:
+        rest = [item for item in items if "compute_plane" not in getattr(item, "fixturenames", ())]
+        first = next((i for i, item in enumerate(rest) if "tests/e2e/" in item.nodeid), len(rest))
+        items[:] = [*rest[:first], *own, *rest[first:]]
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class ScriptedEngine:
         self.pause_s = pause_s
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.tokenize_requests = 0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = _LoopThread()
@@ -55,12 +56,18 @@ class ScriptedEngine:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/health", self._health)
+        app.router.add_post("/tokenize", self._no_tokenize)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def _no_tokenize(self, request: web.Request) -> web.Response:
+        """Like most OpenAI-compatible servers, it cannot count tokens: 404, counted."""
+        self.tokenize_requests += 1
+        return web.json_response({"detail": "Not Found"}, status=404)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

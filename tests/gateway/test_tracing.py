@@ -16,16 +16,18 @@ from aiohttp import web
 
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
 from tests.gateway.servers import REPO, Process, free_port, web_start
-from tests.gateway.stand_ins import _LoopThread
+from tests.gateway.stand_ins import _LoopThread, scripted_engine
 
 OTEL_VARIABLES = ("INFERIA_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 class OtlpCollector:
-    """An OTLP/HTTP trace receiver: keeps (span name, attributes) of every span posted to /v1/traces."""
+    """An OTLP/HTTP trace receiver: keeps (span name, attributes) of every span posted to /v1/traces, and each
+    span's ids (hex: trace, span, parent) under its name in `ids`."""
 
     def __init__(self) -> None:
         self.spans: list[tuple[str, dict[str, Any]]] = []
+        self.ids: list[tuple[str, str, str, str]] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = _LoopThread()
@@ -55,6 +57,7 @@ class OtlpCollector:
                 for span in scope_spans.spans:
                     attributes = {item.key: _value(item.value) for item in span.attributes}
                     self.spans.append((span.name, attributes))
+                    self.ids.append((span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex()))
         return web.Response(
             body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
         )
@@ -111,6 +114,36 @@ def test_a_traced_request_sends_a_span_per_step_with_its_request_id(transactiona
         time.sleep(0.05)
     upstream = [attrs for name, attrs in collector.spans if name == "gateway.upstream"]
     assert upstream[-1]["inferia.replica_id"] > 0
+
+
+def test_the_client_trace_continues_through_the_gateway_to_the_engine(transactional_db, traced_gateway, collector):
+    from apps.orgs.models import Organization
+
+    organization = Organization.objects.create(name="Acme", slug="acme")
+    _key, secret = make_key(organization)
+    trace_id, client_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with scripted_engine(["Hel", "lo"]) as engine:
+        make_deployment(organization, "gw-traced", [engine.url])
+        wait_until_served(traced_gateway, secret, "gw-traced")
+        body = {"model": "gw-traced", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+        status, _, _ = http(
+            "POST", f"{traced_gateway.url}/v1/chat/completions", body=body, secret=secret,
+            headers={"x-request-id": "trace-me-2", "traceparent": f"00-{trace_id}-{client_span}-01"},
+        )  # fmt: skip
+
+        assert status == 200
+        upstream_parent = engine.headers[-1]["traceparent"]
+    deadline = time.monotonic() + 10
+    while not {"gateway.request", "gateway.upstream"} <= {
+        name for name, trace, *_ in collector.ids if trace == trace_id
+    }:
+        assert time.monotonic() < deadline, collector.ids
+        time.sleep(0.05)
+    spans = {name: (span, parent) for name, trace, span, parent in collector.ids if trace == trace_id}
+    assert spans["gateway.request"][1] == client_span  # the gateway's root span is the client's span's child
+    # The engine is called inside the upstream span: its traceparent names that trace and span.
+    assert upstream_parent == f"00-{trace_id}-{spans['gateway.upstream'][0]}-01"
 
 
 def test_with_tracing_off_the_gateway_imports_no_opentelemetry_module():

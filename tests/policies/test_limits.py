@@ -14,6 +14,7 @@ from apps.policies.effective import EffectivePolicy, LevelLimits
 from apps.policies.errors import PolicyDenied, PolicyUnavailable
 from apps.policies.limits import (
     ActualUsage,
+    LimitDenied,
     RequestCost,
     limits_admit,
     limits_settle,
@@ -140,6 +141,29 @@ async def test_a_request_larger_than_a_limit_is_refused_without_retry_after(ared
 
     assert denied.value.code == "rate_limit_exceeded"
     assert denied.value.retry_after_s is None
+
+
+async def test_a_refusal_by_a_token_or_money_limit_says_how_many_prompt_tokens_would_fit(aredis):
+    tokens = policy(LevelLimits(scope=KEY, tokens_per_day=150))
+    money = policy(LevelLimits(scope=ORG, budget_per_day_micros=800))
+    requests = policy(LevelLimits(scope=KEY, requests_per_minute=1))
+    await limits_admit(aredis, requests, COST, request_id="first")
+
+    refusals = []
+    for limited in (tokens, money, requests):
+        with pytest.raises(LimitDenied) as denied:
+            await limits_admit(aredis, limited, COST, request_id="big")
+        refusals.append(denied.value.prompt_tokens_room)
+    exact = await limits_admit(
+        aredis, tokens, RequestCost(prompt_tokens=50, max_tokens=100), request_id="counted exactly"
+    )
+
+    # 150 tokens less 100 of answer; 800 micros less 500 of answer, at 5 micros a prompt token; a request limit: none.
+    assert refusals == [50, 60, None]
+    assert exact.counted
+    with pytest.raises(LimitDenied) as full:
+        await limits_admit(aredis, tokens, RequestCost(prompt_tokens=1, max_tokens=1), request_id="after")
+    assert full.value.prompt_tokens_room == -1  # nothing fits any more, not even the answer
 
 
 async def test_a_policy_without_counted_limits_needs_no_redis():

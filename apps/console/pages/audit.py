@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from apps.audit.exports import export_response
 from apps.audit.models import AuditEvent
 from apps.audit.selectors import audit_event_filter, audit_events_csv, audit_events_jsonl
 from apps.console.pages.support import (
@@ -97,14 +98,13 @@ def audit_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def audit_export_view(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
-    """The filtered events, oldest first, as CSV or JSON Lines, streamed."""
+    """The filtered events, oldest first, as CSV or JSON Lines, streamed (asynchronously under ASGI)."""
     if fmt not in ("csv", "jsonl"):
         raise Http404
     events = audit_filtered(request, AuditFilterForm(request.GET))
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     if fmt == "csv":
-        response = StreamingHttpResponse(audit_events_csv(events=events), content_type="text/csv")
+        chunks, content_type = audit_events_csv(events=events), "text/csv"
     else:
-        response = StreamingHttpResponse(audit_events_jsonl(events=events), content_type="application/jsonl")
-    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
-    return response
+        chunks, content_type = audit_events_jsonl(events=events), "application/jsonl"
+    return export_response(request, chunks, content_type=content_type, filename=f"audit-{stamp}.{fmt}")

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from apps.audit.models import UsageRecord, UsageRollup
+from apps.audit.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 from apps.compute.models import Replica
 from apps.console import dashboard_selectors as dash
 from apps.console.pages.support import page_principal
@@ -41,7 +41,10 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     who = page_principal(request)
     since, until, bucket = dash.range_window(range_name)
     rollups = _in_scope(restrict(UsageRollup.objects.all(), principal=who, action="view"), scope)
-    series = dash.usage_series(rollups=rollups, since=since, until=until, bucket=bucket)
+    by_model = _in_scope(restrict(UsageModelRollup.objects.all(), principal=who, action="view"), scope)
+    by_key = _in_scope(restrict(UsageKeyRollup.objects.all(), principal=who, action="view"), scope)
+    overview = dash.usage_overview(by_model=by_model, since=since, until=until, bucket=bucket)
+    series = overview.series
     replicas = _in_scope(
         restrict(Replica.objects.all(), principal=who, action="view"), scope, "deployment__organization_id"
     )
@@ -63,9 +66,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
                 for requests, errors in zip(series.requests, series.errors, strict=True)
             ],
         },
-        top_models=dash.usage_top_models(rollups=rollups, since=since, until=until),
-        top_keys=dash.usage_top_keys(rollups=rollups, since=since, until=until),
-        top_teams=dash.usage_top_teams(rollups=rollups, since=since, until=until),
+        top_models=overview.top_models,
+        top_keys=dash.usage_top_keys(rollups=rollups, by_key=by_key, since=since, until=until),
+        top_teams=overview.top_teams,
         load=dash.live_load(replicas=replicas),
         budgets=budgets,
         budgets_live=budgets_live,

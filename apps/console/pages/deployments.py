@@ -1,7 +1,7 @@
 """The deployments pages: the list (with the create form for who may add deployments), one deployment with its
-replicas, load, history and recent errors, and the scale, stop and start buttons. Writes go through the compute
-services with the signed-in user as actor (each records its audit event); live progress arrives over the WebSocket
-in `apps/console/consumers.py`.
+replicas, load, engine output, history and recent errors, and the scale, stop and start buttons. Writes go through
+the compute services with the signed-in user as actor (each records its audit event); live progress and output
+arrive over the WebSocket in `apps/console/consumers.py`.
 
 Who may not change a deployment sees no buttons, and the server answers a forged POST with 403 (404 when the
 deployment is not even visible to them)."""
@@ -148,6 +148,8 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "replicas": snapshot["replicas"],
         "events": snapshot["events"],
         "errors": deps.deployment_recent_errors(records=records, deployment=deployment),
+        "logs": deps.deployment_log_entries(replica_ids=[row["id"] for row in snapshot["replicas"]]),
+        "log_panel_lines": deps.LOG_PANEL_LINES,
         "can_change": can_change,
         "scale_range": range(deployment.min_replicas, deployment.max_replicas + 1),
         "stoppable": deployment.state not in (ModelDeployment.State.STOPPING, ModelDeployment.State.STOPPED),

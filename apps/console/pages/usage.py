@@ -1,6 +1,6 @@
 """The usage explorer: every `/v1` request of the user's organisations, filtered by date range, model, key, team
 and outcome, in keyset pages over the indexed `started_at` (no COUNT over the table), with totals read from the
-hourly rollups and a streamed CSV export of the same filter."""
+rollups and a streamed CSV export of the same filter."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.db.models import QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -20,7 +19,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from apps.audit.models import UsageRecord, UsageRollup
+from apps.audit.exports import export_response, export_rows
+from apps.audit.models import UsageModelRollup, UsageRecord, UsageRollup
 from apps.console.pages.support import (
     keyset_page,
     organization_current_slug,
@@ -72,16 +72,23 @@ def _day_start(day: Any) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min), timezone.get_current_timezone())
 
 
-def usage_filtered(request: HttpRequest, form: UsageFilterForm) -> tuple[QuerySet[UsageRecord], QuerySet[UsageRollup]]:
-    """The user's usage records and hourly rollups narrowed by the form (rollups ignore the outcome filter)."""
+def usage_filtered(
+    request: HttpRequest, form: UsageFilterForm
+) -> tuple[QuerySet[UsageRecord], QuerySet[UsageRollup] | QuerySet[UsageModelRollup]]:
+    """The user's usage records, and the rollups their totals are read from, narrowed by the form (rollups ignore
+    the outcome filter). The rollups are the per-model hourly ones (a few rows per hour), or the hourly per-key ones
+    when a key is asked for."""
     principal = page_principal(request)
+    values = form.cleaned_data if form.is_valid() else {}
+    key = (values.get("key") or "").strip()
     records = restrict(UsageRecord.objects.all(), principal=principal, action="view")
-    rollups = restrict(UsageRollup.objects.all(), principal=principal, action="view")
+    rollups: QuerySet[Any] = restrict(
+        (UsageRollup if key else UsageModelRollup).objects.all(), principal=principal, action="view"
+    )
     records, _ = organization_filter(request, records)
     rollups, _ = organization_filter(request, rollups)
     if not form.is_valid():
         return records.none(), rollups.none()
-    values = form.cleaned_data
     if values["since"]:
         records = records.filter(started_at__gte=_day_start(values["since"]))
         rollups = rollups.filter(hour__gte=_day_start(values["since"]))
@@ -92,7 +99,6 @@ def usage_filtered(request: HttpRequest, form: UsageFilterForm) -> tuple[QuerySe
     if values["model"].strip():
         records = records.filter(model=values["model"].strip())
         rollups = rollups.filter(model=values["model"].strip())
-    key = values["key"].strip()
     if key:
         if key.isdigit():
             records, rollups = records.filter(api_key_id=int(key)), rollups.filter(api_key_id=int(key))
@@ -160,33 +166,29 @@ def usage_view(request: HttpRequest) -> HttpResponse:
     return render(request, "console/usage/explorer.html", context)
 
 
-def _csv_rows(records: QuerySet[UsageRecord]) -> Iterator[str]:
+def _csv_chunks(records: QuerySet[UsageRecord]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(EXPORT_FIELDS)
-    rows = records.order_by("-started_at", "-pk").values_list(*EXPORT_FIELDS).iterator(chunk_size=2000)
-    # Inside a transaction the server-side cursor is a plain one; in autocommit Django declares it WITH HOLD, and
-    # PostgreSQL then materialises the whole result before the first row comes back (seconds at 1M rows).
-    with transaction.atomic():
-        for count, row in enumerate(rows, start=1):
+    for batch in export_rows(records.order_by("-started_at", "-pk").values_list(*EXPORT_FIELDS)):
+        for row in batch:
             writer.writerow([value.isoformat() if isinstance(value, datetime) else value for value in row])
-            if count % 500 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-    yield buffer.getvalue()
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()
 
 
 @login_required
 @require_GET
 def usage_export_view(request: HttpRequest) -> StreamingHttpResponse:
-    """The filtered records as CSV, newest first, streamed in chunks (server memory stays flat)."""
+    """The filtered records as CSV, newest first, streamed in batches (asynchronously under ASGI): server memory stays
+    flat whatever the number of rows."""
     form = UsageFilterForm(request.GET)
     records, _ = usage_filtered(request, form)
-    response = StreamingHttpResponse(_csv_rows(records), content_type="text/csv")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="usage-{stamp}.csv"'
-    return response
+    return export_response(request, _csv_chunks(records), content_type="text/csv", filename=f"usage-{stamp}.csv")
 
 
 __all__ = ["usage_export_view", "usage_filtered", "usage_view"]

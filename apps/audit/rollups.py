@@ -1,0 +1,133 @@
+"""Usage rollups at three grains, written together by the usage worker in the transaction that inserts the raw
+records: hourly per organisation, team, key and model (UsageRollup: reports and cost attribution), hourly per
+organisation, team and model (UsageModelRollup) and daily per organisation, team and key (UsageKeyRollup), the last
+two small enough for the dashboard to read a month of them within a page's time.
+
+Only records inserted for the first time are added (the caller knows which), so a batch read twice counts once.
+`usage_rollups_rebuild` recomputes the two derived grains from the hourly rollups, for a range: what their migration
+did once, and what repairs them after a restore of the hourly table.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+
+from apps.audit.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+
+_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms_total", "ttft_ms_total")
+
+
+def _hour(event: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(event["started_at"], tz=UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _upsert(
+    cursor: Any,
+    table: str,
+    group_columns: Sequence[str],
+    sum_columns: Sequence[str],
+    totals: dict[tuple[Any, ...], list[float]],
+) -> None:
+    if not totals:
+        return
+    columns = [*group_columns, *sum_columns]
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    additions = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in sum_columns)
+    cursor.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholders] * len(totals))} "  # noqa: S608 (constants)
+        f"ON CONFLICT ({', '.join(group_columns)}) DO UPDATE SET {additions}",
+        [value for group, total in sorted(totals.items(), key=_sort_key) for value in (*group, *total)],
+    )
+
+
+def _sort_key(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
+    # Upserts in one order everywhere: two workers adding overlapping batches lock rows in the same order.
+    return tuple((value is None, value) for value in item[0])
+
+
+def _totals(
+    events: list[dict[str, Any]], group: Callable[[dict[str, Any]], tuple[Any, ...]], width: int
+) -> dict[tuple[Any, ...], list[float]]:
+    totals: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0.0, 0.0][:width])
+    for event in events:
+        total = totals[group(event)]
+        values = (
+            1,
+            1 if event["outcome"] != UsageRecord.Outcome.OK else 0,
+            event["prompt_tokens"],
+            event["completion_tokens"],
+            event["cost_micros"],
+            event["latency_ms"] or 0.0,
+            event["ttft_ms"] or 0.0,
+        )
+        for index in range(width):
+            total[index] += values[index]
+    return totals
+
+
+def usage_rollups_add(cursor: Any, events: list[dict[str, Any]]) -> None:
+    """Add `events` (usage events stored for the first time) to the rollups of every grain, in the caller's
+    transaction (three statements, whatever the number of events)."""
+    hourly = _totals(
+        events,
+        lambda e: (_hour(e), e["organization_id"], e["team_id"], e["api_key_id"], e["model"]),
+        len(_SUMS),
+    )
+    _upsert(
+        cursor, UsageRollup._meta.db_table, ("hour", "organization_id", "team_id", "api_key_id", "model"), _SUMS, hourly
+    )
+    by_model = _totals(events, lambda e: (_hour(e), e["organization_id"], e["team_id"], e["model"]), len(_SUMS))
+    _upsert(cursor, UsageModelRollup._meta.db_table, ("hour", "organization_id", "team_id", "model"), _SUMS, by_model)
+    by_key = _totals(
+        events,
+        lambda e: (_hour(e).replace(hour=0), e["organization_id"], e["team_id"], e["api_key_id"]),
+        len(_SUMS) - 2,
+    )
+    _upsert(
+        cursor, UsageKeyRollup._meta.db_table, ("day", "organization_id", "team_id", "api_key_id"), _SUMS[:5], by_key
+    )
+
+
+# The derived grains from the hourly rollups of [since, until): `since` and `until` are day starts (UTC), so whole
+# days of the daily grain are recomputed. Shared with the migration that created the two tables.
+REBUILD_SQL = (
+    "DELETE FROM audit_usagemodelrollup WHERE hour >= %(since)s AND hour < %(until)s",
+    "INSERT INTO audit_usagemodelrollup (hour, organization_id, team_id, model, requests, errors, prompt_tokens, "
+    "completion_tokens, cost_micros, latency_ms_total, ttft_ms_total) "
+    "SELECT hour, organization_id, team_id, model, sum(requests), sum(errors), sum(prompt_tokens), "
+    "sum(completion_tokens), sum(cost_micros), sum(latency_ms_total), sum(ttft_ms_total) FROM audit_usagerollup "
+    "WHERE hour >= %(since)s AND hour < %(until)s GROUP BY hour, organization_id, team_id, model",
+    "DELETE FROM audit_usagekeyrollup WHERE day >= %(since)s AND day < %(until)s",
+    "INSERT INTO audit_usagekeyrollup (day, organization_id, team_id, api_key_id, requests, errors, prompt_tokens, "
+    "completion_tokens, cost_micros) "
+    "SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, team_id, api_key_id, "
+    "sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros) FROM audit_usagerollup "
+    "WHERE hour >= %(since)s AND hour < %(until)s GROUP BY 1, organization_id, team_id, api_key_id",
+)
+# Held while rebuilding: the usage worker's upserts wait, so none lands between the DELETE and the INSERT.
+REBUILD_LOCK_SQL = (
+    "LOCK TABLE audit_usagerollup, audit_usagemodelrollup, audit_usagekeyrollup IN SHARE ROW EXCLUSIVE MODE"
+)
+
+
+@transaction.atomic
+def usage_rollups_rebuild(*, since: datetime, until: datetime) -> None:
+    """Recompute the per-model hourly and per-key daily rollups of the days (UTC) from the one holding `since` up to
+    the one holding `until`, from the hourly rollups. Running it again gives the same rows."""
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must be aware datetimes")
+    since = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day_of_until = until.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    params = {"since": since, "until": day_of_until if day_of_until == until else day_of_until + timedelta(days=1)}
+    with connection.cursor() as cursor:
+        cursor.execute(REBUILD_LOCK_SQL)
+        for statement in REBUILD_SQL:
+            cursor.execute(statement, params)
+
+
+__all__ = ["usage_rollups_add", "usage_rollups_rebuild"]
