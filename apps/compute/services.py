@@ -146,6 +146,8 @@ def simulator_deployment_ensure(
     context: AuditContext | None = None,
     replicas: int = 1,
     sim: dict[str, Any] | None = None,
+    price_input_per_mtok_micros: int = 0,
+    price_output_per_mtok_micros: int = 0,
 ) -> tuple[ModelDeployment, bool]:
     """A deployment of `organization` served by simulated nodes (a simulator provider and pool, created when
     missing), which the worker provisions like any other. Returns it and whether anything was created; running it
@@ -175,6 +177,8 @@ def simulator_deployment_ensure(
             "min_replicas": replicas,
             "max_replicas": replicas,
             "desired_replicas": replicas,
+            "price_input_per_mtok_micros": price_input_per_mtok_micros,
+            "price_output_per_mtok_micros": price_output_per_mtok_micros,
         },
     )
     if created:

@@ -21,6 +21,8 @@ DEMO_ADMIN_EMAIL = "admin@inferia.local"
 ADMIN_PASSWORD_FILE = "demo-admin-password"  # noqa: S105 - a file name, not a password
 KEYS_FILE = "demo-keys.json"
 SIM_MODEL_ID = "inferia/sim-model"
+DEMO_PRICE_INPUT_PER_MTOK_MICROS = 150_000  # $0.15 per 1M input tokens
+DEMO_PRICE_OUTPUT_PER_MTOK_MICROS = 600_000  # $0.60 per 1M output tokens
 # label in the keys file -> (key name, scopes)
 DEMO_KEYS: dict[str, tuple[str, list[str]]] = {
     "inference": ("Demo inference key", ["inference"]),
@@ -119,7 +121,14 @@ def demo_ensure(*, data_dir: Path, admin_email: str) -> DemoData:
     membership_ensure(user=admin, organization=organization, role=owner_role, actor=admin, context=context)
     keys = demo_keys_ensure(organization=organization, actor=admin, data_dir=data_dir)
     deployment, _ = simulator_deployment_ensure(
-        organization=organization, served_model_name=DEMO_MODEL, model_id=SIM_MODEL_ID, actor=admin, context=context
+        organization=organization,
+        served_model_name=DEMO_MODEL,
+        model_id=SIM_MODEL_ID,
+        actor=admin,
+        context=context,
+        # A small hosted model's list prices, so that the demo's usage and dashboard show spend from the first request.
+        price_input_per_mtok_micros=DEMO_PRICE_INPUT_PER_MTOK_MICROS,
+        price_output_per_mtok_micros=DEMO_PRICE_OUTPUT_PER_MTOK_MICROS,
     )
     return DemoData(organization=organization, keys=keys, deployment=deployment)
 

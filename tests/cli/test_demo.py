@@ -84,3 +84,5 @@ def test_the_demo_deployment_is_left_to_the_worker_to_provision(demo_admin, tmp_
     assert deployment.state == ModelDeployment.State.PENDING
     assert deployment.desired_replicas == 1
     assert not deployment.replicas.exists()  # no process started by hand: the worker's reconcile creates it
+    # Priced, so the demo's usage records and dashboard show spend: 1M input + 1M output tokens cost $0.75.
+    assert deployment.price_input_per_mtok_micros + deployment.price_output_per_mtok_micros == 750_000
