@@ -175,7 +175,30 @@ class UsageRecord(models.Model):
         return self.request_id
 
 
-class UsageRollup(models.Model):
+class UsageTotals(models.Model):
+    """The counters each usage rollup keeps for its bucket."""
+
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageTimedTotals(UsageTotals):
+    """Counters with the sums of latencies, for averages over any set of buckets."""
+
+    latency_ms_total = models.FloatField(default=0)
+    ttft_ms_total = models.FloatField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageRollup(UsageTimedTotals):
     """Hourly totals of usage per organisation, team, key and model: what dashboards and cost reports read, so
     that they never scan raw usage rows (which are pruned after INFERIA_USAGE_RETENTION_DAYS). Maintained by the
     usage worker in the same transaction that inserts the raw rows."""
@@ -185,13 +208,6 @@ class UsageRollup(models.Model):
     team = models.ForeignKey("orgs.Team", related_name="+", **_HISTORY_FK)
     api_key = models.ForeignKey("keys.ApiKey", related_name="+", **_HISTORY_FK)
     model = models.CharField(max_length=200)
-    requests = models.BigIntegerField(default=0)
-    errors = models.BigIntegerField(default=0)
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    cost_micros = models.BigIntegerField(default=0)
-    latency_ms_total = models.FloatField(default=0)
-    ttft_ms_total = models.FloatField(default=0)
 
     class Meta:
         ordering = ["-hour"]
@@ -215,7 +231,7 @@ class UsageRollup(models.Model):
         return f"{self.model} @ {self.hour:%Y-%m-%d %H}:00"
 
 
-class UsageModelRollup(models.Model):
+class UsageModelRollup(UsageTimedTotals):
     """Hourly totals of usage per organisation, team and model, without the key: the usage over time, busiest models
     and busiest teams of the dashboard read these (a few rows per hour) instead of the per-key rollups (one row per
     key and model). Kept by the usage worker in the same transaction as UsageRollup; visible to whoever may view
@@ -225,13 +241,6 @@ class UsageModelRollup(models.Model):
     organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
     team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
     model = models.CharField(max_length=200)
-    requests = models.BigIntegerField(default=0)
-    errors = models.BigIntegerField(default=0)
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    cost_micros = models.BigIntegerField(default=0)
-    latency_ms_total = models.FloatField(default=0)
-    ttft_ms_total = models.FloatField(default=0)
 
     class Meta:
         ordering = ["-hour"]
@@ -248,7 +257,7 @@ class UsageModelRollup(models.Model):
         return f"{self.model} @ {self.hour:%Y-%m-%d %H}:00"
 
 
-class UsageKeyRollup(models.Model):
+class UsageKeyRollup(UsageTotals):
     """Daily totals of usage per organisation, team and API key, without the model: the dashboard's busiest keys over
     days read these (one row per key and day) instead of the hourly per-key, per-model rollups. Kept by the usage
     worker in the same transaction as UsageRollup; visible to whoever may view UsageRollup rows of the same
@@ -258,11 +267,6 @@ class UsageKeyRollup(models.Model):
     organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
     team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
     api_key = models.ForeignKey("keys.ApiKey", related_name="+", **_ROLLUP_FK)
-    requests = models.BigIntegerField(default=0)
-    errors = models.BigIntegerField(default=0)
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    cost_micros = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["-day"]
