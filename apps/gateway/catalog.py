@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from apps.gateway.selectors import DeploymentRow, deployment_rows_list
-from apps.policies.limits import cost_micros_for
+from apps.policies.costs import cost_micros_for
 from inferia_site.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)

@@ -32,17 +32,15 @@ from apps.gateway.tracing import traced
 from apps.gateway.upstream import upstream_relay
 from apps.gateway.upstream_tokenize import prompt_tokens_count
 from apps.keys.selectors import KeyPrincipal
+from apps.policies.costs import ActualUsage, RequestCost, prompt_tokens_upper_bound
 from apps.policies.effective import EffectivePolicy
 from apps.policies.errors import PolicyDenied, PolicyUnavailable, guardrail_violation
 from apps.policies.guardrails import guardrails_check_input
 from apps.policies.limits import (
-    ActualUsage,
     Admission,
     LimitDenied,
-    RequestCost,
     limits_admit,
     limits_settle,
-    prompt_tokens_upper_bound,
 )
 from apps.policies.selectors import PolicyKeyNotFound
 

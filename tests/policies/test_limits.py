@@ -10,15 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 from django.test import override_settings
 
+from apps.policies.costs import ActualUsage, RequestCost, prompt_tokens_upper_bound
 from apps.policies.effective import EffectivePolicy, LevelLimits
 from apps.policies.errors import PolicyDenied, PolicyUnavailable
 from apps.policies.limits import (
-    ActualUsage,
     LimitDenied,
-    RequestCost,
     limits_admit,
     limits_settle,
-    prompt_tokens_upper_bound,
     quota_usage_get,
 )
 

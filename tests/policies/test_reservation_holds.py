@@ -11,10 +11,9 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.test import override_settings
 
+from apps.policies.costs import ActualUsage, RequestCost
 from apps.policies.effective import EffectivePolicy, LevelLimits
 from apps.policies.limits import (
-    ActualUsage,
-    RequestCost,
     holds_key,
     limits_admit,
     limits_holds_release,
