@@ -43,10 +43,12 @@ from apps.compute.serializers import (
     ReplicaOut,
 )
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
-from apps.rbac.drf import TenantViewSet, service_call
+from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
 
 
-class ProviderViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class ProviderViewSet(
+    ServiceDestroyMixin, GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Where GPU nodes come from. Credentials go in, never come out."""
 
     model = Provider
@@ -55,6 +57,8 @@ class ProviderViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     search_fields = ["name"]
     ordering_fields = ["name", "created_at"]
     tenant_actions = GRANT_TENANT_ACTIONS
+    service_object = "provider"
+    delete_service = staticmethod(api_services.provider_delete)
 
     @extend_schema(request=ProviderCreateIn, responses={201: ProviderOut})
     def create(self, request: Request) -> Response:
@@ -83,14 +87,16 @@ class ProviderViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         )
         return Response(ProviderOut(provider).data)
 
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(
-            api_services.provider_delete, provider=self.get_object(), actor=self.actor, context=self.audit_context
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
-
-class PoolViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=PoolUpdateIn, detail_out=PoolOut)
+class PoolViewSet(
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    GrantActionsMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
+):
     """Kinds of node a provider can give."""
 
     model = ComputePool
@@ -99,6 +105,10 @@ class PoolViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModel
     search_fields = ["name", "region", "gpu_type"]
     ordering_fields = ["name", "created_at", "cost_per_gpu_hour_micros"]
     tenant_actions = GRANT_TENANT_ACTIONS
+    service_object = "pool"
+    update_in = PoolUpdateIn
+    update_service = staticmethod(api_services.pool_update)
+    delete_service = staticmethod(api_services.pool_delete)
 
     @extend_schema(request=PoolCreateIn, responses={201: PoolOut})
     def create(self, request: Request) -> Response:
@@ -110,26 +120,16 @@ class PoolViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModel
         )
         return Response(PoolOut(pool).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=PoolUpdateIn, responses=PoolOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        pool = self.get_object()
-        data = PoolUpdateIn(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        pool = service_call(
-            api_services.pool_update,
-            pool=pool,
-            changes=data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(PoolOut(pool).data)
 
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(api_services.pool_delete, pool=self.get_object(), actor=self.actor, context=self.audit_context)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(update_in=DeploymentUpdateIn, detail_out=DeploymentOut)
+class DeploymentViewSet(
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    GrantActionsMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
+):
     """Models served on pools: the organisation's own, and platform deployments shared with it (read-only)."""
 
     model = ModelDeployment
@@ -147,6 +147,10 @@ class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Retriev
         "start": "change",
         **GRANT_TENANT_ACTIONS,
     }
+    service_object = "deployment"
+    update_in = DeploymentUpdateIn
+    update_service = staticmethod(api_services.deployment_update)
+    delete_service = staticmethod(api_services.deployment_delete)
 
     @extend_schema(request=DeploymentCreateIn, responses={201: DeploymentOut})
     def create(self, request: Request) -> Response:
@@ -175,26 +179,6 @@ class DeploymentViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.Retriev
             context=self.audit_context,
         )
         return Response(DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=DeploymentUpdateIn, responses=DeploymentOut)
-    def partial_update(self, request: Request, pk: str) -> Response:
-        deployment = self.get_object()
-        data = DeploymentUpdateIn(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        deployment = service_call(
-            api_services.deployment_update,
-            deployment=deployment,
-            changes=data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(DeploymentOut(deployment).data)
-
-    def destroy(self, request: Request, pk: str) -> Response:
-        service_call(
-            api_services.deployment_delete, deployment=self.get_object(), actor=self.actor, context=self.audit_context
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _deployment_change(self, request: Request, deployment: Any, service: Any, schema: Any) -> Response:
         """Validate the body with `schema`, then apply `service` to the deployment with its fields, as the caller."""
