@@ -39,6 +39,7 @@ class Exchange:
         "extra_headers",
         "finishing",
         "headers",
+        "held",
         "method",
         "path",
         "request_id",
@@ -81,9 +82,13 @@ class Exchange:
         self.complete = False  # the response's last byte was sent
         self.client_gone = False  # set when the client disconnected; the pipeline then stops and meters
         self.finishing = False  # set once everything has been sent but the end: a disconnect no longer matters
+        self.held = b""  # the last byte of a complete answer, sent by `stream_end` once the request is metered
 
-    async def respond(self, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
-        """A complete response with a body."""
+    async def respond(
+        self, status: int, body: bytes, content_type: bytes = b"application/json", *, hold_last_byte: bool = False
+    ) -> None:
+        """A complete response with a body. With `hold_last_byte`, all but the body's last byte go now and the
+        response ends with `stream_end`: a client never holds a whole answer whose usage was not yet recorded."""
         self.response_started = True
         await self.send(
             {
@@ -97,6 +102,11 @@ class Exchange:
                 ],
             }
         )
+        if hold_last_byte and body:
+            self.held = body[-1:]
+            self.finishing = True  # the answer is out: a client leaving now still gets it metered as answered
+            await self.send({"type": "http.response.body", "body": body[:-1], "more_body": True})
+            return
         self.finishing = self.complete = True
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -128,8 +138,9 @@ class Exchange:
         )
 
     async def stream_end(self) -> None:
-        """End a streamed response (nothing to do when the response is already complete)."""
+        """End a streamed response, or a complete one's held last byte (nothing to do when the response is already
+        complete)."""
         if self.complete:
             return
         self.finishing = self.complete = True
-        await self.send(_END)
+        await self.send({**_END, "body": self.held} if self.held else _END)

@@ -131,7 +131,10 @@ async def upstream_attempt(
         usage.outcome, usage.error_code = "error", f"upstream_{response.status}"
     usage.ttft_ms = (time.perf_counter() - exchange.started) * 1000
     await exchange.respond(
-        response.status, first, response.headers.get("Content-Type", "application/json").encode("latin-1")
+        response.status,
+        first,
+        response.headers.get("Content-Type", "application/json").encode("latin-1"),
+        hold_last_byte=True,  # until the request is metered (see inference_handle)
     )
     return None
 

@@ -7,7 +7,10 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 from django.db.models import Sum
 
 from apps.audit.models import UsageRecord, UsageRollup
@@ -90,3 +93,55 @@ def test_unauthenticated_requests_are_not_metered(tenant, gateway, redis_cache):
     (entry,) = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
     event = json.loads(entry[1][EVENT_FIELD.encode()])
     assert (event["st"], event["out"], event["m"]) == (404, "error", "nope")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_usage_event_is_recorded_before_the_answers_last_byte(tenant, redis_cache, stream):
+    """A web process that dies between answering and metering must not leave a client with a whole answer and no
+    usage record: the response's final message goes out only once the event is in the stream."""
+    from apps.gateway.asgi import gateway_app
+    from apps.gateway.runtime import runtime_close
+
+    body = json.dumps({**CHAT, "stream": stream}).encode()
+    request_id = f"last-byte-{int(stream)}"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "headers": [
+            (b"authorization", f"Bearer {tenant.secret}".encode()), (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id.encode()),
+        ],
+    }  # fmt: skip
+    events_when_ended: list[str] = []
+    body_sent = bytearray()
+
+    async def serve() -> None:
+        received = False
+
+        async def receive() -> dict:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # the client stays connected
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] != "http.response.body":
+                return
+            body_sent.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                entries = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
+                events_when_ended.extend(json.loads(fields[EVENT_FIELD.encode()])["rid"] for _id, fields in entries)
+
+        try:
+            await gateway_app(scope, receive, send)
+        finally:
+            await runtime_close()
+            await sync_to_async(connections.close_all)()  # the gateway's thread's connection, not the test's
+
+    asyncio.run(serve())
+
+    assert body_sent.endswith(b"data: [DONE]\n\n" if stream else b"}")
+    assert request_id in events_when_ended
