@@ -1,11 +1,11 @@
 """`make bench`: the gateway against the simulated engine it fronts, under the same load, in the same run.
 
-Starts one inferia-sim (zero delays) and one web process (the ASGI server named by INFERIA_SERVER or --server,
-uvicorn by default), creates a bench organisation, key and deployment, then for each concurrency level runs the
-lean load generator (its own process) first against the engine directly, then through the gateway. Per level it
-prints requests/s, TTFT p50/p99, the gateway's added TTFT, the web process's and the engine's CPU time per request
-(from /proc/<pid>/stat over the level) and the web process's peak RSS, and writes everything as JSON under
-bench-results/. Each level runs --runs times; the figures are medians.
+Starts one inferia-sim (zero delays, or --itl-ms between tokens) and one web process (the ASGI server named by
+INFERIA_SERVER or --server, uvicorn by default), creates a bench organisation, key and deployment, then for each
+concurrency level runs the lean load generator (its own process) first against the engine directly, then through
+the gateway. Per level it prints requests/s, TTFT p50/p99, the gateway's added TTFT, the web process's and the
+engine's CPU time per request (from /proc/<pid>/stat over the level) and the web process's peak RSS, and writes
+everything as JSON under bench-results/. Each level runs --runs times; the figures are medians.
 
     DATABASE_URL=... REDIS_URL=... .venv/bin/python tests/bench/run.py [--levels 1,64,256] [--runs 3]
 """
@@ -99,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=0, help="per level and run (default 1000 at c=1, else 3000)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--itl-ms",
+        type=float,
+        default=0.0,
+        help="the engine's inter-token latency (default 0: the stress case; a real engine's 5-50 ms sends each token "
+        "as its own chunk, which is what the gateway forwards in production)",
+    )
     parser.add_argument("--server", default=os.environ.get("INFERIA_SERVER", "uvicorn"), choices=["uvicorn", "daphne"])
     parser.add_argument(
         "--limits", action="store_true", help="also count rate limits and a budget (the default policy counts nothing)"
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
-    sim = sim_start(models=(MODEL,))
+    sim = sim_start("--itl-ms", str(args.itl_ms), models=(MODEL,))
     web = None
     try:
         api_key = bench_tenant(sim.url, limits=args.limits)
@@ -176,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = REPO / "bench-results"
     out_dir.mkdir(exist_ok=True)
-    variant = "-limits" if args.limits else ""
+    variant = ("-limits" if args.limits else "") + (f"-itl{args.itl_ms:g}ms" if args.itl_ms else "")
     path = out_dir / f"gateway-{args.server}{variant}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    result = {"server": args.server, "limits": args.limits, "max_tokens": args.max_tokens, "levels": levels,
-              "targets": TARGETS, "checks": checks}  # fmt: skip
+    result = {"server": args.server, "limits": args.limits, "max_tokens": args.max_tokens, "itl_ms": args.itl_ms,
+              "levels": levels, "targets": TARGETS, "checks": checks}  # fmt: skip
     path.write_text(json.dumps(result, indent=2))
     print(f"written {path.relative_to(REPO)}")
     return 0 if all(checks.values()) else 1
