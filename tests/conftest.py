@@ -91,3 +91,16 @@ def outsider(other_org, roles):
 @pytest.fixture(scope="session")
 def data_dir():
     return settings.DATA_DIR
+
+
+@pytest.fixture
+def as_user():
+    """A REST API client signed in (by session) as the given user."""
+    from rest_framework.test import APIClient
+
+    def make(user):
+        client = APIClient()
+        client.force_login(user)
+        return client
+
+    return make

@@ -17,18 +17,6 @@ def globex(other_org, outsider):
 
 
 @pytest.fixture
-def as_user():
-    """A client signed in (by session) as the given user."""
-
-    def make(user):
-        client = APIClient()
-        client.force_login(user)
-        return client
-
-    return make
-
-
-@pytest.fixture
 def as_key():
     """A client presenting the given secret as `Authorization: Bearer ...`."""
 

@@ -19,16 +19,6 @@ RState = Replica.State
 
 
 @pytest.fixture
-def as_user():
-    def make(user):
-        client = APIClient()
-        client.force_login(user)
-        return client
-
-    return make
-
-
-@pytest.fixture
 def sim_pool(org):
     provider = Provider.objects.create(organization=org, name="sim", kind="simulator")
     return ComputePool.objects.create(organization=org, provider=provider, name="sim-pool", max_nodes=4)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.compute.credentials import provider_credentials
@@ -11,16 +10,6 @@ from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 
 URL = "/api/deployments/external/"
 PUBLIC = "http://93.184.215.14:8000/v1"  # a literal public address: nothing is resolved, nothing is called
-
-
-@pytest.fixture
-def as_user():
-    def make(user):
-        client = APIClient()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 def body(org, **fields):

@@ -7,7 +7,6 @@ import json
 import urllib.request
 
 import pytest
-from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.compute.adapters import adapter_for
@@ -16,16 +15,6 @@ from apps.compute.lora import deployment_lora_sync_run, lora_names
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from inferia_sim.config import SimConfig
 from inferia_sim.testing import running_sim
-
-
-@pytest.fixture
-def as_user():
-    def make(user):
-        client = APIClient()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 @pytest.fixture

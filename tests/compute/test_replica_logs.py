@@ -17,7 +17,6 @@ import time
 import pytest
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
-from rest_framework.test import APIClient
 
 from apps.compute.adapters.process import process_replicas_stop_all, replica_key, replicas_dir
 from apps.compute.credentials import provider_credentials_set
@@ -136,16 +135,6 @@ def test_the_providers_own_secrets_and_the_node_token_are_masked_before_they_are
     assert captured.lines == [f"using {REDACTED}", f"node {REDACTED}"]
     stored = replica_logs_recent(replica_ids=[replica.pk])[replica.pk]
     assert "plain-words-secret" not in str(stored)
-
-
-@pytest.fixture
-def as_user():
-    def make(user):
-        client = APIClient()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 def test_the_logs_endpoint_returns_the_newest_lines_to_who_may_view_the_replica(

@@ -46,6 +46,14 @@ def gateway(test_database_url: str) -> Iterator[Process]:
     process.stop()
 
 
+@pytest.fixture(scope="module")
+def private_gateway(test_database_url: str) -> Iterator[Process]:
+    """A web process that may call private addresses (the stand-in engines listen on loopback), as `make run` sets."""
+    process = web_start(test_database_url, extra_env={"INFERIA_UPSTREAM_ALLOW_PRIVATE": "1"})
+    yield process
+    process.stop()
+
+
 @dataclass
 class Tenant:
     """An organisation with an inference key and a deployment of `gw-chat` on the session's engine."""

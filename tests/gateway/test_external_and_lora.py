@@ -14,19 +14,11 @@ from typing import Any
 import pytest
 
 from tests.gateway.conftest import http, make_key, wait_until_served
-from tests.gateway.servers import Process, web_start
+from tests.gateway.servers import Process
 from tests.gateway.stand_ins import ScriptedEngine, scripted_engine
 
 UPSTREAM_MODEL = "upstream-org/upstream-model"
 UPSTREAM_KEY = "sk-upstream-secret"
-
-
-@pytest.fixture(scope="module")
-def private_gateway(test_database_url: str) -> Iterator[Process]:
-    """A web process that may call private addresses (the engines here listen on loopback), as `make run` sets."""
-    process = web_start(test_database_url, extra_env={"INFERIA_UPSTREAM_ALLOW_PRIVATE": "1"})
-    yield process
-    process.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from apps.policies.limits import quota_usage_get
 from inferia_sim.tokens import chat_prompt_token_count
 from tests.gateway.conftest import http, make_key, wait_until_served
-from tests.gateway.servers import Process, web_start
+from tests.gateway.servers import Process
 from tests.gateway.stand_ins import ScriptedEngine, scripted_engine
 from tests.gateway.test_policy_limits import tenant_with_policy
 from tests.sim.conftest import metrics
@@ -108,14 +108,6 @@ def test_no_count_is_asked_while_the_limits_are_far_from_their_bounds(transactio
     assert statuses == [200, 200, 200]
     assert streamed == 200
     assert tokenize_requests(sim) == asked
-
-
-@pytest.fixture(scope="module")
-def private_gateway(test_database_url: str) -> Iterator[Process]:
-    """A web process that may call private addresses (the stand-in engine listens on loopback)."""
-    process = web_start(test_database_url, extra_env={"INFERIA_UPSTREAM_ALLOW_PRIVATE": "1"})
-    yield process
-    process.stop()
 
 
 @pytest.fixture
