@@ -14,7 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.audit.exports import export_response
+from apps.audit.exports import CSV_CONTENT_TYPE, export_response
 from apps.audit.models import AuditCheckpoint, AuditEvent, UsageRecord, UsageRollup
 from apps.audit.selectors import audit_events_csv, audit_events_jsonl, usage_summary
 from apps.audit.serializers import (
@@ -60,7 +60,7 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         events = self.filter_queryset(self.get_queryset())
         if request.query_params.get("type") == "csv":
             return export_response(
-                request, audit_events_csv(events=events), content_type="text/csv", filename="audit.csv"
+                request, audit_events_csv(events=events), content_type=CSV_CONTENT_TYPE, filename="audit.csv"
             )
         return export_response(
             request, audit_events_jsonl(events=events), content_type="application/jsonl", filename="audit.jsonl"

@@ -9,6 +9,11 @@ the batches are handed out by an asynchronous iterator that pulls each one from 
 request's thread-sensitive worker thread: the producer's transaction and cursor stay on one thread and one
 connection, and the next batch is read only when the client has taken the previous one. Under WSGI (and Django's
 test client) the synchronous producer is served as it is.
+
+CSV cells that hold text from users (a model name sent to /v1, a user agent, an object's name) are neutralised
+before they reach a spreadsheet: a leading `=`, `+`, `-`, `@`, tab or carriage return would make Excel or
+LibreOffice evaluate the cell as a formula (OWASP's CSV injection guidance), so such a cell gets a leading single
+quote. Numbers Inferia writes itself are not strings and pass through as numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 
 EXPORT_BATCH_ROWS = 500
+CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _CURSOR_CHUNK_ROWS = 2000
 _DONE = object()
 
@@ -39,6 +46,14 @@ def export_rows(queryset: QuerySet[Any]) -> Iterator[list[Any]]:
                 batch = []
         if batch:
             yield batch
+
+
+def csv_cell(value: Any) -> Any:
+    """`value` ready for a CSV cell: text that a spreadsheet would run as a formula gets a leading single quote;
+    anything that is not text (counts, costs, ids) is left as it is."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 def _next_or_done(chunks: Iterator[str]) -> Any:
@@ -67,4 +82,4 @@ def export_response(request: Any, chunks: Iterator[str], *, content_type: str, f
     return response
 
 
-__all__ = ["EXPORT_BATCH_ROWS", "export_response", "export_rows"]
+__all__ = ["CSV_CONTENT_TYPE", "EXPORT_BATCH_ROWS", "csv_cell", "export_response", "export_rows"]

@@ -13,7 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from apps.audit.exports import export_rows
+from apps.audit.exports import csv_cell, export_rows
 from apps.audit.models import AuditCheckpoint, AuditEvent
 
 EXPORT_FIELDS = [
@@ -75,7 +75,8 @@ def audit_events_jsonl(*, events: QuerySet[AuditEvent]) -> Iterator[str]:
 
 
 def audit_events_csv(*, events: QuerySet[AuditEvent]) -> Iterator[str]:
-    """The events as CSV, oldest first; `changes` is a JSON string in its column. One chunk per batch of rows."""
+    """The events as CSV, oldest first; `changes` is a JSON string in its column, and text that a spreadsheet
+    would run as a formula is neutralised (`csv_cell`). One chunk per batch of rows."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
     writer.writeheader()
@@ -83,7 +84,7 @@ def audit_events_csv(*, events: QuerySet[AuditEvent]) -> Iterator[str]:
         for row in batch:
             row["changes"] = json.dumps(row["changes"], cls=DjangoJSONEncoder, sort_keys=True)
             row["occurred_at"] = row["occurred_at"].isoformat()
-            writer.writerow(row)
+            writer.writerow({name: csv_cell(value) for name, value in row.items()})
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

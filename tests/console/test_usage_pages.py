@@ -88,7 +88,7 @@ def test_the_csv_export_streams_the_filtered_rows(acme, globex, viewer, signed_i
     response = signed_in(viewer).get("/console/usage/export.csv", {"outcome": "error"})
     assert response.status_code == 200
     assert response.streaming
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert len(rows) == 3
     assert {row["outcome"] for row in rows} == {"error"}

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from apps.audit.exports import export_response
+from apps.audit.exports import CSV_CONTENT_TYPE, export_response
 from apps.audit.models import AuditEvent
 from apps.audit.selectors import audit_event_filter, audit_events_csv, audit_events_jsonl
 from apps.console.pages.support import (
@@ -104,7 +104,7 @@ def audit_export_view(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     events = audit_filtered(request, AuditFilterForm(request.GET))
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     if fmt == "csv":
-        chunks, content_type = audit_events_csv(events=events), "text/csv"
+        chunks, content_type = audit_events_csv(events=events), CSV_CONTENT_TYPE
     else:
         chunks, content_type = audit_events_jsonl(events=events), "application/jsonl"
     return export_response(request, chunks, content_type=content_type, filename=f"audit-{stamp}.{fmt}")

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from apps.audit.exports import export_response, export_rows
+from apps.audit.exports import CSV_CONTENT_TYPE, csv_cell, export_response, export_rows
 from apps.audit.models import UsageModelRollup, UsageRecord, UsageRollup
 from apps.console.pages.support import (
     keyset_page,
@@ -172,7 +172,7 @@ def _csv_chunks(records: QuerySet[UsageRecord]) -> Iterator[str]:
     writer.writerow(EXPORT_FIELDS)
     for batch in export_rows(records.order_by("-started_at", "-pk").values_list(*EXPORT_FIELDS)):
         for row in batch:
-            writer.writerow([value.isoformat() if isinstance(value, datetime) else value for value in row])
+            writer.writerow([value.isoformat() if isinstance(value, datetime) else csv_cell(value) for value in row])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -188,7 +188,7 @@ def usage_export_view(request: HttpRequest) -> StreamingHttpResponse:
     form = UsageFilterForm(request.GET)
     records, _ = usage_filtered(request, form)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return export_response(request, _csv_chunks(records), content_type="text/csv", filename=f"usage-{stamp}.csv")
+    return export_response(request, _csv_chunks(records), content_type=CSV_CONTENT_TYPE, filename=f"usage-{stamp}.csv")
 
 
 __all__ = ["usage_export_view", "usage_filtered", "usage_view"]
