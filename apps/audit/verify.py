@@ -56,7 +56,7 @@ class VerifyReport:
 
     def as_text(self) -> str:
         lines = [
-            f"events checked: {self.events_checked} (last #{self.last_seq}, head #{self.head_seq})",
+            f"events checked: {self.events_checked} (last good #{self.last_seq}, head #{self.head_seq})",
             f"checkpoints checked: {self.checkpoints_checked}",
         ]
         if self.first_break is None:
@@ -106,6 +106,8 @@ def audit_verify(*, extra_checkpoints: Iterable[CheckpointRef] = (), chunk_size:
                         detail=f"a checkpoint ({ref.source}) holds another hash for #{event.seq} (history rewritten)",
                     )
         if brk is not None:
+            # The report names the last event that still verified, so the operator knows how far to trust.
+            report.last_seq, report.last_hash = expected_seq - 1, prev_hash
             report.first_break = brk
             return report
         prev_hash = event.hash

@@ -147,3 +147,12 @@ def test_the_management_command_exits_non_zero_on_tampering(chain, tmp_path):
     with pytest.raises(CommandError) as excinfo:
         call_command("audit_verify", "--checkpoints", str(export), stdout=io.StringIO())
     assert excinfo.value.returncode == 1
+
+
+def test_a_break_reports_the_last_event_that_still_verified(chain):
+    victim = chain[3]
+    _as_superuser("UPDATE audit_auditevent SET changes = %s WHERE seq = %s", [json.dumps({"step": 99}), victim.seq])
+    report = audit_verify()
+    assert report.last_seq == victim.seq - 1
+    assert report.last_hash == AuditEvent.objects.get(seq=victim.seq - 1).hash
+    assert f"last good #{victim.seq - 1}," in report.as_text()
