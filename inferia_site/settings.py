@@ -123,7 +123,7 @@ MIDDLEWARE = [
     # Console and admin pages need a session that proved its second factor (apps/console/middleware.py).
     "apps.console.middleware.TwoFactorGateMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "apps.gateway.metrics_export.PrometheusAfterMiddleware",  # django-prometheus's, with bounded labels
 ]
 
 ROOT_URLCONF = "inferia_site.urls"
@@ -226,6 +226,9 @@ INFERIA_UPSTREAM_ALLOW_PRIVATE = env_bool("INFERIA_UPSTREAM_ALLOW_PRIVATE", Fals
 # Gateway (the /v1 data plane): caches, routing and metering.
 INFERIA_KEY_NEGATIVE_CACHE_SECONDS = env_float("INFERIA_KEY_NEGATIVE_CACHE_SECONDS", 10.0)
 INFERIA_GATEWAY_CATALOG_MAX_AGE = env_float("INFERIA_GATEWAY_CATALOG_MAX_AGE", 30.0)
+# `Authorization: Bearer <token>` that /metrics requires; without one it is open only with INFERIA_DEBUG or on the
+# embedded default, and answers 404 elsewhere.
+INFERIA_METRICS_TOKEN = env_str("INFERIA_METRICS_TOKEN")
 INFERIA_UPSTREAM_RETRIES = env_int("INFERIA_UPSTREAM_RETRIES", 2)
 # The max_tokens the gateway sets (and reserves) for a request that gives none when its policy counts tokens or
 # money but sets no max tokens per request: a worst case is needed for the reservation to bound the spend.

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from apps.gateway.metrics_export import metrics_scrape
 from apps.gateway.openapi import api as inference_openapi
 from inferia_site import health
 
@@ -17,7 +18,7 @@ urlpatterns = [
     path("console/", include("apps.console.urls")),
     path("api/", include("inferia_site.api_urls")),
     path("v1/", inference_openapi.urls),  # only /v1/openapi.json and /v1/docs reach Django (see asgi.py)
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics_scrape, name="prometheus-django-metrics"),
 ]
 
 admin.site.site_header = "Inferia administration"

@@ -20,6 +20,7 @@ import redis
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from apps.gateway import metrics
 from apps.gateway.selectors import DeploymentRow, deployment_rows_list
 from apps.policies.costs import cost_micros_for
 from inferia_site.redis_clients import sync_redis
@@ -276,6 +277,8 @@ class CatalogCache:
                     replica.running, replica.waiting = old.running, old.waiting
                     replica.kv_cache, replica.checked_at = old.kv_cache, old.checked_at
         self.current = catalog
+        # Metrics label only the names served now, so a client's made-up names cannot add series.
+        metrics.models_known_set(name for index in catalog.own.values() for name in index)
         return catalog
 
 

@@ -1,15 +1,36 @@
-"""Prometheus metrics of the data plane, exported by django-prometheus's `/metrics` view.
+"""Prometheus metrics of the data plane, exported by `/metrics` (see metrics_export.py).
 
-Multi-process safe: with `PROMETHEUS_MULTIPROC_DIR` set (as the launcher does for several web processes),
-prometheus_client keeps the values in per-process files that the `/metrics` view of any process aggregates.
+Every label value is one Inferia knows, so the number of series is bounded by configured objects, never by what
+clients send:
+- `model`: a name the gateway's catalog serves (a deployment's served name or one of its LoRA adapters); any other
+  name a client asks for is counted as `UNKNOWN_MODEL`, and an unauthenticated request as "".
+- `organization`: the authenticated key's organisation slug ("" before authentication).
+- `status`: the HTTP statuses the gateway answers with; any other upstream status as its class ("4xx", "5xx").
+- `replica`: a replica id from the catalog; `kind`: an exception class name, "timeout" or a 5xx status.
+- `limit`: the error code of a rate limit, quota or budget refusal; `direction`: "in" or "out".
+Series of deleted deployments, replicas and organisations are dropped at each scrape (`series_prune`).
+
+Multi-process safe: with `PROMETHEUS_MULTIPROC_DIR` set (several web processes), prometheus_client keeps the values
+in per-process files that the `/metrics` view of any process aggregates.
 Label children are looked up once and kept, because `.labels()` is comparatively slow on the hot path.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# A model name no deployment serves: typos, probes and random names all share this one series.
+UNKNOWN_MODEL = "__unknown__"
+# What the gateway itself answers with; an engine's other statuses are counted by class.
+_STATUSES = frozenset({200, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429, 499, 500, 502, 503, 504})
+_UPSTREAM_HTTP_KINDS = frozenset({"http_500", "http_502", "http_503", "http_504"})
 
 REQUESTS = Counter(
     "inferia_gateway_requests",
@@ -37,21 +58,59 @@ RATE_LIMITED = Counter(
     "inferia_gateway_rate_limited", "Requests refused by a rate limit or quota.", ["organization", "limit"]
 )
 
+# The labels that name configured objects, by metric: what `series_prune` and the scrape filter check.
+_OBJECT_LABELS: dict[MetricWrapperBase, tuple[str, ...]] = {
+    REQUESTS: ("model", "organization", "status"),
+    TIME_TO_FIRST_TOKEN: ("model",),
+    INTER_TOKEN_LATENCY: ("model",),
+    TOKENS: ("model", "direction"),
+    UPSTREAM_ERRORS: ("replica", "kind"),
+    RATE_LIMITED: ("organization", "limit"),
+}
+# prometheus_client cannot delete from its multi-process files and warns on each removal: there the scrape filter
+# (`LiveLabels.sample_alive`) hides the dead series, and removing the child still frees this process's memory.
+warnings.filterwarnings(
+    "ignore", message=r"(Removal|Clearing) of labels has not been implemented", category=UserWarning
+)
+
+_known_models: frozenset[str] = frozenset()
 _request_children: dict[tuple[str, str, int], Counter] = {}
 _model_children: dict[str, tuple[Histogram, Histogram, Counter, Counter]] = {}
 
 
+def models_known_set(names: Iterable[str]) -> None:
+    """The model names the catalog serves now (called on each catalog load): only these become label values."""
+    global _known_models
+    known = frozenset(names)
+    if known != _known_models:
+        _known_models = known
+        # A name that stopped being served must not keep counting under its own label through a cached child.
+        _request_children.clear()
+        _model_children.clear()
+
+
+def model_label(model: str) -> str:
+    """`model` itself when the catalog serves it, else `UNKNOWN_MODEL` ("" stays "": not authenticated)."""
+    return model if model in _known_models or not model else UNKNOWN_MODEL
+
+
+def status_label(status: int) -> str:
+    return str(status) if status in _STATUSES else f"{status // 100}xx"
+
+
 def request_counted(*, model: str, organization: str, status: int) -> None:
-    key = (model, organization, status)
+    key = (model if model in _known_models or not model else UNKNOWN_MODEL, organization, status)
     child = _request_children.get(key)
     if child is None:
-        child = _request_children[key] = REQUESTS.labels(model, organization, str(status))
+        child = _request_children[key] = REQUESTS.labels(key[0], organization, status_label(status))
     child.inc()
 
 
 def request_timed(
     *, model: str, ttft_s: float | None, inter_token_s: float | None, prompt_tokens: int, completion_tokens: int
 ) -> None:
+    if model not in _known_models:
+        model = UNKNOWN_MODEL
     children = _model_children.get(model)
     if children is None:
         children = _model_children[model] = (
@@ -72,9 +131,55 @@ def request_timed(
 
 
 def upstream_error_counted(*, replica_id: int, kind: str) -> None:
+    if kind.startswith("http_") and kind not in _UPSTREAM_HTTP_KINDS:
+        kind = "http_5xx"
     UPSTREAM_ERRORS.labels(str(replica_id), kind).inc()
 
 
 def rate_limited_counted(*, organization: str, code: str) -> None:
     """A request refused by a rate limit, quota or budget (`code`: rate_limit_exceeded, quota_exceeded, ...)."""
     RATE_LIMITED.labels(organization, code).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveLabels:
+    """The label values of objects that exist now: model names of existing deployments (and their adapters),
+    replica ids and organisation slugs. Series naming anything else belong to deleted objects."""
+
+    models: frozenset[str]
+    replicas: frozenset[str]
+    organizations: frozenset[str]
+
+    def alive(self, labels: dict[str, str]) -> bool:
+        model = labels.get("model")
+        if model is not None and model not in self.models and model not in ("", UNKNOWN_MODEL):
+            return False
+        organization = labels.get("organization")
+        if organization is not None and organization and organization not in self.organizations:
+            return False
+        replica = labels.get("replica")
+        return replica is None or replica in self.replicas
+
+    def sample_alive(self, name: str, labels: dict[str, str]) -> bool:
+        """Whether a scraped sample may be shown: the gateway's own series only while their objects exist."""
+        return not name.startswith("inferia_gateway_") or self.alive(labels)
+
+
+def series_prune(live: LiveLabels) -> int:
+    """Remove this process's series of deleted deployments, replicas and organisations; how many were removed."""
+    removed = 0
+    for metric, names in _OBJECT_LABELS.items():
+        held = {
+            tuple(sample.labels[name] for name in names)
+            for family in metric.collect()
+            for sample in family.samples
+            if all(name in sample.labels for name in names)
+        }
+        for values in held:
+            if not live.alive(dict(zip(names, values, strict=True))):
+                metric.remove(*values)
+                removed += 1
+    if removed:
+        _request_children.clear()  # cached children of removed series would count into the void
+        _model_children.clear()
+    return removed

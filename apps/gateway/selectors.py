@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from apps.compute.credentials import CredentialsError, credentials_decrypt
 from apps.compute.models import ModelDeployment, Provider, Replica
+from apps.gateway.metrics import LiveLabels
+from apps.orgs.models import Organization
 
 logger = logging.getLogger(__name__)
 
@@ -113,3 +115,19 @@ def _external_headers(provider_id: int, token: str) -> dict[str, str]:
     except CredentialsError as error:
         logger.error("provider %s: %s; its deployments are called without an API key", provider_id, error)
         return {}
+
+
+def metric_labels_live() -> LiveLabels:
+    """The label values `/metrics` may show: model names of existing deployments (any state, with their LoRA
+    adapters), replica ids and organisation slugs (3 single-column queries, once per scrape)."""
+    from apps.compute.lora import lora_names  # not at the top: see deployment_rows_list
+
+    models: set[str] = set()
+    for name, engine_args in ModelDeployment.objects.values_list("served_model_name", "engine_args"):
+        models.add(name)
+        models.update(lora_names(engine_args))
+    return LiveLabels(
+        models=frozenset(models),
+        replicas=frozenset(str(pk) for pk in Replica.objects.values_list("pk", flat=True)),
+        organizations=frozenset(Organization.objects.values_list("slug", flat=True)),
+    )

@@ -20,6 +20,7 @@ from django.conf import settings
 from tests.gateway.servers import Process, sim_start, web_start
 
 MAX_BODY_BYTES = 1024 * 1024
+METRICS_TOKEN = "test-scrape-token"
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +42,10 @@ def test_database_url(django_db_setup: Any) -> str:
 def gateway(test_database_url: str) -> Iterator[Process]:
     """The web process every test talks to over HTTP (torn down before the test database is dropped)."""
     # A small body limit keeps the 413 test light; the flush interval of the catalog is the default.
-    process = web_start(test_database_url, extra_env={"INFERIA_MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
+    process = web_start(
+        test_database_url,
+        extra_env={"INFERIA_MAX_BODY_BYTES": str(MAX_BODY_BYTES), "INFERIA_METRICS_TOKEN": METRICS_TOKEN},
+    )
     yield process
     process.stop()
 

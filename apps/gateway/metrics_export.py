@@ -1,0 +1,88 @@
+"""`/metrics`: the Prometheus scrape, protected, and limited to series of objects that exist.
+
+Who may scrape: with `INFERIA_METRICS_TOKEN` set, only a request with `Authorization: Bearer <token>` (compared in
+constant time; 401 otherwise). Without a token, the page lists every organisation's slugs and traffic, so it is open
+only on a developer's setup (INFERIA_DEBUG, or the embedded default); in production it answers 404 until a token is
+configured. Loopback-only would not do: behind a reverse proxy on the same host every client comes from loopback.
+
+Also here: django-prometheus's after-middleware with the HTTP method label bounded (it labels one latency histogram
+with the raw method, so any made-up method became a new series).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import prometheus_client
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.http import require_safe
+from django_prometheus.middleware import PrometheusAfterMiddleware as _PrometheusAfterMiddleware
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from apps.gateway.metrics import LiveLabels, series_prune
+from apps.gateway.selectors import metric_labels_live
+
+
+class _Collector(Protocol):
+    def collect(self) -> Iterator[Metric]: ...
+
+
+class _LiveOnly:
+    """A collector showing what `source` collects, less the gateway's series of deleted objects. Needed in
+    multi-process mode, where prometheus_client cannot remove a series from the files of other processes."""
+
+    def __init__(self, source: _Collector, live: LiveLabels) -> None:
+        self.source, self.live = source, live
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            if family.name.startswith("inferia_gateway_"):
+                family.samples = [s for s in family.samples if self.live.sample_alive(s.name, s.labels)]
+            yield family
+
+
+def scrape_allowed(request: HttpRequest) -> bool:
+    """True for the configured bearer token; False for a missing or wrong one; Http404 when no token is configured
+    outside a developer's setup (the page is not public by default)."""
+    token: str = settings.INFERIA_METRICS_TOKEN
+    if not token:
+        if settings.DEBUG or settings.EMBEDDED:
+            return True
+        raise Http404("not found")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest on bytes: constant time whatever the characters, and no TypeError on non-ASCII input.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@require_safe
+def metrics_scrape(request: HttpRequest) -> HttpResponse:
+    """The Prometheus text exposition of this process (or, with PROMETHEUS_MULTIPROC_DIR, of all web processes)."""
+    if not scrape_allowed(request):
+        response = HttpResponse("a valid scrape token is required\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    live = metric_labels_live()
+    series_prune(live)
+    source: _Collector = prometheus_client.REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
+        source = MultiProcessCollector(None)
+    body = prometheus_client.generate_latest(_LiveOnly(source, live))  # type: ignore[arg-type]
+    return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"})
+
+
+class PrometheusAfterMiddleware(_PrometheusAfterMiddleware):
+    """django-prometheus's, with every `method` label one of the standard methods (else "<invalid method>")."""
+
+    def label_metric(self, metric: Any, request: HttpRequest, response: Any = None, **labels: str) -> Any:
+        method = labels.get("method")
+        if method is not None and method not in _METHODS:
+            labels["method"] = "<invalid method>"
+        return super().label_metric(metric, request, response, **labels)
