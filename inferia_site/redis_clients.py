@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 logger = logging.getLogger(__name__)
 _LISTENER_RETRY_S = 0.5
@@ -20,6 +24,41 @@ _LISTENER_RETRY_S = 0.5
 def sync_redis() -> redis.Redis:
     """For Django views, Celery tasks and management commands."""
     return redis.Redis.from_url(settings.CACHE_REDIS_URL, health_check_interval=30)
+
+
+def gateway_redis_options() -> dict[str, Any]:
+    """Connection options for the gateway's request-path Redis clients: every connect and every reply is bounded by
+    INFERIA_REDIS_TIMEOUT_SECONDS and a timeout is never retried, so a stalled Redis costs a request one timeout.
+    A broken connection (Redis restarted) is retried once at once, on a fresh one: service resumes with no error.
+    Not for pub/sub listeners, which wait on an idle connection for as long as nothing is published."""
+    timeout = settings.INFERIA_REDIS_TIMEOUT_SECONDS
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+
+
+class GatewayRedis(aioredis.Redis):
+    """The request path's client. Once a command has timed out, the commands that follow within one timeout fail
+    at once instead of each waiting out its own: a request makes several Redis calls (key, limits, usage), and an
+    outage must cost it one timeout, not one per call. The first command after that period tries Redis again."""
+
+    _stalled_until = 0.0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._stalled_until and time.monotonic() < self._stalled_until:
+            raise redis.ConnectionError("Redis did not answer in time a moment ago; not waiting on it again yet")
+        try:
+            return await super().execute_command(*args, **options)
+        except redis.TimeoutError:
+            self._stalled_until = time.monotonic() + settings.INFERIA_REDIS_TIMEOUT_SECONDS
+            raise
+
+
+def listener_redis_options() -> dict[str, Any]:
+    """For a pub/sub listener: a bounded connect, but no read timeout (a quiet channel is not a failure)."""
+    return {"socket_connect_timeout": settings.INFERIA_REDIS_TIMEOUT_SECONDS, "socket_timeout": None}
 
 
 _async_clients: dict[int, aioredis.Redis] = {}

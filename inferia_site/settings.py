@@ -225,6 +225,11 @@ INFERIA_UPSTREAM_IDLE_TIMEOUT = env_float("INFERIA_UPSTREAM_IDLE_TIMEOUT", 60.0)
 INFERIA_UPSTREAM_ALLOW_PRIVATE = env_bool("INFERIA_UPSTREAM_ALLOW_PRIVATE", False)
 # Gateway (the /v1 data plane): caches, routing and metering.
 INFERIA_KEY_NEGATIVE_CACHE_SECONDS = env_float("INFERIA_KEY_NEGATIVE_CACHE_SECONDS", 10.0)
+# How long the gateway waits on any one Redis call (connect, command) before it gives up: a stalled Redis then
+# costs a request this, not redis-py's 5 s per try with retries.
+INFERIA_REDIS_TIMEOUT_SECONDS = env_float("INFERIA_REDIS_TIMEOUT_SECONDS", 0.5)
+if INFERIA_REDIS_TIMEOUT_SECONDS <= 0:
+    raise ConfigError("INFERIA_REDIS_TIMEOUT_SECONDS must be a positive number of seconds")
 INFERIA_GATEWAY_CATALOG_MAX_AGE = env_float("INFERIA_GATEWAY_CATALOG_MAX_AGE", 30.0)
 # `Authorization: Bearer <token>` that /metrics requires; without one it is open only with INFERIA_DEBUG or on the
 # embedded default, and answers 404 elsewhere.

@@ -23,6 +23,7 @@ from apps.gateway.router import Router
 from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
 from apps.policies.cache import POLICY_CHANNEL, PolicyCache
 from apps.policies.prompts.cache import TEMPLATE_CHANNEL, TemplateCache
+from inferia_site.redis_clients import GatewayRedis, gateway_redis_options, listener_redis_options
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,18 @@ class GatewayRuntime:
         # A dedicated client (not the shared one in redis_clients) so that closing the runtime closes only its own.
         # A blocking pool: under a burst, requests wait a moment for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.CACHE_REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=5, health_check_interval=30
+            settings.CACHE_REDIS_URL,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=5,
+            health_check_interval=30,
+            **gateway_redis_options(),
         )
-        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.redis: aioredis.Redis = GatewayRedis(connection_pool=pool)
+        # The listener's own connection: its reads wait for as long as nothing is published, which the request
+        # path's timeouts would take for an outage (and start every cache over).
+        self._listener_redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.CACHE_REDIS_URL, health_check_interval=30, **listener_redis_options()
+        )
         self.http = upstream_session()
         self._guarded_http: aiohttp.ClientSession | None = None  # made on the first external request
         self.keys = KeyCache(self.redis)
@@ -86,6 +96,7 @@ class GatewayRuntime:
         if self._guarded_http is not None:
             await self._guarded_http.close()
         await self.redis.aclose()
+        await self._listener_redis.aclose()
 
     def guarded_http(self) -> aiohttp.ClientSession:
         """The SSRF-guarded pooled client, for external deployments (Inferia's own replicas are trusted)."""
@@ -95,7 +106,7 @@ class GatewayRuntime:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self.redis.pubsub()
+            pubsub = self._listener_redis.pubsub()
             try:
                 await pubsub.subscribe(INVALIDATION_CHANNEL, CATALOG_CHANNEL, POLICY_CHANNEL, TEMPLATE_CHANNEL)
                 # Whatever changed while we were not subscribed is unknown: start from clean caches.
