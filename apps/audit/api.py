@@ -68,6 +68,8 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
 
 
 class IsSuperadmin(HasPrincipal):
+    message = "Only the platform superadmin, signed in (not with an API key), may read or take audit checkpoints."
+
     def has_permission(self, request: Request, view: Any) -> bool:
         return super().has_permission(request, view) and view.principal.is_superadmin
 

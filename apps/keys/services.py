@@ -54,12 +54,16 @@ def api_key_create(
     allowed_models: list[str] | None = None,
     context: AuditContext | None = None,
 ) -> IssuedKey:
-    """Issue a key for `organization`. Unknown scopes are refused; a team must belong to the organisation."""
+    """Issue a key for `organization`. Unknown scopes are refused; a team must belong to the organisation; an expiry
+    must lie in the future."""
     unknown = set(scopes) - set(Scope.values)
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
     if team is not None and team.organization_id != organization.pk:
         raise ValueError("the team belongs to another organisation")
+    if expires_at is not None and expires_at <= timezone.now():
+        # A key born expired would only ever answer 401, which reads as a broken key rather than a typo.
+        raise ValueError("the expiry is in the past: choose a later time")
     secret, prefix = _new_secret()
     with transaction.atomic():
         key = ApiKey.objects.create(

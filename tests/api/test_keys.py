@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -109,9 +110,25 @@ def test_an_expired_key_is_refused(acme, owner, as_key):
         scopes=["read"],
         owner=owner,
         actor=owner,
-        expires_at=timezone.now() - timezone.timedelta(seconds=1),
+        expires_at=timezone.now() + timezone.timedelta(hours=1),
     )
+    ApiKey.objects.filter(pk=issued.key.pk).update(expires_at=timezone.now() - timezone.timedelta(seconds=1))
     assert as_key(issued.secret).get("/api/teams/").status_code == 401
+
+
+def test_a_key_cannot_be_issued_already_expired(acme, owner, as_user):
+    past = (timezone.now() - timezone.timedelta(minutes=1)).isoformat()
+    response = _create(as_user(owner), acme.org, expires_at=past)
+    assert response.status_code == 400, response.data
+    assert "past" in str(response.data)
+    assert not ApiKey.objects.filter(name="ci").exists()
+    future = (timezone.now() + timezone.timedelta(days=1)).isoformat()
+    assert _create(as_user(owner), acme.org, expires_at=future).status_code == 201
+
+
+def test_the_service_refuses_an_expiry_in_the_past_for_every_entry_point(acme, owner):
+    with pytest.raises(ValueError, match="past"):
+        api_key_create(organization=acme.org, name="old", scopes=["read"], actor=owner, expires_at=timezone.now())
 
 
 def test_a_key_cannot_be_issued_in_another_organisation(acme, globex, owner, as_user):

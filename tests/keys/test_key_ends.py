@@ -17,7 +17,8 @@ def _expire_events(key: ApiKey) -> list[AuditEvent]:
 
 def test_an_expired_key_is_recorded_once_with_its_organisation_and_time(org, db):
     now = timezone.now()
-    expired = api_key_create(organization=org, name="old", scopes=["inference"], expires_at=now - timedelta(minutes=5))
+    expired = api_key_create(organization=org, name="old", scopes=["inference"], expires_at=now + timedelta(minutes=5))
+    ApiKey.objects.filter(pk=expired.key.pk).update(expires_at=now - timedelta(minutes=5))  # time passed
     later = api_key_create(organization=org, name="later", scopes=["inference"], expires_at=now + timedelta(days=1))
     forever = api_key_create(organization=org, name="forever", scopes=["inference"])
 

@@ -174,8 +174,10 @@ class TestKeys:
             name="old",
             scopes=["read"],
             actor=owner,
-            expires_at=timezone.now() - timezone.timedelta(seconds=1),
+            expires_at=timezone.now() + timezone.timedelta(hours=1),
         ).key
+        expired.expires_at = timezone.now() - timezone.timedelta(seconds=1)  # time passed
+        expired.save(update_fields=["expires_at"])
         assert _visible(Organization, expired) == set()
 
     def test_a_service_key_has_its_scopes_within_its_organisation_only(self, acme, globex):
