@@ -134,7 +134,10 @@ class UsageRecord(models.Model):
         CANCELLED = "cancelled", "Client disconnected"
         DENIED = "denied", "Denied by policy"
 
+    # The gateway makes every request's id; a caller's own id (`X-Request-ID` / `X-Client-Request-Id`) is kept
+    # apart, so that no client can collide with another request's record, slot or reservation.
     request_id = models.CharField(max_length=64, unique=True)
+    client_request_id = models.CharField(max_length=128, blank=True, default="")
     started_at = models.DateTimeField()
     organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
     team = models.ForeignKey("orgs.Team", related_name="+", **_HISTORY_FK)
@@ -161,6 +164,11 @@ class UsageRecord(models.Model):
             models.Index(fields=["organization", "-started_at"]),
             models.Index(fields=["api_key", "-started_at"]),
             models.Index(fields=["model", "-started_at"]),
+            models.Index(
+                fields=["organization", "client_request_id"],
+                condition=~models.Q(client_request_id=""),
+                name="audit_usage_client_request_id",
+            ),
             # The few requests where a guardrail fired, for the dashboard's "guardrails fired" over a range.
             # `guardrails` is carried in the index, so that read never visits the table's pages.
             models.Index(

@@ -17,7 +17,10 @@ from apps.gateway.errors import GatewayError
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
-_REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:\-]{1,64}")
+CLIENT_REQUEST_ID_HEADER = b"x-client-request-id"  # OpenAI's name for a caller's own id
+CLIENT_REQUEST_ID_MAX = 128
+# A caller's id is stored and shown: printable ASCII without spaces, bounded (anything else is a 400).
+_CLIENT_REQUEST_ID_OK = re.compile(rb"[\x21-\x7e]{1,%d}" % CLIENT_REQUEST_ID_MAX)
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -34,6 +37,8 @@ class Exchange:
         "authorization",
         "body",
         "client_gone",
+        "client_request_id",
+        "client_request_id_bytes",
         "complete",
         "content_length",
         "extra_headers",
@@ -64,26 +69,44 @@ class Exchange:
         self.content_length: int | None = None
         # Added to whatever response goes out (the policy's `x-ratelimit-*`); empty for most requests.
         self.extra_headers: list[tuple[bytes, bytes]] = []
-        request_id: bytes | None = None
+        client_request_id: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 # Two keys are ambiguous, and /api refuses them: an empty value makes the pipeline answer 401.
                 self.authorization = value if self.authorization is None else b""
-            elif name == REQUEST_ID_HEADER:
-                request_id = value
+            elif name in (REQUEST_ID_HEADER, CLIENT_REQUEST_ID_HEADER):
+                client_request_id = value
             elif name == b"content-length":
                 self.content_length = int(value) if value.isdigit() else None
             elif name == b"x-session-id":
                 self.session_id = value.decode("latin-1")
-        if request_id is None or _REQUEST_ID_OK.fullmatch(request_id) is None:
-            request_id = uuid.uuid4().hex.encode()
-        self.request_id_bytes = request_id
-        self.request_id = request_id.decode()
+        # The id of everything keyed by request (usage record, concurrency slot, reservation, audit context) is
+        # always ours: callers that reuse an id must not share a slot or overwrite each other's usage.
+        self.request_id_bytes = uuid.uuid4().hex.encode()
+        self.request_id = self.request_id_bytes.decode()
+        # The caller's id, echoed and recorded beside ours; None when absent, b"" when malformed (a 400 once the
+        # caller is known, see `pipeline.request_headers_check`).
+        self.client_request_id_bytes = client_request_id
+        self.client_request_id = ""
+        if client_request_id is not None:
+            if _CLIENT_REQUEST_ID_OK.fullmatch(client_request_id) is None:
+                self.client_request_id_bytes = b""
+            else:
+                self.client_request_id = client_request_id.decode()
         self.response_started = False
         self.complete = False  # the response's last byte was sent
         self.client_gone = False  # set when the client disconnected; the pipeline then stops and meters
         self.finishing = False  # set once everything has been sent but the end: a disconnect no longer matters
         self.held = b""  # the last byte of a complete answer, sent by `stream_end` once the request is metered
+
+    def id_headers(self) -> list[tuple[bytes, bytes]]:
+        """Our request id, and the caller's own id echoed back when it sent a valid one."""
+        if self.client_request_id:
+            return [
+                (REQUEST_ID_HEADER, self.request_id_bytes),
+                (CLIENT_REQUEST_ID_HEADER, self.client_request_id_bytes),  # type: ignore[list-item]
+            ]
+        return [(REQUEST_ID_HEADER, self.request_id_bytes)]
 
     async def respond(
         self, status: int, body: bytes, content_type: bytes = b"application/json", *, hold_last_byte: bool = False
@@ -98,7 +121,7 @@ class Exchange:
                 "headers": [
                     (b"content-type", content_type),
                     (b"content-length", b"%d" % len(body)),
-                    (REQUEST_ID_HEADER, self.request_id_bytes),
+                    *self.id_headers(),
                     *self.extra_headers,
                 ],
             }
@@ -117,7 +140,7 @@ class Exchange:
             await self.send({"type": "http.response.body", "body": error.sse_event(), "more_body": True})
             return
         body = error.body()
-        headers = [_JSON, (b"content-length", b"%d" % len(body)), (REQUEST_ID_HEADER, self.request_id_bytes)]
+        headers = [_JSON, (b"content-length", b"%d" % len(body)), *self.id_headers()]
         headers += self.extra_headers
         headers += error.headers
         if close:
@@ -134,7 +157,7 @@ class Exchange:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*_SSE_HEADERS, (REQUEST_ID_HEADER, self.request_id_bytes), *self.extra_headers],
+                "headers": [*_SSE_HEADERS, *self.id_headers(), *self.extra_headers],
             }
         )
 

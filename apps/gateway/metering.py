@@ -24,9 +24,10 @@ EVENT_FIELD = "e"
 class UsageEvent:
     """What one request used and how it went. Filled in as the request goes through the pipeline."""
 
-    request_id: str
+    request_id: str  # ours, unique (see `Exchange`)
     started_at: float  # POSIX time
     endpoint: str
+    client_request_id: str = ""  # the caller's own id, when it sent one
     key_id: int | None = None
     organization_id: int | None = None
     team_id: int | None = None
@@ -50,6 +51,7 @@ class UsageEvent:
         return json.dumps(
             {
                 "rid": self.request_id,
+                "crid": self.client_request_id,
                 "t": self.started_at,
                 "ep": self.endpoint,
                 "k": self.key_id,
@@ -79,6 +81,7 @@ def usage_event_decode(raw: bytes | str) -> dict[str, Any]:
     data = json.loads(raw)
     return {
         "request_id": data["rid"],
+        "client_request_id": data.get("crid") or "",
         "started_at": data["t"],
         "endpoint": data["ep"],
         "api_key_id": data["k"],

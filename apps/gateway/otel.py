@@ -23,6 +23,7 @@ from apps.gateway.exchange import Exchange
 Step = TypeVar("Step", bound=Callable[..., Awaitable[Any]])
 
 REQUEST_ID = "inferia.request_id"
+CLIENT_REQUEST_ID = "inferia.client_request_id"
 REPLICA_ID = "inferia.replica_id"
 TRACES_PATH = "/v1/traces"
 
@@ -74,6 +75,8 @@ def span_wrapped(name: str, step: Step) -> Step:
             for arg in args:
                 if isinstance(arg, Exchange):
                     span.set_attribute(REQUEST_ID, arg.request_id)
+                    if arg.client_request_id:
+                        span.set_attribute(CLIENT_REQUEST_ID, arg.client_request_id)
                 elif isinstance(arg, ReplicaTarget):
                     span.set_attribute(REPLICA_ID, arg.id)
             return await step(*args, **kwargs)

@@ -22,7 +22,7 @@ from apps.gateway import errors, metrics
 from apps.gateway.auth import bearer_secret
 from apps.gateway.catalog import DeploymentRoute
 from apps.gateway.errors import GatewayError
-from apps.gateway.exchange import Exchange
+from apps.gateway.exchange import CLIENT_REQUEST_ID_MAX, Exchange
 from apps.gateway.metering import UsageEvent, usage_append
 from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.runtime import GatewayRuntime, runtime
@@ -65,6 +65,7 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
         request_id=exchange.request_id,
         started_at=exchange.started_wall,
         endpoint=endpoint.name,
+        client_request_id=exchange.client_request_id,
         key_id=principal.key_id,
         organization_id=principal.organization_id,
         team_id=principal.team_id,
@@ -99,6 +100,7 @@ async def _inference_steps(
     """The request's steps; the error to answer with (recorded on `usage`), or None when an answer was sent."""
     admission: Admission | None = None
     try:
+        request_headers_check(exchange)
         await template_apply(
             exchange, organization_id=principal.organization_id, cache=rt.templates, chat=endpoint is CHAT_COMPLETIONS
         )
@@ -137,6 +139,16 @@ async def authenticate(rt: GatewayRuntime, exchange: Exchange) -> KeyPrincipal:
     if INFERENCE_SCOPE not in principal.scopes:
         raise errors.insufficient_scope(INFERENCE_SCOPE)
     return principal
+
+
+def request_headers_check(exchange: Exchange) -> None:
+    """400 for a caller's request id we would not store (control characters, spaces, too long)."""
+    if exchange.client_request_id_bytes == b"":
+        raise errors.invalid_request(
+            f"X-Request-ID / X-Client-Request-Id: at most {CLIENT_REQUEST_ID_MAX} printable ASCII characters, "
+            "without spaces.",
+            param="X-Request-ID",
+        )
 
 
 def request_parse(exchange: Exchange, endpoint: Endpoint) -> InferenceRequest:

@@ -10,10 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-ModelName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
-PositiveInt = Annotated[int, Field(ge=1)]
+# Strings that end up in records, logs or metrics carry no control characters (PostgreSQL refuses NUL in text, and
+# a newline forges log lines): refused here, before anything is recorded.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+ModelName = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=_NO_CONTROL)]
+UserName = Annotated[StrictStr, Field(max_length=256, pattern=_NO_CONTROL)]
+# OpenAI's shape: at most 16 pairs, keys up to 64 characters, values up to 512.
+Metadata = Annotated[
+    dict[
+        Annotated[StrictStr, Field(max_length=64, pattern=_NO_CONTROL)],
+        Annotated[StrictStr, Field(max_length=512, pattern=_NO_CONTROL)],
+    ],
+    Field(max_length=16),
+]
+# Strict: OpenAI refuses "16" and true for an integer, and so do we (a bool is not a count of tokens).
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
 
 
 class _Passthrough(BaseModel):
@@ -42,7 +55,8 @@ class ChatCompletionRequest(_Passthrough):
     max_completion_tokens: PositiveInt | None = None
     n: PositiveInt | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    user: StrictStr | None = None
+    user: UserName | None = None
+    metadata: Metadata | None = None
     # Rendered and removed by the gateway before validation (apps/gateway/templating.py); declared for the docs.
     template: StrictStr | None = Field(
         default=None,
@@ -65,7 +79,8 @@ class CompletionRequest(_Passthrough):
     max_tokens: PositiveInt | None = None
     n: PositiveInt | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    user: StrictStr | None = None
+    user: UserName | None = None
+    metadata: Metadata | None = None
 
 
 class EmbeddingRequest(_Passthrough):
@@ -80,7 +95,7 @@ class EmbeddingRequest(_Passthrough):
     )
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: PositiveInt | None = None
-    user: StrictStr | None = None
+    user: UserName | None = None
 
 
 InferenceRequest = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
@@ -92,8 +107,13 @@ def validation_message(error: ValidationError) -> tuple[str, str | None]:
     location = ".".join(str(part) for part in first.get("loc", ()))
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
-    if first.get("type") == "model_type":
+    kind = first.get("type")
+    if kind == "model_type" and not location:
         return "The request body must be a JSON object.", None
+    if kind == "model_type":
+        return f"{location}: must be a JSON object.", location
+    if kind == "string_pattern_mismatch" and first.get("ctx", {}).get("pattern") == _NO_CONTROL:
+        return f"{location}: must not contain control characters (such as NUL or a line break).", location
     message = first.get("msg", "Invalid request.")
     return (f"{location}: {message}" if location else message), location or None
 

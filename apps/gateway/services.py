@@ -12,19 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import CharField
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent, UsageRecord
 from apps.audit.rollups import usage_rollups_add
 from apps.audit.services import AuditContext, audit_record
+from apps.audit.usage_backlog import dead_letter_add, dead_letters_list, dead_letters_remove
 from apps.gateway.metering import EVENT_FIELD, usage_event_decode
 from apps.keys.cache import NEGATIVE_VALUE, TOMBSTONE_TTL_S, key_cache_purge_all, principal_cache_key
 from apps.keys.models import ApiKey
@@ -39,6 +43,7 @@ CLAIM_IDLE_MS = 30_000
 
 _RECORD_COLUMNS = (
     "request_id",
+    "client_request_id",
     "started_at",
     "organization_id",
     "team_id",
@@ -104,21 +109,46 @@ def usage_stream_drain(
 
 
 def _batch_store(client: redis.Redis, stream: str, messages: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    """Store a batch in one transaction; when PostgreSQL refuses it, row by row, so that one bad event (of any
+    tenant) never holds back the others. What still fails, or cannot be decoded, becomes a dead letter. A database
+    that cannot be reached raises instead: the batch stays pending and is read again."""
     if not messages:
         return 0
-    events: list[dict[str, Any]] = []
+    decoded: list[tuple[bytes, bytes | None, dict[str, Any]]] = []
     for message_id, fields in messages:
         raw = fields.get(EVENT_FIELD.encode()) if fields else None
         try:
-            events.append(usage_event_decode(raw))  # type: ignore[arg-type]
-        except (TypeError, ValueError, KeyError):
-            logger.error("dropping malformed usage event %s", message_id)
-    if events:
-        usage_records_store(events)
+            decoded.append((message_id, raw, usage_event_decode(raw)))  # type: ignore[arg-type]
+        except (TypeError, ValueError, KeyError) as error:
+            logger.error("usage event %s cannot be decoded: kept as a dead letter", message_id)
+            dead_letter_add(client, source_id=message_id, raw=raw, reason=f"malformed event: {error}")
+    if decoded:
+        try:
+            usage_records_store([event for _id, _raw, event in decoded])
+        except _UNREACHABLE:
+            raise
+        except Exception:
+            logger.warning("a usage batch of %d events was refused; storing it event by event", len(decoded))
+            _events_store_one_by_one(client, decoded)
     ids = [message_id for message_id, _fields in messages]
     client.xack(stream, USAGE_GROUP, *ids)
     client.xdel(stream, *ids)
     return len(messages)
+
+
+# PostgreSQL down or the connection lost: nothing is wrong with the events, so none becomes a dead letter.
+_UNREACHABLE = (OperationalError, InterfaceError)
+
+
+def _events_store_one_by_one(client: redis.Redis, decoded: list[tuple[bytes, bytes | None, dict[str, Any]]]) -> None:
+    for message_id, raw, event in decoded:
+        try:
+            usage_records_store([event])
+        except _UNREACHABLE:
+            raise
+        except Exception as error:
+            logger.error("usage event %s refused by the database: kept as a dead letter", message_id)
+            dead_letter_add(client, source_id=message_id, raw=raw, reason=f"{type(error).__name__}: {error}")
 
 
 def usage_records_store(events: list[dict[str, Any]]) -> int:
@@ -140,6 +170,51 @@ def usage_records_store(events: list[dict[str, Any]]) -> int:
             _rollups_add(cursor, new_events)
             policy_denials_audit(new_events)
     return len(inserted)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettersReplayed:
+    stored: int  # records written (or found already written)
+    kept: int  # still refused: left where they were
+
+
+def usage_dead_letters_replay(*, actor: Any, context: AuditContext | None = None) -> DeadLettersReplayed:
+    """Store the dead letters again, their strings repaired (control characters removed, cut to their column's
+    length), so that a request once refused by the database still counts. Letters that still fail stay. Audited."""
+    client = sync_redis()
+    stored = kept = 0
+    for letter in dead_letters_list(client, limit=100_000):
+        try:
+            event = _event_repaired(usage_event_decode(letter.event))
+            usage_records_store([event])
+        except _UNREACHABLE:
+            raise
+        except Exception:
+            logger.warning("dead letter %s still cannot be stored", letter.id, exc_info=True)
+            kept += 1
+            continue
+        dead_letters_remove(client, [letter.id])
+        stored += 1
+    if stored or kept:
+        audit_record(
+            action="usage.dead_letters.replay",
+            actor=actor,
+            changes={"stored": stored, "kept": kept},
+            context=context,
+        )
+    return DeadLettersReplayed(stored=stored, kept=kept)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _event_repaired(event: dict[str, Any]) -> dict[str, Any]:
+    repaired = dict(event)
+    for field in UsageRecord._meta.concrete_fields:
+        value = repaired.get(field.attname)
+        if isinstance(value, str) and isinstance(field, CharField):
+            repaired[field.attname] = _CONTROL.sub("", value)[: field.max_length]
+    return repaired
 
 
 def policy_denials_audit(events: list[dict[str, Any]]) -> int:

@@ -133,7 +133,7 @@ def test_the_usage_event_is_recorded_before_the_answers_last_byte(tenant, redis_
             body_sent.extend(message.get("body", b""))
             if not message.get("more_body", False):
                 entries = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
-                events_when_ended.extend(json.loads(fields[EVENT_FIELD.encode()])["rid"] for _id, fields in entries)
+                events_when_ended.extend(json.loads(fields[EVENT_FIELD.encode()])["crid"] for _id, fields in entries)
 
         try:
             await gateway_app(scope, receive, send)

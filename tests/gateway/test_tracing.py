@@ -107,7 +107,9 @@ def test_a_traced_request_sends_a_span_per_step_with_its_request_id(transactiona
     wanted = {"gateway.request", "gateway.auth", "gateway.policy", "gateway.upstream", "gateway.stream"}
     deadline = time.monotonic() + 10
     while True:
-        names = {name for name, attributes in collector.spans if attributes.get("inferia.request_id") == "trace-me-1"}
+        names = {
+            name for name, attributes in collector.spans if attributes.get("inferia.client_request_id") == "trace-me-1"
+        }
         if wanted <= names:
             break
         assert time.monotonic() < deadline, (names, collector.spans)

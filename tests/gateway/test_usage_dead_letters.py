@@ -1,0 +1,78 @@
+"""No usage event blocks another: a batch that PostgreSQL refuses is stored event by event, and what still fails is
+kept as a dead letter (visible, counted, replayable), never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from django.conf import settings
+
+from apps.audit.models import AuditEvent, UsageRecord
+from apps.audit.usage_backlog import dead_letters_list, usage_backlog
+from apps.gateway.metering import EVENT_FIELD, UsageEvent
+from apps.gateway.services import usage_dead_letters_replay, usage_stream_drain
+from tests.gateway.test_metering import _many_streams
+
+
+def _poisoned_event(tenant, request_id: str) -> str:
+    """What an older gateway (before the edge refused it) appended for a model name holding a NUL."""
+    return UsageEvent(
+        request_id=request_id,
+        started_at=1_800_000_000.0,
+        endpoint="chat.completions",
+        key_id=tenant.key.pk,
+        organization_id=tenant.organization.pk,
+        model="gw\u0000chat",
+        status=404,
+        outcome="error",
+        error_code="model_not_found",
+    ).encoded()
+
+
+def test_one_poisoned_event_does_not_hold_back_the_batch(tenant, gateway, redis_cache):
+    asyncio.run(_many_streams(gateway.url, tenant.secret, 3))
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: _poisoned_event(tenant, "poisoned-1")})
+    asyncio.run(_many_streams(gateway.url, tenant.secret, 3))
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: "{not json"})
+
+    assert usage_stream_drain() == 8
+
+    assert UsageRecord.objects.filter(organization_id=tenant.organization.pk).count() == 6
+    malformed, refused = sorted(
+        dead_letters_list(redis_cache), key=lambda letter: letter.event == "{not json", reverse=True
+    )
+    assert "NUL" in refused.reason
+    assert json.loads(refused.event)["rid"] == "poisoned-1"
+    assert malformed.reason.startswith("malformed event")
+    assert malformed.event == "{not json"
+    backlog = usage_backlog(redis_cache)
+    assert (backlog.waiting, backlog.dead_letters) == (0, 2)
+    assert usage_stream_drain() == 0  # nothing left pending: the batch was acknowledged
+
+
+def test_a_replay_stores_the_repaired_event_once_and_is_audited(tenant, gateway, redis_cache):
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: _poisoned_event(tenant, "poisoned-2")})
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: "{not json"})
+    usage_stream_drain()
+
+    replayed = usage_dead_letters_replay(actor=None)
+
+    assert (replayed.stored, replayed.kept) == (1, 1)
+    record = UsageRecord.objects.get(request_id="poisoned-2")
+    assert record.model == "gwchat"
+    assert [letter.reason[:15] for letter in dead_letters_list(redis_cache)] == ["malformed event"]
+    audit = AuditEvent.objects.get(action="usage.dead_letters.replay")
+    assert audit.changes == {"stored": 1, "kept": 1}
+    assert usage_dead_letters_replay(actor=None).stored == 0
+
+
+def test_the_backlog_reports_how_old_the_oldest_waiting_event_is(redis_cache):
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: "{}"}, id="1000-0")
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: "{}"}, id="5000-0")
+
+    backlog = usage_backlog(redis_cache, now=11.5)
+
+    assert backlog.waiting == 2
+    assert backlog.lag_seconds == 10.5
+    assert usage_backlog(redis_cache.__class__(connection_pool=redis_cache.connection_pool)).dead_letters == 0
