@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 from dotenv import load_dotenv
 
+from inferia_site.client_address import trusted_proxy_networks_parse
 from inferia_site.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
 from inferia_site.redis_urls import BROKER_DB, CACHE_DB, CHANNELS_DB, celery_broker_url, redis_db_url
 
@@ -85,6 +86,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if env_bool("INFERIA_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Proxies whose X-Forwarded-For names the client (CIDRs); from anyone else the header is ignored (client_address.py).
+try:
+    INFERIA_TRUSTED_PROXIES = trusted_proxy_networks_parse(env_list("INFERIA_TRUSTED_PROXIES"))
+except ValueError as error:
+    raise ConfigError(f"INFERIA_TRUSTED_PROXIES: {error}") from None
 
 INSTALLED_APPS = [
     "daphne",
@@ -268,6 +274,15 @@ INFERIA_POLICY_CONCURRENCY_LEASE_MS = env_int("INFERIA_POLICY_CONCURRENCY_LEASE_
 # settles exactly; only its reservation stops holding back concurrent requests.
 INFERIA_POLICY_RESERVATION_TTL_S = env_int("INFERIA_POLICY_RESERVATION_TTL_S", 3600)
 INFERIA_GUARDRAIL_SCANNERS = env_list("INFERIA_GUARDRAIL_SCANNERS")
+
+# Password sign-in throttling (apps/rbac/login_services.py). Failures lock the (account, client address) pair and,
+# across accounts, an address; an account failing from many addresses is slowed down, never locked, so nobody can
+# lock its owner out from everywhere.
+INFERIA_LOGIN_MAX_FAILURES = env_int("INFERIA_LOGIN_MAX_FAILURES", 5)
+INFERIA_LOGIN_MAX_FAILURES_PER_IP = env_int("INFERIA_LOGIN_MAX_FAILURES_PER_IP", 50)
+INFERIA_LOGIN_LOCKOUT_SECONDS = env_int("INFERIA_LOGIN_LOCKOUT_SECONDS", 15 * 60)
+INFERIA_LOGIN_SLOWDOWN_AFTER = env_int("INFERIA_LOGIN_SLOWDOWN_AFTER", 10)
+INFERIA_LOGIN_SLOWDOWN_MAX_SECONDS = env_float("INFERIA_LOGIN_SLOWDOWN_MAX_SECONDS", 30.0)
 
 # Two-factor sign-in (TOTP) for the console and admin.
 INFERIA_2FA_ISSUER = env_str("INFERIA_2FA_ISSUER", "Inferia")

@@ -3,6 +3,8 @@ the security page, sign-out, and the landing page. Each view parses the form, ca
 
 from __future__ import annotations
 
+import math
+
 import qrcode
 import qrcode.image.svg
 from django import forms
@@ -25,7 +27,7 @@ from apps.console.auth_flow import (
     session_sign_in,
 )
 from apps.orgs.models import Membership
-from apps.rbac.login_services import login_is_locked
+from apps.rbac.login_services import login_refusal
 from apps.rbac.oidc import oidc_config, request_audit_context
 from apps.rbac.twofactor_services import (
     TwoFactorError,
@@ -40,6 +42,7 @@ from apps.rbac.twofactor_services import (
     twofactor_required,
     twofactor_verify,
 )
+from inferia_site.client_address import client_address
 
 SESSION_RECOVERY_CODES = "inferia_recovery_codes_once"
 
@@ -80,12 +83,13 @@ def login_view(request: HttpRequest) -> HttpResponse:
         email = form.cleaned_data["email"].strip().lower()
         user = auth.authenticate(request, username=email, password=form.cleaned_data["password"])
         if user is None:
-            locked = login_is_locked(email=email, address=request.META.get("REMOTE_ADDR") or None)
-            error = (
-                "Too many failed sign-ins. Wait a few minutes, then try again."
-                if locked
-                else "That e-mail address and password do not match an account."
-            )
+            refusal = login_refusal(email=email, address=client_address(request))
+            if refusal is None:
+                error = "That e-mail address and password do not match an account."
+            elif refusal.reason == "slowed":
+                error = f"Too many failed sign-ins. Wait {math.ceil(refusal.retry_after_s)} seconds, then try again."
+            else:
+                error = "Too many failed sign-ins. Wait a few minutes, then try again."
         elif twofactor_enabled(user=user):
             session_second_step_begin(request, user, next_url=safe_next(request, next_url))
             return redirect("console:login-verify")

@@ -10,20 +10,22 @@ from django.http import HttpRequest
 
 from apps.audit.services import AuditContext
 from apps.orgs.models import User
-from apps.rbac.login_services import login_failure_record, login_is_locked, login_success_record
+from apps.rbac.login_services import login_failure_record, login_refusal, login_success_record
+from inferia_site.client_address import client_address
 
 
 def _context(request: HttpRequest | None) -> AuditContext:
     if request is None:
         return AuditContext()
     return AuditContext(
-        ip_address=request.META.get("REMOTE_ADDR") or None,
+        ip_address=client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
     )
 
 
 class ThrottledModelBackend(ModelBackend):
-    """Checks e-mail and password like ModelBackend; refuses locked-out accounts and addresses, counts failures
+    """Checks e-mail and password like ModelBackend; refuses locked (account, address) pairs and addresses and
+    slowed-down accounts (apps/rbac/login_services.py), counts failures
     and audits every attempt. Raising PermissionDenied stops Django from trying other backends."""
 
     def authenticate(
@@ -34,8 +36,9 @@ class ThrottledModelBackend(ModelBackend):
             return None
         context = _context(request)
         known = User.objects.filter(email__iexact=email).first()
-        if login_is_locked(email=email, address=context.ip_address):
-            login_failure_record(email=email, user=known, context=context, reason="locked")
+        refusal = login_refusal(email=email, address=context.ip_address)
+        if refusal is not None:
+            login_failure_record(email=email, user=known, context=context, reason=refusal.reason)
             raise PermissionDenied("too many failed sign-ins; try again later")
         user = super().authenticate(request, username=email, password=password, **kwargs)
         if user is None:

@@ -33,6 +33,7 @@ from apps.audit.services import AuditContext, audit_record
 from apps.orgs.membership_services import membership_create, membership_update, organization_create
 from apps.orgs.models import Membership, Organization, User
 from apps.rbac.models import OidcIdentity, Role
+from inferia_site.client_address import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ def request_audit_context(request: HttpRequest | None) -> AuditContext:
     if request is None:
         return AuditContext()
     return AuditContext(
-        ip_address=request.META.get("REMOTE_ADDR") or None,
+        ip_address=client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
     )
 

@@ -21,6 +21,7 @@ from django.utils.dateparse import parse_datetime
 from apps.audit.services import AuditContext
 from apps.orgs.models import Membership, Organization
 from apps.rbac.restrict import Principal, organizations_allowing, restrict
+from inferia_site.client_address import client_address
 
 M = TypeVar("M", bound=models.Model)
 
@@ -35,7 +36,7 @@ def page_principal(request: HttpRequest) -> Principal:
 def page_audit_context(request: HttpRequest) -> AuditContext:
     """Where a console change came from, for its audit event."""
     return AuditContext(
-        ip_address=request.META.get("REMOTE_ADDR") or None,
+        ip_address=client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
         request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
     )
