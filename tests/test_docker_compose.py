@@ -60,3 +60,17 @@ def test_the_platform_talks_to_the_servers_by_url_never_the_embedded_default(nam
 def test_migrations_run_once_before_the_processes_start():
     for name in ("web", "worker", "beat"):
         assert SERVICES[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+
+
+def test_prometheus_scrapes_web_with_the_token_web_requires():
+    prometheus = SERVICES["prometheus"]
+    config = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+
+    assert prometheus["profiles"] == ["monitoring"]
+    assert job["static_configs"][0]["targets"] == ["web:8000"]
+    assert "web" in SERVICES["web"]["environment"]["INFERIA_ALLOWED_HOSTS"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/inferia_metrics_token"
+    assert prometheus["secrets"] == ["inferia_metrics_token"]
+    assert COMPOSE["secrets"]["inferia_metrics_token"] == {"environment": "INFERIA_METRICS_TOKEN"}
+    assert SERVICES["web"]["environment"]["INFERIA_METRICS_TOKEN"] == "${INFERIA_METRICS_TOKEN:-}"
