@@ -20,20 +20,25 @@ from apps.audit.selectors import audit_events_csv, audit_events_jsonl, usage_sum
 from apps.audit.serializers import (
     AuditCheckpointOut,
     AuditEventOut,
+    UsageDeadLettersOut,
+    UsageDeadLettersReplayedOut,
     UsageRecordOut,
     UsageSummaryIn,
     UsageSummaryRowOut,
 )
 from apps.audit.services import audit_checkpoint_take
+from apps.audit.usage_backlog import dead_letters_list, usage_backlog
 from apps.rbac.drf import HasPrincipal, TenantFilterSet, TenantViewSet, service_call
+from apps.rbac.drf_input import UtcDateTimeFilter
 from apps.rbac.restrict import restrict
+from inferia_site.redis_clients import sync_redis
 
 
 class AuditEventFilter(TenantFilterSet):
     actor = django_filters.CharFilter(field_name="actor_label", lookup_expr="icontains")
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
-    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent
@@ -94,12 +99,22 @@ class AuditCheckpointViewSet(mixins.ListModelMixin, TenantViewSet):
 
 
 class UsageFilter(TenantFilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="started_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="started_at", lookup_expr="lt")
 
     class Meta:
         model = UsageRecord
-        fields = ["organization", "team", "api_key", "deployment", "model", "outcome", "endpoint"]
+        fields = [
+            "organization",
+            "team",
+            "api_key",
+            "deployment",
+            "model",
+            "outcome",
+            "endpoint",
+            "request_id",
+            "client_request_id",
+        ]
 
 
 class UsageRecordViewSet(mixins.ListModelMixin, TenantViewSet):
@@ -111,7 +126,8 @@ class UsageRecordViewSet(mixins.ListModelMixin, TenantViewSet):
     ordering_fields = ["started_at", "cost_micros", "latency_ms"]
 
     @extend_schema(parameters=[UsageSummaryIn], responses=UsageSummaryRowOut(many=True))
-    @action(detail=False, methods=["get"])
+    # One row per group, not pages of records: neither the records' pagination nor their filters apply.
+    @action(detail=False, methods=["get"], pagination_class=None, filter_backends=[])
     def summary(self, request: Request) -> Response:
         """Requests, tokens, cost and errors summed per day (UTC), model and/or key: `?group_by=day&group_by=model`.
         Read from the hourly rollups, so it covers more than the raw records' retention."""
@@ -130,3 +146,30 @@ class UsageRecordViewSet(mixins.ListModelMixin, TenantViewSet):
             team_id=values.get("team"),
         )
         return Response(UsageSummaryRowOut(rows, many=True).data)
+
+    @extend_schema(responses=UsageDeadLettersOut)
+    @action(detail=False, methods=["get"], url_path="dead-letters", permission_classes=[IsSuperadmin])
+    def dead_letters(self, request: Request) -> Response:
+        """Usage events the worker could not store (superadmin): how many, the oldest 100, and the flush's lag."""
+        client = sync_redis()
+        backlog = usage_backlog(client)
+        letters = [letter.as_dict() for letter in dead_letters_list(client, limit=100)]
+        return Response(
+            UsageDeadLettersOut(
+                {
+                    "count": backlog.dead_letters,
+                    "waiting": backlog.waiting,
+                    "lag_seconds": backlog.lag_seconds,
+                    "results": letters,
+                }
+            ).data
+        )
+
+    @extend_schema(request=None, responses=UsageDeadLettersReplayedOut)
+    @action(detail=False, methods=["post"], url_path="dead-letters/replay", permission_classes=[IsSuperadmin])
+    def dead_letters_replay(self, request: Request) -> Response:
+        """Store the dead letters again with their strings repaired (superadmin); those that still fail stay."""
+        from apps.gateway.services import usage_dead_letters_replay  # the worker's store, not a domain import
+
+        replayed = usage_dead_letters_replay(actor=self.actor, context=self.audit_context)
+        return Response(UsageDeadLettersReplayedOut({"stored": replayed.stored, "kept": replayed.kept}).data)

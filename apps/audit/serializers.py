@@ -42,6 +42,7 @@ class UsageRecordOut(serializers.ModelSerializer):
         model = UsageRecord
         fields = [
             "request_id",
+            "client_request_id",
             "started_at",
             "organization",
             "team",
@@ -80,3 +81,23 @@ class UsageSummaryRowOut(serializers.Serializer):
     completion_tokens = serializers.IntegerField()
     cost_micros = serializers.IntegerField()
     errors = serializers.IntegerField()
+
+
+class UsageDeadLetterOut(serializers.Serializer):
+    id = serializers.CharField()
+    source_id = serializers.CharField(help_text="The event's id in the usage stream.")
+    failed_at = serializers.FloatField(help_text="POSIX time the worker gave up on it.")
+    reason = serializers.CharField()
+    event = serializers.CharField(help_text="The event as the gateway encoded it.")
+
+
+class UsageDeadLettersOut(serializers.Serializer):
+    count = serializers.IntegerField()
+    waiting = serializers.IntegerField(help_text="Usage events not stored yet.")
+    lag_seconds = serializers.FloatField(help_text="Age of the oldest usage event not stored yet.")
+    results = UsageDeadLetterOut(many=True)
+
+
+class UsageDeadLettersReplayedOut(serializers.Serializer):
+    stored = serializers.IntegerField()
+    kept = serializers.IntegerField()

@@ -1,5 +1,5 @@
 """The `inferia` verbs beyond running the platform: remote ones over the REST API (`keys`, `usage`, `audit`,
-`deploy`, `chat`) and local admin ones on the database (`audit verify`, `secrets rotate`).
+`deploy`, `chat`) and local admin ones on the database (`audit verify`, `usage dead-letters`, `secrets rotate`).
 
 Each parser names its handler as `module:function` under `inferia_site.cli`, imported only when that verb runs,
 so building the parser imports nothing beyond argparse.
@@ -70,6 +70,11 @@ def _reports_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     usage.add_argument("--by", action="append", choices=["day", "model", "key"], help="group by (repeatable)")
     usage.add_argument("--model", help="only this model")
     usage.set_defaults(handler="remote_reports:command_usage")
+    usage_verbs = usage.add_subparsers(dest="usage_command", metavar="dead-letters")
+    dead = usage_verbs.add_parser("dead-letters", help="local: usage events the worker could not store")
+    dead.add_argument("--replay", action="store_true", help="store them again, their strings repaired (audited)")
+    dead.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    dead.set_defaults(handler="admin_verbs:command_usage_dead_letters")
 
     audit = commands.add_parser(
         "audit", parents=parents, help="audit events (remote); `audit verify` checks the chain (local)"

@@ -76,3 +76,46 @@ def test_the_backlog_reports_how_old_the_oldest_waiting_event_is(redis_cache):
     assert backlog.waiting == 2
     assert backlog.lag_seconds == 10.5
     assert usage_backlog(redis_cache.__class__(connection_pool=redis_cache.connection_pool)).dead_letters == 0
+
+
+def _one_dead_letter(tenant, redis_cache) -> None:
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: _poisoned_event(tenant, "poisoned-3")})
+    usage_stream_drain()
+
+
+def test_the_superadmin_sees_and_replays_dead_letters_over_rest_and_no_one_else(tenant, redis_cache, as_user, roles):
+    from apps.orgs.models import Membership, User
+
+    _one_dead_letter(tenant, redis_cache)
+    admin = User.objects.create_superuser("root@inferia.test", "correct horse battery")
+    owner = User.objects.create_user("owner@acme.test", "correct horse battery")
+    Membership.objects.create(user=owner, organization=tenant.organization, role=roles["owner"])
+
+    assert as_user(owner).get("/api/usage/dead-letters/").status_code == 403
+    assert as_user(owner).post("/api/usage/dead-letters/replay/").status_code == 403
+    listed = as_user(admin).get("/api/usage/dead-letters/")
+    assert listed.status_code == 200
+    assert listed.json()["count"] == 1
+    assert json.loads(listed.json()["results"][0]["event"])["rid"] == "poisoned-3"
+    replayed = as_user(admin).post("/api/usage/dead-letters/replay/")
+    assert replayed.json() == {"stored": 1, "kept": 0}
+    assert as_user(admin).get("/api/usage/dead-letters/").json()["count"] == 0
+    assert AuditEvent.objects.get(action="usage.dead_letters.replay").actor_user_id == admin.pk
+
+
+def test_inferia_usage_dead_letters_lists_them_and_exits_1_until_replayed(tenant, redis_cache):
+    from tests.cli.test_remote_admin_verbs import inferia
+
+    _one_dead_letter(tenant, redis_cache)
+
+    listed = inferia("usage", "dead-letters")
+    replayed = inferia("usage", "dead-letters", "--replay")
+    after = inferia("usage", "dead-letters", "--json")
+
+    assert listed.returncode == 1, listed.stderr
+    assert "1 dead letter(s)" in listed.stdout
+    assert "NUL" in listed.stdout
+    assert replayed.returncode == 0, replayed.stderr
+    assert "stored 1, still refused 0" in replayed.stdout
+    assert (after.returncode, json.loads(after.stdout)["count"]) == (0, 0)
+    assert UsageRecord.objects.filter(request_id="poisoned-3").exists()
