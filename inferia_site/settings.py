@@ -229,6 +229,9 @@ INFERIA_UPSTREAM_CONNECT_TIMEOUT = env_float("INFERIA_UPSTREAM_CONNECT_TIMEOUT",
 INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT = env_float("INFERIA_UPSTREAM_FIRST_BYTE_TIMEOUT", 60.0)
 INFERIA_UPSTREAM_IDLE_TIMEOUT = env_float("INFERIA_UPSTREAM_IDLE_TIMEOUT", 60.0)
 INFERIA_UPSTREAM_ALLOW_PRIVATE = env_bool("INFERIA_UPSTREAM_ALLOW_PRIVATE", False)
+# Link-local addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254) are where clouds serve instance credentials: allowing
+# private upstreams does not allow these; only this second, explicit setting does (with ALLOW_PRIVATE).
+INFERIA_UPSTREAM_ALLOW_LINK_LOCAL = env_bool("INFERIA_UPSTREAM_ALLOW_LINK_LOCAL", False)
 # Gateway (the /v1 data plane): caches, routing and metering.
 INFERIA_KEY_NEGATIVE_CACHE_SECONDS = env_float("INFERIA_KEY_NEGATIVE_CACHE_SECONDS", 10.0)
 # How long the gateway waits on any one Redis call (connect, command) before it gives up: a stalled Redis then

@@ -23,6 +23,7 @@ from apps.compute.urlsafety import (
 @pytest.fixture(autouse=True)
 def _production_default(settings):
     settings.INFERIA_UPSTREAM_ALLOW_PRIVATE = False
+    settings.INFERIA_UPSTREAM_ALLOW_LINK_LOCAL = False
 
 
 @pytest.mark.parametrize(
@@ -88,8 +89,6 @@ def test_malformed_or_non_http_urls_are_refused(url):
 def test_hostnames_are_checked_on_every_resolved_address():
     with pytest.raises(UnsafeUrlError, match="non-public"):
         url_check("http://localhost:8000/v1")
-    with pytest.raises(UnsafeUrlError, match="non-public"):
-        url_check("http://2130706433:8000/")  # a decimal 127.0.0.1, resolved by getaddrinfo
 
 
 def test_a_name_with_one_private_address_among_public_ones_is_refused():
@@ -105,9 +104,85 @@ def test_unresolvable_hosts_are_refused():
 def test_the_setting_allows_private_addresses_but_never_other_schemes(settings):
     settings.INFERIA_UPSTREAM_ALLOW_PRIVATE = True
     assert url_check("http://localhost:8000/v1")
-    assert url_check("http://169.254.169.254/")
+    assert url_check("http://10.1.2.3/")
     with pytest.raises(UnsafeUrlError):
         url_check("file:///etc/passwd")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "169.254.169.254",
+        "169.254.0.1",
+        "[fe80::1]",
+        "[fd00:ec2::254]",
+        "[::ffff:169.254.169.254]",
+        "[2002:a9fe:a9fe::]",
+        "[64:ff9b::a9fe:a9fe]",
+        "100.100.100.200",
+    ],
+)
+def test_allowing_private_addresses_still_refuses_link_local_metadata(settings, host):
+    settings.INFERIA_UPSTREAM_ALLOW_PRIVATE = True
+    with pytest.raises(UnsafeUrlError, match="link-local"):
+        url_check(f"http://{host}/latest/meta-data/")
+    settings.INFERIA_UPSTREAM_ALLOW_LINK_LOCAL = True
+    assert url_check(f"http://{host}/latest/meta-data/")
+
+
+def test_allowing_link_local_alone_allows_nothing(settings):
+    settings.INFERIA_UPSTREAM_ALLOW_LINK_LOCAL = True
+    with pytest.raises(UnsafeUrlError, match="non-public"):
+        url_check("http://169.254.169.254/")
+    with pytest.raises(UnsafeUrlError, match="non-public"):
+        url_check("http://127.0.0.1/")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://134744072/", r"dotted decimal \(some read it as 8\.8\.8\.8\)"),
+        ("http://2130706433:8000/", r"some read it as 127\.0\.0\.1"),
+        ("http://0177.0.0.1/", r"some read it as 127\.0\.0\.1"),
+        ("http://010.8.8.8/", "dotted decimal"),
+        ("http://8.8.8.010/", "dotted decimal"),
+        ("http://0x7f.1/", r"some read it as 127\.0\.0\.1"),
+        ("http://0x08080808/", r"some read it as 8\.8\.8\.8"),
+        ("http://127.1/", r"some read it as 127\.0\.0\.1"),
+        ("http://10.1.2/", r"some read it as 10\.1\.0\.2"),
+        ("http://8.8.8.8.8/", "dotted decimal"),
+        ("http://foo.0x10/", "dotted decimal"),
+        ("http://8.8.8.8./", "trailing dot"),
+        ("http://dns.google./", "trailing dot"),
+        ("http://%38.8.8.8/", "percent-escape"),
+        ("http://dns%2egoogle/", "percent-escape"),
+        ("http://[fe80::1%25eth0]/", "IPv6 zone"),
+        ("http://\uff18.\uff18.\uff18.\uff18/", r"ASCII form, 8\.8\.8\.8"),
+        ("http://b\u00fccher.example/", "ASCII form, xn--bcher-kva.example"),
+        ("http://a..b.example/", "not a valid hostname"),
+        ("http://-a.example/", "not a valid hostname"),
+        ("http://a!b.example/", "not a valid hostname"),
+    ],
+)
+def test_hosts_that_parsers_read_differently_are_refused_with_a_clear_message(url, message):
+    with pytest.raises(UnsafeUrlError, match=message):
+        url_check(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://8.8.8.8/", "https://dns.google/v1", "http://[2606:4700:4700::1111]:8000/", "https://xn--bcher-kva.ch/"],
+)
+def test_canonical_hosts_pass_the_form_check(url):
+    assert urlsafety.host_check(urlsafety.url_parse(url)[1])
+
+
+async def test_the_guarded_connector_refuses_a_non_canonical_host_without_connecting(servers, settings):
+    (port, _), _hits = servers
+    settings.INFERIA_UPSTREAM_ALLOW_PRIVATE = True
+    async with aiohttp.ClientSession(connector=guarded_connector()) as session:
+        with pytest.raises(aiohttp.InvalidUrlClientError, match="dotted decimal"):
+            await session.get(f"http://2130706433:{port}/hello")
 
 
 async def test_the_async_check_matches_the_sync_one():
