@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 import prometheus_client
@@ -29,7 +29,7 @@ from apps.gateway.selectors import metric_labels_live
 
 
 class _Collector(Protocol):
-    def collect(self) -> Iterator[Metric]: ...
+    def collect(self) -> Iterable[Metric]: ...
 
 
 class _LiveOnly:
