@@ -32,7 +32,8 @@ def test_the_web_server_is_uvicorn_with_uvloop_and_httptools_by_default(monkeypa
 
     assert argv[1:4] == ["-m", "uvicorn", "inferia_site.asgi:application"]
     assert argv[argv.index("--loop") : argv.index("--loop") + 2] == ["--loop", "uvloop"]
-    assert argv[argv.index("--http") : argv.index("--http") + 2] == ["--http", "httptools"]
+    # httptools, in the protocol that adds the transport limits
+    assert argv[argv.index("--http") + 1] == "inferia_site.transport.uvicorn_http:GuardedHttpToolsProtocol"
     assert "9123" in argv
 
 
@@ -42,7 +43,7 @@ def test_daphne_when_asked_and_the_port_flag_wins(monkeypatch):
 
     argv = web_spec(endpoints_from_env(port=9555)).argv
 
-    assert argv[1:3] == ["-m", "daphne"]
+    assert argv[1:3] == ["-m", "inferia_site.transport.daphne_http"]  # daphne, with the transport limits
     assert argv[argv.index("-p") + 1] == "9555"
 
 

@@ -1,0 +1,118 @@
+"""uvicorn's httptools protocol with the web process's transport limits (`inferia --http` points uvicorn here).
+
+uvicorn has no limit on header size (httptools buffers a header until it ends, however long) and no timeout while
+a request's headers or body arrive (`timeout_keep_alive` covers only idle connections between requests). This
+adds both, plus a cap on open connections, at the cost of one comparison per read and one timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from inferia_site.transport import (
+    BODY_TOO_SLOW,
+    HEADERS_TOO_LARGE,
+    HEADERS_TOO_SLOW,
+    TOO_MANY_CONNECTIONS,
+    TransportLimits,
+)
+
+LIMITS = TransportLimits.from_env()
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """One connection. `_header_room` is what the current request's headers may still take (None once they are
+    complete); `_deadline` is the timer of the phase in progress (headers, then body)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_room: int | None = LIMITS.max_header_bytes
+        self._deadline: asyncio.TimerHandle | None = None
+        self._body_read_at = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > LIMITS.max_connections:
+            self._refuse(TOO_MANY_CONNECTIONS)
+            return
+        self._deadline = self.loop.call_later(LIMITS.header_timeout_s, self._headers_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        room = self._header_room
+        if room is None or len(data) <= room:
+            if room is not None:
+                self._header_room = room - len(data)
+            super().data_received(data)
+            return
+        # Past the limit unless the headers end within it: parse only that much, so nothing more is buffered.
+        self._header_room = 0
+        super().data_received(data[:room])
+        if self.transport.is_closing():
+            return
+        if self._header_room is None:
+            super().data_received(data[room:])
+        else:
+            self._refuse(HEADERS_TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # a later request on a kept-alive connection: its own time for headers
+            self._deadline = self.loop.call_later(LIMITS.header_timeout_s, self._headers_late)
+
+    def on_headers_complete(self) -> None:
+        self._header_room = None
+        self._cancel_deadline()
+        super().on_headers_complete()
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return  # a WebSocket: the protocol that takes over has its own timeouts
+        self._body_read_at = self.loop.time()
+        self._deadline = self.loop.call_later(LIMITS.body_timeout_s, self._body_late)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_read_at = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        self._header_room = LIMITS.max_header_bytes
+        super().on_message_complete()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _headers_late(self) -> None:
+        self._deadline = None
+        # Only a request begun is answered: an idle connection is closed without a word, as clients expect, and so
+        # is one whose previous answer is still going out (pipelining).
+        begun = self._header_room != LIMITS.max_header_bytes
+        answerable = self.cycle is None or self.cycle.response_complete
+        self._refuse(HEADERS_TOO_SLOW if begun and answerable else b"")
+
+    def _body_late(self) -> None:
+        self._deadline = None
+        silent_for = self.loop.time() - self._body_read_at
+        if silent_for < LIMITS.body_timeout_s or self.flow.read_paused:
+            # Data came meanwhile, or we stopped reading (the application is behind): not the client's fault.
+            wait = max(LIMITS.body_timeout_s - silent_for, 0.05)
+            self._deadline = self.loop.call_later(wait, self._body_late)
+            return
+        answered = self.cycle is not None and self.cycle.response_started
+        if self.cycle is not None:
+            self.cycle.disconnected = True  # the application's receive() gets http.disconnect, its sends are dropped
+        self._refuse(b"" if answered else BODY_TOO_SLOW)
+
+    def _refuse(self, response: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if response:
+            self.transport.write(response)
+        self.transport.close()
