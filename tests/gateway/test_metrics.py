@@ -236,3 +236,58 @@ def test_without_a_token_only_a_developer_setup_serves_metrics(settings, rf):
         pass
     else:
         raise AssertionError("production without a token must not serve /metrics")
+
+
+def test_labels_come_from_what_inferia_knows():
+    from apps.gateway import metrics
+
+    metrics.models_known_set(["known-model"])
+    metrics.request_counted(model="known-model", organization="acme", status=418)
+    metrics.request_counted(model="made-up", organization="acme", status=200)
+    metrics.upstream_error_counted(replica_id=7, kind="http_599")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for metric in (metrics.REQUESTS, metrics.UPSTREAM_ERRORS)
+        for family in metric.collect()
+        for sample in family.samples
+    }
+
+    assert (
+        "inferia_gateway_requests_total",
+        (("model", "known-model"), ("organization", "acme"), ("status", "4xx")),
+    ) in samples
+    assert (
+        "inferia_gateway_requests_total",
+        (("model", UNKNOWN_MODEL), ("organization", "acme"), ("status", "200")),
+    ) in samples
+    assert ("inferia_gateway_upstream_errors_total", (("kind", "http_5xx"), ("replica", "7"))) in samples
+    assert not [labels for _name, labels in samples if ("model", "made-up") in labels]
+
+
+def test_pruning_removes_this_process_series_of_deleted_objects():
+    from apps.gateway import metrics
+
+    metrics.models_known_set(["kept-model", "gone-model"])
+    for model, organization in (("kept-model", "kept-org"), ("gone-model", "kept-org"), ("kept-model", "gone-org")):
+        metrics.request_counted(model=model, organization=organization, status=200)
+    metrics.upstream_error_counted(replica_id=41, kind="timeout")
+    metrics.upstream_error_counted(replica_id=42, kind="timeout")
+    live = metrics.LiveLabels(
+        models=frozenset({"kept-model"}), replicas=frozenset({"41"}), organizations=frozenset({"kept-org"})
+    )
+
+    assert metrics.series_prune(live) >= 3
+    held = [sample.labels for family in metrics.REQUESTS.collect() for sample in family.samples]
+    assert {"model": "kept-model", "organization": "kept-org", "status": "200"} in held
+    assert not [labels for labels in held if "gone" in labels["model"] + labels["organization"]]
+    replicas = {sample.labels["replica"] for family in metrics.UPSTREAM_ERRORS.collect() for sample in family.samples}
+    assert "41" in replicas
+    assert "42" not in replicas
+    metrics.request_counted(model="kept-model", organization="kept-org", status=200)  # cached children were renewed
+    counts = {
+        tuple(sample.labels.values()): sample.value
+        for family in metrics.REQUESTS.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert counts[("kept-model", "kept-org", "200")] == 2
