@@ -137,7 +137,7 @@ class UsageRecord(models.Model):
     # The gateway makes every request's id; a caller's own id (`X-Request-ID` / `X-Client-Request-Id`) is kept
     # apart, so that no client can collide with another request's record, slot or reservation.
     request_id = models.CharField(max_length=64, unique=True)
-    client_request_id = models.CharField(max_length=128, blank=True, default="")
+    client_request_id = models.CharField(max_length=128, blank=True, default="", db_default="")
     started_at = models.DateTimeField()
     organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
     team = models.ForeignKey("orgs.Team", related_name="+", **_HISTORY_FK)

@@ -89,7 +89,7 @@ async def playground_chat_stream(*, secret: str, body: bytes, app: Any = None) -
     chunks as they arrive (or the gateway's error as an `error` event), then an `inferia` event with the request id,
     HTTP status, latency and time to first token (ms)."""
     app = app or _gateway_app()
-    request_id = f"pg-{uuid.uuid4().hex}"
+    request_id = ""  # the gateway's, from its answer
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -104,7 +104,7 @@ async def playground_chat_stream(*, secret: str, body: bytes, app: Any = None) -
             (b"authorization", f"Bearer {secret}".encode()),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
+            (b"x-client-request-id", f"playground-{uuid.uuid4().hex}".encode()),
         ],
         "client": ("127.0.0.1", 0),
         "server": ("console", 0),
@@ -139,6 +139,7 @@ async def playground_chat_stream(*, secret: str, body: bytes, app: Any = None) -
         while (message := await outgoing.get()) is not None:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                request_id = dict(message["headers"]).get(b"x-request-id", b"").decode()
                 continue
             chunk = message.get("body", b"")
             if not chunk:

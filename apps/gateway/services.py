@@ -252,6 +252,7 @@ def _record_row(event: dict[str, Any]) -> tuple[Any, ...]:
     values = dict(event)
     values["started_at"] = datetime.fromtimestamp(event["started_at"], tz=UTC)
     values["guardrails"] = json.dumps(event.get("guardrails") or [])
+    values["client_request_id"] = event.get("client_request_id") or ""
     return tuple(values.get(column) for column in _RECORD_COLUMNS)
 
 

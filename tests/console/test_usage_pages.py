@@ -151,3 +151,20 @@ def test_the_totals_follow_the_filter_from_the_rollups(acme, globex, owner, sign
     assert _total_requests(client.get("/console/usage/?model=acme-other").content.decode()) == "2"
     assert _total_requests(client.get(f"/console/usage/?key={acme.key.key.pk}").content.decode()) == "4"
     assert _total_requests(client.get(f"/console/usage/?key={acme.service_key.key.prefix}").content.decode()) == "2"
+
+
+def test_a_request_is_found_by_our_id_or_the_callers_and_shows_both(acme, globex, owner, signed_in):
+    _usage(acme, 3)
+    UsageRecord.objects.filter(organization=acme.org).update(client_request_id="job-7")
+    ours = UsageRecord.objects.filter(organization=acme.org).first().request_id
+    UsageRecord.objects.filter(organization=globex.org).update(client_request_id="job-7")
+    client = signed_in(owner)
+
+    by_caller = client.get("/console/usage/", {"request_id": "job-7"}).content.decode()
+    by_ours = client.get("/console/usage/", {"request_id": ours}).content.decode()
+
+    own = UsageRecord.objects.filter(organization=acme.org).count()
+    assert by_caller.count('data-testid="usage-row"') == own  # not the other organisation's request with that id
+    assert by_ours.count('data-testid="usage-row"') == 1
+    assert ours in by_ours
+    assert "job-7" in by_ours

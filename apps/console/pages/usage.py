@@ -12,7 +12,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -38,6 +38,7 @@ KEY_MATCH_LIMIT = 50
 
 EXPORT_FIELDS = [
     "request_id",
+    "client_request_id",
     "started_at",
     "organization_id",
     "team_id",
@@ -62,6 +63,7 @@ class UsageFilterForm(forms.Form):
     until = forms.DateField(label="To (inclusive)", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     model = forms.CharField(label="Model", required=False, max_length=200)
     key = forms.CharField(label="Key (prefix or id)", required=False, max_length=64)
+    request_id = forms.CharField(label="Request id (ours or the caller's)", required=False, max_length=128)
     team = forms.IntegerField(label="Team", required=False)
     outcome = forms.ChoiceField(
         label="Outcome", required=False, choices=[("", "Any outcome"), *UsageRecord.Outcome.choices]
@@ -112,6 +114,9 @@ def usage_filtered(
         records, rollups = records.filter(team_id=values["team"]), rollups.filter(team_id=values["team"])
     if values["outcome"]:
         records = records.filter(outcome=values["outcome"])
+    request_id = (values.get("request_id") or "").strip()
+    if request_id:
+        records = records.filter(Q(request_id=request_id) | Q(client_request_id=request_id))
     return records, rollups
 
 
@@ -124,6 +129,7 @@ def usage_view(request: HttpRequest) -> HttpResponse:
     page = keyset_page(
         records.select_related("api_key", "team").only(
             "request_id",
+            "client_request_id",
             "started_at",
             "model",
             "endpoint",
