@@ -16,6 +16,8 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory
 from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 from inferia_site.transport import (
@@ -35,21 +37,15 @@ class GuardedHTTPChannel(HTTPChannel):
 
     MAX_LENGTH = LIMITS.max_header_bytes  # one line (LineReceiver buffers up to this before giving up)
     totalHeadersSize = LIMITS.max_header_bytes
-    open_connections = 0  # in this process
 
     _header_deadline: DelayedCall | None = None
     _in_body = False
 
     def connectionMade(self) -> None:
-        GuardedHTTPChannel.open_connections += 1
         super().connectionMade()
-        if GuardedHTTPChannel.open_connections > LIMITS.max_connections:
-            self._refuse(TOO_MANY_CONNECTIONS)
-            return
         self._arm_header_deadline()
 
     def connectionLost(self, reason: Any) -> None:
-        GuardedHTTPChannel.open_connections -= 1
         self._cancel_header_deadline()
         super().connectionLost(reason)
 
@@ -103,15 +99,40 @@ class GuardedHTTPChannel(HTTPChannel):
         self.loseConnection()
 
 
+class _Refusal(Protocol):
+    """What a connection past INFERIA_MAX_CONNECTIONS gets: a 503, then the door."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(TOO_MANY_CONNECTIONS)
+        self.transport.loseConnection()
+
+
 class GuardedHTTPFactory(HTTPFactory):
-    """daphne's factory, building guarded channels (inside Twisted's wrapper, which keeps HTTP/2 negotiation)."""
+    """daphne's factory, building guarded channels (inside Twisted's wrapper, which keeps HTTP/2 negotiation).
+
+    Connections are counted by a ProtocolWrapper around each one rather than by the channel: daphne hands an
+    upgraded connection to its WebSocket protocol, and the channel never hears that it closed; the wrapper does
+    (daphne knows to swap what a wrapper wraps)."""
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)
         self.timeOut = LIMITS.body_timeout_s
+        self.open_connections = 0
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
         return _GenericHTTPChannelProtocol(GuardedHTTPChannel())
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        if self.open_connections >= LIMITS.max_connections:
+            return _Refusal()
+        channel = super().buildProtocol(addr)
+        return None if channel is None else ProtocolWrapper(self, channel)
+
+    def registerProtocol(self, protocol: ProtocolWrapper) -> None:
+        self.open_connections += 1
+
+    def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
+        self.open_connections -= 1
 
 
 def main() -> None:

@@ -179,3 +179,27 @@ def test_connections_past_the_limit_get_503_and_the_rest_are_served(transactiona
     with connect(web) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert status_of(read_all(sock)) == 200
+
+
+def test_websocket_hand_offs_give_their_connection_back(transactional_db, web):
+    """Upgraded connections leave the HTTP protocol: once they close they must not count against the limit."""
+    handshake = (
+        b"GET /ws/console/deployments/1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    for _ in range(MAX_CONNECTIONS + 5):
+        with connect(web) as sock:
+            sock.sendall(handshake)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+    time.sleep(0.3)
+    sockets = [connect(web) for _ in range(MAX_CONNECTIONS - 2)]
+    try:
+        time.sleep(0.3)
+        assert select.select(sockets, [], [], 0)[0] == []  # no 503 for any of them
+        with connect(web) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert status_of(read_all(sock)) == 200
+    finally:
+        for sock in sockets:
+            sock.close()
