@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import HttpRequest
 from guardian.admin import GuardedModelAdmin
 
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
@@ -64,6 +65,14 @@ class MembershipAdmin(TenantAdminMixin, admin.ModelAdmin):
     autocomplete_fields = ["user", "organization"]
     filter_horizontal = ["teams"]
 
+    # People join by accepting an invitation (console or API), never by someone else's hand: no adding here, and a
+    # membership's person and organisation cannot be swapped for others.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Membership | None = None) -> list[str]:
+        return ["user", "organization"]
+
 
 @admin.register(Invitation)
 class InvitationAdmin(TenantAdminMixin, admin.ModelAdmin):
@@ -72,3 +81,6 @@ class InvitationAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_select_related = ["organization", "role"]
     search_fields = ["email", "organization__name"]
     exclude = ["token_hash"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the link's token is shown once, where invitations are made: the console and the API

@@ -8,7 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,6 +19,7 @@ from apps.orgs.serializers import (
     InvitationCreatedOut,
     InvitationCreateIn,
     InvitationOut,
+    MemberInvitedOut,
     MembershipCreateIn,
     MembershipOut,
     MembershipUpdateIn,
@@ -84,8 +85,27 @@ class TeamViewSet(
         return Response(TeamOut(team).data, status=status.HTTP_201_CREATED)
 
 
+MEMBER_INVITED = "An invitation was created; the person becomes a member when they accept it."
+
+
+def _invite(view: TenantViewSet, values: dict[str, Any]) -> Invitation:
+    invitation, token = service_call(
+        membership_services.invitation_create,
+        organization=values["organization"],
+        email=values["email"],
+        role=values["role"],
+        teams=values.get("teams", []),
+        lifetime=timedelta(hours=values["expires_in_hours"]),
+        actor=view.actor,
+        context=view.audit_context,
+    )
+    invitation.token = token
+    return invitation
+
+
 class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
-    """Members of the caller's organisations, with their role and teams. Removing one revokes their keys there."""
+    """Members of the caller's organisations, with their role and teams. Adding one sends an invitation; removing one
+    revokes their keys there."""
 
     model = Membership
     serializer_class = MembershipOut
@@ -96,26 +116,18 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
     def base_queryset(self) -> Any:
         return Membership.objects.select_related("user", "role").prefetch_related("teams")
 
-    @extend_schema(request=MembershipCreateIn, responses={201: MembershipOut})
+    @extend_schema(request=MembershipCreateIn, responses={202: MemberInvitedOut})
     def create(self, request: Request) -> Response:
+        """Add a person: they get an invitation (202) and become a member when they accept it. Nobody is added without
+        consent, and the answer never tells whether the address has an account."""
         data = MembershipCreateIn(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         values = data.validated_data
         self.check_may_add(values["organization"])
         self.check_role_within_reach(values["role"], values["organization"])
-        user = User.objects.filter(email__iexact=values["email"], is_active=True).first()
-        if user is None:
-            raise ValidationError({"email": ["No active user has this address; send an invitation instead."]})
-        membership = service_call(
-            membership_services.membership_create,
-            organization=values["organization"],
-            user=user,
-            role=values["role"],
-            teams=values.get("teams", []),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(MembershipOut(membership).data, status=status.HTTP_201_CREATED)
+        invitation = _invite(self, values)
+        invitation.detail = MEMBER_INVITED
+        return Response(MemberInvitedOut(invitation).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=MembershipUpdateIn, responses=MembershipOut)
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -158,6 +170,9 @@ class InvitationViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.Retri
     service_object = "invitation"
     delete_service = staticmethod(membership_services.invitation_revoke)
 
+    def base_queryset(self) -> Any:
+        return Invitation.objects.prefetch_related("teams")
+
     @extend_schema(request=InvitationCreateIn, responses={201: InvitationCreatedOut})
     def create(self, request: Request) -> Response:
         data = InvitationCreateIn(data=request.data, context={"request": request})
@@ -165,17 +180,7 @@ class InvitationViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.Retri
         values = data.validated_data
         self.check_may_add(values["organization"])
         self.check_role_within_reach(values["role"], values["organization"])
-        invitation, token = service_call(
-            membership_services.invitation_create,
-            organization=values["organization"],
-            email=values["email"],
-            role=values["role"],
-            lifetime=timedelta(hours=values["expires_in_hours"]),
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        invitation.token = token
-        return Response(InvitationCreatedOut(invitation).data, status=status.HTTP_201_CREATED)
+        return Response(InvitationCreatedOut(_invite(self, values)).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=InvitationAcceptIn, responses={201: MembershipOut})
     @action(detail=False, methods=["post"])

@@ -132,7 +132,9 @@ def membership_create(
     teams: list[Team] | None = None,
     context: AuditContext | None = None,
 ) -> Membership:
-    """Add an existing user to `organization` with `role` (and teams of that organisation)."""
+    """Make `user` a member of `organization` with `role` (and teams of that organisation). Only for a person's own
+    act (accepting an invitation, signing in through SSO, `inferia init`): others add people with `invitation_create`,
+    which neither adds anyone without consent nor tells whether an address has an account."""
     _check_role(role, organization)
     teams = teams or []
     if any(team.organization_id != organization.pk for team in teams):
@@ -213,11 +215,16 @@ def invitation_create(
     email: str,
     role: Role,
     actor: Any,
+    teams: list[Team] | None = None,
     lifetime: timedelta = INVITATION_LIFETIME,
     context: AuditContext | None = None,
 ) -> tuple[Invitation, str]:
-    """An invitation to join `organization` with `role`. Returns it and its token (for the link), shown once."""
+    """An invitation to join `organization` with `role` (and `teams`). Returns it and its token (for the link), shown
+    once. It reads nothing about the address: the answer is the same whether or not it has an account."""
     _check_role(role, organization)
+    teams = teams or []
+    if any(team.organization_id != organization.pk for team in teams):
+        raise ValueError("a team belongs to another organisation")
     token = secrets.token_urlsafe(32)
     invitation = Invitation.objects.create(
         organization=organization,
@@ -227,11 +234,17 @@ def invitation_create(
         invited_by=actor if isinstance(actor, User) else None,
         expires_at=timezone.now() + lifetime,
     )
+    invitation.teams.set(teams)
     audit_record(
         action="invitation.create",
         actor=actor,
         target=invitation,
-        changes={"email": invitation.email, "role": role.slug, "expires_at": invitation.expires_at.isoformat()},
+        changes={
+            "email": invitation.email,
+            "role": role.slug,
+            "teams": [team.pk for team in teams],
+            "expires_at": invitation.expires_at.isoformat(),
+        },
         context=context,
     )
     return invitation, token
@@ -260,7 +273,12 @@ def invitation_accept(*, token: str, user: User, context: AuditContext | None = 
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
     return membership_create(
-        organization=invitation.organization, user=user, role=invitation.role, actor=user, context=context
+        organization=invitation.organization,
+        user=user,
+        role=invitation.role,
+        teams=list(invitation.teams.all()),
+        actor=user,
+        context=context,
     )
 
 

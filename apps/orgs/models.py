@@ -106,13 +106,15 @@ class Membership(models.Model):
 
 
 class Invitation(models.Model):
-    """An invitation by link to join an organisation with a role; the token is stored hashed."""
+    """An invitation by link to join an organisation with a role (and teams); the token is stored hashed. It is the
+    only way a person is added to an organisation: nobody joins without accepting."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
     role = models.ForeignKey("rbac.Role", on_delete=models.PROTECT, related_name="+")
     token_hash = models.CharField(max_length=64, unique=True)
     invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    teams = models.ManyToManyField(Team, blank=True, related_name="+", help_text="Teams the member joins on accepting.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)

@@ -55,9 +55,10 @@ class MembershipOut(serializers.ModelSerializer):
 
 class MembershipCreateIn(serializers.Serializer):
     organization = TenantRelatedField(Organization)
-    email = serializers.EmailField(help_text="An existing user's address; invite people who have no account.")
+    email = serializers.EmailField(help_text="The person's address: they are invited, and join when they accept.")
     role = TenantRelatedField(Role)
     teams = TenantRelatedField(Team, many=True, required=False)
+    expires_in_hours = serializers.IntegerField(min_value=1, max_value=24 * 30, default=24 * 7)
 
 
 class MembershipUpdateIn(serializers.Serializer):
@@ -68,7 +69,17 @@ class MembershipUpdateIn(serializers.Serializer):
 class InvitationOut(serializers.ModelSerializer):
     class Meta:
         model = Invitation
-        fields = ["id", "organization", "email", "role", "created_at", "expires_at", "accepted_at", "revoked_at"]
+        fields = [
+            "id",
+            "organization",
+            "email",
+            "role",
+            "teams",
+            "created_at",
+            "expires_at",
+            "accepted_at",
+            "revoked_at",
+        ]
 
 
 class InvitationCreatedOut(InvitationOut):
@@ -78,10 +89,21 @@ class InvitationCreatedOut(InvitationOut):
         fields = [*InvitationOut.Meta.fields, "token"]
 
 
+class MemberInvitedOut(InvitationCreatedOut):
+    """The answer to adding a member: the invitation they must accept, the same whether or not they have an
+    account."""
+
+    detail = serializers.CharField(read_only=True)
+
+    class Meta(InvitationCreatedOut.Meta):
+        fields = [*InvitationCreatedOut.Meta.fields, "detail"]
+
+
 class InvitationCreateIn(serializers.Serializer):
     organization = TenantRelatedField(Organization)
     email = serializers.EmailField()
     role = TenantRelatedField(Role)
+    teams = TenantRelatedField(Team, many=True, required=False)
     expires_in_hours = serializers.IntegerField(min_value=1, max_value=24 * 30, default=24 * 7)
 
 

@@ -40,15 +40,17 @@ def test_a_viewer_gets_403_on_a_team_they_can_see(acme, viewer, as_user):
     assert as_user(viewer).patch(f"/api/teams/{acme.team.pk}/", {"name": "x"}, format="json").status_code == 403
 
 
-def test_an_owner_adds_a_user_as_member_with_teams(acme, owner, roles, as_user):
+def test_an_owner_invites_a_user_who_joins_with_teams_on_accepting(acme, owner, roles, as_user):
     newcomer = User.objects.create_user("new@acme.test", "correct horse battery")
     response = as_user(owner).post(
         "/api/members/",
         {"organization": acme.org.pk, "email": newcomer.email, "role": roles["member"].pk, "teams": [acme.team.pk]},
         format="json",
     )
-    assert response.status_code == 201, response.data
+    assert response.status_code == 202, response.data
     assert response.data["teams"] == [acme.team.pk]
+    accepted = as_user(newcomer).post("/api/invitations/accept/", {"token": response.data["token"]}, format="json")
+    assert accepted.data["teams"] == [acme.team.pk]
 
 
 def test_a_custom_role_of_another_organisation_cannot_be_given(acme, globex, owner, as_user):

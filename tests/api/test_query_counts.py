@@ -13,7 +13,7 @@ LISTS = {
     "/api/organizations/": 4,
     "/api/teams/": 4,
     "/api/members/": 5,
-    "/api/invitations/": 4,
+    "/api/invitations/": 5,  # + the teams each invitation joins (one prefetch)
     "/api/roles/": 6,
     "/api/keys/": 4,
     "/api/providers/": 4,
