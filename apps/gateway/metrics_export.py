@@ -17,15 +17,19 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 import prometheus_client
+import redis
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 from django_prometheus.middleware import PrometheusAfterMiddleware as _PrometheusAfterMiddleware
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from apps.audit.usage_backlog import usage_backlog
 from apps.gateway.metrics import LiveLabels, series_prune
 from apps.gateway.selectors import metric_labels_live
+from inferia_site.redis_clients import sync_redis
 
 
 class _Collector(Protocol):
@@ -44,6 +48,40 @@ class _LiveOnly:
             if family.name.startswith("inferia_gateway_"):
                 family.samples = [s for s in family.samples if self.live.sample_alive(s.name, s.labels)]
             yield family
+
+
+class _UsageBacklog:
+    """The usage flush as the platform sees it: events waiting in the stream, the age of the oldest (the flush's
+    lag) and dead letters (events the worker could not store; `inferia usage dead-letters` shows them). Read from
+    Redis at scrape time, so every web process reports the same values (alert on max, not sum)."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            backlog = usage_backlog(sync_redis())
+        except redis.RedisError:
+            return  # nothing to report; the gateway's own 503s and Redis's exporter say why
+        yield GaugeMetricFamily(
+            "inferia_usage_events_waiting", "Usage events in the stream not stored yet.", value=backlog.waiting
+        )
+        yield GaugeMetricFamily(
+            "inferia_usage_flush_lag_seconds",
+            "Age of the oldest usage event not stored yet (0 when the stream is empty).",
+            value=backlog.lag_seconds,
+        )
+        yield GaugeMetricFamily(
+            "inferia_usage_dead_letters",
+            "Usage events the worker could not store, kept until replayed (`inferia usage dead-letters`).",
+            value=backlog.dead_letters,
+        )
+
+
+class _Together:
+    def __init__(self, *collectors: _Collector) -> None:
+        self.collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
 
 
 def scrape_allowed(request: HttpRequest) -> bool:
@@ -71,7 +109,8 @@ def metrics_scrape(request: HttpRequest) -> HttpResponse:
     source: _Collector = prometheus_client.REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
         source = MultiProcessCollector(None)
-    body = prometheus_client.generate_latest(_LiveOnly(source, live))  # type: ignore[arg-type]
+    scrape = _Together(_LiveOnly(source, live), _UsageBacklog())
+    body = prometheus_client.generate_latest(scrape)  # type: ignore[arg-type]
     return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
 
 

@@ -119,3 +119,17 @@ def test_inferia_usage_dead_letters_lists_them_and_exits_1_until_replayed(tenant
     assert "stored 1, still refused 0" in replayed.stdout
     assert (after.returncode, json.loads(after.stdout)["count"]) == (0, 0)
     assert UsageRecord.objects.filter(request_id="poisoned-3").exists()
+
+
+def test_the_scrape_reports_waiting_events_the_flush_lag_and_dead_letters(tenant, gateway, redis_cache):
+    from tests.gateway.test_metrics import scrape, value
+
+    _one_dead_letter(tenant, redis_cache)
+    redis_cache.delete(settings.INFERIA_USAGE_STREAM)
+    redis_cache.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: "{}"}, id="1000-0")  # appended in 1970
+
+    samples = scrape(gateway.url)
+
+    assert value(samples, "inferia_usage_dead_letters") == 1
+    assert value(samples, "inferia_usage_events_waiting") == 1
+    assert value(samples, "inferia_usage_flush_lag_seconds") > 1_000_000_000
