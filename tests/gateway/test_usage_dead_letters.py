@@ -133,3 +133,23 @@ def test_the_scrape_reports_waiting_events_the_flush_lag_and_dead_letters(tenant
     assert value(samples, "inferia_usage_dead_letters") == 1
     assert value(samples, "inferia_usage_events_waiting") == 1
     assert value(samples, "inferia_usage_flush_lag_seconds") > 1_000_000_000
+
+
+def test_the_console_tells_the_superadmin_and_only_them(tenant, redis_cache, roles):
+    from django.test import Client
+
+    from apps.orgs.models import Membership, User
+
+    _one_dead_letter(tenant, redis_cache)
+    admin = User.objects.create_superuser("root@inferia.test", "correct horse battery")
+    owner = User.objects.create_user("owner@acme.test", "correct horse battery")
+    Membership.objects.create(user=owner, organization=tenant.organization, role=roles["owner"])
+    pages = {}
+    for user in (admin, owner):
+        client = Client()
+        client.force_login(user)
+        pages[user] = client.get("/console/usage/").content.decode()
+
+    assert 'data-testid="dead-letters-notice"' in pages[admin]
+    assert "1 usage event could not be stored" in pages[admin]
+    assert 'data-testid="dead-letters-notice"' not in pages[owner]
