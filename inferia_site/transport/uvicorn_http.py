@@ -25,11 +25,13 @@ LIMITS = TransportLimits.from_env()
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """One connection. `_header_room` is what the current request's headers may still take (None once they are
-    complete); `_deadline` is the timer of the phase in progress (headers, then body)."""
+    complete); `_deadline` is the timer of the phase in progress. Timers exist only for a connection that has just
+    opened and for a request that spans several reads: one that arrives whole (the usual case) costs none."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_room: int | None = LIMITS.max_header_bytes
+        self._body_pending = False
         self._deadline: asyncio.TimerHandle | None = None
         self._body_read_at = 0.0
 
@@ -50,38 +52,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if room is not None:
                 self._header_room = room - len(data)
             super().data_received(data)
-            return
-        # Past the limit unless the headers end within it: parse only that much, so nothing more is buffered.
-        self._header_room = 0
-        super().data_received(data[:room])
-        if self.transport.is_closing():
-            return
-        if self._header_room is None:
-            super().data_received(data[room:])
         else:
-            self._refuse(HEADERS_TOO_LARGE)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._deadline is None:  # a later request on a kept-alive connection: its own time for headers
+            # Past the limit unless the headers end within it: parse only that much, so nothing more is buffered.
+            self._header_room = 0
+            super().data_received(data[:room])
+            if self.transport.is_closing():
+                return
+            if self._header_room is not None:
+                self._refuse(HEADERS_TOO_LARGE)
+                return
+            super().data_received(data[room:])
+        if self._body_pending:
+            self._body_read_at = self.loop.time()
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(LIMITS.body_timeout_s, self._body_late)
+        elif self._deadline is None and self._header_room is not None and self._header_room < LIMITS.max_header_bytes:
+            # A request begun on a kept-alive connection: its own time for the rest of its headers.
             self._deadline = self.loop.call_later(LIMITS.header_timeout_s, self._headers_late)
 
     def on_headers_complete(self) -> None:
         self._header_room = None
         self._cancel_deadline()
         super().on_headers_complete()
-        if self.parser.should_upgrade() and self._should_upgrade():
-            return  # a WebSocket: the protocol that takes over has its own timeouts
-        self._body_read_at = self.loop.time()
-        self._deadline = self.loop.call_later(LIMITS.body_timeout_s, self._body_late)
-
-    def on_body(self, body: bytes) -> None:
-        self._body_read_at = self.loop.time()
-        super().on_body(body)
+        # A WebSocket is handed to a protocol with timeouts of its own.
+        self._body_pending = not (self.parser.should_upgrade() and self._should_upgrade())
 
     def on_message_complete(self) -> None:
-        self._cancel_deadline()
+        self._body_pending = False
         self._header_room = LIMITS.max_header_bytes
+        self._cancel_deadline()
         super().on_message_complete()
 
     def _cancel_deadline(self) -> None:
@@ -99,6 +98,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_late(self) -> None:
         self._deadline = None
+        if not self._body_pending:
+            return
         silent_for = self.loop.time() - self._body_read_at
         if silent_for < LIMITS.body_timeout_s or self.flow.read_paused:
             # Data came meanwhile, or we stopped reading (the application is behind): not the client's fault.

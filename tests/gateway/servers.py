@@ -92,17 +92,20 @@ def running_sim(*flags: str) -> Iterator[Process]:
 
 
 def web_start(database_url: str, *, server: str = "uvicorn", extra_env: dict[str, str] | None = None) -> Process:
-    """The whole ASGI application (`inferia_site.asgi`) on a free port, on the given database."""
+    """The whole ASGI application (`inferia_site.asgi`) on a free port, on the given database, with the transport
+    limits `inferia start web` runs it with."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, **(extra_env or {})}
     if server == "uvicorn":
         args = [
             sys.executable, "-m", "uvicorn", "inferia_site.asgi:application", "--host", "127.0.0.1", "--port",
-            str(port), "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", "--no-access-log",
+            str(port), "--loop", "uvloop", "--http", "inferia_site.transport.uvicorn_http:GuardedHttpToolsProtocol",
+            "--lifespan", "off", "--no-access-log",
             "--timeout-graceful-shutdown", env.get("INFERIA_DRAIN_SECONDS", "30"),
         ]  # fmt: skip
     else:
-        args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "inferia_site.asgi:application"]
+        args = [sys.executable, "-m", "inferia_site.transport.daphne_http", "-b", "127.0.0.1", "-p", str(port)]
+        args.append("inferia_site.asgi:application")
     process = Process(args, port, env=env)
     wait_http(process.url + "/healthz", process=process.popen)
     return process
