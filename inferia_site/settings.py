@@ -184,14 +184,21 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns at every star
 WHITENOISE_AUTOREFRESH = DEBUG
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.rbac.drf_schema.ErrorDocumentingAutoSchema",
     # No Basic auth: passwords go through the console's login (throttling, 2FA); scripts use API keys.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.rbac.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "apps.rbac.drf_input.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # Strings with NUL or other control characters are a 400 (apps/rbac/drf_input.py); any other error is JSON.
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.rbac.drf_input.TextSafeJSONParser",
+        "apps.rbac.drf_input.TextSafeFormParser",
+        "apps.rbac.drf_input.TextSafeMultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "apps.rbac.drf_input.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Inferia management API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False}
 

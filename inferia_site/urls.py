@@ -24,3 +24,7 @@ urlpatterns = [
 admin.site.site_header = "Inferia administration"
 admin.site.site_title = "Inferia"
 admin.site.index_title = "Platform"
+
+# Under /api/ a missing route or an error outside any view answers JSON, as the API's own errors do.
+handler404 = "apps.rbac.drf_input.page_not_found"
+handler500 = "apps.rbac.drf_input.server_error"

@@ -250,7 +250,7 @@ class DeploymentViewSet(
         return Response(DeploymentOut(deployment).data)
 
     @extend_schema(responses=DeploymentEventOut(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # the newest 200, as a list (not pages)
     def events(self, request: Request, pk: str) -> Response:
         """The deployment's state transitions, newest first, each with its reason."""
         deployment = self.get_object()
