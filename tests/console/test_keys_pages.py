@@ -90,6 +90,14 @@ def test_a_created_keys_secret_is_shown_once_with_a_copy_button(acme, owner, sig
     assert secret not in client.get("/console/keys/").content.decode()
 
 
+def test_a_key_expiring_on_a_past_day_is_refused(acme, owner, signed_in):
+    client = signed_in(owner)
+    body = {"organization": acme.org.pk, "name": "late", "scopes": ["inference"], "expires_on": "2020-01-01"}
+    response = client.post("/console/keys/new/", body, follow=True)
+    assert "in the past" in response.content.decode()
+    assert not ApiKey.objects.filter(name="late").exists()
+
+
 def test_rotate_keeps_the_old_key_for_the_grace_period_and_shows_the_new_secret(acme, owner, signed_in):
     client = signed_in(owner)
     key = acme.key.key
