@@ -20,6 +20,7 @@ from guardian.admin import GuardedModelAdmin
 
 from apps.audit.services import AuditContext
 from apps.compute import api_services
+from apps.compute.external_registration import external_deployment_create
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.compute.urlsafety import UnsafeUrlError
 from apps.orgs.models import Organization
@@ -184,7 +185,7 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
     def _register(self, request: HttpRequest, form: ExternalDeploymentForm) -> ModelDeployment | None:
         try:
             with transaction.atomic(durable=True):
-                deployment: ModelDeployment = api_services.external_deployment_create(
+                deployment: ModelDeployment = external_deployment_create(
                     **form.service_arguments(), actor=request.user, context=_audit_context(request)
                 )
                 return deployment

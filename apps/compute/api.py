@@ -3,18 +3,22 @@ replicas (read-only: the worker manages them)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, AuthenticationFailed, PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.compute import api_services, lora, services
+from apps.compute.external_registration import external_deployment_register
 from apps.compute.health import engine_load_from_report, replica_heartbeat_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.compute.replica_logs import replica_logs_recent
@@ -46,6 +50,30 @@ from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
 from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
 
 
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "This conflicts with an existing record."
+    default_code = "conflict"
+
+
+def conflicts_as_409(service: Callable[..., Any]) -> Callable[..., Any]:
+    """`service` with a name its owner already uses answered 409 naming the holder (not a constraint's name), and
+    a unique row written meanwhile by a concurrent request answered 409 too."""
+
+    @functools.wraps(service)
+    def call(**kwargs: Any) -> Any:
+        try:
+            return service(**kwargs)
+        except api_services.NameTakenError as error:
+            raise Conflict(str(error)) from error
+        except IntegrityError as error:
+            raise Conflict(
+                "A record with this name was created meanwhile; look it up or choose another name."
+            ) from error
+
+    return call
+
+
 class ProviderViewSet(
     ServiceDestroyMixin, GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
 ):
@@ -60,13 +88,16 @@ class ProviderViewSet(
     service_object = "provider"
     delete_service = staticmethod(api_services.provider_delete)
 
-    @extend_schema(request=ProviderCreateIn, responses={201: ProviderOut})
+    @extend_schema(request=ProviderCreateIn, responses={201: ProviderOut, 409: None})
     def create(self, request: Request) -> Response:
         data = ProviderCreateIn(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         self.check_may_add(data.validated_data["organization"])
         provider = service_call(
-            api_services.provider_create, **data.validated_data, actor=self.actor, context=self.audit_context
+            conflicts_as_409(api_services.provider_create),
+            **data.validated_data,
+            actor=self.actor,
+            context=self.audit_context,
         )
         return Response(ProviderOut(provider).data, status=status.HTTP_201_CREATED)
 
@@ -78,7 +109,7 @@ class ProviderViewSet(
         changes = dict(data.validated_data)
         credentials = changes.pop("credentials", None)
         provider = service_call(
-            api_services.provider_update,
+            conflicts_as_409(api_services.provider_update),
             provider=provider,
             changes=changes,
             credentials=credentials,
@@ -107,7 +138,7 @@ class PoolViewSet(
     tenant_actions = GRANT_TENANT_ACTIONS
     service_object = "pool"
     update_in = PoolUpdateIn
-    update_service = staticmethod(api_services.pool_update)
+    update_service = staticmethod(conflicts_as_409(api_services.pool_update))
     delete_service = staticmethod(api_services.pool_delete)
 
     @extend_schema(request=PoolCreateIn, responses={201: PoolOut})
@@ -116,7 +147,10 @@ class PoolViewSet(
         data.is_valid(raise_exception=True)
         self.check_may_add(data.validated_data["organization"])
         pool = service_call(
-            api_services.pool_create, **data.validated_data, actor=self.actor, context=self.audit_context
+            conflicts_as_409(api_services.pool_create),
+            **data.validated_data,
+            actor=self.actor,
+            context=self.audit_context,
         )
         return Response(PoolOut(pool).data, status=status.HTTP_201_CREATED)
 
@@ -149,7 +183,7 @@ class DeploymentViewSet(
     }
     service_object = "deployment"
     update_in = DeploymentUpdateIn
-    update_service = staticmethod(api_services.deployment_update)
+    update_service = staticmethod(conflicts_as_409(api_services.deployment_update))
     delete_service = staticmethod(api_services.deployment_delete)
 
     @extend_schema(request=DeploymentCreateIn, responses={201: DeploymentOut})
@@ -158,27 +192,34 @@ class DeploymentViewSet(
         data.is_valid(raise_exception=True)
         self.check_may_add(data.validated_data["organization"])
         deployment = service_call(
-            api_services.deployment_create, **data.validated_data, actor=self.actor, context=self.audit_context
-        )
-        return Response(DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=ExternalDeploymentCreateIn, responses={201: DeploymentOut})
-    @action(detail=False, methods=["post"])
-    def external(self, request: Request) -> Response:
-        """Adopt OpenAI-compatible servers the caller runs, in one call: an `external` provider with the base URLs
-        (SSRF-checked) and the upstream key (encrypted, never shown), a pool, and the deployment."""
-        data = ExternalDeploymentCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        organization = data.validated_data["organization"]
-        for model in (Provider, ComputePool, ModelDeployment):
-            self.check_may_add(organization, model)
-        deployment = service_call(
-            api_services.external_deployment_create,
+            conflicts_as_409(api_services.deployment_create),
             **data.validated_data,
             actor=self.actor,
             context=self.audit_context,
         )
         return Response(DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ExternalDeploymentCreateIn, responses={201: DeploymentOut, 200: DeploymentOut, 409: None})
+    @action(detail=False, methods=["post"])
+    def external(self, request: Request) -> Response:
+        """Adopt OpenAI-compatible servers the caller runs, in one call: an `external` provider with the base URLs
+        (SSRF-checked) and the upstream key (encrypted, never shown), a pool, and the deployment. The same URLs and
+        model under the same served name again change nothing (200, that deployment); other URLs or another model
+        under a served name already used are a 409 naming the deployment that has it."""
+        data = ExternalDeploymentCreateIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        organization = data.validated_data["organization"]
+        for model in (Provider, ComputePool, ModelDeployment):
+            self.check_may_add(organization, model)
+        deployment, created = service_call(
+            conflicts_as_409(external_deployment_register),
+            **data.validated_data,
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(
+            DeploymentOut(deployment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
     def _deployment_change(self, request: Request, deployment: Any, service: Any, schema: Any) -> Response:
         """Validate the body with `schema`, then apply `service` to the deployment with its fields, as the caller."""

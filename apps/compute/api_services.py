@@ -47,6 +47,35 @@ REGISTRATION_MARK = "registered_with_deployment"
 _AUDIT_NOUNS = {"provider": "provider", "computepool": "pool", "modeldeployment": "deployment"}
 
 
+class NameTakenError(ValueError):
+    """A name its owner already uses (a served model name, a provider's or a pool's): the REST API answers 409,
+    naming what holds it; other callers show it like any refusal."""
+
+    def __init__(self, message: str, *, existing: models.Model) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+def _owner_label(organization_id: int | None) -> str:
+    return "The platform" if organization_id is None else "This organisation"
+
+
+def owner_name_check(
+    model: type[models.Model], *, organization_id: int | None, field: str, value: str, pk: Any
+) -> None:
+    """Refuse a name the owner already uses, with a message naming the holder, before the unique constraint does
+    (its own message names no one)."""
+    existing = model._default_manager.filter(organization_id=organization_id, **{field: value}).exclude(pk=pk).first()
+    if existing is None:
+        return
+    owner = _owner_label(organization_id)
+    if isinstance(existing, ModelDeployment):
+        message = f"{owner} already serves {value!r}: deployment {existing.name!r} (id {existing.pk})"
+    else:
+        message = f"{owner} already has a {_kind(existing)} named {value!r} (id {existing.pk})"
+    raise NameTakenError(message, existing=existing)
+
+
 def _kind(obj: models.Model) -> str:
     return _AUDIT_NOUNS[obj._meta.model_name or ""]
 
@@ -135,6 +164,7 @@ def provider_create(
     """A provider of `organization` (None: the platform), its credentials encrypted at rest. Only kinds with a
     working adapter are accepted; an external provider's URLs are SSRF-checked."""
     _provider_config_check(kind, config or {})
+    owner_name_check(Provider, organization_id=getattr(organization, "pk", None), field="name", value=name, pk=None)
     provider = Provider(organization=organization, name=name, kind=kind, config=config or {})
     if credentials:
         provider.credentials_encrypted = credentials_encrypt(credentials)
@@ -156,6 +186,10 @@ def provider_update(
     """Edit a provider; new `credentials` replace the old ones (the audit event says only that they changed)."""
     if "config" in changes:
         _provider_config_check(changes.get("kind", provider.kind), changes["config"] or {})
+    if "name" in changes:
+        owner_name_check(
+            Provider, organization_id=provider.organization_id, field="name", value=changes["name"], pk=provider.pk
+        )
     if credentials is not None:
         provider.credentials_encrypted = credentials_encrypt(credentials)
     _changed(provider, changes, PROVIDER_FIELDS, actor, context)
@@ -178,6 +212,7 @@ def pool_create(
 ) -> ComputePool:
     """A pool on one of the owner's providers."""
     _same_owner(getattr(organization, "pk", None), provider, "provider")
+    owner_name_check(ComputePool, organization_id=getattr(organization, "pk", None), field="name", value=name, pk=None)
     pool = ComputePool(organization=organization, provider=provider, name=name, **fields)
     pool.full_clean()
     pool.save()
@@ -192,6 +227,10 @@ def pool_update(
     """Edit a pool (its provider must stay the owner's)."""
     if "provider" in changes:
         _same_owner(pool.organization_id, changes["provider"], "provider")
+    if "name" in changes:
+        owner_name_check(
+            ComputePool, organization_id=pool.organization_id, field="name", value=changes["name"], pk=pool.pk
+        )
     _changed(pool, changes, POOL_FIELDS, actor, context)
     return pool
 
@@ -215,6 +254,13 @@ def deployment_create(
     if "desired_replicas" not in fields:
         fields["desired_replicas"] = max(1, fields.get("min_replicas", 1))
     fields.setdefault("max_replicas", max(fields["desired_replicas"], fields.get("min_replicas", 1)))
+    owner_name_check(
+        ModelDeployment,
+        organization_id=getattr(organization, "pk", None),
+        field="served_model_name",
+        value=fields.get("served_model_name", ""),
+        pk=None,
+    )
     deployment = ModelDeployment(organization=organization, pool=pool, **fields)
     deployment.full_clean()
     _deployment_check(deployment)
@@ -232,6 +278,14 @@ def deployment_update(
     if "pool" in changes:
         _same_owner(deployment.organization_id, changes["pool"], "pool")
     deployment = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
+    if "served_model_name" in changes:
+        owner_name_check(
+            ModelDeployment,
+            organization_id=deployment.organization_id,
+            field="served_model_name",
+            value=changes["served_model_name"],
+            pk=deployment.pk,
+        )
     _changed(deployment, changes, DEPLOYMENT_FIELDS, actor, context)
     _deployment_check(deployment)
     if deployment.state == State.FAILED:
@@ -281,62 +335,3 @@ def deployment_share(
         context=context,
     )
     return deployment
-
-
-@transaction.atomic
-def external_deployment_create(
-    *,
-    organization: Any,
-    served_model_name: str,
-    base_urls: list[str],
-    actor: Any,
-    model_id: str = "",
-    api_key: str = "",
-    name: str = "",
-    replicas: int | None = None,
-    health_path: str = "",
-    price_input_per_mtok_micros: int = 0,
-    price_output_per_mtok_micros: int = 0,
-    context: AuditContext | None = None,
-) -> ModelDeployment:
-    """Adopt OpenAI-compatible servers the user already runs (vLLM, SGLang, TGI, a hosted API) as one deployment,
-    in one transaction: an `external` provider holding the SSRF-checked `base_urls` and the upstream `api_key`
-    (encrypted), a pool on it, and the deployment serving `served_model_name` from the upstream's `model_id`
-    (default: the same name). Each write is audited; the worker adopts one URL per replica after commit. The
-    provider is marked as made for this deployment, so that deleting the deployment deletes it and the pool."""
-    urls = external_base_urls_check(base_urls)  # UnsafeUrlError is a ValueError: a 400 naming the URL
-    config: dict[str, Any] = {"base_urls": urls, REGISTRATION_MARK: True}
-    if health_path:
-        if not health_path.startswith("/"):
-            raise ValueError("health_path must start with /")
-        config["health_path"] = health_path
-    count = len(urls) if replicas is None else replicas
-    if not 1 <= count <= len(urls):
-        raise ValueError(f"replicas must be from 1 to {len(urls)}: each replica adopts one base URL")
-    label = f"external: {served_model_name}"
-    provider = provider_create(
-        organization=organization,
-        name=label,
-        kind=Provider.Kind.EXTERNAL,
-        config=config,
-        credentials={"api_key": api_key} if api_key else None,
-        actor=actor,
-        context=context,
-    )
-    pool = pool_create(
-        organization=organization, provider=provider, name=label, max_nodes=len(urls), actor=actor, context=context
-    )
-    return deployment_create(
-        organization=organization,
-        pool=pool,
-        name=name or served_model_name,
-        served_model_name=served_model_name,
-        model_id=model_id or served_model_name,
-        min_replicas=count,
-        desired_replicas=count,
-        max_replicas=count,
-        price_input_per_mtok_micros=price_input_per_mtok_micros,
-        price_output_per_mtok_micros=price_output_per_mtok_micros,
-        actor=actor,
-        context=context,
-    )

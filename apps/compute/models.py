@@ -36,10 +36,16 @@ class Provider(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "name"], condition=Q(organization__isnull=False), name="compute_provider_name"
+                fields=["organization", "name"],
+                condition=Q(organization__isnull=False),
+                name="compute_provider_name",
+                violation_error_message="This organisation already has a provider with this name.",
             ),
             models.UniqueConstraint(
-                fields=["name"], condition=Q(organization__isnull=True), name="compute_provider_platform_name"
+                fields=["name"],
+                condition=Q(organization__isnull=True),
+                name="compute_provider_platform_name",
+                violation_error_message="The platform already has a provider with this name.",
             ),
         ]
 
@@ -66,10 +72,16 @@ class ComputePool(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "name"], condition=Q(organization__isnull=False), name="compute_pool_name"
+                fields=["organization", "name"],
+                condition=Q(organization__isnull=False),
+                name="compute_pool_name",
+                violation_error_message="This organisation already has a pool with this name.",
             ),
             models.UniqueConstraint(
-                fields=["name"], condition=Q(organization__isnull=True), name="compute_pool_platform_name"
+                fields=["name"],
+                condition=Q(organization__isnull=True),
+                name="compute_pool_platform_name",
+                violation_error_message="The platform already has a pool with this name.",
             ),
         ]
 
@@ -114,6 +126,14 @@ class ModelDeployment(models.Model):
     first_byte_timeout_s = models.FloatField(null=True, blank=True)
     idle_timeout_s = models.FloatField(null=True, blank=True)
     last_scaled_at = models.DateTimeField(null=True, blank=True, help_text="When the replica count last changed.")
+    consecutive_failures = models.PositiveIntegerField(
+        default=0, help_text="Replicas that failed since it last served steadily (the crash-loop count)."
+    )
+    last_failure_at = models.DateTimeField(null=True, blank=True, help_text="When a replica last failed.")
+    last_error = models.TextField(blank=True, help_text="The error of the replica that failed last.")
+    replace_after = models.DateTimeField(
+        null=True, blank=True, help_text="No new replica is started before this (crash-loop back-off)."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -124,13 +144,19 @@ class ModelDeployment(models.Model):
                 fields=["organization", "served_model_name"],
                 condition=Q(organization__isnull=False),
                 name="compute_deployment_served_name",
+                violation_error_message="This organisation already serves a model under this name.",
             ),
             models.UniqueConstraint(
                 fields=["served_model_name"],
                 condition=Q(organization__isnull=True),
                 name="compute_deployment_platform_served_name",
+                violation_error_message="The platform already serves a model under this name.",
             ),
-            models.CheckConstraint(condition=Q(min_replicas__lte=models.F("max_replicas")), name="compute_min_le_max"),
+            models.CheckConstraint(
+                condition=Q(min_replicas__lte=models.F("max_replicas")),
+                name="compute_min_le_max",
+                violation_error_message="min_replicas cannot exceed max_replicas.",
+            ),
         ]
         indexes = [models.Index(fields=["state"])]
 

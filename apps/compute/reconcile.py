@@ -6,6 +6,15 @@ deployment's state follows (PENDING -> PROVISIONING -> READY <-> DEGRADED; STOPP
 change and periodically, holds the deployment's row lock while it decides (a second reconcile of the same
 deployment skips instead of waiting), and only enqueues the slow work (provision, teardown) after commit.
 
+Replacing a failed replica at once, for ever, turns an engine that cannot start into an endless churn of replicas
+(and of money). So replacements back off like Kubernetes' CrashLoopBackOff: the first failure is replaced at once,
+each further one in a row doubles the wait before the next replica (INFERIA_REPLICA_BACKOFF_SECONDS up to
+INFERIA_REPLICA_BACKOFF_MAX_SECONDS); the count resets once the deployment has been READY for
+INFERIA_DEPLOYMENT_FAILURE_RESET_SECONDS; after INFERIA_DEPLOYMENT_MAX_FAILURES in a row with no replica serving, the
+deployment goes FAILED with the last error (starting or changing it tries again). While some replicas still serve it
+stays DEGRADED and keeps retrying at the capped delay: failing it would take the serving ones out of routing. Stopped
+replica rows are kept per deployment up to INFERIA_DEPLOYMENT_STOPPED_REPLICAS_KEPT, for their errors.
+
 `deployment_autoscale_run` moves `desired_replicas` between min and max on queue depth (vLLM's waiting requests)
 and KV-cache use, with a cool-down after every change.
 """
@@ -14,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -83,9 +92,12 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
     plan.teardown += [r.pk for r in stopping if r.updated_at < stale]
     failed = [r for r in replicas if r.state == RState.FAILED]
     active = [r for r in replicas if r.state in ACTIVE_STATES]
-    if failed:  # self-healing: tear the dead down; the count below replaces them
+    _failures_forget_if_steady(deployment, now)
+    if failed:  # self-healing: tear the dead down; the count below replaces them, once its back-off has passed
         _mark_stopping(failed, now)
         plan.teardown += [r.pk for r in failed]
+        if deployment.state not in (State.STOPPING, State.STOPPED, State.FAILED):
+            _failures_record(deployment, failed, now)
 
     if deployment.state in (State.STOPPING, State.STOPPED):
         if active:
@@ -96,6 +108,10 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
         return plan
     if deployment.state == State.FAILED:
         return plan  # waits for a change or a start; failing again and again would only burn money
+    if _crash_loop_give_up(deployment, active):
+        _mark_stopping(active, now)  # none serves; those still starting would only fail the same way
+        plan.teardown += [r.pk for r in active]
+        return plan
 
     desired = min(deployment.desired_replicas, deployment.max_replicas)
     if len(active) > desired:
@@ -103,7 +119,10 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
         _mark_stopping(extras, now)
         plan.teardown += [r.pk for r in extras]
         active = [r for r in active if r not in extras]
-    for _ in range(desired - len(active)):
+    missing = desired - len(active)
+    if deployment.replace_after is not None and now < deployment.replace_after:
+        missing = 0  # backing off; `_failures_record` scheduled the reconcile that replaces them
+    for _ in range(missing):
         replica = Replica.objects.create(deployment=deployment)
         active.append(replica)
         plan.provision.append(replica.pk)
@@ -119,7 +138,72 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
         )
     ]
     _deployment_state_follow(deployment, active, replaced=len(failed), desired=desired)
+    _stopped_replicas_prune(deployment)
     return plan
+
+
+def replica_backoff_seconds(failures: int) -> float:
+    """How long the replacement of a deployment's `failures`-th failed replica in a row waits: none for the first
+    (a node that died after serving well is replaced at once), then 10 s, 20 s, 40 s, ... up to 5 minutes (with the
+    default settings)."""
+    if failures <= 1:
+        return 0.0
+    base = settings.INFERIA_REPLICA_BACKOFF_SECONDS
+    return float(min(base * 2 ** (failures - 2), settings.INFERIA_REPLICA_BACKOFF_MAX_SECONDS))
+
+
+def _failures_record(deployment: ModelDeployment, failed: list[Replica], now: datetime) -> None:
+    latest = max(failed, key=lambda r: (r.updated_at, r.pk))
+    deployment.consecutive_failures += len(failed)
+    deployment.last_failure_at = now
+    deployment.last_error = latest.last_error or "the replica failed"
+    deployment.replace_after = now + timedelta(seconds=replica_backoff_seconds(deployment.consecutive_failures))
+    deployment.save(update_fields=["consecutive_failures", "last_failure_at", "last_error", "replace_after"])
+    wait_s, deployment_id = (deployment.replace_after - now).total_seconds(), deployment.pk
+    if wait_s > 0:
+        transaction.on_commit(lambda: _enqueue_reconcile_later(deployment_id, wait_s))
+
+
+def _failures_forget_if_steady(deployment: ModelDeployment, now: datetime) -> None:
+    """A deployment READY for the reset window since its last failure starts counting failures afresh."""
+    if not deployment.consecutive_failures or deployment.state != State.READY:
+        return
+    steady = now - timedelta(seconds=settings.INFERIA_DEPLOYMENT_FAILURE_RESET_SECONDS)
+    if deployment.state_changed_at <= steady and (deployment.last_failure_at or now) <= steady:
+        deployment.consecutive_failures = 0
+        deployment.replace_after = None
+        deployment.last_error = ""
+        deployment.save(update_fields=["consecutive_failures", "replace_after", "last_error"])
+
+
+def _crash_loop_give_up(deployment: ModelDeployment, active: list[Replica]) -> bool:
+    """FAILED after too many failures in a row, unless some replica still serves (then it keeps trying)."""
+    failures = deployment.consecutive_failures
+    if failures < settings.INFERIA_DEPLOYMENT_MAX_FAILURES or any(r.state == RState.READY for r in active):
+        return False
+    reason = f"gave up after {failures} replica failures in a row; last: {deployment.last_error}"
+    if deployment.state == State.READY:  # the state machine fails a deployment only once it no longer serves
+        deployment_transition_locked(deployment=deployment, to_state=State.DEGRADED, reason="no replica serving")
+    deployment_transition_locked(deployment=deployment, to_state=State.FAILED, reason=reason)
+    return True
+
+
+def _stopped_replicas_prune(deployment: ModelDeployment) -> None:
+    """Keep the newest INFERIA_DEPLOYMENT_STOPPED_REPLICAS_KEPT stopped replicas (their errors), delete older ones."""
+    keep = max(settings.INFERIA_DEPLOYMENT_STOPPED_REPLICAS_KEPT, 0)
+    old = list(deployment.replicas.filter(state=RState.STOPPED).order_by("-pk").values_list("pk", flat=True)[keep:])
+    if old:
+        Replica.objects.filter(pk__in=old, state=RState.STOPPED).delete()
+
+
+def _enqueue_reconcile_later(deployment_id: int, wait_s: float) -> None:
+    """The reconcile that starts the replacement once its back-off has passed (the periodic one is the safety net)."""
+    from apps.compute.tasks import deployment_reconcile
+
+    try:
+        deployment_reconcile.apply_async((deployment_id,), countdown=max(wait_s, 0.0))
+    except Exception:  # the broker is down: the beat's periodic reconcile starts the replacement later
+        logger.warning("could not schedule the reconcile of deployment %s", deployment_id, exc_info=True)
 
 
 def _mark_stopping(replicas: list[Replica], now: object) -> None:

@@ -62,7 +62,11 @@ def deployment_transition_locked(*, deployment: ModelDeployment, to_state: str, 
     deployment.state = to_state
     deployment.state_reason = reason
     deployment.state_changed_at = timezone.now()
-    deployment.save(update_fields=["state", "state_reason", "state_changed_at", "updated_at"])
+    fields = ["state", "state_reason", "state_changed_at", "updated_at"]
+    if to_state == State.PENDING:  # started or changed again: a fresh try, without the old crash loop's back-off
+        deployment.consecutive_failures, deployment.replace_after = 0, None
+        fields += ["consecutive_failures", "replace_after"]
+    deployment.save(update_fields=fields)
     deployment_progress_after_commit(deployment.pk, {"state": to_state, "reason": reason})  # the console's live page
     return True
 

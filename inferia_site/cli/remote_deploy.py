@@ -2,7 +2,8 @@
 
 `--external URL` adopts OpenAI-compatible servers the user already runs, in one call to
 `POST /api/deployments/external/` (an `external` provider holding the URLs and the upstream key, a pool on it and
-the deployment, made in one transaction).
+the deployment, made in one transaction). Running it again with the same URLs and model changes nothing and says so;
+the same served name with other URLs is the server's 409, naming the deployment that has it.
 """
 
 from __future__ import annotations
@@ -17,15 +18,27 @@ from inferia_site.cli.remote import ApiClient, RemoteError, api_client, json_pri
 def command_deploy(args: argparse.Namespace) -> int:
     client = api_client(args.url)
     organization = organization_id(client, args.org)
+    existed: set[int] = set()
     if args.external:
         if args.pool:
             raise RemoteError("--pool and --external exclude each other: an external deployment gets its own pool")
+        # Only to tell the user whether the answer is a deployment that was there already (the server decides).
+        existed = {
+            int(row["id"])
+            for row in client.pages("deployments/", {"organization": organization, "served_model_name": args.model})
+        }
         deployment = _deploy_external(client, organization, args)
     else:
         pool = pool_find(client, organization, args.pool)
         deployment = client.post("deployments/", _deployment_body(organization, pool["id"], args, replicas=1))
     if args.json:
         json_print(deployment)
+        return 0
+    if deployment["id"] in existed:
+        print(
+            f"{args.model!r} is already registered as deployment {deployment['name']!r} (id {deployment['id']}) with "
+            f"these URLs and model: nothing changed ({deployment['state']})"
+        )
         return 0
     count = deployment["desired_replicas"]
     print(

@@ -78,6 +78,19 @@ def test_it_refuses_a_non_public_address_and_creates_nothing(org, owner, as_user
     assert nothing_created()
 
 
+@pytest.mark.parametrize(
+    "url", ["http://134744072:8000", "http://0177.0.0.1:8000", "http://0x7f.1", "http://127.1", "http://10.1.2"]
+)
+def test_a_host_parsers_read_differently_is_refused_even_when_private_is_allowed(org, owner, as_user, settings, url):
+    settings.INFERIA_UPSTREAM_ALLOW_PRIVATE = True
+
+    response = as_user(owner).post(URL, body(org, base_urls=[url]), format="json")
+
+    assert response.status_code == 400
+    assert "dotted decimal" in str(response.data)
+    assert nothing_created()
+
+
 def test_a_private_address_is_accepted_when_the_setting_allows_it(org, owner, as_user, settings):
     settings.INFERIA_UPSTREAM_ALLOW_PRIVATE = True
 
@@ -116,9 +129,9 @@ def test_a_viewer_may_not_register_one(org, viewer, as_user):
 def test_a_taken_served_name_leaves_no_provider_or_pool_behind(org, owner, as_user):
     assert as_user(owner).post(URL, body(org), format="json").status_code == 201
 
-    again = as_user(owner).post(URL, body(org, name="other"), format="json")
+    again = as_user(owner).post(URL, body(org, name="other", base_urls=["http://93.184.215.15"]), format="json")
 
-    assert again.status_code == 400
+    assert again.status_code == 409
     assert (Provider.objects.count(), ComputePool.objects.count(), ModelDeployment.objects.count()) == (1, 1, 1)
 
 

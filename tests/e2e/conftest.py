@@ -71,6 +71,9 @@ E2E_COMPUTE_ENV = {
     "INFERIA_AUTOSCALE_WAITING_PER_REPLICA": "2",
     "INFERIA_AUTOSCALE_UP_COOLDOWN_SECONDS": "3",
     "INFERIA_AUTOSCALE_DOWN_COOLDOWN_SECONDS": "6",
+    # A crash loop's back-off in seconds, not minutes (tests/e2e/test_crash_loop.py).
+    "INFERIA_REPLICA_BACKOFF_SECONDS": "0.5",
+    "INFERIA_REPLICA_BACKOFF_MAX_SECONDS": "2",
 }
 
 

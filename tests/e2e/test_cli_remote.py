@@ -226,7 +226,10 @@ def test_deploy_creates_a_deployment_on_a_pool_once(cli):
     shape = (created["served_model_name"], created["model_id"], created["desired_replicas"], created["state"])
     assert shape == ("cli-idle", "org/cli-idle", 0, "pending")
     assert again.returncode == 1
-    assert "HTTP 400" in again.stderr
+    assert f"HTTP 409: This organisation already serves 'cli-idle': deployment 'cli-idle' (id {created['id']})" in (
+        again.stderr
+    )
+    assert "compute_deployment" not in again.stderr
     assert "Traceback" not in again.stderr
 
 
@@ -246,6 +249,23 @@ def test_deploy_external_adopts_a_running_server_as_a_ready_replica(cli, platfor
             break
         assert time.monotonic() < deadline, replicas
         time.sleep(0.5)
+
+
+def test_deploy_external_again_with_the_same_urls_is_a_no_op_and_other_urls_a_conflict(cli, platform, sim_url):
+    api = ApiClient(platform.base_url, platform.manage_key)
+    created = cli.json("deploy", "--external", sim_url, "--model", "cli-twice", "--model-id", "demo-chat")
+    deployments_before = api.get("deployments/")["count"]
+
+    again = cli("deploy", "--external", sim_url + "/", "--model", "cli-twice", "--model-id", "demo-chat")
+    elsewhere = cli("deploy", "--external", "http://127.0.0.1:9/", "--model", "cli-twice", "--model-id", "demo-chat")
+
+    assert again.returncode == 0, again.stderr
+    assert f"already registered as deployment 'cli-twice' (id {created['id']})" in again.stdout
+    assert elsewhere.returncode == 1
+    assert f"HTTP 409: This organisation already serves 'cli-twice': deployment 'cli-twice' (id {created['id']})" in (
+        elsewhere.stderr
+    )
+    assert api.get("deployments/")["count"] == deployments_before
 
 
 def test_deploy_external_refuses_an_unset_upstream_key_variable_and_creates_nothing(cli, platform, sim_url):
