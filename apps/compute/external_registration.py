@@ -92,7 +92,7 @@ def external_deployment_register(
     urls = external_base_urls_check(base_urls)
     existing = (
         ModelDeployment.objects.select_related("pool__provider")
-        .filter(organization_id=getattr(organization, "pk", None), served_model_name=served_model_name)
+        .filter(organization=organization, served_model_name=served_model_name)
         .first()
     )
     if existing is not None and _registered_as(existing, urls, model_id or served_model_name):
