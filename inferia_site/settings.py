@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import csp.constants as csp_constants
 import dj_database_url
 from dotenv import load_dotenv
 
@@ -86,6 +87,30 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if env_bool("INFERIA_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HSTS once the site is served over TLS (Django sends it on secure requests only). INFERIA_HSTS_SECONDS=0 turns it off.
+SERVED_OVER_TLS = SECURE_COOKIES or env_bool("INFERIA_BEHIND_TLS_PROXY", False)
+SECURE_HSTS_SECONDS = env_int("INFERIA_HSTS_SECONDS", 365 * 24 * 3600) if SERVED_OVER_TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("INFERIA_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("INFERIA_HSTS_PRELOAD", False)
+# Content-Security-Policy (django-csp) on every page Django renders: scripts and styles only from our own static
+# files (a template that needs an inline script gives it nonce="{{ request.csp_nonce }}"), no plugins, no framing,
+# forms post back here. The two API documentation pages are third-party UIs that load from a CDN and run inline
+# scripts, so they go without it.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/", "/v1/docs"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", csp_constants.NONCE],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 # Proxies whose X-Forwarded-For names the client (CIDRs); from anyone else the header is ignored (client_address.py).
 try:
     INFERIA_TRUSTED_PROXIES = trusted_proxy_networks_parse(env_list("INFERIA_TRUSTED_PROXIES"))
@@ -120,6 +145,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
