@@ -85,9 +85,6 @@ class TeamViewSet(
         return Response(TeamOut(team).data, status=status.HTTP_201_CREATED)
 
 
-MEMBER_INVITED = "An invitation was created; the person becomes a member when they accept it."
-
-
 def _invite(view: TenantViewSet, values: dict[str, Any]) -> Invitation:
     invitation, token = service_call(
         membership_services.invitation_create,
@@ -125,9 +122,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         values = data.validated_data
         self.check_may_add(values["organization"])
         self.check_role_within_reach(values["role"], values["organization"])
-        invitation = _invite(self, values)
-        invitation.detail = MEMBER_INVITED
-        return Response(MemberInvitedOut(invitation).data, status=status.HTTP_202_ACCEPTED)
+        return Response(MemberInvitedOut(_invite(self, values)).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=MembershipUpdateIn, responses=MembershipOut)
     def partial_update(self, request: Request, pk: str) -> Response:

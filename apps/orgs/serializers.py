@@ -89,14 +89,20 @@ class InvitationCreatedOut(InvitationOut):
         fields = [*InvitationOut.Meta.fields, "token"]
 
 
+MEMBER_INVITED = "An invitation was created; the person becomes a member when they accept it."
+
+
 class MemberInvitedOut(InvitationCreatedOut):
     """The answer to adding a member: the invitation they must accept, the same whether or not they have an
     account."""
 
-    detail = serializers.CharField(read_only=True)
+    detail = serializers.SerializerMethodField()
 
     class Meta(InvitationCreatedOut.Meta):
         fields = [*InvitationCreatedOut.Meta.fields, "detail"]
+
+    def get_detail(self, invitation: Invitation) -> str:
+        return MEMBER_INVITED
 
 
 class InvitationCreateIn(serializers.Serializer):
