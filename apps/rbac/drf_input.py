@@ -25,7 +25,6 @@ from rest_framework import exceptions, parsers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import exception_handler, set_rollback
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +124,9 @@ class UtcDateTimeFilter(IsoDateTimeFilter):
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, and a JSON 500 for what it does not handle (the traceback goes to the log)."""
+    # Imported here: rest_framework.views reads DEFAULT_PARSER_CLASSES (this module) when it is first imported.
+    from rest_framework.views import exception_handler, set_rollback
+
     response = exception_handler(exc, context)
     if response is not None:
         return response
