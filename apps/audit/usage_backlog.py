@@ -64,7 +64,8 @@ def dead_letters_count(client: redis.Redis) -> int:
 
 def dead_letters_list(client: redis.Redis, *, limit: int = 100) -> list[DeadLetter]:
     """The oldest `limit` dead letters."""
-    return [_letter(entry_id, fields) for entry_id, fields in client.xrange(dead_letter_stream(), count=limit)]
+    entries: Any = client.xrange(dead_letter_stream(), count=limit)
+    return [_letter(entry_id, fields) for entry_id, fields in entries]
 
 
 def dead_letters_remove(client: redis.Redis, ids: list[str]) -> None:
