@@ -135,3 +135,13 @@ def test_another_organisations_policies_are_not_found(acme, globex, owner, signe
     )
     assert key_policy.status_code == 302
     assert not Policy.objects.filter(api_key=globex.key.key).exists()
+
+
+def test_a_nul_escaped_in_a_json_box_is_a_form_error_not_a_500(acme, owner, signed_in):
+    response = signed_in(owner).post(
+        "/console/policies/profiles/new/",
+        {"organization": acme.org.pk, "name": "nul", "input_actions": '{"email": "bl\\u0000ock"}'},
+    )
+    assert response.status_code == 200
+    assert b"control characters" in response.content
+    assert not GuardrailProfile.objects.filter(name="nul").exists()

@@ -112,3 +112,13 @@ def test_an_owner_deletes_a_template(acme, owner, signed_in):
     response = signed_in(owner).post(f"/console/templates/{acme.template.pk}/delete/")
     assert response["Location"] == "/console/templates/"
     assert not PromptTemplate.objects.filter(pk=acme.template.pk).exists()
+
+
+def test_a_nul_escaped_in_the_messages_is_refused_with_the_reason(acme, owner, signed_in):
+    template = acme.template
+    messages = '[{"role": "user", "content": "a\\u0000b"}]'
+    response = signed_in(owner).post(f"/console/templates/{template.pk}/versions/", {"messages": messages})
+    assert response.status_code == 400
+    assert b"control characters" in response.content
+    template.refresh_from_db()
+    assert template.latest_version == 1

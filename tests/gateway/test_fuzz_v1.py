@@ -115,4 +115,5 @@ def test_generated_requests_get_openai_shaped_answers_and_exactly_one_usage_reco
     stored = list(
         UsageRecord.objects.filter(organization_id=tenant.organization.pk).values_list("request_id", flat=True)
     )
+    print(f"{len(answered)} generated requests answered, {len(stored)} usage records")  # figures for `-s`
     assert sorted(stored) == sorted(answered)

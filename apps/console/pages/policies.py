@@ -18,6 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.console.pages.support import (
+    json_fields_clean,
     keyset_page,
     may,
     organization_current,
@@ -94,17 +95,7 @@ class ProfileForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        for name, kind in self.JSON_FIELDS.items():
-            text = (cleaned.get(name) or "").strip()
-            try:
-                value = json.loads(text) if text else kind()
-            except ValueError:
-                self.add_error(name, "Not valid JSON.")
-                continue
-            if not isinstance(value, kind):
-                self.add_error(name, f"Expected a JSON {'object' if kind is dict else 'array'}.")
-                continue
-            cleaned[name] = value
+        json_fields_clean(self, cleaned, self.JSON_FIELDS)
         cleaned["blocklist"] = [line.strip() for line in (cleaned.get("blocklist") or "").splitlines() if line.strip()]
         return cleaned
 

@@ -11,15 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from django import forms
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest
 from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import ParseError
 
 from apps.audit.services import AuditContext
 from apps.orgs.models import Membership, Organization
+from apps.rbac.drf_input import control_character_refuse
 from apps.rbac.restrict import Principal, organizations_allowing, restrict
 from inferia_site.client_address import client_address
 
@@ -228,3 +231,26 @@ def query_without(request: HttpRequest, *names: str) -> str:
     for name in names:
         params.pop(name, None)
     return params.urlencode()
+
+
+def json_fields_clean(form: forms.Form, cleaned: dict[str, Any], fields: dict[str, type]) -> dict[str, Any]:
+    """Parse a form's JSON text boxes into `cleaned` (each must hold the given kind, dict or list); a form error
+    for bad JSON, the wrong kind, or a string holding a control character (a `\\u0000` escape would otherwise
+    reach PostgreSQL, which refuses NUL in JSONB)."""
+    for name, kind in fields.items():
+        text = (cleaned.get(name) or "").strip()
+        try:
+            value = json.loads(text) if text else kind()
+        except ValueError:
+            form.add_error(name, "Not valid JSON.")
+            continue
+        if not isinstance(value, kind):
+            form.add_error(name, f"Expected a JSON {'object' if kind is dict else 'array'}.")
+            continue
+        try:
+            control_character_refuse(value)
+        except ParseError as error:
+            form.add_error(name, str(error.detail))
+            continue
+        cleaned[name] = value
+    return cleaned

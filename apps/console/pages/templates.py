@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.console.pages.support import (
+    json_fields_clean,
     keyset_page,
     may,
     organization_current_slug,
@@ -52,17 +53,7 @@ class VersionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        for name, kind in self.JSON_FIELDS.items():
-            text = (cleaned.get(name) or "").strip()
-            try:
-                value = json.loads(text) if text else kind()
-            except ValueError:
-                self.add_error(name, "Not valid JSON.")
-                continue
-            if not isinstance(value, kind):
-                self.add_error(name, f"Expected a JSON {'object' if kind is dict else 'array'}.")
-                continue
-            cleaned[name] = value
+        json_fields_clean(self, cleaned, self.JSON_FIELDS)
         return cleaned
 
     def content(self) -> dict[str, Any]:
