@@ -90,11 +90,26 @@ def web_spec(endpoints: Endpoints) -> ProcessSpec:
         "--timeout-graceful-shutdown", str(int(drain_seconds())),
     ]  # fmt: skip
     workers = env_int("INFERIA_WEB_WORKERS", 1)
+    env: dict[str, str] = {}
     if workers > 1:
         argv += ["--workers", str(workers)]
+        env = metrics_multiprocess_env(endpoints.port)
     if not access_log:
         argv.append("--no-access-log")  # one log line per request costs more than the gateway's own work
-    return ProcessSpec("web", argv)
+    return ProcessSpec("web", argv, env)
+
+
+def metrics_multiprocess_env(port: int) -> dict[str, str]:
+    """Several workers behind one port: each keeps its metrics in files of a shared folder that any worker's
+    `/metrics` sums (prometheus_client's multiprocess mode), emptied at start so that no dead worker's counts
+    linger. PROMETHEUS_MULTIPROC_DIR, when set, is used as it is."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return {}
+    folder = data_dir() / "prometheus" / str(port)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    return {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
 
 
 def worker_spec() -> ProcessSpec:

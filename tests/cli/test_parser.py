@@ -52,3 +52,25 @@ def test_an_unknown_server_is_a_configuration_error(monkeypatch):
 
     with pytest.raises(ConfigError):
         web_spec(endpoints_from_env())
+
+
+def test_several_web_workers_share_a_fresh_metrics_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("INFERIA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("INFERIA_WEB_WORKERS", "3")
+    stale = tmp_path / "prometheus" / "9123" / "counter_41.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+
+    spec = web_spec(endpoints_from_env(port=9123))
+
+    assert spec.argv[spec.argv.index("--workers") + 1] == "3"
+    assert spec.env["PROMETHEUS_MULTIPROC_DIR"] == str(stale.parent)
+    assert not stale.exists()
+
+
+def test_one_web_worker_keeps_its_metrics_in_memory(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("INFERIA_WEB_WORKERS", "1")
+
+    assert "PROMETHEUS_MULTIPROC_DIR" not in web_spec(endpoints_from_env()).env
