@@ -1,10 +1,30 @@
+"""API keys in Django admin: listed and searched, changed only through the keys' services.
+
+A key's scopes, team and owner never change once it is handed out, and revocation must reach every gateway's
+caches, so admin edits only what `api_key_update` allows (name, expiry, models) and revokes with an action that
+calls `api_key_revoke`; both write their audit events. Keys are never deleted here: revoke them instead (their
+usage records keep pointing at them).
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Q
+from django.http import HttpRequest
+from django.utils import timezone
 from guardian.admin import GuardedModelAdmin
 
+from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey
+from apps.keys.services import KEY_EDITABLE_FIELDS, api_key_revoke, api_key_update
 from apps.rbac.admin_mixins import TenantAdminMixin
+from inferia_site.client_address import client_address
+
+
+def _audit_context(request: HttpRequest) -> AuditContext:
+    return AuditContext(ip_address=client_address(request), user_agent=request.META.get("HTTP_USER_AGENT", "")[:500])
 
 
 @admin.register(ApiKey)
@@ -15,7 +35,34 @@ class ApiKeyAdmin(TenantAdminMixin, GuardedModelAdmin):
     search_fields = ["name", "prefix", "organization__name", "owner__email"]
     # The hash never leaves the database; keys are created through the console, API or CLI (shown once there).
     exclude = ["secret_hash"]
-    readonly_fields = ["prefix", "created_at", "last_used_at", "rotated_from"]
+    actions = ["revoke_selected"]
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return [
+            field.name
+            for field in ApiKey._meta.get_fields()
+            if field.concrete and field.name not in (*KEY_EDITABLE_FIELDS, "secret_hash", "id")
+        ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in KEY_EDITABLE_FIELDS}
+        if changes:  # admin's change view runs in its transaction: the cache purge follows its commit
+            api_key_update(
+                key=ApiKey.objects.get(pk=obj.pk), changes=changes, actor=request.user, context=_audit_context(request)
+            )
+
+    @admin.action(description="Revoke the selected keys (every gateway within a second)", permissions=["change"])
+    def revoke_selected(self, request: HttpRequest, queryset: Any) -> None:
+        revoked = 0
+        now = timezone.now()
+        # A key in a rotation's grace period (revoked_at ahead) is still usable: revoking ends it now.
+        for key in queryset.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now)):
+            api_key_revoke(key=key, actor=request.user, reason="revoked in admin", context=_audit_context(request))
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
