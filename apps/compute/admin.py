@@ -26,6 +26,7 @@ from apps.compute.urlsafety import UnsafeUrlError
 from apps.orgs.models import Organization
 from apps.rbac.admin_mixins import TenantAdminMixin
 from apps.rbac.restrict import Principal, organizations_allowing
+from inferia_site.client_address import client_address
 
 
 @admin.register(Provider)
@@ -125,7 +126,7 @@ def _registering_organizations(user: Any) -> QuerySet[Organization]:
 
 def _audit_context(request: HttpRequest) -> AuditContext:
     return AuditContext(
-        ip_address=request.META.get("REMOTE_ADDR") or None,
+        ip_address=client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
         request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
     )
@@ -139,6 +140,17 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
     search_fields = ["served_model_name", "model_id", "name"]
     filter_horizontal = ["shared_with"]
     inlines = [ReplicaInline]
+    # What the worker records as the deployment runs: a careless save must not overwrite it.
+    readonly_fields = [
+        "state",
+        "state_reason",
+        "state_changed_at",
+        "last_scaled_at",
+        "consecutive_failures",
+        "last_failure_at",
+        "last_error",
+        "replace_after",
+    ]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Only a deployment that runs nothing may go: stop it first, and the worker tears its replicas down.

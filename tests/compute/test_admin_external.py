@@ -145,3 +145,15 @@ def test_admin_deletes_a_stopped_registration_through_the_service_and_refuses_a_
     assert not ComputePool.objects.exists()  # what the registration made for it went with it
     assert not Provider.objects.exists()
     assert AuditEvent.objects.filter(action="deployment.delete", actor_user_id=root.pk).count() == 1
+
+
+def test_the_state_the_worker_records_is_read_only_in_admin(client, root, org):
+    client.post(URL, form(org))
+    deployment = ModelDeployment.objects.get()
+    ModelDeployment.objects.filter(pk=deployment.pk).update(state=ModelDeployment.State.READY, last_error="boom")
+
+    page = client.get(f"/admin/compute/modeldeployment/{deployment.pk}/change/").content.decode()
+
+    for field in ("state", "state_changed_at_0", "last_error", "consecutive_failures"):
+        assert f'name="{field}"' not in page
+    assert "boom" in page  # shown, not editable
