@@ -168,6 +168,7 @@ def usage_records_store(events: list[dict[str, Any]]) -> int:
         new_events = [event for event in events if event["request_id"] in inserted]
         if new_events:
             _rollups_add(cursor, new_events)
+            _keys_last_used(cursor, new_events)
             policy_denials_audit(new_events)
     return len(inserted)
 
@@ -254,6 +255,25 @@ def _record_row(event: dict[str, Any]) -> tuple[Any, ...]:
     values["guardrails"] = json.dumps(event.get("guardrails") or [])
     values["client_request_id"] = event.get("client_request_id") or ""
     return tuple(values.get(column) for column in _RECORD_COLUMNS)
+
+
+def _keys_last_used(cursor: Any, events: list[dict[str, Any]]) -> None:
+    """Move each key's `last_used_at` forward to its newest request in the batch: /v1 never writes to PostgreSQL,
+    so the flush records it (one UPDATE per batch)."""
+    newest: dict[int, float] = {}
+    for event in events:
+        key_id = event["api_key_id"]
+        if key_id is not None and event["started_at"] > newest.get(key_id, 0.0):
+            newest[key_id] = event["started_at"]
+    if not newest:
+        return
+    table = ApiKey._meta.db_table
+    values = ", ".join(["(%s::bigint, to_timestamp(%s))"] * len(newest))
+    cursor.execute(
+        f"UPDATE {table} AS k SET last_used_at = v.at FROM (VALUES {values}) AS v(id, at) "  # noqa: S608 (constants)
+        "WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
+        [value for pair in newest.items() for value in pair],
+    )
 
 
 def _rollups_add(cursor: Any, events: list[dict[str, Any]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -145,3 +146,19 @@ def test_the_usage_event_is_recorded_before_the_answers_last_byte(tenant, redis_
 
     assert body_sent.endswith(b"data: [DONE]\n\n" if stream else b"}")
     assert request_id in events_when_ended
+
+
+def test_the_flush_records_when_each_key_was_last_used(tenant, gateway, redis_cache):
+    from apps.keys.models import ApiKey
+
+    assert ApiKey.objects.get(pk=tenant.key.pk).last_used_at is None
+    asyncio.run(_many_streams(gateway.url, tenant.secret, 3))
+    usage_stream_drain()
+
+    last_used = ApiKey.objects.get(pk=tenant.key.pk).last_used_at
+    newest = UsageRecord.objects.filter(api_key_id=tenant.key.pk).order_by("-started_at").first().started_at
+    assert last_used == newest
+    ApiKey.objects.filter(pk=tenant.key.pk).update(last_used_at=newest + timedelta(hours=1))
+    asyncio.run(_many_streams(gateway.url, tenant.secret, 1))
+    usage_stream_drain()
+    assert ApiKey.objects.get(pk=tenant.key.pk).last_used_at == newest + timedelta(hours=1)  # never moved back
