@@ -43,7 +43,7 @@ def test_a_change_saves_only_what_the_service_allows_and_is_audited(client, root
     assert key.name == "ci-renamed"
     assert key.scopes == ["inference"]
     assert key.revoked_at is None
-    event = AuditEvent.objects.get(action="key.update")
+    event = AuditEvent.objects.get(action="key.update", target_id=str(key.pk))
     assert event.actor_user_id == root.pk
     assert "ci-renamed" in str(event.changes)
 
@@ -57,7 +57,7 @@ def test_the_revoke_action_audits_and_purges_every_gateways_cache(
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.revoked_at is not None
-    assert AuditEvent.objects.get(action="key.revoke").actor_user_id == root.pk
+    assert AuditEvent.objects.get(action="key.revoke", target_id=str(key.pk)).actor_user_id == root.pk
     assert redis_cache.get(principal_cache_key(key.secret_hash)) == NEGATIVE_VALUE  # the gateways' tombstone
 
 
