@@ -14,6 +14,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from inferia_site.client_address import client_address
 
 SYSTEM_ACTOR = "system"
 _MASK = "********"
@@ -27,6 +28,18 @@ class AuditContext:
     ip_address: str | None = None
     user_agent: str = ""
     request_id: str = ""
+
+    @classmethod
+    def from_request(cls, request: Any | None) -> AuditContext:
+        """The client's address (through trusted proxies only), user agent and request id of an HTTP request
+        (Django's or DRF's); empty without one."""
+        if request is None:
+            return cls()
+        return cls(
+            ip_address=client_address(request),
+            user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
+            request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+        )
 
 
 def mask_secrets(data: Any) -> Any:

@@ -26,7 +26,6 @@ from apps.compute.urlsafety import UnsafeUrlError
 from apps.orgs.models import Organization
 from apps.rbac.admin_mixins import TenantAdminMixin
 from apps.rbac.restrict import Principal, organizations_allowing
-from inferia_site.client_address import client_address
 
 
 @admin.register(Provider)
@@ -124,14 +123,6 @@ def _registering_organizations(user: Any) -> QuerySet[Organization]:
     return allowed.order_by("name")
 
 
-def _audit_context(request: HttpRequest) -> AuditContext:
-    return AuditContext(
-        ip_address=client_address(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
-        request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
-    )
-
-
 @admin.register(ModelDeployment)
 class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
     list_display = ["served_model_name", "model_id", "organization", "pool", "state", "desired_replicas"]
@@ -164,7 +155,7 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: ModelDeployment) -> None:
         """Through the service, like the API: audited, and what a one-call registration made for it goes too."""
-        api_services.deployment_delete(deployment=obj, actor=request.user, context=_audit_context(request))
+        api_services.deployment_delete(deployment=obj, actor=request.user, context=AuditContext.from_request(request))
 
     def get_urls(self) -> list[URLPattern]:
         register = path(
@@ -198,7 +189,7 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
         try:
             with transaction.atomic(durable=True):
                 deployment: ModelDeployment = external_deployment_create(
-                    **form.service_arguments(), actor=request.user, context=_audit_context(request)
+                    **form.service_arguments(), actor=request.user, context=AuditContext.from_request(request)
                 )
                 return deployment
         except UnsafeUrlError as error:

@@ -99,7 +99,7 @@ def status_label(status: int) -> str:
 
 
 def request_counted(*, model: str, organization: str, status: int) -> None:
-    key = (model if model in _known_models or not model else UNKNOWN_MODEL, organization, status)
+    key = (model_label(model), organization, status)
     child = _request_children.get(key)
     if child is None:
         child = _request_children[key] = REQUESTS.labels(key[0], organization, status_label(status))

@@ -20,11 +20,6 @@ from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey
 from apps.keys.services import KEY_EDITABLE_FIELDS, api_key_revoke, api_key_update
 from apps.rbac.admin_mixins import TenantAdminMixin
-from inferia_site.client_address import client_address
-
-
-def _audit_context(request: HttpRequest) -> AuditContext:
-    return AuditContext(ip_address=client_address(request), user_agent=request.META.get("HTTP_USER_AGENT", "")[:500])
 
 
 @admin.register(ApiKey)
@@ -54,7 +49,10 @@ class ApiKeyAdmin(TenantAdminMixin, GuardedModelAdmin):
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in KEY_EDITABLE_FIELDS}
         if changes:  # admin's change view runs in its transaction: the cache purge follows its commit
             api_key_update(
-                key=ApiKey.objects.get(pk=obj.pk), changes=changes, actor=request.user, context=_audit_context(request)
+                key=ApiKey.objects.get(pk=obj.pk),
+                changes=changes,
+                actor=request.user,
+                context=AuditContext.from_request(request),
             )
 
     @admin.action(description="Revoke the selected keys (every gateway within a second)", permissions=["change"])
@@ -63,6 +61,8 @@ class ApiKeyAdmin(TenantAdminMixin, GuardedModelAdmin):
         now = timezone.now()
         # A key in a rotation's grace period (revoked_at ahead) is still usable: revoking ends it now.
         for key in queryset.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now)):
-            api_key_revoke(key=key, actor=request.user, reason="revoked in admin", context=_audit_context(request))
+            api_key_revoke(
+                key=key, actor=request.user, reason="revoked in admin", context=AuditContext.from_request(request)
+            )
             revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

@@ -11,16 +11,10 @@ from django.http import HttpRequest
 from apps.audit.services import AuditContext
 from apps.orgs.models import User
 from apps.rbac.login_services import login_failure_record, login_refusal, login_success_record
-from inferia_site.client_address import client_address
 
 
 def _context(request: HttpRequest | None) -> AuditContext:
-    if request is None:
-        return AuditContext()
-    return AuditContext(
-        ip_address=client_address(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
-    )
+    return AuditContext.from_request(request)
 
 
 class ThrottledModelBackend(ModelBackend):

@@ -29,7 +29,6 @@ from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey, Scope
 from apps.rbac.authentication import ApiKeyAuthentication
 from apps.rbac.restrict import Principal, organizations_allowing, restrict, role_within_reach
-from inferia_site.client_address import client_address
 
 MANAGEMENT_SCOPES = frozenset({Scope.READ, Scope.MANAGE})
 
@@ -63,11 +62,7 @@ def request_principal(request: Request) -> Principal:
 
 def request_audit_context(request: Request) -> AuditContext:
     """Where a change came from, for its audit event."""
-    return AuditContext(
-        ip_address=client_address(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
-        request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
-    )
+    return AuditContext.from_request(request)
 
 
 class HasPrincipal(BasePermission):

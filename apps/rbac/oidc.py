@@ -33,7 +33,6 @@ from apps.audit.services import AuditContext, audit_record
 from apps.orgs.membership_services import membership_create, membership_update, organization_create
 from apps.orgs.models import Membership, Organization, User
 from apps.rbac.models import OidcIdentity, Role
-from inferia_site.client_address import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -278,12 +277,7 @@ def _user_write(
 
 def request_audit_context(request: HttpRequest | None) -> AuditContext:
     """Where a sign-in came from, for its audit events."""
-    if request is None:
-        return AuditContext()
-    return AuditContext(
-        ip_address=client_address(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
-    )
+    return AuditContext.from_request(request)
 
 
 class InferiaOidcBackend(OIDCAuthenticationBackend):

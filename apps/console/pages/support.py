@@ -24,7 +24,6 @@ from apps.audit.services import AuditContext
 from apps.orgs.models import Membership, Organization
 from apps.rbac.drf_input import control_character_refuse
 from apps.rbac.restrict import Principal, organizations_allowing, restrict
-from inferia_site.client_address import client_address
 
 M = TypeVar("M", bound=models.Model)
 
@@ -38,11 +37,7 @@ def page_principal(request: HttpRequest) -> Principal:
 
 def page_audit_context(request: HttpRequest) -> AuditContext:
     """Where a console change came from, for its audit event."""
-    return AuditContext(
-        ip_address=client_address(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
-        request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
-    )
+    return AuditContext.from_request(request)
 
 
 def tenant_object(queryset: QuerySet[M], *, request: HttpRequest, pk: Any, action: str = "view") -> M:
