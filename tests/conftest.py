@@ -104,3 +104,16 @@ def as_user():
         return client
 
     return make
+
+
+@pytest.fixture
+def root(db, client):
+    """The platform superadmin, signed in on `client` with the second factor done (Django admin's pages)."""
+    from apps.orgs.models import User
+
+    user = User.objects.create_superuser("root@inferia.test", "correct horse battery")
+    client.force_login(user)
+    session = client.session
+    session["inferia_second_factor"] = "none"
+    session.save()
+    return user

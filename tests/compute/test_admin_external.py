@@ -15,16 +15,6 @@ PUBLIC = "http://93.184.215.14:8000/v1"  # a literal public address: nothing is 
 KEY = "sk-upstreamAdminSecret0123456789"
 
 
-@pytest.fixture
-def root(db, client):
-    user = User.objects.create_superuser("root@inferia.test", "correct horse battery")
-    client.force_login(user)
-    session = client.session
-    session["inferia_second_factor"] = "none"
-    session.save()
-    return user
-
-
 def form(org, **fields):
     return {
         "organization": org.pk if org else "",

@@ -9,19 +9,8 @@ from apps.audit.models import AuditEvent
 from apps.keys.cache import NEGATIVE_VALUE, principal_cache_key
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_create
-from apps.orgs.models import User
 
 CHANGELIST = "/admin/keys/apikey/"
-
-
-@pytest.fixture
-def root(db, client):
-    user = User.objects.create_superuser("root@inferia.test", "correct horse battery")
-    client.force_login(user)
-    session = client.session
-    session["inferia_second_factor"] = "none"
-    session.save()
-    return user
 
 
 @pytest.fixture
