@@ -35,7 +35,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(TEST_ENV) $(BIN)/python manage.py check
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
-	$(TEST_ENV) $(BIN)/mypy inferia_site/env.py inferia_site/redis_urls.py apps/gateway
+	$(TEST_ENV) $(BIN)/mypy inferia_runtime/env.py inferia_runtime/redis_urls.py apps/gateway
 
 format: venv
 	$(BIN)/ruff format .

@@ -10,7 +10,7 @@ from celery.signals import after_setup_logger
 from django.conf import settings
 from kombu import Queue
 
-from inferia_site.env import env_float
+from inferia_runtime.env import env_float
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from inferia_site.redis_clients import redis_ping
+from inferia_runtime.redis_clients import redis_ping
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -13,9 +13,9 @@ import csp.constants as csp_constants
 import dj_database_url
 from dotenv import load_dotenv
 
-from inferia_site.client_address import trusted_proxy_networks_parse
-from inferia_site.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
-from inferia_site.redis_urls import BROKER_DB, CACHE_DB, CHANNELS_DB, celery_broker_url, redis_db_url
+from inferia_runtime.client_address import trusted_proxy_networks_parse
+from inferia_runtime.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+from inferia_runtime.redis_urls import BROKER_DB, CACHE_DB, CHANNELS_DB, celery_broker_url, redis_db_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(Path.cwd() / ".env", override=False)
@@ -41,11 +41,11 @@ DATABASE_URL = env_str("DATABASE_URL")
 REDIS_URL = env_str("REDIS_URL")
 EMBEDDED = not DATABASE_URL or not REDIS_URL
 if not DATABASE_URL:
-    from inferia_site import embedded
+    from inferia_runtime import embedded
 
     DATABASE_URL = embedded.postgres_url(DATA_DIR)
 if not REDIS_URL:
-    from inferia_site import embedded
+    from inferia_runtime import embedded
 
     REDIS_URL = embedded.redis_url(DATA_DIR)
 

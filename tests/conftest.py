@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferia_site.cli import build_parser
+from inferia_cli import build_parser
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())

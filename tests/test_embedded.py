@@ -16,7 +16,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
-from inferia_site import embedded
+from inferia_runtime import embedded
 from tests.e2e.running import PlatformProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def test_make_run_serves_a_streamed_chat_completion_on_the_embedded_default_twic
 def test_processes_starting_together_share_one_postgresql_and_one_redis(tmp_path):
     data_dir = tmp_path / "data"
     code = (
-        "import sys; from pathlib import Path; from inferia_site import embedded as e; "
+        "import sys; from pathlib import Path; from inferia_runtime import embedded as e; "
         "d = Path(sys.argv[1]); print(e.postgres_url(d), e.redis_url(d))"
     )
     try:

@@ -31,7 +31,7 @@ from apps.audit.usage_backlog import dead_letters_list, usage_backlog
 from apps.rbac.drf import HasPrincipal, TenantFilterSet, TenantViewSet, service_call
 from apps.rbac.drf_input import UtcDateTimeFilter
 from apps.rbac.restrict import restrict
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 
 class AuditEventFilter(TenantFilterSet):

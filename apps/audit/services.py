@@ -14,7 +14,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
-from inferia_site.client_address import client_address
+from inferia_runtime.client_address import client_address
 
 SYSTEM_ACTOR = "system"
 _MASK = "********"

@@ -29,7 +29,7 @@ import redis
 from apps.compute.adapters import AdapterError, adapter_for
 from apps.compute.credentials import CredentialsError, provider_credentials
 from apps.console.live import deployment_logs_publish
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 if TYPE_CHECKING:
     from apps.compute.models import Replica

@@ -24,7 +24,7 @@ from apps.compute.replicas import (
     replica_teardown_run,
 )
 from apps.compute.services import enqueue_reconcile
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from apps.orgs.models import Team
 from apps.policies.effective import _scope as policy_counter_scope  # the counters' names: one definition
 from apps.policies.limits import quota_key
 from apps.policies.models import Policy
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 RANGES: dict[str, tuple[timedelta, str]] = {
     "24h": (timedelta(hours=24), "hour"),

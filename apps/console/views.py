@@ -42,7 +42,7 @@ from apps.rbac.twofactor_services import (
     twofactor_required,
     twofactor_verify,
 )
-from inferia_site.client_address import client_address
+from inferia_runtime.client_address import client_address
 
 SESSION_RECOVERY_CODES = "inferia_recovery_codes_once"
 

@@ -23,7 +23,7 @@ from django.conf import settings
 from apps.gateway import metrics
 from apps.gateway.selectors import DeploymentRow, deployment_rows_list
 from apps.policies.costs import cost_micros_for
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
 

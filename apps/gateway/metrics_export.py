@@ -29,7 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from apps.audit.usage_backlog import usage_backlog
 from apps.gateway.metrics import LiveLabels, series_prune
 from apps.gateway.selectors import metric_labels_live
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 
 class _Collector(Protocol):

@@ -23,7 +23,7 @@ from apps.gateway.router import Router
 from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
 from apps.policies.cache import POLICY_CHANNEL, PolicyCache
 from apps.policies.prompts.cache import TEMPLATE_CHANNEL, TemplateCache
-from inferia_site.redis_clients import GatewayRedis, gateway_redis_options, listener_redis_options
+from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options, listener_redis_options
 
 logger = logging.getLogger(__name__)
 

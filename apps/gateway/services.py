@@ -32,7 +32,7 @@ from apps.audit.usage_backlog import dead_letter_add, dead_letters_list, dead_le
 from apps.gateway.metering import EVENT_FIELD, usage_event_decode
 from apps.keys.cache import NEGATIVE_VALUE, TOMBSTONE_TTL_S, key_cache_purge_all, principal_cache_key
 from apps.keys.models import ApiKey
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
 

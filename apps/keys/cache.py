@@ -10,7 +10,7 @@ import logging
 
 import redis
 
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 
 from apps.policies.effective import EffectivePolicy
 from apps.policies.selectors import policy_effective_for
-from inferia_site.redis_clients import channel_listen, sync_redis
+from inferia_runtime.redis_clients import channel_listen, sync_redis
 
 logger = logging.getLogger(__name__)
 

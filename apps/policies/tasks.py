@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from apps.policies.reconcile import policy_counters_reconcile, policy_holds_release
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 
 @shared_task(time_limit=120)

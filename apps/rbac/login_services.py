@@ -9,7 +9,7 @@ Failures are counted in Redis over a window (INFERIA_LOGIN_LOCKOUT_SECONDS from 
   a delay that doubles with each failure, up to INFERIA_LOGIN_SLOWDOWN_MAX_SECONDS after the latest one. A lock here
   would let anyone who knows the superadmin's address lock them out from everywhere; the delay only slows guessing.
 Refused attempts are audited but not counted, so hammering a lock neither extends it nor grows the delay. The client
-address is `inferia_site.client_address` (X-Forwarded-For only from trusted proxies).
+address is `inferia_runtime.client_address` (X-Forwarded-For only from trusted proxies).
 """
 
 from __future__ import annotations

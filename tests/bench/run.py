@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.stop()
         from django.conf import settings
 
-        from inferia_site.redis_clients import sync_redis
+        from inferia_runtime.redis_clients import sync_redis
 
         sync_redis().delete(settings.INFERIA_USAGE_STREAM)  # the bench's own usage events, not worth storing
 

@@ -10,8 +10,8 @@ import pytest
 from apps.compute.models import ModelDeployment
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_revoke, hash_key
-from inferia_site.cli.bootstrap import platform_init
-from inferia_site.cli.demo import DEMO_ADMIN_EMAIL, KEYS_FILE, demo_admin_prepare, demo_ensure
+from inferia_cli.bootstrap import platform_init
+from inferia_cli.demo import DEMO_ADMIN_EMAIL, KEYS_FILE, demo_admin_prepare, demo_ensure
 from tests.cli.test_init import row_counts
 
 

@@ -6,7 +6,7 @@ import pytest
 from django.apps import apps
 
 from apps.orgs.models import Membership, Organization, User
-from inferia_site.cli.bootstrap import platform_init
+from inferia_cli.bootstrap import platform_init
 
 
 def row_counts() -> dict[str, int]:

@@ -8,7 +8,7 @@ import sys
 import psutil
 import pytest
 
-from inferia_site.launcher import ProcessSpec, Supervisor
+from inferia_cli.launcher import ProcessSpec, Supervisor
 from tests.e2e.running import PlatformProcess, child_database_url, free_port
 
 SLEEPER = [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"]

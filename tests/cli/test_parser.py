@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from inferia_site.cli import build_parser
-from inferia_site.cli.processes import WORKER_QUEUES, endpoints_from_env, web_spec
-from inferia_site.env import ConfigError
+from inferia_cli import build_parser
+from inferia_cli.processes import WORKER_QUEUES, endpoints_from_env, web_spec
+from inferia_runtime.env import ConfigError
 
 
 def test_the_worker_consumes_every_queue_celery_routes_to():
@@ -33,7 +33,7 @@ def test_the_web_server_is_uvicorn_with_uvloop_and_httptools_by_default(monkeypa
     assert argv[1:4] == ["-m", "uvicorn", "inferia_site.asgi:application"]
     assert argv[argv.index("--loop") : argv.index("--loop") + 2] == ["--loop", "uvloop"]
     # httptools, in the protocol that adds the transport limits
-    assert argv[argv.index("--http") + 1] == "inferia_site.transport.uvicorn_http:GuardedHttpToolsProtocol"
+    assert argv[argv.index("--http") + 1] == "inferia_cli.transport.uvicorn_http:GuardedHttpToolsProtocol"
     assert "9123" in argv
 
 
@@ -43,7 +43,7 @@ def test_daphne_when_asked_and_the_port_flag_wins(monkeypatch):
 
     argv = web_spec(endpoints_from_env(port=9555)).argv
 
-    assert argv[1:3] == ["-m", "inferia_site.transport.daphne_http"]  # daphne, with the transport limits
+    assert argv[1:3] == ["-m", "inferia_cli.transport.daphne_http"]  # daphne, with the transport limits
     assert argv[argv.index("-p") + 1] == "9555"
 
 

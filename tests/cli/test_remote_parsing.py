@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from inferia_site.cli import build_parser
-from inferia_site.cli.remote import RemoteError, api_client, duration_parse, since_parse, table_print
-from inferia_site.cli.remote_keys import key_state
+from inferia_cli import build_parser
+from inferia_cli.remote import RemoteError, api_client, duration_parse, since_parse, table_print
+from inferia_cli.remote_keys import key_state
 
 
 @pytest.mark.parametrize(

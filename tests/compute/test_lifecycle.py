@@ -25,7 +25,7 @@ from apps.compute.replicas import PROVISION_LEASE_S, replica_teardown_run
 from apps.compute.services import deployment_stop
 from apps.compute.tasks import replica_provision
 from apps.gateway.catalog import REPLICA_LOAD_KEY
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 State = ModelDeployment.State
 RState = Replica.State

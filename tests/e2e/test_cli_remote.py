@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 from openai import OpenAI
 
-from inferia_site.cli.remote import ApiClient
-from inferia_site.cli.remote_keys import SECRET_LABEL
+from inferia_cli.remote import ApiClient
+from inferia_cli.remote_keys import SECRET_LABEL
 from tests.e2e.running import INFERIA
 
 # django_db: pytest-django creates the test database only for a run that has a test asking for it, and the

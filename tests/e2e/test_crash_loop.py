@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from inferia_site.cli.remote import ApiClient
+from inferia_cli.remote import ApiClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 

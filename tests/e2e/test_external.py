@@ -11,7 +11,7 @@ import time
 import pytest
 from openai import OpenAI
 
-from inferia_site.cli.remote import ApiClient
+from inferia_cli.remote import ApiClient
 from tests.e2e.running import free_port, http_ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]

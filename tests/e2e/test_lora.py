@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from openai import OpenAI
 
-from inferia_site.cli.remote import ApiClient
+from inferia_cli.remote import ApiClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 

@@ -99,12 +99,12 @@ def web_start(database_url: str, *, server: str = "uvicorn", extra_env: dict[str
     if server == "uvicorn":
         args = [
             sys.executable, "-m", "uvicorn", "inferia_site.asgi:application", "--host", "127.0.0.1", "--port",
-            str(port), "--loop", "uvloop", "--http", "inferia_site.transport.uvicorn_http:GuardedHttpToolsProtocol",
+            str(port), "--loop", "uvloop", "--http", "inferia_cli.transport.uvicorn_http:GuardedHttpToolsProtocol",
             "--lifespan", "off", "--no-access-log",
             "--timeout-graceful-shutdown", env.get("INFERIA_DRAIN_SECONDS", "30"),
         ]  # fmt: skip
     else:
-        args = [sys.executable, "-m", "inferia_site.transport.daphne_http", "-b", "127.0.0.1", "-p", str(port)]
+        args = [sys.executable, "-m", "inferia_cli.transport.daphne_http", "-b", "127.0.0.1", "-p", str(port)]
         args.append("inferia_site.asgi:application")
     process = Process(args, port, env=env)
     wait_http(process.url + "/healthz", process=process.popen)

@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from inferia_site.cli.processes import endpoints_from_env, web_spec
+from inferia_cli.processes import endpoints_from_env, web_spec
 from tests.gateway.servers import Process, free_port, wait_http
 
 MAX_HEADER_BYTES = 4096

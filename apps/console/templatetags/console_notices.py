@@ -8,7 +8,7 @@ import redis
 from django import template
 
 from apps.audit.usage_backlog import dead_letters_count
-from inferia_site.redis_clients import sync_redis
+from inferia_runtime.redis_clients import sync_redis
 
 register = template.Library()
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from apps.policies.prompts.rendering import (
     template_compiled_render,
     template_ref_parse,
 )
-from inferia_site.redis_clients import channel_listen, sync_redis
+from inferia_runtime.redis_clients import channel_listen, sync_redis
 
 logger = logging.getLogger(__name__)
 

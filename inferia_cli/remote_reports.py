@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from inferia_site.cli.remote import api_client, json_print, organization_id, since_parse, table_print, when
+from inferia_cli.remote import api_client, json_print, organization_id, since_parse, table_print, when
 
 USAGE_GROUPS = {"day": "DAY", "model": "MODEL", "key": "KEY"}
 

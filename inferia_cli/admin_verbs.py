@@ -59,7 +59,7 @@ def command_usage_dead_letters(args: argparse.Namespace) -> int:
     from apps.audit.services import AuditContext
     from apps.audit.usage_backlog import dead_letters_list, usage_backlog
     from apps.gateway.services import usage_dead_letters_replay
-    from inferia_site.redis_clients import sync_redis
+    from inferia_runtime.redis_clients import sync_redis
 
     if args.replay:
         replayed = usage_dead_letters_replay(actor=None, context=AuditContext(user_agent="inferia usage dead-letters"))

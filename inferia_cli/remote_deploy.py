@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import Any
 
-from inferia_site.cli.remote import ApiClient, RemoteError, api_client, json_print, organization_id
+from inferia_cli.remote import ApiClient, RemoteError, api_client, json_print, organization_id
 
 
 def command_deploy(args: argparse.Namespace) -> int:

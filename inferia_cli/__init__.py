@@ -11,8 +11,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from inferia_site.cli.processes import ROLES
-from inferia_site.cli.verbs import verb_run, verbs_add
+from inferia_cli.processes import ROLES
+from inferia_cli.verbs import verb_run, verbs_add
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +63,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if getattr(args, "handler", None):  # the verbs of inferia_site/cli/verbs.py
+    if getattr(args, "handler", None):  # the verbs of inferia_cli/verbs.py
         return verb_run(args)
-    from inferia_site.cli import commands  # imports no Django: each command imports what it needs
+    from inferia_cli import commands  # imports no Django: each command imports what it needs
 
     if args.command == "init":
         return commands.command_init(verbosity=args.verbosity)

@@ -1,7 +1,7 @@
 """The `inferia` verbs beyond running the platform: remote ones over the REST API (`keys`, `usage`, `audit`,
 `deploy`, `chat`) and local admin ones on the database (`audit verify`, `usage dead-letters`, `secrets rotate`).
 
-Each parser names its handler as `module:function` under `inferia_site.cli`, imported only when that verb runs,
+Each parser names its handler as `module:function` under `inferia_cli`, imported only when that verb runs,
 so building the parser imports nothing beyond argparse.
 """
 
@@ -106,10 +106,10 @@ def _deploy_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def verb_run(args: argparse.Namespace) -> int:
     """Run the verb's handler; a RemoteError is a message for the user and exit status 1, never a traceback."""
-    from inferia_site.cli.remote import RemoteError
+    from inferia_cli.remote import RemoteError
 
     module, function = str(args.handler).split(":")
-    handler = getattr(importlib.import_module(f"inferia_site.cli.{module}"), function)
+    handler = getattr(importlib.import_module(f"inferia_cli.{module}"), function)
     try:
         return int(handler(args))
     except RemoteError as error:

@@ -1,4 +1,4 @@
-"""What each `inferia` command does; `inferia_site.cli` parses the arguments and calls one of these."""
+"""What each `inferia` command does; `inferia_cli` parses the arguments and calls one of these."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferia_site.cli.processes import ALL_ROLES, Endpoints, data_dir, drain_seconds, endpoints_from_env, role_spec
-from inferia_site.launcher import Supervisor
+from inferia_cli.launcher import Supervisor
+from inferia_cli.processes import ALL_ROLES, Endpoints, data_dir, drain_seconds, endpoints_from_env, role_spec
 
 READY_TIMEOUT_S = 120.0
 STOP_MARGIN_S = 5.0  # beyond the web server's drain time, before the supervisor kills what is left
@@ -27,7 +27,7 @@ class EmbeddedStarted:
 def embedded_up(data: Path) -> EmbeddedStarted:
     """Start the embedded servers that the environment does not replace by a URL (as settings.py would), before
     any child does, and tell which were not running yet."""
-    from inferia_site import embedded
+    from inferia_runtime import embedded
 
     wants_postgres, wants_redis = not os.environ.get("DATABASE_URL"), not os.environ.get("REDIS_URL")
     started = EmbeddedStarted(
@@ -44,7 +44,7 @@ def embedded_up(data: Path) -> EmbeddedStarted:
 def embedded_down(data: Path, started: EmbeddedStarted) -> None:
     """Stop the embedded servers this process started: Ctrl-C on `inferia demo` leaves nothing running."""
     if started.postgres or started.redis:
-        from inferia_site import embedded
+        from inferia_runtime import embedded
 
         embedded.stop(data, postgres=started.postgres, redis=started.redis)
 
@@ -88,7 +88,7 @@ def command_init(*, verbosity: int) -> int:
     import django
 
     django.setup()
-    from inferia_site.cli.bootstrap import platform_init
+    from inferia_cli.bootstrap import platform_init
 
     result = platform_init(verbosity=verbosity)
     admin = f", superadmin {result.superadmin.email}" if result.superadmin else " (no INFERIA_SUPERADMIN_EMAIL set)"
@@ -119,7 +119,7 @@ def command_start(*, role: str, port: int | None, sim_port: int | None) -> int:
 
 def command_demo(*, port: int | None, sim_port: int | None) -> int:
     """`inferia demo`: init, demo data, `start all`, and the banner with the keys once everything answers."""
-    from inferia_site.cli.demo import demo_admin_prepare, demo_banner, demo_ensure
+    from inferia_cli.demo import demo_admin_prepare, demo_banner, demo_ensure
 
     data = data_dir()
     os.environ["INFERIA_UPSTREAM_ALLOW_PRIVATE"] = "true"  # the demo's node listens on loopback
@@ -133,7 +133,7 @@ def command_demo(*, port: int | None, sim_port: int | None) -> int:
         django.setup()
         from django.db import connections
 
-        from inferia_site.cli.bootstrap import platform_init
+        from inferia_cli.bootstrap import platform_init
 
         platform_init(verbosity=0)
         demo = demo_ensure(data_dir=data, admin_email=admin.email)
@@ -194,7 +194,7 @@ def engine_health_url(endpoint: str) -> str:
 
 def command_embedded(*, action: str) -> int:
     """`inferia embedded status|stop`: the embedded servers outlive `inferia init` and single-role starts."""
-    from inferia_site import embedded
+    from inferia_runtime import embedded
 
     data = data_dir()
     if action == "stop":

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import IO, Any
 
-from inferia_site.cli.remote import DEFAULT_URL, RemoteError
+from inferia_cli.remote import DEFAULT_URL, RemoteError
 
 EXIT_WORDS = ("/exit", "/quit")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inferia_site.env import ConfigError, env_float, env_int
+from inferia_runtime.env import ConfigError, env_float, env_int
 
 
 @dataclass(frozen=True)

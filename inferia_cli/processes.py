@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferia_site.env import ConfigError, env_bool, env_float, env_int, env_str
-from inferia_site.launcher import ProcessSpec
+from inferia_cli.launcher import ProcessSpec
+from inferia_runtime.env import ConfigError, env_bool, env_float, env_int, env_str
 
 ROLES = ("web", "worker", "beat", "sim")
 # What `inferia start all` runs: the worker provisions model replicas itself (the simulator adapter in the demo).
@@ -71,21 +71,21 @@ def drain_seconds() -> float:
 def web_spec(endpoints: Endpoints) -> ProcessSpec:
     """The ASGI server for `inferia_site.asgi:application`: uvicorn (uvloop + httptools) unless
     INFERIA_SERVER=daphne, the reference server. Either runs with Inferia's transport limits (header size and time,
-    body time, open connections: `inferia_site.transport`)."""
+    body time, open connections: `inferia_cli.transport`)."""
     server = env_str("INFERIA_SERVER", "uvicorn").lower()
     if server not in SERVERS:
         raise ConfigError(f"INFERIA_SERVER must be one of {', '.join(SERVERS)}, got {server!r}")
     host, port = endpoints.host, str(endpoints.port)
     access_log = env_bool("INFERIA_ACCESS_LOG", False)
     if server == "daphne":
-        argv = [sys.executable, "-m", "inferia_site.transport.daphne_http", "-b", host, "-p", port]
+        argv = [sys.executable, "-m", "inferia_cli.transport.daphne_http", "-b", host, "-p", port]
         if access_log:
             argv += ["--access-log", "-"]
         return ProcessSpec("web", [*argv, "inferia_site.asgi:application"])
     argv = [
         sys.executable, "-m", "uvicorn", "inferia_site.asgi:application",
         "--host", host, "--port", port,
-        "--loop", "uvloop", "--http", "inferia_site.transport.uvicorn_http:GuardedHttpToolsProtocol",
+        "--loop", "uvloop", "--http", "inferia_cli.transport.uvicorn_http:GuardedHttpToolsProtocol",
         "--lifespan", "off",  # Channels' router does not speak the lifespan protocol
         "--timeout-graceful-shutdown", str(int(drain_seconds())),
     ]  # fmt: skip

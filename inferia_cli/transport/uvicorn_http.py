@@ -12,7 +12,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inferia_site.transport import (
+from inferia_cli.transport import (
     BODY_TOO_SLOW,
     HEADERS_TOO_LARGE,
     HEADERS_TOO_SLOW,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferia_site.cli.processes import DEMO_MODEL, Endpoints
+from inferia_cli.processes import DEMO_MODEL, Endpoints
 
 DEMO_ORG_SLUG = "demo"
 DEMO_ADMIN_EMAIL = "admin@inferia.local"
@@ -112,7 +112,7 @@ def demo_ensure(*, data_dir: Path, admin_email: str) -> DemoData:
     from apps.orgs.models import User
     from apps.orgs.services import membership_ensure, organization_ensure
     from apps.rbac.models import Role
-    from inferia_site.cli.bootstrap import CLI_CONTEXT_AGENT
+    from inferia_cli.bootstrap import CLI_CONTEXT_AGENT
 
     context = AuditContext(user_agent=CLI_CONTEXT_AGENT)
     admin = User.objects.get(email__iexact=admin_email)

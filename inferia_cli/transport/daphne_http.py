@@ -1,4 +1,4 @@
-"""daphne with the web process's transport limits: `python -m inferia_site.transport.daphne_http` takes daphne's
+"""daphne with the web process's transport limits: `python -m inferia_cli.transport.daphne_http` takes daphne's
 own arguments.
 
 Twisted already bounds header lines (16 KiB) but answers 400 past them, keeps a connection for as long as it sends
@@ -20,7 +20,7 @@ from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
-from inferia_site.transport import (
+from inferia_cli.transport import (
     BODY_TOO_SLOW,
     HEADERS_TOO_LARGE,
     HEADERS_TOO_SLOW,

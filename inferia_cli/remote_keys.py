@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from inferia_site.cli.remote import (
+from inferia_cli.remote import (
     ApiClient,
     RemoteError,
     api_client,

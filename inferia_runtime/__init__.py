@@ -1,0 +1,2 @@
+"""Runtime infrastructure any layer may import: environment parsing, Redis URLs and clients, the trusted-proxy
+client address, the embedded PostgreSQL/Redis servers. It imports no app and no Django project module."""

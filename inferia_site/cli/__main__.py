@@ -1,8 +1,0 @@
-"""`python -m inferia_site.cli`, the same as the `inferia` console script."""
-
-from __future__ import annotations
-
-from inferia_site.cli import main
-
-if __name__ == "__main__":
-    main()
