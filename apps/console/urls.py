@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.urls import path
 
-from apps.console import oidc_views, views
 from apps.console.pages import audit as audit_pages
 from apps.console.pages import dashboard as dashboard_pages
 from apps.console.pages import deployments as deployment_pages
@@ -12,25 +11,26 @@ from apps.console.pages import keys as keys_pages
 from apps.console.pages import members as members_pages
 from apps.console.pages import playground as playground_pages
 from apps.console.pages import policies as policies_pages
+from apps.console.pages import sign_in, sso
 from apps.console.pages import templates as templates_pages
 from apps.console.pages import usage as usage_pages
 
 app_name = "console"
 
 urlpatterns = [
-    path("", views.home_view, name="home"),
-    path("login/", views.login_view, name="login"),
-    path("login/verify/", views.login_verify_view, name="login-verify"),
-    path("logout/", views.logout_view, name="logout"),
-    path("sso/start/", oidc_views.SsoStartView.as_view(), name="sso-start"),
-    path("sso/callback/", oidc_views.SsoCallbackView.as_view(), name="sso-callback"),
-    path("security/", views.security_view, name="security"),
-    path("security/2fa/enrol/", views.twofactor_enrol_view, name="twofactor-enrol"),
-    path("security/2fa/disable/", views.twofactor_disable_view, name="twofactor-disable"),
-    path("security/recovery-codes/", views.recovery_codes_view, name="recovery-codes"),
+    path("", sign_in.home_view, name="home"),
+    path("login/", sign_in.login_view, name="login"),
+    path("login/verify/", sign_in.login_verify_view, name="login-verify"),
+    path("logout/", sign_in.logout_view, name="logout"),
+    path("sso/start/", sso.SsoStartView.as_view(), name="sso-start"),
+    path("sso/callback/", sso.SsoCallbackView.as_view(), name="sso-callback"),
+    path("security/", sign_in.security_view, name="security"),
+    path("security/2fa/enrol/", sign_in.twofactor_enrol_view, name="twofactor-enrol"),
+    path("security/2fa/disable/", sign_in.twofactor_disable_view, name="twofactor-disable"),
+    path("security/recovery-codes/", sign_in.recovery_codes_view, name="recovery-codes"),
     path(
         "security/recovery-codes/regenerate/",
-        views.recovery_codes_regenerate_view,
+        sign_in.recovery_codes_regenerate_view,
         name="recovery-codes-regenerate",
     ),
     path("dashboard/", dashboard_pages.dashboard_view, name="dashboard"),

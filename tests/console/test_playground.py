@@ -80,7 +80,7 @@ def test_a_model_of_another_organisation_is_refused(client, owner, org, other_or
 def test_the_chat_streams_through_the_gateway_with_a_hashed_inference_key(owner, org, monkeypatch):
     _deployment(org, "chat-small")
     gateway = FakeGateway()
-    monkeypatch.setattr("apps.console.playground._gateway_app", lambda: gateway)
+    monkeypatch.setattr("apps.console.playground_gateway._gateway_app", lambda: gateway)
     body = {"org": org.slug, "model": "chat-small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 
     async def chat():

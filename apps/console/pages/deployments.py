@@ -23,8 +23,8 @@ from apps.compute import api_services, services
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.console import deployment_selectors as deps
 from apps.console.pages.support import (
-    may,
     page_audit_context,
+    page_organizations_allowing,
     page_principal,
     require_may_add,
     service_run,
@@ -65,7 +65,9 @@ def _deployments(request: HttpRequest, action: str = "view") -> Any:
 @require_GET
 def deployments_view(request: HttpRequest) -> HttpResponse:
     rows = list(deps.deployment_list(deployments=_deployments(request)))
-    add_orgs = list(may(request, "add", ModelDeployment).filter(is_active=True).order_by("name"))
+    add_orgs = list(
+        page_organizations_allowing(request, "add", ModelDeployment).filter(is_active=True).order_by("name")
+    )
     context: dict[str, Any] = {"deployments": rows, "create_orgs": add_orgs}
     if add_orgs:
         pools = restrict(ComputePool.objects.all(), principal=page_principal(request), action="view")

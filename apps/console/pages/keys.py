@@ -21,11 +21,11 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.audit.models import UsageRecord, UsageRollup
 from apps.console.pages.support import (
     keyset_page,
-    may,
     organization_current_slug,
     organization_filter,
     organizations_visible,
     page_audit_context,
+    page_organizations_allowing,
     page_principal,
     query_without,
     require_may_add,
@@ -127,7 +127,7 @@ def key_state(key: ApiKey) -> str:
 
 
 def _teams_for_create(request: HttpRequest) -> QuerySet[Team]:
-    orgs = may(request, "add", ApiKey)
+    orgs = page_organizations_allowing(request, "add", ApiKey)
     teams = restrict(Team.objects.all(), principal=page_principal(request), action="view")
     return teams.filter(organization_id__in=orgs.values("pk")).select_related("organization")
 
@@ -170,7 +170,7 @@ def keys_view(request: HttpRequest) -> HttpResponse:
         }
         for key in page.rows
     ]
-    create_orgs = list(may(request, "add", ApiKey).order_by("name"))
+    create_orgs = list(page_organizations_allowing(request, "add", ApiKey).order_by("name"))
     context = {
         "form": form,
         "rows": rows,
@@ -181,7 +181,7 @@ def keys_view(request: HttpRequest) -> HttpResponse:
         "create_form": KeyCreateForm(),
         "orgs": organizations_visible(request),
         "org": organization_current_slug(request),
-        "may_issue_service": may(request, "change", ApiKey).exists() if create_orgs else False,
+        "may_issue_service": page_organizations_allowing(request, "change", ApiKey).exists() if create_orgs else False,
     }
     return render(request, "console/keys/list.html", context)
 
@@ -209,7 +209,10 @@ def key_create_view(request: HttpRequest) -> HttpResponse:
         if team is None:
             messages.error(request, "Choose one of the organisation's teams.")
             return redirect("console:keys")
-    if values["service"] and not may(request, "change", ApiKey).filter(pk=organization.pk).exists():
+    if (
+        values["service"]
+        and not page_organizations_allowing(request, "change", ApiKey).filter(pk=organization.pk).exists()
+    ):
         raise PermissionDenied("You may issue keys for yourself only.")
     expires = values["expires_on"]
     issued, error = service_run(

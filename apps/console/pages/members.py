@@ -23,12 +23,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.console.pages.support import (
     keyset_page,
-    may,
     organization_current,
     organization_current_slug,
     organization_filter,
     organizations_visible,
     page_audit_context,
+    page_organizations_allowing,
     page_principal,
     query_without,
     require_may_add,
@@ -258,7 +258,7 @@ def invitations_view(request: HttpRequest) -> HttpResponse:
         }
         for i in page.rows
     ]
-    create_orgs = list(may(request, "add", Invitation).order_by("name"))
+    create_orgs = list(page_organizations_allowing(request, "add", Invitation).order_by("name"))
     context = {
         **_common(request, "console:member-invitations"),
         "rows": rows,
@@ -365,7 +365,7 @@ def teams_view(request: HttpRequest) -> HttpResponse:
         "rows": [{"team": t, "may_delete": t.pk in deletable} for t in page.rows],
         "page": page,
         "query": query_without(request, "older", "newer"),
-        "create_orgs": list(may(request, "add", Team).order_by("name")),
+        "create_orgs": list(page_organizations_allowing(request, "add", Team).order_by("name")),
     }
     return render(request, "console/members/teams.html", context)
 
@@ -435,7 +435,7 @@ def roles_view(request: HttpRequest) -> HttpResponse:
         if custom_ids
         else set()
     )
-    create_orgs = list(may(request, "add", Role).order_by("name"))
+    create_orgs = list(page_organizations_allowing(request, "add", Role).order_by("name"))
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
     if create_orgs:
         for name, perm in _tenant_permission_names():

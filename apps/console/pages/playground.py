@@ -2,7 +2,7 @@
 streamed answers, and see the tokens, latency and guardrails of each request.
 
 The page posts to `playground_chat_view`, which runs the request through the real `/v1` pipeline with the user's
-playground key (see apps/console/playground.py); once the usage worker has recorded the request,
+playground key (see apps/console/playground_gateway.py); once the usage worker has recorded the request,
 `playground_request_view` answers what it used and which guardrails fired. Running the playground spends the
 organisation's tokens, so it needs a role that may create API keys; viewers see the page but cannot send."""
 
@@ -19,8 +19,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.audit.models import UsageRecord
 from apps.compute.models import ModelDeployment
-from apps.console.pages.support import may, page_principal
-from apps.console.playground import playground_body, playground_chat_stream, playground_key_secret
+from apps.console.pages.support import page_organizations_allowing, page_principal
+from apps.console.playground_gateway import playground_body, playground_chat_stream, playground_key_secret
 from apps.console.scope import org_scope_get
 from apps.keys.models import ApiKey
 from apps.policies.errors import PolicyDenied
@@ -57,7 +57,7 @@ def playground_view(request: HttpRequest) -> HttpResponse:
             .order_by("name")
             .values("name", "latest_version")
         )
-        context["can_send"] = may(request, "add", ApiKey).filter(pk=org_id).exists()
+        context["can_send"] = page_organizations_allowing(request, "add", ApiKey).filter(pk=org_id).exists()
     return render(request, "console/playground/index.html", context)
 
 
@@ -78,7 +78,7 @@ def _chat_prepare(request: HttpRequest) -> tuple[str, bytes]:
         raise PlaygroundRefused(400, "The request is not valid JSON.") from None
     if not isinstance(data, dict):
         raise PlaygroundRefused(400, "The request must be a JSON object.")
-    organization = may(request, "add", ApiKey).filter(slug=str(data.get("org", ""))).first()
+    organization = page_organizations_allowing(request, "add", ApiKey).filter(slug=str(data.get("org", ""))).first()
     if organization is None:
         raise PlaygroundRefused(403, "Your role in this organisation cannot run the playground.")
     model = str(data.get("model", ""))

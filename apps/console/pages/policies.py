@@ -20,12 +20,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.console.pages.support import (
     json_fields_clean,
     keyset_page,
-    may,
     organization_current,
     organization_current_slug,
     organization_filter,
     organizations_visible,
     page_audit_context,
+    page_organizations_allowing,
     page_principal,
     query_without,
     require_may_add,
@@ -162,7 +162,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
         if ids
         else set()
     )
-    create_orgs = list(may(request, "add", Policy).order_by("name"))
+    create_orgs = list(page_organizations_allowing(request, "add", Policy).order_by("name"))
     org_ids = [o.pk for o in create_orgs]
     context = {
         "tabs": _tabs("console:policies"),
@@ -315,7 +315,7 @@ def profiles_view(request: HttpRequest) -> HttpResponse:
         "query": query_without(request, "older", "newer"),
         "orgs": organizations_visible(request),
         "org": organization_current_slug(request),
-        "may_create": may(request, "add", GuardrailProfile).exists(),
+        "may_create": page_organizations_allowing(request, "add", GuardrailProfile).exists(),
     }
     return render(request, "console/policies/profiles.html", context)
 
@@ -324,7 +324,7 @@ def profiles_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def profile_create_view(request: HttpRequest) -> HttpResponse:
-    create_orgs = list(may(request, "add", GuardrailProfile).order_by("name"))
+    create_orgs = list(page_organizations_allowing(request, "add", GuardrailProfile).order_by("name"))
     if request.method == "POST":
         organization = require_may_add(request, GuardrailProfile, request.POST.get("organization"))
         form = ProfileForm(request.POST)

@@ -52,7 +52,7 @@ def tenant_object(queryset: QuerySet[M], *, request: HttpRequest, pk: Any, actio
     raise Http404
 
 
-def may(request: HttpRequest, action: str, model: type[models.Model]) -> QuerySet[Organization]:
+def page_organizations_allowing(request: HttpRequest, action: str, model: type[models.Model]) -> QuerySet[Organization]:
     """The organisations in which the signed-in user may `action` every `model` row (what shows a button)."""
     return organizations_allowing(principal=page_principal(request), action=action, model=model)
 
@@ -60,7 +60,7 @@ def may(request: HttpRequest, action: str, model: type[models.Model]) -> QuerySe
 def require_may_add(request: HttpRequest, model: type[models.Model], organization_id: Any) -> Organization:
     """The organisation `organization_id` if the user may add `model` rows there; else 403 (or 404 when the
     organisation is not even visible to them)."""
-    allowed = may(request, "add", model).filter(pk=_int_or_none(organization_id)).first()
+    allowed = page_organizations_allowing(request, "add", model).filter(pk=_int_or_none(organization_id)).first()
     if allowed is not None:
         return allowed
     visible = restrict(

@@ -19,11 +19,11 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.console.pages.support import (
     json_fields_clean,
     keyset_page,
-    may,
     organization_current_slug,
     organization_filter,
     organizations_visible,
     page_audit_context,
+    page_organizations_allowing,
     page_principal,
     query_without,
     require_may_add,
@@ -96,7 +96,7 @@ def templates_view(request: HttpRequest) -> HttpResponse:
     if query:
         templates = templates.filter(Q(name__icontains=query) | Q(description__icontains=query))
     page = keyset_page(templates.select_related("organization", "created_by"), request=request)
-    create_orgs = list(may(request, "add", PromptTemplate).order_by("name"))
+    create_orgs = list(page_organizations_allowing(request, "add", PromptTemplate).order_by("name"))
     context = {
         "rows": page.rows,
         "page": page,
