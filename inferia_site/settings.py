@@ -69,7 +69,9 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": CHANNELS_REDIS_URL}]},
+        # A consumer blocks up to 5 s on Redis for its next message, and redis-py's default read timeout is also
+        # 5 s: without a longer one, every quiet live page died with a TimeoutError and reconnected.
+        "CONFIG": {"hosts": [{"address": CHANNELS_REDIS_URL, "socket_timeout": 30}]},
     }
 }
 
