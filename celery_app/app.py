@@ -26,7 +26,7 @@ app.conf.task_routes = {
     # Celery takes the first matching pattern: the narrower health route must come first.
     "apps.compute.tasks.health_*": {"queue": "health"},
     "apps.compute.tasks.*": {"queue": "provisioning"},
-    "apps.gateway.tasks.*": {"queue": "usage"},
+    "apps.usage.tasks.*": {"queue": "usage"},
     "apps.audit.tasks.*": {"queue": "usage"},
     "apps.policies.tasks.*": {"queue": "usage"},
 }
@@ -34,8 +34,8 @@ app.conf.beat_schedule = {
     # A copy of the audit chain head outside the event table, so deleting the newest events is detected.
     "audit-checkpoint": {"task": "apps.audit.tasks.audit_checkpoint_periodic", "schedule": 300.0},
     # The gateway's usage events: from the Redis stream into UsageRecord and hourly rollups.
-    "usage-flush": {"task": "apps.gateway.tasks.usage_flush", "schedule": 2.0},
-    "usage-prune": {"task": "apps.gateway.tasks.usage_prune", "schedule": 3600.0},
+    "usage-flush": {"task": "apps.usage.tasks.usage_flush", "schedule": 2.0},
+    "usage-prune": {"task": "apps.usage.tasks.usage_prune", "schedule": 3600.0},
     # Rebuild day/month quota and budget counters from UsageRecord if Redis lost them.
     "policy-counters-reconcile": {"task": "apps.policies.tasks.policy_counters_reconcile_periodic", "schedule": 60.0},
     # The audit record of keys that expired or whose rotation grace ended (the gateways refuse them at once).
@@ -55,7 +55,7 @@ app.conf.beat_schedule = {
     },
 }
 app.autodiscover_tasks(
-    ["apps.orgs", "apps.rbac", "apps.keys", "apps.policies", "apps.compute", "apps.gateway", "apps.audit"]
+    ["apps.orgs", "apps.rbac", "apps.keys", "apps.policies", "apps.compute", "apps.audit", "apps.usage"]
 )
 
 QUEUE_NAMES = [queue.name for queue in app.conf.task_queues]

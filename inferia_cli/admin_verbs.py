@@ -57,8 +57,8 @@ def command_usage_dead_letters(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from apps.audit.services import AuditContext
-    from apps.audit.usage_backlog import dead_letters_list, usage_backlog
-    from apps.gateway.services import usage_dead_letters_replay
+    from apps.usage.backlog import dead_letters_list, usage_backlog
+    from apps.usage.services import usage_dead_letters_replay
     from inferia_runtime.redis_clients import sync_redis
 
     if args.replay:

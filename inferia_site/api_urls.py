@@ -8,12 +8,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from apps.audit.api import AuditCheckpointViewSet, AuditEventViewSet, UsageRecordViewSet
+from apps.audit.api import AuditCheckpointViewSet, AuditEventViewSet
 from apps.compute.api import DeploymentViewSet, NodeHeartbeatView, PoolViewSet, ProviderViewSet, ReplicaViewSet
 from apps.keys.api import ApiKeyViewSet
 from apps.orgs.api import InvitationViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet
 from apps.policies.api import GuardrailProfileViewSet, PolicyViewSet, PromptTemplateViewSet
 from apps.rbac.api import RoleViewSet
+from apps.usage.api import UsageRecordViewSet
 
 router = DefaultRouter()
 router.register("organizations", OrganizationViewSet, basename="organization")

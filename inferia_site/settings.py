@@ -141,6 +141,7 @@ INSTALLED_APPS = [
     "apps.compute",
     "apps.gateway",
     "apps.audit",
+    "apps.usage",
     "apps.console",
 ]
 

@@ -8,8 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from apps.audit.models import AuditEvent, UsageRecord, UsageRollup
-from apps.audit.rollups import usage_rollups_rebuild
+from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.keys.models import ApiKey
@@ -18,6 +17,8 @@ from apps.orgs.models import Invitation, Organization, Team
 from apps.policies.models import GuardrailProfile, Policy, PromptTemplate
 from apps.policies.prompts.services import prompt_template_create
 from apps.rbac.models import Role
+from apps.usage.models import UsageRecord, UsageRollup
+from apps.usage.rollups import usage_rollups_rebuild
 
 
 @dataclass

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from apps.audit.models import AuditEvent, UsageRecord, UsageRollup
+from apps.audit.models import AuditEvent
 from apps.rbac.admin_mixins import TenantAdminMixin
 
 
@@ -25,31 +25,4 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = ["outcome", "action", "occurred_at"]
     search_fields = ["actor_label", "action", "target_repr", "target_id", "request_id"]
     date_hierarchy = "occurred_at"
-    show_full_result_count = False
-
-
-@admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = [
-        "request_id",
-        "started_at",
-        "model",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost_micros",
-        "status_code",
-        "outcome",
-    ]
-    list_filter = ["outcome", "streamed", "estimated", "started_at"]
-    search_fields = ["request_id", "model"]
-    date_hierarchy = "started_at"
-    show_full_result_count = False
-
-
-@admin.register(UsageRollup)
-class UsageRollupAdmin(ReadOnlyAdmin):
-    list_display = ["hour", "organization_id", "model", "requests", "errors", "prompt_tokens", "completion_tokens"]
-    list_filter = ["hour"]
-    search_fields = ["model"]
-    date_hierarchy = "hour"
     show_full_result_count = False

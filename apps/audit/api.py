@@ -1,5 +1,5 @@
-"""REST endpoints for the audit log (filtered list, export to CSV or JSON Lines), its checkpoints (superadmin)
-and usage (records, and sums per day, model and key)."""
+"""REST endpoints for the audit log (filtered list, export to CSV or JSON Lines) and its checkpoints
+(superadmin)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.audit.exports import CSV_CONTENT_TYPE, export_response
-from apps.audit.models import AuditCheckpoint, AuditEvent, UsageRecord, UsageRollup
-from apps.audit.selectors import audit_events_csv, audit_events_jsonl, usage_summary
-from apps.audit.serializers import (
-    AuditCheckpointOut,
-    AuditEventOut,
-    UsageDeadLettersOut,
-    UsageDeadLettersReplayedOut,
-    UsageRecordOut,
-    UsageSummaryIn,
-    UsageSummaryRowOut,
-)
+from apps.audit.models import AuditCheckpoint, AuditEvent
+from apps.audit.selectors import audit_events_csv, audit_events_jsonl
+from apps.audit.serializers import AuditCheckpointOut, AuditEventOut
 from apps.audit.services import audit_checkpoint_take
-from apps.audit.usage_backlog import dead_letters_list, usage_backlog
 from apps.rbac.drf import HasPrincipal, TenantFilterSet, TenantViewSet, service_call
 from apps.rbac.drf_input import UtcDateTimeFilter
-from apps.rbac.restrict import restrict
-from inferia_runtime.redis_clients import sync_redis
 
 
 class AuditEventFilter(TenantFilterSet):
@@ -96,80 +85,3 @@ class AuditCheckpointViewSet(mixins.ListModelMixin, TenantViewSet):
     def create(self, request: Request) -> Response:
         checkpoint = service_call(audit_checkpoint_take, actor=self.actor, context=self.audit_context)
         return Response(AuditCheckpointOut(checkpoint).data, status=status.HTTP_201_CREATED)
-
-
-class UsageFilter(TenantFilterSet):
-    since = UtcDateTimeFilter(field_name="started_at", lookup_expr="gte")
-    until = UtcDateTimeFilter(field_name="started_at", lookup_expr="lt")
-
-    class Meta:
-        model = UsageRecord
-        fields = [
-            "organization",
-            "team",
-            "api_key",
-            "deployment",
-            "model",
-            "outcome",
-            "endpoint",
-            "request_id",
-            "client_request_id",
-        ]
-
-
-class UsageRecordViewSet(mixins.ListModelMixin, TenantViewSet):
-    """One row per `/v1` request of the caller's organisations, newest first, and sums of them."""
-
-    model = UsageRecord
-    serializer_class = UsageRecordOut
-    filterset_class = UsageFilter
-    ordering_fields = ["started_at", "cost_micros", "latency_ms"]
-
-    @extend_schema(parameters=[UsageSummaryIn], responses=UsageSummaryRowOut(many=True))
-    # One row per group, not pages of records: neither the records' pagination nor their filters apply.
-    @action(detail=False, methods=["get"], pagination_class=None, filter_backends=[])
-    def summary(self, request: Request) -> Response:
-        """Requests, tokens, cost and errors summed per day (UTC), model and/or key: `?group_by=day&group_by=model`.
-        Read from the hourly rollups, so it covers more than the raw records' retention."""
-        params = UsageSummaryIn(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        values = params.validated_data
-        rollups = restrict(UsageRollup.objects.all(), principal=self.principal, action="view")
-        rows = usage_summary(
-            records=rollups,
-            group_by=values["group_by"],
-            since=values.get("since"),
-            until=values.get("until"),
-            organization_id=values.get("organization"),
-            model=values.get("model", ""),
-            api_key_id=values.get("api_key"),
-            team_id=values.get("team"),
-        )
-        return Response(UsageSummaryRowOut(rows, many=True).data)
-
-    @extend_schema(responses=UsageDeadLettersOut)
-    @action(detail=False, methods=["get"], url_path="dead-letters", permission_classes=[IsSuperadmin])
-    def dead_letters(self, request: Request) -> Response:
-        """Usage events the worker could not store (superadmin): how many, the oldest 100, and the flush's lag."""
-        client = sync_redis()
-        backlog = usage_backlog(client)
-        letters = [letter.as_dict() for letter in dead_letters_list(client, limit=100)]
-        return Response(
-            UsageDeadLettersOut(
-                {
-                    "count": backlog.dead_letters,
-                    "waiting": backlog.waiting,
-                    "lag_seconds": backlog.lag_seconds,
-                    "results": letters,
-                }
-            ).data
-        )
-
-    @extend_schema(request=None, responses=UsageDeadLettersReplayedOut)
-    @action(detail=False, methods=["post"], url_path="dead-letters/replay", permission_classes=[IsSuperadmin])
-    def dead_letters_replay(self, request: Request) -> Response:
-        """Store the dead letters again with their strings repaired (superadmin); those that still fail stay."""
-        from apps.gateway.services import usage_dead_letters_replay  # the worker's store, not a domain import
-
-        replayed = usage_dead_letters_replay(actor=self.actor, context=self.audit_context)
-        return Response(UsageDeadLettersReplayedOut({"stored": replayed.stored, "kept": replayed.kept}).data)

@@ -6,4 +6,4 @@ from django.apps import AppConfig
 class AuditConfig(AppConfig):
     name = "apps.audit"
     label = "audit"
-    verbose_name = "Audit and usage"
+    verbose_name = "Audit"

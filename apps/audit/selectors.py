@@ -1,17 +1,16 @@
-"""Reading the audit log and usage: filtered event lists, exports to CSV and JSON Lines, checkpoint exports."""
+"""Reading the audit log: filtered event lists, exports to CSV and JSON Lines, checkpoint exports."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import QuerySet
 
 from apps.audit.exports import csv_cell, export_rows
 from apps.audit.models import AuditCheckpoint, AuditEvent
@@ -97,48 +96,3 @@ def audit_checkpoints_jsonl() -> Iterator[str]:
     rows = AuditCheckpoint.objects.order_by("seq", "id").values("seq", "hash", "created_at", "taken_by")
     for row in rows.iterator(chunk_size=2000):
         yield json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True) + "\n"
-
-
-USAGE_GROUPS = {"day": "day", "model": "model", "key": "api_key"}
-
-
-def usage_summary(
-    *,
-    records: QuerySet[Any],
-    group_by: Iterable[str],
-    since: datetime | None = None,
-    until: datetime | None = None,
-    organization_id: int | None = None,
-    model: str = "",
-    api_key_id: int | None = None,
-    team_id: int | None = None,
-) -> list[dict[str, Any]]:
-    """Usage summed per day (UTC), model and/or key, newest day first, from an already-restricted queryset of
-    hourly rollups (which outlive the raw records' retention)."""
-    if since:
-        records = records.filter(hour__gte=since)
-    if until:
-        records = records.filter(hour__lt=until)
-    if organization_id:
-        records = records.filter(organization_id=organization_id)
-    if model:
-        records = records.filter(model=model)
-    if api_key_id:
-        records = records.filter(api_key_id=api_key_id)
-    if team_id:
-        records = records.filter(team_id=team_id)
-    columns = [USAGE_GROUPS[name] for name in USAGE_GROUPS if name in set(group_by)]
-    rows = (
-        records.order_by()
-        .annotate(day=TruncDate("hour"))
-        .values(*columns)
-        .annotate(
-            requests=Sum("requests"),
-            prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-            cost_micros=Sum("cost_micros"),
-            errors=Sum("errors"),
-        )
-        .order_by(*[f"-{c}" if c == "day" else c for c in columns])
-    )
-    return list(rows)

@@ -14,10 +14,10 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from apps.audit.models import UsageRecord
 from apps.compute.adapters import supported_kinds
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Replica
 from apps.compute.replica_logs import replica_logs_recent
+from apps.usage.models import UsageRecord
 
 RState = Replica.State
 LIVE_REPLICA_STATES = (RState.PENDING, RState.PROVISIONING, RState.STARTING, RState.READY, RState.UNHEALTHY)

@@ -26,9 +26,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from apps.audit.usage_backlog import usage_backlog
 from apps.gateway.metrics import LiveLabels, series_prune
 from apps.gateway.selectors import metric_labels_live
+from apps.usage.backlog import usage_backlog
 from inferia_runtime.redis_clients import sync_redis
 
 

@@ -23,7 +23,7 @@ from apps.gateway.auth import bearer_secret
 from apps.gateway.catalog import DeploymentRoute
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import CLIENT_REQUEST_ID_MAX, Exchange
-from apps.gateway.metering import UsageEvent, usage_append
+from apps.gateway.metering import usage_append
 from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.runtime import GatewayRuntime, runtime
 from apps.gateway.schemas import CHAT_COMPLETIONS, Endpoint, InferenceRequest, validation_message
@@ -43,6 +43,7 @@ from apps.policies.limits import (
     limits_settle,
 )
 from apps.policies.selectors import PolicyKeyNotFound
+from apps.usage.events import UsageEvent
 
 INFERENCE_SCOPE = "inference"
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'

@@ -19,12 +19,12 @@ from apps.gateway import errors, metrics
 from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import Exchange
-from apps.gateway.metering import UsageEvent
 from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.runtime import GatewayRuntime
 from apps.gateway.schemas import Endpoint, InferenceRequest
 from apps.gateway.tracing import ENABLED as TRACING
 from apps.gateway.tracing import trace_context_inject, traced
+from apps.usage.events import UsageEvent
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')

@@ -14,7 +14,6 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.audit.models import UsageRollup
 from apps.keys import services as key_services
 from apps.keys.models import ApiKey
 from apps.keys.serializers import (
@@ -28,6 +27,7 @@ from apps.keys.serializers import (
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
 from apps.rbac.drf import TenantViewSet, service_call
 from apps.rbac.restrict import organizations_allowing
+from apps.usage.models import UsageRollup
 
 
 def _usage(expression: Any) -> Coalesce:

@@ -129,7 +129,7 @@ def effective_policy_compile(
     enabled = [policy for policy in policies if policy.enabled]
     levels = tuple(
         LevelLimits(
-            scope=_scope(policy),
+            scope=policy_counter_scope(policy),
             requests_per_minute=policy.requests_per_minute,
             tokens_per_minute=policy.tokens_per_minute,
             concurrent_requests=policy.concurrent_requests,
@@ -156,7 +156,7 @@ def effective_policy_compile(
     )
 
 
-def _scope(policy: Policy) -> str:
+def policy_counter_scope(policy: Policy) -> str:
     """Counters belong to the thing a policy is attached to, not to the policy row (recreating a policy keeps the
     spend). The organisation id is in braces: Redis Cluster hashes every counter of a request to one slot."""
     org = f"{{o{policy.organization_id}}}"

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import redis
 from django.db.models import F, Sum
 
-from apps.audit.models import UsageRecord
 from apps.policies.limits import RAISE_USED_LUA, limits_holds_release, quota_key
 from apps.policies.models import Policy
+from apps.usage.models import UsageRecord
 
 # How long a rebuilt counter lives when Redis has no expiry for it yet: past the end of any month.
 _TTL_MS = 33 * 86_400_000

@@ -13,7 +13,7 @@ from apps.audit.services import AuditContext, audit_diff, audit_record
 from apps.rbac.models import Role, TeamGroup
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
-TENANT_APPS = ("orgs", "rbac", "keys", "policies", "compute", "audit")
+TENANT_APPS = ("orgs", "rbac", "keys", "policies", "compute", "audit", "usage")
 
 # Which actions on which apps each built-in role holds. Owners hold everything; admins everything but
 # deleting the organisation and editing roles; members use and view; viewers only view.

@@ -9,9 +9,10 @@ import json
 
 from django.utils import timezone
 
-from apps.audit.models import AuditCheckpoint, AuditEvent, UsageRecord, UsageRollup
+from apps.audit.models import AuditCheckpoint, AuditEvent
 from apps.audit.verify import audit_verify
 from apps.orgs.models import User
+from apps.usage.models import UsageRecord, UsageRollup
 
 
 def test_a_write_records_who_what_where_with_a_diff_and_masked_secrets(acme, owner, as_user):

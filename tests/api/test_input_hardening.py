@@ -81,7 +81,7 @@ def test_an_unhandled_error_is_a_json_500(acme, owner, as_user, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("apps.audit.api.usage_summary", broken)
+    monkeypatch.setattr("apps.usage.api.usage_summary", broken)
     response = as_user(owner).get("/api/usage/summary/", {"group_by": "model"})
     assert response.status_code == 500
     assert response.json() == {"detail": "A server error occurred."}

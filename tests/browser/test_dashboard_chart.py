@@ -35,9 +35,9 @@ def month_of_usage(console, django_db_blocker) -> Iterator[None]:
     """Hourly usage over the last 30 days for the console's organisation, at every grain, committed (module scope:
     before any test's transaction) so that the server sees it."""
     with django_db_blocker.unblock():
-        from apps.audit.models import UsageRollup
-        from apps.audit.rollups import usage_rollups_rebuild
         from apps.orgs.models import Organization
+        from apps.usage.models import UsageRollup
+        from apps.usage.rollups import usage_rollups_rebuild
 
         organization = Organization.objects.get(slug=console.org_slug)
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apps.audit.models import UsageRecord, UsageRollup
-from apps.audit.rollups import usage_rollups_rebuild
-from apps.policies.effective import _scope
+from apps.policies.effective import policy_counter_scope
 from apps.policies.limits import quota_key
 from apps.policies.models import Policy
+from apps.usage.models import UsageRecord, UsageRollup
+from apps.usage.rollups import usage_rollups_rebuild
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ def test_the_superadmin_sees_the_platform(client, org, other_org, roles):
 def test_budgets_burn_against_the_gateways_counters(client, owner, org, redis_cache):
     policy = Policy.objects.create(organization=org, budget_per_day_micros=10_000_000)
     day = datetime.now(UTC).strftime("%Y%m%d")
-    redis_cache.hset(quota_key(_scope(policy), "d", day), mapping={"usd_used": 8_500_000, "usd_held": 0})
+    redis_cache.hset(quota_key(policy_counter_scope(policy), "d", day), mapping={"usd_used": 8_500_000, "usd_held": 0})
     client.force_login(owner)
     html = client.get("/console/dashboard/").content.decode()
     assert "$8.50 of $10.00" in html
@@ -111,9 +111,9 @@ DASHBOARD_QUERIES = 10
 
 
 def test_the_busiest_keys_and_teams_are_named_and_stay_in_the_organisation(client, owner, org, other_org, outsider):
-    from apps.gateway.services import usage_records_store
     from apps.keys.services import api_key_create
     from apps.orgs.models import Team
+    from apps.usage.services import usage_records_store
 
     team = Team.objects.create(organization=org, name="Core", slug="core")
     ours = api_key_create(organization=org, name="busy backend", scopes=["inference"], team=team, actor=owner).key

@@ -112,7 +112,7 @@ def test_the_request_summary_is_only_for_who_may_see_it(client, owner, outsider,
 
     from django.utils import timezone
 
-    from apps.audit.models import UsageRecord
+    from apps.usage.models import UsageRecord
 
     UsageRecord.objects.create(
         request_id="pg-abc", started_at=timezone.now(), organization=org, endpoint="chat.completions", model="m",

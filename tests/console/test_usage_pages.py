@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.audit.models import UsageRecord
+from apps.usage.models import UsageRecord
 from tests.console.pages_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
@@ -103,7 +103,7 @@ def test_the_outsider_sees_none_of_acmes_usage(acme, globex, outsider, signed_in
 
 def _stored(tenant, count, *, model, key=None):
     """Usage stored the way the usage worker stores it: records and rollups at every grain."""
-    from apps.gateway.services import usage_records_store
+    from apps.usage.services import usage_records_store
 
     usage_records_store(
         [
@@ -139,7 +139,7 @@ def _total_requests(html: str) -> str:
 
 
 def test_the_totals_follow_the_filter_from_the_rollups(acme, globex, owner, signed_in):
-    from apps.audit.rollups import usage_rollups_rebuild
+    from apps.usage.rollups import usage_rollups_rebuild
 
     # The fixture's one request of the owner's key was written as an hourly rollup alone: derive the other grains.
     usage_rollups_rebuild(since=timezone.now() - timedelta(days=1), until=timezone.now() + timedelta(days=1))

@@ -9,8 +9,8 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apps.audit.models import UsageRecord
-from apps.gateway.services import usage_stream_drain
+from apps.usage.models import UsageRecord
+from apps.usage.stream import usage_stream_drain
 from tests.gateway.conftest import http
 
 # What reaches Inferia in a header value: the server's HTTP parser refuses other control characters itself.

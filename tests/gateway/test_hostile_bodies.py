@@ -8,7 +8,7 @@ import json
 import pytest
 from django.conf import settings
 
-from apps.gateway.metering import EVENT_FIELD
+from apps.usage.events import EVENT_FIELD
 from tests.gateway.conftest import http
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}

@@ -14,9 +14,10 @@ from django.conf import settings
 from django.db import connections
 from django.db.models import Sum
 
-from apps.audit.models import UsageRecord, UsageRollup
-from apps.gateway.metering import EVENT_FIELD, usage_event_decode
-from apps.gateway.services import USAGE_GROUP, usage_records_store, usage_stream_drain
+from apps.usage.events import EVENT_FIELD, usage_event_decode
+from apps.usage.models import UsageRecord, UsageRollup
+from apps.usage.services import usage_records_store
+from apps.usage.stream import USAGE_GROUP, usage_stream_drain
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "count with me"}], "max_tokens": 16}
 

@@ -8,8 +8,8 @@ import json
 
 import aiohttp
 
-from apps.audit.models import UsageRecord
-from apps.gateway.services import usage_stream_drain
+from apps.usage.models import UsageRecord
+from apps.usage.stream import usage_stream_drain
 from tests.gateway.conftest import Tenant, http, make_deployment, make_key, wait_until_served
 from tests.gateway.stand_ins import scripted_engine
 

@@ -10,8 +10,9 @@ import json
 import aiohttp
 from django.conf import settings
 
-from apps.audit.models import AuditEvent, UsageRecord
-from apps.gateway.services import usage_stream_drain
+from apps.audit.models import AuditEvent
+from apps.usage.models import UsageRecord
+from apps.usage.stream import usage_stream_drain
 from tests.gateway.conftest import Tenant, http, make_deployment, make_key, wait_until_served
 from tests.gateway.servers import running_sim, web_start
 from tests.gateway.stand_ins import TcpRelay

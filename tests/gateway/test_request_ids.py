@@ -9,9 +9,9 @@ import json
 import aiohttp
 from django.conf import settings
 
-from apps.audit.models import UsageRecord
-from apps.gateway.metering import EVENT_FIELD
-from apps.gateway.services import usage_stream_drain
+from apps.usage.events import EVENT_FIELD
+from apps.usage.models import UsageRecord
+from apps.usage.stream import usage_stream_drain
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
 from tests.gateway.servers import running_sim
 

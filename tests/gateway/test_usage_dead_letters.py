@@ -8,10 +8,12 @@ import json
 
 from django.conf import settings
 
-from apps.audit.models import AuditEvent, UsageRecord
-from apps.audit.usage_backlog import dead_letters_list, usage_backlog
-from apps.gateway.metering import EVENT_FIELD, UsageEvent
-from apps.gateway.services import usage_dead_letters_replay, usage_stream_drain
+from apps.audit.models import AuditEvent
+from apps.usage.backlog import dead_letters_list, usage_backlog
+from apps.usage.events import EVENT_FIELD, UsageEvent
+from apps.usage.models import UsageRecord
+from apps.usage.services import usage_dead_letters_replay
+from apps.usage.stream import usage_stream_drain
 from tests.gateway.test_metering import _many_streams
 
 

@@ -207,9 +207,9 @@ def test_the_prompt_bound_is_at_least_the_utf8_length():
 
 @pytest.mark.django_db
 def test_reconcile_rebuilds_counters_from_usage_records_after_redis_lost_them(org, org_key, redis_cache):
-    from apps.audit.models import UsageRecord
     from apps.policies.reconcile import policy_counters_reconcile
     from apps.policies.services import policy_create
+    from apps.usage.models import UsageRecord
 
     policy_create(actor=None, organization=org, budget_per_month_micros=5_000, tokens_per_day=10_000)
     now = datetime.now(UTC)
@@ -236,8 +236,8 @@ def test_reconcile_rebuilds_counters_from_usage_records_after_redis_lost_them(or
 async def test_after_reconcile_the_rebuilt_spend_still_limits(org, org_key, redis_cache, aredis):
     from channels.db import database_sync_to_async
 
-    from apps.audit.models import UsageRecord
     from apps.policies.reconcile import policy_counters_reconcile
+    from apps.usage.models import UsageRecord
 
     scope = f"{{o{org.pk}}}:o"
     await database_sync_to_async(UsageRecord.objects.create)(

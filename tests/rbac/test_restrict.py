@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from apps.audit.models import AuditEvent, UsageRecord
+from apps.audit.models import AuditEvent
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_create, api_key_revoke
@@ -14,6 +14,7 @@ from apps.orgs.models import Membership, Organization, Team, User
 from apps.rbac.models import Role
 from apps.rbac.restrict import TENANT_MODELS, organizations_allowing, principal_can, restrict
 from apps.rbac.services import object_grant, object_grant_revoke
+from apps.usage.models import UsageRecord
 from tests.tenancy import platform_deployment
 
 MODELS = [

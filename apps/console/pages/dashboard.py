@@ -1,8 +1,9 @@
 """The overview dashboard: one organisation's usage (or the platform's, for the superadmin) over a chosen range,
 its busiest models, keys and teams, the live load of its replicas, its budgets' burn and the guardrails that fired.
 
-The view parses the organisation and range, calls the dashboard selectors with `restrict`-ed querysets, and renders;
-the charts draw from a JSON island in the page with the vendored uPlot."""
+The view parses the organisation and range, calls the owning apps' selectors (usage, the replicas' live load,
+policies' budget burn) with `restrict`-ed querysets, and renders; the charts draw from a JSON island in the page
+with the vendored uPlot."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from apps.audit.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 from apps.compute.models import Replica
-from apps.console import dashboard_selectors as dash
 from apps.console.pages.support import page_principal
 from apps.console.scope import OrgScope, org_scope_get
+from apps.gateway.replica_load import replicas_live_load
 from apps.policies.models import Policy
+from apps.policies.selectors import budget_burn
 from apps.rbac.restrict import restrict
+from apps.usage import selectors as usage
+from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 
 
 def _in_scope(queryset: Any, scope: OrgScope, field: str = "organization_id") -> Any:
@@ -32,23 +35,23 @@ def _in_scope(queryset: Any, scope: OrgScope, field: str = "organization_id") ->
 @require_GET
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     scope = org_scope_get(request, model=UsageRollup)
-    range_name = request.GET.get("range", dash.DEFAULT_RANGE)
-    if range_name not in dash.RANGES:
-        range_name = dash.DEFAULT_RANGE
-    context: dict[str, Any] = {"scope": scope, "range_name": range_name, "ranges": list(dash.RANGES)}
+    range_name = request.GET.get("range", usage.DEFAULT_RANGE)
+    if range_name not in usage.RANGES:
+        range_name = usage.DEFAULT_RANGE
+    context: dict[str, Any] = {"scope": scope, "range_name": range_name, "ranges": list(usage.RANGES)}
     if scope.organization is None and not scope.platform:
         return render(request, "console/dashboard/index.html", context)
     who = page_principal(request)
-    since, until, bucket = dash.range_window(range_name)
+    since, until, bucket = usage.range_window(range_name)
     rollups = _in_scope(restrict(UsageRollup.objects.all(), principal=who, action="view"), scope)
     by_model = _in_scope(restrict(UsageModelRollup.objects.all(), principal=who, action="view"), scope)
     by_key = _in_scope(restrict(UsageKeyRollup.objects.all(), principal=who, action="view"), scope)
-    overview = dash.usage_overview(by_model=by_model, since=since, until=until, bucket=bucket)
+    overview = usage.usage_overview(by_model=by_model, since=since, until=until, bucket=bucket)
     series = overview.series
     replicas = _in_scope(
         restrict(Replica.objects.all(), principal=who, action="view"), scope, "deployment__organization_id"
     )
-    budgets, budgets_live = dash.budget_burn(
+    budgets, budgets_live = budget_burn(
         policies=_in_scope(restrict(Policy.objects.all(), principal=who, action="view"), scope)
     )
     records = _in_scope(restrict(UsageRecord.objects.all(), principal=who, action="view"), scope)
@@ -67,11 +70,11 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             ],
         },
         top_models=overview.top_models,
-        top_keys=dash.usage_top_keys(rollups=rollups, by_key=by_key, since=since, until=until),
+        top_keys=usage.usage_top_keys(rollups=rollups, by_key=by_key, since=since, until=until),
         top_teams=overview.top_teams,
-        load=dash.live_load(replicas=replicas),
+        load=replicas_live_load(replicas=replicas),
         budgets=budgets,
         budgets_live=budgets_live,
-        guardrails=dash.guardrails_fired(records=records, since=since, until=until),
+        guardrails=usage.guardrails_fired(records=records, since=since, until=until),
     )
     return render(request, "console/dashboard/index.html", context)

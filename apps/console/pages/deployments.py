@@ -18,7 +18,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.audit.models import UsageRecord
 from apps.compute import api_services, services
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.console import deployment_selectors as deps
@@ -32,6 +31,7 @@ from apps.console.pages.support import (
 )
 from apps.orgs.models import Organization
 from apps.rbac.restrict import restrict
+from apps.usage.models import UsageRecord
 
 SIMULATOR_CHOICE = "simulator"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")

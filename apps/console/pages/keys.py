@@ -18,7 +18,6 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.audit.models import UsageRecord, UsageRollup
 from apps.console.pages.support import (
     keyset_page,
     organization_current_slug,
@@ -36,6 +35,7 @@ from apps.keys import services as key_services
 from apps.keys.models import ApiKey, Scope
 from apps.orgs.models import Team
 from apps.rbac.restrict import restrict
+from apps.usage.models import UsageRecord, UsageRollup
 
 SESSION_ISSUED = "inferia_console_issued_key"
 ROTATION_GRACES = [

@@ -17,7 +17,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.audit.models import UsageRecord
 from apps.compute.models import ModelDeployment
 from apps.console.pages.support import page_organizations_allowing, page_principal
 from apps.console.playground_gateway import playground_body, playground_chat_stream, playground_key_secret
@@ -27,6 +26,7 @@ from apps.policies.errors import PolicyDenied
 from apps.policies.models import PromptTemplate
 from apps.policies.prompts.selectors import template_render
 from apps.rbac.restrict import restrict
+from apps.usage.models import UsageRecord
 
 SERVING = (ModelDeployment.State.READY, ModelDeployment.State.DEGRADED)
 MAX_MESSAGES = 50

@@ -4,9 +4,6 @@ rollups and a streamed CSV export of the same filter."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -19,8 +16,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from apps.audit.exports import CSV_CONTENT_TYPE, csv_cell, export_response, export_rows
-from apps.audit.models import UsageModelRollup, UsageRecord, UsageRollup
+from apps.audit.exports import CSV_CONTENT_TYPE, export_response
 from apps.console.pages.support import (
     keyset_page,
     organization_current_slug,
@@ -32,30 +28,11 @@ from apps.console.pages.support import (
 from apps.keys.models import ApiKey
 from apps.orgs.models import Team
 from apps.rbac.restrict import restrict
+from apps.usage.models import UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.selectors import usage_records_csv
 
 # A key filter is a prefix: at most this many matching keys are searched.
 KEY_MATCH_LIMIT = 50
-
-EXPORT_FIELDS = [
-    "request_id",
-    "client_request_id",
-    "started_at",
-    "organization_id",
-    "team_id",
-    "api_key_id",
-    "deployment_id",
-    "endpoint",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_micros",
-    "ttft_ms",
-    "latency_ms",
-    "status_code",
-    "outcome",
-    "error_code",
-    "streamed",
-]
 
 
 class UsageFilterForm(forms.Form):
@@ -172,20 +149,6 @@ def usage_view(request: HttpRequest) -> HttpResponse:
     return render(request, "console/usage/explorer.html", context)
 
 
-def _csv_chunks(records: QuerySet[UsageRecord]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(EXPORT_FIELDS)
-    for batch in export_rows(records.order_by("-started_at", "-pk").values_list(*EXPORT_FIELDS)):
-        for row in batch:
-            writer.writerow([value.isoformat() if isinstance(value, datetime) else csv_cell(value) for value in row])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue()
-
-
 @login_required
 @require_GET
 def usage_export_view(request: HttpRequest) -> StreamingHttpResponse:
@@ -194,7 +157,9 @@ def usage_export_view(request: HttpRequest) -> StreamingHttpResponse:
     form = UsageFilterForm(request.GET)
     records, _ = usage_filtered(request, form)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return export_response(request, _csv_chunks(records), content_type=CSV_CONTENT_TYPE, filename=f"usage-{stamp}.csv")
+    return export_response(
+        request, usage_records_csv(records=records), content_type=CSV_CONTENT_TYPE, filename=f"usage-{stamp}.csv"
+    )
 
 
 __all__ = ["usage_export_view", "usage_filtered", "usage_view"]

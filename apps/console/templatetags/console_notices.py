@@ -7,7 +7,7 @@ import logging
 import redis
 from django import template
 
-from apps.audit.usage_backlog import dead_letters_count
+from apps.usage.backlog import dead_letters_count
 from inferia_runtime.redis_clients import sync_redis
 
 register = template.Library()

@@ -1,10 +1,11 @@
-"""Celery tasks of the data plane: storing the usage stream and pruning raw usage rows (queue `usage`)."""
+"""Celery tasks of usage (queue `usage`): storing the usage stream and pruning raw usage rows."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from apps.gateway.services import usage_records_prune, usage_stream_drain
+from apps.usage.services import usage_records_prune
+from apps.usage.stream import usage_stream_drain
 
 
 @shared_task(acks_late=True, time_limit=300, ignore_result=True)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from django.db.models import Sum
 
-from apps.audit.models import UsageKeyRollup, UsageModelRollup, UsageRollup
-from apps.audit.rollups import usage_rollups_rebuild
-from apps.console import dashboard_selectors as dash
-from apps.gateway.services import usage_records_store
+from apps.usage import selectors as usage_selectors
+from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRollup
+from apps.usage.rollups import usage_rollups_rebuild
+from apps.usage.services import usage_records_store
 
 NOW = datetime(2026, 11, 20, 13, 30, tzinfo=UTC)
 SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros")
@@ -47,7 +47,7 @@ def _grains() -> dict[str, list[tuple[Any, ...]]]:
 @pytest.fixture
 def week(org, other_org):
     """Usage of the 7 days before NOW (and a little outside them), in both organisations."""
-    since, until, _ = dash.range_window("7d", now=NOW)  # 13 Nov 14:00 to 20 Nov 14:00
+    since, until, _ = usage_selectors.range_window("7d", now=NOW)  # 13 Nov 14:00 to 20 Nov 14:00
     at = [
         (since - timedelta(minutes=30), 7, "m-1"),  # before the range
         (since + timedelta(minutes=5), 1, "m-1"),  # first hour, in a partial day
@@ -109,7 +109,7 @@ def test_a_rebuild_gives_the_rows_the_worker_wrote_and_again_the_same(week):
 def test_top_keys_over_days_are_exact_at_the_edges_of_the_range(week, org):
     since, until = week
     rollups = UsageRollup.objects.filter(organization_id=org.pk)
-    keys = dash.usage_top_keys(
+    keys = usage_selectors.usage_top_keys(
         rollups=rollups, by_key=UsageKeyRollup.objects.filter(organization_id=org.pk), since=since, until=until
     )
     assert [(row["api_key_id"], row["requests"], row["errors"]) for row in keys] == [(3, 4, 2), (1, 3, 0), (2, 2, 0)]
@@ -123,7 +123,7 @@ def test_top_keys_over_days_are_exact_at_the_edges_of_the_range(week, org):
 
 def test_the_overview_is_one_pass_over_the_range_and_only_the_organisations(week, org):
     since, until = week
-    overview = dash.usage_overview(
+    overview = usage_selectors.usage_overview(
         by_model=UsageModelRollup.objects.filter(organization_id=org.pk), since=since, until=until, bucket="hour"
     )
     assert overview.series.totals["requests"] == 9  # 11 stored, 2 outside the range

@@ -1,8 +1,6 @@
-"""The overview dashboard's reads: usage over time and top models and teams (from the per-model hourly rollups, in one
-grouped pass), top keys (from the per-key daily rollups, and the hourly ones for the hours around whole days), live
-load of the replicas (from Redis), budget burn (the policies' budgets against the Redis counters the gateway
-enforces them with) and which guardrails fired (from the raw usage records of the range, through an index that
-carries their guardrails).
+"""Reading usage: the sums the REST API and reports ask for, the dashboard's usage over time and busiest models, keys
+and teams (from the rollups), the guardrails that fired (from the raw records, through an index that carries their
+guardrails), and the CSV export of records.
 
 Every read takes a queryset already narrowed by `restrict`, aggregates in PostgreSQL and returns plain values: the
 number of queries is fixed, whatever the number of rows.
@@ -10,23 +8,22 @@ number of queries is fixed, whatever the number of rows.
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncDate
 
-from apps.audit.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
-from apps.compute.models import Replica
-from apps.gateway.catalog import REPLICA_LOAD_KEY
+from apps.audit.exports import csv_cell, export_rows
 from apps.keys.models import ApiKey
 from apps.orgs.models import Team
-from apps.policies.effective import _scope as policy_counter_scope  # the counters' names: one definition
-from apps.policies.limits import quota_key
-from apps.policies.models import Policy
-from inferia_runtime.redis_clients import sync_redis
+from apps.usage.events import USAGE_EXPORT_COLUMNS
+from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 
 RANGES: dict[str, tuple[timedelta, str]] = {
     "24h": (timedelta(hours=24), "hour"),
@@ -204,112 +201,6 @@ def usage_top_keys(
         ]
 
 
-@dataclass(frozen=True)
-class LiveLoad:
-    """What the engines of the visible READY replicas report right now (scraped by the health checker into Redis):
-    requests running and waiting, and the highest KV-cache use. `available` is False when Redis could not answer."""
-
-    replicas: int
-    running: float
-    waiting: float
-    kv_cache_max: float
-    available: bool = True
-
-
-def live_load(*, replicas: QuerySet[Replica]) -> LiveLoad:
-    """Sum the live load of `replicas` that are READY (one query, one Redis round trip)."""
-    ids = list(replicas.filter(state=Replica.State.READY).order_by().values_list("pk", flat=True)[:1000])
-    if not ids:
-        return LiveLoad(replicas=0, running=0, waiting=0, kv_cache_max=0)
-    try:
-        pipe = sync_redis().pipeline(transaction=False)
-        for replica_id in ids:
-            pipe.hmget(REPLICA_LOAD_KEY.format(replica_id=replica_id), "running", "waiting", "kv_cache")
-        answers = pipe.execute()
-    except redis.RedisError:
-        return LiveLoad(replicas=len(ids), running=0, waiting=0, kv_cache_max=0, available=False)
-    running = waiting = kv_max = 0.0
-    for values in answers:
-        run, wait, kv = (float(v) if v is not None else 0.0 for v in values)
-        running += run
-        waiting += wait
-        kv_max = max(kv_max, kv)
-    return LiveLoad(replicas=len(ids), running=running, waiting=waiting, kv_cache_max=kv_max)
-
-
-@dataclass(frozen=True)
-class BudgetBurn:
-    """One budget of one policy, against what was spent (settled) and is held (by requests in flight) this period."""
-
-    policy_id: int
-    target: str
-    period: str  # "day" or "month"
-    budget_micros: int
-    used_micros: int
-    held_micros: int
-
-    @property
-    def percent(self) -> float:
-        if not self.budget_micros:
-            return 0.0
-        return min(100.0, 100.0 * (self.used_micros + self.held_micros) / self.budget_micros)
-
-    @property
-    def state(self) -> str:
-        """ "ok", "warn" (past 80%) or "over" (spent), for the bar's colour."""
-        return "over" if self.percent >= 100 else "warn" if self.percent >= 80 else "ok"
-
-
-def _policy_target(policy: Policy) -> str:
-    if policy.api_key_id is not None:
-        return f"Key {policy.api_key.name} ({policy.api_key.prefix}…)"
-    if policy.team_id is not None:
-        return f"Team {policy.team.name}"
-    return f"Organisation {policy.organization.name}"
-
-
-def budget_burn(*, policies: QuerySet[Policy], now: datetime | None = None) -> tuple[list[BudgetBurn], bool]:
-    """Every daily and monthly budget of the enabled `policies`, with the current period's spend from the counters
-    the gateway enforces budgets with (one query, one Redis round trip). Also whether Redis answered."""
-    now = now or datetime.now(UTC)
-    rows = list(
-        policies.filter(enabled=True)
-        .filter(Q(budget_per_day_micros__isnull=False) | Q(budget_per_month_micros__isnull=False))
-        .select_related("organization", "team", "api_key")
-        .order_by("organization_id", "team_id", "api_key_id")[:50]
-    )
-    day_id, month_id = now.strftime("%Y%m%d"), now.strftime("%Y%m")
-    wanted: list[tuple[Policy, str, int, str]] = []
-    for policy in rows:
-        scope = policy_counter_scope(policy)
-        if policy.budget_per_day_micros is not None:
-            wanted.append((policy, "day", policy.budget_per_day_micros, quota_key(scope, "d", day_id)))
-        if policy.budget_per_month_micros is not None:
-            wanted.append((policy, "month", policy.budget_per_month_micros, quota_key(scope, "m", month_id)))
-    if not wanted:
-        return [], True
-    available = True
-    try:
-        pipe = sync_redis().pipeline(transaction=False)
-        for *_, key in wanted:
-            pipe.hmget(key, "usd_used", "usd_held")
-        answers = pipe.execute()
-    except redis.RedisError:
-        answers, available = [[None, None]] * len(wanted), False
-    burns = [
-        BudgetBurn(
-            policy_id=policy.pk,
-            target=_policy_target(policy),
-            period=period,
-            budget_micros=budget,
-            used_micros=int(used or 0),
-            held_micros=max(0, int(held or 0)),
-        )
-        for (policy, period, budget, _), (used, held) in zip(wanted, answers, strict=True)
-    ]
-    return burns, available
-
-
 def guardrails_fired(*, records: QuerySet[UsageRecord], since: datetime, until: datetime) -> list[dict[str, Any]]:
     """Which guardrails fired in the range and what they did (block, redact, flag), with how often (one query,
     aggregated in PostgreSQL over the records' `guardrails` lists)."""
@@ -335,17 +226,77 @@ def guardrails_fired(*, records: QuerySet[UsageRecord], since: datetime, until: 
         ]
 
 
+USAGE_GROUPS = {"day": "day", "model": "model", "key": "api_key"}
+
+
+def usage_summary(
+    *,
+    records: QuerySet[Any],
+    group_by: Iterable[str],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    organization_id: int | None = None,
+    model: str = "",
+    api_key_id: int | None = None,
+    team_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Usage summed per day (UTC), model and/or key, newest day first, from an already-restricted queryset of
+    hourly rollups (which outlive the raw records' retention)."""
+    if since:
+        records = records.filter(hour__gte=since)
+    if until:
+        records = records.filter(hour__lt=until)
+    if organization_id:
+        records = records.filter(organization_id=organization_id)
+    if model:
+        records = records.filter(model=model)
+    if api_key_id:
+        records = records.filter(api_key_id=api_key_id)
+    if team_id:
+        records = records.filter(team_id=team_id)
+    columns = [USAGE_GROUPS[name] for name in USAGE_GROUPS if name in set(group_by)]
+    rows = (
+        records.order_by()
+        .annotate(day=TruncDate("hour"))
+        .values(*columns)
+        .annotate(
+            requests=Sum("requests"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cost_micros=Sum("cost_micros"),
+            errors=Sum("errors"),
+        )
+        .order_by(*[f"-{c}" if c == "day" else c for c in columns])
+    )
+    return list(rows)
+
+
+def usage_records_csv(*, records: QuerySet[UsageRecord]) -> Iterator[str]:
+    """The records as CSV (the usage event's exported fields), newest first, one chunk per batch of rows (see
+    `apps.audit.exports`); text that a spreadsheet would run as a formula is neutralised (`csv_cell`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(USAGE_EXPORT_COLUMNS)
+    for batch in export_rows(records.order_by("-started_at", "-pk").values_list(*USAGE_EXPORT_COLUMNS)):
+        for row in batch:
+            writer.writerow([value.isoformat() if isinstance(value, datetime) else csv_cell(value) for value in row])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()
+
+
 __all__ = [
     "DEFAULT_RANGE",
     "RANGES",
-    "BudgetBurn",
-    "LiveLoad",
+    "USAGE_GROUPS",
     "UsageOverview",
     "UsageSeries",
-    "budget_burn",
     "guardrails_fired",
-    "live_load",
     "range_window",
     "usage_overview",
+    "usage_records_csv",
+    "usage_summary",
     "usage_top_keys",
 ]

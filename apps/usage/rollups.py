@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from apps.audit.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 
 _SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms_total", "ttft_ms_total")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.audit.rollups import usage_rollups_rebuild
+from apps.usage.rollups import usage_rollups_rebuild
 
 
 class Command(BaseCommand):
