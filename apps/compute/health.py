@@ -1,7 +1,7 @@
 """The health checker: every few seconds, each live replica's adapter status, `/health` and a `/metrics` scrape.
 
 The load it scrapes (vLLM's running and waiting requests and KV-cache use) goes to Redis for the gateways' routers
-(`apps.gateway.catalog.replica_load_store`) and to `Replica.last_metrics`. A replica whose process is gone fails at
+(`apps.compute.routing.replica_load_store`) and to `Replica.last_metrics`. A replica whose process is gone fails at
 once (the reconciler replaces it); one that misses INFERIA_HEALTH_FAILURES checks in a row becomes UNHEALTHY and
 leaves routing, and comes back to READY when it answers again. A replica that pushes heartbeats
 (`POST /api/nodes/heartbeat`, for nodes behind NAT) is healthy while either its poll or its push is fresh.
@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import aiohttp
@@ -27,10 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.compute.adapters import AdapterError, ReplicaPhase, adapter_for
 from apps.compute.adapters.external import external_upstream_headers
 from apps.compute.adapters.http import http_call
+from apps.compute.events import ReplicaEndpointChanged
 from apps.compute.models import Replica
 from apps.compute.replica_logs import replicas_logs_publish
-from apps.console.live import deployment_progress_after_commit
-from apps.gateway.catalog import catalog_changed, endpoint_base, replica_load_store
+from apps.compute.replica_states import replica_transition
+from apps.compute.routing import endpoint_base, replica_load_store
+from inferia_runtime.events import event_publish
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,16 @@ PROBE_THREADS = 16
 RUNNING_METRIC = "vllm:num_requests_running"
 WAITING_METRIC = "vllm:num_requests_waiting"
 KV_CACHE_METRICS = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+
+
+class HealthOutcome(StrEnum):
+    """What one check did to a replica (`replicas_health_check` counts them)."""
+
+    HEALTHY = "healthy"  # answered: READY, or back to READY
+    STARTING = "starting"  # not up yet, still within its starting timeout
+    MISSED = "missed"  # did not answer, not yet enough misses in a row to leave routing
+    UNHEALTHY = "unhealthy"  # missed INFERIA_HEALTH_FAILURES checks in a row: out of routing
+    FAILED = "failed"  # gone, never started, or unhealthy for too long: the reconciler replaces it
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,7 @@ def replica_probe(replica: Replica) -> Probe:
     return Probe(ReplicaPhase.READY, status.detail, load, endpoint=learnt)
 
 
-def replicas_health_check() -> dict[str, int]:
+def replicas_health_check() -> dict[HealthOutcome, int]:
     """Check every live replica (probes in parallel threads), apply the results; counts by outcome."""
     replicas = list(Replica.objects.filter(state__in=CHECKED_STATES).select_related("deployment__pool__provider"))
     if not replicas:
@@ -149,7 +162,7 @@ def replicas_health_check() -> dict[str, int]:
             if replica.state != RState.READY or probe.phase != ReplicaPhase.READY
         ]
     )
-    counts: dict[str, int] = {}
+    counts: dict[HealthOutcome, int] = {}
     for replica, probe in zip(replicas, probes, strict=True):
         outcome = replica_health_apply(replica=replica, probe=probe)
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -161,21 +174,24 @@ def _push_fresh(replica: Replica, now: datetime) -> bool:
     return replica.last_pushed_at is not None and now - replica.last_pushed_at <= fresh
 
 
-def replica_health_apply(*, replica: Replica, probe: Probe) -> str:
+def replica_health_apply(*, replica: Replica, probe: Probe) -> HealthOutcome:
     """Move `replica` according to one probe; every write is conditional on the state it was read in, so a
-    replica stopped meanwhile is left alone. Returns the outcome: healthy, failed, unhealthy, missed, starting."""
+    replica stopped meanwhile is left alone."""
     now = timezone.now()
-    live = Replica.objects.filter(pk=replica.pk, state=replica.state)
     if probe.phase in (ReplicaPhase.FAILED, ReplicaPhase.STOPPED):
-        if live.update(state=RState.FAILED, last_error=probe.detail[:2000] or "gone", updated_at=now):
-            _changed(replica, was_routed=replica.state == RState.READY)
-        return "failed"
+        _replica_move(replica, RState.FAILED, last_error=probe.detail[:2000] or "gone")
+        return HealthOutcome.FAILED
+    live = Replica.objects.filter(pk=replica.pk, state=replica.state)
     if probe.endpoint and probe.endpoint != replica.endpoint and live.update(endpoint=probe.endpoint):
         # Recorded before the replica can turn READY below, so it is never routed without its address; a READY
         # replica whose node came back on a new address is re-announced to the router.
         replica.endpoint = probe.endpoint
-        if replica.state == RState.READY:
-            _changed(replica, was_routed=True)
+        serving = replica.state == RState.READY
+        event_publish(
+            ReplicaEndpointChanged(deployment_id=replica.deployment_id, replica_id=replica.pk, serving=serving)
+        )
+        if serving:
+            _reconcile_soon(replica)
     if probe.phase == ReplicaPhase.READY or _push_fresh(replica, now):
         load = probe.load
         fields: dict[str, Any] = {"failed_checks": 0, "last_heartbeat_at": now}
@@ -190,47 +206,46 @@ def replica_health_apply(*, replica: Replica, probe: Probe) -> str:
                 checked_at=checked_at,
             )
         if replica.state != RState.READY:
-            fields.update(state=RState.READY, last_error="", updated_at=now)
-            if live.update(**fields):
-                _changed(replica, was_routed=True)
+            if _replica_move(replica, RState.READY, last_error="", **fields):
                 _lora_sync_if_any(replica)
         else:
-            live.update(**fields)  # no signal: load and heartbeats change nothing the catalog caches
-        return "healthy"
+            live.update(**fields)  # no event: load and heartbeats change nothing the catalog caches
+        return HealthOutcome.HEALTHY
     if replica.state == RState.STARTING:
         started = replica.updated_at or replica.created_at
         if now - started > timedelta(seconds=settings.INFERIA_STARTING_TIMEOUT_SECONDS):
             detail = f"not ready after {settings.INFERIA_STARTING_TIMEOUT_SECONDS:.0f}s: {probe.detail}"
-            if live.update(state=RState.FAILED, last_error=detail[:2000], updated_at=now):
-                _changed(replica, was_routed=False)
-            return "failed"
-        return "starting"
+            _replica_move(replica, RState.FAILED, last_error=detail[:2000])
+            return HealthOutcome.FAILED
+        return HealthOutcome.STARTING
     missed = replica.failed_checks + 1
     if replica.state == RState.READY and missed >= settings.INFERIA_HEALTH_FAILURES:
         detail = f"missed {missed} health checks: {probe.detail}"
-        if live.update(state=RState.UNHEALTHY, failed_checks=missed, last_error=detail[:2000], updated_at=now):
-            _changed(replica, was_routed=True)
-        return "unhealthy"
+        _replica_move(replica, RState.UNHEALTHY, failed_checks=missed, last_error=detail[:2000])
+        return HealthOutcome.UNHEALTHY
     if replica.state == RState.UNHEALTHY:
         since = replica.last_heartbeat_at or replica.updated_at
         if now - since > timedelta(seconds=settings.INFERIA_UNHEALTHY_REPLACE_SECONDS):
             detail = f"unhealthy for over {settings.INFERIA_UNHEALTHY_REPLACE_SECONDS:.0f}s: {probe.detail}"
-            if live.update(state=RState.FAILED, last_error=detail[:2000], updated_at=now):
-                _changed(replica, was_routed=False)
-            return "failed"
+            _replica_move(replica, RState.FAILED, last_error=detail[:2000])
+            return HealthOutcome.FAILED
     live.update(failed_checks=missed, last_error=probe.detail[:2000])
-    return "missed"
+    return HealthOutcome.MISSED
 
 
-def _changed(replica: Replica, *, was_routed: bool) -> None:
-    """After a state change: gateways reload their catalog (`.update()` sends no signal) and the deployment is
-    reconciled (replace a failed replica, recompute its state)."""
+def _replica_move(replica: Replica, to_state: str, **fields: Any) -> bool:
+    """`replica_transition`, then the deployment is reconciled (replace a failed replica, recompute its state)."""
+    moved = replica_transition(replica=replica, to_state=to_state, **fields)
+    if moved:
+        _reconcile_soon(replica)
+    return moved
+
+
+def _reconcile_soon(replica: Replica) -> None:
     from apps.compute.services import enqueue_reconcile
 
-    if was_routed:
-        transaction.on_commit(catalog_changed)
-    transaction.on_commit(lambda: enqueue_reconcile(replica.deployment_id))
-    deployment_progress_after_commit(replica.deployment_id, {"replica": replica.pk})  # the console's live page
+    deployment_id = replica.deployment_id
+    transaction.on_commit(lambda: enqueue_reconcile(deployment_id))
 
 
 def _lora_sync_if_any(replica: Replica) -> None:
@@ -246,10 +261,8 @@ def replica_heartbeat_record(*, replica: Replica, state: str, load: EngineLoad |
     "ready" refreshes the push and, from STARTING or UNHEALTHY, makes the replica READY at once; "starting" only
     records its metrics; "failed" fails it for the reconciler to replace."""
     now = timezone.now()
-    live = Replica.objects.filter(pk=replica.pk, state=replica.state)
     if state == "failed":
-        if live.update(state=RState.FAILED, last_error="the node reported failure", updated_at=now):
-            _changed(replica, was_routed=replica.state == RState.READY)
+        _replica_move(replica, RState.FAILED, last_error="the node reported failure")
         replica.refresh_from_db()
         return replica
     fields: dict[str, Any] = {}
@@ -263,11 +276,9 @@ def replica_heartbeat_record(*, replica: Replica, state: str, load: EngineLoad |
     if state == "ready":
         fields.update(last_pushed_at=now, last_heartbeat_at=now, failed_checks=0)
         if replica.state in (RState.STARTING, RState.UNHEALTHY):
-            fields.update(state=RState.READY, last_error="", updated_at=now)
-            if live.update(**fields):
-                _changed(replica, was_routed=True)
+            _replica_move(replica, RState.READY, last_error="", **fields)
             fields = {}
     if fields:
-        live.update(**fields)
+        Replica.objects.filter(pk=replica.pk, state=replica.state).update(**fields)
     replica.refresh_from_db()
     return replica

@@ -23,8 +23,10 @@ from django.db import transaction
 from apps.audit.services import AuditContext, audit_record
 from apps.compute.adapters.http import http_call
 from apps.compute.engine import engine_spec_build, model_name_valid
+from apps.compute.events import ReplicaAdaptersSynced
 from apps.compute.models import ModelDeployment, Provider, Replica
-from apps.gateway.catalog import catalog_changed, endpoint_base
+from apps.compute.routing import endpoint_base
+from inferia_runtime.events import event_publish
 
 logger = logging.getLogger(__name__)
 
@@ -179,5 +181,5 @@ def deployment_lora_sync_run(*, deployment_id: int) -> LoraSyncReport:
             continue
         report.loaded[replica.pk], report.unloaded[replica.pk] = loaded, unloaded
     if any(report.loaded.values()) or any(report.unloaded.values()):
-        catalog_changed()
+        event_publish(ReplicaAdaptersSynced(deployment_id=deployment.pk))
     return report

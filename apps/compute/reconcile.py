@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.compute.models import ModelDeployment, Replica
+from apps.compute.replica_states import replica_transition
 from apps.compute.replicas import ACTIVE_STATES, PROVISION_LEASE_S
 from apps.compute.services import State, deployment_scale, deployment_transition_locked
 
@@ -94,14 +95,14 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
     active = [r for r in replicas if r.state in ACTIVE_STATES]
     _failures_forget_if_steady(deployment, now)
     if failed:  # self-healing: tear the dead down; the count below replaces them, once its back-off has passed
-        _mark_stopping(failed, now)
+        _mark_stopping(failed)
         plan.teardown += [r.pk for r in failed]
         if deployment.state not in (State.STOPPING, State.STOPPED, State.FAILED):
             _failures_record(deployment, failed, now)
 
     if deployment.state in (State.STOPPING, State.STOPPED):
         if active:
-            _mark_stopping(active, now)
+            _mark_stopping(active)
             plan.teardown += [r.pk for r in active]
         elif not stopping and deployment.state == State.STOPPING:
             deployment_transition_locked(deployment=deployment, to_state=State.STOPPED, reason="all replicas stopped")
@@ -109,14 +110,14 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
     if deployment.state == State.FAILED:
         return plan  # waits for a change or a start; failing again and again would only burn money
     if _crash_loop_give_up(deployment, active):
-        _mark_stopping(active, now)  # none serves; those still starting would only fail the same way
+        _mark_stopping(active)  # none serves; those still starting would only fail the same way
         plan.teardown += [r.pk for r in active]
         return plan
 
     desired = min(deployment.desired_replicas, deployment.max_replicas)
     if len(active) > desired:
         extras = sorted(active, key=lambda r: (_REMOVE_ORDER[r.state], -r.pk))[: len(active) - desired]
-        _mark_stopping(extras, now)
+        _mark_stopping(extras)
         plan.teardown += [r.pk for r in extras]
         active = [r for r in active if r not in extras]
     missing = desired - len(active)
@@ -206,15 +207,10 @@ def _enqueue_reconcile_later(deployment_id: int, wait_s: float) -> None:
         logger.warning("could not schedule the reconcile of deployment %s", deployment_id, exc_info=True)
 
 
-def _mark_stopping(replicas: list[Replica], now: object) -> None:
-    from apps.gateway.catalog import catalog_changed
-
-    ids = [r.pk for r in replicas]
-    Replica.objects.filter(pk__in=ids).update(state=RState.STOPPING, updated_at=now)
-    if any(r.state == RState.READY for r in replicas):
-        transaction.on_commit(catalog_changed)  # .update() sends no signal
+def _mark_stopping(replicas: list[Replica]) -> None:
+    """Out of routing and on to teardown (the caller holds the rows locked, so every move succeeds)."""
     for replica in replicas:
-        replica.state = RState.STOPPING
+        replica_transition(replica=replica, to_state=RState.STOPPING)
 
 
 def _deployment_state_follow(

@@ -1,15 +1,15 @@
-"""A replica's engine output as the console and the REST API see it: read by the worker through the replica's
-adapter (the web process may not run where the engine does), redacted, and kept in a bounded buffer in Redis.
+"""A replica's engine output as the console and the REST API see it: read by the worker through the replica's adapter
+(the web process may not run where the engine does), redacted, and kept in a bounded buffer in Redis.
 
 While a replica provisions, starts or is unhealthy, and once more as it fails, the worker (`replica_logs_publish`,
-called by the provisioning run and the health checker) reads the tail of its output, keeps the lines it has not
-seen before, and announces them to the deployment's live page. Adapters only offer "the last N lines", not an
-offset, so the new lines are found by lining the fresh tail up against the fingerprints of the previous one: a line
-is never published twice (a long run of identical lines may be published short).
+called by the provisioning run and the health checker) reads the tail of its output, keeps the lines it has not seen
+before, and announces them (`ReplicaOutputCaptured`, for the deployment's live page). Adapters only offer "the last N
+lines", not an offset, so the new lines are found by lining the fresh tail up against the fingerprints of the previous
+one: a line is never published twice (a long run of identical lines may be published short).
 
-Nothing that looks like a credential leaves this module: the provider's own secret values, the replica's node
-token, and anything shaped like a key, a token, an `Authorization` header or a password are masked before a line
-is stored, published or returned.
+Nothing that looks like a credential leaves this module: the provider's own secret values, the replica's node token, and
+anything shaped like a key, a token, an `Authorization` header or a password are masked before a line is stored,
+published or returned.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import redis
 
 from apps.compute.adapters import AdapterError, adapter_for
 from apps.compute.credentials import CredentialsError, provider_credentials
-from apps.console.live import deployment_logs_publish
+from apps.compute.events import ReplicaOutputCaptured
+from inferia_runtime.events import event_publish
 from inferia_runtime.redis_clients import sync_redis
 
 if TYPE_CHECKING:
@@ -208,10 +209,9 @@ def _kept(client: redis.Redis, replica: Replica, text: str, *, final: bool) -> L
 
 
 def replica_logs_publish(replica: Replica, *, final: bool = False) -> LogCapture:
-    """Capture `replica`'s new output lines and announce them to its deployment's live page."""
+    """Capture `replica`'s new output lines and announce them for its deployment's live page."""
     capture = replica_logs_capture(replica, final=final)
-    if capture.lines:
-        deployment_logs_publish(replica.deployment_id, replica.pk, capture.lines, skipped=capture.skipped)
+    _output_announce(replica, capture)
     return capture
 
 
@@ -223,8 +223,19 @@ def replicas_logs_publish(watched: list[tuple[Replica, bool]]) -> None:
     with ThreadPoolExecutor(max_workers=min(8, len(watched))) as pool:
         captures = list(pool.map(lambda item: replica_logs_capture(item[0], final=item[1]), watched))
     for (replica, _final), capture in zip(watched, captures, strict=True):
-        if capture.lines:
-            deployment_logs_publish(replica.deployment_id, replica.pk, capture.lines, skipped=capture.skipped)
+        _output_announce(replica, capture)
+
+
+def _output_announce(replica: Replica, capture: LogCapture) -> None:
+    if capture.lines:
+        event_publish(
+            ReplicaOutputCaptured(
+                deployment_id=replica.deployment_id,
+                replica_id=replica.pk,
+                lines=tuple(capture.lines),
+                skipped=capture.skipped,
+            )
+        )
 
 
 def replica_logs_recent(*, replica_ids: list[int], tail: int = LOG_BUFFER_LINES) -> dict[int, list[str]]:

@@ -1,9 +1,7 @@
 """A replica's lifecycle on the worker: claim and provision it through its provider's adapter, record what the
-adapter returned, tear it down. Every step is a conditional UPDATE on the replica's state, so two workers never do
-the same step and a step killed half-way can run again (adapters are idempotent: see adapters/base.py).
-
-States: PENDING -> PROVISIONING (claimed by one worker) -> STARTING (the engine is starting) -> READY (answers
-/health) <-> UNHEALTHY (missed checks) ; FAILED (gone, replaced by the reconciler) ; STOPPING -> STOPPED.
+adapter returned, tear it down. Every step is a conditional move of the replica's state (`replica_transition`, see
+apps/compute/replica_states.py for the states), so two workers never do the same step and a step killed half-way
+can run again (adapters are idempotent: see adapters/base.py).
 """
 
 from __future__ import annotations
@@ -17,15 +15,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.compute.adapters import AdapterError, ProviderConfigError, UnsupportedProviderError, adapter_for
 from apps.compute.engine import EngineArgsError
 from apps.compute.models import Replica
 from apps.compute.replica_logs import replica_logs_publish
-from apps.console.live import deployment_progress_after_commit, deployment_progress_publish
-from apps.gateway.catalog import catalog_changed
+from apps.compute.replica_states import replica_transition
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +58,15 @@ def replica_claim_provision(*, replica_id: int) -> bool:
     """Claim `replica_id`'s provisioning for this worker: PENDING, or PROVISIONING under an expired lease (a worker
     died holding it). Exactly one concurrent caller wins."""
     now = timezone.now()
+    replica = Replica.objects.filter(pk=replica_id, state__in=(RState.PENDING, RState.PROVISIONING)).first()
+    if replica is None:
+        return False
+    if replica.state == RState.PENDING:
+        return replica_transition(replica=replica, to_state=RState.PROVISIONING, claimed_at=now)
+    # Taking over a dead worker's claim moves no state: the replica stays PROVISIONING, under a fresh lease.
     stale = now - timedelta(seconds=PROVISION_LEASE_S)
-    claimed = (
-        Replica.objects.filter(pk=replica_id)
-        .filter(Q(state=RState.PENDING) | Q(state=RState.PROVISIONING, claimed_at__lt=stale))
-        .update(state=RState.PROVISIONING, claimed_at=now, updated_at=now)
-    )
-    return claimed == 1
+    taken = Replica.objects.filter(pk=replica_id, state=RState.PROVISIONING, claimed_at__lt=stale)
+    return taken.update(claimed_at=now, updated_at=now) == 1
 
 
 @dataclass(frozen=True)
@@ -100,41 +98,39 @@ def replica_provision_run(*, replica_id: int) -> ProvisionOutcome:
     except AdapterError as error:
         _provision_failed(replica, str(error), state=RState.PENDING)
         return ProvisionOutcome(ok=False, retry=True, error=str(error))
-    now = timezone.now()
-    recorded = Replica.objects.filter(pk=replica_id, state=RState.PROVISIONING).update(
-        state=RState.STARTING,
+    recorded = replica_transition(
+        replica=replica,
+        from_state=RState.PROVISIONING,
+        to_state=RState.STARTING,
         endpoint=result.endpoint,
         provider_handle=result.handle,
         node_token_hash=node_token_hash(node_token(replica)),
         last_error="",
         failed_checks=0,
         claimed_at=None,
-        updated_at=now,
     )
-    if recorded != 1:
+    if not recorded:
         # Stopped (or taken over) while the adapter ran: what it started must not stay behind.
         logger.info("replica %s changed while provisioning; tearing down what was started", replica_id)
         replica.provider_handle = result.handle
         adapter_for(replica.deployment.pool.provider).teardown(replica)
         return ProvisionOutcome(ok=False, retry=False, error="cancelled")
-    deployment_progress_publish(replica.deployment_id, {"replica": replica_id, "state": RState.STARTING})
     replica.provider_handle = result.handle
     replica_logs_publish(replica)  # the engine's first output, on the console's live page
     return ProvisionOutcome(ok=True)
 
 
 def _provision_failed(replica: Replica, error: str, *, state: str) -> None:
-    Replica.objects.filter(pk=replica.pk, state=RState.PROVISIONING).update(
-        state=state, last_error=error[:2000], claimed_at=None, updated_at=timezone.now()
+    replica_transition(
+        replica=replica, from_state=RState.PROVISIONING, to_state=state, last_error=error[:2000], claimed_at=None
     )
-    deployment_progress_publish(replica.deployment_id, {"replica": replica.pk, "state": state})
 
 
 def replica_provision_give_up(*, replica_id: int, error: str) -> None:
     """After the last retry: the replica fails and the reconciler replaces it."""
-    Replica.objects.filter(pk=replica_id, state__in=(RState.PENDING, RState.PROVISIONING)).update(
-        state=RState.FAILED, last_error=f"gave up provisioning: {error}"[:2000], updated_at=timezone.now()
-    )
+    replica = Replica.objects.filter(pk=replica_id, state__in=(RState.PENDING, RState.PROVISIONING)).first()
+    if replica is not None:
+        replica_transition(replica=replica, to_state=RState.FAILED, last_error=f"gave up provisioning: {error}"[:2000])
 
 
 def replicas_mark_stopping(*, replica_ids: list[int], reason: str) -> list[int]:
@@ -143,18 +139,14 @@ def replicas_mark_stopping(*, replica_ids: list[int], reason: str) -> list[int]:
     if not replica_ids:
         return []
     with transaction.atomic():
-        moved = list(
+        live = (
             Replica.objects.select_for_update()
             .filter(pk__in=replica_ids)
             .exclude(state__in=(RState.STOPPING, RState.STOPPED))
-            .values_list("pk", flat=True)
         )
-        Replica.objects.filter(pk__in=moved).update(state=RState.STOPPING, updated_at=timezone.now())
+        moved = [replica.pk for replica in live if replica_transition(replica=replica, to_state=RState.STOPPING)]
         if moved:
             logger.info("stopping replicas %s: %s", moved, reason)
-            transaction.on_commit(catalog_changed)
-            for deployment_id in set(Replica.objects.filter(pk__in=moved).values_list("deployment_id", flat=True)):
-                deployment_progress_after_commit(deployment_id, {"replicas": "stopping"})
     return moved
 
 
@@ -173,6 +165,5 @@ def replica_teardown_run(*, replica_id: int) -> bool:
     # Nothing of ours can be running on a provider we have no adapter for.
     with contextlib.suppress(UnsupportedProviderError):
         adapter_for(replica.deployment.pool.provider).teardown(replica)
-    Replica.objects.filter(pk=replica_id, state=RState.STOPPING).update(state=RState.STOPPED, updated_at=timezone.now())
-    deployment_progress_publish(replica.deployment_id, {"replica": replica_id, "state": RState.STOPPED})
+    replica_transition(replica=replica, to_state=RState.STOPPED)
     return True

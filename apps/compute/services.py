@@ -1,7 +1,8 @@
 """Writes on the compute plane's deployments: the state machine (every transition recorded with its reason), scaling,
-stopping and starting, and the demo's simulated deployment. Replica lifecycle lives in `apps/compute/replicas.py`,
-the health checker in `apps/compute/health.py`, reconciliation and autoscaling in `apps/compute/reconcile.py`.
-The worker's tasks (`apps/compute/tasks.py`) call these; so do the REST API and the CLI.
+stopping and starting, and the demo's simulated deployment. Replica lifecycle lives in `apps/compute/replicas.py`
+(its state machine in `apps/compute/replica_states.py`), the health checker in `apps/compute/health.py`,
+reconciliation and autoscaling in `apps/compute/reconcile.py`. The worker's tasks (`apps/compute/tasks.py`) call
+these; so do the REST API and the CLI.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import AuditContext, audit_record
+from apps.compute.events import DeploymentStateChanged
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider
-from apps.console.live import deployment_progress_after_commit
 from apps.orgs.models import Organization
+from inferia_runtime.events import event_publish
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,8 @@ def deployment_transition_locked(*, deployment: ModelDeployment, to_state: str, 
         return False
     if to_state not in TRANSITIONS[deployment.state]:
         raise InvalidTransitionError(f"a {deployment.state} deployment cannot become {to_state}")
-    reason = reason[:500]
-    DeploymentEvent.objects.create(deployment=deployment, from_state=deployment.state, to_state=to_state, reason=reason)
+    reason, from_state = reason[:500], deployment.state
+    DeploymentEvent.objects.create(deployment=deployment, from_state=from_state, to_state=to_state, reason=reason)
     deployment.state = to_state
     deployment.state_reason = reason
     deployment.state_changed_at = timezone.now()
@@ -67,7 +69,9 @@ def deployment_transition_locked(*, deployment: ModelDeployment, to_state: str, 
         deployment.consecutive_failures, deployment.replace_after = 0, None
         fields += ["consecutive_failures", "replace_after"]
     deployment.save(update_fields=fields)
-    deployment_progress_after_commit(deployment.pk, {"state": to_state, "reason": reason})  # the console's live page
+    event_publish(
+        DeploymentStateChanged(deployment_id=deployment.pk, from_state=from_state, to_state=to_state, reason=reason)
+    )
     return True
 
 

@@ -7,3 +7,8 @@ class ConsoleConfig(AppConfig):
     name = "apps.console"
     label = "console"
     verbose_name = "Console"
+
+    def ready(self) -> None:
+        from apps.console.live import compute_events_subscribe
+
+        compute_events_subscribe()

@@ -1,6 +1,6 @@
-"""Live console updates over WebSockets: the channel-layer group each deployment's watchers join, the hook the
-compute plane calls (after commit) when a deployment or one of its replicas changes state, and the one the worker
-calls with new lines of a replica's engine output.
+"""Live console updates over WebSockets: the channel-layer group each deployment's watchers join, and the
+subscribers that pass compute's events (apps/compute/events.py, delivered after commit) to it: a deployment or one of
+its replicas changed state, and a replica's engine wrote new output lines.
 
 A progress message carries only what happened; the consumer re-reads the deployment (through `restrict`) before
 pushing, so a watcher never sees more than the page would show and a lost message is repaired by the next one.
@@ -16,6 +16,14 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from apps.compute.events import (
+    DeploymentStateChanged,
+    ReplicaEndpointChanged,
+    ReplicaOutputCaptured,
+    ReplicaStateChanged,
+)
+from inferia_runtime.events import event_subscribe
+
 logger = logging.getLogger(__name__)
 
 PROGRESS_MESSAGE = "deployment.progress"
@@ -30,7 +38,7 @@ def deployment_group(deployment_id: int) -> str:
 def deployment_progress_publish(deployment_id: int, payload: dict[str, Any]) -> None:
     """Tell the console pages watching `deployment_id` that it changed (`payload` says how, e.g. a new state).
 
-    Called by the compute plane after commit. Never raises: a channel layer that is down costs live updates, not the
+    Called after commit. Never raises: a channel layer that is down costs live updates, not the
     provisioning step that called it."""
     layer = get_channel_layer()
     if layer is None:
@@ -61,8 +69,25 @@ def deployment_logs_publish(deployment_id: int, replica_id: int, lines: list[str
         logger.warning("could not publish output of replica %s", replica_id, exc_info=True)
 
 
-def deployment_progress_after_commit(deployment_id: int, payload: dict[str, Any]) -> None:
-    """`deployment_progress_publish` once the current transaction commits (at once outside one)."""
-    from django.db import transaction
+def progress_on_deployment_state(event: DeploymentStateChanged) -> None:
+    deployment_progress_publish(event.deployment_id, {"state": event.to_state, "reason": event.reason})
 
-    transaction.on_commit(lambda: deployment_progress_publish(deployment_id, payload))
+
+def progress_on_replica_state(event: ReplicaStateChanged) -> None:
+    deployment_progress_publish(event.deployment_id, {"replica": event.replica_id, "state": event.to_state})
+
+
+def progress_on_replica_endpoint(event: ReplicaEndpointChanged) -> None:
+    deployment_progress_publish(event.deployment_id, {"replica": event.replica_id})
+
+
+def logs_on_replica_output(event: ReplicaOutputCaptured) -> None:
+    deployment_logs_publish(event.deployment_id, event.replica_id, list(event.lines), skipped=event.skipped)
+
+
+def compute_events_subscribe() -> None:
+    """Pass compute's changes on to the pages watching them (called from ConsoleConfig.ready)."""
+    event_subscribe(DeploymentStateChanged, progress_on_deployment_state)
+    event_subscribe(ReplicaStateChanged, progress_on_replica_state)
+    event_subscribe(ReplicaEndpointChanged, progress_on_replica_endpoint)
+    event_subscribe(ReplicaOutputCaptured, logs_on_replica_output)

@@ -9,4 +9,6 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from apps.gateway import signals  # noqa: F401  (connects the catalog invalidation receivers)
+        from apps.gateway import signals  # connects the catalog invalidation receivers
+
+        signals.compute_events_subscribe()

@@ -1,9 +1,10 @@
 """The gateway's in-process view of what can be served: deployments by served model name, and their READY replicas.
 
 Loaded from PostgreSQL off the hot path, then kept in memory: reloaded when a deployment or replica changes (a
-Redis message, see `catalog_changed`), when a client asks for a name it does not know (at most once a second), and
-after `INFERIA_GATEWAY_CATALOG_MAX_AGE` seconds. Replica load (running/waiting requests, KV-cache use) comes from
-the health checker through Redis, refreshed about once a second by the runtime.
+Redis message, see `catalog_changed`, sent by the subscribers in apps/gateway/signals.py), when a client asks for a
+name it does not know (at most once a second), and after `INFERIA_GATEWAY_CATALOG_MAX_AGE` seconds. Replica load
+(running/waiting requests, KV-cache use) comes from compute's health checker through Redis
+(apps/compute/routing.py), refreshed about once a second by the runtime.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import redis
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from apps.compute.routing import endpoint_base
 from apps.gateway import metrics
 from apps.gateway.selectors import DeploymentRow, deployment_rows_list
 from apps.policies.costs import cost_micros_for
@@ -28,8 +30,6 @@ from inferia_runtime.redis_clients import sync_redis
 logger = logging.getLogger(__name__)
 
 CATALOG_CHANNEL = "inferia:gateway:catalog"
-# A hash per replica written by the health checker (see `replica_load_store`): running, waiting, kv_cache, checked_at.
-REPLICA_LOAD_KEY = "inferia:replica:{replica_id}:load"
 # An unknown model name reloads the catalog at most this often, so a flood of bad names cannot reach PostgreSQL.
 MISS_RELOAD_INTERVAL_S = 1.0
 
@@ -95,12 +95,6 @@ class DeploymentRoute:
             price_input_per_mtok_micros=self.price_input_per_mtok_micros,
             price_output_per_mtok_micros=self.price_output_per_mtok_micros,
         )
-
-
-def endpoint_base(endpoint: str) -> str:
-    """A replica's endpoint as its server root: accepts `http://host:port`, with or without a trailing `/v1`."""
-    base = endpoint.rstrip("/")
-    return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
 def _model_renames(upstream: str, served: str) -> tuple[tuple[bytes, bytes], ...]:
@@ -288,22 +282,3 @@ def catalog_changed() -> None:
         sync_redis().publish(CATALOG_CHANNEL, b"1")
     except redis.RedisError:
         logger.exception("could not announce a catalog change; gateways pick it up within their max age")
-
-
-def replica_load_store(
-    *, replica_id: int, running: float, waiting: float, kv_cache: float, checked_at: float | None = None
-) -> None:
-    """Record a replica's load as its health check scraped it from the engine's `/metrics` (vLLM's
-    `num_requests_running`, `num_requests_waiting`, `kv_cache_usage_perc`). Every gateway reads it."""
-    key = REPLICA_LOAD_KEY.format(replica_id=replica_id)
-    client = sync_redis()
-    client.hset(
-        key,
-        mapping={
-            "running": running,
-            "waiting": waiting,
-            "kv_cache": kv_cache,
-            "checked_at": checked_at if checked_at is not None else time.time(),
-        },
-    )
-    client.expire(key, 300)  # a replica nobody checks any more should not steer routing forever

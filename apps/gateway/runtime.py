@@ -16,9 +16,10 @@ import aiohttp
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from apps.compute.routing import REPLICA_LOAD_KEY
 from apps.compute.urlsafety import guarded_connector
 from apps.gateway.auth import KeyCache
-from apps.gateway.catalog import CATALOG_CHANNEL, REPLICA_LOAD_KEY, CatalogCache
+from apps.gateway.catalog import CATALOG_CHANNEL, CatalogCache
 from apps.gateway.router import Router
 from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
 from apps.policies.cache import POLICY_CHANNEL, PolicyCache

@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from apps.compute.credentials import CredentialsError, credentials_decrypt
+from apps.compute.lora import lora_names
 from apps.compute.models import ModelDeployment, Provider, Replica
 from apps.gateway.metrics import LiveLabels
 from apps.orgs.models import Organization
@@ -74,9 +75,6 @@ def deployment_rows_list() -> list[DeploymentRow]:
         "modeldeployment_id", "organization_id"
     ):
         shares[share["modeldeployment_id"]].append(share["organization_id"])
-    # Imported here: apps.compute.lora imports the gateway's catalog, which imports this module.
-    from apps.compute.lora import lora_names
-
     headers: dict[int, dict[str, str]] = {}  # by provider: each provider's credentials decrypted once per load
     for row in deployments:
         if row["pool__provider__kind"] == Provider.Kind.EXTERNAL and row["pool__provider_id"] not in headers:
@@ -120,8 +118,6 @@ def _external_headers(provider_id: int, token: str) -> dict[str, str]:
 def metric_labels_live() -> LiveLabels:
     """The label values `/metrics` may show: model names of existing deployments (any state, with their LoRA
     adapters), replica ids and organisation slugs (3 single-column queries, once per scrape)."""
-    from apps.compute.lora import lora_names  # not at the top: see deployment_rows_list
-
     models: set[str] = set()
     for name, engine_args in ModelDeployment.objects.values_list("served_model_name", "engine_args"):
         models.add(name)

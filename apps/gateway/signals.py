@@ -1,8 +1,8 @@
 """Cache invalidation only: when deployments, replicas or shares change, every gateway reloads its catalog; when an
 organisation is saved (deactivated or reactivated), every gateway forgets its keys.
 
-Bulk `.update()` calls send no signals; services that use them call `apps.gateway.catalog.catalog_changed` after
-commit themselves.
+Model saves arrive as Django signals. Compute's conditional `.update()` writes send none: compute publishes what
+they changed as events (apps/compute/events.py), to which `compute_events_subscribe` subscribes the catalog.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
+from apps.compute.events import ReplicaAdaptersSynced, ReplicaEndpointChanged, ReplicaStateChanged
 from apps.compute.models import ModelDeployment, Replica
 from apps.gateway.catalog import catalog_changed
 from apps.gateway.services import organization_keys_purge
 from apps.orgs.models import Organization
+from inferia_runtime.events import event_subscribe
 
 
 @receiver(post_save, sender=ModelDeployment, dispatch_uid="gateway_catalog_deployment_saved")
@@ -37,3 +39,24 @@ def keys_purge_on_organization_change(instance: Organization, created: bool, **k
         return
     organization_id, active = instance.pk, instance.is_active
     transaction.on_commit(lambda: organization_keys_purge(organization_id=organization_id, active=active))
+
+
+def catalog_invalidate_on_replica_state(event: ReplicaStateChanged) -> None:
+    if event.routing_changed:
+        catalog_changed()
+
+
+def catalog_invalidate_on_replica_endpoint(event: ReplicaEndpointChanged) -> None:
+    if event.serving:
+        catalog_changed()
+
+
+def catalog_invalidate_on_adapters(event: ReplicaAdaptersSynced) -> None:
+    catalog_changed()
+
+
+def compute_events_subscribe() -> None:
+    """Reload every gateway's catalog when compute changes what it routes to (called from GatewayConfig.ready)."""
+    event_subscribe(ReplicaStateChanged, catalog_invalidate_on_replica_state)
+    event_subscribe(ReplicaEndpointChanged, catalog_invalidate_on_replica_endpoint)
+    event_subscribe(ReplicaAdaptersSynced, catalog_invalidate_on_adapters)

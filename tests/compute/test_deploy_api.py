@@ -12,7 +12,7 @@ from apps.compute.adapters import ReplicaPhase
 from apps.compute.health import Probe, replica_health_apply, replicas_health_check
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
 from apps.compute.replicas import node_token, node_token_hash
-from apps.gateway.catalog import REPLICA_LOAD_KEY
+from apps.compute.routing import REPLICA_LOAD_KEY
 
 State = ModelDeployment.State
 RState = Replica.State

@@ -22,9 +22,9 @@ from apps.compute.health import engine_load_parse, replicas_health_check
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
 from apps.compute.reconcile import deployment_autoscale_run, deployment_reconcile_run
 from apps.compute.replicas import PROVISION_LEASE_S, replica_teardown_run
+from apps.compute.routing import REPLICA_LOAD_KEY
 from apps.compute.services import deployment_stop
 from apps.compute.tasks import replica_provision
-from apps.gateway.catalog import REPLICA_LOAD_KEY
 from inferia_runtime.redis_clients import sync_redis
 
 State = ModelDeployment.State

@@ -240,13 +240,25 @@ def watcher(slow_sim):
     watching.close()
 
 
-def test_a_starting_simulator_replicas_output_is_announced_live_once(slow_sim, watcher):
+@pytest.fixture
+def health_check(django_capture_on_commit_callbacks):
+    """`replicas_health_check` as the beat runs it: its events are delivered once it commits (the test's own
+    transaction never does)."""
+
+    def check():
+        with django_capture_on_commit_callbacks(execute=True):
+            replicas_health_check()
+
+    return check
+
+
+def test_a_starting_simulator_replicas_output_is_announced_live_once(slow_sim, watcher, health_check):
     replica_id = deployment_reconcile_run(deployment_id=slow_sim.pk).provision[0]
     replica_provision(replica_id)
     assert Replica.objects.get(pk=replica_id).state == RState.STARTING
 
-    lines = watcher.log_lines(until=replicas_health_check)
-    later = watcher.log_lines(until=replicas_health_check, timeout_s=3.0)
+    lines = watcher.log_lines(until=health_check)
+    later = watcher.log_lines(until=health_check, timeout_s=3.0)
 
     assert any("inferia-sim" in line and "listening on" in line for line in lines), lines
     assert later == []  # the next checks found nothing new
@@ -254,15 +266,15 @@ def test_a_starting_simulator_replicas_output_is_announced_live_once(slow_sim, w
     assert replica_logs_recent(replica_ids=[replica_id])[replica_id] == lines
 
 
-def test_a_failing_replicas_last_output_is_announced_before_it_is_torn_down(slow_sim, watcher):
+def test_a_failing_replicas_last_output_is_announced_before_it_is_torn_down(slow_sim, watcher, health_check):
     replica_id = deployment_reconcile_run(deployment_id=slow_sim.pk).provision[0]
     replica_provision(replica_id)
-    watcher.log_lines(until=replicas_health_check)
+    watcher.log_lines(until=health_check)
     replica = Replica.objects.get(pk=replica_id)
     write(replicas_dir() / f"{replica.provider_handle['key']}.log", f"fatal: out of memory (HF_TOKEN={HF_TOKEN})")
     os.killpg(replica.provider_handle["pid"], signal.SIGKILL)
 
-    lines = watcher.log_lines(until=replicas_health_check)
+    lines = watcher.log_lines(until=health_check)
 
     assert lines == [f"fatal: out of memory (HF_TOKEN={REDACTED})"]  # a last line without newline, on failure
     assert Replica.objects.get(pk=replica_id).state == RState.FAILED

@@ -172,6 +172,28 @@ def test_the_websocket_pushes_state_changes_to_who_may_view(org, owner, outsider
     deployment_progress_publish(deployment.pk, {"nobody": "listening"})  # never raises
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_websocket_pushes_a_replicas_new_state(org, owner):
+    from apps.compute.replica_states import replica_transition
+
+    deployment = _deployment(org)
+    replica = deployment.replicas.get()
+
+    async def scenario():
+        watcher = _communicator(owner, deployment.pk)
+        connected, _ = await watcher.connect()
+        assert connected
+        first = await watcher.receive_json_from(timeout=5)
+        assert [row["state"] for row in first["deployment"]["replicas"]] == ["ready"]
+        await database_sync(replica_transition)(replica=replica, to_state=Replica.State.UNHEALTHY)
+        pushed = await watcher.receive_json_from(timeout=5)
+        assert pushed["event"] == {"replica": replica.pk, "state": "unhealthy"}
+        assert [row["state"] for row in pushed["deployment"]["replicas"]] == ["unhealthy"]
+        await watcher.disconnect()
+
+    async_to_sync(scenario)()
+
+
 def database_sync(function):
     from channels.db import database_sync_to_async
 

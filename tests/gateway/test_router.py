@@ -9,7 +9,8 @@ import time
 import aiohttp
 import pytest
 
-from apps.gateway.catalog import REPLICA_LOAD_KEY, DeploymentRoute, ReplicaTarget, replica_load_store
+from apps.compute.routing import REPLICA_LOAD_KEY, replica_load_store
+from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
 from apps.gateway.router import AFFINITY_SLACK, Router
 
 

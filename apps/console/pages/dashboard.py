@@ -15,9 +15,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from apps.compute.models import Replica
+from apps.compute.routing import replicas_live_load
 from apps.console.pages.support import page_principal
 from apps.console.scope import OrgScope, org_scope_get
-from apps.gateway.replica_load import replicas_live_load
 from apps.policies.models import Policy
 from apps.policies.selectors import budget_burn
 from apps.rbac.restrict import restrict
