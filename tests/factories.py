@@ -153,8 +153,6 @@ class ReplicaFactory(DjangoModelFactory):
         model = Replica
 
     deployment = factory.SubFactory(ModelDeploymentFactory)
-    endpoint = factory.Sequence(lambda n: f"http://127.0.0.1:9/replica-{n}")
-    state = Replica.State.READY
 
 
 def deployment_serving(
@@ -163,4 +161,5 @@ def deployment_serving(
     """A READY deployment of `name` with one READY replica per endpoint: what a router needs to send traffic."""
     fields.setdefault("state", ModelDeployment.State.READY)
     deployment = ModelDeploymentFactory(organization=organization, name=name, **fields)
-    return deployment, [ReplicaFactory(deployment=deployment, endpoint=endpoint) for endpoint in endpoints]
+    replicas = [ReplicaFactory(deployment=deployment, endpoint=url, state=Replica.State.READY) for url in endpoints]
+    return deployment, replicas

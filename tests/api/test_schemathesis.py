@@ -23,7 +23,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from tests.gateway.servers import Process, web_start
+from tests.kit.processes import TestProcess, child_database_url, web_start
 
 SEED = 20261203
 MAX_EXAMPLES = 5
@@ -40,13 +40,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def database_url(django_db_setup: Any) -> str:
-    from django.db import connection
-
-    return f"{settings.DATABASE_URL.rsplit('/', 1)[0]}/{connection.settings_dict['NAME']}"
+    return child_database_url()
 
 
 @pytest.fixture
-def web(database_url: str) -> Iterator[Process]:
+def web(database_url: str) -> Iterator[TestProcess]:
     process = web_start(database_url)
     yield process
     process.stop()

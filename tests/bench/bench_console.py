@@ -185,9 +185,10 @@ ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash;
 def seed(sizes: dict[str, int]) -> None:
     from django.db import connection, transaction
 
-    from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+    from apps.compute.models import ModelDeployment, Replica
     from apps.orgs.models import Membership, Organization, User
     from apps.rbac.services import roles_ensure_builtin
+    from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ReplicaFactory
 
     started = time.perf_counter()
     roles = roles_ensure_builtin()
@@ -195,16 +196,19 @@ def seed(sizes: dict[str, int]) -> None:
         organization = Organization.objects.create(name="Bench Console", slug=ORG_SLUG)
         owner = User.objects.create_user(OWNER_EMAIL, "correct horse battery")
         Membership.objects.create(user=owner, organization=organization, role=roles["owner"])
-        provider = Provider.objects.create(organization=organization, name="bench", kind=Provider.Kind.SIMULATOR)
-        pool = ComputePool.objects.create(organization=organization, provider=provider, name="bench")
+        pool = ComputePoolFactory(organization=organization, provider__name="bench", name="bench")
         for n in range(DEPLOYMENTS):
             model = MODELS[n % len(MODELS)]
-            deployment = ModelDeployment.objects.create(
-                organization=organization, pool=pool, name=f"{model}-{n}", model_id=f"sim/{model}",
-                served_model_name=f"{model}-{n}", state=ModelDeployment.State.READY,
-            )  # fmt: skip
-            for _ in range(2):
-                Replica.objects.create(deployment=deployment, endpoint="http://127.0.0.1:1", state=Replica.State.READY)
+            deployment = ModelDeploymentFactory(
+                organization=organization,
+                pool=pool,
+                name=f"{model}-{n}",
+                model_id=f"sim/{model}",
+                state=ModelDeployment.State.READY,
+            )
+            ReplicaFactory.create_batch(
+                2, deployment=deployment, endpoint="http://127.0.0.1:1", state=Replica.State.READY
+            )
         params = {
             "org": organization.pk, "owner": owner.pk, "owner_email": OWNER_EMAIL, "member_role": roles["member"].pk,
             "teams": TEAMS, "members": MEMBERS, "hot": min(sizes["hot_keys"], sizes["keys"]),

@@ -12,40 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT))  # run as a script: make `tests.kit` importable
+
+from tests.kit.processes import sim_start  # noqa: E402
+
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
-
-
-def wait_healthy(url: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"inferia-sim at {url} did not become healthy")
 
 
 def run_level(url: str, *, concurrency: int, requests: int, max_tokens: int) -> dict:
@@ -66,16 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     levels = [int(level) for level in args.levels.split(",")]
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "inferia_sim", "--port", str(port), "--ttft-ms", "0", "--itl-ms", "0",
-         "--max-num-seqs", str(max(levels) * 2), "--log-level", "WARNING"],
-        cwd=REPO_ROOT,
+    sim = sim_start(
+        "--ttft-ms", "0", "--itl-ms", "0", "--max-num-seqs", str(max(levels) * 2), models=("inferia/sim-model",)
     )  # fmt: skip
+    url = sim.url
     results = []
     try:
-        wait_healthy(url)
         for concurrency in levels:
             requests = args.requests or (2000 if concurrency == 1 else 5000)
             before = cpu_seconds(sim.pid)
@@ -95,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
     finally:
-        sim.terminate()
-        sim.wait(timeout=10)
+        sim.stop()
     if args.json:
         print(json.dumps(results))
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
 
 from tests.bench.bench_sim import cpu_seconds  # noqa: E402
-from tests.gateway.servers import Process, sim_start, web_start  # noqa: E402
+from tests.kit.processes import TestProcess, sim_start, web_start  # noqa: E402
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 MODEL = "bench-model"
@@ -50,7 +50,7 @@ def load(url: str, *, concurrency: int, requests: int, max_tokens: int, api_key:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def measured(process: Process, url: str, **kwargs: object) -> dict:
+def measured(process: TestProcess, url: str, **kwargs: object) -> dict:
     """One load run with the process's CPU time over it."""
     before = cpu_seconds(process.pid)
     result = load(url, **kwargs)  # type: ignore[arg-type]
@@ -66,19 +66,14 @@ def bench_tenant(sim_url: str, *, limits: bool = False) -> str:
     import django
 
     django.setup()
-    from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
     from apps.keys.services import api_key_create
     from apps.orgs.models import Organization
+    from tests.factories import ComputePoolFactory, deployment_serving
 
     slug = f"bench-{uuid.uuid4().hex[:8]}"
     organization = Organization.objects.create(name=slug, slug=slug)
-    provider = Provider.objects.create(organization=organization, name="bench", kind=Provider.Kind.SIMULATOR)
-    pool = ComputePool.objects.create(organization=organization, provider=provider, name="bench")
-    deployment = ModelDeployment.objects.create(
-        organization=organization, pool=pool, name=MODEL, model_id="sim/bench", served_model_name=MODEL,
-        state=ModelDeployment.State.READY,
-    )  # fmt: skip
-    Replica.objects.create(deployment=deployment, endpoint=sim_url, state=Replica.State.READY)
+    pool = ComputePoolFactory(organization=organization, provider__name="bench", name="bench")
+    deployment_serving(organization, MODEL, [sim_url], pool=pool, model_id="sim/bench")
     if limits:
         from apps.policies.services import policy_create
 

@@ -21,8 +21,7 @@ from django.test import Client
 from apps.audit.models import AuditEvent
 from apps.console.auth_flow import SESSION_SECOND_FACTOR
 from apps.keys.services import api_key_create
-from tests.console.pages_fixtures import *  # noqa: F403
-from tests.gateway.servers import Process, web_start
+from tests.kit.processes import TestProcess, child_database_url, web_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,11 +34,10 @@ BUFFERED_WARNING = "must consume synchronous iterators"
 
 
 @pytest.fixture
-def web(transactional_db: Any) -> Iterator[Process]:
+def web(transactional_db: Any) -> Iterator[TestProcess]:
     """A server per test: the flush after a transactional test recreates content types and permissions under new ids,
     which a longer-lived server would still hold in its caches."""
-    base = settings.DATABASE_URL.rsplit("/", 1)[0]
-    process = web_start(f"{base}/{connection.settings_dict['NAME']}")
+    process = web_start(child_database_url())
     yield process
     process.stop()
 
@@ -90,7 +88,7 @@ def _export_cursor_open() -> bool:
         return cursor.fetchone()[0] > 0
 
 
-def _get(web: Process, path: str, headers: dict[str, str], *, check_streams: bool) -> bytes:
+def _get(web: TestProcess, path: str, headers: dict[str, str], *, check_streams: bool) -> bytes:
     conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)
     try:
         conn.request("GET", path, headers=headers)
@@ -122,7 +120,7 @@ def test_the_usage_export_streams_exactly_the_filtered_records_of_the_organisati
     )
     foreign_ids = {row["request_id"] for row in csv.DictReader(io.StringIO(foreign.decode()))}
     assert foreign_ids == {f"globex-{i}" for i in range(1, 31) if i % 4}
-    assert BUFFERED_WARNING not in web.output()
+    assert BUFFERED_WARNING not in web.output
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -140,7 +138,7 @@ def test_the_audit_export_streams_exactly_the_organisations_events(web, acme, gl
 
     foreign = _get(web, f"/console/audit/export.{fmt}", {"Cookie": _session_cookie(outsider)}, check_streams=False)
     assert not expected & _seqs(foreign, fmt)
-    assert BUFFERED_WARNING not in web.output()
+    assert BUFFERED_WARNING not in web.output
 
 
 def _seqs(body: bytes, fmt: str) -> set[int]:

@@ -7,7 +7,6 @@ The web server is another process, so it sees only committed data: tests that ca
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,31 +14,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.conf import settings
 
-from tests.gateway.servers import Process, sim_start, web_start
+from tests.factories import OrganizationFactory, api_key_issue, deployment_serving
+from tests.kit.processes import TestProcess, child_database_url, sim_start, web_start
+from tests.kit.waiting import eventually
 
 MAX_BODY_BYTES = 1024 * 1024
 METRICS_TOKEN = "test-scrape-token"
+# The names every test engine serves; deployments in the tests use them.
+SIM_MODELS = ("gw-chat", "gw-shared", "gw-other")
 
 
 @pytest.fixture(scope="session")
-def sim() -> Iterator[Process]:
-    process = sim_start()
+def sim() -> Iterator[TestProcess]:
+    process = sim_start(models=SIM_MODELS)
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup: Any) -> str:
-    from django.db import connection
-
-    base = settings.DATABASE_URL.rsplit("/", 1)[0]
-    return f"{base}/{connection.settings_dict['NAME']}"
+    return child_database_url()
 
 
 @pytest.fixture(scope="session")
-def gateway(test_database_url: str) -> Iterator[Process]:
+def gateway(test_database_url: str) -> Iterator[TestProcess]:
     """The web process every test talks to over HTTP (torn down before the test database is dropped)."""
     # A small body limit keeps the 413 test light; the flush interval of the catalog is the default.
     process = web_start(
@@ -51,7 +50,7 @@ def gateway(test_database_url: str) -> Iterator[Process]:
 
 
 @pytest.fixture(scope="module")
-def private_gateway(test_database_url: str) -> Iterator[Process]:
+def private_gateway(test_database_url: str) -> Iterator[TestProcess]:
     """A web process that may call private addresses (the stand-in engines listen on loopback), as `make run` sets."""
     process = web_start(test_database_url, extra_env={"INFERIA_UPSTREAM_ALLOW_PRIVATE": "1"})
     yield process
@@ -70,37 +69,15 @@ class Tenant:
 
 
 def make_deployment(organization: Any, name: str, endpoints: list[str], **fields: Any) -> tuple[Any, list[Any]]:
+    """A READY deployment of `name` (committed at once: the web process reads it) with a READY replica per endpoint."""
     from django.db import transaction
 
     with transaction.atomic():
-        return _make_deployment(organization, name, endpoints, **fields)
-
-
-def _make_deployment(organization: Any, name: str, endpoints: list[str], **fields: Any) -> tuple[Any, list[Any]]:
-    from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
-
-    provider = Provider.objects.create(organization=organization, name=f"sim-{name}", kind=Provider.Kind.SIMULATOR)
-    pool = ComputePool.objects.create(organization=organization, provider=provider, name=f"pool-{name}")
-    deployment = ModelDeployment.objects.create(
-        organization=organization,
-        pool=pool,
-        name=name,
-        model_id=f"sim/{name}",
-        served_model_name=name,
-        state=ModelDeployment.State.READY,
-        **fields,
-    )
-    replicas = [
-        Replica.objects.create(deployment=deployment, endpoint=endpoint, state=Replica.State.READY)
-        for endpoint in endpoints
-    ]
-    return deployment, replicas
+        return deployment_serving(organization, name, endpoints, **fields)
 
 
 def make_key(organization: Any, scopes: tuple[str, ...] = ("inference",)) -> tuple[Any, str]:
-    from apps.keys.services import api_key_create
-
-    issued = api_key_create(organization=organization, name="test key", scopes=list(scopes))
+    issued = api_key_issue(organization=organization, scopes=scopes)
     return issued.key, issued.secret
 
 
@@ -122,22 +99,18 @@ def http(
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
-def wait_until_served(gateway: Process, secret: str, model: str, timeout: float = 5.0) -> None:
+def wait_until_served(gateway: TestProcess, secret: str, model: str, timeout: float = 5.0) -> None:
     """Until the gateway routes `model` for this key: catalog changes reach it through Redis, a moment later."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, _, _ = http("GET", f"{gateway.url}/v1/models/{model}", secret=secret)
-        if status == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the gateway never served {model}")
+    eventually(
+        lambda: http("GET", f"{gateway.url}/v1/models/{model}", secret=secret)[0] == 200,
+        timeout=timeout,
+        what=f"the gateway serving {model}",
+    )
 
 
 @pytest.fixture
-def tenant(transactional_db: Any, sim: Process, gateway: Process) -> Tenant:
-    from apps.orgs.models import Organization
-
-    organization = Organization.objects.create(name="Acme", slug="acme")
+def tenant(transactional_db: Any, sim: TestProcess, gateway: TestProcess) -> Tenant:
+    organization = OrganizationFactory(name="Acme", slug="acme")
     key, secret = make_key(organization)
     deployment, replicas = make_deployment(
         organization,

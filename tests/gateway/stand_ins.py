@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.gateway.servers import free_port
+from tests.kit.ports import port_reserve
 
 
 class _LoopThread:
@@ -46,7 +46,7 @@ class ScriptedEngine:
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.tokenize_requests = 0
-        self.port = free_port()
+        self.port = port_reserve()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = _LoopThread()
         self._runner: web.AppRunner | None = None
@@ -123,7 +123,7 @@ class TcpRelay:
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
-        self.port = free_port()
+        self.port = port_reserve()
         self._loop = _LoopThread()
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()

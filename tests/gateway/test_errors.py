@@ -7,8 +7,9 @@ import socket
 
 import pytest
 
-from tests.gateway.conftest import MAX_BODY_BYTES, http, make_deployment, make_key, wait_until_served
-from tests.gateway.servers import running_sim
+from tests.factories import OrganizationFactory
+from tests.gateway.conftest import MAX_BODY_BYTES, SIM_MODELS, http, make_deployment, make_key, wait_until_served
+from tests.kit.processes import running_sim
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
@@ -84,9 +85,8 @@ def test_it_answers_404_to_unknown_models_and_paths(tenant, gateway):
 
 
 def test_it_hides_other_organisations_deployments(tenant, gateway, sim):
-    from apps.orgs.models import Organization
 
-    globex = Organization.objects.create(name="Globex", slug="globex")
+    globex = OrganizationFactory(name="Globex", slug="globex")
     make_deployment(globex, "gw-other", [sim.url])
     status, _, _ = chat(gateway, tenant.secret, {**CHAT, "model": "gw-other"})
     assert status == 404
@@ -95,7 +95,6 @@ def test_it_hides_other_organisations_deployments(tenant, gateway, sim):
 
 
 def test_it_serves_platform_deployments_shared_with_the_organisation(tenant, gateway, sim):
-    from apps.orgs.models import Organization
 
     deployment, _ = make_deployment(None, "gw-shared", [sim.url])
     deployment.shared_with.add(tenant.organization)
@@ -105,7 +104,7 @@ def test_it_serves_platform_deployments_shared_with_the_organisation(tenant, gat
     assert cards == {"gw-chat": "acme", "gw-shared": "inferia"}
     assert chat(gateway, tenant.secret, {**CHAT, "model": "gw-shared"})[0] == 200
     # ... and not with anyone else.
-    globex = Organization.objects.create(name="Globex", slug="globex")
+    globex = OrganizationFactory(name="Globex", slug="globex")
     _key, other_secret = make_key(globex)
     assert chat(gateway, other_secret, {**CHAT, "model": "gw-shared"})[0] == 404
 
@@ -132,7 +131,7 @@ def test_it_answers_502_when_no_replica_can_be_reached(tenant, gateway):
 
 
 def test_it_answers_502_when_the_engine_fails(tenant, gateway):
-    with running_sim("--failure-rate", "1", "--failure-types", "http_500") as failing:
+    with running_sim("--failure-rate", "1", "--failure-types", "http_500", models=SIM_MODELS) as failing:
         make_deployment(tenant.organization, "gw-other", [failing.url])
         wait_until_served(gateway, tenant.secret, "gw-other")
         status, _, _ = chat(gateway, tenant.secret, {**CHAT, "model": "gw-other"})
@@ -145,7 +144,7 @@ def test_it_answers_503_without_a_ready_replica_or_from_an_overloaded_engine(ten
     status, _, body = chat(gateway, tenant.secret, {**CHAT, "model": "gw-other"})
     assert status == 503
     assert error_of(body)["code"] == "no_replica"
-    with running_sim("--failure-rate", "1", "--failure-types", "http_503") as overloaded:
+    with running_sim("--failure-rate", "1", "--failure-types", "http_503", models=SIM_MODELS) as overloaded:
         make_deployment(tenant.organization, "gw-shared", [overloaded.url])
         wait_until_served(gateway, tenant.secret, "gw-shared")
         status, _, body = chat(gateway, tenant.secret, {**CHAT, "model": "gw-shared"})
@@ -153,7 +152,7 @@ def test_it_answers_503_without_a_ready_replica_or_from_an_overloaded_engine(ten
 
 
 def test_it_answers_504_when_the_first_byte_is_late(tenant, gateway):
-    with running_sim("--ttft-ms", "3000") as slow:
+    with running_sim("--ttft-ms", "3000", models=SIM_MODELS) as slow:
         make_deployment(tenant.organization, "gw-other", [slow.url], first_byte_timeout_s=0.3)
         wait_until_served(gateway, tenant.secret, "gw-other")
         status, _, body = chat(gateway, tenant.secret, {**CHAT, "model": "gw-other", "stream": True})
@@ -162,7 +161,9 @@ def test_it_answers_504_when_the_first_byte_is_late(tenant, gateway):
 
 
 def test_an_error_after_the_stream_started_is_its_last_event(tenant, gateway):
-    with running_sim("--failure-rate", "1", "--failure-types", "midstream", "--itl-ms", "5") as breaking:
+    with running_sim(
+        "--failure-rate", "1", "--failure-types", "midstream", "--itl-ms", "5", models=SIM_MODELS
+    ) as breaking:
         make_deployment(tenant.organization, "gw-other", [breaking.url])
         wait_until_served(gateway, tenant.secret, "gw-other")
         status, _, body = chat(gateway, tenant.secret, {**CHAT, "model": "gw-other", "stream": True, "max_tokens": 50})

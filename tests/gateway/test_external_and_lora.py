@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.factories import ComputePoolFactory, OrganizationFactory, ProviderFactory, deployment_serving
 from tests.gateway.conftest import http, make_key, wait_until_served
-from tests.gateway.servers import Process
 from tests.gateway.stand_ins import ScriptedEngine, scripted_engine
+from tests.kit.processes import TestProcess
 
 UPSTREAM_MODEL = "upstream-org/upstream-model"
 UPSTREAM_KEY = "sk-upstream-secret"
@@ -30,23 +31,18 @@ def engine() -> Iterator[ScriptedEngine]:
 def _deployment(organization: Any, name: str, endpoint: str, *, kind: str, credentials: dict | None = None, **fields):
     from django.db import transaction
 
-    from apps.compute.credentials import provider_credentials_set
-    from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
-
     with transaction.atomic():
-        provider = Provider(organization=organization, name=f"{kind}-{name}", kind=kind)
-        provider_credentials_set(provider=provider, credentials=credentials or {})
-        provider.save()
-        pool = ComputePool.objects.create(organization=organization, provider=provider, name=f"pool-{name}")
-        deployment = ModelDeployment.objects.create(
-            organization=organization, pool=pool, name=name, served_model_name=name,
-            state=ModelDeployment.State.READY, **fields,
-        )  # fmt: skip
-        Replica.objects.create(deployment=deployment, endpoint=endpoint, state=Replica.State.READY)
+        provider = ProviderFactory(
+            organization=organization, name=f"{kind}-{name}", kind=kind, credentials=credentials or {}
+        )
+        pool = ComputePoolFactory(organization=organization, provider=provider, name=f"pool-{name}")
+        deployment, _replicas = deployment_serving(
+            organization, name, [endpoint], pool=pool, model_id=fields.pop("model_id", ""), **fields
+        )
     return deployment
 
 
-def _chat(gateway: Process, secret: str, model: str, **fields: Any) -> tuple[int, bytes]:
+def _chat(gateway: TestProcess, secret: str, model: str, **fields: Any) -> tuple[int, bytes]:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **fields}
     status, _, raw = http("POST", f"{gateway.url}/v1/chat/completions", body=body, secret=secret)
     return status, raw
@@ -54,9 +50,8 @@ def _chat(gateway: Process, secret: str, model: str, **fields: Any) -> tuple[int
 
 @pytest.fixture
 def organization(transactional_db: Any) -> Any:
-    from apps.orgs.models import Organization
 
-    return Organization.objects.create(name="Acme", slug="acme")
+    return OrganizationFactory(name="Acme", slug="acme")
 
 
 def test_an_external_deployment_gets_its_model_id_and_api_key_and_answers_under_the_served_name(
@@ -79,7 +74,7 @@ def test_an_external_deployment_gets_its_model_id_and_api_key_and_answers_under_
     assert chunks
     assert {chunk["model"] for chunk in chunks} == {"gw-ext"}
     assert UPSTREAM_KEY.encode() not in raw
-    assert UPSTREAM_KEY not in private_gateway.output()
+    assert UPSTREAM_KEY not in private_gateway.output
 
 
 def test_a_deployment_inferia_runs_gets_the_body_unchanged_and_no_api_key(organization, engine, private_gateway):

@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.gateway.runtime import runtime_close
 from inferia_site.asgi import application
+from tests.factories import OrganizationFactory
 from tests.gateway.conftest import make_deployment, make_key
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
@@ -59,10 +60,9 @@ async def queries_captured(connection):
 
 
 def test_a_warm_request_makes_no_database_query(db, sim, redis_cache, settings):
-    from apps.orgs.models import Organization
 
     settings.INFERIA_GATEWAY_CATALOG_MAX_AGE = 600  # no periodic reload inside the measured window
-    organization = Organization.objects.create(name="Acme", slug="acme")
+    organization = OrganizationFactory(name="Acme", slug="acme")
     _key, secret = make_key(organization)
     make_deployment(organization, "gw-chat", [sim.url])
     connection = connections["default"]

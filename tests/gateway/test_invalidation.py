@@ -3,31 +3,33 @@ and an organisation's deactivation are refused by both within a second, and a re
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.gateway.conftest import http
-from tests.gateway.servers import Process, web_start
+from tests.kit.processes import TestProcess, web_start
+from tests.kit.waiting import eventually
 
 
 @pytest.fixture
-def second_gateway(test_database_url: str) -> Iterator[Process]:
+def second_gateway(test_database_url: str) -> Iterator[TestProcess]:
     process = web_start(test_database_url)
     yield process
     process.stop()
 
 
-def status_of(gateway: Process, secret: str) -> int:
+def status_of(gateway: TestProcess, secret: str) -> int:
     return http("GET", f"{gateway.url}/v1/models", secret=secret)[0]
 
 
-def until_every_process_answers(gateways: list[Process], secret: str, status: int, within_s: float = 1.0) -> None:
-    started = time.monotonic()
-    while any(status_of(gateway, secret) != status for gateway in gateways):
-        assert time.monotonic() - started < within_s, f"not {status} on every process within {within_s}s"
-        time.sleep(0.01)
+def until_every_process_answers(gateways: list[TestProcess], secret: str, status: int, within_s: float = 1.0) -> None:
+    eventually(
+        lambda: all(status_of(gateway, secret) == status for gateway in gateways),
+        timeout=within_s,
+        interval=0.01,
+        what=f"{status} on every process",
+    )
 
 
 def test_a_revoked_key_is_refused_by_every_process_within_a_second(tenant, gateway, second_gateway):

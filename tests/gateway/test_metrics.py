@@ -12,8 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps.gateway.metrics import UNKNOWN_MODEL
-from tests.gateway.conftest import METRICS_TOKEN, http, make_deployment, wait_until_served
-from tests.gateway.servers import free_port, running_sim, web_start
+from tests.gateway.conftest import METRICS_TOKEN, SIM_MODELS, http, make_deployment, wait_until_served
+from tests.kit.ports import port_reserve
+from tests.kit.processes import running_sim, web_start
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True}
 
@@ -49,13 +50,13 @@ def test_metrics_describe_requests_latency_tokens_and_failures(tenant, sim, gate
         == 404
     )
     # A deployment whose first replica refuses connections: the request fails over, the refusal is counted.
-    _deployment, (dead, _live) = make_deployment(tenant.organization, "gw-shared", [f"http://127.0.0.1:{free_port()}",
+    _deployment, (dead, _live) = make_deployment(tenant.organization, "gw-shared", [f"http://127.0.0.1:{port_reserve()}",
                                                                                     sim.url])  # fmt: skip
     wait_until_served(gateway, tenant.secret, "gw-shared")
     for _ in range(4):
         http("POST", f"{gateway.url}/v1/chat/completions", body={**CHAT, "model": "gw-shared"}, secret=tenant.secret)
     # Tokens spaced out by the engine: the inter-token histogram sees them (a zero-delay stream arrives in one read).
-    with running_sim("--itl-ms", "5") as engine:
+    with running_sim("--itl-ms", "5", models=SIM_MODELS) as engine:
         make_deployment(tenant.organization, "gw-other", [engine.url])
         wait_until_served(gateway, tenant.secret, "gw-other")
         for _ in range(2):
@@ -153,7 +154,7 @@ def test_made_up_http_methods_do_not_become_labels(gateway):
 
 
 def _series_of_a_doomed_deployment(tenant, sim, process) -> tuple:
-    deployment, (dead, live) = make_deployment(tenant.organization, "gw-shared", [f"http://127.0.0.1:{free_port()}",
+    deployment, (dead, live) = make_deployment(tenant.organization, "gw-shared", [f"http://127.0.0.1:{port_reserve()}",
                                                                                   sim.url])  # fmt: skip
     wait_until_served(process, tenant.secret, "gw-shared")
     for _ in range(4):

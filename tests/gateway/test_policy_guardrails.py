@@ -10,6 +10,7 @@ import aiohttp
 
 from apps.usage.models import UsageRecord
 from apps.usage.stream import usage_stream_drain
+from tests.factories import OrganizationFactory
 from tests.gateway.conftest import Tenant, http, make_deployment, make_key, wait_until_served
 from tests.gateway.stand_ins import scripted_engine
 
@@ -21,10 +22,9 @@ LEAKY_ANSWER = ["Your key is sk-proj-Ab", "C9dEfGh1JkLmN0pQrStUv", "Wx and more.
 def tenant_on(gateway, engine_url: str, **profile_fields) -> Tenant:
     """An organisation served by `engine_url` as `gw-scripted`, under a guardrail profile made of `profile_fields`
     (none: the built-in default profile)."""
-    from apps.orgs.models import Organization
     from apps.policies.services import guardrail_profile_create, policy_create
 
-    organization = Organization.objects.create(name="Guarded", slug="guarded")
+    organization = OrganizationFactory(name="Guarded", slug="guarded")
     if profile_fields:
         profile = guardrail_profile_create(actor=None, organization=organization, name="strict", **profile_fields)
         policy_create(actor=None, organization=organization, guardrail_profile=profile)

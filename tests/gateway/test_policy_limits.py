@@ -13,9 +13,10 @@ from django.conf import settings
 from apps.audit.models import AuditEvent
 from apps.usage.models import UsageRecord
 from apps.usage.stream import usage_stream_drain
-from tests.gateway.conftest import Tenant, http, make_deployment, make_key, wait_until_served
-from tests.gateway.servers import running_sim, web_start
+from tests.factories import OrganizationFactory
+from tests.gateway.conftest import SIM_MODELS, Tenant, http, make_deployment, make_key, wait_until_served
 from tests.gateway.stand_ins import TcpRelay
+from tests.kit.processes import running_sim, web_start
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "count with me"}], "max_tokens": 16}
 PRICES = {"price_input_per_mtok_micros": 1_000_000, "price_output_per_mtok_micros": 2_000_000}
@@ -26,10 +27,9 @@ CHAT_WORST_CASE_MICROS = 37 + 16 * 2
 
 def tenant_with_policy(gateway, engine_url: str, *, model: str = "gw-chat", **policy_fields) -> Tenant:
     """An organisation whose policy is in place before the gateway first sees its key."""
-    from apps.orgs.models import Organization
     from apps.policies.services import policy_create
 
-    organization = Organization.objects.create(name="Limited", slug="limited")
+    organization = OrganizationFactory(name="Limited", slug="limited")
     policy_create(actor=None, organization=organization, **policy_fields)
     key, secret = make_key(organization)
     deployment, replicas = make_deployment(organization, model, [engine_url], **PRICES)
@@ -87,7 +87,7 @@ async def _many_streams(url: str, secret: str, body: dict, count: int) -> list[t
 def test_200_concurrent_requests_never_spend_more_than_the_budget(transactional_db, gateway, redis_cache):
     budget = 50 * CHAT_WORST_CASE_MICROS
     # The engine waits a second before answering, so that every request is admitted or refused before any settles.
-    with running_sim("--ttft-ms", "1000", "--max-num-seqs", "256") as engine:
+    with running_sim("--ttft-ms", "1000", "--max-num-seqs", "256", models=SIM_MODELS) as engine:
         tenant = tenant_with_policy(gateway, engine.url, model="gw-other", budget_per_day_micros=budget)
         body = {**CHAT, "model": "gw-other", "stream": True}
         answers = asyncio.run(_many_streams(gateway.url, tenant.secret, body, 200))

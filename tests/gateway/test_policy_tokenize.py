@@ -6,7 +6,6 @@ bound, and are not asked again."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +13,12 @@ import pytest
 
 from apps.policies.limits import quota_usage_get
 from inferia_sim.tokens import chat_prompt_token_count
+from tests.factories import ComputePoolFactory, OrganizationFactory, ProviderFactory, deployment_serving
 from tests.gateway.conftest import http, make_key, wait_until_served
-from tests.gateway.servers import Process
 from tests.gateway.stand_ins import ScriptedEngine, scripted_engine
 from tests.gateway.test_policy_limits import tenant_with_policy
+from tests.kit.processes import TestProcess
+from tests.kit.waiting import eventually
 from tests.sim.conftest import metrics
 
 MESSAGES = [{"role": "user", "content": "word " * 80}]
@@ -29,23 +30,23 @@ EXACT_PROMPT_TOKENS = chat_prompt_token_count(MESSAGES)
 EXACT_MICROS = EXACT_PROMPT_TOKENS + 16 * 2
 
 
-def tokenize_requests(engine: Process) -> float:
+def tokenize_requests(engine: TestProcess) -> float:
     return metrics(engine.url)["inferia_sim:tokenize_requests_total"]
 
 
-def chat(gateway: Process, secret: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+def chat(gateway: TestProcess, secret: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
     status, _, raw = http("POST", f"{gateway.url}/v1/chat/completions", body=body or BODY, secret=secret)
     return status, json.loads(raw)
 
 
 def settled(scope: str, redis_cache: Any) -> dict[str, int]:
     """The day's counters once nothing is held any more (the gateway settles just after the answer's last byte)."""
-    deadline = time.monotonic() + 5
-    usage = quota_usage_get(redis_cache, scope=scope, period="d")
-    while (usage["usd_held"] or usage["tok_held"]) and time.monotonic() < deadline:
-        time.sleep(0.02)
+
+    def usage_settled() -> dict[str, int] | None:
         usage = quota_usage_get(redis_cache, scope=scope, period="d")
-    return usage
+        return None if usage["usd_held"] or usage["tok_held"] else usage
+
+    return eventually(usage_settled, what="nothing held any more")
 
 
 def test_the_sums_in_this_module_hold():
@@ -121,22 +122,19 @@ def test_an_engine_without_tokenize_keeps_the_bound_and_is_asked_only_once(
 ):
     from django.db import transaction
 
-    from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
-    from apps.orgs.models import Organization
+    from apps.compute.models import Provider
     from apps.policies.services import policy_create
 
-    organization = Organization.objects.create(name="Outside", slug="outside")
+    organization = OrganizationFactory(name="Outside", slug="outside")
     policy_create(actor=None, organization=organization, budget_per_day_micros=300)
     _key, secret = make_key(organization)
     with transaction.atomic():
-        provider = Provider.objects.create(organization=organization, name="ext", kind=Provider.Kind.EXTERNAL)
-        pool = ComputePool.objects.create(organization=organization, provider=provider, name="pool-ext")
-        deployment = ModelDeployment.objects.create(
-            organization=organization, pool=pool, name="gw-ext", served_model_name="gw-ext", model_id="up/model",
-            state=ModelDeployment.State.READY, price_input_per_mtok_micros=1_000_000,
-            price_output_per_mtok_micros=2_000_000,
+        provider = ProviderFactory(organization=organization, name="ext", kind=Provider.Kind.EXTERNAL)
+        deployment_serving(
+            organization, "gw-ext", [external_engine.url],
+            pool=ComputePoolFactory(organization=organization, provider=provider, name="pool-ext"), model_id="up/model",
+            price_input_per_mtok_micros=1_000_000, price_output_per_mtok_micros=2_000_000,
         )  # fmt: skip
-        Replica.objects.create(deployment=deployment, endpoint=external_engine.url, state=Replica.State.READY)
     wait_until_served(private_gateway, secret, "gw-ext")
 
     first = chat(private_gateway, secret, {**BODY, "model": "gw-ext"})

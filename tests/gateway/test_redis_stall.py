@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
+from tests.factories import OrganizationFactory
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
-from tests.gateway.servers import Process, free_port, web_start
+from tests.kit.ports import port_reserve
+from tests.kit.processes import TestProcess, web_start
+from tests.kit.waiting import eventually
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 # The web process's setting (the default) and what a 503 may take: one timeout, whatever the number of Redis calls
@@ -28,28 +30,26 @@ STALLED_503_WITHIN_S = 1.0
 RECOVERED_WITHIN_S = 1.0
 
 
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
 class RedisServer:
     """A redis-server of this test's own, which it can freeze, thaw, kill and start again on the same port."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self.port = port_reserve()
         self.process = self._start()
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> TestProcess:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return process
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-            finally:
-                client.close()
+        process = TestProcess(args, port=self.port)
+        with redis.Redis(port=self.port, socket_timeout=1) as client:
+            process.wait_until(lambda: _pings(client), timeout=10, what="redis-server answering PING")
+        return process
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -62,16 +62,14 @@ class RedisServer:
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.wait()
 
     def restart(self) -> None:
         self.process = self._start()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process.returncode is None:
             self.thaw()
-            self.process.terminate()
-            self.process.wait(10)
+        self.process.stop()
 
 
 @pytest.fixture
@@ -82,14 +80,14 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def web(own_redis: RedisServer, test_database_url: str) -> Iterator[Process]:
+def web(own_redis: RedisServer, test_database_url: str) -> Iterator[TestProcess]:
     env = {"INFERIA_CACHE_REDIS_URL": own_redis.url(11), "INFERIA_REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT_S)}
     process = web_start(test_database_url, extra_env=env)
     yield process
     process.stop()
 
 
-def chat(web: Process, secret: str) -> tuple[int, dict, float]:
+def chat(web: TestProcess, secret: str) -> tuple[int, dict, float]:
     started = time.monotonic()
     status, _, body = http("POST", f"{web.url}/v1/chat/completions", body=CHAT, secret=secret)
     return status, json.loads(body), time.monotonic() - started
@@ -106,10 +104,9 @@ def assert_policy_unavailable(answer: tuple[int, dict, float]) -> float:
 
 def limited_keys(sim_url: str, count: int) -> list[str]:
     """Keys of an organisation with a rate limit, so that every request needs Redis to be admitted."""
-    from apps.orgs.models import Organization
     from apps.policies.services import policy_create
 
-    organization = Organization.objects.create(name="Limited", slug="limited")
+    organization = OrganizationFactory(name="Limited", slug="limited")
     policy_create(actor=None, organization=organization, requests_per_minute=10_000)
     make_deployment(organization, "gw-chat", [sim_url])
     return [make_key(organization)[1] for _ in range(count)]
@@ -133,8 +130,7 @@ def test_a_redis_outage_gets_a_prompt_503_and_service_resumes_when_it_returns(
 
     # Back at once, from the same web process.
     returned = time.monotonic()
-    while (answer := chat(web, warm))[0] != 200:
-        assert time.monotonic() - returned < RECOVERED_WITHIN_S, answer
+    eventually(lambda: chat(web, warm)[0] == 200, timeout=RECOVERED_WITHIN_S, interval=0, what="served again")
     print(f"{outage}: served again {time.monotonic() - returned:.3f}s after Redis returned")
     for secret in (cold, cold_after):
         status, document, elapsed = chat(web, secret)

@@ -12,8 +12,9 @@ from django.conf import settings
 from apps.usage.events import EVENT_FIELD
 from apps.usage.models import UsageRecord
 from apps.usage.stream import usage_stream_drain
-from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
-from tests.gateway.servers import running_sim
+from tests.factories import OrganizationFactory
+from tests.gateway.conftest import SIM_MODELS, http, make_deployment, make_key, wait_until_served
+from tests.kit.processes import running_sim
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "count with me"}], "max_tokens": 8}
 
@@ -63,9 +64,8 @@ def test_openais_client_request_id_header_is_kept_too(tenant, gateway, redis_cac
 
 
 def test_one_organisation_cannot_erase_anothers_record_by_reusing_its_id(tenant, gateway, redis_cache):
-    from apps.orgs.models import Organization
 
-    other = Organization.objects.create(name="Globex", slug="globex")
+    other = OrganizationFactory(name="Globex", slug="globex")
     _key, other_secret = make_key(other)
     make_deployment(other, "gw-chat", [tenant.replica.endpoint])
     wait_until_served(gateway, other_secret, "gw-chat")
@@ -81,13 +81,12 @@ def test_one_organisation_cannot_erase_anothers_record_by_reusing_its_id(tenant,
 
 
 def test_requests_sharing_a_client_id_each_hold_a_concurrency_slot(transactional_db, gateway, redis_cache):
-    from apps.orgs.models import Organization
     from apps.policies.services import policy_create
 
-    organization = Organization.objects.create(name="Limited", slug="limited")
+    organization = OrganizationFactory(name="Limited", slug="limited")
     policy_create(actor=None, organization=organization, concurrent_requests=3)
     _key, secret = make_key(organization)
-    with running_sim("--ttft-ms", "400") as slow:
+    with running_sim("--ttft-ms", "400", models=SIM_MODELS) as slow:
         make_deployment(organization, "gw-chat", [slow.url])
         wait_until_served(gateway, secret, "gw-chat")
         answers = asyncio.run(_concurrently(gateway.url, secret, 6, {"X-Request-ID": "shared"}))

@@ -12,6 +12,7 @@ import pytest
 from apps.compute.routing import REPLICA_LOAD_KEY, replica_load_store
 from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
 from apps.gateway.router import AFFINITY_SLACK, Router
+from tests.kit.waiting import eventually, eventually_async
 
 
 def replica(replica_id: int, **load: float) -> ReplicaTarget:
@@ -53,13 +54,14 @@ def test_it_prefers_the_replica_whose_engine_reports_less_load(redis_cache):
     replica_load_store(replica_id=11, running=30, waiting=6, kv_cache=0.9)
     replica_load_store(replica_id=12, running=2, waiting=0, kv_cache=0.1)
 
+    async def checked() -> bool:
+        return light.checked_at != 0
+
     async def refreshed() -> None:
         runtime = GatewayRuntime(asyncio.get_running_loop())
         try:
             runtime.catalog.current = type("Catalog", (), {"replicas": {11: loaded, 12: light}})()  # type: ignore[assignment]
-            deadline = time.monotonic() + 3
-            while light.checked_at == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await eventually_async(checked, timeout=3, what="the load refreshed")
         finally:
             await runtime.close()
 
@@ -136,7 +138,8 @@ def test_after_the_cooldown_one_probe_is_let_through(settings):
     router.failed(flaky)
     assert picks(router, route) == {2}
 
-    time.sleep(0.06)
+    # The cool-down is on the monotonic clock (time-machine does not move it): wait for it to pass, not a guess past it.
+    eventually(lambda: not router.is_open(1), timeout=1.0, interval=0.01, what="the cool-down over")
     probes = [router.choose(route).id for _ in range(10)]  # type: ignore[union-attr]
     assert probes.count(1) == 1  # half-open: one probe, the rest kept away until it answers
 

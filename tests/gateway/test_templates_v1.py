@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from apps.policies.prompts.services import prompt_template_create, prompt_template_version_create
+from tests.factories import OrganizationFactory
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
 from tests.gateway.stand_ins import scripted_engine
 
@@ -13,9 +14,8 @@ MODEL = "gw-tpl"
 
 
 def _served_org(gateway, engine_url: str):
-    from apps.orgs.models import Organization
 
-    organization = Organization.objects.create(name="Templated", slug="templated")
+    organization = OrganizationFactory(name="Templated", slug="templated")
     _, secret = make_key(organization)
     make_deployment(organization, MODEL, [engine_url])
     wait_until_served(gateway, secret, MODEL)
@@ -91,11 +91,10 @@ def test_bad_template_references_are_refused_before_the_engine(transactional_db,
 
 
 def test_another_organisation_s_template_is_not_found(transactional_db, gateway, redis_cache):
-    from apps.orgs.models import Organization
 
     with scripted_engine(["ok"]) as engine:
         _served_org(gateway, engine.url)
-        stranger = Organization.objects.create(name="Stranger", slug="stranger")
+        stranger = OrganizationFactory(name="Stranger", slug="stranger")
         _, stranger_secret = make_key(stranger)
         make_deployment(stranger, MODEL, [engine.url])
         wait_until_served(gateway, stranger_secret, MODEL)

@@ -7,16 +7,18 @@ import gzip
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.factories import OrganizationFactory
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
-from tests.gateway.servers import REPO, Process, free_port, web_start
 from tests.gateway.stand_ins import _LoopThread, scripted_engine
+from tests.kit.ports import port_reserve
+from tests.kit.processes import REPO, TestProcess, web_start
+from tests.kit.waiting import eventually
 
 OTEL_VARIABLES = ("INFERIA_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -28,7 +30,7 @@ class OtlpCollector:
     def __init__(self) -> None:
         self.spans: list[tuple[str, dict[str, Any]]] = []
         self.ids: list[tuple[str, str, str, str]] = []
-        self.port = free_port()
+        self.port = port_reserve()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = _LoopThread()
         self._runner: web.AppRunner | None = None
@@ -81,7 +83,7 @@ def collector() -> Iterator[OtlpCollector]:
 
 
 @pytest.fixture(scope="module")
-def traced_gateway(test_database_url: str, collector: OtlpCollector) -> Iterator[Process]:
+def traced_gateway(test_database_url: str, collector: OtlpCollector) -> Iterator[TestProcess]:
     process = web_start(
         test_database_url, extra_env={"INFERIA_OTEL_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
     )
@@ -90,9 +92,8 @@ def traced_gateway(test_database_url: str, collector: OtlpCollector) -> Iterator
 
 
 def test_a_traced_request_sends_a_span_per_step_with_its_request_id(transactional_db, sim, traced_gateway, collector):
-    from apps.orgs.models import Organization
 
-    organization = Organization.objects.create(name="Acme", slug="acme")
+    organization = OrganizationFactory(name="Acme", slug="acme")
     _key, secret = make_key(organization)
     make_deployment(organization, "gw-chat", [sim.url])
     wait_until_served(traced_gateway, secret, "gw-chat")
@@ -105,23 +106,25 @@ def test_a_traced_request_sends_a_span_per_step_with_its_request_id(transactiona
 
     assert status == 200
     wanted = {"gateway.request", "gateway.auth", "gateway.policy", "gateway.upstream", "gateway.stream"}
-    deadline = time.monotonic() + 10
-    while True:
-        names = {
-            name for name, attributes in collector.spans if attributes.get("inferia.client_request_id") == "trace-me-1"
-        }
-        if wanted <= names:
-            break
-        assert time.monotonic() < deadline, (names, collector.spans)
-        time.sleep(0.05)
+    eventually(
+        lambda: (
+            wanted
+            <= {
+                name
+                for name, attributes in collector.spans
+                if attributes.get("inferia.client_request_id") == "trace-me-1"
+            }
+        ),
+        timeout=10,
+        what=f"the spans {sorted(wanted)}",
+    )
     upstream = [attrs for name, attrs in collector.spans if name == "gateway.upstream"]
     assert upstream[-1]["inferia.replica_id"] > 0
 
 
 def test_the_client_trace_continues_through_the_gateway_to_the_engine(transactional_db, traced_gateway, collector):
-    from apps.orgs.models import Organization
 
-    organization = Organization.objects.create(name="Acme", slug="acme")
+    organization = OrganizationFactory(name="Acme", slug="acme")
     _key, secret = make_key(organization)
     trace_id, client_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     with scripted_engine(["Hel", "lo"]) as engine:
@@ -136,12 +139,13 @@ def test_the_client_trace_continues_through_the_gateway_to_the_engine(transactio
 
         assert status == 200
         upstream_parent = engine.headers[-1]["traceparent"]
-    deadline = time.monotonic() + 10
-    while not {"gateway.request", "gateway.upstream"} <= {
-        name for name, trace, *_ in collector.ids if trace == trace_id
-    }:
-        assert time.monotonic() < deadline, collector.ids
-        time.sleep(0.05)
+    eventually(
+        lambda: (
+            {"gateway.request", "gateway.upstream"} <= {name for name, trace, *_ in collector.ids if trace == trace_id}
+        ),
+        timeout=10,
+        what="the request and upstream spans of the client's trace",
+    )
     spans = {name: (span, parent) for name, trace, span, parent in collector.ids if trace == trace_id}
     assert spans["gateway.request"][1] == client_span  # the gateway's root span is the client's span's child
     # The engine is called inside the upstream span: its traceparent names that trace and span.

@@ -16,7 +16,8 @@ from unittest import mock
 import pytest
 
 from inferia_cli.processes import endpoints_from_env, web_spec
-from tests.gateway.servers import Process, free_port, wait_http
+from tests.kit.ports import port_reserve
+from tests.kit.processes import TestProcess
 
 MAX_HEADER_BYTES = 4096
 HEADER_TIMEOUT_S = 1.0
@@ -31,26 +32,26 @@ LIMITS_ENV = {
 }
 
 
-def inferia_web(database_url: str, server: str, extra_env: dict[str, str]) -> Process:
+def inferia_web(database_url: str, server: str, extra_env: dict[str, str]) -> TestProcess:
     """The web process exactly as `inferia start web` starts it."""
-    port = free_port()
+    port = port_reserve()
     env = {**os.environ, "DATABASE_URL": database_url, "INFERIA_SERVER": server, "INFERIA_PORT": str(port)}
     env.update(extra_env)
     with mock.patch.dict(os.environ, env, clear=True):
         spec = web_spec(endpoints_from_env())
-    process = Process(list(spec.argv), port, env={**env, **spec.env})
-    wait_http(process.url + "/healthz", process=process.popen)
+    process = TestProcess(list(spec.argv), env={**env, **spec.env}, port=port, name=f"web-{server}")
+    process.wait_http(process.url + "/healthz", timeout=60)
     return process
 
 
 @pytest.fixture(scope="module", params=["uvicorn", "daphne"])
-def web(request, test_database_url: str) -> Iterator[Process]:
+def web(request, test_database_url: str) -> Iterator[TestProcess]:
     process = inferia_web(test_database_url, request.param, LIMITS_ENV)
     yield process
     process.stop()
 
 
-def connect(web: Process) -> socket.socket:
+def connect(web: TestProcess) -> socket.socket:
     return socket.create_connection(("127.0.0.1", web.port), timeout=10)
 
 

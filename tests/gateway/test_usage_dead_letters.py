@@ -14,6 +14,7 @@ from apps.usage.events import EVENT_FIELD, UsageEvent
 from apps.usage.models import UsageRecord
 from apps.usage.services import usage_dead_letters_replay
 from apps.usage.stream import usage_stream_drain
+from tests.factories import MembershipFactory, UserFactory
 from tests.gateway.test_metering import _many_streams
 
 
@@ -86,12 +87,12 @@ def _one_dead_letter(tenant, redis_cache) -> None:
 
 
 def test_the_superadmin_sees_and_replays_dead_letters_over_rest_and_no_one_else(tenant, redis_cache, as_user, roles):
-    from apps.orgs.models import Membership, User
+    from apps.orgs.models import User
 
     _one_dead_letter(tenant, redis_cache)
     admin = User.objects.create_superuser("root@inferia.test", "correct horse battery")
-    owner = User.objects.create_user("owner@acme.test", "correct horse battery")
-    Membership.objects.create(user=owner, organization=tenant.organization, role=roles["owner"])
+    owner = UserFactory(email="owner@acme.test", password="correct horse battery")
+    MembershipFactory(user=owner, organization=tenant.organization, role=roles["owner"])
 
     assert as_user(owner).get("/api/usage/dead-letters/").status_code == 403
     assert as_user(owner).post("/api/usage/dead-letters/replay/").status_code == 403
@@ -140,12 +141,12 @@ def test_the_scrape_reports_waiting_events_the_flush_lag_and_dead_letters(tenant
 def test_the_console_tells_the_superadmin_and_only_them(tenant, redis_cache, roles):
     from django.test import Client
 
-    from apps.orgs.models import Membership, User
+    from apps.orgs.models import User
 
     _one_dead_letter(tenant, redis_cache)
     admin = User.objects.create_superuser("root@inferia.test", "correct horse battery")
-    owner = User.objects.create_user("owner@acme.test", "correct horse battery")
-    Membership.objects.create(user=owner, organization=tenant.organization, role=roles["owner"])
+    owner = UserFactory(email="owner@acme.test", password="correct horse battery")
+    MembershipFactory(user=owner, organization=tenant.organization, role=roles["owner"])
     pages = {}
     for user in (admin, owner):
         client = Client()

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
@@ -186,3 +187,36 @@ def sim_start(*flags: str, models: tuple[str, ...], env: Mapping[str, str] | Non
 def inferia_start(args: list[str], *, env: Mapping[str, str], cwd: Path = REPO) -> TestProcess:
     """An `inferia ...` command (`start all`, `demo`, `worker`): readiness is the caller's to wait on."""
     return TestProcess([INFERIA, *args], env=env, cwd=cwd, name="inferia-" + args[0])
+
+
+@contextlib.contextmanager
+def running_sim(*flags: str, models: tuple[str, ...]) -> Iterator[TestProcess]:
+    """`sim_start()` for the duration of the block."""
+    with sim_start(*flags, models=models) as process:
+        yield process
+
+
+def web_start(database_url: str, *, server: str = "uvicorn", extra_env: Mapping[str, str] | None = None) -> TestProcess:
+    """The whole ASGI application (`inferia_site.asgi`) on a reserved port, on the given database, with the transport
+    limits `inferia start web` runs it with; ready once `/healthz` answers."""
+    env = {**os.environ, "DATABASE_URL": database_url, **(extra_env or {})}
+    if server == "uvicorn":
+        args = [
+            sys.executable, "-m", "uvicorn", "inferia_site.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
+            "--loop", "uvloop", "--http", "inferia_cli.transport.uvicorn_http:GuardedHttpToolsProtocol",
+            "--lifespan", "off", "--no-access-log",
+            "--timeout-graceful-shutdown", env.get("INFERIA_DRAIN_SECONDS", "30"),
+        ]  # fmt: skip
+    else:
+        args = [sys.executable, "-m", "inferia_cli.transport.daphne_http", "-b", "127.0.0.1", "-p", "{port}"]
+        args.append("inferia_site.asgi:application")
+    return server_start(args, ready_path="/healthz", env=env, name=f"web-{server}")
+
+
+def child_database_url() -> str:
+    """DATABASE_URL pointed at the database pytest-django created, for child processes (valid once `django_db_setup`
+    has run)."""
+    from django.conf import settings
+
+    parts = urlsplit(settings.DATABASE_URL)
+    return urlunsplit(parts._replace(path="/" + settings.DATABASES["default"]["NAME"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,15 +72,6 @@ def metrics(url: str) -> dict[str, float]:
         samples[key] = float(value)
         samples.setdefault(key.split("{", 1)[0], float(value))
     return samples
-
-
-def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def chat_body(**overrides: Any) -> dict[str, Any]:

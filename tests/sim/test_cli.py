@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -15,14 +12,10 @@ import pytest
 
 from inferia_sim.cli import config_from_args
 from inferia_sim.config import FailureType
+from tests.kit.ports import port_reserve
+from tests.kit.processes import TestProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_flags_build_the_config():
@@ -53,26 +46,18 @@ def test_an_unknown_failure_type_is_rejected():
 
 
 def test_the_process_logs_its_url_serves_and_exits_cleanly_on_sigterm():
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inferia_sim", "--port", str(port), "--model", "m1"],
-        cwd=REPO_ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    port = port_reserve()
+    args = [sys.executable, "-m", "inferia_sim", "--port", str(port), "--model", "m1"]
+    process = TestProcess(args, env={**os.environ, "PYTHONUNBUFFERED": "1"}, port=port, name="inferia-sim")
     try:
-        assert process.stderr is not None
-        startup_line = process.stderr.readline()
+        startup_line = process.wait_line(f"http://127.0.0.1:{port}", timeout=30)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
             models = json.load(response)
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=10)
+        exit_code = process.stop()
     finally:
-        if process.poll() is None:
-            process.kill()
+        process.kill_everything()
 
-    assert f"http://127.0.0.1:{port}" in startup_line
+    assert process.lines[0] == startup_line  # the first thing it says
     assert "m1" in startup_line
     assert [card["id"] for card in models["data"]] == ["m1"]
     assert exit_code == 0

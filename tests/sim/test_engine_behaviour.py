@@ -15,7 +15,8 @@ import pytest
 
 from inferia_sim.config import FailureType
 from inferia_sim.testing import running_sim
-from tests.sim.conftest import chat_body, connect, metrics, post, request, sse_events, wait_for
+from tests.kit.waiting import eventually
+from tests.sim.conftest import chat_body, connect, metrics, post, request, sse_events
 
 LABEL = '{model_name="inferia/sim-model"}'
 
@@ -41,7 +42,9 @@ async def test_requests_beyond_max_num_seqs_wait_and_show_as_waiting():
     with running_sim(max_num_seqs=2, itl_ms=20) as sim:
         async with aiohttp.ClientSession() as session:
             streams = [asyncio.create_task(_stream_chat(session, sim.url, max_tokens=10)) for _ in range(6)]
-            seen = await asyncio.to_thread(wait_for, lambda: _running_and_waiting(sim.url) == (2, 4))
+            seen = await asyncio.to_thread(
+                eventually, lambda: _running_and_waiting(sim.url) == (2, 4), interval=0.02, what="2 running, 4 waiting"
+            )
             kv_usage = (await asyncio.to_thread(metrics, sim.url))["vllm:kv_cache_usage_perc" + LABEL]
             results = await asyncio.gather(*streams)
         final = await asyncio.to_thread(metrics, sim.url)
@@ -94,7 +97,7 @@ def test_a_client_disconnect_mid_stream_stops_generation_and_frees_the_slot():
                 received += sock.recv(65536)
             assert metrics(sim.url)["vllm:num_requests_running" + LABEL] == 1
 
-        assert wait_for(lambda: metrics(sim.url)["vllm:num_requests_running" + LABEL] == 0, timeout=2)
+        eventually(lambda: metrics(sim.url)["vllm:num_requests_running" + LABEL] == 0, timeout=2, what="none running")
         samples = metrics(sim.url)
 
     assert samples['vllm:request_success_total{finished_reason="abort",model_name="inferia/sim-model"}'] == 1
@@ -105,8 +108,12 @@ def test_health_and_inference_are_503_while_the_model_loads():
     with running_sim(startup_delay_s=0.5) as sim:
         loading_health, _headers, _body = request(sim.url, "GET", "/health")
         loading_chat, _headers, body = post(sim.url, "/v1/chat/completions", chat_body(max_tokens=1))
-        time.sleep(0.55)
-        ready_health, _headers, ready_body = request(sim.url, "GET", "/health")
+        ready_health, _headers, ready_body = eventually(
+            lambda: (answer := request(sim.url, "GET", "/health"))[0] == 200 and answer,
+            timeout=2.0,
+            interval=0.02,
+            what="healthy once loaded",
+        )
         ready_chat, _headers, _body2 = post(sim.url, "/v1/chat/completions", chat_body(max_tokens=1))
 
     assert (loading_health, loading_chat) == (503, 503)
@@ -151,7 +158,7 @@ def test_an_injected_midstream_failure_cuts_the_stream_after_some_tokens():
         with pytest.raises(http.client.IncompleteRead) as cut:
             response.read()
         connection.close()
-        assert wait_for(lambda: metrics(sim.url)["vllm:num_requests_running" + LABEL] == 0, timeout=2)
+        eventually(lambda: metrics(sim.url)["vllm:num_requests_running" + LABEL] == 0, timeout=2, what="none running")
 
     events = sse_events(cut.value.partial)
     assert "[DONE]" not in events
