@@ -17,7 +17,8 @@ import pytest
 from openai import OpenAI
 
 from inferia_runtime import embedded
-from tests.e2e.running import PlatformProcess, free_port
+from tests.kit.ports import port_reserve
+from tests.kit.processes import TestProcess, inferia_start
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +42,13 @@ def _stream_chat(port: int, key: str) -> str:
     return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
 
 
-def _demo_until_banner(env: dict[str, str], tmp_path, port: int, sim_port: int) -> tuple[PlatformProcess, str]:
-    demo = PlatformProcess(["demo", "--port", str(port), "--sim-port", str(sim_port)], env=env, cwd=tmp_path)
-    line = demo.wait_line("Inference key:", timeout_s=240)
+def _demo_until_banner(env: dict[str, str], tmp_path, port: int, sim_port: int) -> tuple[TestProcess, str]:
+    demo = inferia_start(["demo", "--port", str(port), "--sim-port", str(sim_port)], env=env, cwd=tmp_path)
+    line = demo.wait_line("Inference key:", timeout=240)
     return demo, re.search(r"(sk-inf-\S+)", line).group(1)
 
 
-def _interrupt_and_check_nothing_is_left(demo: PlatformProcess, data_dir) -> None:
+def _interrupt_and_check_nothing_is_left(demo: TestProcess, data_dir) -> None:
     code = demo.interrupt()
 
     assert code == 0, demo.output[-3000:]
@@ -59,7 +60,7 @@ def _interrupt_and_check_nothing_is_left(demo: PlatformProcess, data_dir) -> Non
 @pytest.mark.e2e
 def test_make_run_serves_a_streamed_chat_completion_on_the_embedded_default_twice(tmp_path):
     data_dir = tmp_path / "data"
-    port, sim_port = free_port(), free_port()
+    port, sim_port = port_reserve(), port_reserve()
     env = {name: value for name, value in os.environ.items() if name not in SERVER_VARIABLES}
     env |= {"INFERIA_DATA_DIR": str(data_dir), "INFERIA_WORKER_CONCURRENCY": "1", "NO_COLOR": "1"}
     demo = None

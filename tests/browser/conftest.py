@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 import pyotp
 import pytest
 
-from tests.e2e.running import PlatformProcess, child_database_url, free_port
+from tests.factories import MembershipFactory, UserFactory
+from tests.kit.ports import port_reserve
+from tests.kit.processes import TestProcess, child_database_url, inferia_start
+from tests.kit.waiting import eventually
 
 CHROMIUM = os.environ.get("INFERIA_CHROMIUM", "/usr/bin/chromium")
 # As root (CI here) Chromium needs --no-sandbox; the network flags keep it from calling out of a closed network.
@@ -42,14 +45,6 @@ COMPUTE_ENV = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """pytest-django creates the test database only for a session that collected a database test: mark these, so
-    the browser package also runs on its own."""
-    for item in items:
-        if "tests/browser/" in item.nodeid and item.get_closest_marker("django_db") is None:
-            item.add_marker(pytest.mark.django_db)
-
-
 @dataclass(frozen=True)
 class Console:
     """A running Inferia and the people who use its console."""
@@ -60,7 +55,7 @@ class Console:
     owner_totp_secret: str
     viewer_email: str
     deployment_id: int
-    process: PlatformProcess
+    process: TestProcess
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -72,13 +67,14 @@ def totp_code(*, email: str, secret: str) -> str:
     from apps.rbac.models import TotpDevice
 
     totp = pyotp.TOTP(secret)
-    while True:
+
+    def usable_code() -> str | None:
         last = TotpDevice.objects.get(user__email=email).last_used_step
         now_step = totp.timecode(time.time())
         step = max(now_step, last + 1)
-        if step <= now_step + 1:
-            return totp.generate_otp(step)
-        time.sleep(1)
+        return totp.generate_otp(step) if step <= now_step + 1 else None
+
+    return eventually(usable_code, timeout=2 * totp.interval, interval=1, what="an unused TOTP step")
 
 
 def _ready(deployment_id: int) -> bool:
@@ -89,17 +85,16 @@ def _ready(deployment_id: int) -> bool:
 
 def _committed_data() -> dict[str, Any]:
     from apps.compute.services import simulator_deployment_ensure
-    from apps.orgs.models import Membership, User
     from apps.orgs.services import organization_ensure
     from apps.rbac.services import roles_ensure_builtin
     from apps.rbac.twofactor_services import totp_enrolment_confirm, totp_enrolment_start
 
     roles = roles_ensure_builtin()
     organization, _ = organization_ensure(slug="browser", name="Browser Co")
-    owner = User.objects.create_user("owner@browser.test", PASSWORD)
-    Membership.objects.create(user=owner, organization=organization, role=roles["owner"])
-    viewer = User.objects.create_user("viewer@browser.test", PASSWORD)
-    Membership.objects.create(user=viewer, organization=organization, role=roles["viewer"])
+    owner = UserFactory(email="owner@browser.test", password=PASSWORD)
+    MembershipFactory(user=owner, organization=organization, role=roles["owner"])
+    viewer = UserFactory(email="viewer@browser.test", password=PASSWORD)
+    MembershipFactory(user=viewer, organization=organization, role=roles["viewer"])
     enrolment = totp_enrolment_start(user=owner, actor=owner)
     totp_enrolment_confirm(user=owner, code=pyotp.TOTP(enrolment.secret).now(), actor=owner)
     deployment, _ = simulator_deployment_ensure(
@@ -128,7 +123,7 @@ def _committed_data_delete(data: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="package")
 def console(django_db_setup, django_db_blocker) -> Iterator[Console]:
-    port = free_port()
+    port = port_reserve()
     with django_db_blocker.unblock():
         data = _committed_data()
     env = {
@@ -139,7 +134,7 @@ def console(django_db_setup, django_db_blocker) -> Iterator[Console]:
         "INFERIA_WORKER_CONCURRENCY": "4",
     }
     env.pop("INFERIA_SIM_MODEL", None)
-    process = PlatformProcess(["start", "all", "--port", str(port)], env=env)
+    process = inferia_start(["start", "all", "--port", str(port)], env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         process.wait_http(f"{base_url}/healthz")
@@ -155,7 +150,7 @@ def console(django_db_setup, django_db_blocker) -> Iterator[Console]:
             process=process,
         )
     finally:
-        code = process.interrupt() if process.proc.poll() is None else process.proc.returncode
+        code = process.interrupt() if process.returncode is None else process.returncode
         process.kill_everything()
         with django_db_blocker.unblock():
             _committed_data_delete(data)

@@ -6,14 +6,14 @@ saved as a screenshot."""
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
 
 from tests.browser.conftest import SERVED_MODEL, screenshot
+from tests.kit.waiting import eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 # Samples the answer's length whenever the page changes it: the proof that it grows token by token.
 RECORD_GROWTH = """() => {
@@ -131,14 +131,12 @@ def test_a_playground_request_appears_on_the_dashboard(owner_page, console):
     before = int(page.inner_text("[data-testid=stat-requests]").strip() or 0)
     playground_chat(page, console, "Count me on the dashboard.")
 
-    deadline = time.monotonic() + 30  # the usage worker flushes every couple of seconds
-    while True:
+    def requests_counted() -> int:
         page.goto(dashboard)
-        now = int(page.inner_text("[data-testid=stat-requests]").strip() or 0)
-        if now > before or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert now > before
+        return int(page.inner_text("[data-testid=stat-requests]").strip() or 0)
+
+    # The usage worker flushes every couple of seconds.
+    eventually(lambda: requests_counted() > before, timeout=30, interval=1, what="the request on the dashboard")
     assert page.locator("[data-testid=top-models]", has_text=SERVED_MODEL).count() == 1
     page.wait_for_selector("[data-chart=requests] canvas")
     screenshot(page, "dashboard")

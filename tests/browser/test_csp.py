@@ -12,7 +12,7 @@ import pytest
 from tests.browser.conftest import PASSWORD, _new_context, sign_in
 from tests.browser.test_console import PAGES, playground_chat
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 ROOT_EMAIL = "root@browser.test"
 

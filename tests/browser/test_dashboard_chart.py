@@ -11,6 +11,8 @@ import pytest
 
 from tests.browser.conftest import screenshot
 
+pytestmark = pytest.mark.django_db
+
 # For every chart of the page: its x-axis labels, and the narrowest gap in pixels between two neighbouring labels
 # (negative when they overlap), from uPlot's ticks and the width of each label in the axis font.
 AXIS_LABELS_JS = """

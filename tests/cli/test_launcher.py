@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from inferia_cli.launcher import ProcessSpec, Supervisor
-from tests.e2e.running import PlatformProcess, child_database_url, free_port
+from tests.kit.ports import port_reserve
+from tests.kit.processes import child_database_url, inferia_start
 
 SLEEPER = [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"]
 
@@ -55,10 +56,10 @@ def test_each_line_is_prefixed_with_the_process_name(capsys):
 
 @pytest.mark.e2e
 def test_ctrl_c_on_start_all_leaves_no_process_behind(django_db_setup, tmp_path):
-    port = free_port()
+    port = port_reserve()
     env = {**os.environ, "DATABASE_URL": child_database_url(), "INFERIA_DATA_DIR": str(tmp_path)}
     env["INFERIA_WORKER_CONCURRENCY"] = "2"
-    platform = PlatformProcess(["start", "all", "--port", str(port)], env=env)
+    platform = inferia_start(["start", "all", "--port", str(port)], env=env)
     try:
         platform.wait_http(f"http://127.0.0.1:{port}/healthz")
         platform.wait_line("ready.")  # the Celery worker, once its pool processes exist

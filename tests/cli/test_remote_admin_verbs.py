@@ -14,7 +14,8 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from apps.audit.services import audit_checkpoint_take, audit_record
-from tests.e2e.running import INFERIA, child_database_url, free_port
+from tests.kit.ports import port_reserve
+from tests.kit.processes import INFERIA, child_database_url
 
 
 def inferia(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -100,7 +101,7 @@ def test_secrets_rotate_fails_cleanly_when_no_key_decrypts(transactional_db, org
 def test_remote_verbs_need_a_key_and_say_so_without_a_traceback(monkeypatch):
     monkeypatch.delenv("INFERIA_API_KEY", raising=False)
 
-    done = inferia("keys", "list", "--url", f"http://127.0.0.1:{free_port()}")
+    done = inferia("keys", "list", "--url", f"http://127.0.0.1:{port_reserve()}")
 
     assert done.returncode == 1
     assert "set INFERIA_API_KEY" in done.stderr
@@ -110,7 +111,7 @@ def test_remote_verbs_need_a_key_and_say_so_without_a_traceback(monkeypatch):
 def test_an_unreachable_server_is_a_clear_error_that_never_shows_the_key():
     secret = "sk-inf-TopSecretValueThatMustNotLeak"
 
-    done = inferia("usage", "--url", f"http://127.0.0.1:{free_port()}", env={"INFERIA_API_KEY": secret})
+    done = inferia("usage", "--url", f"http://127.0.0.1:{port_reserve()}", env={"INFERIA_API_KEY": secret})
 
     assert done.returncode == 1
     assert "cannot reach Inferia at http://127.0.0.1:" in done.stderr
@@ -120,7 +121,9 @@ def test_an_unreachable_server_is_a_clear_error_that_never_shows_the_key():
 def test_a_whole_secret_is_refused_where_a_prefix_belongs():
     secret = "sk-inf-TopSecretValueThatMustNotLeak"
 
-    done = inferia("keys", "revoke", secret, "--url", f"http://127.0.0.1:{free_port()}", env={"INFERIA_API_KEY": "x"})
+    url = f"http://127.0.0.1:{port_reserve()}"
+
+    done = inferia("keys", "revoke", secret, "--url", url, env={"INFERIA_API_KEY": "x"})
 
     assert done.returncode == 1
     assert "not the whole secret" in done.stderr

@@ -1,5 +1,9 @@
-"""The platform's real processes, started once for all end-to-end tests: `inferia start all` on free ports,
-against pytest-django's test database, with committed data for them to serve."""
+"""The platform's real processes for the end-to-end tests: `inferia start all` on a reserved port, against
+pytest-django's test database, with committed data for it to serve.
+
+A test that needs the platform asks for `platform` (started on first use, then shared); a test that runs a Celery
+worker of its own asks for `platform_stopped`, so that no other worker takes its tasks. Each test gets what it needs
+whatever the order the tests run in."""
 
 from __future__ import annotations
 
@@ -9,25 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.running import PlatformProcess, child_database_url, free_port
+from tests.kit.ports import port_reserve
+from tests.kit.processes import TestProcess, child_database_url, http_ok, inferia_start
 
 E2E_MODEL = "demo-chat"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """pytest-django creates the test database only for a session that collected a database test: mark these, so
-    the end-to-end package also runs on its own."""
-    for item in items:
-        if "tests/e2e/" in item.nodeid and item.get_closest_marker("django_db") is None:
-            item.add_marker(pytest.mark.django_db)
-    # Tests that run a Celery worker and beat of their own (`compute_plane`, test_killed_worker.py) must not share the
-    # database and broker with the platform's worker, which would take their tasks: they run before any other
-    # end-to-end test, so before the package's platform starts.
-    own = [item for item in items if "compute_plane" in getattr(item, "fixturenames", ())]
-    if own:
-        rest = [item for item in items if "compute_plane" not in getattr(item, "fixturenames", ())]
-        first = next((i for i, item in enumerate(rest) if "tests/e2e/" in item.nodeid), len(rest))
-        items[:] = [*rest[:first], *own, *rest[first:]]
 
 
 @dataclass(frozen=True)
@@ -37,7 +26,7 @@ class Platform:
     base_url: str
     key: str
     model: str
-    process: PlatformProcess
+    process: TestProcess
     manage_key: str = ""
     organization_id: int = 0
 
@@ -77,57 +66,99 @@ E2E_COMPUTE_ENV = {
 }
 
 
-@pytest.fixture(scope="package")
-def platform(django_db_setup, django_db_blocker):
-    """One `inferia start all` (web, Celery worker and beat) for the whole e2e package (all e2e tests live here, so:
-    once per session). Its demo-like deployment is provisioned by the worker through the simulator adapter.
+class PlatformSupervisor:
+    """Starts `inferia start all` when a test needs it and stops it when a test needs it gone, on the data committed
+    once for the package (outside any test transaction, so that the child processes see it)."""
 
-    The data is committed (outside any test transaction) so that the child processes see it, and removed
-    afterwards so that later tests find the database as they expect."""
-    from apps.compute.services import simulator_deployment_ensure
-    from apps.keys.services import api_key_create
-    from apps.orgs.services import organization_ensure
+    def __init__(self, django_db_blocker) -> None:
+        from apps.compute.services import simulator_deployment_ensure
+        from apps.keys.services import api_key_create
+        from apps.orgs.services import organization_ensure
 
-    port = free_port()
-    with django_db_blocker.unblock():
-        organization, _ = organization_ensure(slug="e2e", name="End to end")
-        issued = api_key_create(organization=organization, name="e2e inference", scopes=["inference"])
-        manage = api_key_create(organization=organization, name="e2e manage", scopes=["manage", "read"])
-        deployment, _ = simulator_deployment_ensure(
-            organization=organization, served_model_name=E2E_MODEL, model_id="inferia/sim-model"
-        )
-    env = {
-        **os.environ,
-        **E2E_COMPUTE_ENV,
-        "DATABASE_URL": child_database_url(),
-        "INFERIA_UPSTREAM_ALLOW_PRIVATE": "true",
-        "INFERIA_WORKER_CONCURRENCY": "4",
-    }
-    env.pop("INFERIA_SIM_MODEL", None)
-    process = PlatformProcess(["start", "all", "--port", str(port)], env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
+        self.blocker = django_db_blocker
         with django_db_blocker.unblock():
-            process.wait_until(lambda: bool(_ready_replicas(deployment.pk)), what="the worker-provisioned replica")
-        process.wait_http(f"{base_url}/healthz")
-        yield Platform(
+            self.organization, _ = organization_ensure(slug="e2e", name="End to end")
+            self.key = api_key_create(organization=self.organization, name="e2e inference", scopes=["inference"])
+            self.manage = api_key_create(organization=self.organization, name="e2e manage", scopes=["manage", "read"])
+            self.deployment, _ = simulator_deployment_ensure(
+                organization=self.organization, served_model_name=E2E_MODEL, model_id="inferia/sim-model"
+            )
+        self.platform: Platform | None = None
+
+    def running(self) -> Platform:
+        if self.platform is not None and self.platform.process.returncode is None:
+            return self.platform
+        port = port_reserve()
+        env = {
+            **os.environ,
+            **E2E_COMPUTE_ENV,
+            "DATABASE_URL": child_database_url(),
+            "INFERIA_UPSTREAM_ALLOW_PRIVATE": "true",
+            "INFERIA_WORKER_CONCURRENCY": "4",
+        }
+        env.pop("INFERIA_SIM_MODEL", None)
+        process = inferia_start(["start", "all", "--port", str(port)], env=env)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            with self.blocker.unblock():
+                # An engine that answers: after a restart, rows of the previous run's replicas may still say READY.
+                process.wait_until(
+                    lambda: any(http_ok(f"{url}/health") for url in _ready_replicas(self.deployment.pk)),
+                    what="the worker-provisioned replica",
+                )
+            process.wait_http(f"{base_url}/healthz")
+        except BaseException:
+            process.kill_everything()
+            raise
+        self.platform = Platform(
             base_url=base_url,
-            key=issued.secret,
+            key=self.key.secret,
             model=E2E_MODEL,
             process=process,
-            manage_key=manage.secret,
-            organization_id=organization.pk,
+            manage_key=self.manage.secret,
+            organization_id=self.organization.pk,
         )
-    finally:
-        code = process.interrupt() if process.proc.poll() is None else process.proc.returncode
+        return self.platform
+
+    def stop(self) -> None:
+        """Stop the platform if it runs: Ctrl-C, and it must exit cleanly and leave no process behind."""
+        if self.platform is None:
+            return
+        process, self.platform = self.platform.process, None
+        code = process.interrupt() if process.returncode is None else process.returncode
         leftovers = process.session_processes()
         replica_processes = _replica_processes()
         process.kill_everything()
-        with django_db_blocker.unblock():
-            _delete_organization(organization)
         assert code == 0, process.output[-5000:]
         assert not leftovers, leftovers
         assert not replica_processes, replica_processes  # `start all` stopping tears the replicas down
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            with self.blocker.unblock():
+                _delete_organization(self.organization)
+
+
+@pytest.fixture(scope="package")
+def platform_supervisor(django_db_setup, django_db_blocker):
+    supervisor = PlatformSupervisor(django_db_blocker)
+    yield supervisor
+    supervisor.close()
+
+
+@pytest.fixture
+def platform(platform_supervisor) -> Platform:
+    """A running `inferia start all` (web, Celery worker and beat) with a demo-like deployment that its worker
+    provisioned through the simulator adapter; shared by the tests that run while it is up."""
+    return platform_supervisor.running()
+
+
+@pytest.fixture
+def platform_stopped(platform_supervisor) -> None:
+    """No platform running: its worker shares the broker and database, and would take the test's own tasks."""
+    platform_supervisor.stop()
 
 
 def _replica_processes() -> list[str]:

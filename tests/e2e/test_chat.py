@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from openai import AuthenticationError, OpenAI
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 
 def test_openai_client_streams_a_chat_completion_through_the_gateway(platform):

@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 
 from inferia_cli.remote import ApiClient
+from tests.kit.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -42,9 +43,12 @@ def test_an_engine_that_always_fails_ends_in_failed_with_its_error_and_stops_chu
     )
     started = time.monotonic()
 
-    while (current := api.get(f"deployments/{deployment['id']}/"))["state"] != "failed":
-        assert time.monotonic() - started < FAILED_DEADLINE_S, current
-        time.sleep(0.5)
+    current = eventually(
+        lambda: (now := api.get(f"deployments/{deployment['id']}/"))["state"] == "failed" and now,
+        timeout=FAILED_DEADLINE_S,
+        interval=0.5,
+        what="the deployment FAILED",
+    )
     failed_after = time.monotonic() - started
     time.sleep(6)  # three periodic reconciles: a FAILED deployment starts nothing more
     replicas = sorted(api.get("replicas/", {"deployment": deployment["id"]})["results"], key=lambda r: r["id"])

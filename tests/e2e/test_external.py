@@ -4,15 +4,12 @@ replica, and serves `/v1/chat/completions` under the served name Inferia's clien
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
 import pytest
 from openai import OpenAI
 
 from inferia_cli.remote import ApiClient
-from tests.e2e.running import free_port, http_ok
+from tests.kit.processes import sim_start
+from tests.kit.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -23,47 +20,29 @@ READY_TIMEOUT_S = 30
 @pytest.fixture(scope="module")
 def upstream_url():
     """An engine Inferia did not start: an inferia-sim serving `UPSTREAM_MODEL` (not the served name clients use)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inferia_sim", "--host", "127.0.0.1", "--port", str(port), "--model", UPSTREAM_MODEL],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not http_ok(f"{url}/health"):
-            assert proc.poll() is None, "inferia-sim exited"
-            assert time.monotonic() < deadline, "inferia-sim did not start"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with sim_start(models=(UPSTREAM_MODEL,)) as engine:
+        yield engine.url
 
 
 def _wait_ready(api: ApiClient, deployment_id: int) -> list[dict]:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
+    def all_ready() -> list[dict]:
         replicas = api.get("replicas/", {"deployment": deployment_id})["results"]
-        if replicas and all(replica["state"] == "ready" for replica in replicas):
-            return replicas
-        assert time.monotonic() < deadline, replicas
-        time.sleep(0.3)
+        return replicas if replicas and all(replica["state"] == "ready" for replica in replicas) else []
+
+    return eventually(all_ready, timeout=READY_TIMEOUT_S, interval=0.3, what="every replica READY")
 
 
 def _chat_until_served(base_url: str, key: str, model: str) -> str:
     """The first answer to a chat under `model`, retried while the gateways' catalogs catch up (a second or so)."""
     client = OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=10)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
-            return answer.model
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    answer = eventually(
+        lambda: client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}]),
+        timeout=10,
+        interval=0.3,
+        ignoring=(Exception,),
+        what=f"an answer under {model}",
+    )
+    return answer.model
 
 
 def _register(platform, upstream_url: str, served: str, **fields) -> dict:

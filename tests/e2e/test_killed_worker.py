@@ -33,9 +33,12 @@ from django.db import connection
 from apps.compute.adapters.process import REPLICA_ENV, ProcessRecord, process_replica_stop, replica_key, replicas_dir
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from tests.e2e.conftest import E2E_COMPUTE_ENV
-from tests.e2e.running import PlatformProcess, child_database_url, free_port, http_ok
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory
+from tests.kit.ports import port_reserve
+from tests.kit.processes import TestProcess, child_database_url, http_ok, inferia_start
+from tests.kit.waiting import NotYet, eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 State = ModelDeployment.State
 RState = Replica.State
@@ -125,40 +128,40 @@ class ComputePlane:
     def __init__(self) -> None:
         self.env = {**os.environ, **PLANE_ENV, "DATABASE_URL": child_database_url()}
         self.env.pop("INFERIA_SIM_MODEL", None)
-        self.processes: list[PlatformProcess] = []
+        self.processes: list[TestProcess] = []
         self.organization: Any = None
         self.deployments: list[ModelDeployment] = []
         self.hung_paths: list[Path] = []
         self.name = f"killed-{uuid.uuid4().hex[:8]}"
 
-    def start(self, role: str, *args: str) -> PlatformProcess:
-        process = PlatformProcess(["start", role, *args], env=self.env)
+    def start(self, role: str, *args: str) -> TestProcess:
+        process = inferia_start(["start", role, *args], env=self.env)
         self.processes.append(process)
         return process
 
-    def start_worker(self) -> PlatformProcess:
+    def start_worker(self) -> TestProcess:
         worker = self.start("worker")
         self.wait(lambda: any(" ready." in line for line in worker.lines), timeout_s=120, what="the worker")
         return worker
 
-    def kill(self, worker: PlatformProcess) -> None:
+    def kill(self, worker: TestProcess) -> None:
         """SIGKILL the worker's process group (the Celery main process and its pool), as the OOM killer or a
         lost node would: no shutdown, no acknowledgement, no cleanup."""
-        os.killpg(worker.proc.pid, signal.SIGKILL)
-        worker.proc.wait(timeout=10)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.popen.wait(timeout=10)
         self.wait(lambda: not worker.session_processes(), timeout_s=10, what="the killed worker's pool gone")
 
     def wait(self, condition: Callable[[], bool], *, timeout_s: float, what: str) -> float:
         """Poll `condition` until it holds; how long it took. Fails with the processes' output after `timeout_s`."""
         start = time.monotonic()
-        while not condition():
-            if time.monotonic() - start > timeout_s:
-                raise AssertionError(f"{what} not reached in {timeout_s:.0f}s\n{self.output()}")
-            time.sleep(0.2)
+        try:
+            eventually(condition, timeout=timeout_s, interval=0.2, what=what)
+        except NotYet as error:
+            raise AssertionError(f"{error}\n{self.output()}") from None
         return time.monotonic() - start
 
     def output(self) -> str:
-        return "\n".join(f"--- {' '.join(p.proc.args[1:3])}\n" + "\n".join(p.lines[-60:]) for p in self.processes)
+        return "\n".join(f"--- {' '.join(p.args[1:3])}\n" + "\n".join(p.lines[-60:]) for p in self.processes)
 
     def deploy(self, *, replicas: int) -> ModelDeployment:
         """A simulator deployment wanting `replicas`, committed; nothing enqueued yet (no worker runs)."""
@@ -169,11 +172,10 @@ class ComputePlane:
                 self.organization, _ = organization_ensure(slug=self.name, name="Killed worker")
             org = self.organization
             suffix = f"{self.name}-{len(self.deployments)}"
-            provider = Provider.objects.create(organization=org, name=suffix, kind="simulator", config={"sim": {}})
-            pool = ComputePool.objects.create(organization=org, provider=provider, name=suffix, max_nodes=4)
-            return ModelDeployment.objects.create(
+            provider = ProviderFactory(organization=org, name=suffix, config={"sim": {}})
+            return ModelDeploymentFactory(
                 organization=org,
-                pool=pool,
+                pool=ComputePoolFactory(organization=org, provider=provider, name=suffix, max_nodes=4),
                 name=suffix,
                 model_id="inferia/sim-model",
                 served_model_name=suffix,
@@ -208,9 +210,9 @@ class ComputePlane:
 
     def close(self) -> None:
         for process in reversed(self.processes):
-            if process.proc.poll() is None:
+            if process.returncode is None:
                 with contextlib.suppress(Exception):
-                    process.interrupt(timeout_s=30)
+                    process.interrupt(timeout=30)
             process.kill_everything()
         self.unhang()
         replicas = list(Replica.objects.filter(deployment__in=self.deployments))
@@ -241,9 +243,9 @@ def broker_discard_everything() -> None:
 
 
 @pytest.fixture
-def compute_plane():
-    """A compute plane of this test's own. (tests/e2e/conftest.py runs these tests before the package's platform
-    starts, whose worker would otherwise take these tasks: the check below makes sure.)"""
+def compute_plane(platform_stopped):
+    """A compute plane of this test's own, with the package's platform stopped (its worker would otherwise take these
+    tasks: the check below makes sure)."""
     from celery_app import app
 
     assert app.control.ping(timeout=1.0) == [], "another Celery worker consumes this broker"
@@ -259,7 +261,7 @@ def test_a_worker_killed_after_starting_engines_it_never_recorded_leaves_one_eng
     plane = compute_plane
     deployment = plane.deploy(replicas=2)
     key = plane.inference_key()
-    web_port = free_port()
+    web_port = port_reserve()
     web = plane.start("web", "--port", str(web_port))
     from apps.compute.reconcile import deployment_reconcile_run
 
@@ -277,7 +279,7 @@ def test_a_worker_killed_after_starting_engines_it_never_recorded_leaves_one_eng
 
     plane.wait(engines_started_unrecorded, timeout_s=90, what="both engines started, their pidfiles hanging")
     orphans = {replica.pk: engines(replica)[0] for replica in replicas}
-    assert worker.proc.poll() is None
+    assert worker.returncode is None
     plane.kill(worker)
     killed_at = time.monotonic()
 
@@ -322,7 +324,7 @@ def test_a_worker_killed_after_starting_engines_it_never_recorded_leaves_one_eng
 
     # And it serves through the gateway.
     plane.wait(lambda: http_ok(f"http://127.0.0.1:{web_port}/healthz"), timeout_s=60, what="the web process")
-    assert web.proc.poll() is None
+    assert web.returncode is None
 
     def answered() -> bool:
         response = requests.post(
@@ -364,7 +366,7 @@ def test_a_worker_killed_while_an_engine_ignores_its_teardown_is_followed_by_one
         return replica.state == RState.STOPPING and sigterm_pending(engine.pid)
 
     plane.wait(tearing_down, timeout_s=60, what="the worker's teardown waiting for the engine")
-    assert worker.proc.poll() is None
+    assert worker.returncode is None
     plane.kill(worker)
     killed_at = time.monotonic()
 

@@ -14,7 +14,9 @@ import pytest
 import requests
 from openai import OpenAI
 
-pytestmark = pytest.mark.e2e
+from tests.kit.waiting import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 HEAL_DEADLINE_S = 15.0  # the issue's promise: out of routing and replaced within this
 
@@ -121,11 +123,9 @@ class Api:
 
 
 def wait_for(condition, *, timeout_s: float, what: str = "condition") -> float:
-    """Poll until `condition()`; how long it took."""
+    """`eventually(condition)`; how long it took."""
     start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout_s, f"{what} not reached in {timeout_s}s"
-        time.sleep(0.2)
+    eventually(condition, timeout=timeout_s, interval=0.2, what=what)
     return time.monotonic() - start
 
 
