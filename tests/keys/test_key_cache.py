@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from apps.keys.cache import INVALIDATION_CHANNEL, NEGATIVE_VALUE, principal_cache_key
 from apps.keys.selectors import api_key_principal_get
 from apps.keys.services import api_key_create, api_key_revoke, hash_key
+from tests.kit.waiting import eventually
 
 
 def test_the_principal_of_a_usable_key_is_found_and_a_revoked_one_is_not(org, transactional_db):
@@ -30,10 +29,6 @@ def test_revoking_a_key_tombstones_it_and_announces_it_after_commit(org, transac
     api_key_revoke(key=issued.key, reason="leaked")
 
     assert redis_cache.get(principal_cache_key(secret_hash)) == NEGATIVE_VALUE
-    deadline = time.monotonic() + 2
-    message = None
-    while message is None and time.monotonic() < deadline:
-        message = pubsub.get_message(timeout=0.1)
-    assert message is not None
+    message = eventually(lambda: pubsub.get_message(timeout=0.1), timeout=2, interval=0, what="the invalidation")
     assert message["data"] == secret_hash.encode()
     pubsub.close()

@@ -18,6 +18,7 @@ from apps.policies.services import (
     policy_delete,
     policy_update,
 )
+from tests.kit.waiting import eventually_async
 
 pytestmark = pytest.mark.django_db
 
@@ -136,11 +137,12 @@ async def test_a_change_reaches_a_listening_cache_within_a_second(org, org_key, 
     reads = cache.database_reads
 
     await database_sync_to_async(policy_update)(policy=policy, actor=owner, changes={"requests_per_minute": 99})
-    for _ in range(100):
+
+    async def updated():
         after = await cache.get(org_key.pk)
-        if after.levels[0].requests_per_minute == 99:
-            break
-        await asyncio.sleep(0.01)
+        return after if after.levels[0].requests_per_minute == 99 else None
+
+    after = await eventually_async(updated, timeout=1.0, interval=0.01, what="the new limit in the cache")
 
     listener.cancel()
     assert before.levels[0].requests_per_minute == 10
@@ -167,10 +169,11 @@ async def test_a_profile_change_invalidates_its_organisation(org, org_key, owner
     await database_sync_to_async(guardrail_profile_update)(
         profile=profile, actor=owner, changes={"input_actions": {"email": "block"}}
     )
-    for _ in range(100):
-        if (await cache.get(org_key.pk)).guardrails.action_for("email") == "block":
-            break
-        await asyncio.sleep(0.01)
+
+    async def blocks() -> bool:
+        return (await cache.get(org_key.pk)).guardrails.action_for("email") == "block"
+
+    await eventually_async(blocks, timeout=1.0, interval=0.01, what="the new action in the cache")
 
     listener.cancel()
     assert (await cache.get(org_key.pk)).guardrails.action_for("email") == "block"

@@ -22,6 +22,7 @@ from apps.policies.prompts.services import (
     prompt_template_update,
     prompt_template_version_create,
 )
+from tests.kit.waiting import eventually_async
 
 SUPPORT = [
     {"role": "system", "content": "You support {{product}} customers. Answer in {{ language }}."},
@@ -268,13 +269,6 @@ async def listening(aredis):
         await task
 
 
-async def _eventually(check, timeout=2.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "not within the time limit"
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 async def test_versions_are_read_once_then_served_from_memory(org, owner, listening):
@@ -321,7 +315,7 @@ async def test_a_new_version_reaches_latest_within_a_second_through_pubsub(org, 
             "content"
         ] == "two"
 
-    await _eventually(sees_two, timeout=1.0)
+    await eventually_async(sees_two, timeout=1.0, interval=0.02, what="version 2 seen")
     # The old version stays reachable by number.
     assert (await listening.render(organization_id=org.pk, ref="live@1", variables={})).messages[0]["content"] == "one"
 
@@ -355,14 +349,14 @@ async def test_a_deleted_and_recreated_template_never_serves_the_old_content(org
             return True
         return False
 
-    await _eventually(gone)
+    await eventually_async(gone, timeout=2.0, interval=0.02, what="the template gone")
     await sync_to_async(create)("new")
 
     async def sees_new():
         rendered = await listening.render(organization_id=org.pk, ref="phoenix@1", variables={})
         return rendered.messages[0]["content"] == "new"
 
-    await _eventually(sees_new)
+    await eventually_async(sees_new, timeout=2.0, interval=0.02, what="the new content seen")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -381,8 +375,12 @@ async def test_without_a_listener_latest_is_at_most_the_ttl_old(org, owner):
         )
     )()
     assert (await cache.render(organization_id=org.pk, ref="ttl", variables={})).version == 1  # still cached
-    await asyncio.sleep(0.25)
-    assert (await cache.render(organization_id=org.pk, ref="ttl", variables={})).version == 2
+
+    async def sees_two() -> bool:
+        return (await cache.render(organization_id=org.pk, ref="ttl", variables={})).version == 2
+
+    # The TTL is kept on the monotonic clock, which time-machine does not move: wait for it, bounded by the TTL.
+    await eventually_async(sees_two, timeout=0.2 + 0.3, interval=0.02, what="the latest version after the TTL")
 
 
 # --- admin -------------------------------------------------------------------------------------------------------
