@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 
 from inferia_runtime.redis_clients import sync_redis
+from tests.factories import MembershipFactory, OrganizationFactory
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,24 +49,16 @@ def roles(db):
 
 @pytest.fixture
 def org(db):
-    from apps.orgs.models import Organization
-
-    return Organization.objects.create(name="Acme", slug="acme")
+    return OrganizationFactory(name="Acme", slug="acme")
 
 
 @pytest.fixture
 def other_org(db):
-    from apps.orgs.models import Organization
-
-    return Organization.objects.create(name="Globex", slug="globex")
+    return OrganizationFactory(name="Globex", slug="globex")
 
 
 def _member(org, roles, email: str, role: str):
-    from apps.orgs.models import Membership, User
-
-    user = User.objects.create_user(email, "correct horse battery")
-    Membership.objects.create(user=user, organization=org, role=roles[role])
-    return user
+    return MembershipFactory(user__email=email, organization=org, role=roles[role]).user
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from apps.policies.prompts.services import prompt_template_create
 from apps.rbac.models import Role
 from apps.usage.models import UsageRecord, UsageRollup
 from apps.usage.rollups import usage_rollups_rebuild
+from tests.factories import ModelDeploymentFactory, ReplicaFactory, TeamFactory
 
 
 @dataclass
@@ -64,14 +65,20 @@ class Tenant:
 def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
     """Fill `org` with a team, custom role, provider, pool, deployment, replica, keys, audit event, usage, a guardrail
     profile, a policy of the team and a prompt template."""
-    team = Team.objects.create(organization=org, name=f"{tag} team", slug=f"{tag}-team")
+    team = TeamFactory(organization=org, name=f"{tag} team", slug=f"{tag}-team")
     role = Role.objects.create(organization=org, slug=f"{tag}-auditor", name=f"{tag} auditor")
-    provider = Provider.objects.create(organization=org, name=f"{tag}-provider", kind=Provider.Kind.SIMULATOR)
-    pool = ComputePool.objects.create(organization=org, provider=provider, name=f"{tag}-pool")
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=pool, name=f"{tag}-deployment", model_id="sim/tiny", served_model_name=f"{tag}-model"
+    replica = ReplicaFactory(
+        deployment__organization=org,
+        deployment__pool__provider__name=f"{tag}-provider",
+        deployment__pool__name=f"{tag}-pool",
+        deployment__name=f"{tag}-deployment",
+        deployment__model_id="sim/tiny",
+        deployment__served_model_name=f"{tag}-model",
+        endpoint=f"http://127.0.0.1:9/{tag}",
     )
-    replica = Replica.objects.create(deployment=deployment, endpoint=f"http://127.0.0.1:9/{tag}")
+    deployment = replica.deployment
+    pool = deployment.pool
+    provider = pool.provider
     key = api_key_create(organization=org, name=f"{tag} owner key", scopes=["read", "manage"], owner=owner, actor=owner)
     service_key = api_key_create(organization=org, name=f"{tag} service key", scopes=["read"], actor=owner)
     event = audit_record(action=f"{tag}.happened", actor=owner, target=org)
@@ -130,11 +137,10 @@ def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
 
 def platform_deployment(*, shared_with: list[Organization]) -> ModelDeployment:
     """A deployment the platform owns, shared with the given organisations."""
-    provider = Provider.objects.create(organization=None, name="platform-provider", kind=Provider.Kind.SIMULATOR)
-    pool = ComputePool.objects.create(organization=None, provider=provider, name="platform-pool")
-    deployment = ModelDeployment.objects.create(
-        organization=None, pool=pool, name="platform", model_id="sim/big", served_model_name="platform-model"
-    )
+    deployment = ModelDeploymentFactory(
+        organization=None, pool__provider__name="platform-provider", pool__name="platform-pool", name="platform",
+        model_id="sim/big", served_model_name="platform-model",
+    )  # fmt: skip
     deployment.shared_with.set(shared_with)
     return deployment
 

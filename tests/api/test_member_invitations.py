@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from apps.orgs.models import Invitation, Membership, User
+from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -18,14 +19,14 @@ _VARIABLE = {"id", "token", "email", "created_at", "expires_at"}
 
 @pytest.fixture
 def org_admin(acme, roles):
-    user = User.objects.create_user("admin@acme.test", "correct horse battery")
-    Membership.objects.create(user=user, organization=acme.org, role=roles["admin"])
+    user = UserFactory(email="admin@acme.test", password="correct horse battery")
+    MembershipFactory(user=user, organization=acme.org, role=roles["admin"])
     return user
 
 
 @pytest.fixture
 def existing(db):
-    return User.objects.create_user("someone@elsewhere.test", "correct horse battery")
+    return UserFactory(email="someone@elsewhere.test", password="correct horse battery")
 
 
 def _add(client, acme, roles, email):

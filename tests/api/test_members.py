@@ -8,6 +8,7 @@ from apps.audit.models import AuditEvent
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_create
 from apps.orgs.models import Invitation, Membership, User
+from tests.factories import MembershipFactory, UserFactory
 
 
 def test_an_owner_creates_renames_and_deletes_a_team(acme, owner, as_user):
@@ -41,7 +42,7 @@ def test_a_viewer_gets_403_on_a_team_they_can_see(acme, viewer, as_user):
 
 
 def test_an_owner_invites_a_user_who_joins_with_teams_on_accepting(acme, owner, roles, as_user):
-    newcomer = User.objects.create_user("new@acme.test", "correct horse battery")
+    newcomer = UserFactory(email="new@acme.test", password="correct horse battery")
     response = as_user(owner).post(
         "/api/members/",
         {"organization": acme.org.pk, "email": newcomer.email, "role": roles["member"].pk, "teams": [acme.team.pk]},
@@ -54,7 +55,7 @@ def test_an_owner_invites_a_user_who_joins_with_teams_on_accepting(acme, owner, 
 
 
 def test_a_custom_role_of_another_organisation_cannot_be_given(acme, globex, owner, as_user):
-    newcomer = User.objects.create_user("new@acme.test", "correct horse battery")
+    newcomer = UserFactory(email="new@acme.test", password="correct horse battery")
     response = as_user(owner).post(
         "/api/members/",
         {"organization": acme.org.pk, "email": newcomer.email, "role": globex.role.pk},
@@ -85,9 +86,9 @@ def test_an_invitation_is_accepted_once_by_the_invited_address(acme, owner, role
     assert created.status_code == 201, created.data
     token = created.data["token"]
     assert "token" not in as_user(owner).get(f"/api/invitations/{created.data['id']}/").data
-    stranger = User.objects.create_user("stranger@acme.test", "correct horse battery")
+    stranger = UserFactory(email="stranger@acme.test", password="correct horse battery")
     assert as_user(stranger).post("/api/invitations/accept/", {"token": token}, format="json").status_code == 400
-    joiner = User.objects.create_user("joiner@acme.test", "correct horse battery")
+    joiner = UserFactory(email="joiner@acme.test", password="correct horse battery")
     accepted = as_user(joiner).post("/api/invitations/accept/", {"token": token}, format="json")
     assert accepted.status_code == 201, accepted.data
     assert accepted.data["role_slug"] == "viewer"
@@ -101,7 +102,7 @@ def test_an_expired_invitation_is_refused(acme, owner, roles, as_user):
         format="json",
     )
     Invitation.objects.filter(pk=created.data["id"]).update(expires_at=timezone.now() - timezone.timedelta(seconds=1))
-    late = User.objects.create_user("late@acme.test", "correct horse battery")
+    late = UserFactory(email="late@acme.test", password="correct horse battery")
     response = as_user(late).post("/api/invitations/accept/", {"token": created.data["token"]}, format="json")
     assert response.status_code == 400
     assert "expired" in str(response.data)
@@ -116,8 +117,8 @@ def test_only_the_superadmin_creates_organisations(acme, owner, as_user):
 
 
 def test_an_admin_cannot_make_anyone_an_owner_or_remove_one(acme, owner, roles, as_user):
-    admin_user = User.objects.create_user("admin@acme.test", "correct horse battery")
-    admin_membership = Membership.objects.create(user=admin_user, organization=acme.org, role=roles["admin"])
+    admin_user = UserFactory(email="admin@acme.test", password="correct horse battery")
+    admin_membership = MembershipFactory(user=admin_user, organization=acme.org, role=roles["admin"])
     client = as_user(admin_user)
     promote = client.patch(f"/api/members/{admin_membership.pk}/", {"role": roles["owner"].pk}, format="json")
     assert promote.status_code == 403

@@ -9,9 +9,10 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.audit.models import AuditEvent
 from apps.keys.services import api_key_create
-from apps.orgs.models import Membership, Team
+from apps.orgs.models import Team
 from apps.policies.models import GuardrailProfile, Policy
 from apps.policies.selectors import policy_effective_for
+from tests.factories import MembershipFactory
 
 
 def test_an_owner_attaches_policies_at_every_level(acme, owner, as_user):
@@ -125,7 +126,7 @@ def test_an_outsider_cannot_attach_a_policy_to_anothers_key_team_or_profile(
 
 def test_a_member_of_two_organisations_cannot_mix_them(acme, globex, owner, roles, as_user):
     """Someone who may see both organisations' keys still cannot attach one organisation's policy to the other's."""
-    Membership.objects.create(user=owner, organization=globex.org, role=roles["owner"])
+    MembershipFactory(user=owner, organization=globex.org, role=roles["owner"])
     client = as_user(owner)
     for target, row in [("api_key", globex.key.key.pk), ("team", globex.team.pk)]:
         response = client.post("/api/policies/", {"organization": acme.org.pk, target: row}, format="json")

@@ -1,11 +1,11 @@
-"""Compute fixtures: a provider of any kind with a pool, a deployment and replicas on it."""
+"""Compute fixtures: a provider of any kind with a pool, a deployment and replicas on it (from tests/factories.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from apps.compute.credentials import provider_credentials_set
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.models import ComputePool, ModelDeployment, Provider
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory, ReplicaFactory
 
 
 @pytest.fixture
@@ -13,19 +13,17 @@ def make_replica(db, org):
     """Build a replica of a fresh deployment on a provider of `kind` (one provider, pool and deployment per kind)."""
 
     def make(kind, *, config=None, credentials=None, engine_args=None, model_id="org/model", served="m", pool=None):
-        provider, _ = Provider.objects.get_or_create(
-            organization=org, name=f"{kind}-provider", defaults={"kind": kind, "config": config or {}}
+        provider = Provider.objects.filter(organization=org, name=f"{kind}-provider").first() or ProviderFactory(
+            organization=org, name=f"{kind}-provider", kind=kind, config=config or {}, credentials=credentials
         )
-        if credentials:
-            provider_credentials_set(provider=provider, credentials=credentials)
-            provider.save()
-        pool_fields = {"provider": provider, **(pool or {})}
-        pool_obj, _ = ComputePool.objects.get_or_create(organization=org, name=f"{kind}-pool", defaults=pool_fields)
-        deployment, _ = ModelDeployment.objects.get_or_create(
-            organization=org,
-            served_model_name=served,
-            defaults={"pool": pool_obj, "name": served, "model_id": model_id, "engine_args": engine_args or {}},
+        pool_obj = ComputePool.objects.filter(organization=org, name=f"{kind}-pool").first() or ComputePoolFactory(
+            organization=org, provider=provider, name=f"{kind}-pool", **(pool or {})
         )
-        return Replica.objects.create(deployment=deployment)
+        deployment = ModelDeployment.objects.filter(
+            organization=org, served_model_name=served
+        ).first() or ModelDeploymentFactory(
+            organization=org, pool=pool_obj, name=served, model_id=model_id, engine_args=engine_args or {}
+        )
+        return ReplicaFactory(deployment=deployment)
 
     return make

@@ -11,6 +11,7 @@ from apps.compute.credentials import Secrets
 from apps.compute.models import Provider, Replica
 from apps.compute.urlsafety import UnsafeUrlError
 from tests.compute.fakes import FakeServer
+from tests.factories import ReplicaFactory
 
 
 @pytest.fixture
@@ -57,10 +58,10 @@ def test_each_replica_takes_its_own_endpoint_and_keeps_it(make_replica, settings
     first.refresh_from_db()
     assert adapter.provision(first).endpoint == upstream.url  # idempotent
 
-    second = Replica.objects.create(deployment=first.deployment)
+    second = ReplicaFactory(deployment=first.deployment)
     assert adapter.provision(second).endpoint == other
     Replica.objects.filter(pk=second.pk).update(provider_handle={"base_url": other}, state="ready")
-    third = Replica.objects.create(deployment=first.deployment)
+    third = ReplicaFactory(deployment=first.deployment)
     with pytest.raises(AdapterError, match="already serve"):
         adapter.provision(third)
 

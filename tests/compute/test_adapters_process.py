@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 import psutil
 import pytest
@@ -15,15 +14,17 @@ from apps.compute.adapters.base import AdapterError, ProviderConfigError
 from apps.compute.adapters.http import http_call
 from apps.compute.adapters.process import REPLICA_ENV, process_replicas_stop_all, replica_key, replicas_dir
 from apps.compute.models import Provider
+from tests.kit.waiting import eventually
 
 
 def wait_for(adapter, replica, phase, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        status = adapter.status(replica)
-        if status.phase == phase or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)
+    """The adapter's status of `replica` once it is in `phase`."""
+    return eventually(
+        lambda: (status := adapter.status(replica)).phase == phase and status,
+        timeout=timeout,
+        interval=0.2,
+        what=f"the replica {phase}",
+    )
 
 
 def marked(key):

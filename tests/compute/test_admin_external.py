@@ -9,6 +9,7 @@ from apps.audit.models import AuditEvent
 from apps.compute.credentials import provider_credentials
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.orgs.models import User
+from tests.factories import ReplicaFactory
 
 URL = "/admin/compute/modeldeployment/register-external/"
 PUBLIC = "http://93.184.215.14:8000/v1"  # a literal public address: nothing is resolved, nothing is called
@@ -121,7 +122,7 @@ def test_admin_deletes_a_stopped_registration_through_the_service_and_refuses_a_
     client.post(URL, form(org))
     deployment = ModelDeployment.objects.get()
     delete_url = f"/admin/compute/modeldeployment/{deployment.pk}/delete/"
-    Replica.objects.create(deployment=deployment, state=Replica.State.READY)
+    ReplicaFactory(deployment=deployment, state=Replica.State.READY)
 
     assert client.get(delete_url).status_code == 403  # a replica still serves
     changelist = client.get("/admin/compute/modeldeployment/")

@@ -13,9 +13,10 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
+from apps.compute.models import DeploymentEvent, ModelDeployment, Replica
 from apps.compute.reconcile import deployment_reconcile_run, replica_backoff_seconds
 from apps.compute.services import deployment_start
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ReplicaFactory
 
 State = ModelDeployment.State
 RState = Replica.State
@@ -39,11 +40,8 @@ def clock():
 
 @pytest.fixture
 def deployment(org):
-    provider = Provider.objects.create(organization=org, name="sim", kind="simulator")
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="sim-pool", max_nodes=4)
-    return ModelDeployment.objects.create(
-        organization=org, pool=pool, name="chat", model_id="m", served_model_name="chat", engine="inferia-sim"
-    )
+    pool = ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
+    return ModelDeploymentFactory(organization=org, pool=pool, name="chat", model_id="m", engine="inferia-sim")
 
 
 def reconcile(deployment):
@@ -203,7 +201,7 @@ def test_starting_a_failed_deployment_again_forgets_the_crash_loop(deployment, c
 
 def test_stopped_replica_rows_are_bounded_per_deployment(deployment, settings):
     settings.INFERIA_DEPLOYMENT_STOPPED_REPLICAS_KEPT = 3
-    old = [Replica.objects.create(deployment=deployment, state=RState.STOPPED, last_error=f"e{i}") for i in range(8)]
+    old = [ReplicaFactory(deployment=deployment, state=RState.STOPPED, last_error=f"e{i}") for i in range(8)]
 
     reconcile(deployment)
 

@@ -17,6 +17,7 @@ from apps.compute.credentials import (
     provider_credentials_set,
 )
 from apps.compute.models import Provider
+from tests.factories import ProviderFactory
 
 SECRET = {"api_key": "sk-live-very-secret", "kubeconfig": "apiVersion: v1\ntoken: abc"}
 
@@ -63,13 +64,13 @@ def test_a_token_from_an_unknown_key_is_refused(old_key, settings):
 
 @pytest.mark.django_db
 def test_rotation_rewrites_every_provider_under_the_new_first_key(old_key, settings):
-    providers = []
-    for index in range(5):
-        provider = Provider(name=f"p{index}", kind=Provider.Kind.KUBERNETES)
-        provider_credentials_set(provider=provider, credentials={**SECRET, "n": index})
-        provider.save()
-        providers.append(provider)
-    empty = Provider.objects.create(name="no-secrets", kind=Provider.Kind.SIMULATOR)
+    providers = [
+        ProviderFactory(
+            organization=None, name=f"p{index}", kind=Provider.Kind.KUBERNETES, credentials={**SECRET, "n": index}
+        )
+        for index in range(5)
+    ]
+    empty = ProviderFactory(organization=None, name="no-secrets")
     before = {p.pk: p.credentials_encrypted for p in providers}
 
     new_key = Fernet.generate_key().decode()
@@ -102,12 +103,10 @@ def test_without_rotation_removing_the_old_key_breaks_decryption(old_key, settin
 def test_rotation_is_audited_per_batch_by_the_system_or_the_given_actor(old_key, settings, owner):
     from apps.audit.models import AuditEvent
 
-    ids = []
-    for index in range(3):
-        provider = Provider(name=f"p{index}", kind=Provider.Kind.KUBERNETES)
-        provider_credentials_set(provider=provider, credentials=SECRET)
-        provider.save()
-        ids.append(provider.pk)
+    ids = [
+        ProviderFactory(organization=None, name=f"p{index}", kind=Provider.Kind.KUBERNETES, credentials=SECRET).pk
+        for index in range(3)
+    ]
     settings.INFERIA_FERNET_KEYS = [Fernet.generate_key().decode(), old_key]
 
     credentials_rotate(batch_size=2)

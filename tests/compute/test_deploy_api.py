@@ -10,9 +10,10 @@ from rest_framework.test import APIClient
 
 from apps.compute.adapters import ReplicaPhase
 from apps.compute.health import Probe, replica_health_apply, replicas_health_check
-from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
+from apps.compute.models import DeploymentEvent, ModelDeployment, Provider, Replica
 from apps.compute.replicas import node_token, node_token_hash
 from apps.compute.routing import REPLICA_LOAD_KEY
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory, ReplicaFactory
 
 State = ModelDeployment.State
 RState = Replica.State
@@ -20,8 +21,7 @@ RState = Replica.State
 
 @pytest.fixture
 def sim_pool(org):
-    provider = Provider.objects.create(organization=org, name="sim", kind="simulator")
-    return ComputePool.objects.create(organization=org, provider=provider, name="sim-pool", max_nodes=4)
+    return ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
 
 
 def deployment_body(org, pool, **fields):
@@ -112,10 +112,8 @@ def test_stop_and_start_are_recorded_transitions(org, owner, sim_pool, as_user):
 
 
 def test_a_deployment_with_live_replicas_cannot_be_deleted(org, owner, sim_pool, as_user):
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=sim_pool, name="d", model_id="m", served_model_name="d"
-    )
-    Replica.objects.create(deployment=deployment, state=RState.READY, endpoint="http://127.0.0.1:9")
+    deployment = ModelDeploymentFactory(organization=org, pool=sim_pool, name="d", model_id="m")
+    ReplicaFactory(deployment=deployment, state=RState.READY, endpoint="http://127.0.0.1:9")
 
     response = as_user(owner).delete(f"/api/deployments/{deployment.pk}/")
 
@@ -124,9 +122,7 @@ def test_a_deployment_with_live_replicas_cannot_be_deleted(org, owner, sim_pool,
 
 
 def test_an_outsider_cannot_scale_or_stop_anothers_deployment(org, owner, outsider, sim_pool, as_user):
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=sim_pool, name="d", model_id="m", served_model_name="d"
-    )
+    deployment = ModelDeploymentFactory(organization=org, pool=sim_pool, name="d", model_id="m")
 
     scale = as_user(outsider).post(f"/api/deployments/{deployment.pk}/scale/", {"replicas": 1}, format="json")
     stop = as_user(outsider).post(f"/api/deployments/{deployment.pk}/stop/", {}, format="json")
@@ -143,15 +139,12 @@ def test_an_outsider_cannot_scale_or_stop_anothers_deployment(org, owner, outsid
 def nat_replica(org, settings):
     """A READY replica on an external provider whose endpoint cannot be polled (behind NAT), with its node token."""
     settings.INFERIA_UPSTREAM_ALLOW_PRIVATE = True
-    provider = Provider.objects.create(
+    provider = ProviderFactory(
         organization=org, name="nat", kind="external", config={"base_urls": ["http://127.0.0.1:9"]}
     )
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="nat-pool")
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=pool, name="n", model_id="m", served_model_name="n"
-    )
-    replica = Replica.objects.create(
-        deployment=deployment,
+    pool = ComputePoolFactory(organization=org, provider=provider, name="nat-pool")
+    replica = ReplicaFactory(
+        deployment=ModelDeploymentFactory(organization=org, pool=pool, name="n", model_id="m"),
         state=RState.STARTING,
         endpoint="http://127.0.0.1:9",
         provider_handle={"base_url": "http://127.0.0.1:9"},

@@ -7,6 +7,7 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.compute.credentials import provider_credentials
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from tests.factories import ReplicaFactory
 
 URL = "/api/deployments/external/"
 PUBLIC = "http://93.184.215.14:8000/v1"  # a literal public address: nothing is resolved, nothing is called
@@ -145,7 +146,7 @@ def test_deleting_a_registered_deployment_deletes_the_provider_and_pool_made_for
     client = as_user(owner)
     pending = registered(client, org)
     stopped = registered(client, org, name="ext-stopped")
-    Replica.objects.create(deployment=stopped, state=Replica.State.STOPPED)  # stopped, then deleted
+    ReplicaFactory(deployment=stopped, state=Replica.State.STOPPED)  # stopped, then deleted
     ModelDeployment.objects.filter(pk=stopped.pk).update(state=ModelDeployment.State.STOPPED)
 
     assert client.delete(f"/api/deployments/{pending.pk}/").status_code == 204

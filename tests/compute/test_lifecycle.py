@@ -19,13 +19,15 @@ from django.utils import timezone
 from apps.compute.adapters import adapter_for
 from apps.compute.adapters.process import REPLICA_ENV, process_replicas_stop_all, replica_key, replicas_dir
 from apps.compute.health import engine_load_parse, replicas_health_check
-from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
+from apps.compute.models import DeploymentEvent, ModelDeployment, Replica
 from apps.compute.reconcile import deployment_autoscale_run, deployment_reconcile_run
 from apps.compute.replicas import PROVISION_LEASE_S, replica_teardown_run
 from apps.compute.routing import REPLICA_LOAD_KEY
 from apps.compute.services import deployment_stop
 from apps.compute.tasks import replica_provision
 from inferia_runtime.redis_clients import sync_redis
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory, ReplicaFactory
+from tests.kit.waiting import eventually
 
 State = ModelDeployment.State
 RState = Replica.State
@@ -36,14 +38,12 @@ def sim_deployment(org):
     """A simulator deployment of `org` wanting `replicas`; every replica process is stopped afterwards."""
 
     def make(replicas=1, *, min_replicas=None, max_replicas=None, sim=None):
-        provider = Provider.objects.create(organization=org, name="sim", kind="simulator", config={"sim": sim or {}})
-        pool = ComputePool.objects.create(organization=org, provider=provider, name="sim-pool", max_nodes=8)
-        return ModelDeployment.objects.create(
+        provider = ProviderFactory(organization=org, name="sim", config={"sim": sim or {}})
+        return ModelDeploymentFactory(
             organization=org,
-            pool=pool,
+            pool=ComputePoolFactory(organization=org, provider=provider, name="sim-pool", max_nodes=8),
             name="chat",
             model_id="inferia/sim-model",
-            served_model_name="chat",
             engine="inferia-sim",
             min_replicas=replicas if min_replicas is None else min_replicas,
             max_replicas=replicas if max_replicas is None else max_replicas,
@@ -69,13 +69,12 @@ def marked_processes(replica):
 
 def check_until(condition, *, timeout_s=15.0):
     """Run the health checker until `condition()` holds; fails after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def checked() -> bool:
         replicas_health_check()
-        if condition():
-            return
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.3)
+        return condition()
+
+    eventually(checked, timeout=timeout_s, interval=0.3, what="the health-checked condition")
 
 
 def provision_ready(deployment):
@@ -123,11 +122,8 @@ def test_a_provision_killed_half_way_and_run_again_leaves_one_process(sim_deploy
     )
     adapter_for(deployment.pool.provider).provision(replica)
     (replicas_dir() / f"{replica_key(replica)}.json").unlink()
-    deadline = time.monotonic() + 5
-    while not marked_processes(replica):  # until the child has exec'd with its marker
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    orphan = marked_processes(replica)[0]
+    # Until the child has exec'd with its marker.
+    orphan = eventually(lambda: marked_processes(replica), what="the engine's marked process")[0]
 
     replica_provision(replica_id)  # the message, redelivered once the dead worker's lease expired
 
@@ -248,11 +244,9 @@ def test_stopping_a_deployment_tears_every_replica_down(sim_deployment):
 
 
 def test_an_unusable_provider_fails_the_deployment_with_the_reason(org):
-    provider = Provider.objects.create(organization=org, name="bad", kind="simulator", config={"sim": {"nope": 1}})
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="bad-pool")
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=pool, name="d", model_id="m", served_model_name="d", engine="inferia-sim"
-    )
+    provider = ProviderFactory(organization=org, name="bad", config={"sim": {"nope": 1}})
+    pool = ComputePoolFactory(organization=org, provider=provider, name="bad-pool")
+    deployment = ModelDeploymentFactory(organization=org, pool=pool, name="d", model_id="m", engine="inferia-sim")
 
     plan = deployment_reconcile_run(deployment_id=deployment.pk)
     replica_provision(plan.provision[0])
@@ -267,7 +261,7 @@ def test_an_unusable_provider_fails_the_deployment_with_the_reason(org):
 def _ready_with_load(deployment, count, *, waiting=0.0, kv=0.0):
     Replica.objects.filter(deployment=deployment).delete()
     for _ in range(count):
-        Replica.objects.create(
+        ReplicaFactory(
             deployment=deployment,
             state=RState.READY,
             endpoint="http://127.0.0.1:9",

@@ -12,18 +12,15 @@ from apps.audit.models import AuditEvent
 from apps.compute.adapters import adapter_for
 from apps.compute.engine import deployment_engine_spec, vllm_environment, vllm_serve_args
 from apps.compute.lora import deployment_lora_sync_run, lora_names
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from inferia_sim.config import SimConfig
 from inferia_sim.testing import running_sim
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory, ReplicaFactory
 
 
 @pytest.fixture
 def deployment(org):
-    provider = Provider.objects.create(organization=org, name="sim", kind="simulator")
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="sim-pool", max_nodes=4)
-    return ModelDeployment.objects.create(
-        organization=org, pool=pool, name="base", served_model_name="base", model_id="org/base", state="ready"
-    )
+    pool = ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
+    return ModelDeploymentFactory(organization=org, pool=pool, name="base", model_id="org/base", state="ready")
 
 
 def url(deployment):
@@ -57,14 +54,14 @@ def test_an_owner_adds_an_adapter_which_new_replicas_start_with(
     spec = deployment_engine_spec(deployment)
     assert vllm_serve_args(spec)[-3:] == ["--enable-lora", "--lora-modules", "base-sql=org/sql-lora"]
     assert vllm_environment(spec) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-    replica = Replica.objects.create(deployment=deployment)
+    replica = ReplicaFactory(deployment=deployment)
     command = adapter_for(deployment.pool.provider).command(replica, host="127.0.0.1", port=1)
     assert command[command.index("--model") :][:4] == ["--model", "base", "--model", "base-sql"]
 
 
 def test_running_replicas_load_an_added_adapter_and_unload_a_removed_one(org, owner, deployment, as_user):
     with running_sim(SimConfig(models=("base",))) as sim:
-        Replica.objects.create(deployment=deployment, state="ready", endpoint=sim.url + "/v1")
+        ReplicaFactory(deployment=deployment, state="ready", endpoint=sim.url + "/v1")
         client = as_user(owner)
         assert client.post(url(deployment), {"name": "a1", "path": "org/a1"}, format="json").status_code == 201
 
@@ -88,8 +85,8 @@ def test_a_replica_that_refuses_keeps_the_error_and_the_others_still_sync(org, d
     deployment.engine_args = {"enable_lora": True, "lora_modules": [{"name": "a1", "path": "org/a1"}]}
     deployment.save()
     with running_sim(SimConfig(models=("base",))) as sim:
-        good = Replica.objects.create(deployment=deployment, state="ready", endpoint=sim.url)
-        dead = Replica.objects.create(deployment=deployment, state="ready", endpoint="http://127.0.0.1:9")
+        good = ReplicaFactory(deployment=deployment, state="ready", endpoint=sim.url)
+        dead = ReplicaFactory(deployment=deployment, state="ready", endpoint="http://127.0.0.1:9")
 
         report = deployment_lora_sync_run(deployment_id=deployment.pk)
 
@@ -108,9 +105,7 @@ def test_a_replica_that_refuses_keeps_the_error_and_the_others_still_sync(org, d
     ],
 )
 def test_it_refuses_an_adapter_name_that_is_taken_or_malformed(org, owner, deployment, as_user, name, why):
-    ModelDeployment.objects.create(
-        organization=org, pool=deployment.pool, name="other", served_model_name="other", model_id="org/other"
-    )
+    ModelDeploymentFactory(organization=org, pool=deployment.pool, name="other", model_id="org/other")
 
     response = as_user(owner).post(url(deployment), {"name": name, "path": "org/x"}, format="json")
 
@@ -127,10 +122,12 @@ def test_it_refuses_a_second_adapter_of_the_same_name_and_removing_an_unknown_on
 
 
 def test_an_external_deployment_takes_no_adapters(org, owner, as_user):
-    provider = Provider.objects.create(organization=org, name="ext", kind="external", config={"base_urls": ["x"]})
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="ext")
-    external = ModelDeployment.objects.create(
-        organization=org, pool=pool, name="e", served_model_name="e", model_id="e"
+    provider = ProviderFactory(organization=org, name="ext", kind="external", config={"base_urls": ["x"]})
+    external = ModelDeploymentFactory(
+        organization=org,
+        pool=ComputePoolFactory(organization=org, provider=provider, name="ext"),
+        name="e",
+        model_id="e",
     )
 
     response = as_user(owner).post(url(external), {"name": "a1", "path": "org/a1"}, format="json")

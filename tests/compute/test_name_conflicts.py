@@ -7,6 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from apps.compute.models import ComputePool, ModelDeployment, Provider
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory
 
 EXTERNAL = "/api/deployments/external/"
 PUBLIC = "http://93.184.215.14:8000"  # a literal public address: nothing is resolved, nothing is called
@@ -25,8 +26,7 @@ def client(owner, as_user):
 
 @pytest.fixture
 def pool(org):
-    provider = Provider.objects.create(organization=org, name="sim", kind="simulator")
-    return ComputePool.objects.create(organization=org, provider=provider, name="sim-pool", max_nodes=4)
+    return ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
 
 
 def external(org, **fields):
@@ -34,9 +34,7 @@ def external(org, **fields):
 
 
 def test_registering_an_external_model_under_a_served_name_in_use_is_a_409_naming_the_deployment(org, client, pool):
-    held = ModelDeployment.objects.create(
-        organization=org, pool=pool, name="team chat", model_id="m", served_model_name="chat"
-    )
+    held = ModelDeploymentFactory(organization=org, pool=pool, name="team chat", model_id="m", served_model_name="chat")
 
     response = client.post(EXTERNAL, external(org), format="json")
 

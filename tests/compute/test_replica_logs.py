@@ -8,11 +8,11 @@ only the file matters, the tests write it themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import signal
 import threading
-import time
 
 import pytest
 from channels import DEFAULT_CHANNEL_LAYER
@@ -21,7 +21,7 @@ from channels.layers import channel_layers
 from apps.compute.adapters.process import process_replicas_stop_all, replica_key, replicas_dir
 from apps.compute.credentials import provider_credentials_set
 from apps.compute.health import replicas_health_check
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.models import Provider, Replica
 from apps.compute.reconcile import deployment_reconcile_run
 from apps.compute.replica_logs import (
     LOG_PUBLISH_LINES,
@@ -33,6 +33,8 @@ from apps.compute.replica_logs import (
 from apps.compute.replicas import node_token
 from apps.compute.tasks import replica_provision
 from apps.console.live import deployment_group
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory
+from tests.kit.waiting import NotYet, eventually
 
 RState = Replica.State
 HF_TOKEN = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
@@ -175,14 +177,11 @@ def test_a_replica_without_captured_output_has_no_lines(make_replica, owner, as_
 @pytest.fixture
 def slow_sim(org, redis_cache):
     """A simulator deployment whose engine takes long to be ready, so its replica stays STARTING."""
-    provider = Provider.objects.create(
-        organization=org, name="slow-sim", kind="simulator", config={"sim": {"startup_delay": 60.0}}
+    provider = ProviderFactory(organization=org, name="slow-sim", config={"sim": {"startup_delay": 60.0}})
+    pool = ComputePoolFactory(organization=org, provider=provider, name="slow-pool", max_nodes=2)
+    deployment = ModelDeploymentFactory(
+        organization=org, pool=pool, name="slow", model_id="inferia/sim-model", engine="inferia-sim"
     )
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="slow-pool", max_nodes=2)
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=pool, name="slow", model_id="inferia/sim-model", served_model_name="slow",
-        engine="inferia-sim",
-    )  # fmt: skip
     yield deployment
     process_replicas_stop_all()
 
@@ -218,19 +217,21 @@ class Watcher:
     def log_lines(self, *, until, timeout_s=20.0):
         """The output lines announced to the group, running `until()` before each read, as soon as there are some
         (or none after `timeout_s`)."""
-        lines = []
-        deadline = time.monotonic() + timeout_s
-        while not lines and time.monotonic() < deadline:
+
+        def announced() -> list[str]:
             until()
-            try:
+            lines = []
+            with contextlib.suppress(queue.Empty):
                 message = self.messages.get(timeout=0.5)
                 while True:
                     if message["type"] == "deployment.logs":
                         lines += message["lines"]
                     message = self.messages.get(timeout=0.2)
-            except queue.Empty:
-                continue
-        return lines
+            return lines
+
+        with contextlib.suppress(NotYet):
+            return eventually(announced, timeout=timeout_s, interval=0, what="log lines announced")
+        return []
 
 
 @pytest.fixture

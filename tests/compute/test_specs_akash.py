@@ -13,6 +13,7 @@ from apps.compute.adapters.akash import AkashSdlError, akash_sdl_build, akash_sd
 from apps.compute.adapters.base import ProviderConfigError
 from apps.compute.engine import engine_spec_build, vllm_serve_args
 from apps.compute.models import ComputePool, Provider
+from tests.factories import ProviderFactory
 
 SPEC = engine_spec_build(
     model_id="meta-llama/Llama-3.1-70B-Instruct",
@@ -89,6 +90,6 @@ def test_akash_is_spec_only_and_never_offered():
 
 @pytest.mark.django_db
 def test_asking_for_an_akash_adapter_says_why_there_is_none(org):
-    provider = Provider.objects.create(organization=org, name="akash", kind=Provider.Kind.AKASH)
+    provider = ProviderFactory(organization=org, name="akash", kind=Provider.Kind.AKASH)
     with pytest.raises(UnsupportedProviderError, match="wallet-signed"):
         adapter_for(provider)

@@ -13,6 +13,7 @@ from apps.compute.adapters.base import ProviderConfigError
 from apps.compute.adapters.nosana import NosanaJobError, nosana_job_build, nosana_job_validate
 from apps.compute.engine import engine_spec_build, vllm_serve_args
 from apps.compute.models import Provider
+from tests.factories import ProviderFactory
 
 SPEC = engine_spec_build(
     model_id="Qwen/Qwen2.5-7B-Instruct", served_model_name="qwen-7b", engine_args={"max_model_len": 8192}
@@ -84,6 +85,6 @@ def test_nosana_is_spec_only_and_never_offered():
 
 @pytest.mark.django_db
 def test_asking_for_a_nosana_adapter_says_why_there_is_none(org):
-    provider = Provider.objects.create(organization=org, name="nosana", kind=Provider.Kind.NOSANA)
+    provider = ProviderFactory(organization=org, name="nosana", kind=Provider.Kind.NOSANA)
     with pytest.raises(UnsupportedProviderError, match="wallet-signed"):
         adapter_for(provider)

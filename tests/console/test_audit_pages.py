@@ -11,7 +11,6 @@ import re
 import pytest
 
 from apps.audit.services import audit_record
-from tests.console.pages_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,6 @@ from django.utils import timezone
 from apps.audit.exports import csv_cell
 from apps.audit.services import AuditContext, audit_record
 from apps.usage.models import UsageRecord
-from tests.console.pages_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,10 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from apps.compute.adapters.process import replica_key, replicas_dir
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.models import ModelDeployment, Replica
 from apps.compute.replica_logs import replica_logs_capture
 from apps.console.live import deployment_logs_publish
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ReplicaFactory
 
 SECRET = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 
@@ -19,13 +20,11 @@ SECRET = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 @pytest.fixture
 def starting(org, redis_cache):
     """A simulator deployment with one STARTING replica whose output (a file the test writes) was captured."""
-    provider = Provider.objects.create(organization=org, name="sim", kind=Provider.Kind.SIMULATOR)
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="pool", max_nodes=2)
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=pool, name="d", model_id="sim/tiny", served_model_name="d",
-        state=ModelDeployment.State.PROVISIONING,
+    deployment = ModelDeploymentFactory(
+        organization=org, pool=ComputePoolFactory(organization=org, name="pool", max_nodes=2), name="d",
+        model_id="sim/tiny", state=ModelDeployment.State.PROVISIONING,
     )  # fmt: skip
-    replica = Replica.objects.create(deployment=deployment, state=Replica.State.STARTING)
+    replica = ReplicaFactory(deployment=deployment, state=Replica.State.STARTING)
     replica.provider_handle = {"key": replica_key(replica)}
     replica.save()
     path = replicas_dir() / f"{replica_key(replica)}.log"

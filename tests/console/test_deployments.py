@@ -8,7 +8,8 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
 from apps.audit.models import AuditEvent
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.models import ModelDeployment, Provider, Replica
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory, ReplicaFactory
 
 
 @pytest.fixture(autouse=True)
@@ -18,17 +19,16 @@ def _no_worker(monkeypatch, redis_cache):
 
 
 def _deployment(org, name="chat-small", state=ModelDeployment.State.READY, replicas=1):
-    provider = Provider.objects.create(organization=org, name=f"sim-{name}", kind=Provider.Kind.SIMULATOR)
-    pool = ComputePool.objects.create(organization=org, provider=provider, name=f"pool-{name}", max_nodes=8)
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=pool, name=name, model_id="sim/tiny", served_model_name=name, state=state,
+    provider = ProviderFactory(organization=org, name=f"sim-{name}")
+    pool = ComputePoolFactory(organization=org, provider=provider, name=f"pool-{name}", max_nodes=8)
+    deployment = ModelDeploymentFactory(
+        organization=org, pool=pool, name=name, model_id="sim/tiny", state=state,
         min_replicas=1, max_replicas=4, desired_replicas=replicas,
     )  # fmt: skip
-    for _ in range(replicas):
-        Replica.objects.create(
-            deployment=deployment, state=Replica.State.READY, endpoint="http://127.0.0.1:9",
-            last_metrics={"running": 2, "waiting": 1, "kv_cache": 0.25},
-        )  # fmt: skip
+    ReplicaFactory.create_batch(
+        replicas, deployment=deployment, state=Replica.State.READY, endpoint="http://127.0.0.1:9",
+        last_metrics={"running": 2, "waiting": 1, "kv_cache": 0.25},
+    )  # fmt: skip
     return deployment
 
 
@@ -93,8 +93,7 @@ def test_an_owner_deploys_on_the_simulator(client, owner, org):
 
 
 def test_only_pools_with_a_working_adapter_are_offered(client, owner, org):
-    provider = Provider.objects.create(organization=org, name="akash", kind=Provider.Kind.AKASH)
-    ComputePool.objects.create(organization=org, provider=provider, name="akash-pool")
+    ComputePoolFactory(organization=org, provider__kind=Provider.Kind.AKASH, name="akash-pool")
     _deployment(org)
     client.force_login(owner)
     html = client.get("/console/deployments/").content.decode()

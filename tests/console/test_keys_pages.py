@@ -11,7 +11,7 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_create
-from tests.console.pages_fixtures import *  # noqa: F403
+from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -173,13 +173,12 @@ def test_the_key_page_shows_its_usage(acme, owner, signed_in, django_assert_max_
 
 
 def test_a_team_member_sees_only_the_keys_granted_to_their_team(acme, owner, roles, signed_in):
-    from apps.orgs.models import Membership, User
     from apps.rbac.models import Role
     from apps.rbac.services import object_grant
 
     bare = Role.objects.create(organization=acme.org, slug="bare", name="Bare")
-    user = User.objects.create_user("team@acme.test", "x")
-    Membership.objects.create(user=user, organization=acme.org, role=bare).teams.add(acme.team)
+    user = UserFactory(email="team@acme.test", password="x")
+    MembershipFactory(user=user, organization=acme.org, role=bare).teams.add(acme.team)
     object_grant(obj=acme.key.key, actions=["view"], team=acme.team, actor=owner)
     client = signed_in(user)
     html = client.get("/console/keys/").content.decode()
@@ -191,13 +190,12 @@ def test_a_team_member_sees_only_the_keys_granted_to_their_team(acme, owner, rol
 
 
 def test_seeing_a_key_does_not_reveal_usage_the_role_may_not_see(acme, owner, signed_in):
-    from apps.orgs.models import Membership, User
     from apps.rbac.models import Role
     from apps.rbac.services import object_grant
 
     bare = Role.objects.create(organization=acme.org, slug="bare", name="Bare")
-    user = User.objects.create_user("team@acme.test", "x")
-    Membership.objects.create(user=user, organization=acme.org, role=bare).teams.add(acme.team)
+    user = UserFactory(email="team@acme.test", password="x")
+    MembershipFactory(user=user, organization=acme.org, role=bare).teams.add(acme.team)
     object_grant(obj=acme.key.key, actions=["view"], team=acme.team, actor=owner)
     html = signed_in(user).get(f"/console/keys/{acme.key.key.pk}/").content.decode()
     assert "No requests recorded yet." in html

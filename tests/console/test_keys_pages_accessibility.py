@@ -8,8 +8,6 @@ import re
 import pytest
 from django.contrib.staticfiles import finders
 
-from tests.console.pages_fixtures import *  # noqa: F403
-
 pytestmark = pytest.mark.django_db
 
 PAGES = [

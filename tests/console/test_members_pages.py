@@ -9,9 +9,9 @@ import re
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.orgs.models import Invitation, Membership, Team, User
+from apps.orgs.models import Invitation, Membership, Team
 from apps.rbac.models import Role
-from tests.console.pages_fixtures import *  # noqa: F403
+from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -27,8 +27,8 @@ def test_each_page_runs_a_fixed_number_of_queries(
     with django_assert_max_num_queries(20) as few:
         assert client.get(url).status_code == 200
     for n in range(8):
-        user = User.objects.create_user(f"extra{n}@acme.test", "x")
-        membership = Membership.objects.create(user=user, organization=acme.org, role=roles["member"])
+        user = UserFactory(email=f"extra{n}@acme.test", password="x")
+        membership = MembershipFactory(user=user, organization=acme.org, role=roles["member"])
         team = Team.objects.create(organization=acme.org, name=f"t{n}", slug=f"t{n}")
         membership.teams.add(team, acme.team)
         Invitation.objects.create(
@@ -100,7 +100,7 @@ def test_an_invitation_link_is_shown_once_and_lets_the_invitee_join(acme, owner,
     link = re.search(r'data-testid="invite-link">([^<]+)<', page).group(1)
     assert 'data-testid="copy-invite-link"' in page
     assert 'data-testid="invite-link"' not in client.get("/console/members/invitations/").content.decode()
-    invitee = User.objects.create_user("new@acme.test", "x")
+    invitee = UserFactory(email="new@acme.test", password="x")
     joined = signed_in(invitee).post(link.replace("http://testserver", ""))
     assert joined.status_code == 302
     assert Membership.objects.get(user=invitee, organization=acme.org).role == roles["member"]

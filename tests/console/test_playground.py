@@ -10,8 +10,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 
-from apps.compute.models import ComputePool, ModelDeployment, Provider
+from apps.compute.models import ComputePool, ModelDeployment
 from apps.keys.models import ApiKey
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory
 
 
 @pytest.fixture(autouse=True)
@@ -20,11 +21,10 @@ def _counters(redis_cache):
 
 
 def _deployment(org, name, state=ModelDeployment.State.READY):
-    provider, _ = Provider.objects.get_or_create(organization=org, name="sim", kind=Provider.Kind.SIMULATOR)
-    pool, _ = ComputePool.objects.get_or_create(organization=org, provider=provider, name="pool")
-    return ModelDeployment.objects.create(
-        organization=org, pool=pool, name=name, model_id="sim/tiny", served_model_name=name, state=state
+    pool = ComputePool.objects.filter(organization=org, name="pool").first() or ComputePoolFactory(
+        organization=org, provider=ProviderFactory(organization=org, name="sim"), name="pool"
     )
+    return ModelDeploymentFactory(organization=org, pool=pool, name=name, model_id="sim/tiny", state=state)
 
 
 class FakeGateway:

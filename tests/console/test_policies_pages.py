@@ -12,7 +12,6 @@ from apps.audit.models import AuditEvent
 from apps.keys.services import api_key_create
 from apps.orgs.models import Team
 from apps.policies.models import GuardrailProfile, Policy
-from tests.console.pages_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
 

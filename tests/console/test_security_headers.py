@@ -15,7 +15,6 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from apps.orgs.models import User
-from tests.console.pages_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,6 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.policies.models import PromptTemplate
 from apps.policies.prompts.services import prompt_template_create, prompt_template_version_create
-from tests.console.pages_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
 

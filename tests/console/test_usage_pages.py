@@ -12,7 +12,6 @@ import pytest
 from django.utils import timezone
 
 from apps.usage.models import UsageRecord
-from tests.console.pages_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
 

@@ -3,18 +3,19 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
-from apps.orgs.models import Membership, Team, User
+from apps.orgs.models import Team, User
+from tests.factories import MembershipFactory, UserFactory
 
 
 def test_user_emails_are_unique_whatever_their_case(db):
-    User.objects.create_user("Ann@Example.test", "pw-long-enough")
+    UserFactory(email="Ann@Example.test", password="pw-long-enough")
     with pytest.raises(IntegrityError), transaction.atomic():
         User.objects.create(email="ann@example.TEST")
 
 
 def test_a_user_has_one_membership_per_organisation(owner, org, roles):
     with pytest.raises(IntegrityError), transaction.atomic():
-        Membership.objects.create(user=owner, organization=org, role=roles["viewer"])
+        MembershipFactory(user=owner, organization=org, role=roles["viewer"])
 
 
 def test_team_slugs_repeat_only_across_organisations(org, other_org):

@@ -12,6 +12,7 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.orgs.models import User
 from apps.rbac.models import RecoveryCode, TotpDevice
+from tests.factories import UserFactory
 
 PASSWORD = "correct horse battery"
 
@@ -23,7 +24,7 @@ def _clean_counters(redis_cache):
 
 @pytest.fixture
 def person(db):
-    return User.objects.create_user("ada@acme.test", PASSWORD)
+    return UserFactory(email="ada@acme.test", password=PASSWORD)
 
 
 def _password_step(client, email="ada@acme.test", password=PASSWORD, next_url=""):

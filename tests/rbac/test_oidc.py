@@ -16,6 +16,7 @@ from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership, Organization, User
 from apps.rbac.models import OidcIdentity
 from apps.rbac.twofactor_services import totp_enrolment_confirm, totp_enrolment_start
+from tests.factories import UserFactory
 from tests.rbac.oidc_provider import CLIENT_ID, CLIENT_SECRET, RunningProvider
 
 
@@ -173,7 +174,7 @@ def test_a_token_minted_for_another_client_is_refused(idp, db, client):
 
 def test_sso_can_be_made_to_ask_for_the_authenticator_too(idp, org, roles, client, settings):
     settings.INFERIA_OIDC_SATISFIES_2FA = False
-    user = User.objects.create_user("grace@acme.test", None)
+    user = UserFactory(email="grace@acme.test", password=None)
     enrolment = totp_enrolment_start(user=user, actor=user)
     totp = pyotp.TOTP(enrolment.secret)
     totp_enrolment_confirm(user=user, code=totp.now(), actor=user)

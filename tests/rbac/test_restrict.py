@@ -15,6 +15,7 @@ from apps.rbac.models import Role
 from apps.rbac.restrict import TENANT_MODELS, organizations_allowing, principal_can, restrict
 from apps.rbac.services import object_grant, object_grant_revoke
 from apps.usage.models import UsageRecord
+from tests.factories import MembershipFactory, ModelDeploymentFactory, UserFactory
 from tests.tenancy import platform_deployment
 
 MODELS = [
@@ -70,7 +71,7 @@ def test_a_viewer_can_change_nothing(model, action, acme, viewer):
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_a_user_without_membership_sees_nothing(model, acme, db):
-    nobody = User.objects.create_user("nobody@nowhere.test", "correct horse battery")
+    nobody = UserFactory(email="nobody@nowhere.test", password="correct horse battery")
     assert _visible(model, nobody) == set()
 
 
@@ -103,7 +104,7 @@ def test_a_member_manages_their_own_keys_but_not_their_colleagues(acme, member, 
 
 
 def test_a_team_grant_delegates_one_deployment_to_the_teams_members(acme, member, owner):
-    other = ModelDeployment.objects.create(
+    other = ModelDeploymentFactory(
         organization=acme.org, pool=acme.pool, name="other", model_id="m", served_model_name="other-model"
     )
     membership = Membership.objects.get(user=member)
@@ -149,7 +150,7 @@ class TestKeys:
         assert _visible(ModelDeployment, key, "change") == set()
 
     def test_a_users_key_stays_in_its_organisation(self, acme, globex, owner, roles):
-        Membership.objects.create(user=owner, organization=globex.org, role=roles["owner"])
+        MembershipFactory(user=owner, organization=globex.org, role=roles["owner"])
         key = acme.key.key
         assert globex.deployment.pk in _visible(ModelDeployment, owner)
         assert globex.deployment.pk not in _visible(ModelDeployment, key)

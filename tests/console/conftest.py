@@ -1,11 +1,12 @@
-"""Fixtures of the management pages' tests (keys, policies, templates, usage, audit, members): two complete
-tenants and clients signed in as each persona. Imported by those test modules with `from ... import *`."""
+"""Fixtures of the management pages' tests (keys, policies, templates, usage, audit, members): two complete tenants
+and clients signed in as each persona."""
 
 from __future__ import annotations
 
 import pytest
 from django.test import Client
 
+from tests.factories import MembershipFactory
 from tests.tenancy import tenant_build
 
 
@@ -33,11 +34,4 @@ def signed_in():
 
 @pytest.fixture
 def admin(org, roles):
-    from apps.orgs.models import Membership, User
-
-    user = User.objects.create_user("admin@acme.test", "correct horse battery")
-    Membership.objects.create(user=user, organization=org, role=roles["admin"])
-    return user
-
-
-__all__ = ["acme", "admin", "globex", "signed_in"]
+    return MembershipFactory(user__email="admin@acme.test", organization=org, role=roles["admin"]).user
