@@ -40,7 +40,7 @@ def clock():
 
 @pytest.fixture
 def deployment(org):
-    pool = ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
+    pool = ComputePoolFactory(organization=org, provider__name="sim", name="sim-pool", max_nodes=4)
     return ModelDeploymentFactory(organization=org, pool=pool, name="chat", model_id="m", engine="inferia-sim")
 
 

@@ -21,7 +21,7 @@ RState = Replica.State
 
 @pytest.fixture
 def sim_pool(org):
-    return ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
+    return ComputePoolFactory(organization=org, provider__name="sim", name="sim-pool", max_nodes=4)
 
 
 def deployment_body(org, pool, **fields):

@@ -19,7 +19,7 @@ from tests.factories import ComputePoolFactory, ModelDeploymentFactory, Provider
 
 @pytest.fixture
 def deployment(org):
-    pool = ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
+    pool = ComputePoolFactory(organization=org, provider__name="sim", name="sim-pool", max_nodes=4)
     return ModelDeploymentFactory(organization=org, pool=pool, name="base", model_id="org/base", state="ready")
 
 

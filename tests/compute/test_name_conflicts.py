@@ -26,7 +26,7 @@ def client(owner, as_user):
 
 @pytest.fixture
 def pool(org):
-    return ComputePoolFactory(organization=org, name="sim-pool", max_nodes=4)
+    return ComputePoolFactory(organization=org, provider__name="sim", name="sim-pool", max_nodes=4)
 
 
 def external(org, **fields):

@@ -20,10 +20,10 @@ SECRET = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 @pytest.fixture
 def starting(org, redis_cache):
     """A simulator deployment with one STARTING replica whose output (a file the test writes) was captured."""
+    pool = ComputePoolFactory(organization=org, provider__name="sim", name="pool", max_nodes=2)
     deployment = ModelDeploymentFactory(
-        organization=org, pool=ComputePoolFactory(organization=org, name="pool", max_nodes=2), name="d",
-        model_id="sim/tiny", state=ModelDeployment.State.PROVISIONING,
-    )  # fmt: skip
+        organization=org, pool=pool, name="d", model_id="sim/tiny", state=ModelDeployment.State.PROVISIONING
+    )
     replica = ReplicaFactory(deployment=deployment, state=Replica.State.STARTING)
     replica.provider_handle = {"key": replica_key(replica)}
     replica.save()
