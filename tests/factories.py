@@ -23,7 +23,6 @@ PASSWORD = "correct horse battery"
 class OrganizationFactory(DjangoModelFactory):
     class Meta:
         model = Organization
-        django_get_or_create = ("slug",)
 
     name = factory.Sequence(lambda n: f"Org {n}")
     slug = factory.Sequence(lambda n: f"org-{n}")

@@ -186,16 +186,20 @@ def seed(sizes: dict[str, int]) -> None:
     from django.db import connection, transaction
 
     from apps.compute.models import ModelDeployment, Replica
-    from apps.orgs.models import Membership, Organization, User
     from apps.rbac.services import roles_ensure_builtin
-    from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ReplicaFactory
+    from tests.factories import (
+        ComputePoolFactory,
+        MembershipFactory,
+        ModelDeploymentFactory,
+        OrganizationFactory,
+        ReplicaFactory,
+    )
 
     started = time.perf_counter()
     roles = roles_ensure_builtin()
     with transaction.atomic():
-        organization = Organization.objects.create(name="Bench Console", slug=ORG_SLUG)
-        owner = User.objects.create_user(OWNER_EMAIL, "correct horse battery")
-        Membership.objects.create(user=owner, organization=organization, role=roles["owner"])
+        organization = OrganizationFactory(name="Bench Console", slug=ORG_SLUG)
+        owner = MembershipFactory(user__email=OWNER_EMAIL, organization=organization, role=roles["owner"]).user
         pool = ComputePoolFactory(organization=organization, provider__name="bench", name="bench")
         for n in range(DEPLOYMENTS):
             model = MODELS[n % len(MODELS)]

@@ -67,11 +67,10 @@ def bench_tenant(sim_url: str, *, limits: bool = False) -> str:
 
     django.setup()
     from apps.keys.services import api_key_create
-    from apps.orgs.models import Organization
-    from tests.factories import ComputePoolFactory, deployment_serving
+    from tests.factories import ComputePoolFactory, OrganizationFactory, deployment_serving
 
     slug = f"bench-{uuid.uuid4().hex[:8]}"
-    organization = Organization.objects.create(name=slug, slug=slug)
+    organization = OrganizationFactory(name=slug, slug=slug)
     pool = ComputePoolFactory(organization=organization, provider__name="bench", name="bench")
     deployment_serving(organization, MODEL, [sim_url], pool=pool, model_id="sim/bench")
     if limits:

@@ -8,8 +8,7 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.compute.credentials import provider_credentials
 from apps.compute.models import ComputePool, ModelDeployment, Provider
-from apps.orgs.models import User
-from tests.factories import ReplicaFactory
+from tests.factories import ReplicaFactory, UserFactory
 
 URL = "/admin/compute/modeldeployment/register-external/"
 PUBLIC = "http://93.184.215.14:8000/v1"  # a literal public address: nothing is resolved, nothing is called
@@ -108,7 +107,7 @@ def test_the_changelist_offers_the_form(client, root):
 
 
 def test_staff_without_rights_in_any_organisation_are_refused(client, db, org):
-    staff = User.objects.create_user("staff@inferia.test", "correct horse battery", is_staff=True)
+    staff = UserFactory(email="staff@inferia.test", is_staff=True)
     client.force_login(staff)
 
     assert client.get(URL).status_code == 403

@@ -10,15 +10,15 @@ import pytest
 import time_machine
 
 from apps.audit.models import AuditEvent
-from apps.orgs.models import User
 from apps.rbac.login_services import login_limits
+from tests.factories import UserFactory
 
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def person(db, redis_cache):
-    return User.objects.create_user("locksmith@acme.test", PASSWORD, is_staff=True)
+    return UserFactory(email="locksmith@acme.test", password=PASSWORD, is_staff=True)
 
 
 def _login(client, email, password, address="127.0.0.1", **headers):
