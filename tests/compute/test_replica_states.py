@@ -34,6 +34,7 @@ from apps.compute.replicas import (
 )
 from apps.compute.services import InvalidTransitionError
 from inferia_runtime.events import event_subscribe, event_unsubscribe
+from tests.factories import ReplicaFactory
 
 RState = Replica.State
 ENDPOINT = "http://93.184.215.14:8000"
@@ -71,7 +72,7 @@ def _probe(phase, detail=""):
 
 def _endpoint_taken(replica):
     """Another replica of the deployment holds the only endpoint: provisioning fails, worth retrying."""
-    Replica.objects.create(deployment=replica.deployment, state=RState.READY, provider_handle={"base_url": ENDPOINT})
+    ReplicaFactory(deployment=replica.deployment, state=RState.READY, provider_handle={"base_url": ENDPOINT})
     return replica_provision_run(replica_id=replica.pk)
 
 

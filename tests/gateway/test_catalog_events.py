@@ -9,11 +9,12 @@ import time
 import pytest
 
 from apps.compute.events import ReplicaAdaptersSynced, ReplicaEndpointChanged
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.models import Replica
 from apps.compute.replica_states import replica_transition
 from apps.gateway.catalog import CATALOG_CHANNEL
 from inferia_runtime.events import event_publish
 from inferia_runtime.redis_clients import sync_redis
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ReplicaFactory
 
 RState = Replica.State
 
@@ -39,12 +40,9 @@ def catalog_messages():
 
 @pytest.fixture
 def replica(org):
-    provider = Provider.objects.create(organization=org, name="sim", kind=Provider.Kind.SIMULATOR)
-    pool = ComputePool.objects.create(organization=org, provider=provider, name="pool")
-    deployment = ModelDeployment.objects.create(
-        organization=org, pool=pool, name="chat", model_id="sim/tiny", served_model_name="chat"
-    )
-    return Replica.objects.create(deployment=deployment, state=RState.STARTING, endpoint="http://127.0.0.1:9")
+    pool = ComputePoolFactory(organization=org, provider__name="sim", name="pool")
+    deployment = ModelDeploymentFactory(organization=org, pool=pool, name="chat", model_id="sim/tiny")
+    return ReplicaFactory(deployment=deployment, state=RState.STARTING, endpoint="http://127.0.0.1:9")
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from apps.orgs.models import Organization
 from inferia_runtime.events import event_publish, event_subscribe, event_unsubscribe
+from tests.factories import OrganizationFactory
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def test_a_failing_subscriber_is_logged_and_breaks_neither_the_transaction_nor_t
     broken_subscriber, received, caplog
 ):
     with caplog.at_level(logging.ERROR, logger="inferia_runtime.events"), transaction.atomic():
-        Organization.objects.create(name="Committed", slug="committed")
+        OrganizationFactory(name="Committed", slug="committed")
         event_publish(ThingHappened("x"))
 
     assert Organization.objects.filter(slug="committed").exists()
