@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
@@ -15,6 +15,9 @@ from django.utils import timezone
 
 from apps.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from inferia_runtime.client_address import client_address
+from inferia_runtime.errors import DomainRefusal
+
+ModelT = TypeVar("ModelT", bound=models.Model)
 
 SYSTEM_ACTOR = "system"
 _MASK = "********"
@@ -182,6 +185,33 @@ def audit_checkpoint_take(
         return latest
     label = taken_by or (str(actor) if actor is not None else SYSTEM_ACTOR)
     return AuditCheckpoint.objects.create(seq=head.seq, hash=head.hash, taken_by=label[:300])
+
+
+def update_begin(
+    obj: ModelT,
+    *,
+    changes: dict[str, Any],
+    allowed: Iterable[str],
+    snapshot: Callable[[ModelT], dict[str, Any]] | None = None,
+) -> tuple[ModelT, dict[str, Any]]:
+    """The first half of every audited whitelist update, inside the caller's transaction: refuse a field outside
+    `allowed`, lock and re-read the stored row (so that concurrent edits queue and the diff is against what is
+    stored, not against a caller's stale or already-edited copy), and set the changed fields on it. Many-to-many
+    changes are left to the caller.
+
+    Returns the locked row and its snapshot before the change (`snapshot(row)`, by default `audit_snapshot` of the
+    allowed fields); the caller validates, saves and records `audit_diff(before=..., after=...)`."""
+    allowed = tuple(allowed)
+    unknown = set(changes) - set(allowed)
+    if unknown:
+        raise DomainRefusal(f"cannot change {', '.join(sorted(unknown))}")
+    row = type(obj)._base_manager.select_for_update(of=("self",)).get(pk=obj.pk)
+    before = snapshot(row) if snapshot is not None else audit_snapshot(row, allowed)
+    concrete = {field.name for field in row._meta.concrete_fields}
+    for name, value in changes.items():
+        if name in concrete:
+            setattr(row, name, value)
+    return row, before
 
 
 def audit_snapshot(obj: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:

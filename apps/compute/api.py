@@ -47,7 +47,14 @@ from apps.compute.serializers import (
     ReplicaOut,
 )
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
-from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
+from apps.rbac.drf import (
+    ServiceCreateMixin,
+    ServiceDestroyMixin,
+    ServiceUpdateMixin,
+    TenantViewSet,
+    service_call,
+    service_schema,
+)
 
 
 class Conflict(APIException):
@@ -74,8 +81,14 @@ def conflicts_as_409(service: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+@service_schema(detail_out=ProviderOut, create_in=ProviderCreateIn, create_responses={201: ProviderOut, 409: None})
 class ProviderViewSet(
-    ServiceDestroyMixin, GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+    ServiceCreateMixin,
+    ServiceDestroyMixin,
+    GrantActionsMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
 ):
     """Where GPU nodes come from. Credentials go in, never come out."""
 
@@ -87,19 +100,8 @@ class ProviderViewSet(
     tenant_actions = GRANT_TENANT_ACTIONS
     service_object = "provider"
     delete_service = staticmethod(api_services.provider_delete)
-
-    @extend_schema(request=ProviderCreateIn, responses={201: ProviderOut, 409: None})
-    def create(self, request: Request) -> Response:
-        data = ProviderCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        self.check_may_add(data.validated_data["organization"])
-        provider = service_call(
-            conflicts_as_409(api_services.provider_create),
-            **data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(ProviderOut(provider).data, status=status.HTTP_201_CREATED)
+    create_in = ProviderCreateIn
+    create_service = staticmethod(conflicts_as_409(api_services.provider_create))
 
     @extend_schema(request=ProviderUpdateIn, responses=ProviderOut)
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -119,8 +121,9 @@ class ProviderViewSet(
         return Response(ProviderOut(provider).data)
 
 
-@service_schema(update_in=PoolUpdateIn, detail_out=PoolOut)
+@service_schema(create_in=PoolCreateIn, update_in=PoolUpdateIn, detail_out=PoolOut)
 class PoolViewSet(
+    ServiceCreateMixin,
     ServiceUpdateMixin,
     ServiceDestroyMixin,
     GrantActionsMixin,
@@ -140,23 +143,13 @@ class PoolViewSet(
     update_in = PoolUpdateIn
     update_service = staticmethod(conflicts_as_409(api_services.pool_update))
     delete_service = staticmethod(api_services.pool_delete)
-
-    @extend_schema(request=PoolCreateIn, responses={201: PoolOut})
-    def create(self, request: Request) -> Response:
-        data = PoolCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        self.check_may_add(data.validated_data["organization"])
-        pool = service_call(
-            conflicts_as_409(api_services.pool_create),
-            **data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(PoolOut(pool).data, status=status.HTTP_201_CREATED)
+    create_in = PoolCreateIn
+    create_service = staticmethod(conflicts_as_409(api_services.pool_create))
 
 
-@service_schema(update_in=DeploymentUpdateIn, detail_out=DeploymentOut)
+@service_schema(create_in=DeploymentCreateIn, update_in=DeploymentUpdateIn, detail_out=DeploymentOut)
 class DeploymentViewSet(
+    ServiceCreateMixin,
     ServiceUpdateMixin,
     ServiceDestroyMixin,
     GrantActionsMixin,
@@ -185,19 +178,8 @@ class DeploymentViewSet(
     update_in = DeploymentUpdateIn
     update_service = staticmethod(conflicts_as_409(api_services.deployment_update))
     delete_service = staticmethod(api_services.deployment_delete)
-
-    @extend_schema(request=DeploymentCreateIn, responses={201: DeploymentOut})
-    def create(self, request: Request) -> Response:
-        data = DeploymentCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        self.check_may_add(data.validated_data["organization"])
-        deployment = service_call(
-            conflicts_as_409(api_services.deployment_create),
-            **data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(DeploymentOut(deployment).data, status=status.HTTP_201_CREATED)
+    create_in = DeploymentCreateIn
+    create_service = staticmethod(conflicts_as_409(api_services.deployment_create))
 
     @extend_schema(request=ExternalDeploymentCreateIn, responses={201: DeploymentOut, 200: DeploymentOut, 409: None})
     @action(detail=False, methods=["post"])

@@ -12,13 +12,14 @@ from typing import Any
 
 from django.db import models, transaction
 
-from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot
+from apps.audit.services import AuditContext, ModelT, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.compute.adapters import supported_kinds
 from apps.compute.adapters.external import external_base_urls_check
 from apps.compute.credentials import credentials_encrypt
 from apps.compute.engine import engine_spec_build
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.compute.services import State, deployment_transition_locked, enqueue_reconcile
+from inferia_runtime.errors import DomainRefusal
 
 PROVIDER_FIELDS = ("name", "kind", "config")
 POOL_FIELDS = ("name", "provider", "region", "gpu_type", "gpus_per_node", "max_nodes", "cost_per_gpu_hour_micros")
@@ -47,7 +48,7 @@ REGISTRATION_MARK = "registered_with_deployment"
 _AUDIT_NOUNS = {"provider": "provider", "computepool": "pool", "modeldeployment": "deployment"}
 
 
-class NameTakenError(ValueError):
+class NameTakenError(DomainRefusal):
     """A name its owner already uses (a served model name, a provider's or a pool's): the REST API answers 409,
     naming what holds it; other callers show it like any refusal."""
 
@@ -91,14 +92,9 @@ def _created(obj: models.Model, fields: tuple[str, ...], actor: Any, context: Au
 
 
 def _changed(
-    obj: models.Model, changes: dict[str, Any], fields: tuple[str, ...], actor: Any, context: AuditContext | None
-) -> None:
-    unknown = set(changes) - set(fields)
-    if unknown:
-        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
-    before = audit_snapshot(obj, fields)
-    for name, value in changes.items():
-        setattr(obj, name, value)
+    obj: ModelT, changes: dict[str, Any], fields: tuple[str, ...], actor: Any, context: AuditContext | None
+) -> ModelT:
+    obj, before = update_begin(obj, changes=changes, allowed=fields)
     obj.full_clean(exclude=[f.name for f in obj._meta.fields if f.name not in changes])
     obj.save()
     audit_record(
@@ -108,6 +104,7 @@ def _changed(
         changes=audit_diff(before=before, after=audit_snapshot(obj, fields)),
         context=context,
     )
+    return obj
 
 
 def _deleted(obj: models.Model, fields: tuple[str, ...], actor: Any, context: AuditContext | None) -> None:
@@ -123,12 +120,12 @@ def _deleted(obj: models.Model, fields: tuple[str, ...], actor: Any, context: Au
 
 def _same_owner(child_org: int | None, parent: models.Model, what: str) -> None:
     if getattr(parent, "organization_id", None) != child_org:
-        raise ValueError(f"the {what} belongs to another owner")
+        raise DomainRefusal(f"the {what} belongs to another owner")
 
 
 def _provider_config_check(kind: str, config: dict[str, Any]) -> None:
     if kind not in supported_kinds():
-        raise ValueError(
+        raise DomainRefusal(
             f"provider kind {kind!r} has no working adapter yet; supported: {', '.join(supported_kinds())}"
         )
     if kind == Provider.Kind.EXTERNAL:
@@ -145,7 +142,7 @@ def _deployment_check(deployment: ModelDeployment) -> None:
             engine_args=deployment.engine_args,
         )
     if deployment.desired_replicas > deployment.max_replicas:
-        raise ValueError(f"desired_replicas cannot exceed max_replicas ({deployment.max_replicas})")
+        raise DomainRefusal(f"desired_replicas cannot exceed max_replicas ({deployment.max_replicas})")
     provider = deployment.pool.provider
     _provider_config_check(provider.kind, provider.config or {})
 
@@ -190,10 +187,10 @@ def provider_update(
         owner_name_check(
             Provider, organization_id=provider.organization_id, field="name", value=changes["name"], pk=provider.pk
         )
+    provider = _changed(provider, changes, PROVIDER_FIELDS, actor, context)
     if credentials is not None:
         provider.credentials_encrypted = credentials_encrypt(credentials)
-    _changed(provider, changes, PROVIDER_FIELDS, actor, context)
-    if credentials is not None:
+        provider.save(update_fields=["credentials_encrypted"])
         audit_record(action="provider.credentials_replace", actor=actor, target=provider, context=context)
     return provider
 
@@ -202,7 +199,7 @@ def provider_update(
 def provider_delete(*, provider: Provider, actor: Any, context: AuditContext | None = None) -> None:
     """Delete a provider no pool uses."""
     if provider.pools.exists():
-        raise ValueError("pools still use this provider")
+        raise DomainRefusal("pools still use this provider")
     _deleted(provider, PROVIDER_FIELDS, actor, context)
 
 
@@ -231,15 +228,14 @@ def pool_update(
         owner_name_check(
             ComputePool, organization_id=pool.organization_id, field="name", value=changes["name"], pk=pool.pk
         )
-    _changed(pool, changes, POOL_FIELDS, actor, context)
-    return pool
+    return _changed(pool, changes, POOL_FIELDS, actor, context)
 
 
 @transaction.atomic
 def pool_delete(*, pool: ComputePool, actor: Any, context: AuditContext | None = None) -> None:
     """Delete a pool no deployment uses."""
     if pool.deployments.exists():
-        raise ValueError("deployments still use this pool")
+        raise DomainRefusal("deployments still use this pool")
     _deleted(pool, POOL_FIELDS, actor, context)
 
 
@@ -286,7 +282,7 @@ def deployment_update(
             value=changes["served_model_name"],
             pk=deployment.pk,
         )
-    _changed(deployment, changes, DEPLOYMENT_FIELDS, actor, context)
+    deployment = _changed(deployment, changes, DEPLOYMENT_FIELDS, actor, context)
     _deployment_check(deployment)
     if deployment.state == State.FAILED:
         deployment_transition_locked(deployment=deployment, to_state=State.PENDING, reason="changed; trying again")
@@ -300,7 +296,7 @@ def deployment_delete(*, deployment: ModelDeployment, actor: Any, context: Audit
     pool that `external_deployment_create` made for it go too, unless something else uses them."""
     running = deployment.replicas.exclude(state__in=(Replica.State.STOPPED,)).exists()
     if running:
-        raise ValueError("the deployment still has replicas; stop it and wait until it is stopped")
+        raise DomainRefusal("the deployment still has replicas; stop it and wait until it is stopped")
     pool = deployment.pool
     _deleted(deployment, DEPLOYMENT_FIELDS, actor, context)
     _registration_leftovers_delete(pool=pool, actor=actor, context=context)
@@ -324,7 +320,7 @@ def deployment_share(
 ) -> ModelDeployment:
     """Set which organisations may use a platform deployment (the superadmin's act)."""
     if deployment.organization_id is not None:
-        raise ValueError("only platform deployments are shared")
+        raise DomainRefusal("only platform deployments are shared")
     before = sorted(deployment.shared_with.values_list("pk", flat=True))
     deployment.shared_with.set(organizations)
     audit_record(

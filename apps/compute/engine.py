@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from inferia_runtime.errors import DomainRefusal
+
 if TYPE_CHECKING:
     from apps.compute.models import ModelDeployment
 
@@ -39,7 +41,7 @@ def model_name_valid(name: object) -> bool:
     return isinstance(name, str) and bool(_NAME_RE.fullmatch(name))
 
 
-class EngineArgsError(ValueError):
+class EngineArgsError(DomainRefusal):
     """Engine arguments that vLLM would refuse, or that Inferia does not let a deployment set."""
 
 

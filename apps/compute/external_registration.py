@@ -18,6 +18,7 @@ from apps.compute.api_services import (
     provider_create,
 )
 from apps.compute.models import ModelDeployment, Provider
+from inferia_runtime.errors import DomainRefusal
 
 
 @transaction.atomic
@@ -49,11 +50,11 @@ def external_deployment_create(
     config: dict[str, Any] = {"base_urls": urls, REGISTRATION_MARK: True}
     if health_path:
         if not health_path.startswith("/"):
-            raise ValueError("health_path must start with /")
+            raise DomainRefusal("health_path must start with /")
         config["health_path"] = health_path
     count = len(urls) if replicas is None else replicas
     if not 1 <= count <= len(urls):
-        raise ValueError(f"replicas must be from 1 to {len(urls)}: each replica adopts one base URL")
+        raise DomainRefusal(f"replicas must be from 1 to {len(urls)}: each replica adopts one base URL")
     label = f"external: {served_model_name}"
     provider = provider_create(
         organization=organization,

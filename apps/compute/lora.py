@@ -26,6 +26,7 @@ from apps.compute.engine import engine_spec_build, model_name_valid
 from apps.compute.events import ReplicaAdaptersSynced
 from apps.compute.models import ModelDeployment, Provider, Replica
 from apps.compute.routing import endpoint_base
+from inferia_runtime.errors import DomainRefusal
 from inferia_runtime.events import event_publish
 
 logger = logging.getLogger(__name__)
@@ -72,13 +73,13 @@ def deployment_lora_add(
     new replicas start with it, running ones load it after commit."""
     locked = ModelDeployment.objects.select_for_update().select_related("pool__provider").get(pk=deployment.pk)
     if locked.pool.provider.kind == Provider.Kind.EXTERNAL:
-        raise ValueError("an external deployment's adapters are its operator's to load; Inferia does not run it")
+        raise DomainRefusal("an external deployment's adapters are its operator's to load; Inferia does not run it")
     args = dict(locked.engine_args or {})
     modules = _modules(args)
     if any(module["name"] == name for module in modules):
-        raise ValueError(f"the deployment already serves an adapter named {name!r}")
+        raise DomainRefusal(f"the deployment already serves an adapter named {name!r}")
     if _name_taken(locked, name):
-        raise ValueError(f"{name!r} already names another model of this owner")
+        raise DomainRefusal(f"{name!r} already names another model of this owner")
     args["lora_modules"] = [*modules, {"name": name, "path": path}]
     args["enable_lora"] = True
     engine_spec_build(model_id=locked.model_id, served_model_name=locked.served_model_name, engine_args=args)
@@ -101,7 +102,7 @@ def deployment_lora_remove(
     modules = _modules(args)
     kept = [module for module in modules if module["name"] != name]
     if len(kept) == len(modules):
-        raise ValueError(f"the deployment has no adapter named {name!r}")
+        raise DomainRefusal(f"the deployment has no adapter named {name!r}")
     args["lora_modules"] = kept  # enable_lora stays: the engines keep their LoRA capacity for the next one
     locked.engine_args = args
     locked.save(update_fields=["engine_args", "updated_at"])

@@ -17,6 +17,7 @@ from apps.audit.services import AuditContext, audit_record
 from apps.compute.events import DeploymentStateChanged
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider
 from apps.orgs.models import Organization
+from inferia_runtime.errors import DomainRefusal
 from inferia_runtime.events import event_publish
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class InvalidTransitionError(ValueError):
+class InvalidTransitionError(DomainRefusal):
     """A state change the deployment state machine does not allow."""
 
 
@@ -96,9 +97,9 @@ def deployment_scale(
     `actor=None` is the autoscaler. A stopped or failed deployment is started again."""
     locked = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
     if not locked.min_replicas <= replicas <= locked.max_replicas:
-        raise ValueError(f"replicas must be from {locked.min_replicas} to {locked.max_replicas}")
+        raise DomainRefusal(f"replicas must be from {locked.min_replicas} to {locked.max_replicas}")
     if locked.state == State.STOPPING:
-        raise ValueError("the deployment is stopping; start it again once it has stopped")
+        raise DomainRefusal("the deployment is stopping; start it again once it has stopped")
     before = locked.desired_replicas
     locked.desired_replicas = replicas
     locked.last_scaled_at = timezone.now()
@@ -137,7 +138,7 @@ def deployment_start(
     """Start a STOPPED (or FAILED) deployment again with its desired replica count."""
     locked = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
     if locked.state not in (State.STOPPED, State.FAILED):
-        raise ValueError(f"a {locked.state} deployment is already started")
+        raise DomainRefusal(f"a {locked.state} deployment is already started")
     deployment_transition_locked(deployment=locked, to_state=State.PENDING, reason=reason or "start requested")
     audit_record(action="deployment.start", actor=actor, target=locked, changes={"reason": reason}, context=context)
     transaction.on_commit(lambda: enqueue_reconcile(locked.pk))

@@ -32,6 +32,8 @@ import idna
 from aiohttp.abc import ResolveResult
 from django.conf import settings
 
+from inferia_runtime.errors import DomainRefusal
+
 ALLOWED_SCHEMES = ("http", "https")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -45,7 +47,7 @@ _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _NAME_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
-class UnsafeUrlError(ValueError):
+class UnsafeUrlError(DomainRefusal):
     """A URL Inferia must not call: wrong scheme, malformed, or reaching a non-public address."""
 
 

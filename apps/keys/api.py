@@ -25,7 +25,7 @@ from apps.keys.serializers import (
     ApiKeyUpdateIn,
 )
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
-from apps.rbac.drf import TenantViewSet, service_call
+from apps.rbac.drf import ServiceCreateMixin, TenantViewSet, service_call, service_schema
 from apps.rbac.restrict import organizations_allowing
 from apps.usage.models import UsageRollup
 
@@ -42,7 +42,10 @@ def _usage(expression: Any) -> Coalesce:
     return Coalesce(Subquery(per_key, output_field=IntegerField()), Value(0))
 
 
-class ApiKeyViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(detail_out=ApiKeyIssuedOut, create_in=ApiKeyCreateIn)
+class ApiKeyViewSet(
+    ServiceCreateMixin, GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Keys of the caller's organisations: prefix, scopes, last use and usage to date; never the secret."""
 
     model = ApiKey
@@ -51,6 +54,8 @@ class ApiKeyViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveMod
     search_fields = ["name", "prefix"]
     ordering_fields = ["created_at", "last_used_at", "name", "expires_at"]
     tenant_actions = {"rotate": "change", "revoke": "delete", **GRANT_TENANT_ACTIONS}
+    create_in = ApiKeyCreateIn
+    create_service = staticmethod(key_services.api_key_create)
 
     def base_queryset(self) -> Any:
         return ApiKey.objects.select_related("owner").annotate(
@@ -59,11 +64,7 @@ class ApiKeyViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveMod
             cost_micros_to_date=_usage(Sum("cost_micros")),
         )
 
-    @extend_schema(request=ApiKeyCreateIn, responses={201: ApiKeyIssuedOut})
-    def create(self, request: Request) -> Response:
-        data = ApiKeyCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def create_values(self, values: dict[str, Any]) -> dict[str, Any]:
         organization = values["organization"]
         self.check_may_add(organization)
         principal = self.principal
@@ -73,14 +74,10 @@ class ApiKeyViewSet(GrantActionsMixin, mixins.ListModelMixin, mixins.RetrieveMod
             may = organizations_allowing(principal=principal, action="change", model=ApiKey)
             if not may.filter(pk=organization.pk).exists():
                 raise PermissionDenied("You may issue keys for yourself only.")
-        issued = service_call(
-            key_services.api_key_create,
-            **values,
-            owner=None if service else principal.user,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(self._issued(issued), status=status.HTTP_201_CREATED)
+        return {**values, "owner": None if service else principal.user}
+
+    def created_data(self, created: Any) -> Any:
+        return self._issued(created)
 
     @extend_schema(request=ApiKeyUpdateIn, responses=ApiKeyOut)
     def partial_update(self, request: Request, pk: str) -> Response:

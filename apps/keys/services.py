@@ -12,10 +12,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.audit.services import AuditContext, audit_diff, audit_record
+from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.cache import key_cache_purge
 from apps.keys.models import ApiKey, Scope
 from apps.orgs.models import User
+from inferia_runtime.errors import DomainRefusal
 
 KEY_PREFIX = "sk-inf-"
 _VISIBLE_CHARS = 8  # after KEY_PREFIX; enough to tell keys apart in a list, far too little to guess the rest
@@ -58,12 +59,12 @@ def api_key_create(
     must lie in the future."""
     unknown = set(scopes) - set(Scope.values)
     if unknown:
-        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+        raise DomainRefusal(f"unknown scopes: {', '.join(sorted(unknown))}")
     if team is not None and team.organization_id != organization.pk:
-        raise ValueError("the team belongs to another organisation")
+        raise DomainRefusal("the team belongs to another organisation")
     if expires_at is not None and expires_at <= timezone.now():
         # A key born expired would only ever answer 401, which reads as a broken key rather than a typo.
-        raise ValueError("the expiry is in the past: choose a later time")
+        raise DomainRefusal("the expiry is in the past: choose a later time")
     secret, prefix = _new_secret()
     with transaction.atomic():
         key = ApiKey.objects.create(
@@ -110,14 +111,14 @@ def api_key_rotate(
     """Issue a successor with the same organisation, team, owner, scopes, models and expiry, and schedule the old
     key's revocation `grace` from now (immediately when `grace` is zero). The new secret is shown once."""
     if not key.is_usable():
-        raise ValueError("a revoked or expired key cannot be rotated")
+        raise DomainRefusal("a revoked or expired key cannot be rotated")
     if grace < timedelta(0):
-        raise ValueError("the grace period cannot be negative")
+        raise DomainRefusal("the grace period cannot be negative")
     secret, prefix = _new_secret()
     with transaction.atomic():
         old = ApiKey.objects.select_for_update().get(pk=key.pk)
         if hasattr(old, "rotated_to"):
-            raise ValueError("this key was already rotated")
+            raise DomainRefusal("this key was already rotated")
         new = ApiKey.objects.create(
             organization_id=old.organization_id,
             team_id=old.team_id,
@@ -149,19 +150,14 @@ def api_key_rotate(
 def api_key_update(*, key: ApiKey, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> ApiKey:
     """Rename a key, change its expiry or the models it may call. Scopes, team and owner never change (issue a
     new key instead), so a key cannot be widened after it was handed out."""
-    unknown = set(changes) - set(KEY_EDITABLE_FIELDS)
-    if unknown:
-        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
     with transaction.atomic():
-        before = {name: getattr(key, name) for name in KEY_EDITABLE_FIELDS}
-        for name, value in changes.items():
-            setattr(key, name, value)
+        key, before = update_begin(key, changes=changes, allowed=KEY_EDITABLE_FIELDS)
         key.save(update_fields=list(changes))
         audit_record(
             action="key.update",
             actor=actor,
             target=key,
-            changes=audit_diff(before=before, after={name: getattr(key, name) for name in KEY_EDITABLE_FIELDS}),
+            changes=audit_diff(before=before, after=audit_snapshot(key, KEY_EDITABLE_FIELDS)),
             context=context,
         )
         secret_hash, usable = key.secret_hash, key.is_usable()

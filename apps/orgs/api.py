@@ -30,11 +30,20 @@ from apps.orgs.serializers import (
     TeamOut,
     TeamUpdateIn,
 )
-from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
+from apps.rbac.drf import (
+    ServiceCreateMixin,
+    ServiceDestroyMixin,
+    ServiceUpdateMixin,
+    TenantViewSet,
+    service_call,
+    service_schema,
+)
 
 
-@service_schema(update_in=OrganizationUpdateIn, detail_out=OrganizationOut)
-class OrganizationViewSet(ServiceUpdateMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+@service_schema(create_in=OrganizationCreateIn, update_in=OrganizationUpdateIn, detail_out=OrganizationOut)
+class OrganizationViewSet(
+    ServiceCreateMixin, ServiceUpdateMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Organisations the caller belongs to (all of them for the superadmin)."""
 
     model = Organization
@@ -45,22 +54,23 @@ class OrganizationViewSet(ServiceUpdateMixin, mixins.ListModelMixin, mixins.Retr
     service_object = "organization"
     update_in = OrganizationUpdateIn
     update_service = staticmethod(membership_services.organization_update)
+    create_in = OrganizationCreateIn
+    create_service = staticmethod(membership_services.organization_create)
 
-    @extend_schema(request=OrganizationCreateIn, responses={201: OrganizationOut})
-    def create(self, request: Request) -> Response:
+    def create_values(self, values: dict[str, Any]) -> dict[str, Any]:
         if not self.principal.is_superadmin:
             raise PermissionDenied("Only the platform superadmin creates organisations.")
-        data = OrganizationCreateIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        organization = service_call(
-            membership_services.organization_create, **data.validated_data, actor=self.actor, context=self.audit_context
-        )
-        return Response(OrganizationOut(organization).data, status=status.HTTP_201_CREATED)
+        return values
 
 
-@service_schema(update_in=TeamUpdateIn, detail_out=TeamOut)
+@service_schema(create_in=TeamCreateIn, update_in=TeamUpdateIn, detail_out=TeamOut)
 class TeamViewSet(
-    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+    ServiceCreateMixin,
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
 ):
     """Teams of the caller's organisations."""
 
@@ -73,16 +83,8 @@ class TeamViewSet(
     update_in = TeamUpdateIn
     update_service = staticmethod(membership_services.team_update)
     delete_service = staticmethod(membership_services.team_delete)
-
-    @extend_schema(request=TeamCreateIn, responses={201: TeamOut})
-    def create(self, request: Request) -> Response:
-        data = TeamCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        self.check_may_add(data.validated_data["organization"])
-        team = service_call(
-            membership_services.team_create, **data.validated_data, actor=self.actor, context=self.audit_context
-        )
-        return Response(TeamOut(team).data, status=status.HTTP_201_CREATED)
+    create_in = TeamCreateIn
+    create_service = staticmethod(membership_services.team_create)
 
 
 def _invite(view: TenantViewSet, values: dict[str, Any]) -> Invitation:

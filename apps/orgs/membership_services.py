@@ -14,34 +14,25 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot
+from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_revoke
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from apps.rbac.models import Role
+from inferia_runtime.errors import DomainRefusal
 
 INVITATION_LIFETIME = timedelta(days=7)
 ORGANIZATION_FIELDS = ("name", "slug", "is_active", "require_2fa")
 TEAM_FIELDS = ("name", "slug")
 
 
-class InvitationError(ValueError):
+class InvitationError(DomainRefusal):
     """An invitation that cannot be accepted: unknown, expired, revoked, already used, or for someone else."""
-
-
-def _update(obj: Any, changes: dict[str, Any], allowed: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
-    unknown = set(changes) - set(allowed)
-    if unknown:
-        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
-    before = audit_snapshot(obj, allowed)
-    for name, value in changes.items():
-        setattr(obj, name, value)
-    return before, list(changes)
 
 
 def _check_role(role: Role, organization: Organization) -> None:
     if role.organization_id not in (None, organization.pk):
-        raise ValueError("the role belongs to another organisation")
+        raise DomainRefusal("the role belongs to another organisation")
 
 
 @transaction.atomic
@@ -63,8 +54,8 @@ def organization_update(
     *, organization: Organization, changes: dict[str, Any], actor: Any, context: AuditContext | None = None
 ) -> Organization:
     """Rename an organisation, (de)activate it, or require two-factor sign-in for its owners and admins."""
-    before, fields = _update(organization, changes, ORGANIZATION_FIELDS)
-    organization.save(update_fields=fields)
+    organization, before = update_begin(organization, changes=changes, allowed=ORGANIZATION_FIELDS)
+    organization.save(update_fields=list(changes))
     audit_record(
         action="org.update",
         actor=actor,
@@ -94,8 +85,8 @@ def team_create(
 @transaction.atomic
 def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> Team:
     """Rename a team."""
-    before, fields = _update(team, changes, TEAM_FIELDS)
-    team.save(update_fields=fields)
+    team, before = update_begin(team, changes=changes, allowed=TEAM_FIELDS)
+    team.save(update_fields=list(changes))
     audit_record(
         action="team.update",
         actor=actor,
@@ -110,7 +101,7 @@ def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: Aud
 def team_delete(*, team: Team, actor: Any, context: AuditContext | None = None) -> None:
     """Delete a team. Refused while keys are bound to it (deleting it would widen them to the organisation)."""
     if ApiKey.objects.filter(team=team, revoked_at__isnull=True).exists():
-        raise ValueError("revoke or move the team's keys first")
+        raise DomainRefusal("revoke or move the team's keys first")
     audit_record(
         action="team.delete",
         actor=actor,
@@ -138,7 +129,7 @@ def membership_create(
     _check_role(role, organization)
     teams = teams or []
     if any(team.organization_id != organization.pk for team in teams):
-        raise ValueError("a team belongs to another organisation")
+        raise DomainRefusal("a team belongs to another organisation")
     membership = Membership.objects.create(user=user, organization=organization, role=role)
     membership.teams.set(teams)
     audit_record(
@@ -168,7 +159,7 @@ def membership_update(
         membership.save(update_fields=["role"])
     if teams is not None:
         if any(team.organization_id != membership.organization_id for team in teams):
-            raise ValueError("a team belongs to another organisation")
+            raise DomainRefusal("a team belongs to another organisation")
         membership.teams.set(teams)
     after = {"role": membership.role.slug, "teams": sorted(membership.teams.values_list("pk", flat=True))}
     audit_record(
@@ -224,7 +215,7 @@ def invitation_create(
     _check_role(role, organization)
     teams = teams or []
     if any(team.organization_id != organization.pk for team in teams):
-        raise ValueError("a team belongs to another organisation")
+        raise DomainRefusal("a team belongs to another organisation")
     token = secrets.token_urlsafe(32)
     invitation = Invitation.objects.create(
         organization=organization,

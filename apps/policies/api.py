@@ -36,12 +36,24 @@ from apps.policies.serializers import (
     PromptTemplateVersionOut,
 )
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
-from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
+from apps.rbac.drf import (
+    ServiceCreateMixin,
+    ServiceDestroyMixin,
+    ServiceUpdateMixin,
+    TenantViewSet,
+    service_call,
+    service_schema,
+)
 
 
-@service_schema(update_in=PolicyUpdateIn, detail_out=PolicyOut)
+@service_schema(create_in=PolicyCreateIn, update_in=PolicyUpdateIn, detail_out=PolicyOut)
 class PolicyViewSet(
-    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+    ServiceCreateMixin,
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
 ):
     """Policies of the caller's organisations, at organisation, team and key level."""
 
@@ -53,29 +65,18 @@ class PolicyViewSet(
     update_in = PolicyUpdateIn
     update_service = staticmethod(policy_services.policy_update)
     delete_service = staticmethod(policy_services.policy_delete)
-
-    @extend_schema(request=PolicyCreateIn, responses={201: PolicyOut})
-    def create(self, request: Request) -> Response:
-        data = PolicyCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        organization = values.pop("organization")
-        self.check_may_add(organization)
-        policy = service_call(
-            policy_services.policy_create,
-            organization=organization,
-            team=values.pop("team", None),
-            api_key=values.pop("api_key", None),
-            **values,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(PolicyOut(policy).data, status=status.HTTP_201_CREATED)
+    create_in = PolicyCreateIn
+    create_service = staticmethod(policy_services.policy_create)
 
 
-@service_schema(update_in=GuardrailProfileUpdateIn, detail_out=GuardrailProfileOut)
+@service_schema(create_in=GuardrailProfileCreateIn, update_in=GuardrailProfileUpdateIn, detail_out=GuardrailProfileOut)
 class GuardrailProfileViewSet(
-    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+    ServiceCreateMixin,
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
 ):
     """Guardrail profiles of the caller's organisations (platform profiles: the superadmin's)."""
 
@@ -88,32 +89,23 @@ class GuardrailProfileViewSet(
     update_in = GuardrailProfileUpdateIn
     update_service = staticmethod(policy_services.guardrail_profile_update)
     delete_service = staticmethod(policy_services.guardrail_profile_delete)
+    create_in = GuardrailProfileCreateIn
+    create_service = staticmethod(policy_services.guardrail_profile_create)
 
-    @extend_schema(request=GuardrailProfileCreateIn, responses={201: GuardrailProfileOut})
-    def create(self, request: Request) -> Response:
-        data = GuardrailProfileCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        organization = values.pop("organization")
-        if organization is None:
+    def create_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        if values["organization"] is None:
             if not self.principal.is_superadmin:
                 raise PermissionDenied("Only the platform superadmin creates platform profiles.")
-        else:
-            self.check_may_add(organization)
-            if values.pop("is_default", False):
-                raise ValidationError({"is_default": "Only a platform profile can be the default."})
-        profile = service_call(
-            policy_services.guardrail_profile_create,
-            organization=organization,
-            **values,
-            actor=self.actor,
-            context=self.audit_context,
-        )
-        return Response(GuardrailProfileOut(profile).data, status=status.HTTP_201_CREATED)
+            return values
+        self.check_may_add(values["organization"])
+        if values.pop("is_default", False):
+            raise ValidationError({"is_default": "Only a platform profile can be the default."})
+        return values
 
 
-@service_schema(update_in=PromptTemplateUpdateIn, detail_out=PromptTemplateDetailOut)
+@service_schema(create_in=PromptTemplateCreateIn, update_in=PromptTemplateUpdateIn, detail_out=PromptTemplateDetailOut)
 class PromptTemplateViewSet(
+    ServiceCreateMixin,
     ServiceUpdateMixin,
     ServiceDestroyMixin,
     GrantActionsMixin,
@@ -136,6 +128,8 @@ class PromptTemplateViewSet(
     detail_out = PromptTemplateDetailOut
     update_service = staticmethod(template_services.prompt_template_update)
     delete_service = staticmethod(template_services.prompt_template_delete)
+    create_in = PromptTemplateCreateIn
+    create_service = staticmethod(template_services.prompt_template_create)
 
     def tenant_action(self) -> str:
         if self.action == "versions":
@@ -145,16 +139,8 @@ class PromptTemplateViewSet(
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(PromptTemplateDetailOut(self.get_object()).data)
 
-    @extend_schema(request=PromptTemplateCreateIn, responses={201: PromptTemplateDetailOut})
-    def create(self, request: Request) -> Response:
-        data = PromptTemplateCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        self.check_may_add(values["organization"])
-        version = service_call(
-            template_services.prompt_template_create, **values, actor=self.actor, context=self.audit_context
-        )
-        return Response(PromptTemplateDetailOut(version.template).data, status=status.HTTP_201_CREATED)
+    def created_data(self, created: Any) -> Any:
+        return PromptTemplateDetailOut(created.template).data  # the service answers with the first version
 
     @extend_schema(methods=["GET"], responses=PromptTemplateVersionOut(many=True))
     @extend_schema(methods=["POST"], request=PromptTemplateVersionIn, responses={201: PromptTemplateVersionOut})

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from apps.audit.services import AuditContext, audit_diff, audit_record
+from apps.audit.services import AuditContext, audit_diff, audit_record, update_begin
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization, Team
 from apps.policies.cache import policy_cache_publish
@@ -90,14 +90,8 @@ def policy_update(
     *, policy: Policy, actor: Any, changes: dict[str, Any], context: AuditContext | None = None
 ) -> Policy:
     """Change a policy's limits, allow-list, profile or enabled flag; takes effect on every gateway within 1 s."""
-    unknown = set(changes) - set(POLICY_FIELDS)
-    if unknown:
-        raise ValidationError(f"Unknown policy fields: {', '.join(sorted(unknown))}")
     with transaction.atomic():
-        policy = Policy.objects.select_for_update(of=("self",)).select_related("team", "api_key").get(pk=policy.pk)
-        before = _policy_snapshot(policy)
-        for name, value in changes.items():
-            setattr(policy, name, value)
+        policy, before = update_begin(policy, changes=changes, allowed=POLICY_FIELDS, snapshot=_policy_snapshot)
         _policy_validate(policy)
         policy.save()
         diff = audit_diff(before=before, after=_policy_snapshot(policy))
@@ -165,14 +159,8 @@ def guardrail_profile_update(
 ) -> GuardrailProfile:
     """Change a profile; every key whose policy uses it (or, for the default, every key) picks it up within 1 s."""
     allowed = PROFILE_FIELDS_PLATFORM if profile.organization_id is None else PROFILE_FIELDS
-    unknown = set(changes) - set(allowed)
-    if unknown:
-        raise ValidationError(f"Unknown profile fields: {', '.join(sorted(unknown))}")
     with transaction.atomic():
-        profile = GuardrailProfile.objects.select_for_update().get(pk=profile.pk)
-        before = _profile_snapshot(profile)
-        for name, value in changes.items():
-            setattr(profile, name, value)
+        profile, before = update_begin(profile, changes=changes, allowed=allowed, snapshot=_profile_snapshot)
         _profile_validate(profile)
         profile.save()
         diff = audit_diff(before=before, after=_profile_snapshot(profile))

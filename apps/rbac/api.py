@@ -13,15 +13,27 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.rbac import services as rbac_services
-from apps.rbac.drf import ServiceDestroyMixin, ServiceUpdateMixin, TenantViewSet, service_call, service_schema
+from apps.rbac.drf import (
+    ServiceCreateMixin,
+    ServiceDestroyMixin,
+    ServiceUpdateMixin,
+    TenantViewSet,
+    service_call,
+    service_schema,
+)
 from apps.rbac.models import Role
 from apps.rbac.restrict import principal_can
 from apps.rbac.serializers import GrantIn, RoleCreateIn, RoleOut, RoleUpdateIn
 
 
-@service_schema(update_in=RoleUpdateIn, detail_out=RoleOut)
+@service_schema(create_in=RoleCreateIn, update_in=RoleUpdateIn, detail_out=RoleOut)
 class RoleViewSet(
-    ServiceUpdateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+    ServiceCreateMixin,
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
 ):
     """Built-in roles and the custom roles of the caller's organisations."""
 
@@ -34,19 +46,11 @@ class RoleViewSet(
     update_in = RoleUpdateIn
     update_service = staticmethod(rbac_services.role_update)
     delete_service = staticmethod(rbac_services.role_delete)
+    create_in = RoleCreateIn
+    create_service = staticmethod(rbac_services.role_create)
 
     def base_queryset(self) -> Any:
         return Role.objects.prefetch_related("permissions__content_type")
-
-    @extend_schema(request=RoleCreateIn, responses={201: RoleOut})
-    def create(self, request: Request) -> Response:
-        data = RoleCreateIn(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        self.check_may_add(data.validated_data["organization"])
-        role = service_call(
-            rbac_services.role_create, **data.validated_data, actor=self.actor, context=self.audit_context
-        )
-        return Response(RoleOut(role).data, status=status.HTTP_201_CREATED)
 
 
 class GrantActionsMixin:

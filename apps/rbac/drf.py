@@ -1,8 +1,10 @@
-"""The REST API's access layer: API key authentication, the permission class, and the viewset base that sends
-every query through `restrict()`.
+"""The REST API's request edge: who is asking (the principal), where from (`AuditContext.from_request`), what they
+may touch (every query through `restrict()`), and how a write runs (`service_call`, and the create, update and
+delete mixins built on it).
 
 A request's principal is the API key when one was presented (`Authorization: Bearer sk-inf-...`), else the
-session's user. Rows the principal may not see are 404; rows it may see but not change are 403.
+session's user. Rows the principal may not see are 404; rows it may see but not change are 403. A service's
+refusal (`DomainRefusal`, or a Django `ValidationError`) is a 400; any other exception is a bug and a 500.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey, Scope
 from apps.rbac.authentication import ApiKeyAuthentication
 from apps.rbac.restrict import Principal, organizations_allowing, restrict, role_within_reach
+from inferia_runtime.errors import DomainRefusal
 
 MANAGEMENT_SCOPES = frozenset({Scope.READ, Scope.MANAGE})
 
@@ -58,11 +61,6 @@ def request_principal(request: Request) -> Principal:
     if isinstance(request.auth, ApiKey):
         return Principal.of(request.auth)
     return Principal.of(request.user)
-
-
-def request_audit_context(request: Request) -> AuditContext:
-    """Where a change came from, for its audit event."""
-    return AuditContext.from_request(request)
 
 
 class HasPrincipal(BasePermission):
@@ -115,7 +113,7 @@ def service_call(function: Any, /, **kwargs: Any) -> Any:
     try:
         with transaction.atomic(durable=True):
             return function(**kwargs)
-    except (ValueError, DjangoValidationError) as error:
+    except (DomainRefusal, DjangoValidationError) as error:
         detail = getattr(error, "message_dict", None) or getattr(error, "messages", None) or str(error)
         raise exceptions.ValidationError(detail) from error
     except IntegrityError as error:
@@ -143,7 +141,7 @@ class TenantViewSet(GenericViewSet):
 
     @property
     def audit_context(self) -> AuditContext:
-        return request_audit_context(self.request)
+        return AuditContext.from_request(self.request)
 
     @property
     def actor(self) -> Any:
@@ -184,6 +182,33 @@ class TenantViewSet(GenericViewSet):
         allowed = organizations_allowing(principal=self.principal, action="add", model=model or self.model)
         if organization is None or not allowed.filter(pk=organization.pk).exists():
             raise exceptions.PermissionDenied(f"You may not add a {(model or self.model)._meta.verbose_name} here.")
+
+
+class ServiceCreateMixin(TenantViewSet):
+    """`POST` through the model's create service, which checks, saves and audits the new object.
+
+    The viewset names `create_in` (the body's serializer), `create_service` (a staticmethod taking the body's
+    values, `actor` and `context`) and optionally `create_out` (what the answer is shaped by; `serializer_class`
+    otherwise). `create_values` checks the values (by default: the principal may add this model in the body's
+    organisation) and may reshape them; `created_data` shapes the answer. Its schema comes from `service_schema`."""
+
+    create_service: ClassVar[Callable[..., Any]]
+    create_in: ClassVar[type[serializers.Serializer]]
+    create_out: ClassVar[type[serializers.Serializer] | None] = None
+
+    def create(self, request: Request) -> Response:
+        data = self.create_in(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        values = self.create_values(dict(data.validated_data))
+        created = service_call(self.create_service, **values, actor=self.actor, context=self.audit_context)
+        return Response(self.created_data(created), status=status.HTTP_201_CREATED)
+
+    def create_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        self.check_may_add(values["organization"])
+        return values
+
+    def created_data(self, created: Any) -> Any:
+        return (self.create_out or self.serializer_class)(created).data
 
 
 class ServiceUpdateMixin(TenantViewSet):
@@ -229,6 +254,18 @@ class ServiceDestroyMixin(TenantViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def service_schema(*, update_in: type[serializers.Serializer], detail_out: type[serializers.Serializer]) -> Any:
-    """The OpenAPI description of a `ServiceUpdateMixin` viewset's `PATCH`, as a class decorator."""
-    return extend_schema_view(partial_update=extend_schema(request=update_in, responses=detail_out))
+def service_schema(
+    *,
+    detail_out: type[serializers.Serializer],
+    update_in: type[serializers.Serializer] | None = None,
+    create_in: type[serializers.Serializer] | None = None,
+    create_responses: dict[int, Any] | None = None,
+) -> Any:
+    """The OpenAPI description of a `ServiceCreateMixin` viewset's `POST` (answered 201 with `detail_out` unless
+    `create_responses` says otherwise) and a `ServiceUpdateMixin` viewset's `PATCH`, as a class decorator."""
+    operations = {}
+    if update_in is not None:
+        operations["partial_update"] = extend_schema(request=update_in, responses=detail_out)
+    if create_in is not None:
+        operations["create"] = extend_schema(request=create_in, responses=create_responses or {201: detail_out})
+    return extend_schema_view(**operations)

@@ -9,8 +9,9 @@ from django.contrib.auth.models import Group, Permission
 from django.db import models, transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
-from apps.audit.services import AuditContext, audit_diff, audit_record
+from apps.audit.services import AuditContext, audit_diff, audit_record, update_begin
 from apps.rbac.models import Role, TeamGroup
+from inferia_runtime.errors import DomainRefusal
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
 TENANT_APPS = ("orgs", "rbac", "keys", "policies", "compute", "audit", "usage")
@@ -76,19 +77,19 @@ def team_group(*, team: Any) -> Group:
 
 def _check_grant(obj: models.Model, actions: list[str], team: Any, user: Any) -> list[str]:
     if obj._meta.label_lower not in GRANTABLE_MODELS:
-        raise ValueError(f"{obj._meta.verbose_name} objects cannot be granted")
+        raise DomainRefusal(f"{obj._meta.verbose_name} objects cannot be granted")
     unknown = set(actions) - set(GRANTABLE_ACTIONS)
     if unknown or not actions:
-        raise ValueError(f"grantable actions are {', '.join(GRANTABLE_ACTIONS)}")
+        raise DomainRefusal(f"grantable actions are {', '.join(GRANTABLE_ACTIONS)}")
     if (team is None) == (user is None):
-        raise ValueError("grant to a team or to a user")
+        raise DomainRefusal("grant to a team or to a user")
     org_id = getattr(obj, "organization_id", None)
     if org_id is None:
-        raise ValueError("platform objects are shared with organisations, not granted")
+        raise DomainRefusal("platform objects are shared with organisations, not granted")
     if team is not None and team.organization_id != org_id:
-        raise ValueError("the team belongs to another organisation")
+        raise DomainRefusal("the team belongs to another organisation")
     if user is not None and not user.memberships.filter(organization_id=org_id).exists():
-        raise ValueError("the user is not a member of the object's organisation")
+        raise DomainRefusal("the user is not a member of the object's organisation")
     return [f"{action}_{obj._meta.model_name}" for action in sorted(set(actions))]
 
 
@@ -150,7 +151,7 @@ def _tenant_permissions(names: list[str]) -> list[Permission]:
     ]
     missing = wanted - {f"{p.content_type.app_label}.{p.codename}" for p in found}
     if missing:
-        raise ValueError(f"unknown permissions: {', '.join(sorted(missing))}")
+        raise DomainRefusal(f"unknown permissions: {', '.join(sorted(missing))}")
     return found
 
 
@@ -193,14 +194,10 @@ def role_create(
 def role_update(*, role: Role, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> Role:
     """Rename a custom role or change its permissions; members holding it are affected on their next request."""
     if role.is_builtin or role.organization_id is None:
-        raise ValueError("built-in roles cannot be changed")
-    unknown = set(changes) - {"name", "description", "permissions"}
-    if unknown:
-        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
-    before = _role_after(role)
-    for field in ("name", "description"):
-        if field in changes:
-            setattr(role, field, changes[field])
+        raise DomainRefusal("built-in roles cannot be changed")
+    role, before = update_begin(
+        role, changes=changes, allowed=("name", "description", "permissions"), snapshot=_role_after
+    )
     role.save()
     if "permissions" in changes:
         role.permissions.set(_tenant_permissions(changes["permissions"]))
@@ -218,9 +215,9 @@ def role_update(*, role: Role, changes: dict[str, Any], actor: Any, context: Aud
 def role_delete(*, role: Role, actor: Any, context: AuditContext | None = None) -> None:
     """Delete a custom role nobody holds."""
     if role.is_builtin or role.organization_id is None:
-        raise ValueError("built-in roles cannot be deleted")
+        raise DomainRefusal("built-in roles cannot be deleted")
     if role.memberships.exists():
-        raise ValueError("members still hold this role")
+        raise DomainRefusal("members still hold this role")
     audit_record(
         action="role.delete",
         actor=actor,

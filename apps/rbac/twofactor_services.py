@@ -26,6 +26,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import AuditContext, audit_record
 from apps.orgs.models import Membership, User
 from apps.rbac.models import RecoveryCode, TotpDevice
+from inferia_runtime.errors import DomainRefusal
 
 RECOVERY_CODE_COUNT = 10
 RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz234567890"  # no o, 1/l/i: codes are read off paper
@@ -34,7 +35,7 @@ RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz234567890"  # no o, 1/l/i: codes are
 REQUIRED_BUILTIN_ROLES = ("owner", "admin")
 
 
-class TwoFactorError(ValueError):
+class TwoFactorError(DomainRefusal):
     """A two-factor operation that cannot go ahead: a wrong code, nothing to confirm, already enrolled."""
 
 

@@ -22,6 +22,7 @@ from apps.policies.prompts.services import (
     prompt_template_update,
     prompt_template_version_create,
 )
+from inferia_runtime.errors import DomainRefusal
 from tests.kit.waiting import eventually_async
 
 SUPPORT = [
@@ -210,7 +211,7 @@ def test_every_write_is_audited_with_what_changed(support, owner):
     prompt_template_update(template=support, actor=owner, changes={"description": "For the help desk"})
     updated = AuditEvent.objects.get(action="prompt_template.update")
     assert updated.changes == {"description": {"before": "", "after": "For the help desk"}}
-    with pytest.raises(ValidationError):
+    with pytest.raises(DomainRefusal, match="cannot change name"):
         prompt_template_update(template=support, actor=owner, changes={"name": "renamed"})
     template_id = support.pk
     prompt_template_delete(template=support, actor=owner)

@@ -20,6 +20,7 @@ from django.conf import settings
 
 from apps.policies.guardrails import detectors as d
 from apps.policies.guardrails.detectors import Detector, Finding
+from inferia_runtime.errors import DomainRefusal
 
 BLOCK, REDACT, FLAG, OFF, STOP = "block", "redact", "flag", "off", "stop"
 INPUT_ACTIONS = (BLOCK, REDACT, FLAG, OFF)
@@ -63,7 +64,7 @@ DEFAULT_PROFILE_CONFIG: dict[str, Any] = {
 }
 
 
-class GuardrailConfigError(ValueError):
+class GuardrailConfigError(DomainRefusal):
     """A profile configuration that cannot be compiled (unknown action, invalid pattern, unknown scanner class)."""
 
 

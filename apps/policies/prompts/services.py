@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot
+from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization
 from apps.policies.models import PromptTemplate, PromptTemplateVersion
@@ -122,14 +122,8 @@ def prompt_template_update(
     *, template: PromptTemplate, actor: Any, changes: dict[str, Any], context: AuditContext | None = None
 ) -> PromptTemplate:
     """Change what describes a template (not its content: that is a new version; not its name: references use it)."""
-    unknown = set(changes) - set(TEMPLATE_FIELDS)
-    if unknown:
-        raise ValidationError(f"Only {', '.join(TEMPLATE_FIELDS)} can change; content changes are new versions.")
     with transaction.atomic():
-        template = PromptTemplate.objects.select_for_update().get(pk=template.pk)
-        before = audit_snapshot(template, TEMPLATE_FIELDS)
-        for name, value in changes.items():
-            setattr(template, name, value)
+        template, before = update_begin(template, changes=changes, allowed=TEMPLATE_FIELDS)
         template.full_clean(validate_unique=False, validate_constraints=False)
         template.save()
         diff = audit_diff(before=before, after=audit_snapshot(template, TEMPLATE_FIELDS))
