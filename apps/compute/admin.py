@@ -1,4 +1,6 @@
-"""Django admin for the compute inventory, tenant-scoped through `restrict`. Besides the model pages, the
+"""Django admin for the compute inventory, tenant-scoped through `restrict`. Providers, pools and deployments are
+created, edited and deleted through the same services as the API (checked, audited, reconciled after commit);
+replicas are the worker's and only shown. Besides the model pages, the
 deployments changelist offers "Register an external deployment": the admin twin of `POST /api/deployments/external/`
 and `inferia deploy --external`, through the same service (SSRF checks, encrypted upstream key, audit)."""
 
@@ -16,7 +18,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from guardian.admin import GuardedModelAdmin
 
 from apps.audit.services import AuditContext
 from apps.compute import api_services
@@ -25,26 +26,53 @@ from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.compute.urlsafety import UnsafeUrlError
 from apps.orgs.models import Organization
 from apps.rbac.admin_mixins import TenantAdminMixin
+from apps.rbac.admin_writes import ServiceAdminMixin
 from apps.rbac.restrict import Principal, organizations_allowing
+from inferia_runtime.errors import DomainRefusal
 
 
 @admin.register(Provider)
-class ProviderAdmin(TenantAdminMixin, GuardedModelAdmin):
+class ProviderAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ["name", "kind", "organization", "created_at"]
     list_filter = ["kind", "organization"]
     list_select_related = ["organization"]
     search_fields = ["name", "organization__name"]
+    service_object = "provider"
+    create_service = staticmethod(api_services.provider_create)
+    update_service = staticmethod(api_services.provider_update)
+    delete_service = staticmethod(api_services.provider_delete)
+    service_fields = api_services.PROVIDER_FIELDS
+    creation_fields = ("organization",)
 
 
 @admin.register(ComputePool)
-class ComputePoolAdmin(TenantAdminMixin, GuardedModelAdmin):
+class ComputePoolAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ["name", "provider", "organization", "region", "gpu_type", "gpus_per_node", "max_nodes"]
     list_filter = ["provider__kind", "organization", "gpu_type"]
     list_select_related = ["provider", "organization"]
     search_fields = ["name", "region", "gpu_type"]
+    service_object = "pool"
+    create_service = staticmethod(api_services.pool_create)
+    update_service = staticmethod(api_services.pool_update)
+    delete_service = staticmethod(api_services.pool_delete)
+    service_fields = api_services.POOL_FIELDS
+    creation_fields = ("organization",)
 
 
-class ReplicaInline(admin.TabularInline):
+class ReadOnlyReplicas:
+    """Replicas are the worker's: provisioned, health-checked and torn down by it, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReplicaInline(ReadOnlyReplicas, admin.TabularInline):
     model = Replica
     extra = 0
     fields = ["state", "endpoint", "last_heartbeat_at", "last_error"]
@@ -124,13 +152,20 @@ def _registering_organizations(user: Any) -> QuerySet[Organization]:
 
 
 @admin.register(ModelDeployment)
-class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
+class ModelDeploymentAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ["served_model_name", "model_id", "organization", "pool", "state", "desired_replicas"]
     list_filter = ["state", "engine", "organization"]
     list_select_related = ["organization", "pool"]
     search_fields = ["served_model_name", "model_id", "name"]
     filter_horizontal = ["shared_with"]
     inlines = [ReplicaInline]
+    service_object = "deployment"
+    create_service = staticmethod(api_services.deployment_create)
+    update_service = staticmethod(api_services.deployment_update)
+    # Deleting one that runs nothing also deletes what a one-call registration made for it.
+    delete_service = staticmethod(api_services.deployment_delete)
+    service_fields = (*api_services.DEPLOYMENT_FIELDS, "shared_with")
+    creation_fields = ("organization",)
     # What the worker records as the deployment runs: a careless save must not overwrite it.
     readonly_fields = [
         "state",
@@ -149,13 +184,27 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        # No bulk delete: each deletion goes through the service, one deployment at a time.
-        return {name: action for name, action in super().get_actions(request).items() if name != "delete_selected"}
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], Any]:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Stopped replicas go with their deployment in the service; that nobody deletes one by hand is no obstacle.
+        return deleted, counts, perms_needed - {str(Replica._meta.verbose_name)}, protected
 
-    def delete_model(self, request: HttpRequest, obj: ModelDeployment) -> None:
-        """Through the service, like the API: audited, and what a one-call registration made for it goes too."""
-        api_services.deployment_delete(deployment=obj, actor=request.user, context=AuditContext.from_request(request))
+    def service_create(self, request: HttpRequest, values: dict[str, Any]) -> Any:
+        shared_with = values.pop("shared_with")
+        deployment = super().service_create(request, values)
+        if shared_with:
+            self._share(request, deployment, shared_with)
+        return deployment
+
+    def service_update(self, request: HttpRequest, obj: Any, changes: dict[str, Any]) -> Any:
+        if "shared_with" in changes:
+            self._share(request, obj, changes.pop("shared_with"))
+        return super().service_update(request, obj, changes) if changes else obj
+
+    def _share(self, request: HttpRequest, deployment: ModelDeployment, organizations: list[Organization]) -> None:
+        api_services.deployment_share(
+            deployment=deployment, organizations=organizations, actor=request.user, context=self.audit_context(request)
+        )
 
     def get_urls(self) -> list[URLPattern]:
         register = path(
@@ -196,7 +245,7 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
             form.add_error("base_urls", str(error))
         except DjangoValidationError as error:
             form.add_error(None, error.messages)
-        except ValueError as error:
+        except DomainRefusal as error:
             form.add_error(None, str(error))
         except IntegrityError:
             form.add_error("served_model_name", "This owner already serves a model under that name.")
@@ -204,7 +253,7 @@ class ModelDeploymentAdmin(TenantAdminMixin, GuardedModelAdmin):
 
 
 @admin.register(Replica)
-class ReplicaAdmin(TenantAdminMixin, admin.ModelAdmin):
+class ReplicaAdmin(ReadOnlyReplicas, TenantAdminMixin, admin.ModelAdmin):
     list_display = ["id", "deployment", "state", "endpoint", "last_heartbeat_at", "updated_at"]
     list_filter = ["state", "deployment__organization"]
     list_select_related = ["deployment"]

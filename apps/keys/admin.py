@@ -14,16 +14,15 @@ from django.contrib import admin, messages
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
-from guardian.admin import GuardedModelAdmin
 
-from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey
 from apps.keys.services import KEY_EDITABLE_FIELDS, api_key_revoke, api_key_update
 from apps.rbac.admin_mixins import TenantAdminMixin
+from apps.rbac.admin_writes import ServiceAdminMixin
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(TenantAdminMixin, GuardedModelAdmin):
+class ApiKeyAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ["name", "prefix", "organization", "team", "owner", "created_at", "expires_at", "revoked_at"]
     list_filter = ["organization", ("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     list_select_related = ["organization", "team", "owner"]
@@ -32,6 +31,10 @@ class ApiKeyAdmin(TenantAdminMixin, GuardedModelAdmin):
     exclude = ["secret_hash"]
     actions = ["revoke_selected"]
 
+    service_object = "key"
+    update_service = staticmethod(api_key_update)  # admin's change view runs in its transaction: the purge follows
+    service_fields = KEY_EDITABLE_FIELDS
+
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         return [
             field.name
@@ -39,30 +42,12 @@ class ApiKeyAdmin(TenantAdminMixin, GuardedModelAdmin):
             if field.concrete and field.name not in (*KEY_EDITABLE_FIELDS, "secret_hash", "id")
         ]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
-        return False
-
-    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in KEY_EDITABLE_FIELDS}
-        if changes:  # admin's change view runs in its transaction: the cache purge follows its commit
-            api_key_update(
-                key=ApiKey.objects.get(pk=obj.pk),
-                changes=changes,
-                actor=request.user,
-                context=AuditContext.from_request(request),
-            )
-
     @admin.action(description="Revoke the selected keys (every gateway within a second)", permissions=["change"])
     def revoke_selected(self, request: HttpRequest, queryset: Any) -> None:
         revoked = 0
         now = timezone.now()
         # A key in a rotation's grace period (revoked_at ahead) is still usable: revoking ends it now.
         for key in queryset.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now)):
-            api_key_revoke(
-                key=key, actor=request.user, reason="revoked in admin", context=AuditContext.from_request(request)
-            )
+            api_key_revoke(key=key, actor=request.user, reason="revoked in admin", context=self.audit_context(request))
             revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

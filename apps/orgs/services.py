@@ -7,9 +7,10 @@ from typing import Any
 from django.db import transaction
 from django.utils.text import slugify
 
-from apps.audit.services import AuditContext, audit_record
+from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.orgs.models import Membership, Organization, User
 from apps.rbac.models import Role
+from inferia_runtime.errors import DomainRefusal
 
 
 def organization_ensure(
@@ -22,7 +23,7 @@ def organization_ensure(
     """
     slug = slugify(slug)
     if not slug:
-        raise ValueError("an organisation needs a slug made of letters, digits, '-' or '_'")
+        raise DomainRefusal("an organisation needs a slug made of letters, digits, '-' or '_'")
     with transaction.atomic():
         organization, created = Organization.objects.get_or_create(
             slug=slug, defaults={"name": name or slug.replace("-", " ").title()}
@@ -41,9 +42,9 @@ def superadmin_ensure(*, email: str, password: str, context: AuditContext | None
     """
     email = User.objects.normalize_email(email).lower()
     if not email or "@" not in email:
-        raise ValueError("the superadmin needs an e-mail address")
+        raise DomainRefusal("the superadmin needs an e-mail address")
     if not password:
-        raise ValueError("the superadmin needs a password")
+        raise DomainRefusal("the superadmin needs a password")
     with transaction.atomic():
         user = User.objects.filter(email__iexact=email).select_for_update().first()
         if user is None:
@@ -63,7 +64,7 @@ def membership_ensure(
 ) -> tuple[Membership, bool]:
     """`user`'s membership of `organization`, created with `role` when missing; an existing role is kept."""
     if role.organization_id not in (None, organization.pk):
-        raise ValueError("the role belongs to another organisation")
+        raise DomainRefusal("the role belongs to another organisation")
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(
             user=user, organization=organization, defaults={"role": role}
@@ -78,3 +79,22 @@ def membership_ensure(
                 context=context,
             )
     return membership, created
+
+
+USER_FIELDS = ("full_name", "is_active")
+
+
+@transaction.atomic
+def user_update(*, user: User, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> User:
+    """Rename a person or (de)activate their account (an inactive account cannot sign in). Platform rights
+    (superadmin, staff, Django groups and permissions) are not changed here: `inferia init` grants them."""
+    user, before = update_begin(user, changes=changes, allowed=USER_FIELDS)
+    user.save(update_fields=list(changes))
+    audit_record(
+        action="user.update",
+        actor=actor,
+        target=user,
+        changes=audit_diff(before=before, after=audit_snapshot(user, USER_FIELDS)),
+        context=context,
+    )
+    return user

@@ -8,7 +8,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db import transaction
 
 from apps.policies.models import GuardrailProfile, Policy, PromptTemplate, PromptTemplateVersion
 from apps.policies.prompts.rendering import template_content_validate
@@ -29,10 +28,11 @@ from apps.policies.services import (
     policy_update,
 )
 from apps.rbac.admin_mixins import TenantAdminMixin
+from apps.rbac.admin_writes import ServiceAdminMixin
 
 
 @admin.register(Policy)
-class PolicyAdmin(TenantAdminMixin, admin.ModelAdmin):
+class PolicyAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = (
         "__str__", "organization", "team", "api_key", "enabled", "requests_per_minute", "tokens_per_minute",
         "concurrent_requests", "budget_per_month_micros", "guardrail_profile",
@@ -42,49 +42,32 @@ class PolicyAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_select_related = ("organization", "team", "api_key", "guardrail_profile")
     autocomplete_fields = ("organization", "team", "api_key")
     readonly_fields = ("created_at", "updated_at")
-
-    def save_model(self, request: Any, obj: Policy, form: Any, change: bool) -> None:
-        fields = {name: getattr(obj, name) for name in POLICY_FIELDS}
-        if change:
-            saved = policy_update(policy=obj, actor=request.user, changes=fields)
-        else:
-            saved = policy_create(
-                actor=request.user, organization=obj.organization, team=obj.team, api_key=obj.api_key, **fields
-            )
-        obj.pk = saved.pk
-
-    def delete_model(self, request: Any, obj: Policy) -> None:
-        policy_delete(policy=obj, actor=request.user)
-
-    def delete_queryset(self, request: Any, queryset: Any) -> None:
-        for policy in queryset:
-            policy_delete(policy=policy, actor=request.user)
+    service_object = "policy"
+    create_service = staticmethod(policy_create)
+    update_service = staticmethod(policy_update)
+    delete_service = staticmethod(policy_delete)
+    service_fields = POLICY_FIELDS
+    creation_fields = ("organization", "team", "api_key")
 
 
 @admin.register(GuardrailProfile)
-class GuardrailProfileAdmin(TenantAdminMixin, admin.ModelAdmin):
+class GuardrailProfileAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ("name", "organization", "is_default", "updated_at")
     list_filter = ("is_default", "organization")
     search_fields = ("name", "organization__name", "organization__slug")
     list_select_related = ("organization",)
     readonly_fields = ("created_at", "updated_at")
+    service_object = "profile"
+    create_service = staticmethod(guardrail_profile_create)
+    update_service = staticmethod(guardrail_profile_update)
+    delete_service = staticmethod(guardrail_profile_delete)
+    service_fields = PROFILE_FIELDS_PLATFORM
+    creation_fields = ("organization",)
 
-    def save_model(self, request: Any, obj: GuardrailProfile, form: Any, change: bool) -> None:
-        fields = {name: getattr(obj, name) for name in PROFILE_FIELDS_PLATFORM}
-        if obj.organization_id is not None:
-            fields.pop("is_default")
-        if change:
-            saved = guardrail_profile_update(profile=obj, actor=request.user, changes=fields)
-        else:
-            saved = guardrail_profile_create(actor=request.user, organization=obj.organization, **fields)
-        obj.pk = saved.pk
-
-    def delete_model(self, request: Any, obj: GuardrailProfile) -> None:
-        guardrail_profile_delete(profile=obj, actor=request.user)
-
-    def delete_queryset(self, request: Any, queryset: Any) -> None:
-        for profile in queryset:
-            guardrail_profile_delete(profile=profile, actor=request.user)
+    def service_create(self, request: Any, values: dict[str, Any]) -> Any:
+        if values["organization"] is not None:  # only the platform's profile may be everyone's default
+            values.pop("is_default")
+        return super().service_create(request, values)
 
 
 class PromptTemplateForm(forms.ModelForm):
@@ -107,8 +90,6 @@ class PromptTemplateForm(forms.ModelForm):
         if latest is not None:
             for name in ("messages", "variables", "model", "params"):
                 self.fields[name].initial = getattr(latest, name)
-            self.fields["organization"].disabled = True
-            self.fields["name"].disabled = True
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -156,7 +137,7 @@ class PromptTemplateVersionInline(admin.TabularInline):
 
 
 @admin.register(PromptTemplate)
-class PromptTemplateAdmin(TenantAdminMixin, admin.ModelAdmin):
+class PromptTemplateAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     form = PromptTemplateForm
     list_display = ("name", "organization", "latest_version", "updated_at")
     list_filter = ("organization",)
@@ -164,28 +145,30 @@ class PromptTemplateAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_select_related = ("organization",)
     readonly_fields = ("latest_version", "created_by", "created_at", "updated_at")
     inlines = (PromptTemplateVersionInline,)
+    service_object = "template"
+    create_service = staticmethod(prompt_template_create)
+    update_service = staticmethod(prompt_template_update)
+    delete_service = staticmethod(prompt_template_delete)
+    service_fields = ("description",)
+    creation_fields = ("organization", "name")
 
     def save_model(self, request: Any, obj: PromptTemplate, form: Any, change: bool) -> None:
-        content = form.content()
-        with transaction.atomic():
-            if not change:
-                saved = prompt_template_create(
-                    actor=request.user,
-                    organization=obj.organization,
-                    name=obj.name,
-                    description=obj.description,
-                    **content,
-                )
-                obj.pk = saved.template_id
-                return
-            if "description" in form.changed_data:
-                prompt_template_update(template=obj, actor=request.user, changes={"description": obj.description})
-            if any(name in form.changed_data for name in ("messages", "variables", "model", "params")):
-                prompt_template_version_create(template=obj, actor=request.user, **content)
-
-    def delete_model(self, request: Any, obj: PromptTemplate) -> None:
-        prompt_template_delete(template=obj, actor=request.user)
-
-    def delete_queryset(self, request: Any, queryset: Any) -> None:
-        for template in queryset:
-            prompt_template_delete(template=template, actor=request.user)
+        # Content lives in versions: a new template gets its first, changed content on a saved one adds the next.
+        content, context = form.content(), self.audit_context(request)
+        if not change:
+            saved = prompt_template_create(
+                actor=request.user,
+                organization=obj.organization,
+                name=obj.name,
+                description=obj.description,
+                **content,
+                context=context,
+            )
+            obj.pk = saved.template_id
+            return
+        if "description" in form.changed_data:
+            prompt_template_update(
+                template=obj, actor=request.user, changes={"description": obj.description}, context=context
+            )
+        if any(name in form.changed_data for name in ("messages", "variables", "model", "params")):
+            prompt_template_version_create(template=obj, actor=request.user, **content, context=context)

@@ -124,8 +124,12 @@ def test_admin_deletes_a_stopped_registration_through_the_service_and_refuses_a_
     ReplicaFactory(deployment=deployment, state=Replica.State.READY)
 
     assert client.get(delete_url).status_code == 403  # a replica still serves
-    changelist = client.get("/admin/compute/modeldeployment/")
-    assert "delete_selected" not in changelist.content.decode()  # no bulk delete around the service
+    bulk = client.post(
+        "/admin/compute/modeldeployment/",
+        {"action": "delete_selected", "_selected_action": [deployment.pk], "post": "yes"},
+    )
+    assert bulk.status_code == 403  # bulk delete asks the same of each deployment
+    assert ModelDeployment.objects.filter(pk=deployment.pk).exists()
 
     deployment.replicas.update(state=Replica.State.STOPPED)
     response = client.post(delete_url, {"post": "yes"})
