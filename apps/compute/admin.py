@@ -1,4 +1,4 @@
-"""Django admin for the compute inventory, tenant-scoped through `restrict`. Besides the model pages, the
+"""Django admin for the compute inventory, tenant-scoped through `.restrict()`. Besides the model pages, the
 deployments changelist offers "Register an external deployment": the admin twin of `POST /api/deployments/external/`
 and `inferia deploy --external`, through the same service (SSRF checks, encrypted upstream key, audit)."""
 

@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from inferia_runtime.tenancy import ACTIONS, Principal, TenantManager, TenantPath
+
 
 class Scope(models.TextChoices):
     """What a key may be used for."""
@@ -19,12 +21,22 @@ class Scope(models.TextChoices):
     MANAGE = "manage", "Change things through the management API"
 
 
+# What each scope lets a key do through the management API's tenancy door (`.restrict()`); `inference` lets it do
+# nothing there.
+SCOPE_ACTIONS: dict[str, frozenset[str]] = {
+    Scope.READ: frozenset({"view"}),
+    Scope.MANAGE: frozenset(ACTIONS),
+}
+
+
 class ApiKey(models.Model):
     """A key shown once at creation and stored only as its SHA-256 hash, with a visible prefix.
 
     A key owned by a user has at most its owner's rights, intersected with its scopes; a service key
     (no owner) has only its scopes within its organisation (and its team, when it has one).
     """
+
+    tenant_path = TenantPath(org="organization_id", team="team_id", grant_via="pk", owner="owner")
 
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="api_keys")
     # RESTRICT, not SET_NULL: losing the team would silently widen a team key to the whole organisation.
@@ -51,6 +63,8 @@ class ApiKey(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rotated_to"
     )
 
+    objects = TenantManager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -70,3 +84,13 @@ class ApiKey(models.Model):
         if self.revoked_at is not None and self.revoked_at <= moment:
             return False
         return self.expires_at is None or self.expires_at > moment
+
+    def tenant_actions(self) -> frozenset[str]:
+        """The actions this key's scopes allow it on tenant data right now: none once revoked or expired."""
+        if not self.is_usable():
+            return frozenset()
+        return frozenset().union(*(SCOPE_ACTIONS.get(scope, frozenset()) for scope in self.scopes))
+
+    def as_principal(self) -> Principal:
+        """The key as the tenancy engine sees it: the key itself, with at most its owner's rights (when owned)."""
+        return Principal(user=self.owner if self.owner_id else None, key=self)

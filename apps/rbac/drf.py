@@ -1,8 +1,11 @@
 """The REST API's access layer: API key authentication, the permission class, and the viewset base that sends
-every query through `restrict()`.
+every query through `.restrict()`.
 
 A request's principal is the API key when one was presented (`Authorization: Bearer sk-inf-...`), else the
 session's user. Rows the principal may not see are 404; rows it may see but not change are 403.
+
+An edge module, like every `api.py` built on it: it may import any app (keys' ApiKey, to tell a key from a person);
+no domain module imports it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from rest_framework.viewsets import GenericViewSet
 from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey, Scope
 from apps.rbac.authentication import ApiKeyAuthentication
-from apps.rbac.restrict import Principal, organizations_allowing, restrict, role_within_reach
+from apps.rbac.restrict import Principal, organizations_allowing, role_within_reach
 
 MANAGEMENT_SCOPES = frozenset({Scope.READ, Scope.MANAGE})
 
@@ -66,7 +69,7 @@ def request_audit_context(request: Request) -> AuditContext:
 
 
 class HasPrincipal(BasePermission):
-    """Someone is asking: a signed-in user, or a key with a management scope. What they may touch is `restrict`'s
+    """Someone is asking: a signed-in user, or a key with a management scope. What they may touch is `.restrict()`'s
     business. An inference-only key is refused outright rather than shown empty lists, so a misconfigured script
     learns why at once."""
 
@@ -95,7 +98,7 @@ class TenantFilterBackend(django_filters.DjangoFilterBackend):
 
 
 class TenantRelatedField(serializers.PrimaryKeyRelatedField):
-    """A reference by id to a tenant row, resolved through `restrict(principal, "view")`: a foreign id reads as
+    """A reference by id to a tenant row, resolved through `.restrict(principal, "view")`: a foreign id reads as
     "does not exist", exactly like an id that never existed."""
 
     def __init__(self, model: type[Model], **kwargs: Any) -> None:
@@ -107,7 +110,7 @@ class TenantRelatedField(serializers.PrimaryKeyRelatedField):
         request = self.context.get("request")
         if request is None:
             return self.tenant_model._default_manager.none()
-        return restrict(self.tenant_model._default_manager.all(), principal=request_principal(request), action="view")
+        return self.tenant_model._default_manager.restrict(request_principal(request))
 
 
 def service_call(function: Any, /, **kwargs: Any) -> Any:
@@ -125,7 +128,7 @@ def service_call(function: Any, /, **kwargs: Any) -> Any:
 
 
 class TenantViewSet(GenericViewSet):
-    """Base of every management API viewset: querysets go through `restrict(principal, action)`.
+    """Base of every management API viewset: querysets go through `.restrict(principal, action)`.
 
     Subclasses set `model` (and may override `base_queryset` for select_related/annotations). A row outside the
     principal's view is 404; a visible row the principal may not change is 403."""
@@ -156,7 +159,7 @@ class TenantViewSet(GenericViewSet):
         return self.model._default_manager.all()
 
     def restricted(self, action: str) -> QuerySet[Any]:
-        return restrict(self.base_queryset(), principal=self.principal, action=action)
+        return self.base_queryset().restrict(self.principal, action)
 
     def get_queryset(self) -> QuerySet[Any]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular building the schema
