@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.db.models import Q
+from django.db.models import ProtectedError, Q, QuerySet
+from django.db.models.deletion import Collector
 from django.utils import timezone
 
 from inferia_runtime.tenancy import ACTIONS, Principal, TenantManager, TenantPath
@@ -19,6 +21,15 @@ class Scope(models.TextChoices):
     INFERENCE = "inference", "Inference on /v1"
     READ = "read", "Read the management API"
     MANAGE = "manage", "Change things through the management API"
+
+
+def team_keys_on_delete(collector: Collector, field: models.Field, sub_objs: QuerySet[Any], using: str) -> None:
+    """What deleting a team does to its keys. A live (unrevoked) key protects the team: losing the team would
+    silently widen a team key to the whole organisation. Revoked keys grant nothing, and let go of it."""
+    live = list(sub_objs.filter(revoked_at__isnull=True))
+    if live:
+        raise ProtectedError("a live API key is bound to the team", set(live))
+    models.SET_NULL(collector, field, sub_objs, using)
 
 
 # What each scope lets a key do through the management API's tenancy door (`.restrict()`); `inference` lets it do
@@ -39,8 +50,7 @@ class ApiKey(models.Model):
     tenant_path = TenantPath(org="organization_id", team="team_id", grant_via="pk", owner="owner")
 
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="api_keys")
-    # RESTRICT, not SET_NULL: losing the team would silently widen a team key to the whole organisation.
-    team = models.ForeignKey("orgs.Team", on_delete=models.RESTRICT, null=True, blank=True, related_name="api_keys")
+    team = models.ForeignKey("orgs.Team", on_delete=team_keys_on_delete, null=True, blank=True, related_name="api_keys")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys"
     )

@@ -35,6 +35,7 @@ from apps.console.pages.support import (
     service_run,
     tenant_object,
 )
+from apps.keys.services import membership_offboard
 from apps.orgs import membership_services
 from apps.orgs.models import Invitation, Membership, Organization, Team
 from apps.rbac import services as rbac_services
@@ -203,7 +204,7 @@ def member_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
     ):
         raise PermissionDenied("You may not remove a member whose role has more rights than your own.")
     revoked, error = service_run(
-        membership_services.membership_remove,
+        membership_offboard,
         membership=membership,
         actor=request.user,
         context=page_audit_context(request),
