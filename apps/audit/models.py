@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from inferia_runtime.tenancy import TenantPath, TenantQuerySet
+
 # Audit rows outlive what they describe: their references are kept as plain ids
 # (no database constraint, nothing cascades), so deleting a key or a user never rewrites history.
 _HISTORY_FK: dict[str, Any] = {"on_delete": models.DO_NOTHING, "db_constraint": False, "null": True, "blank": True}
@@ -17,8 +19,9 @@ class AuditAppendOnlyError(Exception):
     """Raised when code tries to change or delete history through the ORM (the database refuses it too)."""
 
 
-class AppendOnlyQuerySet(models.QuerySet):
-    """A queryset that can read and insert, never update or delete: the ORM half of append-only history."""
+class AppendOnlyQuerySet(TenantQuerySet[Any]):
+    """A queryset that can read and insert, never update or delete: the ORM half of append-only history. Audit
+    events are tenant data too: `.restrict()` narrows them to what someone may read."""
 
     def update(self, **kwargs: Any) -> NoReturn:
         raise AuditAppendOnlyError(f"{self.model._meta.label} is append-only: update refused")
@@ -53,6 +56,8 @@ class AppendOnlyModel(models.Model):
 class AuditEvent(AppendOnlyModel):
     """One management change, login or key event. Append-only and chained: `seq` is gapless, and each
     event's `hash` covers its content and the previous event's hash."""
+
+    tenant_path = TenantPath(org="organization_id")
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"

@@ -125,18 +125,18 @@ def audit_record(
     outcome: str = AuditEvent.Outcome.SUCCESS,
     context: AuditContext | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain. `actor` is a User, an ApiKey, or None for the system.
+    """Append one event to the chain. `actor` is a User, an API key, or None for the system.
 
     Runs in the caller's transaction (or its own): the chain head row is locked until commit, which keeps
     sequence numbers gapless and the chain linear even with many writers.
     """
-    from apps.keys.models import ApiKey
-
     context = context or AuditContext()
+    # A key is whatever `actor_key` points at: audit names no app above it.
+    key_model: Any = AuditEvent._meta.get_field("actor_key").related_model
     with transaction.atomic():
         head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
         actor_user_id = actor_key_id = None
-        if isinstance(actor, ApiKey):
+        if isinstance(actor, key_model):
             actor_key_id, actor_label = actor.pk, f"key:{actor.prefix}"
         elif actor is not None:
             actor_user_id, actor_label = actor.pk, str(actor)

@@ -1,4 +1,4 @@
-"""Django admin for the compute inventory, tenant-scoped through `restrict`. Providers, pools and deployments are
+"""Django admin for the compute inventory, tenant-scoped through `.restrict()`. Providers, pools and deployments are
 created, edited and deleted through the same services as the API (checked, audited, reconciled after commit);
 replicas are the worker's and only shown. Besides the model pages, the
 deployments changelist offers "Register an external deployment": the admin twin of `POST /api/deployments/external/`

@@ -7,11 +7,15 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from inferia_runtime.tenancy import TenantManager, TenantPath
+
 
 class Provider(models.Model):
     """Where GPU nodes come from (Kubernetes, an SSH host, SkyPilot, ...), with its credentials encrypted at rest.
 
     Owned by an organisation, or by the platform when `organization` is empty."""
+
+    tenant_path = TenantPath(org="organization_id", grant_via="pk")
 
     class Kind(models.TextChoices):
         SIMULATOR = "simulator", "Simulated engine (inferia-sim)"
@@ -31,6 +35,8 @@ class Provider(models.Model):
     config = models.JSONField(default=dict, blank=True, help_text="Non-secret settings (namespace, host, ...).")
     credentials_encrypted = models.TextField(blank=True, editable=False, help_text="MultiFernet token.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["name"]
@@ -56,6 +62,8 @@ class Provider(models.Model):
 class ComputePool(models.Model):
     """A kind of node a provider can give: region, GPU type and count per node, size limit and price."""
 
+    tenant_path = TenantPath(org="organization_id", grant_via="pk")
+
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="pools"
     )
@@ -67,6 +75,8 @@ class ComputePool(models.Model):
     max_nodes = models.PositiveIntegerField(default=1)
     cost_per_gpu_hour_micros = models.BigIntegerField(default=0, help_text="Money in micro-units (1e-6).")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["name"]
@@ -94,6 +104,8 @@ class ModelDeployment(models.Model):
 
     The served name is unique within its owner (an organisation, or the platform); platform deployments
     can be shared with chosen organisations."""
+
+    tenant_path = TenantPath(org="organization_id", grant_via="pk", shared_with="shared_with")
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -137,6 +149,8 @@ class ModelDeployment(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = TenantManager()
+
     class Meta:
         ordering = ["served_model_name"]
         constraints = [
@@ -167,6 +181,8 @@ class ModelDeployment(models.Model):
 class Replica(models.Model):
     """One running engine (a vLLM server, or a simulated one) serving a deployment at an endpoint."""
 
+    tenant_path = TenantPath(org="deployment__organization_id", grant_via="deployment_id")
+
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
         PROVISIONING = "provisioning", "Provisioning"
@@ -191,6 +207,8 @@ class Replica(models.Model):
     node_token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["deployment_id", "id"]

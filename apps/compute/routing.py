@@ -58,7 +58,7 @@ class LiveLoad:
 
 
 def replicas_live_load(*, replicas: QuerySet[Replica]) -> LiveLoad:
-    """Sum the live load of `replicas` (already narrowed by `restrict`) that are READY (one query, one Redis round
+    """Sum the live load of `replicas` (already narrowed by `.restrict()`) that are READY (one query, one Redis round
     trip)."""
     ids = list(replicas.filter(state=Replica.State.READY).order_by().values_list("pk", flat=True)[:1000])
     if not ids:

@@ -4,7 +4,7 @@ captures it.
 
 The socket is authenticated by the console session (Channels' AuthMiddlewareStack) and held to the same rules as the
 pages: a session that has not passed the two-factor gate is refused, and the deployment must be one the user may
-view through `restrict` (checked on connect and again before every push, so revoked access ends the stream)."""
+view through `.restrict()` (checked on connect and again before every push, so revoked access ends the stream)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from apps.compute.models import ModelDeployment
 from apps.console.auth_flow import SECOND_FACTOR_METHODS, SESSION_SECOND_FACTOR
 from apps.console.deployment_selectors import deployment_log_entries, deployment_snapshot
 from apps.console.live import deployment_group
-from apps.rbac.restrict import restrict
 from apps.rbac.twofactor_services import twofactor_enabled, twofactor_required
 
 CLOSE_FORBIDDEN = 4403
@@ -40,7 +39,7 @@ def session_passes_gate(*, user: Any, session: Any) -> bool:
 
 def deployment_snapshot_for(*, user: Any, deployment_id: int) -> dict[str, Any] | None:
     """The deployment's live snapshot if `user` may view it, else None."""
-    deployment = restrict(ModelDeployment.objects.all(), principal=user, action="view").filter(pk=deployment_id).first()
+    deployment = ModelDeployment.objects.restrict(user).filter(pk=deployment_id).first()
     if deployment is None:
         return None
     return deployment_snapshot(deployment=deployment)
@@ -48,7 +47,7 @@ def deployment_snapshot_for(*, user: Any, deployment_id: int) -> dict[str, Any] 
 
 def deployment_visible_to(*, user: Any, deployment_id: int) -> bool:
     """Whether `user` may (still) view the deployment: one query, before passing on its replicas' output."""
-    return restrict(ModelDeployment.objects.all(), principal=user, action="view").filter(pk=deployment_id).exists()
+    return ModelDeployment.objects.restrict(user).filter(pk=deployment_id).exists()
 
 
 class DeploymentProgressConsumer(AsyncJsonWebsocketConsumer):

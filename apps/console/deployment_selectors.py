@@ -1,6 +1,6 @@
 """The deployments pages' reads: the list with replica counts and load summed in SQL, one deployment's replicas,
 history and recent errors, the snapshot the live WebSocket pushes, and the replicas' engine output the worker
-captured (from Redis). Callers pass querysets already narrowed by `restrict`; every read is a fixed number of
+captured (from Redis). Callers pass querysets already narrowed by `.restrict()`; every read is a fixed number of
 queries."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 subscribers that pass compute's events (apps/compute/events.py, delivered after commit) to it: a deployment or one of
 its replicas changed state, and a replica's engine wrote new output lines.
 
-A progress message carries only what happened; the consumer re-reads the deployment (through `restrict`) before
+A progress message carries only what happened; the consumer re-reads the deployment (through `.restrict()`) before
 pushing, so a watcher never sees more than the page would show and a lost message is repaired by the next one.
 A log message carries the lines themselves (already redacted by apps/compute/replica_logs.py); the consumer checks
 that the watcher may still view the deployment before passing them on.

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.db.models import Q
+from django.db.models import ProtectedError, Q, QuerySet
+from django.db.models.deletion import Collector
 from django.utils import timezone
+
+from inferia_runtime.tenancy import ACTIONS, Principal, TenantManager, TenantPath
 
 
 class Scope(models.TextChoices):
@@ -19,6 +23,23 @@ class Scope(models.TextChoices):
     MANAGE = "manage", "Change things through the management API"
 
 
+def team_keys_on_delete(collector: Collector, field: models.Field, sub_objs: QuerySet[Any], using: str) -> None:
+    """What deleting a team does to its keys. A live (unrevoked) key protects the team: losing the team would
+    silently widen a team key to the whole organisation. Revoked keys grant nothing, and let go of it."""
+    live = list(sub_objs.filter(revoked_at__isnull=True))
+    if live:
+        raise ProtectedError("a live API key is bound to the team", set(live))
+    models.SET_NULL(collector, field, sub_objs, using)
+
+
+# What each scope lets a key do through the management API's tenancy door (`.restrict()`); `inference` lets it do
+# nothing there.
+SCOPE_ACTIONS: dict[str, frozenset[str]] = {
+    Scope.READ: frozenset({"view"}),
+    Scope.MANAGE: frozenset(ACTIONS),
+}
+
+
 class ApiKey(models.Model):
     """A key shown once at creation and stored only as its SHA-256 hash, with a visible prefix.
 
@@ -26,9 +47,10 @@ class ApiKey(models.Model):
     (no owner) has only its scopes within its organisation (and its team, when it has one).
     """
 
+    tenant_path = TenantPath(org="organization_id", team="team_id", grant_via="pk", owner="owner")
+
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="api_keys")
-    # RESTRICT, not SET_NULL: losing the team would silently widen a team key to the whole organisation.
-    team = models.ForeignKey("orgs.Team", on_delete=models.RESTRICT, null=True, blank=True, related_name="api_keys")
+    team = models.ForeignKey("orgs.Team", on_delete=team_keys_on_delete, null=True, blank=True, related_name="api_keys")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys"
     )
@@ -51,6 +73,8 @@ class ApiKey(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rotated_to"
     )
 
+    objects = TenantManager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -70,3 +94,13 @@ class ApiKey(models.Model):
         if self.revoked_at is not None and self.revoked_at <= moment:
             return False
         return self.expires_at is None or self.expires_at > moment
+
+    def tenant_actions(self) -> frozenset[str]:
+        """The actions this key's scopes allow it on tenant data right now: none once revoked or expired."""
+        if not self.is_usable():
+            return frozenset()
+        return frozenset().union(*(SCOPE_ACTIONS.get(scope, frozenset()) for scope in self.scopes))
+
+    def as_principal(self) -> Principal:
+        """The key as the tenancy engine sees it: the key itself, with at most its owner's rights (when owned)."""
+        return Principal(user=self.owner if self.owner_id else None, key=self)

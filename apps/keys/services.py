@@ -1,4 +1,5 @@
-"""Creating and revoking API keys. The secret exists in clear only in the return value of a create."""
+"""Creating and revoking API keys (a member's keys too, as they leave). The secret exists in clear only in the
+return value of a create."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from django.utils import timezone
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.cache import key_cache_purge
 from apps.keys.models import ApiKey, Scope
-from apps.orgs.models import User
+from apps.orgs.membership_services import membership_remove
+from apps.orgs.models import Membership, User
 from inferia_runtime.errors import DomainRefusal
 
 KEY_PREFIX = "sk-inf-"
@@ -98,6 +100,22 @@ def api_key_revoke(*, key: ApiKey, actor: Any = None, reason: str = "", context:
         secret_hash = key.secret_hash
         transaction.on_commit(lambda: key_cache_purge(secret_hash=secret_hash))
     return key
+
+
+@transaction.atomic
+def membership_offboard(*, membership: Membership, actor: Any, context: AuditContext | None = None) -> int:
+    """Remove a member and revoke the keys they own in the organisation, in one transaction, so `/v1` drops the
+    keys as the membership goes. Composed here because orgs, below keys, cannot revoke keys. Returns how many keys
+    were revoked."""
+    keys = list(
+        ApiKey.objects.select_for_update().filter(
+            organization_id=membership.organization_id, owner_id=membership.user_id, revoked_at__isnull=True
+        )
+    )
+    for key in keys:
+        api_key_revoke(key=key, actor=actor, reason="owner removed from the organisation", context=context)
+    membership_remove(membership=membership, actor=actor, context=context)
+    return len(keys)
 
 
 # How long a rotated key keeps working, so that deployments can roll the new secret out without downtime.

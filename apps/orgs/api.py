@@ -12,6 +12,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.keys.services import membership_offboard
 from apps.orgs import membership_services
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from apps.orgs.serializers import (
@@ -148,7 +149,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         membership = self.get_object()
         self.check_role_within_reach(membership.role, membership.organization)
         service_call(
-            membership_services.membership_remove,
+            membership_offboard,
             membership=membership,
             actor=self.actor,
             context=self.audit_context,

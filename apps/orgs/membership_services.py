@@ -1,7 +1,8 @@
 """Writes on an organisation's people: the organisation's settings, teams, memberships and invitations.
 
 Each service records its audit event (with a before/after diff) in its transaction. Top-level callers (the API,
-the console) run them in their own transaction; nested calls (removing a member revokes their keys) compose.
+the console) run them in their own transaction; higher layers compose them in theirs (removing a member and revoking
+their keys: keys' `membership_offboard`).
 """
 
 from __future__ import annotations
@@ -9,17 +10,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
-from apps.keys.models import ApiKey
-from apps.keys.services import api_key_revoke
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
-from apps.rbac.models import Role
 from inferia_runtime.errors import DomainRefusal
+
+if TYPE_CHECKING:
+    from apps.rbac.models import Role  # rbac sits above orgs: for annotations only
 
 INVITATION_LIFETIME = timedelta(days=7)
 ORGANIZATION_FIELDS = ("name", "slug", "is_active", "require_2fa")
@@ -99,9 +101,8 @@ def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: Aud
 
 @transaction.atomic
 def team_delete(*, team: Team, actor: Any, context: AuditContext | None = None) -> None:
-    """Delete a team. Refused while keys are bound to it (deleting it would widen them to the organisation)."""
-    if ApiKey.objects.filter(team=team, revoked_at__isnull=True).exists():
-        raise DomainRefusal("revoke or move the team's keys first")
+    """Delete a team. Refused while a live key is bound to it (deleting it would widen the key to the organisation):
+    the keys' foreign key protects the team then, and lets revoked keys go."""
     audit_record(
         action="team.delete",
         actor=actor,
@@ -109,8 +110,10 @@ def team_delete(*, team: Team, actor: Any, context: AuditContext | None = None) 
         changes=audit_diff(before=audit_snapshot(team, TEAM_FIELDS), after=None),
         context=context,
     )
-    ApiKey.objects.filter(team=team).update(team=None)  # revoked keys only: they no longer grant anything
-    team.delete()
+    try:
+        team.delete()
+    except ProtectedError:
+        raise DomainRefusal("revoke or move the team's keys first") from None
 
 
 @transaction.atomic
@@ -173,17 +176,10 @@ def membership_update(
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor: Any, context: AuditContext | None = None) -> int:
-    """Remove a member. Their keys in the organisation are revoked in the same transaction (so `/v1` drops them
-    too), and their object grants there stop counting at once (restrict requires membership). Returns how many
-    keys were revoked."""
-    keys = list(
-        ApiKey.objects.select_for_update().filter(
-            organization_id=membership.organization_id, owner_id=membership.user_id, revoked_at__isnull=True
-        )
-    )
-    for key in keys:
-        api_key_revoke(key=key, actor=actor, reason="owner removed from the organisation", context=context)
+def membership_remove(*, membership: Membership, actor: Any, context: AuditContext | None = None) -> None:
+    """Remove a member; their object grants there stop counting at once (`.restrict()` requires membership). What
+    they hold in higher layers is for those to end in the same transaction: keys' `membership_offboard` removes a
+    member and revokes their keys, and is what the API and the console call."""
     audit_record(
         action="membership.delete",
         actor=actor,
@@ -192,7 +188,6 @@ def membership_remove(*, membership: Membership, actor: Any, context: AuditConte
         context=context,
     )
     membership.delete()
-    return len(keys)
 
 
 def _token_hash(token: str) -> str:

@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from inferia_runtime.tenancy import TenantManager, TenantPath
+
 
 class UserManager(BaseUserManager["User"]):
     """Creates users keyed by e-mail address."""
@@ -58,11 +60,15 @@ class User(AbstractBaseUser, PermissionsMixin):
 class Organization(models.Model):
     """A tenant: it owns its teams, members, keys, policies, templates, providers, pools and deployments."""
 
+    tenant_path = TenantPath(org="pk")
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     is_active = models.BooleanField(default=True)
     require_2fa = models.BooleanField(default=False, help_text="Owners and admins must use two-factor sign-in.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["name"]
@@ -74,10 +80,14 @@ class Organization(models.Model):
 class Team(models.Model):
     """A group inside an organisation that narrows access: deployments, keys and templates can be granted to it."""
 
+    tenant_path = TenantPath(org="organization_id", team="pk")
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="teams")
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["organization__name", "name"]
@@ -90,12 +100,16 @@ class Team(models.Model):
 class Membership(models.Model):
     """A user's place in an organisation: one role there, and the teams they belong to."""
 
+    tenant_path = TenantPath(org="organization_id")
+
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     # PROTECT: a role in use cannot disappear from under its members.
     role = models.ForeignKey("rbac.Role", on_delete=models.PROTECT, related_name="memberships")
     teams = models.ManyToManyField(Team, blank=True, related_name="memberships")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["organization__name", "user__email"]
@@ -109,6 +123,8 @@ class Invitation(models.Model):
     """An invitation by link to join an organisation with a role (and teams); the token is stored hashed. It is the
     only way a person is added to an organisation: nobody joins without accepting."""
 
+    tenant_path = TenantPath(org="organization_id")
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
     role = models.ForeignKey("rbac.Role", on_delete=models.PROTECT, related_name="+")
@@ -119,6 +135,8 @@ class Invitation(models.Model):
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils.text import slugify
 
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.orgs.models import Membership, Organization, User
-from apps.rbac.models import Role
 from inferia_runtime.errors import DomainRefusal
+
+if TYPE_CHECKING:
+    from apps.rbac.models import Role  # rbac sits above orgs: for annotations only
 
 
 def organization_ensure(

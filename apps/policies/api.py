@@ -1,5 +1,5 @@
 """REST endpoints for policies, guardrail profiles and prompt templates (with versions, diffs and render
-previews). Every query goes through `restrict()`; every write through the audited services."""
+previews). Every query goes through `.restrict()`; every write through the audited services."""
 
 from __future__ import annotations
 

@@ -14,11 +14,15 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from inferia_runtime.tenancy import PlatformRows, TenantManager, TenantPath
+
 
 class GuardrailProfile(models.Model):
     """What the guardrails do with each category of finding, on input and on streamed output, plus an
     organisation's own blocklist and patterns. Owned by an organisation, or by the platform when `organization`
     is empty; the platform profile marked default applies where no policy names a profile."""
+
+    tenant_path = TenantPath(org="organization_id", platform=PlatformRows.VIEWERS)
 
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="guardrail_profiles"
@@ -47,6 +51,8 @@ class GuardrailProfile(models.Model):
     is_default = models.BooleanField(default=False, help_text="The platform profile used where no policy names one.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["name"]
@@ -84,6 +90,8 @@ class Policy(models.Model):
     organisation's policy). Empty limits mean "no limit at this level"; money is in micro-units of the currency;
     days and months are UTC calendar periods."""
 
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="policies")
     team = models.ForeignKey("orgs.Team", on_delete=models.CASCADE, null=True, blank=True, related_name="policies")
     api_key = models.ForeignKey("keys.ApiKey", on_delete=models.CASCADE, null=True, blank=True, related_name="policies")
@@ -120,6 +128,8 @@ class Policy(models.Model):
         "budget_per_day_micros",
         "budget_per_month_micros",
     )
+
+    objects = TenantManager()
 
     class Meta:
         verbose_name_plural = "policies"
@@ -164,6 +174,8 @@ class PromptTemplate(models.Model):
     deployed application pinned to `name@3` keeps getting exactly what it was tested with. Owned by one
     organisation; a team can be granted it (django-guardian) like a deployment or a key."""
 
+    tenant_path = TenantPath(org="organization_id", grant_via="pk")
+
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="prompt_templates")
     name = models.CharField(max_length=100, help_text="Letters, digits, '_', '.' and '-'; unique in the organisation.")
     description = models.TextField(blank=True)
@@ -173,6 +185,8 @@ class PromptTemplate(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["organization_id", "name"]
@@ -188,6 +202,8 @@ class PromptTemplateVersion(models.Model):
     """One immutable version of a prompt template: chat messages with `{{variable}}` placeholders, the variables
     they declare (with optional defaults), and the model and sampling parameters a request gets unless it gives
     its own. Numbered 1, 2, 3... per template; a database trigger refuses any change to the content."""
+
+    tenant_path = TenantPath(org="template__organization_id", grant_via="template_id")
 
     template = models.ForeignKey(PromptTemplate, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
@@ -209,6 +225,8 @@ class PromptTemplateVersion(models.Model):
         "keys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["template_id", "-version"]

@@ -85,7 +85,7 @@ def _policy_target(policy: Policy) -> str:
 
 
 def budget_burn(*, policies: QuerySet[Policy], now: datetime | None = None) -> tuple[list[BudgetBurn], bool]:
-    """Every daily and monthly budget of the enabled `policies` (already narrowed by `restrict`), with the current
+    """Every daily and monthly budget of the enabled `policies` (already narrowed by `.restrict()`), with the current
     period's spend from the counters the gateway enforces budgets with (one query, one Redis round trip). Also
     whether Redis answered."""
     now = now or datetime.now(UTC)

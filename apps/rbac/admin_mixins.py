@@ -1,5 +1,5 @@
 """The tenancy door for Django admin: changelists, object pages, relation pickers and list filters of tenant models
-go through `restrict()`, so even a staff user given global model permissions by mistake sees only their own
+go through `.restrict()`, so even a staff user given global model permissions by mistake sees only their own
 organisations. The platform superadmin sees everything, as everywhere."""
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ from django.contrib import admin
 from django.db.models import ForeignKey, Model, QuerySet
 from django.http import HttpRequest
 
-from apps.rbac.restrict import TENANT_MODELS, principal_can, restrict
-
-
-def _is_tenant(model: type[Model]) -> bool:
-    return model._meta.label in TENANT_MODELS
+from apps.rbac.restrict import principal_can
+from inferia_runtime.tenancy import tenant_path_of
 
 
 class TenantAdminMixin:
@@ -22,7 +19,7 @@ class TenantAdminMixin:
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)  # type: ignore[misc]
-        return restrict(queryset, principal=request.user, action="view")
+        return queryset.restrict(request.user)
 
     def _allowed(self, request: HttpRequest, action: str, obj: Model | None) -> bool:
         return obj is None or principal_can(principal=request.user, action=action, obj=obj)
@@ -38,14 +35,14 @@ class TenantAdminMixin:
 
     def formfield_for_foreignkey(self, db_field: ForeignKey, request: HttpRequest, **kwargs: Any) -> Any:
         related = db_field.related_model
-        if _is_tenant(related) and "queryset" not in kwargs:
-            kwargs["queryset"] = restrict(related._default_manager.all(), principal=request.user, action="view")
+        if tenant_path_of(related) is not None and "queryset" not in kwargs:
+            kwargs["queryset"] = related._default_manager.restrict(request.user)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
 
     def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         related = db_field.related_model
-        if _is_tenant(related) and "queryset" not in kwargs:
-            kwargs["queryset"] = restrict(related._default_manager.all(), principal=request.user, action="view")
+        if tenant_path_of(related) is not None and "queryset" not in kwargs:
+            kwargs["queryset"] = related._default_manager.restrict(request.user)
         return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
 
     def get_list_filter(self, request: HttpRequest) -> list[Any]:

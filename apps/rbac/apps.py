@@ -7,3 +7,9 @@ class RbacConfig(AppConfig):
     name = "apps.rbac"
     label = "rbac"
     verbose_name = "Roles and access"
+
+    def ready(self) -> None:
+        from apps.rbac.restrict import queryset_restrict
+        from inferia_runtime.tenancy import restrict_engine_install
+
+        restrict_engine_install(queryset_restrict)

@@ -1,5 +1,6 @@
 """API key authentication for the REST API, in a module of its own: DRF imports authentication classes while it
-is still being imported itself, so this module must not import DRF's views."""
+is still being imported itself, so this module must not import DRF's views. Like `drf.py`, an edge module of the
+REST API (it reads keys' models and hashing); no domain module imports it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 class ApiKeyAuthentication(BaseAuthentication):
     """`Authorization: Bearer sk-inf-...`: the key's owner becomes `request.user` (anonymous for a service key)
-    and the key `request.auth`; what the key may do is decided by `restrict`, from its scopes and owner."""
+    and the key `request.auth`; what the key may do is decided by `.restrict()`, from its scopes and owner."""
 
     keyword = "Bearer"
 

@@ -1,10 +1,13 @@
 """The REST API's request edge: who is asking (the principal), where from (`AuditContext.from_request`), what they
-may touch (every query through `restrict()`), and how a write runs (`service_call`, and the create, update and
+may touch (every query through `.restrict()`), and how a write runs (`service_call`, and the create, update and
 delete mixins built on it).
 
 A request's principal is the API key when one was presented (`Authorization: Bearer sk-inf-...`), else the
 session's user. Rows the principal may not see are 404; rows it may see but not change are 403. A service's
 refusal (`DomainRefusal`, or a Django `ValidationError`) is a 400; any other exception is a bug and a 500.
+
+An edge module, like every `api.py` built on it: it may import any app (keys' ApiKey, to tell a key from a person);
+no domain module imports it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from rest_framework.viewsets import GenericViewSet
 from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey, Scope
 from apps.rbac.authentication import ApiKeyAuthentication
-from apps.rbac.restrict import Principal, organizations_allowing, restrict, role_within_reach
+from apps.rbac.restrict import Principal, organizations_allowing, role_within_reach
 from inferia_runtime.errors import DomainRefusal
 
 MANAGEMENT_SCOPES = frozenset({Scope.READ, Scope.MANAGE})
@@ -64,7 +67,7 @@ def request_principal(request: Request) -> Principal:
 
 
 class HasPrincipal(BasePermission):
-    """Someone is asking: a signed-in user, or a key with a management scope. What they may touch is `restrict`'s
+    """Someone is asking: a signed-in user, or a key with a management scope. What they may touch is `.restrict()`'s
     business. An inference-only key is refused outright rather than shown empty lists, so a misconfigured script
     learns why at once."""
 
@@ -93,7 +96,7 @@ class TenantFilterBackend(django_filters.DjangoFilterBackend):
 
 
 class TenantRelatedField(serializers.PrimaryKeyRelatedField):
-    """A reference by id to a tenant row, resolved through `restrict(principal, "view")`: a foreign id reads as
+    """A reference by id to a tenant row, resolved through `.restrict(principal, "view")`: a foreign id reads as
     "does not exist", exactly like an id that never existed."""
 
     def __init__(self, model: type[Model], **kwargs: Any) -> None:
@@ -105,7 +108,7 @@ class TenantRelatedField(serializers.PrimaryKeyRelatedField):
         request = self.context.get("request")
         if request is None:
             return self.tenant_model._default_manager.none()
-        return restrict(self.tenant_model._default_manager.all(), principal=request_principal(request), action="view")
+        return self.tenant_model._default_manager.restrict(request_principal(request))
 
 
 def service_call(function: Any, /, **kwargs: Any) -> Any:
@@ -123,7 +126,7 @@ def service_call(function: Any, /, **kwargs: Any) -> Any:
 
 
 class TenantViewSet(GenericViewSet):
-    """Base of every management API viewset: querysets go through `restrict(principal, action)`.
+    """Base of every management API viewset: querysets go through `.restrict(principal, action)`.
 
     Subclasses set `model` (and may override `base_queryset` for select_related/annotations). A row outside the
     principal's view is 404; a visible row the principal may not change is 403."""
@@ -154,7 +157,7 @@ class TenantViewSet(GenericViewSet):
         return self.model._default_manager.all()
 
     def restricted(self, action: str) -> QuerySet[Any]:
-        return restrict(self.base_queryset(), principal=self.principal, action=action)
+        return self.base_queryset().restrict(self.principal, action)
 
     def get_queryset(self) -> QuerySet[Any]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular building the schema

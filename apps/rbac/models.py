@@ -6,10 +6,14 @@ from django.contrib.auth.models import Permission
 from django.db import models
 from django.db.models import Q
 
+from inferia_runtime.tenancy import PlatformRows, TenantManager, TenantPath
+
 
 class Role(models.Model):
     """A set of permissions. Built-in roles (owner, admin, member, viewer) have no organisation;
     custom roles belong to the organisation whose owner composed them."""
+
+    tenant_path = TenantPath(org="organization_id", platform=PlatformRows.MEMBERS)
 
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="roles"
@@ -19,6 +23,8 @@ class Role(models.Model):
     description = models.TextField(blank=True)
     is_builtin = models.BooleanField(default=False)
     permissions = models.ManyToManyField(Permission, blank=True, related_name="inferia_roles")
+
+    objects = TenantManager()
 
     class Meta:
         ordering = ["organization_id", "slug"]

@@ -12,6 +12,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from apps.audit.services import AuditContext, audit_diff, audit_record, update_begin
 from apps.rbac.models import Role, TeamGroup
 from inferia_runtime.errors import DomainRefusal
+from inferia_runtime.tenancy import tenant_path_of
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
 TENANT_APPS = ("orgs", "rbac", "keys", "policies", "compute", "audit", "usage")
@@ -38,7 +39,7 @@ def _role_permissions(slug: str) -> list[Permission]:
             and not (p.content_type.model == "role" and not p.codename.startswith("view_"))
         ]
     if slug == "member":
-        # Members create keys and manage the ones they own (restrict's own-key rule), not their colleagues'.
+        # Members create keys and manage the ones they own (`.restrict()`'s owned-rows rule), not their colleagues'.
         return [p for p in perms if p.codename.startswith("view_") or p.codename == "add_apikey"]
     return [p for p in perms if p.codename.startswith("view_")]
 
@@ -58,10 +59,6 @@ def roles_ensure_builtin() -> dict[str, Role]:
     return roles
 
 
-# Models whose single objects can be delegated to a team or a user with django-guardian.
-GRANTABLE_MODELS = (
-    "keys.apikey", "compute.provider", "compute.computepool", "compute.modeldeployment", "policies.prompttemplate",
-)  # fmt: skip
 GRANTABLE_ACTIONS = ("view", "change", "delete")
 
 
@@ -76,7 +73,8 @@ def team_group(*, team: Any) -> Group:
 
 
 def _check_grant(obj: models.Model, actions: list[str], team: Any, user: Any) -> list[str]:
-    if obj._meta.label_lower not in GRANTABLE_MODELS:
+    path = tenant_path_of(type(obj))
+    if path is None or path.grant_via != "pk":  # only rows that carry their own guardian grants are delegated
         raise DomainRefusal(f"{obj._meta.verbose_name} objects cannot be granted")
     unknown = set(actions) - set(GRANTABLE_ACTIONS)
     if unknown or not actions:

@@ -12,7 +12,6 @@ from rest_framework.response import Response
 from apps.audit.api import IsSuperadmin
 from apps.rbac.drf import TenantFilterSet, TenantViewSet
 from apps.rbac.drf_input import UtcDateTimeFilter
-from apps.rbac.restrict import restrict
 from apps.usage.backlog import dead_letters_list, usage_backlog
 from apps.usage.models import UsageRecord, UsageRollup
 from apps.usage.selectors import usage_summary
@@ -63,7 +62,7 @@ class UsageRecordViewSet(mixins.ListModelMixin, TenantViewSet):
         params = UsageSummaryIn(data=request.query_params)
         params.is_valid(raise_exception=True)
         values = params.validated_data
-        rollups = restrict(UsageRollup.objects.all(), principal=self.principal, action="view")
+        rollups = UsageRollup.objects.restrict(self.principal)
         rows = usage_summary(
             records=rollups,
             group_by=values["group_by"],

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.db import models
 
+from inferia_runtime.tenancy import TenantManager, TenantPath
+
 # Usage rows outlive what they describe: their references are kept as plain ids
 # (no database constraint, nothing cascades), so deleting a key or a user never rewrites history.
 _HISTORY_FK: dict[str, Any] = {"on_delete": models.DO_NOTHING, "db_constraint": False, "null": True, "blank": True}
@@ -21,6 +23,8 @@ _ROLLUP_FK: dict[str, Any] = {**_HISTORY_FK, "db_index": False}
 class UsageRecord(models.Model):
     """One request through `/v1`: tokens, cost, latency and outcome. Written in batches by a worker from the
     usage stream, idempotently on `request_id`."""
+
+    tenant_path = TenantPath(org="organization_id", team="team_id")
 
     class Outcome(models.TextChoices):
         OK = "ok", "Completed"
@@ -51,6 +55,8 @@ class UsageRecord(models.Model):
     estimated = models.BooleanField(default=False, help_text="Tokens counted from the stream, not the engine.")
     streamed = models.BooleanField(default=False)
     guardrails = models.JSONField(default=list, blank=True)
+
+    objects = TenantManager()
 
     class Meta:
         db_table = "audit_usagerecord"
@@ -106,11 +112,15 @@ class UsageRollup(UsageTimedTotals):
     that they never scan raw usage rows (which are pruned after INFERIA_USAGE_RETENTION_DAYS). Maintained by the
     usage worker in the same transaction that inserts the raw rows."""
 
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
     organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
     team = models.ForeignKey("orgs.Team", related_name="+", **_HISTORY_FK)
     api_key = models.ForeignKey("keys.ApiKey", related_name="+", **_HISTORY_FK)
     model = models.CharField(max_length=200)
+
+    objects = TenantManager()
 
     class Meta:
         db_table = "audit_usagerollup"
@@ -141,10 +151,14 @@ class UsageModelRollup(UsageTimedTotals):
     key and model). Kept by the usage worker in the same transaction as UsageRollup; visible to whoever may view
     UsageRollup rows of the same organisation and team."""
 
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
     organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
     team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
     model = models.CharField(max_length=200)
+
+    objects = TenantManager()
 
     class Meta:
         db_table = "audit_usagemodelrollup"
@@ -168,10 +182,14 @@ class UsageKeyRollup(UsageTotals):
     worker in the same transaction as UsageRollup; visible to whoever may view UsageRollup rows of the same
     organisation and team."""
 
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
     day = models.DateTimeField(help_text="Start of the day (UTC).")
     organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
     team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
     api_key = models.ForeignKey("keys.ApiKey", related_name="+", **_ROLLUP_FK)
+
+    objects = TenantManager()
 
     class Meta:
         db_table = "audit_usagekeyrollup"

@@ -2,7 +2,7 @@
 and teams (from the rollups), the guardrails that fired (from the raw records, through an index that carries their
 guardrails), and the CSV export of records.
 
-Every read takes a queryset already narrowed by `restrict`, aggregates in PostgreSQL and returns plain values: the
+Every read takes a queryset already narrowed by `.restrict()`, aggregates in PostgreSQL and returns plain values: the
 number of queries is fixed, whatever the number of rows.
 """
 

@@ -12,7 +12,7 @@ from apps.keys.models import ApiKey
 from apps.keys.services import api_key_create, api_key_revoke
 from apps.orgs.models import Membership, Organization, Team, User
 from apps.rbac.models import Role
-from apps.rbac.restrict import TENANT_MODELS, organizations_allowing, principal_can, restrict
+from apps.rbac.restrict import TENANT_MODELS, organizations_allowing, principal_can, queryset_restrict
 from apps.rbac.services import object_grant, object_grant_revoke
 from apps.usage.models import UsageRecord
 from tests.factories import MembershipFactory, ModelDeploymentFactory, UserFactory
@@ -34,16 +34,16 @@ MODELS = [
 
 
 def _visible(model, who, action="view"):
-    return set(restrict(model.objects.all(), principal=who, action=action).values_list("pk", flat=True))
+    return set(model.objects.restrict(who, action).values_list("pk", flat=True))
 
 
 def test_every_tenant_model_is_known_to_the_door():
     assert {m._meta.label for m in MODELS} <= set(TENANT_MODELS)
 
 
-def test_it_refuses_models_it_does_not_know(db, owner):
+def test_it_refuses_models_that_declare_no_tenant_path(db, owner):
     with pytest.raises(ImproperlyConfigured):
-        restrict(User.objects.all(), principal=owner, action="view")
+        queryset_restrict(User.objects.all(), principal=owner, action="view")
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
@@ -214,6 +214,6 @@ def test_restrict_is_one_query(acme, owner, django_assert_num_queries):
     ContentType.objects.get_for_model(ApiKey)
     ContentType.objects.get_by_natural_key("compute", "modeldeployment")
     with django_assert_num_queries(1):
-        list(restrict(ModelDeployment.objects.all(), principal=owner, action="change"))
+        list(ModelDeployment.objects.restrict(owner, "change"))
     with django_assert_num_queries(1):
-        list(restrict(ApiKey.objects.all(), principal=acme.key.key, action="view"))
+        list(ApiKey.objects.restrict(acme.key.key))

@@ -27,7 +27,6 @@ from apps.console.pages.support import (
     page_principal,
     query_without,
 )
-from apps.rbac.restrict import restrict
 
 
 class AuditFilterForm(forms.Form):
@@ -46,7 +45,7 @@ def _day_start(day: Any) -> datetime:
 
 def audit_filtered(request: HttpRequest, form: AuditFilterForm) -> QuerySet[AuditEvent]:
     """The events the user may see, narrowed by the form (an invalid form shows nothing rather than everything)."""
-    events = restrict(AuditEvent.objects.all(), principal=page_principal(request), action="view")
+    events = AuditEvent.objects.restrict(page_principal(request))
     events, _ = organization_filter(request, events)
     if not form.is_valid():
         return events.none()

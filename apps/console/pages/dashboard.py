@@ -2,7 +2,7 @@
 its busiest models, keys and teams, the live load of its replicas, its budgets' burn and the guardrails that fired.
 
 The view parses the organisation and range, calls the owning apps' selectors (usage, the replicas' live load,
-policies' budget burn) with `restrict`-ed querysets, and renders; the charts draw from a JSON island in the page
+policies' budget burn) with `.restrict()`-ed querysets, and renders; the charts draw from a JSON island in the page
 with the vendored uPlot."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from apps.console.pages.support import page_principal
 from apps.console.scope import OrgScope, org_scope_get
 from apps.policies.models import Policy
 from apps.policies.selectors import budget_burn
-from apps.rbac.restrict import restrict
 from apps.usage import selectors as usage
 from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 
@@ -43,18 +42,14 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         return render(request, "console/dashboard/index.html", context)
     who = page_principal(request)
     since, until, bucket = usage.range_window(range_name)
-    rollups = _in_scope(restrict(UsageRollup.objects.all(), principal=who, action="view"), scope)
-    by_model = _in_scope(restrict(UsageModelRollup.objects.all(), principal=who, action="view"), scope)
-    by_key = _in_scope(restrict(UsageKeyRollup.objects.all(), principal=who, action="view"), scope)
+    rollups = _in_scope(UsageRollup.objects.restrict(who), scope)
+    by_model = _in_scope(UsageModelRollup.objects.restrict(who), scope)
+    by_key = _in_scope(UsageKeyRollup.objects.restrict(who), scope)
     overview = usage.usage_overview(by_model=by_model, since=since, until=until, bucket=bucket)
     series = overview.series
-    replicas = _in_scope(
-        restrict(Replica.objects.all(), principal=who, action="view"), scope, "deployment__organization_id"
-    )
-    budgets, budgets_live = budget_burn(
-        policies=_in_scope(restrict(Policy.objects.all(), principal=who, action="view"), scope)
-    )
-    records = _in_scope(restrict(UsageRecord.objects.all(), principal=who, action="view"), scope)
+    replicas = _in_scope(Replica.objects.restrict(who), scope, "deployment__organization_id")
+    budgets, budgets_live = budget_burn(policies=_in_scope(Policy.objects.restrict(who), scope))
+    records = _in_scope(UsageRecord.objects.restrict(who), scope)
     context.update(
         series=series,
         chart={

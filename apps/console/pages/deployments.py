@@ -30,7 +30,6 @@ from apps.console.pages.support import (
     tenant_object,
 )
 from apps.orgs.models import Organization
-from apps.rbac.restrict import restrict
 from apps.usage.models import UsageRecord
 
 SIMULATOR_CHOICE = "simulator"
@@ -58,7 +57,7 @@ class ScaleForm(forms.Form):
 
 
 def _deployments(request: HttpRequest, action: str = "view") -> Any:
-    return restrict(ModelDeployment.objects.all(), principal=page_principal(request), action=action)
+    return ModelDeployment.objects.restrict(page_principal(request), action)
 
 
 @login_required
@@ -70,7 +69,7 @@ def deployments_view(request: HttpRequest) -> HttpResponse:
     )
     context: dict[str, Any] = {"deployments": rows, "create_orgs": add_orgs}
     if add_orgs:
-        pools = restrict(ComputePool.objects.all(), principal=page_principal(request), action="view")
+        pools = ComputePool.objects.restrict(page_principal(request))
         context["pools"] = deps.deployable_pools(pools=pools.filter(organization__in=add_orgs))
         context["form"] = DeploymentCreateForm(initial={"replicas": 1, "organization": add_orgs[0].pk})
         context["simulator"] = SIMULATOR_CHOICE
@@ -130,7 +129,7 @@ def deployment_create_view(request: HttpRequest) -> HttpResponse:
 def _pool_for(request: HttpRequest, value: str, organization: Organization) -> ComputePool | None:
     if not value.isdigit():
         return None
-    pools = restrict(ComputePool.objects.all(), principal=page_principal(request), action="view")
+    pools = ComputePool.objects.restrict(page_principal(request))
     found = deps.deployable_pools(pools=pools.filter(pk=int(value), organization=organization))
     return found[0] if found else None
 
@@ -142,7 +141,7 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         ModelDeployment.objects.select_related("organization", "pool__provider"), request=request, pk=pk
     )
     can_change = _deployments(request, "change").filter(pk=deployment.pk).exists()
-    records = restrict(UsageRecord.objects.all(), principal=page_principal(request), action="view")
+    records = UsageRecord.objects.restrict(page_principal(request))
     snapshot = deps.deployment_snapshot(deployment=deployment)
     context = {
         "deployment": deployment,

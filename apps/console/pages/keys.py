@@ -1,5 +1,5 @@
 """The API keys pages: a searchable, keyset-paginated list with usage to date, create (the secret shown once),
-rotate with a grace period, revoke, and one key's usage. Every query goes through `restrict()`; every write
+rotate with a grace period, revoke, and one key's usage. Every query goes through `.restrict()`; every write
 through `apps.keys.services`."""
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from apps.console.pages.support import (
 from apps.keys import services as key_services
 from apps.keys.models import ApiKey, Scope
 from apps.orgs.models import Team
-from apps.rbac.restrict import restrict
 from apps.usage.models import UsageRecord, UsageRollup
 
 SESSION_ISSUED = "inferia_console_issued_key"
@@ -75,7 +74,7 @@ class KeyRevokeForm(forms.Form):
 
 
 def _keys_filtered(request: HttpRequest, form: KeyFilterForm) -> QuerySet[ApiKey]:
-    keys = restrict(ApiKey.objects.all(), principal=page_principal(request), action="view")
+    keys = ApiKey.objects.restrict(page_principal(request))
     keys, _ = organization_filter(request, keys)
     if not form.is_valid():
         return keys
@@ -106,7 +105,8 @@ def _usage_by_key(request: HttpRequest, key_ids: list[int]) -> dict[int, dict[st
     if not key_ids:
         return {}
     rows = (
-        restrict(UsageRollup.objects.filter(api_key_id__in=key_ids), principal=page_principal(request), action="view")
+        UsageRollup.objects.filter(api_key_id__in=key_ids)
+        .restrict(page_principal(request))
         .order_by()
         .values("api_key_id")
         .annotate(
@@ -128,7 +128,7 @@ def key_state(key: ApiKey) -> str:
 
 def _teams_for_create(request: HttpRequest) -> QuerySet[Team]:
     orgs = page_organizations_allowing(request, "add", ApiKey)
-    teams = restrict(Team.objects.all(), principal=page_principal(request), action="view")
+    teams = Team.objects.restrict(page_principal(request))
     return teams.filter(organization_id__in=orgs.values("pk")).select_related("organization")
 
 
@@ -143,20 +143,12 @@ def keys_view(request: HttpRequest) -> HttpResponse:
     ids = [key.pk for key in page.rows]
     principal = page_principal(request)
     changeable = (
-        set(
-            restrict(ApiKey.objects.filter(pk__in=ids), principal=principal, action="change").values_list(
-                "pk", flat=True
-            )
-        )
+        set(ApiKey.objects.filter(pk__in=ids).restrict(principal, "change").values_list("pk", flat=True))
         if ids
         else set()
     )
     deletable = (
-        set(
-            restrict(ApiKey.objects.filter(pk__in=ids), principal=principal, action="delete").values_list(
-                "pk", flat=True
-            )
-        )
+        set(ApiKey.objects.filter(pk__in=ids).restrict(principal, "delete").values_list("pk", flat=True))
         if ids
         else set()
     )
@@ -202,7 +194,8 @@ def key_create_view(request: HttpRequest) -> HttpResponse:
     team = None
     if values["team"]:
         team = (
-            restrict(Team.objects.filter(organization=organization), principal=page_principal(request), action="view")
+            Team.objects.filter(organization=organization)
+            .restrict(page_principal(request))
             .filter(pk=values["team"])
             .first()
         )
@@ -258,7 +251,7 @@ def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     principal = page_principal(request)
     since = timezone.now() - timedelta(days=30)
     daily = list(
-        restrict(UsageRollup.objects.all(), principal=principal, action="view")
+        UsageRollup.objects.restrict(principal)
         .filter(api_key_id=key.pk, organization_id=key.organization_id, hour__gte=since)
         .order_by()
         .annotate(day=TruncDay("hour"))
@@ -273,7 +266,7 @@ def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     )
     totals = _usage_by_key(request, [key.pk]).get(key.pk, {})
     recent = list(
-        restrict(UsageRecord.objects.all(), principal=principal, action="view")
+        UsageRecord.objects.restrict(principal)
         .filter(api_key_id=key.pk, organization_id=key.organization_id)
         .only(
             "request_id",
@@ -295,10 +288,9 @@ def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "daily": daily,
         "totals": totals,
         "recent": recent,
-        "may_rotate": state == "active"
-        and restrict(ApiKey.objects.filter(pk=key.pk), principal=principal, action="change").exists(),
+        "may_rotate": state == "active" and ApiKey.objects.filter(pk=key.pk).restrict(principal, "change").exists(),
         "may_revoke": state in ("active", "ending")
-        and restrict(ApiKey.objects.filter(pk=key.pk), principal=principal, action="delete").exists(),
+        and ApiKey.objects.filter(pk=key.pk).restrict(principal, "delete").exists(),
         "rotate_form": KeyRotateForm(),
         "revoke_form": KeyRevokeForm(),
     }

@@ -35,11 +35,12 @@ from apps.console.pages.support import (
     service_run,
     tenant_object,
 )
+from apps.keys.services import membership_offboard
 from apps.orgs import membership_services
 from apps.orgs.models import Invitation, Membership, Organization, Team
 from apps.rbac import services as rbac_services
 from apps.rbac.models import Role
-from apps.rbac.restrict import restrict, role_within_reach
+from apps.rbac.restrict import role_within_reach
 
 SESSION_INVITE_LINK = "inferia_console_invitation_link"
 
@@ -81,7 +82,7 @@ def _tenant_permission_names() -> list[tuple[str, Permission]]:
 
 
 def _roles_visible(request: HttpRequest) -> QuerySet[Role]:
-    return restrict(Role.objects.all(), principal=page_principal(request), action="view")
+    return Role.objects.restrict(page_principal(request))
 
 
 def _roles_within_reach(request: HttpRequest, organizations: list[Organization]) -> dict[int, list[Role]]:
@@ -123,9 +124,7 @@ def _common(request: HttpRequest, current: str) -> dict[str, Any]:
 @require_GET
 def members_view(request: HttpRequest) -> HttpResponse:
     principal = page_principal(request)
-    memberships, _ = organization_filter(
-        request, restrict(Membership.objects.all(), principal=principal, action="view")
-    )
+    memberships, _ = organization_filter(request, Membership.objects.restrict(principal))
     query = request.GET.get("q", "").strip()
     if query:
         memberships = memberships.filter(Q(user__email__icontains=query) | Q(user__full_name__icontains=query))
@@ -134,20 +133,12 @@ def members_view(request: HttpRequest) -> HttpResponse:
     )
     ids = [m.pk for m in page.rows]
     changeable = (
-        set(
-            restrict(Membership.objects.filter(pk__in=ids), principal=principal, action="change").values_list(
-                "pk", flat=True
-            )
-        )
+        set(Membership.objects.filter(pk__in=ids).restrict(principal, "change").values_list("pk", flat=True))
         if ids
         else set()
     )
     removable = (
-        set(
-            restrict(Membership.objects.filter(pk__in=ids), principal=principal, action="delete").values_list(
-                "pk", flat=True
-            )
-        )
+        set(Membership.objects.filter(pk__in=ids).restrict(principal, "delete").values_list("pk", flat=True))
         if ids
         else set()
     )
@@ -213,7 +204,7 @@ def member_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
     ):
         raise PermissionDenied("You may not remove a member whose role has more rights than your own.")
     revoked, error = service_run(
-        membership_services.membership_remove,
+        membership_offboard,
         membership=membership,
         actor=request.user,
         context=page_audit_context(request),
@@ -229,16 +220,14 @@ def member_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def invitations_view(request: HttpRequest) -> HttpResponse:
-    invitations, _ = organization_filter(
-        request, restrict(Invitation.objects.all(), principal=page_principal(request), action="view")
-    )
+    invitations, _ = organization_filter(request, Invitation.objects.restrict(page_principal(request)))
     page = keyset_page(invitations.select_related("organization", "role", "invited_by"), request=request)
     ids = [i.pk for i in page.rows]
     revocable = (
         set(
-            restrict(
-                Invitation.objects.filter(pk__in=ids), principal=page_principal(request), action="delete"
-            ).values_list("pk", flat=True)
+            Invitation.objects.filter(pk__in=ids)
+            .restrict(page_principal(request), "delete")
+            .values_list("pk", flat=True)
         )
         if ids
         else set()
@@ -343,20 +332,14 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
 @login_required
 @require_GET
 def teams_view(request: HttpRequest) -> HttpResponse:
-    teams, _ = organization_filter(
-        request, restrict(Team.objects.all(), principal=page_principal(request), action="view")
-    )
+    teams, _ = organization_filter(request, Team.objects.restrict(page_principal(request)))
     page = keyset_page(
         teams.select_related("organization").annotate(member_count=Count("memberships", distinct=True)),
         request=request,
     )
     ids = [t.pk for t in page.rows]
     deletable = (
-        set(
-            restrict(Team.objects.filter(pk__in=ids), principal=page_principal(request), action="delete").values_list(
-                "pk", flat=True
-            )
-        )
+        set(Team.objects.filter(pk__in=ids).restrict(page_principal(request), "delete").values_list("pk", flat=True))
         if ids
         else set()
     )
@@ -428,9 +411,9 @@ def roles_view(request: HttpRequest) -> HttpResponse:
     custom_ids = [r.pk for r in roles if r.organization_id is not None]
     deletable = (
         set(
-            restrict(
-                Role.objects.filter(pk__in=custom_ids), principal=page_principal(request), action="delete"
-            ).values_list("pk", flat=True)
+            Role.objects.filter(pk__in=custom_ids)
+            .restrict(page_principal(request), "delete")
+            .values_list("pk", flat=True)
         )
         if custom_ids
         else set()

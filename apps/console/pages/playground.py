@@ -25,7 +25,6 @@ from apps.keys.models import ApiKey
 from apps.policies.errors import PolicyDenied
 from apps.policies.models import PromptTemplate
 from apps.policies.prompts.selectors import template_render
-from apps.rbac.restrict import restrict
 from apps.usage.models import UsageRecord
 
 SERVING = (ModelDeployment.State.READY, ModelDeployment.State.DEGRADED)
@@ -36,7 +35,7 @@ MAX_CHARS = 32_000
 def playground_models(request: HttpRequest, organization_id: int) -> list[str]:
     """Served model names the organisation may call now: its own serving deployments and platform ones shared with
     it, as far as the user may see them (one query)."""
-    visible = restrict(ModelDeployment.objects.all(), principal=page_principal(request), action="view")
+    visible = ModelDeployment.objects.restrict(page_principal(request))
     mine_or_shared = visible.filter(state__in=SERVING).filter(organization_id=organization_id) | visible.filter(
         state__in=SERVING, organization__isnull=True, shared_with=organization_id
     )
@@ -51,7 +50,7 @@ def playground_view(request: HttpRequest) -> HttpResponse:
     if scope.organization is not None:
         org_id = scope.organization.pk
         context["models"] = playground_models(request, org_id)
-        templates = restrict(PromptTemplate.objects.all(), principal=page_principal(request), action="view")
+        templates = PromptTemplate.objects.restrict(page_principal(request))
         context["templates"] = list(
             templates.filter(organization_id=org_id, latest_version__gt=0)
             .order_by("name")
@@ -132,7 +131,7 @@ async def playground_chat_view(request: HttpRequest) -> HttpResponse:
 def playground_request_view(request: HttpRequest, request_id: str) -> JsonResponse:
     """What one playground request used, once the usage worker has recorded it (404 until then, or if it is not one
     the user may see)."""
-    records = restrict(UsageRecord.objects.all(), principal=page_principal(request), action="view")
+    records = UsageRecord.objects.restrict(page_principal(request))
     record = records.filter(request_id=request_id).first()
     if record is None:
         return JsonResponse({"recorded": False}, status=404)

@@ -36,7 +36,6 @@ from apps.keys.models import ApiKey
 from apps.orgs.models import Team
 from apps.policies import services as policy_services
 from apps.policies.models import GuardrailProfile, Policy
-from apps.rbac.restrict import restrict
 
 LIMIT_LABELS = {
     "requests_per_minute": "Requests per minute",
@@ -128,7 +127,7 @@ def _tabs(current: str) -> list[dict[str, Any]]:
 
 def _profiles_for(request: HttpRequest, organization_ids: Any) -> QuerySet[GuardrailProfile]:
     """Profiles a policy of these organisations may use: theirs and the platform's."""
-    profiles = restrict(GuardrailProfile.objects.all(), principal=page_principal(request), action="view")
+    profiles = GuardrailProfile.objects.restrict(page_principal(request))
     return profiles.filter(Q(organization__isnull=True) | Q(organization_id__in=organization_ids)).order_by("name")
 
 
@@ -143,7 +142,7 @@ def _profile_choice(request: HttpRequest, organization_id: int, profile_id: int 
 @require_GET
 def policies_view(request: HttpRequest) -> HttpResponse:
     principal = page_principal(request)
-    policies, _ = organization_filter(request, restrict(Policy.objects.all(), principal=principal, action="view"))
+    policies, _ = organization_filter(request, Policy.objects.restrict(principal))
     level = request.GET.get("level", "")
     if level == "org":
         policies = policies.filter(team__isnull=True, api_key__isnull=True)
@@ -154,11 +153,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
     page = keyset_page(policies.select_related("organization", "team", "api_key", "guardrail_profile"), request=request)
     ids = [p.pk for p in page.rows]
     changeable = (
-        set(
-            restrict(Policy.objects.filter(pk__in=ids), principal=principal, action="change").values_list(
-                "pk", flat=True
-            )
-        )
+        set(Policy.objects.filter(pk__in=ids).restrict(principal, "change").values_list("pk", flat=True))
         if ids
         else set()
     )
@@ -174,9 +169,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
         "org": organization_current_slug(request),
         "create_orgs": create_orgs,
         "teams": list(
-            restrict(
-                Team.objects.filter(organization_id__in=org_ids), principal=principal, action="view"
-            ).select_related("organization")
+            Team.objects.filter(organization_id__in=org_ids).restrict(principal).select_related("organization")
         )
         if create_orgs
         else [],
@@ -198,17 +191,13 @@ def policy_create_view(request: HttpRequest) -> HttpResponse:
     principal = page_principal(request)
     team = api_key = None
     if values["level"] == "team":
-        team = restrict(
-            Team.objects.filter(organization=organization, pk=values["team"] or None),
-            principal=principal,
-            action="view",
-        ).first()
+        team = Team.objects.filter(organization=organization, pk=values["team"] or None).restrict(principal).first()
         if team is None:
             messages.error(request, "Choose one of the organisation's teams.")
             return redirect("console:policies")
     elif values["level"] == "key":
         ref = (values["key"] or "").strip()
-        keys = restrict(ApiKey.objects.filter(organization=organization), principal=principal, action="view")
+        keys = ApiKey.objects.filter(organization=organization).restrict(principal)
         api_key = (keys.filter(pk=int(ref)) if ref.isdigit() else keys.filter(prefix=ref.rstrip("…"))).first()
         if api_key is None:
             messages.error(request, "No key of the organisation has that prefix or id.")
@@ -242,10 +231,7 @@ def policy_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
         action=action,
     )
     principal = page_principal(request)
-    may_change = (
-        action == "change"
-        or restrict(Policy.objects.filter(pk=policy.pk), principal=principal, action="change").exists()
-    )
+    may_change = action == "change" or Policy.objects.filter(pk=policy.pk).restrict(principal, "change").exists()
     if request.method == "POST":
         form = PolicyForm(request.POST)
         if form.is_valid():
@@ -277,7 +263,7 @@ def policy_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
         "policy": policy,
         "form": form,
         "may_change": may_change,
-        "may_delete": restrict(Policy.objects.filter(pk=policy.pk), principal=principal, action="delete").exists(),
+        "may_delete": Policy.objects.filter(pk=policy.pk).restrict(principal, "delete").exists(),
         "profiles": list(_profiles_for(request, [policy.organization_id])),
         "limit_fields": [form[name] for name in LIMIT_LABELS],
     }
@@ -304,7 +290,7 @@ def policy_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
 def profiles_view(request: HttpRequest) -> HttpResponse:
     principal = page_principal(request)
     current = organization_current(request)
-    profiles = restrict(GuardrailProfile.objects.all(), principal=principal, action="view").filter(
+    profiles = GuardrailProfile.objects.restrict(principal).filter(
         Q(organization__isnull=True) | Q(organization_id=current.pk if current is not None else None)
     )
     page = keyset_page(profiles.select_related("organization"), request=request)
@@ -365,9 +351,7 @@ def profile_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
     may_change = profile.organization_id is not None or page_principal(request).is_superadmin
     may_change = (
         may_change
-        and restrict(
-            GuardrailProfile.objects.filter(pk=profile.pk), principal=page_principal(request), action="change"
-        ).exists()
+        and GuardrailProfile.objects.filter(pk=profile.pk).restrict(page_principal(request), "change").exists()
     )
     if request.method == "POST":
         form = ProfileForm(request.POST)

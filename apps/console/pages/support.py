@@ -23,7 +23,7 @@ from rest_framework.exceptions import ParseError
 from apps.audit.services import AuditContext
 from apps.orgs.models import Membership, Organization
 from apps.rbac.drf_input import control_character_refuse
-from apps.rbac.restrict import Principal, organizations_allowing, restrict
+from apps.rbac.restrict import Principal, organizations_allowing
 
 M = TypeVar("M", bound=models.Model)
 
@@ -44,10 +44,10 @@ def tenant_object(queryset: QuerySet[M], *, request: HttpRequest, pk: Any, actio
     """The row `pk` of `queryset` if the signed-in user may `action` it. Outside their view: 404 (nothing reveals
     that it exists); visible but not theirs to `action`: 403."""
     principal = page_principal(request)
-    found = restrict(queryset, principal=principal, action=action).filter(pk=pk).first()
+    found = queryset.restrict(principal, action).filter(pk=pk).first()
     if found is not None:
         return found
-    if action != "view" and restrict(queryset, principal=principal, action="view").filter(pk=pk).exists():
+    if action != "view" and queryset.restrict(principal).filter(pk=pk).exists():
         raise PermissionDenied(f"You may not {action} this {queryset.model._meta.verbose_name}.")
     raise Http404
 
@@ -63,9 +63,7 @@ def require_may_add(request: HttpRequest, model: type[models.Model], organizatio
     allowed = page_organizations_allowing(request, "add", model).filter(pk=_int_or_none(organization_id)).first()
     if allowed is not None:
         return allowed
-    visible = restrict(
-        Organization.objects.filter(pk=_int_or_none(organization_id)), principal=page_principal(request), action="view"
-    )
+    visible = Organization.objects.filter(pk=_int_or_none(organization_id)).restrict(page_principal(request))
     if visible.exists():
         raise PermissionDenied(f"You may not add a {model._meta.verbose_name} here.")
     raise PermissionDenied(f"You may not add a {model._meta.verbose_name}.")
@@ -102,7 +100,7 @@ def organizations_visible(request: HttpRequest) -> list[Organization]:
     if cached is None:
         # The organisations the user belongs to (every one for the superadmin): a member whose custom role holds no
         # organisation permission still works in it. What they see inside is restrict()'s business, per list.
-        visible = restrict(Organization.objects.all(), principal=page_principal(request), action="view")
+        visible = Organization.objects.restrict(page_principal(request))
         belongs = Membership.objects.filter(user_id=request.user.pk).values("organization_id")
         cached = list(Organization.objects.filter(Q(pk__in=visible.values("pk")) | Q(pk__in=belongs)).order_by("name"))
         request._console_organizations = cached  # type: ignore[attr-defined]

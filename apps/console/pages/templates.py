@@ -34,7 +34,6 @@ from apps.policies.errors import TemplateNotFound
 from apps.policies.models import PromptTemplate, PromptTemplateVersion
 from apps.policies.prompts import services as template_services
 from apps.policies.prompts.selectors import prompt_template_versions_diff
-from apps.rbac.restrict import restrict
 
 HISTORY_LIMIT = 100
 DEFAULT_MESSAGES = [{"role": "system", "content": "You are a helpful assistant for {{product}}."}]
@@ -89,9 +88,7 @@ def _form_errors(form: forms.Form) -> str:
 @login_required
 @require_GET
 def templates_view(request: HttpRequest) -> HttpResponse:
-    templates, _ = organization_filter(
-        request, restrict(PromptTemplate.objects.all(), principal=page_principal(request), action="view")
-    )
+    templates, _ = organization_filter(request, PromptTemplate.objects.restrict(page_principal(request)))
     query = request.GET.get("q", "").strip()
     if query:
         templates = templates.filter(Q(name__icontains=query) | Q(description__icontains=query))
@@ -146,8 +143,8 @@ def _detail_context(request: HttpRequest, template: PromptTemplate) -> dict[str,
         "latest": versions[0] if versions else None,
         "latest_messages": json.dumps(versions[0].messages, indent=2, ensure_ascii=False) if versions else "",
         "truncated": template.latest_version > len(versions),
-        "may_change": restrict(one, principal=principal, action="change").exists(),
-        "may_delete": restrict(one, principal=principal, action="delete").exists(),
+        "may_change": one.restrict(principal, "change").exists(),
+        "may_delete": one.restrict(principal, "delete").exists(),
     }
 
 

@@ -27,7 +27,6 @@ from apps.console.pages.support import (
 )
 from apps.keys.models import ApiKey
 from apps.orgs.models import Team
-from apps.rbac.restrict import restrict
 from apps.usage.models import UsageModelRollup, UsageRecord, UsageRollup
 from apps.usage.selectors import usage_records_csv
 
@@ -60,10 +59,8 @@ def usage_filtered(
     principal = page_principal(request)
     values = form.cleaned_data if form.is_valid() else {}
     key = (values.get("key") or "").strip()
-    records = restrict(UsageRecord.objects.all(), principal=principal, action="view")
-    rollups: QuerySet[Any] = restrict(
-        (UsageRollup if key else UsageModelRollup).objects.all(), principal=principal, action="view"
-    )
+    records = UsageRecord.objects.restrict(principal)
+    rollups: QuerySet[Any] = ((UsageRollup if key else UsageModelRollup).objects.all()).restrict(principal)
     records, _ = organization_filter(request, records)
     rollups, _ = organization_filter(request, rollups)
     if not form.is_valid():
@@ -83,7 +80,7 @@ def usage_filtered(
             records, rollups = records.filter(api_key_id=int(key)), rollups.filter(api_key_id=int(key))
         else:
             # Resolved to ids first, so the records query is an index lookup on (api_key, started_at).
-            keys = restrict(ApiKey.objects.filter(prefix__startswith=key), principal=principal, action="view")
+            keys = ApiKey.objects.filter(prefix__startswith=key).restrict(principal)
             key_ids = list(keys.values_list("pk", flat=True)[:KEY_MATCH_LIMIT])
             records = records.filter(api_key_id__in=key_ids)
             rollups = rollups.filter(api_key_id__in=key_ids)
@@ -132,9 +129,7 @@ def usage_view(request: HttpRequest) -> HttpResponse:
         completion=Sum("completion_tokens"),
         cost=Sum("cost_micros"),
     )
-    teams = restrict(Team.objects.all(), principal=page_principal(request), action="view").select_related(
-        "organization"
-    )
+    teams = Team.objects.restrict(page_principal(request)).select_related("organization")
     context = {
         "form": form,
         "page": page,
