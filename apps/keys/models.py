@@ -23,10 +23,16 @@ class Scope(models.TextChoices):
     MANAGE = "manage", "Change things through the management API"
 
 
+def still_working() -> Q:
+    """Keys not yet revoked: never revoked, or rotated with a revocation still ahead (the grace period)."""
+    return Q(revoked_at__isnull=True) | Q(revoked_at__gt=timezone.now())
+
+
 def team_keys_on_delete(collector: Collector, field: models.Field, sub_objs: QuerySet[Any], using: str) -> None:
-    """What deleting a team does to its keys. A live (unrevoked) key protects the team: losing the team would
-    silently widen a team key to the whole organisation. Revoked keys grant nothing, and let go of it."""
-    live = list(sub_objs.filter(revoked_at__isnull=True))
+    """What deleting a team does to its keys. A key that still works (unrevoked, or in a rotation's grace period)
+    protects the team: losing the team would silently widen a team key to the whole organisation. Revoked keys
+    grant nothing, and let go of it."""
+    live = list(sub_objs.filter(still_working()))
     if live:
         raise ProtectedError("a live API key is bound to the team", set(live))
     models.SET_NULL(collector, field, sub_objs, using)

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.cache import key_cache_purge
-from apps.keys.models import ApiKey, Scope
+from apps.keys.models import ApiKey, Scope, still_working
 from apps.orgs.membership_services import membership_remove
 from apps.orgs.models import Membership, User
 from inferia_runtime.errors import DomainRefusal
@@ -109,7 +109,7 @@ def membership_offboard(*, membership: Membership, actor: Any, context: AuditCon
     were revoked."""
     keys = list(
         ApiKey.objects.select_for_update().filter(
-            organization_id=membership.organization_id, owner_id=membership.user_id, revoked_at__isnull=True
+            still_working(), organization_id=membership.organization_id, owner_id=membership.user_id
         )
     )
     for key in keys:

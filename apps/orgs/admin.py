@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from apps.keys.services import membership_offboard
 from apps.orgs import membership_services
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from apps.orgs.services import USER_FIELDS, user_update
@@ -143,7 +144,7 @@ class MembershipAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     filter_horizontal = ["teams"]
     service_object = "membership"
     update_service = staticmethod(membership_services.membership_update)
-    delete_service = staticmethod(membership_services.membership_remove)
+    delete_service = staticmethod(membership_offboard)  # revokes their keys there in the same transaction
     service_fields = ("role", "teams")
 
     def service_update(self, request: HttpRequest, obj: Model, changes: dict[str, Any]) -> Model:
