@@ -13,6 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.utils import timezone
 
+from apps.audit.actors import Actor
 from apps.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from inferia_runtime.client_address import client_address
 from inferia_runtime.errors import DomainRefusal
@@ -118,7 +119,7 @@ def chained_fields(event: AuditEvent) -> dict[str, Any]:
 def audit_record(
     *,
     action: str,
-    actor: Any = None,
+    actor: Actor = None,
     target: models.Model | None = None,
     organization_id: int | None = None,
     changes: dict[str, Any] | None = None,
@@ -173,7 +174,7 @@ def audit_record(
 
 @transaction.atomic
 def audit_checkpoint_take(
-    *, actor: Any = None, taken_by: str = "", context: AuditContext | None = None
+    *, actor: Actor = None, taken_by: str = "", context: AuditContext | None = None
 ) -> AuditCheckpoint:
     """Copy the chain head into a checkpoint row. Called by beat (`actor=None`) and on demand by a person, whose
     request is itself recorded first so that the checkpoint covers it. Beat skips when the head has not moved."""

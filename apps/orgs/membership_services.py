@@ -14,6 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_revoke
@@ -36,7 +37,7 @@ def _check_role(role: Role, organization: Organization) -> None:
 
 
 @transaction.atomic
-def organization_create(*, name: str, slug: str, actor: Any, context: AuditContext | None = None) -> Organization:
+def organization_create(*, name: str, slug: str, actor: Actor, context: AuditContext | None = None) -> Organization:
     """A new organisation (the platform superadmin's act); its creator becomes its owner when a person."""
     organization = Organization.objects.create(name=name, slug=slug)
     audit_record(
@@ -51,7 +52,7 @@ def organization_create(*, name: str, slug: str, actor: Any, context: AuditConte
 
 @transaction.atomic
 def organization_update(
-    *, organization: Organization, changes: dict[str, Any], actor: Any, context: AuditContext | None = None
+    *, organization: Organization, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> Organization:
     """Rename an organisation, (de)activate it, or require two-factor sign-in for its owners and admins."""
     organization, before = update_begin(organization, changes=changes, allowed=ORGANIZATION_FIELDS)
@@ -68,7 +69,7 @@ def organization_update(
 
 @transaction.atomic
 def team_create(
-    *, organization: Organization, name: str, slug: str, actor: Any, context: AuditContext | None = None
+    *, organization: Organization, name: str, slug: str, actor: Actor, context: AuditContext | None = None
 ) -> Team:
     """A new team in `organization`."""
     team = Team.objects.create(organization=organization, name=name, slug=slug)
@@ -83,7 +84,7 @@ def team_create(
 
 
 @transaction.atomic
-def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> Team:
+def team_update(*, team: Team, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None) -> Team:
     """Rename a team."""
     team, before = update_begin(team, changes=changes, allowed=TEAM_FIELDS)
     team.save(update_fields=list(changes))
@@ -98,7 +99,7 @@ def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: Aud
 
 
 @transaction.atomic
-def team_delete(*, team: Team, actor: Any, context: AuditContext | None = None) -> None:
+def team_delete(*, team: Team, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a team. Refused while keys are bound to it (deleting it would widen them to the organisation)."""
     if ApiKey.objects.filter(team=team, revoked_at__isnull=True).exists():
         raise DomainRefusal("revoke or move the team's keys first")
@@ -119,7 +120,7 @@ def membership_create(
     organization: Organization,
     user: User,
     role: Role,
-    actor: Any,
+    actor: Actor,
     teams: list[Team] | None = None,
     context: AuditContext | None = None,
 ) -> Membership:
@@ -146,7 +147,7 @@ def membership_create(
 def membership_update(
     *,
     membership: Membership,
-    actor: Any,
+    actor: Actor,
     role: Role | None = None,
     teams: list[Team] | None = None,
     context: AuditContext | None = None,
@@ -173,7 +174,7 @@ def membership_update(
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor: Any, context: AuditContext | None = None) -> int:
+def membership_remove(*, membership: Membership, actor: Actor, context: AuditContext | None = None) -> int:
     """Remove a member. Their keys in the organisation are revoked in the same transaction (so `/v1` drops them
     too), and their object grants there stop counting at once (restrict requires membership). Returns how many
     keys were revoked."""
@@ -205,7 +206,7 @@ def invitation_create(
     organization: Organization,
     email: str,
     role: Role,
-    actor: Any,
+    actor: Actor,
     teams: list[Team] | None = None,
     lifetime: timedelta = INVITATION_LIFETIME,
     context: AuditContext | None = None,
@@ -274,7 +275,7 @@ def invitation_accept(*, token: str, user: User, context: AuditContext | None = 
 
 
 @transaction.atomic
-def invitation_revoke(*, invitation: Invitation, actor: Any, context: AuditContext | None = None) -> Invitation:
+def invitation_revoke(*, invitation: Invitation, actor: Actor, context: AuditContext | None = None) -> Invitation:
     """Withdraw an invitation that was not accepted yet."""
     if invitation.accepted_at is None and invitation.revoked_at is None:
         invitation.revoked_at = timezone.now()

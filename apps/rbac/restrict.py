@@ -32,6 +32,7 @@ from django.db.models import BigIntegerField, Exists, Q, QuerySet
 from django.db.models.functions import Cast
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
+from apps.audit.actors import Actor
 from apps.keys.models import ApiKey, Scope
 from apps.orgs.models import Membership, Organization, User
 
@@ -99,7 +100,7 @@ class Principal:
         return cls(user=who)
 
     @property
-    def actor(self) -> Any:
+    def actor(self) -> Actor:
         """Whom audit events name: the key when one was used, else the user."""
         return self.key if self.key is not None else self.user
 

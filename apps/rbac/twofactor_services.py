@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+from apps.audit.actors import Actor
 from apps.audit.models import AuditEvent
 from apps.audit.services import AuditContext, audit_record
 from apps.orgs.models import Membership, User
@@ -231,7 +232,7 @@ def twofactor_verify(*, user: User, code: str, context: AuditContext | None = No
 
 
 @transaction.atomic
-def totp_enrolment_start(*, user: User, actor: Any, context: AuditContext | None = None) -> TotpEnrolment:
+def totp_enrolment_start(*, user: User, actor: Actor, context: AuditContext | None = None) -> TotpEnrolment:
     """Begin setting up an authenticator: a fresh secret on an unconfirmed device (replacing an earlier
     unconfirmed one). Refused while a confirmed device exists: disable it first."""
     if TotpDevice.objects.select_for_update().filter(user=user, confirmed_at__isnull=False).exists():
@@ -251,7 +252,7 @@ def _recovery_codes_issue(user: Any) -> list[str]:
     return codes
 
 
-def totp_enrolment_confirm(*, user: User, code: str, actor: Any, context: AuditContext | None = None) -> list[str]:
+def totp_enrolment_confirm(*, user: User, code: str, actor: Actor, context: AuditContext | None = None) -> list[str]:
     """Finish setting up the authenticator with one valid code from it; returns the new recovery codes (the
     only time they exist in clear). A wrong code is counted towards the lockout and audited."""
     device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
@@ -269,7 +270,7 @@ def totp_enrolment_confirm(*, user: User, code: str, actor: Any, context: AuditC
     return codes
 
 
-def totp_disable(*, user: User, code: str, actor: Any, context: AuditContext | None = None) -> None:
+def totp_disable(*, user: User, code: str, actor: Actor, context: AuditContext | None = None) -> None:
     """Turn two-factor sign-in off, proven by a current TOTP or recovery code; the device and every recovery
     code go. (Whether the user may go without it is the caller's question: see `twofactor_required`.)"""
     device = totp_device_confirmed(user=user)
@@ -282,7 +283,7 @@ def totp_disable(*, user: User, code: str, actor: Any, context: AuditContext | N
         audit_record(action="2fa.disable", actor=actor, target=user, changes={"method": method}, context=context)
 
 
-def recovery_codes_regenerate(*, user: User, code: str, actor: Any, context: AuditContext | None = None) -> list[str]:
+def recovery_codes_regenerate(*, user: User, code: str, actor: Actor, context: AuditContext | None = None) -> list[str]:
     """Replace every recovery code with a new set, proven by a current TOTP code; returns the new codes."""
     device = totp_device_confirmed(user=user)
     if device is None:
