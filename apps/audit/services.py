@@ -86,7 +86,8 @@ def audit_diff(
         for name in names
         if before.get(name) != after.get(name)
     }
-    return mask_secrets(json_roundtrip(diff))
+    masked: dict[str, Any] = mask_secrets(json_roundtrip(diff))
+    return masked
 
 
 def event_digest(*, prev_hash: str, fields: dict[str, Any]) -> str:
@@ -230,4 +231,5 @@ def audit_snapshot(obj: models.Model, fields: Iterable[str] | None = None) -> di
         for field in obj._meta.many_to_many:
             if field.name in names and obj.pk is not None:
                 snapshot[field.name] = sorted(getattr(obj, field.name).values_list("pk", flat=True))
-    return json_roundtrip(snapshot)
+    stored: dict[str, Any] = json_roundtrip(snapshot)
+    return stored
