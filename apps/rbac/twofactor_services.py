@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import pyotp
 from cryptography.fernet import Fernet, MultiFernet
@@ -80,16 +79,16 @@ def _new_recovery_code() -> str:
 # --- Reads -------------------------------------------------------------------------------------------------------
 
 
-def totp_device_confirmed(*, user: Any) -> TotpDevice | None:
+def totp_device_confirmed(*, user: User) -> TotpDevice | None:
     """The user's confirmed authenticator, if they have one (then sign-in asks for a code)."""
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
 
 
-def twofactor_enabled(*, user: Any) -> bool:
+def twofactor_enabled(*, user: User) -> bool:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
 
 
-def twofactor_required(*, user: Any) -> bool:
+def twofactor_required(*, user: User) -> bool:
     """Whether an organisation of the user's requires them to use two-factor sign-in: they are an owner or an
     admin (or hold a custom role that manages members) in an active organisation with `require_2fa` set."""
     manages_members = Q(
@@ -105,11 +104,11 @@ def twofactor_required(*, user: Any) -> bool:
     )
 
 
-def recovery_codes_remaining(*, user: Any) -> int:
+def recovery_codes_remaining(*, user: User) -> int:
     return RecoveryCode.objects.filter(user=user, used_at__isnull=True).count()
 
 
-def totp_enrolment_pending(*, user: Any) -> TotpEnrolment | None:
+def totp_enrolment_pending(*, user: User) -> TotpEnrolment | None:
     """The authenticator the user started to set up and has not confirmed yet, so the page shows the same QR
     code again instead of a new secret on every load."""
     device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
@@ -122,7 +121,7 @@ def totp_enrolment_pending(*, user: Any) -> TotpEnrolment | None:
 # --- Throttle ----------------------------------------------------------------------------------------------------
 
 
-def _failure_key(user: Any) -> str:
+def _failure_key(user: User) -> str:
     return f"2fa-fail:user:{user.pk}"
 
 
@@ -133,13 +132,13 @@ def _limits() -> tuple[int, int]:
     )
 
 
-def twofactor_is_locked(*, user: Any) -> bool:
+def twofactor_is_locked(*, user: User) -> bool:
     """Whether the user has had too many wrong codes within the lockout window."""
     limit, _ = _limits()
     return int(cache.get(_failure_key(user), 0)) >= limit
 
 
-def _failure_count(user: Any) -> None:
+def _failure_count(user: User) -> None:
     _, window = _limits()
     key = _failure_key(user)
     cache.add(key, 0, timeout=window)  # the window starts at the first failure
@@ -149,7 +148,7 @@ def _failure_count(user: Any) -> None:
         cache.set(key, 1, timeout=window)
 
 
-def _failure_record(user: Any, *, purpose: str, reason: str, context: AuditContext | None) -> None:
+def _failure_record(user: User, *, purpose: str, reason: str, context: AuditContext | None) -> None:
     _failure_count(user)
     with transaction.atomic():
         audit_record(
@@ -182,7 +181,7 @@ def _totp_accept(device: TotpDevice, code: str) -> bool:
     return False
 
 
-def _recovery_accept(user: Any, code: str) -> bool:
+def _recovery_accept(user: User, code: str) -> bool:
     """Spend one unused recovery code matching `code`; false if none does."""
     spent = RecoveryCode.objects.filter(user=user, code_hash=recovery_code_hash(code), used_at__isnull=True).update(
         used_at=timezone.now()
@@ -191,7 +190,7 @@ def _recovery_accept(user: Any, code: str) -> bool:
 
 
 def _check_code(
-    *, user: Any, device: TotpDevice, code: str, purpose: str, allow_recovery: bool, context: AuditContext | None
+    *, user: User, device: TotpDevice, code: str, purpose: str, allow_recovery: bool, context: AuditContext | None
 ) -> str:
     """Check a code for `purpose` (sign-in, confirm, disable, ...): "totp" or "recovery" for the kind that
     matched. Raises TwoFactorLocked or TwoFactorError (both counted and audited) otherwise."""
@@ -245,7 +244,7 @@ def totp_enrolment_start(*, user: User, actor: Actor, context: AuditContext | No
     return TotpEnrolment(device, secret, uri)
 
 
-def _recovery_codes_issue(user: Any) -> list[str]:
+def _recovery_codes_issue(user: User) -> list[str]:
     RecoveryCode.objects.filter(user=user).delete()
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
     RecoveryCode.objects.bulk_create([RecoveryCode(user=user, code_hash=recovery_code_hash(c)) for c in codes])
