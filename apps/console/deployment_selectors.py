@@ -27,7 +27,7 @@ AT_REST = (ModelDeployment.State.READY, ModelDeployment.State.STOPPED, ModelDepl
 LOG_PANEL_LINES = 300
 
 
-def _metric(name: str) -> Any:
+def _metric(name: str) -> Coalesce:
     return Coalesce(
         Sum(
             Cast(KeyTextTransform(name, "replicas__last_metrics"), FloatField()), filter=Q(replicas__state=RState.READY)
