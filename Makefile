@@ -12,6 +12,13 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	CELERY_BROKER_URL=$(TEST_REDIS_URL)/10 INFERIA_CACHE_REDIS_URL=$(TEST_REDIS_URL)/11 \
 	INFERIA_CHANNELS_REDIS_URL=$(TEST_REDIS_URL)/12 INFERIA_DATA_DIR=$(CURDIR)/.inferia-test
 
+# What mypy checks strictly (see [tool.mypy] in pyproject.toml): every services and selectors module, all of the
+# gateway and policies, and the runtime's settings helpers. Files under the two packages are named once, by package.
+MYPY_PACKAGES := apps/gateway apps/policies
+MYPY_FILES := inferia_runtime/env.py inferia_runtime/redis_urls.py apps/audit/actors.py $(MYPY_PACKAGES) \
+	$(filter-out $(addsuffix /%,$(MYPY_PACKAGES)),$(sort $(wildcard apps/*/services.py apps/*/*_services.py \
+	apps/*/selectors.py apps/*/*_selectors.py)))
+
 .PHONY: venv run test lint format bench clean
 
 venv: $(STAMP)
@@ -36,7 +43,7 @@ lint: venv
 	$(BIN)/lint-imports
 	$(TEST_ENV) $(BIN)/python manage.py check
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
-	$(TEST_ENV) $(BIN)/mypy inferia_runtime/env.py inferia_runtime/redis_urls.py apps/gateway
+	$(TEST_ENV) $(BIN)/mypy $(MYPY_FILES)
 
 format: venv
 	$(BIN)/ruff format .

@@ -12,9 +12,13 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferia_cli.processes import DEMO_MODEL, Endpoints
+
+if TYPE_CHECKING:  # the apps load only once Django is set up
+    from apps.audit.actors import Actor
+    from apps.orgs.models import Organization
 
 DEMO_ORG_SLUG = "demo"
 DEMO_ADMIN_EMAIL = "admin@inferia.local"
@@ -81,7 +85,7 @@ def _read_keys_file(path: Path) -> dict[str, dict[str, Any]]:
     return data if isinstance(data, dict) else {}
 
 
-def demo_keys_ensure(*, organization: Any, actor: Any, data_dir: Path) -> dict[str, str]:
+def demo_keys_ensure(*, organization: Organization, actor: Actor, data_dir: Path) -> dict[str, str]:
     """The demo keys' plaintext by label: the saved ones while they still authenticate, new ones otherwise."""
     from apps.keys.models import ApiKey
     from apps.keys.services import api_key_create, hash_key

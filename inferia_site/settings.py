@@ -11,11 +11,15 @@ from pathlib import Path
 
 import csp.constants as csp_constants
 import dj_database_url
+import django_stubs_ext
 from dotenv import load_dotenv
 
 from inferia_runtime.client_address import trusted_proxy_networks_parse
 from inferia_runtime.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
 from inferia_runtime.redis_urls import BROKER_DB, CACHE_DB, CHANNELS_DB, celery_broker_url, redis_db_url
+
+# Django's generic classes take type arguments at runtime too (`admin.ModelAdmin[Policy]`), as mypy wants them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(Path.cwd() / ".env", override=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from django.conf import settings
 from django.db import models
@@ -19,7 +19,10 @@ class AuditAppendOnlyError(Exception):
     """Raised when code tries to change or delete history through the ORM (the database refuses it too)."""
 
 
-class AppendOnlyQuerySet(TenantQuerySet[Any]):
+_Row = TypeVar("_Row", bound=models.Model)
+
+
+class AppendOnlyQuerySet(TenantQuerySet[_Row]):
     """A queryset that can read and insert, never update or delete: the ORM half of append-only history. Audit
     events are tenant data too: `.restrict()` narrows them to what someone may read."""
 

@@ -13,6 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.utils import timezone
 
+from apps.audit.actors import Actor
 from apps.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from inferia_runtime.client_address import client_address
 from inferia_runtime.errors import DomainRefusal
@@ -85,7 +86,8 @@ def audit_diff(
         for name in names
         if before.get(name) != after.get(name)
     }
-    return mask_secrets(json_roundtrip(diff))
+    masked: dict[str, Any] = mask_secrets(json_roundtrip(diff))
+    return masked
 
 
 def event_digest(*, prev_hash: str, fields: dict[str, Any]) -> str:
@@ -118,7 +120,7 @@ def chained_fields(event: AuditEvent) -> dict[str, Any]:
 def audit_record(
     *,
     action: str,
-    actor: Any = None,
+    actor: Actor = None,
     target: models.Model | None = None,
     organization_id: int | None = None,
     changes: dict[str, Any] | None = None,
@@ -173,7 +175,7 @@ def audit_record(
 
 @transaction.atomic
 def audit_checkpoint_take(
-    *, actor: Any = None, taken_by: str = "", context: AuditContext | None = None
+    *, actor: Actor = None, taken_by: str = "", context: AuditContext | None = None
 ) -> AuditCheckpoint:
     """Copy the chain head into a checkpoint row. Called by beat (`actor=None`) and on demand by a person, whose
     request is itself recorded first so that the checkpoint covers it. Beat skips when the head has not moved."""
@@ -229,4 +231,5 @@ def audit_snapshot(obj: models.Model, fields: Iterable[str] | None = None) -> di
         for field in obj._meta.many_to_many:
             if field.name in names and obj.pk is not None:
                 snapshot[field.name] = sorted(getattr(obj, field.name).values_list("pk", flat=True))
-    return json_roundtrip(snapshot)
+    stored: dict[str, Any] = json_roundtrip(snapshot)
+    return stored

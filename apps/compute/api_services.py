@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import models, transaction
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, ModelT, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.compute.adapters import supported_kinds
 from apps.compute.adapters.external import external_base_urls_check
@@ -81,7 +82,7 @@ def _kind(obj: models.Model) -> str:
     return _AUDIT_NOUNS[obj._meta.model_name or ""]
 
 
-def _created(obj: models.Model, fields: tuple[str, ...], actor: Any, context: AuditContext | None) -> None:
+def _created(obj: models.Model, fields: tuple[str, ...], actor: Actor, context: AuditContext | None) -> None:
     audit_record(
         action=f"{_kind(obj)}.create",
         actor=actor,
@@ -92,7 +93,7 @@ def _created(obj: models.Model, fields: tuple[str, ...], actor: Any, context: Au
 
 
 def _changed(
-    obj: ModelT, changes: dict[str, Any], fields: tuple[str, ...], actor: Any, context: AuditContext | None
+    obj: ModelT, changes: dict[str, Any], fields: tuple[str, ...], actor: Actor, context: AuditContext | None
 ) -> ModelT:
     obj, before = update_begin(obj, changes=changes, allowed=fields)
     obj.full_clean(exclude=[f.name for f in obj._meta.fields if f.name not in changes])
@@ -107,7 +108,7 @@ def _changed(
     return obj
 
 
-def _deleted(obj: models.Model, fields: tuple[str, ...], actor: Any, context: AuditContext | None) -> None:
+def _deleted(obj: models.Model, fields: tuple[str, ...], actor: Actor, context: AuditContext | None) -> None:
     audit_record(
         action=f"{_kind(obj)}.delete",
         actor=actor,
@@ -153,7 +154,7 @@ def provider_create(
     organization: Any,
     name: str,
     kind: str,
-    actor: Any,
+    actor: Actor,
     config: dict[str, Any] | None = None,
     credentials: dict[str, Any] | None = None,
     context: AuditContext | None = None,
@@ -176,7 +177,7 @@ def provider_update(
     *,
     provider: Provider,
     changes: dict[str, Any],
-    actor: Any,
+    actor: Actor,
     credentials: dict[str, Any] | None = None,
     context: AuditContext | None = None,
 ) -> Provider:
@@ -196,7 +197,7 @@ def provider_update(
 
 
 @transaction.atomic
-def provider_delete(*, provider: Provider, actor: Any, context: AuditContext | None = None) -> None:
+def provider_delete(*, provider: Provider, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a provider no pool uses."""
     if provider.pools.exists():
         raise DomainRefusal("pools still use this provider")
@@ -205,7 +206,13 @@ def provider_delete(*, provider: Provider, actor: Any, context: AuditContext | N
 
 @transaction.atomic
 def pool_create(
-    *, organization: Any, provider: Provider, name: str, actor: Any, context: AuditContext | None = None, **fields: Any
+    *,
+    organization: Any,
+    provider: Provider,
+    name: str,
+    actor: Actor,
+    context: AuditContext | None = None,
+    **fields: Any,
 ) -> ComputePool:
     """A pool on one of the owner's providers."""
     _same_owner(getattr(organization, "pk", None), provider, "provider")
@@ -219,7 +226,7 @@ def pool_create(
 
 @transaction.atomic
 def pool_update(
-    *, pool: ComputePool, changes: dict[str, Any], actor: Any, context: AuditContext | None = None
+    *, pool: ComputePool, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> ComputePool:
     """Edit a pool (its provider must stay the owner's)."""
     if "provider" in changes:
@@ -232,7 +239,7 @@ def pool_update(
 
 
 @transaction.atomic
-def pool_delete(*, pool: ComputePool, actor: Any, context: AuditContext | None = None) -> None:
+def pool_delete(*, pool: ComputePool, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a pool no deployment uses."""
     if pool.deployments.exists():
         raise DomainRefusal("deployments still use this pool")
@@ -241,7 +248,7 @@ def pool_delete(*, pool: ComputePool, actor: Any, context: AuditContext | None =
 
 @transaction.atomic
 def deployment_create(
-    *, organization: Any, pool: ComputePool, actor: Any, context: AuditContext | None = None, **fields: Any
+    *, organization: Any, pool: ComputePool, actor: Actor, context: AuditContext | None = None, **fields: Any
 ) -> ModelDeployment:
     """A deployment on one of the owner's pools. It starts PENDING; the worker brings it up (reconcile after commit).
 
@@ -268,7 +275,7 @@ def deployment_create(
 
 @transaction.atomic
 def deployment_update(
-    *, deployment: ModelDeployment, changes: dict[str, Any], actor: Any, context: AuditContext | None = None
+    *, deployment: ModelDeployment, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> ModelDeployment:
     """Edit what a deployment should be (size, prices, timeouts, ...); the worker reconciles what runs."""
     if "pool" in changes:
@@ -291,7 +298,7 @@ def deployment_update(
 
 
 @transaction.atomic
-def deployment_delete(*, deployment: ModelDeployment, actor: Any, context: AuditContext | None = None) -> None:
+def deployment_delete(*, deployment: ModelDeployment, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a deployment that runs nothing (stop it first: the worker tears its replicas down). The provider and
     pool that `external_deployment_create` made for it go too, unless something else uses them."""
     running = deployment.replicas.exclude(state__in=(Replica.State.STOPPED,)).exists()
@@ -302,7 +309,7 @@ def deployment_delete(*, deployment: ModelDeployment, actor: Any, context: Audit
     _registration_leftovers_delete(pool=pool, actor=actor, context=context)
 
 
-def _registration_leftovers_delete(*, pool: ComputePool, actor: Any, context: AuditContext | None) -> None:
+def _registration_leftovers_delete(*, pool: ComputePool, actor: Actor, context: AuditContext | None) -> None:
     """Delete (audited) the pool a one-call registration made, once no deployment uses it, then its provider once
     no pool does. Providers and pools made any other way, or shared since, are left alone."""
     provider = pool.provider
@@ -316,7 +323,7 @@ def _registration_leftovers_delete(*, pool: ComputePool, actor: Any, context: Au
 
 @transaction.atomic
 def deployment_share(
-    *, deployment: ModelDeployment, organizations: list[Any], actor: Any, context: AuditContext | None = None
+    *, deployment: ModelDeployment, organizations: list[Any], actor: Actor, context: AuditContext | None = None
 ) -> ModelDeployment:
     """Set which organisations may use a platform deployment (the superadmin's act)."""
     if deployment.organization_id is not None:

@@ -17,6 +17,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import transaction
 
+from apps.audit.actors import Actor
+
 if TYPE_CHECKING:
     from apps.compute.models import Provider
 
@@ -100,7 +102,7 @@ def provider_credentials_set(*, provider: Provider, credentials: Mapping[str, An
     provider.credentials_encrypted = credentials_encrypt(credentials)
 
 
-def credentials_rotate(*, actor: Any = None, batch_size: int = 200) -> int:
+def credentials_rotate(*, actor: Actor = None, batch_size: int = 200) -> int:
     """Re-encrypt every provider's credentials under the current first key; returns how many were rewritten.
 
     Run it after putting a new key first in INFERIA_FERNET_KEYS and before removing the old one. Each batch is

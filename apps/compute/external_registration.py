@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext
 from apps.compute.adapters.external import external_base_urls_check
 from apps.compute.api_services import (
@@ -27,7 +28,7 @@ def external_deployment_create(
     organization: Any,
     served_model_name: str,
     base_urls: list[str],
-    actor: Any,
+    actor: Actor,
     model_id: str = "",
     api_key: str = "",
     name: str = "",

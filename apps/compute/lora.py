@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from django.db import transaction
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
 from apps.compute.adapters.http import http_call
 from apps.compute.engine import engine_spec_build, model_name_valid
@@ -67,7 +68,7 @@ def _name_taken(deployment: ModelDeployment, name: str) -> bool:
 
 @transaction.atomic
 def deployment_lora_add(
-    *, deployment: ModelDeployment, name: str, path: str, actor: Any, context: AuditContext | None = None
+    *, deployment: ModelDeployment, name: str, path: str, actor: Actor, context: AuditContext | None = None
 ) -> ModelDeployment:
     """Serve the LoRA adapter at `path` (a Hub repo id or a path on the node) as model `name` on `deployment`:
     new replicas start with it, running ones load it after commit."""
@@ -94,7 +95,7 @@ def deployment_lora_add(
 
 @transaction.atomic
 def deployment_lora_remove(
-    *, deployment: ModelDeployment, name: str, actor: Any, context: AuditContext | None = None
+    *, deployment: ModelDeployment, name: str, actor: Actor, context: AuditContext | None = None
 ) -> ModelDeployment:
     """Stop serving adapter `name`: it leaves routing at once, running replicas unload it after commit."""
     locked = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)

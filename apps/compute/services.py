@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
 from apps.compute.events import DeploymentStateChanged
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider
@@ -88,7 +89,7 @@ def deployment_scale(
     *,
     deployment: ModelDeployment,
     replicas: int,
-    actor: Any,
+    actor: Actor,
     reason: str = "",
     context: AuditContext | None = None,
 ) -> ModelDeployment:
@@ -119,7 +120,7 @@ def deployment_scale(
 
 @transaction.atomic
 def deployment_stop(
-    *, deployment: ModelDeployment, actor: Any, reason: str = "", context: AuditContext | None = None
+    *, deployment: ModelDeployment, actor: Actor, reason: str = "", context: AuditContext | None = None
 ) -> ModelDeployment:
     """Stop serving `deployment`: it leaves routing at once, the worker tears its replicas down, then STOPPED."""
     locked = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
@@ -133,7 +134,7 @@ def deployment_stop(
 
 @transaction.atomic
 def deployment_start(
-    *, deployment: ModelDeployment, actor: Any, reason: str = "", context: AuditContext | None = None
+    *, deployment: ModelDeployment, actor: Actor, reason: str = "", context: AuditContext | None = None
 ) -> ModelDeployment:
     """Start a STOPPED (or FAILED) deployment again with its desired replica count."""
     locked = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
@@ -151,7 +152,7 @@ def simulator_deployment_ensure(
     organization: Organization,
     served_model_name: str,
     model_id: str,
-    actor: Any = None,
+    actor: Actor = None,
     context: AuditContext | None = None,
     replicas: int = 1,
     sim: dict[str, Any] | None = None,

@@ -27,7 +27,7 @@ AT_REST = (ModelDeployment.State.READY, ModelDeployment.State.STOPPED, ModelDepl
 LOG_PANEL_LINES = 300
 
 
-def _metric(name: str) -> Any:
+def _metric(name: str) -> Coalesce:
     return Coalesce(
         Sum(
             Cast(KeyTextTransform(name, "replicas__last_metrics"), FloatField()), filter=Q(replicas__state=RState.READY)
@@ -97,9 +97,13 @@ def deployment_events(*, deployment: ModelDeployment, limit: int = 20) -> list[d
 def deployment_recent_errors(*, records: QuerySet[UsageRecord], deployment: ModelDeployment) -> list[UsageRecord]:
     """The deployment's last failed requests of the past day (one query, on the organisation's time index)."""
     since = timezone.now() - timedelta(days=1)
+    in_organization = (
+        records.filter(organization__isnull=True)
+        if deployment.organization_id is None
+        else records.filter(organization_id=deployment.organization_id)
+    )
     return list(
-        records.filter(
-            organization_id=deployment.organization_id,
+        in_organization.filter(
             deployment_id=deployment.pk,
             started_at__gte=since,
             outcome=UsageRecord.Outcome.ERROR,

@@ -28,13 +28,13 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):
+class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[misc]  # Channels is untyped
     """Base of the `/v1` consumers: a lean ASGI entry that gives `respond(exchange)` the whole body."""
 
     methods: tuple[str, ...] = ("POST",)
     watch_disconnect = False
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:  # type: ignore[override]
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.scope = scope
         self.base_send = send
         exchange = Exchange(scope, send)

@@ -108,16 +108,16 @@ def metrics_scrape(request: HttpRequest) -> HttpResponse:
     series_prune(live)
     source: _Collector = prometheus_client.REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
-        source = MultiProcessCollector(None)
+        source = MultiProcessCollector(None)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
     scrape = _Together(_LiveOnly(source, live), _UsageBacklog())
-    body = prometheus_client.generate_latest(scrape)  # type: ignore[arg-type]
+    body = prometheus_client.generate_latest(scrape)
     return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"})
 
 
-class PrometheusAfterMiddleware(_PrometheusAfterMiddleware):
+class PrometheusAfterMiddleware(_PrometheusAfterMiddleware):  # type: ignore[misc]  # django-prometheus is untyped
     """django-prometheus's, with every `method` label one of the standard methods (else "<invalid method>")."""
 
     def label_metric(self, metric: Any, request: HttpRequest, response: Any = None, **labels: str) -> Any:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -52,7 +53,7 @@ PROPAGATOR = TraceContextTextMapPropagator()
 _CONTEXT_HEADERS = (b"traceparent", b"tracestate")
 
 
-def _client_context(exchange: Exchange) -> Any:
+def _client_context(exchange: Exchange) -> Context | None:
     """The trace context the client sent (`traceparent`, `tracestate`), or None to start a new trace."""
     carrier = {name.decode(): value.decode("latin-1") for name, value in exchange.headers if name in _CONTEXT_HEADERS}
     return PROPAGATOR.extract(carrier) if carrier else None

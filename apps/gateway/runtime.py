@@ -136,7 +136,8 @@ class GatewayRuntime:
                 await asyncio.sleep(_LISTENER_RETRY_S)
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), timeout=_CLOSE_TIMEOUT_S)
+                    # redis-py leaves PubSub.aclose unannotated
+                    await asyncio.wait_for(pubsub.aclose(), timeout=_CLOSE_TIMEOUT_S)  # type: ignore[no-untyped-call]
 
     def _key_changed(self, secret_hash: str) -> None:
         """A key changed (revoked, new scopes or allowed models): forget it and the policy compiled from it."""

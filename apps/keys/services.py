@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.cache import key_cache_purge
 from apps.keys.models import ApiKey, Scope, still_working
@@ -50,7 +51,7 @@ def api_key_create(
     organization: Any,
     name: str,
     scopes: list[str],
-    actor: Any = None,
+    actor: Actor = None,
     owner: Any = None,
     team: Any = None,
     expires_at: datetime | None = None,
@@ -91,7 +92,9 @@ def api_key_create(
     return IssuedKey(key=key, secret=secret)
 
 
-def api_key_revoke(*, key: ApiKey, actor: Any = None, reason: str = "", context: AuditContext | None = None) -> ApiKey:
+def api_key_revoke(
+    *, key: ApiKey, actor: Actor = None, reason: str = "", context: AuditContext | None = None
+) -> ApiKey:
     """Revoke a key now. Every gateway process drops it from its caches as soon as the revocation commits."""
     with transaction.atomic():
         key.revoked_at = key.end_recorded_at = timezone.now()
@@ -124,7 +127,7 @@ KEY_EDITABLE_FIELDS = ("name", "expires_at", "allowed_models")
 
 
 def api_key_rotate(
-    *, key: ApiKey, actor: Any, grace: timedelta = ROTATION_GRACE, context: AuditContext | None = None
+    *, key: ApiKey, actor: Actor, grace: timedelta = ROTATION_GRACE, context: AuditContext | None = None
 ) -> IssuedKey:
     """Issue a successor with the same organisation, team, owner, scopes, models and expiry, and schedule the old
     key's revocation `grace` from now (immediately when `grace` is zero). The new secret is shown once."""
@@ -165,7 +168,9 @@ def api_key_rotate(
     return IssuedKey(key=new, secret=secret)
 
 
-def api_key_update(*, key: ApiKey, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> ApiKey:
+def api_key_update(
+    *, key: ApiKey, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
+) -> ApiKey:
     """Rename a key, change its expiry or the models it may call. Scopes, team and owner never change (issue a
     new key instead), so a key cannot be widened after it was handed out."""
     with transaction.atomic():

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from inferia_runtime.errors import DomainRefusal
@@ -38,7 +39,7 @@ def _check_role(role: Role, organization: Organization) -> None:
 
 
 @transaction.atomic
-def organization_create(*, name: str, slug: str, actor: Any, context: AuditContext | None = None) -> Organization:
+def organization_create(*, name: str, slug: str, actor: Actor, context: AuditContext | None = None) -> Organization:
     """A new organisation (the platform superadmin's act); its creator becomes its owner when a person."""
     organization = Organization.objects.create(name=name, slug=slug)
     audit_record(
@@ -53,7 +54,7 @@ def organization_create(*, name: str, slug: str, actor: Any, context: AuditConte
 
 @transaction.atomic
 def organization_update(
-    *, organization: Organization, changes: dict[str, Any], actor: Any, context: AuditContext | None = None
+    *, organization: Organization, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> Organization:
     """Rename an organisation, (de)activate it, or require two-factor sign-in for its owners and admins."""
     organization, before = update_begin(organization, changes=changes, allowed=ORGANIZATION_FIELDS)
@@ -70,7 +71,7 @@ def organization_update(
 
 @transaction.atomic
 def team_create(
-    *, organization: Organization, name: str, slug: str, actor: Any, context: AuditContext | None = None
+    *, organization: Organization, name: str, slug: str, actor: Actor, context: AuditContext | None = None
 ) -> Team:
     """A new team in `organization`."""
     team = Team.objects.create(organization=organization, name=name, slug=slug)
@@ -85,7 +86,7 @@ def team_create(
 
 
 @transaction.atomic
-def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> Team:
+def team_update(*, team: Team, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None) -> Team:
     """Rename a team."""
     team, before = update_begin(team, changes=changes, allowed=TEAM_FIELDS)
     team.save(update_fields=list(changes))
@@ -100,7 +101,7 @@ def team_update(*, team: Team, changes: dict[str, Any], actor: Any, context: Aud
 
 
 @transaction.atomic
-def team_delete(*, team: Team, actor: Any, context: AuditContext | None = None) -> None:
+def team_delete(*, team: Team, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a team. Refused while a live key is bound to it (deleting it would widen the key to the organisation):
     the keys' foreign key protects the team then, and lets revoked keys go."""
     audit_record(
@@ -122,7 +123,7 @@ def membership_create(
     organization: Organization,
     user: User,
     role: Role,
-    actor: Any,
+    actor: Actor,
     teams: list[Team] | None = None,
     context: AuditContext | None = None,
 ) -> Membership:
@@ -149,7 +150,7 @@ def membership_create(
 def membership_update(
     *,
     membership: Membership,
-    actor: Any,
+    actor: Actor,
     role: Role | None = None,
     teams: list[Team] | None = None,
     context: AuditContext | None = None,
@@ -176,7 +177,7 @@ def membership_update(
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor: Any, context: AuditContext | None = None) -> None:
+def membership_remove(*, membership: Membership, actor: Actor, context: AuditContext | None = None) -> None:
     """Remove a member; their object grants there stop counting at once (`.restrict()` requires membership). What
     they hold in higher layers is for those to end in the same transaction: keys' `membership_offboard` removes a
     member and revokes their keys, and is what the API and the console call."""
@@ -200,7 +201,7 @@ def invitation_create(
     organization: Organization,
     email: str,
     role: Role,
-    actor: Any,
+    actor: Actor,
     teams: list[Team] | None = None,
     lifetime: timedelta = INVITATION_LIFETIME,
     context: AuditContext | None = None,
@@ -269,7 +270,7 @@ def invitation_accept(*, token: str, user: User, context: AuditContext | None = 
 
 
 @transaction.atomic
-def invitation_revoke(*, invitation: Invitation, actor: Any, context: AuditContext | None = None) -> Invitation:
+def invitation_revoke(*, invitation: Invitation, actor: Actor, context: AuditContext | None = None) -> Invitation:
     """Withdraw an invitation that was not accepted yet."""
     if invitation.accepted_at is None and invitation.revoked_at is None:
         invitation.revoked_at = timezone.now()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils.text import slugify
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.orgs.models import Membership, Organization, User
 from inferia_runtime.errors import DomainRefusal
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def organization_ensure(
-    *, slug: str, name: str = "", actor: Any = None, context: AuditContext | None = None
+    *, slug: str, name: str = "", actor: Actor = None, context: AuditContext | None = None
 ) -> tuple[Organization, bool]:
     """The organisation with `slug`, created (and audited) when missing; `inferia init` and the demo call it.
 
@@ -62,7 +63,7 @@ def superadmin_ensure(*, email: str, password: str, context: AuditContext | None
 
 
 def membership_ensure(
-    *, user: User, organization: Organization, role: Role, actor: Any = None, context: AuditContext | None = None
+    *, user: User, organization: Organization, role: Role, actor: Actor = None, context: AuditContext | None = None
 ) -> tuple[Membership, bool]:
     """`user`'s membership of `organization`, created with `role` when missing; an existing role is kept."""
     if role.organization_id not in (None, organization.pk):
@@ -87,7 +88,7 @@ USER_FIELDS = ("full_name", "is_active")
 
 
 @transaction.atomic
-def user_update(*, user: User, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> User:
+def user_update(*, user: User, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None) -> User:
     """Rename a person or (de)activate their account (an inactive account cannot sign in). Platform rights
     (superadmin, staff, Django groups and permissions) are not changed here: `inferia init` grants them."""
     user, before = update_begin(user, changes=changes, allowed=USER_FIELDS)

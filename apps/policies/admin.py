@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Model
 
 from apps.policies.models import GuardrailProfile, Policy, PromptTemplate, PromptTemplateVersion
 from apps.policies.prompts.rendering import template_content_validate
@@ -32,7 +33,7 @@ from apps.rbac.admin_writes import ServiceAdminMixin
 
 
 @admin.register(Policy)
-class PolicyAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
+class PolicyAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin[Policy]):
     list_display = (
         "__str__", "organization", "team", "api_key", "enabled", "requests_per_minute", "tokens_per_minute",
         "concurrent_requests", "budget_per_month_micros", "guardrail_profile",
@@ -51,7 +52,7 @@ class PolicyAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(GuardrailProfile)
-class GuardrailProfileAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
+class GuardrailProfileAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin[GuardrailProfile]):
     list_display = ("name", "organization", "is_default", "updated_at")
     list_filter = ("is_default", "organization")
     search_fields = ("name", "organization__name", "organization__slug")
@@ -70,7 +71,7 @@ class GuardrailProfileAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmi
         return super().service_create(request, values)
 
 
-class PromptTemplateForm(forms.ModelForm):
+class PromptTemplateForm(forms.ModelForm[PromptTemplate]):
     """A template's description plus the content of its next version: saving with changed content adds a version
     (versions are never edited); the form starts from the latest version's content."""
 
@@ -92,7 +93,8 @@ class PromptTemplateForm(forms.ModelForm):
                 self.fields[name].initial = getattr(latest, name)
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if "messages" in cleaned:
             # The services validate again; here the errors land on the form instead of a 500.
             template_content_validate(**{k: v for k, v in self.content().items() if k != "note"})
@@ -109,7 +111,7 @@ class PromptTemplateForm(forms.ModelForm):
         }
 
 
-class PromptTemplateVersionInline(admin.TabularInline):
+class PromptTemplateVersionInline(admin.TabularInline[PromptTemplateVersion, PromptTemplate]):
     """The version history, read-only: versions are immutable."""
 
     model = PromptTemplateVersion
@@ -137,7 +139,7 @@ class PromptTemplateVersionInline(admin.TabularInline):
 
 
 @admin.register(PromptTemplate)
-class PromptTemplateAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
+class PromptTemplateAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin[PromptTemplate]):
     form = PromptTemplateForm
     list_display = ("name", "organization", "latest_version", "updated_at")
     list_filter = ("organization",)
@@ -152,7 +154,9 @@ class PromptTemplateAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin)
     service_fields = ("description",)
     creation_fields = ("organization", "name")
 
-    def save_model(self, request: Any, obj: PromptTemplate, form: Any, change: bool) -> None:
+    def save_model(self, request: Any, obj: Model, form: Any, change: bool) -> None:
+        if not isinstance(obj, PromptTemplate):  # the mixin's signature covers every model; this admin's is templates
+            raise TypeError(f"{type(self).__name__} saves prompt templates, not {type(obj).__name__}")
         # Content lives in versions: a new template gets its first, changed content on a saved one adds the next.
         content, context = form.content(), self.audit_context(request)
         if not change:

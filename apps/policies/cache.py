@@ -61,7 +61,7 @@ class PolicyCache:
         generation = self._generation
         try:
             self.database_reads += 1
-            policy = await database_sync_to_async(policy_effective_for)(key_id=key_id)
+            policy: EffectivePolicy = await database_sync_to_async(policy_effective_for)(key_id=key_id)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters (if any) get it, nobody else should be warned

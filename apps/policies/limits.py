@@ -26,6 +26,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.commands.core import AsyncScript
 
 from apps.policies.costs import ActualUsage, RequestCost, cost_micros_for
 from apps.policies.effective import EffectivePolicy, LevelLimits
@@ -238,10 +239,10 @@ def _fail_open() -> bool:
     return bool(getattr(settings, "INFERIA_POLICY_FAIL_OPEN", False))
 
 
-_scripts: dict[int, tuple[Any, Any]] = {}
+_scripts: dict[int, tuple[AsyncScript, AsyncScript]] = {}
 
 
-def _scripts_for(client: aioredis.Redis) -> tuple[Any, Any]:
+def _scripts_for(client: aioredis.Redis) -> tuple[AsyncScript, AsyncScript]:
     # register_script objects cache the SHA and fall back to EVAL on NOSCRIPT (after a Redis restart or flush).
     scripts = _scripts.get(id(client))
     if scripts is None or scripts[0].registered_client is not client:

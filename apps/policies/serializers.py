@@ -15,7 +15,7 @@ from apps.rbac.drf import TenantRelatedField
 # --- policies -------------------------------------------------------------------------------------------------
 
 
-class PolicyOut(serializers.ModelSerializer):
+class PolicyOut(serializers.ModelSerializer[Policy]):
     level = serializers.CharField(read_only=True, help_text='"org", "team" or "key".')
 
     class Meta:
@@ -39,7 +39,7 @@ def _limit(**kwargs: Any) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=0, required=False, allow_null=True, **kwargs)
 
 
-class PolicyUpdateIn(serializers.Serializer):
+class PolicyUpdateIn(serializers.Serializer[dict[str, Any]]):
     enabled = serializers.BooleanField(required=False)
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, help_text="Names or glob patterns; empty: any."
@@ -63,7 +63,7 @@ class PolicyCreateIn(PolicyUpdateIn):
     api_key = TenantRelatedField(ApiKey, required=False, allow_null=True, help_text="Attach to this key of the org.")
 
 
-class GuardrailProfileOut(serializers.ModelSerializer):
+class GuardrailProfileOut(serializers.ModelSerializer[GuardrailProfile]):
     class Meta:
         model = GuardrailProfile
         fields = [
@@ -82,7 +82,7 @@ class GuardrailProfileOut(serializers.ModelSerializer):
         ]
 
 
-class GuardrailProfileUpdateIn(serializers.Serializer):
+class GuardrailProfileUpdateIn(serializers.Serializer[dict[str, Any]]):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     input_actions = serializers.DictField(child=serializers.CharField(), required=False)
@@ -103,7 +103,7 @@ class GuardrailProfileCreateIn(GuardrailProfileUpdateIn):
 # --- prompt templates -----------------------------------------------------------------------------------------
 
 
-class PromptTemplateVersionOut(serializers.ModelSerializer):
+class PromptTemplateVersionOut(serializers.ModelSerializer[PromptTemplateVersion]):
     ref = serializers.SerializerMethodField(help_text="How a /v1 request names exactly this version.")
 
     class Meta:
@@ -125,7 +125,7 @@ class PromptTemplateVersionOut(serializers.ModelSerializer):
         return f"{version.template.name}@{version.version}"
 
 
-class PromptTemplateOut(serializers.ModelSerializer):
+class PromptTemplateOut(serializers.ModelSerializer[PromptTemplate]):
     class Meta:
         model = PromptTemplate
         fields = [
@@ -151,9 +151,13 @@ class PromptTemplateDetailOut(PromptTemplateOut):
         return PromptTemplateVersionOut(latest).data if latest is not None else None
 
 
-class PromptTemplateVersionIn(serializers.Serializer):
+class PromptTemplateVersionIn(serializers.Serializer[dict[str, Any]]):
     messages = serializers.JSONField(help_text='[{"role": "system", "content": "... {{variable}} ..."}]')
-    variables = serializers.JSONField(required=False, default=list, help_text='[{"name": "x", "default": "y"}]')
+    variables = serializers.JSONField(
+        required=False,
+        default=list,  # type: ignore[arg-type]  # the stubs allow only a mapping as a JSONField's default
+        help_text='[{"name": "x", "default": "y"}]',
+    )
     model = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
     params = serializers.JSONField(required=False, default=dict, help_text='e.g. {"temperature": 0.2}')
     note = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
@@ -165,7 +169,7 @@ class PromptTemplateCreateIn(PromptTemplateVersionIn):
     description = serializers.CharField(required=False, default="", allow_blank=True)
 
 
-class PromptTemplateUpdateIn(serializers.Serializer):
+class PromptTemplateUpdateIn(serializers.Serializer[dict[str, Any]]):
     description = serializers.CharField(allow_blank=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -178,14 +182,14 @@ class PromptTemplateUpdateIn(serializers.Serializer):
         return attrs
 
 
-class PromptTemplateRenderIn(serializers.Serializer):
+class PromptTemplateRenderIn(serializers.Serializer[dict[str, Any]]):
     version = serializers.RegexField(
         r"^(latest|[1-9][0-9]{0,8})$", required=False, default="latest", help_text='A version number or "latest".'
     )
     variables = serializers.DictField(required=False, default=dict)
 
 
-class PromptTemplateRenderOut(serializers.Serializer):
+class PromptTemplateRenderOut(serializers.Serializer[dict[str, Any]]):
     messages = serializers.ListField(child=serializers.DictField())
     model = serializers.CharField(allow_null=True)
     params = serializers.DictField()
@@ -193,7 +197,7 @@ class PromptTemplateRenderOut(serializers.Serializer):
     version = serializers.IntegerField()
 
 
-class PromptTemplateDiffOut(serializers.Serializer):
+class PromptTemplateDiffOut(serializers.Serializer[dict[str, Any]]):
     from_version = serializers.IntegerField()
     to_version = serializers.IntegerField()
     diff = serializers.CharField(help_text="A unified diff of the two versions' content as indented JSON.")

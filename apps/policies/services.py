@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, update_begin
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization, Team
@@ -54,7 +55,7 @@ def _publish_after_commit(organization_id: int | None) -> None:
 
 def policy_create(
     *,
-    actor: Any,
+    actor: Actor,
     organization: Organization,
     team: Team | None = None,
     api_key: ApiKey | None = None,
@@ -87,7 +88,7 @@ def policy_create(
 
 
 def policy_update(
-    *, policy: Policy, actor: Any, changes: dict[str, Any], context: AuditContext | None = None
+    *, policy: Policy, actor: Actor, changes: dict[str, Any], context: AuditContext | None = None
 ) -> Policy:
     """Change a policy's limits, allow-list, profile or enabled flag; takes effect on every gateway within 1 s."""
     with transaction.atomic():
@@ -101,7 +102,7 @@ def policy_update(
     return policy
 
 
-def policy_delete(*, policy: Policy, actor: Any, context: AuditContext | None = None) -> None:
+def policy_delete(*, policy: Policy, actor: Actor, context: AuditContext | None = None) -> None:
     """Remove a policy: its level stops limiting anything (counters in Redis simply expire)."""
     with transaction.atomic():
         organization_id = policy.organization_id
@@ -130,7 +131,7 @@ def _profile_validate(profile: GuardrailProfile) -> None:
 
 
 def guardrail_profile_create(
-    *, actor: Any, organization: Organization | None, context: AuditContext | None = None, **fields: Any
+    *, actor: Actor, organization: Organization | None, context: AuditContext | None = None, **fields: Any
 ) -> GuardrailProfile:
     """A guardrail profile for an organisation (or the platform, `organization=None`, superadmins only: the
     caller checks). Compiled once here, so a profile that cannot compile is never saved."""
@@ -155,7 +156,7 @@ def guardrail_profile_create(
 
 
 def guardrail_profile_update(
-    *, profile: GuardrailProfile, actor: Any, changes: dict[str, Any], context: AuditContext | None = None
+    *, profile: GuardrailProfile, actor: Actor, changes: dict[str, Any], context: AuditContext | None = None
 ) -> GuardrailProfile:
     """Change a profile; every key whose policy uses it (or, for the default, every key) picks it up within 1 s."""
     allowed = PROFILE_FIELDS_PLATFORM if profile.organization_id is None else PROFILE_FIELDS
@@ -171,7 +172,7 @@ def guardrail_profile_update(
     return profile
 
 
-def guardrail_profile_delete(*, profile: GuardrailProfile, actor: Any, context: AuditContext | None = None) -> None:
+def guardrail_profile_delete(*, profile: GuardrailProfile, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a profile no policy uses; raises ValidationError naming how many policies still use it."""
     with transaction.atomic():
         in_use = profile.policies.count()

@@ -30,6 +30,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext
 from apps.keys.models import ApiKey, Scope
 from apps.rbac.authentication import ApiKeyAuthentication
@@ -147,7 +148,7 @@ class TenantViewSet(GenericViewSet):
         return AuditContext.from_request(self.request)
 
     @property
-    def actor(self) -> Any:
+    def actor(self) -> Actor:
         return self.principal.actor
 
     def tenant_action(self) -> str:

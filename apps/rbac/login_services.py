@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -25,6 +24,7 @@ from django.db import transaction
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import AuditContext, audit_record
+from apps.orgs.models import User
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _count(key: str, window_s: int) -> None:
         cache.set(key, 1, timeout=window_s)
 
 
-def login_failure_record(*, email: str, user: Any, context: AuditContext, reason: str) -> None:
+def login_failure_record(*, email: str, user: User | None, context: AuditContext, reason: str) -> None:
     """Audit a failed attempt (wrong password, unknown account, or refused: `locked` / `slowed`); count it unless it
     was refused."""
     limits = login_limits()
@@ -132,7 +132,7 @@ def login_failure_record(*, email: str, user: Any, context: AuditContext, reason
         )
 
 
-def login_success_record(*, user: Any, context: AuditContext) -> None:
+def login_success_record(*, user: User, context: AuditContext) -> None:
     """A password check passed: clear the account's and this pair's failure counts and audit the sign-in. The
     address's count across accounts stays: one good password must not reset a sprayer's tally."""
     keys = _keys(user.email, context.ip_address)

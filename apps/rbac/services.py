@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import models, transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, update_begin
 from apps.rbac.models import Role, TeamGroup
 from inferia_runtime.errors import DomainRefusal
@@ -96,7 +97,7 @@ def object_grant(
     *,
     obj: models.Model,
     actions: list[str],
-    actor: Any,
+    actor: Actor,
     team: Any = None,
     user: Any = None,
     context: AuditContext | None = None,
@@ -120,7 +121,7 @@ def object_grant_revoke(
     *,
     obj: models.Model,
     actions: list[str],
-    actor: Any,
+    actor: Actor,
     team: Any = None,
     user: Any = None,
     context: AuditContext | None = None,
@@ -170,7 +171,7 @@ def role_create(
     slug: str,
     name: str,
     permissions: list[str],
-    actor: Any,
+    actor: Actor,
     description: str = "",
     context: AuditContext | None = None,
 ) -> Role:
@@ -189,7 +190,7 @@ def role_create(
 
 
 @transaction.atomic
-def role_update(*, role: Role, changes: dict[str, Any], actor: Any, context: AuditContext | None = None) -> Role:
+def role_update(*, role: Role, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None) -> Role:
     """Rename a custom role or change its permissions; members holding it are affected on their next request."""
     if role.is_builtin or role.organization_id is None:
         raise DomainRefusal("built-in roles cannot be changed")
@@ -210,7 +211,7 @@ def role_update(*, role: Role, changes: dict[str, Any], actor: Any, context: Aud
 
 
 @transaction.atomic
-def role_delete(*, role: Role, actor: Any, context: AuditContext | None = None) -> None:
+def role_delete(*, role: Role, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a custom role nobody holds."""
     if role.is_builtin or role.organization_id is None:
         raise DomainRefusal("built-in roles cannot be deleted")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import pyotp
 from cryptography.fernet import Fernet, MultiFernet
@@ -22,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+from apps.audit.actors import Actor
 from apps.audit.models import AuditEvent
 from apps.audit.services import AuditContext, audit_record
 from apps.orgs.models import Membership, User
@@ -79,16 +79,16 @@ def _new_recovery_code() -> str:
 # --- Reads -------------------------------------------------------------------------------------------------------
 
 
-def totp_device_confirmed(*, user: Any) -> TotpDevice | None:
+def totp_device_confirmed(*, user: User) -> TotpDevice | None:
     """The user's confirmed authenticator, if they have one (then sign-in asks for a code)."""
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
 
 
-def twofactor_enabled(*, user: Any) -> bool:
+def twofactor_enabled(*, user: User) -> bool:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
 
 
-def twofactor_required(*, user: Any) -> bool:
+def twofactor_required(*, user: User) -> bool:
     """Whether an organisation of the user's requires them to use two-factor sign-in: they are an owner or an
     admin (or hold a custom role that manages members) in an active organisation with `require_2fa` set."""
     manages_members = Q(
@@ -104,11 +104,11 @@ def twofactor_required(*, user: Any) -> bool:
     )
 
 
-def recovery_codes_remaining(*, user: Any) -> int:
+def recovery_codes_remaining(*, user: User) -> int:
     return RecoveryCode.objects.filter(user=user, used_at__isnull=True).count()
 
 
-def totp_enrolment_pending(*, user: Any) -> TotpEnrolment | None:
+def totp_enrolment_pending(*, user: User) -> TotpEnrolment | None:
     """The authenticator the user started to set up and has not confirmed yet, so the page shows the same QR
     code again instead of a new secret on every load."""
     device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
@@ -121,7 +121,7 @@ def totp_enrolment_pending(*, user: Any) -> TotpEnrolment | None:
 # --- Throttle ----------------------------------------------------------------------------------------------------
 
 
-def _failure_key(user: Any) -> str:
+def _failure_key(user: User) -> str:
     return f"2fa-fail:user:{user.pk}"
 
 
@@ -132,13 +132,13 @@ def _limits() -> tuple[int, int]:
     )
 
 
-def twofactor_is_locked(*, user: Any) -> bool:
+def twofactor_is_locked(*, user: User) -> bool:
     """Whether the user has had too many wrong codes within the lockout window."""
     limit, _ = _limits()
     return int(cache.get(_failure_key(user), 0)) >= limit
 
 
-def _failure_count(user: Any) -> None:
+def _failure_count(user: User) -> None:
     _, window = _limits()
     key = _failure_key(user)
     cache.add(key, 0, timeout=window)  # the window starts at the first failure
@@ -148,7 +148,7 @@ def _failure_count(user: Any) -> None:
         cache.set(key, 1, timeout=window)
 
 
-def _failure_record(user: Any, *, purpose: str, reason: str, context: AuditContext | None) -> None:
+def _failure_record(user: User, *, purpose: str, reason: str, context: AuditContext | None) -> None:
     _failure_count(user)
     with transaction.atomic():
         audit_record(
@@ -181,7 +181,7 @@ def _totp_accept(device: TotpDevice, code: str) -> bool:
     return False
 
 
-def _recovery_accept(user: Any, code: str) -> bool:
+def _recovery_accept(user: User, code: str) -> bool:
     """Spend one unused recovery code matching `code`; false if none does."""
     spent = RecoveryCode.objects.filter(user=user, code_hash=recovery_code_hash(code), used_at__isnull=True).update(
         used_at=timezone.now()
@@ -190,7 +190,7 @@ def _recovery_accept(user: Any, code: str) -> bool:
 
 
 def _check_code(
-    *, user: Any, device: TotpDevice, code: str, purpose: str, allow_recovery: bool, context: AuditContext | None
+    *, user: User, device: TotpDevice, code: str, purpose: str, allow_recovery: bool, context: AuditContext | None
 ) -> str:
     """Check a code for `purpose` (sign-in, confirm, disable, ...): "totp" or "recovery" for the kind that
     matched. Raises TwoFactorLocked or TwoFactorError (both counted and audited) otherwise."""
@@ -231,7 +231,7 @@ def twofactor_verify(*, user: User, code: str, context: AuditContext | None = No
 
 
 @transaction.atomic
-def totp_enrolment_start(*, user: User, actor: Any, context: AuditContext | None = None) -> TotpEnrolment:
+def totp_enrolment_start(*, user: User, actor: Actor, context: AuditContext | None = None) -> TotpEnrolment:
     """Begin setting up an authenticator: a fresh secret on an unconfirmed device (replacing an earlier
     unconfirmed one). Refused while a confirmed device exists: disable it first."""
     if TotpDevice.objects.select_for_update().filter(user=user, confirmed_at__isnull=False).exists():
@@ -244,14 +244,14 @@ def totp_enrolment_start(*, user: User, actor: Any, context: AuditContext | None
     return TotpEnrolment(device, secret, uri)
 
 
-def _recovery_codes_issue(user: Any) -> list[str]:
+def _recovery_codes_issue(user: User) -> list[str]:
     RecoveryCode.objects.filter(user=user).delete()
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
     RecoveryCode.objects.bulk_create([RecoveryCode(user=user, code_hash=recovery_code_hash(c)) for c in codes])
     return codes
 
 
-def totp_enrolment_confirm(*, user: User, code: str, actor: Any, context: AuditContext | None = None) -> list[str]:
+def totp_enrolment_confirm(*, user: User, code: str, actor: Actor, context: AuditContext | None = None) -> list[str]:
     """Finish setting up the authenticator with one valid code from it; returns the new recovery codes (the
     only time they exist in clear). A wrong code is counted towards the lockout and audited."""
     device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
@@ -269,7 +269,7 @@ def totp_enrolment_confirm(*, user: User, code: str, actor: Any, context: AuditC
     return codes
 
 
-def totp_disable(*, user: User, code: str, actor: Any, context: AuditContext | None = None) -> None:
+def totp_disable(*, user: User, code: str, actor: Actor, context: AuditContext | None = None) -> None:
     """Turn two-factor sign-in off, proven by a current TOTP or recovery code; the device and every recovery
     code go. (Whether the user may go without it is the caller's question: see `twofactor_required`.)"""
     device = totp_device_confirmed(user=user)
@@ -282,7 +282,7 @@ def totp_disable(*, user: User, code: str, actor: Any, context: AuditContext | N
         audit_record(action="2fa.disable", actor=actor, target=user, changes={"method": method}, context=context)
 
 
-def recovery_codes_regenerate(*, user: User, code: str, actor: Any, context: AuditContext | None = None) -> list[str]:
+def recovery_codes_regenerate(*, user: User, code: str, actor: Actor, context: AuditContext | None = None) -> list[str]:
     """Replace every recovery code with a new set, proven by a current TOTP code; returns the new codes."""
     device = totp_device_confirmed(user=user)
     if device is None:

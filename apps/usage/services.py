@@ -18,6 +18,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import CharField
 from django.utils import timezone
 
+from apps.audit.actors import Actor
 from apps.audit.models import AuditEvent
 from apps.audit.services import AuditContext, audit_record
 from apps.keys.models import ApiKey
@@ -61,7 +62,7 @@ class DeadLettersReplayed:
     kept: int  # still refused: left where they were
 
 
-def usage_dead_letters_replay(*, actor: Any, context: AuditContext | None = None) -> DeadLettersReplayed:
+def usage_dead_letters_replay(*, actor: Actor, context: AuditContext | None = None) -> DeadLettersReplayed:
     """Store the dead letters again, their strings repaired (control characters removed, cut to their column's
     length), so that a request once refused by the database still counts. Letters that still fail stay. Audited."""
     client = sync_redis()

@@ -168,6 +168,34 @@ async def test_a_scanner_class_is_plugged_in_by_configuration():
     assert verdict.blocked == "toxicity"
 
 
+class RemoteKeywordScanner(KeywordScanner):
+    """A scanner behind I/O: its findings come from `scan_async`; a synchronous `scan` must not be relied on."""
+
+    def scan(self, text: str, out: list[Finding]) -> None:
+        raise AssertionError("an asynchronous scanner is awaited, not called")
+
+    async def scan_async(self, text: str) -> list[Finding]:
+        found: list[Finding] = []
+        KeywordScanner.scan(self, text, found)
+        return found
+
+
+async def test_a_scanner_with_scan_async_is_awaited_instead_of_called():
+    profile = guardrail_profile_compile(
+        {
+            "input": {"toxicity": "redact"},
+            "scanners": [{"class": f"{__name__}.RemoteKeywordScanner", "options": {"word": "dreadful"}}],
+        }
+    )
+    body = chat("what a dreadful idea")
+
+    verdict = await guardrails_check_input(profile, body)
+
+    assert verdict.blocked is None
+    assert "dreadful" not in body["messages"][0]["content"]
+    assert verdict.usage_entries() == [{"category": "toxicity", "action": "redact", "count": 1}]
+
+
 # --- Output on streams ------------------------------------------------------------------------------------------------
 
 

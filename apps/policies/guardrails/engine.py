@@ -14,13 +14,16 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from django.conf import settings
 
 from apps.policies.guardrails import detectors as d
 from apps.policies.guardrails.detectors import Detector, Finding
 from inferia_runtime.errors import DomainRefusal
+
+if TYPE_CHECKING:
+    from apps.policies.guardrails.stream import StreamChunk
 
 BLOCK, REDACT, FLAG, OFF, STOP = "block", "redact", "flag", "off", "stop"
 INPUT_ACTIONS = (BLOCK, REDACT, FLAG, OFF)
@@ -80,6 +83,13 @@ class Scanner(Protocol):
     categories: frozenset[str]
 
     def scan(self, text: str, out: list[Finding]) -> None: ...
+
+
+@runtime_checkable
+class AsyncScanner(Scanner, Protocol):
+    """A scanner that needs I/O: the input check awaits its `scan_async` instead of calling `scan`."""
+
+    async def scan_async(self, text: str) -> list[Finding]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +199,7 @@ class CompiledProfile:
     output_detectors: tuple[Detector, ...]
     scanners: tuple[Scanner, ...] = ()
     fingerprint: str = ""
-    _async_scanners: tuple[Any, ...] = field(default=(), repr=False)
+    _async_scanners: tuple[AsyncScanner, ...] = field(default=(), repr=False)
 
     @property
     def output_enabled(self) -> bool:
@@ -221,9 +231,9 @@ class CompiledProfile:
 
 
 class StreamScannerProtocol(Protocol):
-    def feed(self, delta: str) -> Any: ...
+    def feed(self, delta: str) -> StreamChunk: ...
 
-    def finish(self) -> Any: ...
+    def finish(self) -> StreamChunk: ...
 
 
 _ACTION_RANK = {BLOCK: 3, REDACT: 2, FLAG: 1, STOP: 3, OFF: 0}
@@ -307,9 +317,9 @@ def _compile(canonical: str) -> CompiledProfile:
         output_actions=output_actions,
         input_detectors=needed(effective_input, default_on=False),
         output_detectors=needed(output_actions, default_on=False),
-        scanners=tuple(scanner for scanner in scanners if not hasattr(scanner, "scan_async")),
+        scanners=tuple(scanner for scanner in scanners if not isinstance(scanner, AsyncScanner)),
         fingerprint=canonical,
-        _async_scanners=tuple(scanner for scanner in scanners if hasattr(scanner, "scan_async")),
+        _async_scanners=tuple(scanner for scanner in scanners if isinstance(scanner, AsyncScanner)),
     )
 
 

@@ -76,14 +76,16 @@ class TemplateCache:
                 return compiled
         generation = self._generation
         self.database_reads += 1
-        compiled = await database_sync_to_async(_load)(organization_id=organization_id, name=name, version=version)
+        loaded: CompiledTemplate = await database_sync_to_async(_load)(
+            organization_id=organization_id, name=name, version=version
+        )
         if generation == self._generation:
-            self._versions[(organization_id, name, compiled.version)] = compiled
+            self._versions[(organization_id, name, loaded.version)] = loaded
             while len(self._versions) > self._versions_max:
                 self._versions.popitem(last=False)
             if version is None:
-                self._latest[(organization_id, name)] = (compiled.version, time.monotonic() + self._latest_ttl_s)
-        return compiled
+                self._latest[(organization_id, name)] = (loaded.version, time.monotonic() + self._latest_ttl_s)
+        return loaded
 
     async def render(self, *, organization_id: int, ref: str, variables: dict[str, Any] | None) -> RenderedTemplate:
         """`template_render`, from this cache."""

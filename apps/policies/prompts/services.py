@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization
@@ -20,7 +21,7 @@ VERSION_FIELDS = ("messages", "variables", "model", "params", "note")
 TEMPLATE_FIELDS = ("description",)
 
 
-def _authors(actor: Any) -> dict[str, int | None]:
+def _authors(actor: Actor) -> dict[str, int | None]:
     """Who made a template or version: the user, or the API key (and its owner, when it has one)."""
     if isinstance(actor, ApiKey):
         return {"created_by_id": actor.owner_id, "created_by_key_id": actor.pk}
@@ -37,7 +38,7 @@ def _publish_after_commit(template: PromptTemplate) -> None:
 
 
 def _version_build(
-    *, template: PromptTemplate, number: int, actor: Any, content: dict[str, Any]
+    *, template: PromptTemplate, number: int, actor: Actor, content: dict[str, Any]
 ) -> PromptTemplateVersion:
     unknown = set(content) - set(VERSION_FIELDS)
     if unknown:
@@ -55,7 +56,7 @@ def _version_build(
 
 def prompt_template_create(
     *,
-    actor: Any,
+    actor: Actor,
     organization: Organization,
     name: str,
     description: str = "",
@@ -95,7 +96,7 @@ def prompt_template_create(
 
 
 def prompt_template_version_create(
-    *, template: PromptTemplate, actor: Any, context: AuditContext | None = None, **content: Any
+    *, template: PromptTemplate, actor: Actor, context: AuditContext | None = None, **content: Any
 ) -> PromptTemplateVersion:
     """The next version of a template (numbers are gapless per template, even under concurrent edits). Gateways
     resolving `name` or `name@latest` see it within a second; `name@<n>` references are unaffected."""
@@ -119,7 +120,7 @@ def prompt_template_version_create(
 
 
 def prompt_template_update(
-    *, template: PromptTemplate, actor: Any, changes: dict[str, Any], context: AuditContext | None = None
+    *, template: PromptTemplate, actor: Actor, changes: dict[str, Any], context: AuditContext | None = None
 ) -> PromptTemplate:
     """Change what describes a template (not its content: that is a new version; not its name: references use it)."""
     with transaction.atomic():
@@ -132,7 +133,7 @@ def prompt_template_update(
     return template
 
 
-def prompt_template_delete(*, template: PromptTemplate, actor: Any, context: AuditContext | None = None) -> None:
+def prompt_template_delete(*, template: PromptTemplate, actor: Actor, context: AuditContext | None = None) -> None:
     """Delete a template and all its versions; requests naming it get 404 on every gateway within a second."""
     with transaction.atomic():
         audit_record(
