@@ -27,7 +27,7 @@ def platform_init(*, verbosity: int = 1) -> InitResult:
     from django.core.management import call_command
 
     from apps.audit.services import AuditContext
-    from apps.orgs.services import membership_ensure, organization_ensure, superadmin_ensure
+    from apps.orgs.bootstrap_services import membership_ensure, organization_ensure, superadmin_ensure
     from apps.rbac.services import roles_ensure_builtin
 
     call_command("migrate", interactive=False, verbosity=verbosity)

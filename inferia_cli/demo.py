@@ -113,8 +113,8 @@ def demo_ensure(*, data_dir: Path, admin_email: str) -> DemoData:
     deployment served by simulated nodes. Needs Django set up and `platform_init` done."""
     from apps.audit.services import AuditContext
     from apps.compute.services import simulator_deployment_ensure
+    from apps.orgs.bootstrap_services import membership_ensure, organization_ensure
     from apps.orgs.models import User
-    from apps.orgs.services import membership_ensure, organization_ensure
     from apps.rbac.models import Role
     from inferia_cli.bootstrap import CLI_CONTEXT_AGENT
 

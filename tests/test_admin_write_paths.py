@@ -17,10 +17,10 @@ from django.test import RequestFactory
 from guardian.admin import GuardedModelAdmin
 
 from apps.audit.models import AuditEvent
-from apps.compute import api_services
+from apps.compute import inventory_services
 from apps.keys.cache import principal_cache_key
 from apps.keys.services import api_key_create
-from apps.orgs import membership_services
+from apps.orgs import services as org_services
 from apps.orgs.models import Membership, User
 from apps.policies.prompts.services import prompt_template_create
 from apps.policies.services import guardrail_profile_create, policy_create
@@ -43,27 +43,29 @@ class World:
 @pytest.fixture
 def world(org, roles, root):
     person = User.objects.create_user("ada@example.com", "correct horse battery")
-    membership_services.membership_create(organization=org, user=person, role=roles["member"], actor=None)
-    provider = api_services.provider_create(organization=org, name="sim", kind="simulator", actor=None)
-    pool = api_services.pool_create(organization=org, provider=provider, name="gpus", actor=None)
+    org_services.membership_create(organization=org, user=person, role=roles["member"], actor=None)
+    provider = inventory_services.provider_create(organization=org, name="sim", kind="simulator", actor=None)
+    pool = inventory_services.pool_create(organization=org, provider=provider, name="gpus", actor=None)
     objects = {
         "org": org,
         "user": person,
         "membership": Membership.objects.get(user=person),
-        "team": membership_services.team_create(organization=org, name="Search", slug="search", actor=None),
-        "spare_team": membership_services.team_create(organization=org, name="Spare", slug="spare", actor=None),
-        "spare_provider": api_services.provider_create(organization=org, name="idle", kind="simulator", actor=None),
-        "spare_pool": api_services.pool_create(organization=org, provider=provider, name="idle", actor=None),
+        "team": org_services.team_create(organization=org, name="Search", slug="search", actor=None),
+        "spare_team": org_services.team_create(organization=org, name="Spare", slug="spare", actor=None),
+        "spare_provider": inventory_services.provider_create(
+            organization=org, name="idle", kind="simulator", actor=None
+        ),
+        "spare_pool": inventory_services.pool_create(organization=org, provider=provider, name="idle", actor=None),
         "role": role_create(
             organization=org, slug="auditor", name="Auditor", permissions=["audit.view_auditevent"], actor=None
         ),
         "key": api_key_create(organization=org, name="ci", scopes=["inference"]).key,
-        "invitation": membership_services.invitation_create(
+        "invitation": org_services.invitation_create(
             organization=org, email="bob@example.com", role=roles["viewer"], actor=None
         )[0],
         "provider": provider,
         "pool": pool,
-        "deployment": api_services.deployment_create(
+        "deployment": inventory_services.deployment_create(
             organization=org, pool=pool, name="chat", model_id="m", served_model_name="chat", actor=None
         ),
         "profile": guardrail_profile_create(organization=org, name="strict", actor=None),

@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from apps.audit.services import AuditContext
-from apps.compute import api_services
+from apps.compute import inventory_services
 from apps.compute.external_registration import external_deployment_create
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.compute.urlsafety import UnsafeUrlError
@@ -38,10 +38,10 @@ class ProviderAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_select_related = ["organization"]
     search_fields = ["name", "organization__name"]
     service_object = "provider"
-    create_service = staticmethod(api_services.provider_create)
-    update_service = staticmethod(api_services.provider_update)
-    delete_service = staticmethod(api_services.provider_delete)
-    service_fields = api_services.PROVIDER_FIELDS
+    create_service = staticmethod(inventory_services.provider_create)
+    update_service = staticmethod(inventory_services.provider_update)
+    delete_service = staticmethod(inventory_services.provider_delete)
+    service_fields = inventory_services.PROVIDER_FIELDS
     creation_fields = ("organization",)
 
 
@@ -52,10 +52,10 @@ class ComputePoolAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_select_related = ["provider", "organization"]
     search_fields = ["name", "region", "gpu_type"]
     service_object = "pool"
-    create_service = staticmethod(api_services.pool_create)
-    update_service = staticmethod(api_services.pool_update)
-    delete_service = staticmethod(api_services.pool_delete)
-    service_fields = api_services.POOL_FIELDS
+    create_service = staticmethod(inventory_services.pool_create)
+    update_service = staticmethod(inventory_services.pool_update)
+    delete_service = staticmethod(inventory_services.pool_delete)
+    service_fields = inventory_services.POOL_FIELDS
     creation_fields = ("organization",)
 
 
@@ -160,11 +160,11 @@ class ModelDeploymentAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin
     filter_horizontal = ["shared_with"]
     inlines = [ReplicaInline]
     service_object = "deployment"
-    create_service = staticmethod(api_services.deployment_create)
-    update_service = staticmethod(api_services.deployment_update)
+    create_service = staticmethod(inventory_services.deployment_create)
+    update_service = staticmethod(inventory_services.deployment_update)
     # Deleting one that runs nothing also deletes what a one-call registration made for it.
-    delete_service = staticmethod(api_services.deployment_delete)
-    service_fields = (*api_services.DEPLOYMENT_FIELDS, "shared_with")
+    delete_service = staticmethod(inventory_services.deployment_delete)
+    service_fields = (*inventory_services.DEPLOYMENT_FIELDS, "shared_with")
     creation_fields = ("organization",)
     # What the worker records as the deployment runs: a careless save must not overwrite it.
     readonly_fields = [
@@ -202,7 +202,7 @@ class ModelDeploymentAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin
         return super().service_update(request, obj, changes) if changes else obj
 
     def _share(self, request: HttpRequest, deployment: ModelDeployment, organizations: list[Organization]) -> None:
-        api_services.deployment_share(
+        inventory_services.deployment_share(
             deployment=deployment, organizations=organizations, actor=request.user, context=self.audit_context(request)
         )
 

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.compute import api_services, lora, services
+from apps.compute import inventory_services, lora, services
 from apps.compute.external_registration import external_deployment_register
 from apps.compute.health import engine_load_from_report, replica_heartbeat_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
@@ -71,7 +71,7 @@ def conflicts_as_409(service: Callable[..., Any]) -> Callable[..., Any]:
     def call(**kwargs: Any) -> Any:
         try:
             return service(**kwargs)
-        except api_services.NameTakenError as error:
+        except inventory_services.NameTakenError as error:
             raise Conflict(str(error)) from error
         except IntegrityError as error:
             raise Conflict(
@@ -99,9 +99,9 @@ class ProviderViewSet(
     ordering_fields = ["name", "created_at"]
     tenant_actions = GRANT_TENANT_ACTIONS
     service_object = "provider"
-    delete_service = staticmethod(api_services.provider_delete)
+    delete_service = staticmethod(inventory_services.provider_delete)
     create_in = ProviderCreateIn
-    create_service = staticmethod(conflicts_as_409(api_services.provider_create))
+    create_service = staticmethod(conflicts_as_409(inventory_services.provider_create))
 
     @extend_schema(request=ProviderUpdateIn, responses=ProviderOut)
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -111,7 +111,7 @@ class ProviderViewSet(
         changes = dict(data.validated_data)
         credentials = changes.pop("credentials", None)
         provider = service_call(
-            conflicts_as_409(api_services.provider_update),
+            conflicts_as_409(inventory_services.provider_update),
             provider=provider,
             changes=changes,
             credentials=credentials,
@@ -141,10 +141,10 @@ class PoolViewSet(
     tenant_actions = GRANT_TENANT_ACTIONS
     service_object = "pool"
     update_in = PoolUpdateIn
-    update_service = staticmethod(conflicts_as_409(api_services.pool_update))
-    delete_service = staticmethod(api_services.pool_delete)
+    update_service = staticmethod(conflicts_as_409(inventory_services.pool_update))
+    delete_service = staticmethod(inventory_services.pool_delete)
     create_in = PoolCreateIn
-    create_service = staticmethod(conflicts_as_409(api_services.pool_create))
+    create_service = staticmethod(conflicts_as_409(inventory_services.pool_create))
 
 
 @service_schema(create_in=DeploymentCreateIn, update_in=DeploymentUpdateIn, detail_out=DeploymentOut)
@@ -176,10 +176,10 @@ class DeploymentViewSet(
     }
     service_object = "deployment"
     update_in = DeploymentUpdateIn
-    update_service = staticmethod(conflicts_as_409(api_services.deployment_update))
-    delete_service = staticmethod(api_services.deployment_delete)
+    update_service = staticmethod(conflicts_as_409(inventory_services.deployment_update))
+    delete_service = staticmethod(inventory_services.deployment_delete)
     create_in = DeploymentCreateIn
-    create_service = staticmethod(conflicts_as_409(api_services.deployment_create))
+    create_service = staticmethod(conflicts_as_409(inventory_services.deployment_create))
 
     @extend_schema(request=ExternalDeploymentCreateIn, responses={201: DeploymentOut, 200: DeploymentOut, 409: None})
     @action(detail=False, methods=["post"])
@@ -219,7 +219,7 @@ class DeploymentViewSet(
         deployment = self.get_object()
         if not self.principal.is_superadmin:
             raise PermissionDenied("Only the platform superadmin shares platform deployments.")
-        return self._deployment_change(request, deployment, api_services.deployment_share, DeploymentShareIn)
+        return self._deployment_change(request, deployment, inventory_services.deployment_share, DeploymentShareIn)
 
     @extend_schema(request=DeploymentScaleIn, responses=DeploymentOut)
     @action(detail=True, methods=["post"])

@@ -11,7 +11,7 @@ from django.db import transaction
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext
 from apps.compute.adapters.external import external_base_urls_check
-from apps.compute.api_services import (
+from apps.compute.inventory_services import (
     REGISTRATION_MARK,
     deployment_create,
     owner_name_check,

@@ -17,8 +17,8 @@ from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.cache import key_cache_purge
 from apps.keys.models import ApiKey, Scope, still_working
-from apps.orgs.membership_services import membership_remove
 from apps.orgs.models import Membership, User
+from apps.orgs.services import membership_remove
 from inferia_runtime.errors import DomainRefusal
 
 KEY_PREFIX = "sk-inf-"

@@ -1,6 +1,6 @@
 """People and organisations in Django admin, changed only through the services that audit them.
 
-Organisations and teams (also on the organisation's page) are created and edited through the membership services;
+Organisations and teams (also on the organisation's page) are created and edited through the organisation services;
 a membership's role and teams likewise, and removing one revokes the member's keys as it does everywhere. People
 join by accepting an invitation, so memberships and invitations are never added here, and invitations are only
 withdrawn. A person's name and whether their account is active go through `user_update`; platform rights
@@ -20,9 +20,8 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from apps.keys.services import membership_offboard
-from apps.orgs import membership_services
+from apps.orgs import services as org_services
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
-from apps.orgs.services import USER_FIELDS, user_update
 from apps.rbac.admin_mixins import TenantAdminMixin
 from apps.rbac.admin_writes import ServiceAdminMixin
 from apps.rbac.restrict import role_within_reach
@@ -43,8 +42,8 @@ class UserAdmin(ServiceAdminMixin, DjangoUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     service_object = "user"
-    update_service = staticmethod(user_update)
-    service_fields = USER_FIELDS
+    update_service = staticmethod(org_services.user_update)
+    service_fields = org_services.USER_FIELDS
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         # Users are not tenant rows, but their addresses are: staff who are not the superadmin see only the
@@ -77,9 +76,9 @@ class OrganizationAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     inlines = [TeamInline]
     service_object = "organization"
-    create_service = staticmethod(membership_services.organization_create)
-    update_service = staticmethod(membership_services.organization_update)
-    service_fields = membership_services.ORGANIZATION_FIELDS
+    create_service = staticmethod(org_services.organization_create)
+    update_service = staticmethod(org_services.organization_update)
+    service_fields = org_services.ORGANIZATION_FIELDS
 
     def service_create(self, request: HttpRequest, values: dict[str, Any]) -> Model:
         # A new organisation starts active without 2FA required; anything else set on the form is a first change.
@@ -94,11 +93,11 @@ class OrganizationAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
         for team_form in formset.initial_forms:
             if team_form in formset.deleted_forms:
                 team = Team.objects.get(pk=team_form.instance.pk)
-                membership_services.team_delete(team=team, actor=request.user, context=context)
+                org_services.team_delete(team=team, actor=request.user, context=context)
                 formset.deleted_objects.append(team)
             elif team_form.has_changed():
                 changes = {name: team_form.cleaned_data[name] for name in team_form.changed_data}
-                team = membership_services.team_update(
+                team = org_services.team_update(
                     team=Team.objects.get(pk=team_form.instance.pk),
                     changes=changes,
                     actor=request.user,
@@ -107,7 +106,7 @@ class OrganizationAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
                 formset.changed_objects.append((team, team_form.changed_data))
         for team_form in formset.extra_forms:
             if team_form.has_changed() and team_form not in formset.deleted_forms:
-                team = membership_services.team_create(
+                team = org_services.team_create(
                     organization=organization,
                     name=team_form.cleaned_data["name"],
                     slug=team_form.cleaned_data["slug"],
@@ -125,10 +124,10 @@ class TeamAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     search_fields = ["name", "slug", "organization__name"]
     prepopulated_fields = {"slug": ("name",)}
     service_object = "team"
-    create_service = staticmethod(membership_services.team_create)
-    update_service = staticmethod(membership_services.team_update)
-    delete_service = staticmethod(membership_services.team_delete)
-    service_fields = membership_services.TEAM_FIELDS
+    create_service = staticmethod(org_services.team_create)
+    update_service = staticmethod(org_services.team_update)
+    delete_service = staticmethod(org_services.team_delete)
+    service_fields = org_services.TEAM_FIELDS
     creation_fields = ("organization",)
 
 
@@ -143,7 +142,7 @@ class MembershipAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     search_fields = ["user__email", "organization__name"]
     filter_horizontal = ["teams"]
     service_object = "membership"
-    update_service = staticmethod(membership_services.membership_update)
+    update_service = staticmethod(org_services.membership_update)
     delete_service = staticmethod(membership_offboard)  # revokes their keys there in the same transaction
     service_fields = ("role", "teams")
 
@@ -153,7 +152,7 @@ class MembershipAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
         for role in (obj.role, changes.get("role", obj.role)):
             if not role_within_reach(principal=request.user, role=role, organization=obj.organization):
                 raise PermissionDenied
-        return membership_services.membership_update(
+        return org_services.membership_update(
             membership=obj,
             role=changes.get("role"),
             teams=changes.get("teams"),
@@ -182,7 +181,7 @@ class InvitationAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Invitation]) -> None:
         pending = queryset.filter(accepted_at__isnull=True, revoked_at__isnull=True)
         for invitation in pending:
-            membership_services.invitation_revoke(
+            org_services.invitation_revoke(
                 invitation=invitation, actor=request.user, context=self.audit_context(request)
             )
         self.message_user(request, f"Withdrew {len(pending)} invitation(s).", messages.SUCCESS)

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.keys.services import membership_offboard
-from apps.orgs import membership_services
+from apps.orgs import services as org_services
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from apps.orgs.serializers import (
     InvitationAcceptIn,
@@ -54,9 +54,9 @@ class OrganizationViewSet(
     ordering_fields = ["name", "slug", "created_at"]
     service_object = "organization"
     update_in = OrganizationUpdateIn
-    update_service = staticmethod(membership_services.organization_update)
+    update_service = staticmethod(org_services.organization_update)
     create_in = OrganizationCreateIn
-    create_service = staticmethod(membership_services.organization_create)
+    create_service = staticmethod(org_services.organization_create)
 
     def create_values(self, values: dict[str, Any]) -> dict[str, Any]:
         if not self.principal.is_superadmin:
@@ -82,15 +82,15 @@ class TeamViewSet(
     ordering_fields = ["name", "slug", "created_at"]
     service_object = "team"
     update_in = TeamUpdateIn
-    update_service = staticmethod(membership_services.team_update)
-    delete_service = staticmethod(membership_services.team_delete)
+    update_service = staticmethod(org_services.team_update)
+    delete_service = staticmethod(org_services.team_delete)
     create_in = TeamCreateIn
-    create_service = staticmethod(membership_services.team_create)
+    create_service = staticmethod(org_services.team_create)
 
 
 def _invite(view: TenantViewSet, values: dict[str, Any]) -> Invitation:
     invitation, token = service_call(
-        membership_services.invitation_create,
+        org_services.invitation_create,
         organization=values["organization"],
         email=values["email"],
         role=values["role"],
@@ -136,7 +136,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         if "role" in data.validated_data:
             self.check_role_within_reach(data.validated_data["role"], membership.organization)
         membership = service_call(
-            membership_services.membership_update,
+            org_services.membership_update,
             membership=membership,
             role=data.validated_data.get("role"),
             teams=data.validated_data.get("teams"),
@@ -166,7 +166,7 @@ class InvitationViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.Retri
     ordering_fields = ["created_at", "expires_at"]
     tenant_actions = {"accept": "view"}
     service_object = "invitation"
-    delete_service = staticmethod(membership_services.invitation_revoke)
+    delete_service = staticmethod(org_services.invitation_revoke)
 
     def base_queryset(self) -> Any:
         return Invitation.objects.prefetch_related("teams")
@@ -189,7 +189,7 @@ class InvitationViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.Retri
         data = InvitationAcceptIn(data=request.data)
         data.is_valid(raise_exception=True)
         membership = service_call(
-            membership_services.invitation_accept,
+            org_services.invitation_accept,
             token=data.validated_data["token"],
             user=request.user,
             context=self.audit_context,

@@ -30,8 +30,8 @@ from mozilla_django_oidc.utils import import_from_settings
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import AuditContext, audit_record
-from apps.orgs.membership_services import membership_create, membership_update, organization_create
 from apps.orgs.models import Membership, Organization, User
+from apps.orgs.services import membership_create, membership_update, organization_create
 from apps.rbac.models import OidcIdentity, Role
 
 logger = logging.getLogger(__name__)

@@ -85,7 +85,7 @@ def _ready(deployment_id: int) -> bool:
 
 def _committed_data() -> dict[str, Any]:
     from apps.compute.services import simulator_deployment_ensure
-    from apps.orgs.services import organization_ensure
+    from apps.orgs.bootstrap_services import organization_ensure
     from apps.rbac.services import roles_ensure_builtin
     from apps.rbac.twofactor_services import totp_enrolment_confirm, totp_enrolment_start
 

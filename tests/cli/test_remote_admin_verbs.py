@@ -67,7 +67,7 @@ def test_audit_verify_reads_exported_checkpoints_and_detects_a_truncated_tail(ch
 
 
 def test_secrets_rotate_re_encrypts_every_provider_under_the_new_first_key(transactional_db, org):
-    from apps.compute.api_services import provider_create
+    from apps.compute.inventory_services import provider_create
     from apps.compute.models import Provider
 
     with transaction.atomic():
@@ -86,7 +86,7 @@ def test_secrets_rotate_re_encrypts_every_provider_under_the_new_first_key(trans
 
 
 def test_secrets_rotate_fails_cleanly_when_no_key_decrypts(transactional_db, org):
-    from apps.compute.api_services import provider_create
+    from apps.compute.inventory_services import provider_create
 
     with transaction.atomic():
         provider_create(organization=org, name="one", kind="simulator", actor=None, credentials={"token": "x"})

@@ -73,7 +73,7 @@ class PlatformSupervisor:
     def __init__(self, django_db_blocker) -> None:
         from apps.compute.services import simulator_deployment_ensure
         from apps.keys.services import api_key_create
-        from apps.orgs.services import organization_ensure
+        from apps.orgs.bootstrap_services import organization_ensure
 
         self.blocker = django_db_blocker
         with django_db_blocker.unblock():

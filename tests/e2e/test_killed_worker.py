@@ -165,7 +165,7 @@ class ComputePlane:
 
     def deploy(self, *, replicas: int) -> ModelDeployment:
         """A simulator deployment wanting `replicas`, committed; nothing enqueued yet (no worker runs)."""
-        from apps.orgs.services import organization_ensure
+        from apps.orgs.bootstrap_services import organization_ensure
 
         def create() -> ModelDeployment:
             if self.organization is None:

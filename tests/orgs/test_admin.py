@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from apps.audit.models import AuditEvent
 from apps.keys.services import api_key_create
-from apps.orgs import membership_services
+from apps.orgs import services as org_services
 from apps.orgs.models import Membership, Organization, Team, User
 from apps.rbac.services import role_create
 from tests.admin_forms import page_form
@@ -68,7 +68,7 @@ def test_a_refusal_is_shown_on_the_page_and_changes_nothing(client, root, org, o
 
 
 def test_a_team_with_live_keys_is_not_deleted_from_the_organisation_page(client, root, org):
-    team = membership_services.team_create(organization=org, name="Search", slug="search", actor=None)
+    team = org_services.team_create(organization=org, name="Search", slug="search", actor=None)
     api_key_create(organization=org, team=team, name="ci", scopes=["inference"])
     url = f"/admin/orgs/organization/{org.pk}/change/"
 

@@ -9,8 +9,8 @@ from django.db.models import ProtectedError
 from apps.audit.models import AuditEvent
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_create, api_key_revoke, api_key_rotate, membership_offboard
-from apps.orgs.membership_services import team_delete
 from apps.orgs.models import Membership, Team
+from apps.orgs.services import team_delete
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.compute import api_services, services
+from apps.compute import inventory_services, services
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.console import deployment_selectors as deps
 from apps.console.pages.support import (
@@ -107,7 +107,7 @@ def deployment_create_view(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Choose a pool of that organisation whose provider has a working adapter.")
             return redirect("console:deployments")
         deployment, error = service_run(
-            api_services.deployment_create,
+            inventory_services.deployment_create,
             organization=organization,
             pool=pool,
             actor=actor,

@@ -1,5 +1,5 @@
 """The people pages: members (change role, remove), invitations by link (shown once), teams, and roles (compose a
-custom role from permissions). Writes go through `apps.orgs.membership_services` and `apps.rbac.services`; nobody
+custom role from permissions). Writes go through `apps.orgs.services` and `apps.rbac.services`; nobody
 hands out, or takes away, a role with more rights than their own (`role_within_reach`)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from apps.console.pages.support import (
     tenant_object,
 )
 from apps.keys.services import membership_offboard
-from apps.orgs import membership_services
+from apps.orgs import services as org_services
 from apps.orgs.models import Invitation, Membership, Organization, Team
 from apps.rbac import services as rbac_services
 from apps.rbac.models import Role
@@ -180,7 +180,7 @@ def member_role_view(request: HttpRequest, pk: int) -> HttpResponse:
         if not role_within_reach(principal=principal, role=checked, organization=membership.organization):
             raise PermissionDenied("You may not assign or take away a role with more rights than your own.")
     _, error = service_run(
-        membership_services.membership_update,
+        org_services.membership_update,
         membership=membership,
         role=role,
         actor=request.user,
@@ -276,7 +276,7 @@ def invitation_create_view(request: HttpRequest) -> HttpResponse:
     if not role_within_reach(principal=page_principal(request), role=role, organization=organization):
         raise PermissionDenied("You may not invite someone with more rights than your own.")
     created, error = service_run(
-        membership_services.invitation_create,
+        org_services.invitation_create,
         organization=organization,
         email=values["email"],
         role=role,
@@ -300,7 +300,7 @@ def invitation_create_view(request: HttpRequest) -> HttpResponse:
 def invitation_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = tenant_object(Invitation.objects.all(), request=request, pk=pk, action="delete")
     _, error = service_run(
-        membership_services.invitation_revoke,
+        org_services.invitation_revoke,
         invitation=invitation,
         actor=request.user,
         context=page_audit_context(request),
@@ -319,7 +319,7 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
     """Where an invitation link lands: the invited person, signed in, joins the organisation."""
     if request.method == "POST":
         membership, error = service_run(
-            membership_services.invitation_accept, token=token, user=request.user, context=page_audit_context(request)
+            org_services.invitation_accept, token=token, user=request.user, context=page_audit_context(request)
         )
         if not error:
             messages.success(request, f"Welcome to {membership.organization.name}.")
@@ -362,7 +362,7 @@ def team_create_view(request: HttpRequest) -> HttpResponse:
         return redirect("console:member-teams")
     organization = require_may_add(request, Team, form.cleaned_data["organization"])
     team, error = service_run(
-        membership_services.team_create,
+        org_services.team_create,
         organization=organization,
         name=form.cleaned_data["name"],
         slug=form.cleaned_data["slug"],
@@ -380,9 +380,7 @@ def team_create_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def team_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
     team = tenant_object(Team.objects.all(), request=request, pk=pk, action="delete")
-    _, error = service_run(
-        membership_services.team_delete, team=team, actor=request.user, context=page_audit_context(request)
-    )
+    _, error = service_run(org_services.team_delete, team=team, actor=request.user, context=page_audit_context(request))
     if error:
         messages.error(request, error)
     else:
