@@ -7,13 +7,17 @@ from django.urls import path
 from apps.console.pages import audit as audit_pages
 from apps.console.pages import dashboard as dashboard_pages
 from apps.console.pages import deployments as deployment_pages
+from apps.console.pages import guardrail_profiles as profile_pages
 from apps.console.pages import keys as keys_pages
-from apps.console.pages import members as members_pages
 from apps.console.pages import playground as playground_pages
 from apps.console.pages import policies as policies_pages
 from apps.console.pages import sign_in, sso
 from apps.console.pages import templates as templates_pages
 from apps.console.pages import usage as usage_pages
+from apps.console.pages.people import invitations as invitation_pages
+from apps.console.pages.people import members as members_pages
+from apps.console.pages.people import roles as role_pages
+from apps.console.pages.people import teams as team_pages
 
 app_name = "console"
 
@@ -56,23 +60,25 @@ urlpatterns = [
     path("members/", members_pages.members_view, name="members"),
     path("members/<int:pk>/role/", members_pages.member_role_view, name="member-role"),
     path("members/<int:pk>/remove/", members_pages.member_remove_view, name="member-remove"),
-    path("members/invitations/", members_pages.invitations_view, name="member-invitations"),
-    path("members/invitations/new/", members_pages.invitation_create_view, name="member-invitation-create"),
-    path("members/invitations/<int:pk>/revoke/", members_pages.invitation_revoke_view, name="member-invitation-revoke"),
-    path("invitations/<str:token>/", members_pages.invitation_accept_view, name="member-invitation-accept"),
-    path("members/teams/", members_pages.teams_view, name="member-teams"),
-    path("members/teams/new/", members_pages.team_create_view, name="member-team-create"),
-    path("members/teams/<int:pk>/delete/", members_pages.team_delete_view, name="member-team-delete"),
-    path("members/roles/", members_pages.roles_view, name="member-roles"),
-    path("members/roles/new/", members_pages.role_create_view, name="member-role-create"),
-    path("members/roles/<int:pk>/delete/", members_pages.role_delete_view, name="member-role-delete"),
+    path("members/invitations/", invitation_pages.invitations_view, name="member-invitations"),
+    path("members/invitations/new/", invitation_pages.invitation_create_view, name="member-invitation-create"),
+    path(
+        "members/invitations/<int:pk>/revoke/", invitation_pages.invitation_revoke_view, name="member-invitation-revoke"
+    ),
+    path("invitations/<str:token>/", invitation_pages.invitation_accept_view, name="member-invitation-accept"),
+    path("members/teams/", team_pages.teams_view, name="member-teams"),
+    path("members/teams/new/", team_pages.team_create_view, name="member-team-create"),
+    path("members/teams/<int:pk>/delete/", team_pages.team_delete_view, name="member-team-delete"),
+    path("members/roles/", role_pages.roles_view, name="member-roles"),
+    path("members/roles/new/", role_pages.role_create_view, name="member-role-create"),
+    path("members/roles/<int:pk>/delete/", role_pages.role_delete_view, name="member-role-delete"),
     path("policies/", policies_pages.policies_view, name="policies"),
     path("policies/new/", policies_pages.policy_create_view, name="policy-create"),
     path("policies/<int:pk>/", policies_pages.policy_edit_view, name="policy-edit"),
     path("policies/<int:pk>/delete/", policies_pages.policy_delete_view, name="policy-delete"),
-    path("policies/profiles/", policies_pages.profiles_view, name="policy-profiles"),
-    path("policies/profiles/new/", policies_pages.profile_create_view, name="policy-profile-create"),
-    path("policies/profiles/<int:pk>/", policies_pages.profile_edit_view, name="policy-profile-edit"),
+    path("policies/profiles/", profile_pages.profiles_view, name="policy-profiles"),
+    path("policies/profiles/new/", profile_pages.profile_create_view, name="policy-profile-create"),
+    path("policies/profiles/<int:pk>/", profile_pages.profile_edit_view, name="policy-profile-edit"),
     path("templates/", templates_pages.templates_view, name="templates"),
     path("templates/new/", templates_pages.template_create_view, name="template-create"),
     path("templates/<int:pk>/", templates_pages.template_detail_view, name="template-detail"),

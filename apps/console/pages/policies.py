@@ -1,10 +1,9 @@
 """The policies pages: policies at organisation, team and key level (limits, budgets, model allow-lists, guardrail
-profile) and guardrail profiles, listed, created and edited through `apps.policies.services` (audited, published to
-every gateway)."""
+profile), listed, created and edited through `apps.policies.services` (audited, published to every gateway).
+Guardrail profiles, the other tab, are in `guardrail_profiles.py`."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -18,9 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.console.pages.support import (
-    json_fields_clean,
     keyset_page,
-    organization_current,
     organization_current_slug,
     organization_filter,
     organizations_visible,
@@ -79,46 +76,11 @@ class PolicyCreateForm(PolicyForm):
     key = forms.CharField(required=False, max_length=64)
 
 
-class ProfileForm(forms.Form):
-    """A guardrail profile: JSON for the category actions, patterns and scanners; one blocklist entry a line."""
-
-    name = forms.CharField(label="Name", max_length=200)
-    description = forms.CharField(label="Description", required=False, widget=forms.Textarea)
-    input_actions = forms.CharField(label="Input actions (JSON)", required=False, widget=forms.Textarea)
-    output_actions = forms.CharField(label="Output actions (JSON)", required=False, widget=forms.Textarea)
-    blocklist = forms.CharField(label="Blocklist (one a line)", required=False, widget=forms.Textarea)
-    patterns = forms.CharField(label="Patterns (JSON)", required=False, widget=forms.Textarea)
-    scanners = forms.CharField(label="Scanners (JSON)", required=False, widget=forms.Textarea)
-
-    JSON_FIELDS = {"input_actions": dict, "output_actions": dict, "patterns": list, "scanners": list}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        json_fields_clean(self, cleaned, self.JSON_FIELDS)
-        cleaned["blocklist"] = [line.strip() for line in (cleaned.get("blocklist") or "").splitlines() if line.strip()]
-        return cleaned
-
-    def profile_fields(self) -> dict[str, Any]:
-        return {name: self.cleaned_data[name] for name in policy_services.PROFILE_FIELDS}
-
-    @classmethod
-    def initial_from(cls, profile: GuardrailProfile) -> dict[str, Any]:
-        return {
-            "name": profile.name,
-            "description": profile.description,
-            "input_actions": json.dumps(profile.input_actions, indent=2),
-            "output_actions": json.dumps(profile.output_actions, indent=2),
-            "blocklist": "\n".join(profile.blocklist),
-            "patterns": json.dumps(profile.patterns, indent=2),
-            "scanners": json.dumps(profile.scanners, indent=2),
-        }
-
-
-def _form_errors(form: forms.Form) -> str:
+def form_errors(form: forms.Form) -> str:
     return "; ".join(f"{'' if k == '__all__' else k + ': '}{' '.join(v)}" for k, v in form.errors.items())
 
 
-def _tabs(current: str) -> list[dict[str, Any]]:
+def policy_tabs(current: str) -> list[dict[str, Any]]:
     return [
         {"url": reverse(name), "label": label, "current": name == current}
         for name, label in (("console:policies", "Policies"), ("console:policy-profiles", "Guardrail profiles"))
@@ -160,7 +122,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
     create_orgs = list(page_organizations_allowing(request, "add", Policy).order_by("name"))
     org_ids = [o.pk for o in create_orgs]
     context = {
-        "tabs": _tabs("console:policies"),
+        "tabs": policy_tabs("console:policies"),
         "rows": [{"policy": p, "may_change": p.pk in changeable} for p in page.rows],
         "page": page,
         "level": level,
@@ -184,7 +146,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
 def policy_create_view(request: HttpRequest) -> HttpResponse:
     form = PolicyCreateForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Check the policy: " + _form_errors(form))
+        messages.error(request, "Check the policy: " + form_errors(form))
         return redirect("console:policies")
     values = form.cleaned_data
     organization = require_may_add(request, Policy, values["organization"])
@@ -248,7 +210,7 @@ def policy_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
                 return redirect("console:policy-edit", pk=policy.pk)
             messages.error(request, error)
         else:
-            messages.error(request, "Check the policy: " + _form_errors(form))
+            messages.error(request, "Check the policy: " + form_errors(form))
     else:
         form = PolicyForm(
             initial={
@@ -259,7 +221,7 @@ def policy_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
             }
         )
     context = {
-        "tabs": _tabs("console:policies"),
+        "tabs": policy_tabs("console:policies"),
         "policy": policy,
         "form": form,
         "may_change": may_change,
@@ -282,98 +244,3 @@ def policy_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("console:policy-edit", pk=policy.pk)
     messages.success(request, "Policy deleted.")
     return redirect("console:policies")
-
-
-@never_cache
-@login_required
-@require_GET
-def profiles_view(request: HttpRequest) -> HttpResponse:
-    principal = page_principal(request)
-    current = organization_current(request)
-    profiles = GuardrailProfile.objects.restrict(principal).filter(
-        Q(organization__isnull=True) | Q(organization_id=current.pk if current is not None else None)
-    )
-    page = keyset_page(profiles.select_related("organization"), request=request)
-    context = {
-        "tabs": _tabs("console:policy-profiles"),
-        "rows": page.rows,
-        "page": page,
-        "query": query_without(request, "older", "newer"),
-        "orgs": organizations_visible(request),
-        "org": organization_current_slug(request),
-        "may_create": page_organizations_allowing(request, "add", GuardrailProfile).exists(),
-    }
-    return render(request, "console/policies/profiles.html", context)
-
-
-@never_cache
-@login_required
-@require_http_methods(["GET", "POST"])
-def profile_create_view(request: HttpRequest) -> HttpResponse:
-    create_orgs = list(page_organizations_allowing(request, "add", GuardrailProfile).order_by("name"))
-    if request.method == "POST":
-        organization = require_may_add(request, GuardrailProfile, request.POST.get("organization"))
-        form = ProfileForm(request.POST)
-        if form.is_valid():
-            profile, error = service_run(
-                policy_services.guardrail_profile_create,
-                actor=request.user,
-                organization=organization,
-                context=page_audit_context(request),
-                **form.profile_fields(),
-            )
-            if not error:
-                messages.success(request, f"Guardrail profile {profile.name} created.")
-                return redirect("console:policy-profile-edit", pk=profile.pk)
-            messages.error(request, error)
-    else:
-        if not create_orgs:
-            return redirect("console:policy-profiles")
-        form = ProfileForm(initial={"input_actions": "{}", "output_actions": "{}", "patterns": "[]", "scanners": "[]"})
-    context = {
-        "tabs": _tabs("console:policy-profiles"),
-        "form": form,
-        "create_orgs": create_orgs,
-        "profile": None,
-        "may_change": True,
-    }
-    return render(request, "console/policies/profile_edit.html", context)
-
-
-@never_cache
-@login_required
-@require_http_methods(["GET", "POST"])
-def profile_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
-    action = "change" if request.method == "POST" else "view"
-    profile = tenant_object(
-        GuardrailProfile.objects.select_related("organization"), request=request, pk=pk, action=action
-    )
-    may_change = profile.organization_id is not None or page_principal(request).is_superadmin
-    may_change = (
-        may_change
-        and GuardrailProfile.objects.filter(pk=profile.pk).restrict(page_principal(request), "change").exists()
-    )
-    if request.method == "POST":
-        form = ProfileForm(request.POST)
-        if form.is_valid():
-            _, error = service_run(
-                policy_services.guardrail_profile_update,
-                profile=profile,
-                actor=request.user,
-                changes=form.profile_fields(),
-                context=page_audit_context(request),
-            )
-            if not error:
-                messages.success(request, "Guardrail profile saved; gateways apply it within a second.")
-                return redirect("console:policy-profile-edit", pk=profile.pk)
-            messages.error(request, error)
-    else:
-        form = ProfileForm(initial=ProfileForm.initial_from(profile))
-    context = {
-        "tabs": _tabs("console:policy-profiles"),
-        "form": form,
-        "profile": profile,
-        "may_change": may_change,
-        "create_orgs": [],
-    }
-    return render(request, "console/policies/profile_edit.html", context)
