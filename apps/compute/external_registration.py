@@ -19,13 +19,14 @@ from apps.compute.inventory_services import (
     provider_create,
 )
 from apps.compute.models import ModelDeployment, Provider
+from apps.orgs.models import Organization
 from inferia_runtime.errors import DomainRefusal
 
 
 @transaction.atomic
 def external_deployment_create(
     *,
-    organization: Any,
+    organization: Organization | None,
     served_model_name: str,
     base_urls: list[str],
     actor: Actor,
@@ -86,7 +87,12 @@ def external_deployment_create(
 
 
 def external_deployment_register(
-    *, organization: Any, served_model_name: str, base_urls: list[str], model_id: str = "", **fields: Any
+    *,
+    organization: Organization | None,
+    served_model_name: str,
+    base_urls: list[str],
+    model_id: str = "",
+    **fields: Any,
 ) -> tuple[ModelDeployment, bool]:
     """`external_deployment_create`, idempotent: registering the same base URLs and upstream model under a served
     name again returns the deployment that has them, unchanged, and False; the same served name with other URLs or

@@ -20,6 +20,7 @@ from apps.compute.credentials import credentials_encrypt
 from apps.compute.engine import engine_spec_build
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.compute.services import State, deployment_transition_locked, enqueue_reconcile
+from apps.orgs.models import Organization
 from inferia_runtime.errors import DomainRefusal
 
 PROVIDER_FIELDS = ("name", "kind", "config")
@@ -151,7 +152,7 @@ def _deployment_check(deployment: ModelDeployment) -> None:
 @transaction.atomic
 def provider_create(
     *,
-    organization: Any,
+    organization: Organization | None,
     name: str,
     kind: str,
     actor: Actor,
@@ -207,7 +208,7 @@ def provider_delete(*, provider: Provider, actor: Actor, context: AuditContext |
 @transaction.atomic
 def pool_create(
     *,
-    organization: Any,
+    organization: Organization | None,
     provider: Provider,
     name: str,
     actor: Actor,
@@ -248,7 +249,12 @@ def pool_delete(*, pool: ComputePool, actor: Actor, context: AuditContext | None
 
 @transaction.atomic
 def deployment_create(
-    *, organization: Any, pool: ComputePool, actor: Actor, context: AuditContext | None = None, **fields: Any
+    *,
+    organization: Organization | None,
+    pool: ComputePool,
+    actor: Actor,
+    context: AuditContext | None = None,
+    **fields: Any,
 ) -> ModelDeployment:
     """A deployment on one of the owner's pools. It starts PENDING; the worker brings it up (reconcile after commit).
 

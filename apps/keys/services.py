@@ -17,7 +17,7 @@ from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.keys.cache import key_cache_purge
 from apps.keys.models import ApiKey, Scope, still_working
-from apps.orgs.models import Membership, User
+from apps.orgs.models import Membership, Organization, Team, User
 from apps.orgs.services import membership_remove
 from inferia_runtime.errors import DomainRefusal
 
@@ -48,12 +48,12 @@ def _new_secret() -> tuple[str, str]:
 
 def api_key_create(
     *,
-    organization: Any,
+    organization: Organization,
     name: str,
     scopes: list[str],
     actor: Actor = None,
-    owner: Any = None,
-    team: Any = None,
+    owner: User | None = None,
+    team: Team | None = None,
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
     context: AuditContext | None = None,
@@ -106,7 +106,7 @@ def api_key_revoke(
 
 
 @transaction.atomic
-def membership_offboard(*, membership: Membership, actor: Any, context: AuditContext | None = None) -> int:
+def membership_offboard(*, membership: Membership, actor: Actor, context: AuditContext | None = None) -> int:
     """Remove a member and revoke the keys they own in the organisation, in one transaction, so `/v1` drops the
     keys as the membership goes. Composed here because orgs, below keys, cannot revoke keys. Returns how many keys
     were revoked."""

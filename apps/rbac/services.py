@@ -11,6 +11,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, update_begin
+from apps.orgs.models import Organization, Team, User
 from apps.rbac.models import Role, TeamGroup
 from inferia_runtime.errors import DomainRefusal
 from inferia_runtime.tenancy import tenant_path_of
@@ -63,7 +64,7 @@ def roles_ensure_builtin() -> dict[str, Role]:
 GRANTABLE_ACTIONS = ("view", "change", "delete")
 
 
-def team_group(*, team: Any) -> Group:
+def team_group(*, team: Team) -> Group:
     """The guardian group standing for `team`, created on first use."""
     link = TeamGroup.objects.select_related("group").filter(team=team).first()
     if link is not None:
@@ -73,7 +74,7 @@ def team_group(*, team: Any) -> Group:
     return group
 
 
-def _check_grant(obj: models.Model, actions: list[str], team: Any, user: Any) -> list[str]:
+def _check_grant(obj: models.Model, actions: list[str], team: Team | None, user: User | None) -> list[str]:
     path = tenant_path_of(type(obj))
     if path is None or path.grant_via != "pk":  # only rows that carry their own guardian grants are delegated
         raise DomainRefusal(f"{obj._meta.verbose_name} objects cannot be granted")
@@ -98,8 +99,8 @@ def object_grant(
     obj: models.Model,
     actions: list[str],
     actor: Actor,
-    team: Any = None,
-    user: Any = None,
+    team: Team | None = None,
+    user: User | None = None,
     context: AuditContext | None = None,
 ) -> None:
     """Delegate `actions` on one object to a team (all its members) or to one member of the object's organisation."""
@@ -122,8 +123,8 @@ def object_grant_revoke(
     obj: models.Model,
     actions: list[str],
     actor: Actor,
-    team: Any = None,
-    user: Any = None,
+    team: Team | None = None,
+    user: User | None = None,
     context: AuditContext | None = None,
 ) -> None:
     """Take back a delegation made by `object_grant`."""
@@ -167,7 +168,7 @@ def _role_after(role: Role) -> dict[str, Any]:
 @transaction.atomic
 def role_create(
     *,
-    organization: Any,
+    organization: Organization,
     slug: str,
     name: str,
     permissions: list[str],
