@@ -216,6 +216,30 @@ def update_begin(
     return row, before
 
 
+def audited_update(
+    obj: ModelT,
+    *,
+    changes: dict[str, Any],
+    allowed: Iterable[str],
+    action: str,
+    actor: Actor,
+    context: AuditContext | None = None,
+) -> ModelT:
+    """A whole audited whitelist update of plain fields, inside the caller's transaction: `update_begin`, save the
+    changed fields, and record `action` with the before/after diff. Returns the saved row."""
+    allowed = tuple(allowed)
+    row, before = update_begin(obj, changes=changes, allowed=allowed)
+    row.save(update_fields=list(changes))
+    audit_record(
+        action=action,
+        actor=actor,
+        target=row,
+        changes=audit_diff(before=before, after=audit_snapshot(row, allowed)),
+        context=context,
+    )
+    return row
+
+
 def audit_snapshot(obj: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:
     """The current values of `obj`'s concrete fields (foreign keys as ids), JSON-ready: the before or after of
     a change, for `audit_diff`. Encrypted and hashed fields are left out (they would be masked anyway)."""

@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.actors import Actor
-from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
+from apps.audit.services import AuditContext, audit_record, audited_update
 from apps.keys.cache import key_cache_purge
 from apps.keys.models import ApiKey, Scope, still_working
 from apps.orgs.models import Membership, Organization, Team, User
@@ -174,14 +174,8 @@ def api_key_update(
     """Rename a key, change its expiry or the models it may call. Scopes, team and owner never change (issue a
     new key instead), so a key cannot be widened after it was handed out."""
     with transaction.atomic():
-        key, before = update_begin(key, changes=changes, allowed=KEY_EDITABLE_FIELDS)
-        key.save(update_fields=list(changes))
-        audit_record(
-            action="key.update",
-            actor=actor,
-            target=key,
-            changes=audit_diff(before=before, after=audit_snapshot(key, KEY_EDITABLE_FIELDS)),
-            context=context,
+        key = audited_update(
+            key, changes=changes, allowed=KEY_EDITABLE_FIELDS, action="key.update", actor=actor, context=context
         )
         secret_hash, usable = key.secret_hash, key.is_usable()
         transaction.on_commit(lambda: key_cache_purge(secret_hash=secret_hash, still_usable=usable))

@@ -18,7 +18,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from apps.audit.actors import Actor
-from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, update_begin
+from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, audited_update
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from inferia_runtime.errors import DomainRefusal
 
@@ -58,16 +58,9 @@ def organization_update(
     *, organization: Organization, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> Organization:
     """Rename an organisation, (de)activate it, or require two-factor sign-in for its owners and admins."""
-    organization, before = update_begin(organization, changes=changes, allowed=ORGANIZATION_FIELDS)
-    organization.save(update_fields=list(changes))
-    audit_record(
-        action="org.update",
-        actor=actor,
-        target=organization,
-        changes=audit_diff(before=before, after=audit_snapshot(organization, ORGANIZATION_FIELDS)),
-        context=context,
+    return audited_update(
+        organization, changes=changes, allowed=ORGANIZATION_FIELDS, action="org.update", actor=actor, context=context
     )
-    return organization
 
 
 @transaction.atomic
@@ -89,16 +82,9 @@ def team_create(
 @transaction.atomic
 def team_update(*, team: Team, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None) -> Team:
     """Rename a team."""
-    team, before = update_begin(team, changes=changes, allowed=TEAM_FIELDS)
-    team.save(update_fields=list(changes))
-    audit_record(
-        action="team.update",
-        actor=actor,
-        target=team,
-        changes=audit_diff(before=before, after=audit_snapshot(team, TEAM_FIELDS)),
-        context=context,
+    return audited_update(
+        team, changes=changes, allowed=TEAM_FIELDS, action="team.update", actor=actor, context=context
     )
-    return team
 
 
 @transaction.atomic
@@ -287,13 +273,6 @@ USER_FIELDS = ("full_name", "is_active")
 def user_update(*, user: User, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None) -> User:
     """Rename a person or (de)activate their account (an inactive account cannot sign in). Platform rights
     (superadmin, staff, Django groups and permissions) are not changed here: `inferia init` grants them."""
-    user, before = update_begin(user, changes=changes, allowed=USER_FIELDS)
-    user.save(update_fields=list(changes))
-    audit_record(
-        action="user.update",
-        actor=actor,
-        target=user,
-        changes=audit_diff(before=before, after=audit_snapshot(user, USER_FIELDS)),
-        context=context,
+    return audited_update(
+        user, changes=changes, allowed=USER_FIELDS, action="user.update", actor=actor, context=context
     )
-    return user
