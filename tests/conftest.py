@@ -9,6 +9,13 @@ from inferia_runtime.redis_clients import sync_redis
 from tests.factories import MembershipFactory, OrganizationFactory
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `e2e` drive real processes (the platform, a browser's server) that commit rows no test
+    transaction rolls back; they run after the transactional tests, so that each of those sees only its own rows
+    whatever the order of the files. Among themselves the e2e tests keep their order and need none."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # a stable sort
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _flush_may_truncate_audit_tables():
     """Transactional tests end with Django's flush, a TRUNCATE of every table. The audit tables refuse TRUNCATE

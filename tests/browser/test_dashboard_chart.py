@@ -11,7 +11,7 @@ import pytest
 
 from tests.browser.conftest import screenshot
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 # For every chart of the page: its x-axis labels, and the narrowest gap in pixels between two neighbouring labels
 # (negative when they overlap), from uPlot's ticks and the width of each label in the axis font.
