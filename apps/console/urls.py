@@ -9,9 +9,9 @@ from apps.console.pages import dashboard as dashboard_pages
 from apps.console.pages import deployments as deployment_pages
 from apps.console.pages import guardrail_profiles as profile_pages
 from apps.console.pages import keys as keys_pages
+from apps.console.pages import org_switch, sign_in, sso
 from apps.console.pages import playground as playground_pages
 from apps.console.pages import policies as policies_pages
-from apps.console.pages import sign_in, sso
 from apps.console.pages import templates as templates_pages
 from apps.console.pages import usage as usage_pages
 from apps.console.pages.people import invitations as invitation_pages
@@ -37,6 +37,7 @@ urlpatterns = [
         sign_in.recovery_codes_regenerate_view,
         name="recovery-codes-regenerate",
     ),
+    path("organisation/", org_switch.org_switch_view, name="org-switch"),
     path("dashboard/", dashboard_pages.dashboard_view, name="dashboard"),
     path("deployments/", deployment_pages.deployments_view, name="deployments"),
     path("deployments/new/", deployment_pages.deployment_create_view, name="deployment-create"),

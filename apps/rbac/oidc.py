@@ -275,11 +275,6 @@ def _user_write(
     return user
 
 
-def request_audit_context(request: HttpRequest | None) -> AuditContext:
-    """Where a sign-in came from, for its audit events."""
-    return AuditContext.from_request(request)
-
-
 class InferiaOidcBackend(OIDCAuthenticationBackend):
     """mozilla-django-oidc's code-flow backend, answering only the SSO callback (which passes a nonce), with the
     provider from discovery, the ID token's issuer, audience and expiry checked, and users from `oidc_user_sync`."""
@@ -323,7 +318,7 @@ class InferiaOidcBackend(OIDCAuthenticationBackend):
             raise SuspiciousOperation("userinfo describes someone other than the ID token")
         claims = {**userinfo, **payload}
         try:
-            return oidc_user_sync(config=self.config, claims=claims, context=request_audit_context(self.request))
+            return oidc_user_sync(config=self.config, claims=claims, context=AuditContext.from_request(self.request))
         except OidcRefused as exc:
             self.request.inferia_sso_refusal = str(exc)  # type: ignore[union-attr]  # for the callback's message
             raise

@@ -118,9 +118,9 @@ def test_detail_query_count_is_pinned(client, owner, org, django_assert_num_quer
 
 
 # Session, user, two-factor gate; then the list, the orgs that may add, the pools (list); or the deployment, may
-# change, replicas, events, recent errors (detail).
-LIST_QUERIES = 7
-DETAIL_QUERIES = 9
+# change, replicas, events, recent errors (detail); and the top bar's organisations.
+LIST_QUERIES = 8
+DETAIL_QUERIES = 10
 
 
 def _communicator(user, deployment_id):

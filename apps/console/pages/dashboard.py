@@ -33,7 +33,7 @@ def _in_scope(queryset: Any, scope: OrgScope, field: str = "organization_id") ->
 @login_required
 @require_GET
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    scope = org_scope_get(request, model=UsageRollup)
+    scope = org_scope_get(request, model=UsageRollup, platform_view=True)
     range_name = request.GET.get("range", usage.DEFAULT_RANGE)
     if range_name not in usage.RANGES:
         range_name = usage.DEFAULT_RANGE

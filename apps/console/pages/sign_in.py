@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.audit.services import audit_record
+from apps.audit.services import AuditContext, audit_record
 from apps.console.auth_flow import (
     SESSION_SECOND_FACTOR,
     safe_next,
@@ -28,7 +28,7 @@ from apps.console.auth_flow import (
 )
 from apps.orgs.models import Membership
 from apps.rbac.login_services import login_refusal
-from apps.rbac.oidc import oidc_config, request_audit_context
+from apps.rbac.oidc import oidc_config
 from apps.rbac.twofactor_services import (
     TwoFactorError,
     TwoFactorLocked,
@@ -112,7 +112,9 @@ def login_verify_view(request: HttpRequest) -> HttpResponse:
     error = ""
     if request.method == "POST" and form.is_valid():
         try:
-            method = twofactor_verify(user=user, code=form.cleaned_data["code"], context=request_audit_context(request))
+            method = twofactor_verify(
+                user=user, code=form.cleaned_data["code"], context=AuditContext.from_request(request)
+            )
         except TwoFactorError as exc:
             error = _code_error(exc)
         else:
@@ -129,7 +131,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         with transaction.atomic():
             audit_record(
-                action="logout", actor=request.user, target=request.user, context=request_audit_context(request)
+                action="logout", actor=request.user, target=request.user, context=AuditContext.from_request(request)
             )
     auth.logout(request)
     messages.info(request, "You are signed out.")
@@ -165,7 +167,7 @@ def twofactor_enrol_view(request: HttpRequest) -> HttpResponse:
     user = request.user
     if twofactor_enabled(user=user):
         return redirect("console:security")
-    context = request_audit_context(request)
+    context = AuditContext.from_request(request)
     enrolment = totp_enrolment_pending(user=user) or totp_enrolment_start(user=user, actor=user, context=context)
     form = CodeForm(request.POST or None)
     error = ""
@@ -213,7 +215,7 @@ def twofactor_disable_view(request: HttpRequest) -> HttpResponse:
                 user=request.user,
                 code=form.cleaned_data["code"],
                 actor=request.user,
-                context=request_audit_context(request),
+                context=AuditContext.from_request(request),
             )
         except TwoFactorError as exc:
             messages.error(request, _code_error(exc))
@@ -233,7 +235,7 @@ def recovery_codes_regenerate_view(request: HttpRequest) -> HttpResponse:
                 user=request.user,
                 code=form.cleaned_data["code"],
                 actor=request.user,
-                context=request_audit_context(request),
+                context=AuditContext.from_request(request),
             )
         except TwoFactorError as exc:
             messages.error(request, _code_error(exc))

@@ -18,9 +18,9 @@ from django.views import View
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
 from apps.audit.models import AuditEvent
-from apps.audit.services import audit_record
+from apps.audit.services import AuditContext, audit_record
 from apps.console.auth_flow import safe_next, session_second_step_begin, session_sign_in
-from apps.rbac.oidc import OidcUnavailable, oidc_config, oidc_setting, request_audit_context
+from apps.rbac.oidc import OidcUnavailable, oidc_config, oidc_setting
 from apps.rbac.twofactor_services import twofactor_enabled
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class SsoCallbackView(OIDCAuthenticationCallbackView):
                     action="login.failure",
                     changes={"method": "sso", "reason": reason[:300]},
                     outcome=AuditEvent.Outcome.FAILURE,
-                    context=request_audit_context(request),
+                    context=AuditContext.from_request(request),
                 )
         messages.error(request, "Single sign-on did not complete. Try again, or sign in with your password.")
         return HttpResponseRedirect(self.failure_url)
@@ -91,7 +91,7 @@ class SsoCallbackView(OIDCAuthenticationCallbackView):
                 actor=user,
                 target=user,
                 changes={"method": "sso", "issuer": config.issuer if config else ""},
-                context=request_audit_context(request),
+                context=AuditContext.from_request(request),
             )
         next_url = safe_next(request, request.session.get("oidc_login_next"))
         if config is not None and not config.satisfies_2fa and twofactor_enabled(user=user):

@@ -21,9 +21,13 @@ from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import ParseError
 
 from apps.audit.services import AuditContext
-from apps.orgs.models import Membership, Organization
+from apps.console.scope import organization_current as organization_current
+from apps.console.scope import organization_filter as organization_filter
+from apps.console.scope import organizations_visible as organizations_visible
+from apps.orgs.models import Organization
 from apps.rbac.drf_input import control_character_refuse
 from apps.rbac.restrict import Principal, organizations_allowing
+from inferia_runtime.errors import DomainRefusal
 
 M = TypeVar("M", bound=models.Model)
 
@@ -78,7 +82,8 @@ def _int_or_none(value: Any) -> int | None:
 
 def service_run(function: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, str]:
     """Run a write service as the request's top-level transaction. Returns (result, "") or (None, why it was
-    refused) for the refusals services raise (ValueError, ValidationError, a uniqueness conflict)."""
+    refused) for the refusals services raise (DomainRefusal, ValidationError, a uniqueness conflict); any other
+    exception is a bug and stays a 500."""
     try:
         with transaction.atomic(durable=True):
             return function(**kwargs), ""
@@ -88,49 +93,15 @@ def service_run(function: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, st
                 f"{'' if k == '__all__' else k + ': '}{' '.join(v)}" for k, v in error.message_dict.items()
             )
         return None, " ".join(error.messages)
-    except ValueError as error:
+    except DomainRefusal as error:
         return None, str(error).capitalize() + ("" if str(error).endswith(".") else ".")
     except IntegrityError:
         return None, "This conflicts with an existing record (a name or slug already used?)."
 
 
-def organizations_visible(request: HttpRequest) -> list[Organization]:
-    """The organisations the user may see (for the organisation switcher and create forms), once per request."""
-    cached = getattr(request, "_console_organizations", None)
-    if cached is None:
-        # The organisations the user belongs to (every one for the superadmin): a member whose custom role holds no
-        # organisation permission still works in it. What they see inside is restrict()'s business, per list.
-        visible = Organization.objects.restrict(page_principal(request))
-        belongs = Membership.objects.filter(user_id=request.user.pk).values("organization_id")
-        cached = list(Organization.objects.filter(Q(pk__in=visible.values("pk")) | Q(pk__in=belongs)).order_by("name"))
-        request._console_organizations = cached  # type: ignore[attr-defined]
-    return cached
-
-
-def organization_current(request: HttpRequest) -> Organization | None:
-    """The organisation a list page shows: `?org=<slug>` when the user may see it, else their first one.
-
-    Lists work on one organisation at a time so that their queries filter the organisation by equality, which
-    is what the (organisation, time) indexes serve: fast at any table size."""
-    organizations = organizations_visible(request)
-    slug = request.GET.get("org", "").strip()
-    chosen = next((o for o in organizations if o.slug == slug), None)
-    return chosen or (organizations[0] if organizations else None)
-
-
 def organization_current_slug(request: HttpRequest) -> str:
     current = organization_current(request)
     return current.slug if current is not None else ""
-
-
-def organization_filter(
-    request: HttpRequest, queryset: QuerySet[M], field: str = "organization_id"
-) -> tuple[QuerySet[M], str]:
-    """Narrow an already-restricted `queryset` to the current organisation (nothing when the user has none)."""
-    current = organization_current(request)
-    if current is None:
-        return queryset.none(), ""
-    return queryset.filter(**{field: current.pk}), current.slug
 
 
 @dataclass

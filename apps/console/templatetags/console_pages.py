@@ -45,3 +45,20 @@ def diff_lines(diff: str) -> list[tuple[str, str]]:
             kind = "ctx"
         lines.append((kind, line))
     return lines
+
+
+@register.simple_tag(takes_context=True)
+def org_field_choice(context: template.Context, create_orgs: list[Any]) -> dict[str, Any]:
+    """Where a create form creates: `fixed`, the organisation the page shows, when the user may create there and
+    nothing else was posted; otherwise `selected`, the posted organisation's id (kept after a validation error) or
+    the page's, for a choice among `create_orgs`."""
+    request = context.get("request")
+    shown = getattr(context.get("console_org"), "organization", None)
+    posted = request.POST.get("organization", "") if request is not None and request.method == "POST" else ""
+    shown_id = str(shown.pk) if shown is not None else ""
+    may_shown = any(str(o.pk) == shown_id for o in create_orgs)
+    if may_shown and posted in ("", shown_id):
+        return {"fixed": shown, "selected": shown_id}
+    if len(create_orgs) == 1 and posted in ("", str(create_orgs[0].pk)):
+        return {"fixed": create_orgs[0], "selected": str(create_orgs[0].pk)}
+    return {"fixed": None, "selected": posted or shown_id}
