@@ -161,11 +161,13 @@ class Policy(models.Model):
 
     @property
     def target_label(self) -> str:
-        if self.api_key_id is not None:
-            return f"key #{self.api_key_id}"
-        if self.team_id is not None:
-            return f"team #{self.team_id}"
-        return f"organisation #{self.organization_id}"
+        """What the policy applies to, by name as people know it ("team Support", "key ci (sk-inf-ab12…)"); lists
+        select the related rows."""
+        if self.api_key is not None:
+            return f"key {self.api_key.name} ({self.api_key.prefix}…)"
+        if self.team is not None:
+            return f"team {self.team.name}"
+        return f"organisation {self.organization.name}"
 
 
 class PromptTemplate(models.Model):

@@ -144,3 +144,16 @@ def test_a_nul_escaped_in_a_json_box_is_a_form_error_not_a_500(acme, owner, sign
     assert response.status_code == 200
     assert b"control characters" in response.content
     assert not GuardrailProfile.objects.filter(name="nul").exists()
+
+
+def test_a_new_policys_message_names_what_it_applies_to(signed_in, owner, acme):
+    """ "Policy of the team Support created", not "of the team #2": people know their teams by name."""
+    client = signed_in(owner)
+    acme.policy.delete()
+    response = client.post(
+        "/console/policies/new/",
+        {"organization": acme.org.pk, "level": "team", "team": acme.team.pk},
+        follow=True,
+    )
+    messages = [str(m) for m in response.context["messages"]]
+    assert f"Policy of the team {acme.team.name} created." in messages
