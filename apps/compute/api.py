@@ -21,8 +21,8 @@ from apps.compute import inventory_services, lora, services
 from apps.compute.external_registration import external_deployment_register
 from apps.compute.health import engine_load_from_report, replica_heartbeat_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.node_tokens import NODE_TOKEN_PREFIX, node_token_hash
 from apps.compute.replica_logs import replica_logs_recent
-from apps.compute.replicas import NODE_TOKEN_PREFIX, node_token_hash
 from apps.compute.serializers import (
     DeploymentCreateIn,
     DeploymentEventOut,

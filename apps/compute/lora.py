@@ -24,6 +24,7 @@ from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
 from apps.compute.adapters.http import http_call
 from apps.compute.engine import engine_spec_build, model_name_valid
+from apps.compute.enqueue import DEPLOYMENT_LORA_SYNC, task_send
 from apps.compute.events import ReplicaAdaptersSynced
 from apps.compute.models import ModelDeployment, Provider, Replica
 from apps.compute.routing import endpoint_base
@@ -114,12 +115,7 @@ def deployment_lora_remove(
 
 def enqueue_lora_sync(deployment_id: int) -> None:
     """Ask the worker to bring the deployment's running replicas in line with its adapters."""
-    from apps.compute.tasks import deployment_lora_sync
-
-    try:
-        deployment_lora_sync.delay(deployment_id)
-    except Exception:  # the broker is down: the next replica READY transition syncs again
-        logger.warning("could not enqueue the LoRA sync of deployment %s", deployment_id, exc_info=True)
+    task_send(DEPLOYMENT_LORA_SYNC, deployment_id)  # when the broker is down, the next READY replica syncs again
 
 
 @dataclass

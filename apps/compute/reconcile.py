@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.compute.enqueue import DEPLOYMENT_RECONCILE, REPLICA_PROVISION, REPLICA_TEARDOWN, task_send
 from apps.compute.models import ModelDeployment, Replica
 from apps.compute.replica_states import replica_transition
 from apps.compute.replicas import ACTIVE_STATES, PROVISION_LEASE_S
@@ -75,12 +76,10 @@ def deployment_reconcile_run(*, deployment_id: int) -> ReconcilePlan:
 
 
 def _enqueue(provision: list[int], teardown: list[int]) -> None:
-    from apps.compute.tasks import replica_provision, replica_teardown
-
     for replica_id in provision:
-        replica_provision.delay(replica_id)
+        task_send(REPLICA_PROVISION, replica_id, raise_errors=True)
     for replica_id in teardown:
-        replica_teardown.delay(replica_id)
+        task_send(REPLICA_TEARDOWN, replica_id, raise_errors=True)
 
 
 def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
@@ -199,12 +198,7 @@ def _stopped_replicas_prune(deployment: ModelDeployment) -> None:
 
 def _enqueue_reconcile_later(deployment_id: int, wait_s: float) -> None:
     """The reconcile that starts the replacement once its back-off has passed (the periodic one is the safety net)."""
-    from apps.compute.tasks import deployment_reconcile
-
-    try:
-        deployment_reconcile.apply_async((deployment_id,), countdown=max(wait_s, 0.0))
-    except Exception:  # the broker is down: the beat's periodic reconcile starts the replacement later
-        logger.warning("could not schedule the reconcile of deployment %s", deployment_id, exc_info=True)
+    task_send(DEPLOYMENT_RECONCILE, deployment_id, countdown=max(wait_s, 0.0))
 
 
 def _mark_stopping(replicas: list[Replica]) -> None:

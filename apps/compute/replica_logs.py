@@ -29,6 +29,7 @@ import redis
 from apps.compute.adapters import AdapterError, adapter_for
 from apps.compute.credentials import CredentialsError, provider_credentials
 from apps.compute.events import ReplicaOutputCaptured
+from apps.compute.node_tokens import node_token
 from inferia_runtime.events import event_publish
 from inferia_runtime.redis_clients import sync_redis
 
@@ -121,8 +122,6 @@ def log_text_redact(text: str, *, secrets: Iterable[str] = ()) -> str:
 def replica_secrets(replica: Replica) -> list[str]:
     """What must never appear in `replica`'s published output: its provider's credential values and its node
     token."""
-    from apps.compute.replicas import node_token
-
     try:
         values = list(_secret_values(provider_credentials(replica.deployment.pool.provider).reveal()))
     except CredentialsError:

@@ -7,8 +7,6 @@ can run again (adapters are idempotent: see adapters/base.py).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +18,7 @@ from django.utils import timezone
 from apps.compute.adapters import AdapterError, ProviderConfigError, UnsupportedProviderError, adapter_for
 from apps.compute.engine import EngineArgsError
 from apps.compute.models import Replica
+from apps.compute.node_tokens import node_token, node_token_hash
 from apps.compute.replica_logs import replica_logs_publish
 from apps.compute.replica_states import replica_transition
 
@@ -32,26 +31,10 @@ RState = Replica.State
 PROVISION_TIME_LIMIT_S = settings.INFERIA_PROVISION_TIME_LIMIT_SECONDS
 PROVISION_SOFT_TIME_LIMIT_S = PROVISION_TIME_LIMIT_S * 5 // 6
 PROVISION_LEASE_S = PROVISION_TIME_LIMIT_S * 3 // 2
-NODE_TOKEN_PREFIX = "inf-node-"  # noqa: S105 - a prefix, not a secret
 # Errors that retrying cannot fix: the deployment fails with the reason instead.
 PERMANENT_ERRORS = (ProviderConfigError, UnsupportedProviderError, EngineArgsError)
 # Replica states in which a replica counts towards its deployment's size.
 ACTIVE_STATES = (RState.PENDING, RState.PROVISIONING, RState.STARTING, RState.READY, RState.UNHEALTHY)
-
-
-def node_token(replica: Replica) -> str:
-    """The token a replica's node uses to push heartbeats (POST /api/nodes/heartbeat).
-
-    Derived from SECRET_KEY and the replica's identity, so a provisioning run that restarts the engine hands it the
-    same token; only its sha256 is stored (`Replica.node_token_hash`)."""
-    identity = f"replica:{replica.pk}:{replica.created_at.timestamp():.6f}".encode()
-    digest = hmac.new(settings.SECRET_KEY.encode(), identity, hashlib.sha256).hexdigest()
-    return NODE_TOKEN_PREFIX + digest
-
-
-def node_token_hash(token: str) -> str:
-    """How a node token is stored and looked up."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def replica_claim_provision(*, replica_id: int) -> bool:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
+from apps.compute.enqueue import DEPLOYMENT_RECONCILE, task_send
 from apps.compute.events import DeploymentStateChanged
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider
 from apps.orgs.models import Organization
@@ -44,12 +45,7 @@ class InvalidTransitionError(DomainRefusal):
 
 def enqueue_reconcile(deployment_id: int) -> None:
     """Ask the worker to reconcile a deployment now; a lost message is caught by the periodic reconcile."""
-    from apps.compute.tasks import deployment_reconcile
-
-    try:
-        deployment_reconcile.delay(deployment_id)
-    except Exception:  # the broker is down: the beat's periodic reconcile picks the change up later
-        logger.warning("could not enqueue the reconcile of deployment %s", deployment_id, exc_info=True)
+    task_send(DEPLOYMENT_RECONCILE, deployment_id)
 
 
 def deployment_transition_locked(*, deployment: ModelDeployment, to_state: str, reason: str) -> bool:

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from apps.compute.adapters import ReplicaPhase
 from apps.compute.health import Probe, replica_health_apply, replicas_health_check
 from apps.compute.models import DeploymentEvent, ModelDeployment, Provider, Replica
-from apps.compute.replicas import node_token, node_token_hash
+from apps.compute.node_tokens import node_token, node_token_hash
 from apps.compute.routing import REPLICA_LOAD_KEY
 from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory, ReplicaFactory
 

@@ -22,6 +22,7 @@ from apps.compute.adapters.process import process_replicas_stop_all, replica_key
 from apps.compute.credentials import provider_credentials_set
 from apps.compute.health import replicas_health_check
 from apps.compute.models import Provider, Replica
+from apps.compute.node_tokens import node_token
 from apps.compute.reconcile import deployment_reconcile_run
 from apps.compute.replica_logs import (
     LOG_PUBLISH_LINES,
@@ -30,7 +31,6 @@ from apps.compute.replica_logs import (
     replica_logs_capture,
     replica_logs_recent,
 )
-from apps.compute.replicas import node_token
 from apps.compute.tasks import replica_provision
 from apps.console.live import deployment_group
 from tests.factories import ComputePoolFactory, ModelDeploymentFactory, ProviderFactory
