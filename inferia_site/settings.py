@@ -319,6 +319,11 @@ INFERIA_AUTOSCALE_KV_HIGH = env_float("INFERIA_AUTOSCALE_KV_HIGH", 0.85)
 INFERIA_AUTOSCALE_KV_LOW = env_float("INFERIA_AUTOSCALE_KV_LOW", 0.3)
 INFERIA_AUTOSCALE_UP_COOLDOWN_SECONDS = env_float("INFERIA_AUTOSCALE_UP_COOLDOWN_SECONDS", 30.0)
 INFERIA_AUTOSCALE_DOWN_COOLDOWN_SECONDS = env_float("INFERIA_AUTOSCALE_DOWN_COOLDOWN_SECONDS", 180.0)
+# The currency every amount of money is in (ISO 4217 code): prices, costs and budgets are stored as integer
+# micro-units of it (1 unit = 1,000,000 micro-units) and shown in it ("$5.00" for USD).
+INFERIA_CURRENCY = env_str("INFERIA_CURRENCY", "USD").upper()
+if not (len(INFERIA_CURRENCY) == 3 and INFERIA_CURRENCY.isascii() and INFERIA_CURRENCY.isalpha()):
+    raise ConfigError(f"INFERIA_CURRENCY must be a 3-letter ISO 4217 code like USD or EUR, got {INFERIA_CURRENCY!r}")
 # Policy authority: what happens to budgets and limits while Redis is unreachable (closed = 503).
 INFERIA_POLICY_FAIL_OPEN = env_bool("INFERIA_POLICY_FAIL_OPEN", False)
 INFERIA_POLICY_CONCURRENCY_LEASE_MS = env_int("INFERIA_POLICY_CONCURRENCY_LEASE_MS", 15 * 60 * 1000)

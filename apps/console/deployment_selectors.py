@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from django.db.models import Count, FloatField, Q, QuerySet, Sum
+from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
@@ -144,4 +144,18 @@ def deployable_pools(*, pools: QuerySet[ComputePool]) -> list[ComputePool]:
         pools.filter(provider__kind__in=supported_kinds())
         .select_related("provider", "organization")
         .order_by("organization__name", "name")
+    )
+
+
+def deployment_priciest(*, organization_id: int, prompt_tokens: int, completion_tokens: int) -> ModelDeployment | None:
+    """Of the deployments an organisation's keys can reach (its own and those shared with it), the one for which a
+    request of `prompt_tokens` + `completion_tokens` costs most; None when none has a price. One query."""
+    cost = F("price_input_per_mtok_micros") * prompt_tokens + F("price_output_per_mtok_micros") * completion_tokens
+    reachable = ModelDeployment.objects.filter(Q(organization_id=organization_id) | Q(shared_with__id=organization_id))
+    return (
+        reachable.annotate(reference_cost=cost)
+        .filter(reference_cost__gt=0)
+        .order_by("-reference_cost", "pk")
+        .only("name", "served_model_name", "price_input_per_mtok_micros", "price_output_per_mtok_micros")
+        .first()
     )

@@ -73,6 +73,11 @@ class EffectivePolicy:
     def counted_levels(self) -> tuple[LevelLimits, ...]:
         return tuple(level for level in self.levels if level.counted)
 
+    def limit_tightest(self, name: str) -> int | None:
+        """The limit a request meets for one of `LevelLimits`' counted fields (e.g. "budget_per_day_micros"): the
+        smallest any level sets, since every level applies; None when no level sets it."""
+        return _tightest([getattr(level, name) for level in self.levels])
+
     def model_allowed(self, model: str) -> bool:
         """Whether every level's allow-list (names or glob patterns) admits `model`."""
         return all(matcher.fullmatch(model) for matcher in self._model_matchers)

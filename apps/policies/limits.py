@@ -31,6 +31,7 @@ from redis.commands.core import AsyncScript
 from apps.policies.costs import ActualUsage, RequestCost, cost_micros_for
 from apps.policies.effective import EffectivePolicy, LevelLimits
 from apps.policies.errors import PolicyDenied, PolicyUnavailable
+from inferia_runtime.money import money_format
 
 logger = logging.getLogger(__name__)
 
@@ -212,14 +213,31 @@ def _prompt_tokens_room(check: _Check, cost: RequestCost, room: int) -> int | No
     return None
 
 
-def _denied(check: _Check, retry_ms: int, prompt_tokens_room: int | None = None) -> LimitDenied:
+def _budget_message(check: _Check, level: str, retry_ms: int, cost: int, used: int, held: int) -> str:
+    """A budget refusal in the currency, e.g. "Budget exceeded: team budget per day $5.00 (spent $5.01); retry in
+    3h2m1s." Spent is what requests settled this period; held what requests in flight have reserved."""
+    _, what = _CHECKS[check.name]
+    spent = f"spent {money_format(used)}" + (f", {money_format(held)} held by requests in flight" if held else "")
+    head = f"Budget exceeded: {level} {what} {money_format(check.limit)} ({spent})"
+    if retry_ms < 0:
+        return f"{head}; this request alone may cost up to {money_format(cost)}: ask for fewer tokens (max_tokens)."
+    return f"{head}; retry in {_duration(retry_ms)}."
+
+
+def _denied(
+    check: _Check, retry_ms: int, prompt_tokens_room: int | None = None, *, used: int = 0, held: int = 0
+) -> LimitDenied:
     code, what = _CHECKS[check.name]
     level = _LEVEL_NAMES.get(check.level.scope.rsplit(":", 1)[-1][:1], "policy")
-    if retry_ms < 0:
+    if code == "budget_exceeded":
+        message = _budget_message(check, level, retry_ms, check.cost, used, held)
+    elif retry_ms < 0:
         message = f"This request alone exceeds the {level}'s {what} limit ({check.limit}); ask for fewer tokens."
+    else:
+        message = f"The {level}'s {what} limit ({check.limit}) is reached; retry in {_duration(retry_ms)}."
+    if retry_ms < 0:
         return LimitDenied(429, code, message, type=_error_type(code), prompt_tokens_room=prompt_tokens_room)
     retry_s = max(1, math.ceil(retry_ms / 1000))
-    message = f"The {level}'s {what} limit ({check.limit}) is reached; retry in {_duration(retry_ms)}."
     return LimitDenied(
         429,
         code,
@@ -280,7 +298,8 @@ async def limits_admit(
         raise PolicyUnavailable() from exc
     if int(reply[0]) != 1:
         check = checks[int(reply[1]) - 1]
-        raise _denied(check, int(reply[2]), _prompt_tokens_room(check, cost, int(reply[3])))
+        used, held = (int(reply[4]), int(reply[5])) if len(reply) > 5 else (0, 0)
+        raise _denied(check, int(reply[2]), _prompt_tokens_room(check, cost, int(reply[3])), used=used, held=held)
     settle_keys: list[str] = []
     settle_ops: list[tuple[str, int, str]] = []
     for check in checks:

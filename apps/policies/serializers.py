@@ -14,6 +14,13 @@ from apps.rbac.drf import TenantRelatedField
 
 # --- policies -------------------------------------------------------------------------------------------------
 
+# The API's unit for money stays integer micro-units (what it has always taken and returned); the console is where
+# amounts are typed and shown in the currency.
+BUDGET_HELP = (
+    "Integer micro-units of the currency (INFERIA_CURRENCY, USD by default) per UTC {period}: 1 unit = 1,000,000 "
+    "micro-units, so 5000000 is 5.00 (USD: $5.00). Null: no budget at this level."
+)
+
 
 class PolicyOut(serializers.ModelSerializer[Policy]):
     level = serializers.CharField(read_only=True, help_text='"org", "team" or "key".')
@@ -33,6 +40,10 @@ class PolicyOut(serializers.ModelSerializer[Policy]):
             "created_at",
             "updated_at",
         ]
+        extra_kwargs = {
+            "budget_per_day_micros": {"help_text": BUDGET_HELP.format(period="day")},
+            "budget_per_month_micros": {"help_text": BUDGET_HELP.format(period="month")},
+        }
 
 
 def _limit(**kwargs: Any) -> serializers.IntegerField:
@@ -50,8 +61,8 @@ class PolicyUpdateIn(serializers.Serializer[dict[str, Any]]):
     max_tokens_per_request = _limit(max_value=2**31 - 1)
     tokens_per_day = _limit(max_value=2**63 - 1)
     tokens_per_month = _limit(max_value=2**63 - 1)
-    budget_per_day_micros = _limit(max_value=2**63 - 1, help_text="Micro-units of the currency per UTC day.")
-    budget_per_month_micros = _limit(max_value=2**63 - 1, help_text="Micro-units of the currency per UTC month.")
+    budget_per_day_micros = _limit(max_value=2**63 - 1, help_text=BUDGET_HELP.format(period="day"))
+    budget_per_month_micros = _limit(max_value=2**63 - 1, help_text=BUDGET_HELP.format(period="month"))
     guardrail_profile = TenantRelatedField(
         GuardrailProfile, required=False, allow_null=True, help_text="The organisation's own or a platform profile."
     )

@@ -4,6 +4,7 @@ published so that every gateway process drops the affected effective policies (`
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -12,7 +13,8 @@ from django.db import transaction
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, update_begin
 from apps.keys.models import ApiKey
-from apps.orgs.models import Organization, Team
+from apps.keys.services import IssuedKey, api_key_create
+from apps.orgs.models import Organization, Team, User
 from apps.policies.cache import policy_cache_publish
 from apps.policies.guardrails import GuardrailConfigError, guardrail_profile_compile
 from apps.policies.models import GuardrailProfile, Policy
@@ -85,6 +87,41 @@ def policy_create(
         )
         _publish_after_commit(organization.pk)
     return policy
+
+
+def api_key_create_with_policy(
+    *,
+    actor: Actor,
+    organization: Organization,
+    name: str,
+    scopes: list[str],
+    owner: User | None = None,
+    team: Team | None = None,
+    expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+    policy_fields: dict[str, Any] | None = None,
+    context: AuditContext | None = None,
+) -> IssuedKey:
+    """Issue a key and, when `policy_fields` sets any limit (rate limits, budgets, ...: `POLICY_FIELDS`), the key's
+    own policy, in one transaction with both audit events: a refused policy issues no key, so a key never exists
+    without the limits it was asked for. Composed here because keys, which policies build on, cannot create
+    policies."""
+    limits = {name: value for name, value in (policy_fields or {}).items() if value is not None}
+    with transaction.atomic():
+        issued = api_key_create(
+            organization=organization,
+            name=name,
+            scopes=scopes,
+            actor=actor,
+            owner=owner,
+            team=team,
+            expires_at=expires_at,
+            allowed_models=allowed_models,
+            context=context,
+        )
+        if limits:
+            policy_create(actor=actor, organization=organization, api_key=issued.key, context=context, **limits)
+    return issued
 
 
 def policy_update(

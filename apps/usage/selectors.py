@@ -24,6 +24,7 @@ from apps.keys.models import ApiKey
 from apps.orgs.models import Team
 from apps.usage.events import USAGE_EXPORT_COLUMNS
 from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+from inferia_runtime.money import money_currency, money_plain
 
 RANGES: dict[str, tuple[timedelta, str]] = {
     "24h": (timedelta(hours=24), "hour"),
@@ -273,13 +274,19 @@ def usage_summary(
 
 def usage_records_csv(*, records: QuerySet[UsageRecord]) -> Iterator[str]:
     """The records as CSV (the usage event's exported fields), newest first, one chunk per batch of rows (see
-    `apps.audit.exports`); text that a spreadsheet would run as a formula is neutralised (`csv_cell`)."""
+    `apps.audit.exports`); text that a spreadsheet would run as a formula is neutralised (`csv_cell`). The cost is
+    an exact decimal amount in the currency under `cost_<currency>` (`cost_usd`: "0.0015"), not micro-units."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(USAGE_EXPORT_COLUMNS)
+    cost_at = USAGE_EXPORT_COLUMNS.index("cost_micros")
+    header = list(USAGE_EXPORT_COLUMNS)
+    header[cost_at] = f"cost_{money_currency().lower()}"
+    writer.writerow(header)
     for batch in export_rows(records.order_by("-started_at", "-pk").values_list(*USAGE_EXPORT_COLUMNS)):
         for row in batch:
-            writer.writerow([value.isoformat() if isinstance(value, datetime) else csv_cell(value) for value in row])
+            cells = [value.isoformat() if isinstance(value, datetime) else csv_cell(value) for value in row]
+            cells[cost_at] = money_plain(row[cost_at] or 0)
+            writer.writerow(cells)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

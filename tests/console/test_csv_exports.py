@@ -53,7 +53,7 @@ def test_the_usage_export_neutralises_a_model_name_sent_to_v1_and_keeps_numbers(
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     rows = _rows(response)
     assert sorted(row["model"] for row in rows) == sorted("'" + text for text in FORMULAS)
-    assert {row["cost_micros"] for row in rows} == {"-1500"}
+    assert {row["cost_usd"] for row in rows} == {"-0.0015"}
     assert {row["latency_ms"] for row in rows} == {"12.5"}
 
 

@@ -253,3 +253,61 @@ async def test_after_reconcile_the_rebuilt_spend_still_limits(org, org_key, redi
         await limits_admit(aredis, policy(LevelLimits(scope=scope, budget_per_day_micros=5_000)), COST, request_id="x")
 
     assert denied.value.code == "budget_exceeded"
+
+
+# --- the budget refusal speaks money ---------------------------------------------------------------------------------
+
+TEAM = "{o1}:t3"
+# A request priced at $1.00: 100 prompt and 100 output tokens at $5,000 per 1M tokens each.
+DOLLAR = RequestCost(
+    prompt_tokens=100,
+    max_tokens=100,
+    price_input_per_mtok_micros=5_000_000_000,
+    price_output_per_mtok_micros=5_000_000_000,
+)
+
+
+async def test_a_budget_refusal_says_the_budget_and_the_spend_in_the_currency(aredis, redis_cache):
+    five_dollars = policy(LevelLimits(scope=TEAM, budget_per_day_micros=5_000_000))
+    admitted = await limits_admit(aredis, five_dollars, DOLLAR, request_id="first")
+    await limits_settle(aredis, admitted, ActualUsage(prompt_tokens=100, completion_tokens=100, cost_micros=5_010_000))
+
+    with pytest.raises(LimitDenied) as denied:
+        await limits_admit(aredis, five_dollars, DOLLAR, request_id="second")
+
+    assert (denied.value.status, denied.value.code, denied.value.type) == (429, "budget_exceeded", "insufficient_quota")
+    assert denied.value.message.startswith("Budget exceeded: team budget per day $5.00 (spent $5.01); retry in ")
+    assert denied.value.retry_after_s is not None
+
+
+async def test_a_budget_refusal_counts_what_requests_in_flight_hold(aredis, redis_cache):
+    two_dollars = policy(LevelLimits(scope=KEY, budget_per_month_micros=2_500_000))
+    await limits_admit(aredis, two_dollars, DOLLAR, request_id="first")
+    await limits_admit(aredis, two_dollars, DOLLAR, request_id="second")
+
+    with pytest.raises(LimitDenied) as denied:
+        await limits_admit(aredis, two_dollars, DOLLAR, request_id="third")
+
+    assert denied.value.message.startswith(
+        "Budget exceeded: key budget per month $2.50 (spent $0.00, $2.00 held by requests in flight); retry in "
+    )
+
+
+async def test_a_budget_smaller_than_one_request_refuses_it_for_good_in_the_currency(aredis, redis_cache):
+    tiny = policy(LevelLimits(scope=TEAM, budget_per_day_micros=1))
+
+    with pytest.raises(LimitDenied) as denied:
+        await limits_admit(aredis, tiny, COST, request_id="only")
+
+    assert denied.value.message == (
+        "Budget exceeded: team budget per day $0.000001 (spent $0.00); this request alone may cost up to $0.001: "
+        "ask for fewer tokens (max_tokens)."
+    )
+    assert denied.value.retry_after_s is None
+    assert quota_usage_get(redis_cache, scope=TEAM, period="d")["usd_held"] == 0
+
+
+async def test_the_budget_refusal_uses_the_configured_currency(aredis, redis_cache):
+    with override_settings(INFERIA_CURRENCY="EUR"), pytest.raises(LimitDenied) as denied:
+        await limits_admit(aredis, policy(LevelLimits(scope=ORG, budget_per_day_micros=1)), COST, request_id="x")
+    assert "organisation budget per day €0.000001" in denied.value.message

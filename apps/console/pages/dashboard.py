@@ -22,6 +22,7 @@ from apps.policies.models import Policy
 from apps.policies.selectors import budget_burn
 from apps.usage import selectors as usage
 from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+from inferia_runtime.money import money_currency
 
 
 def _in_scope(queryset: Any, scope: OrgScope, field: str = "organization_id") -> Any:
@@ -37,7 +38,12 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     range_name = request.GET.get("range", usage.DEFAULT_RANGE)
     if range_name not in usage.RANGES:
         range_name = usage.DEFAULT_RANGE
-    context: dict[str, Any] = {"scope": scope, "range_name": range_name, "ranges": list(usage.RANGES)}
+    context: dict[str, Any] = {
+        "scope": scope,
+        "range_name": range_name,
+        "ranges": list(usage.RANGES),
+        "currency": money_currency(),
+    }
     if scope.organization is None and not scope.platform:
         return render(request, "console/dashboard/index.html", context)
     who = page_principal(request)
@@ -58,6 +64,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "requests": series.requests,
             "errors": series.errors,
             "tokens": series.tokens,
+            # Chart heights only: a float is fine here; every amount shown as text goes through `spend`/`money`.
             "spend": [micros / 1_000_000 for micros in series.cost_micros],
             "error_rate": [
                 round(100 * errors / requests, 2) if requests else 0

@@ -5,6 +5,7 @@ through `apps.keys.services`."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -18,6 +19,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.console.money_field import MoneyField
+from apps.console.pages.policies import budget_warning
 from apps.console.pages.support import (
     keyset_page,
     organization_current_slug,
@@ -34,7 +37,11 @@ from apps.console.pages.support import (
 from apps.keys import services as key_services
 from apps.keys.models import ApiKey, Scope
 from apps.orgs.models import Team
+from apps.policies import services as policy_services
+from apps.policies.models import Policy
+from apps.policies.selectors import policy_effective_for, policy_list_for_key
 from apps.usage.models import UsageRecord, UsageRollup
+from inferia_runtime.money import money_currency
 
 SESSION_ISSUED = "inferia_console_issued_key"
 ROTATION_GRACES = [
@@ -61,6 +68,37 @@ class KeyCreateForm(forms.Form):
     team = forms.IntegerField(label="Team", required=False)
     expires_on = forms.DateField(label="Expires on", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     service = forms.BooleanField(label="Service key (no owner)", required=False)
+    # The key's own limits (optional): the models on the key itself, the rest in the key's policy, created with it.
+    allowed_models = forms.CharField(label="Allowed models", required=False, max_length=4000)
+    requests_per_minute = forms.IntegerField(
+        label="Requests per minute", required=False, min_value=1, max_value=2**31 - 1
+    )
+    tokens_per_minute = forms.IntegerField(label="Tokens per minute", required=False, min_value=1, max_value=2**31 - 1)
+    budget_per_day = MoneyField(label="Budget per day")
+    budget_per_month = MoneyField(label="Budget per month")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        currency = money_currency()
+        for name in ("budget_per_day", "budget_per_month"):
+            self.fields[name].label = f"{self.fields[name].label} ({currency})"
+
+    def clean_allowed_models(self) -> list[str]:
+        text = self.cleaned_data["allowed_models"]
+        models = [name.strip() for name in text.replace("\n", ",").split(",") if name.strip()]
+        if any(len(name) > 200 or "\x00" in name for name in models):
+            raise forms.ValidationError("Model names and patterns are at most 200 characters.")
+        return models
+
+    def policy_fields(self) -> dict[str, Any]:
+        """The key policy's limits the form sets (None: not set; no policy is created when none is)."""
+        values = self.cleaned_data
+        return {
+            "requests_per_minute": values["requests_per_minute"],
+            "tokens_per_minute": values["tokens_per_minute"],
+            "budget_per_day_micros": values["budget_per_day"],
+            "budget_per_month_micros": values["budget_per_month"],
+        }
 
 
 class KeyRotateForm(forms.Form):
@@ -174,6 +212,7 @@ def keys_view(request: HttpRequest) -> HttpResponse:
         "orgs": organizations_visible(request),
         "org": organization_current_slug(request),
         "may_issue_service": page_organizations_allowing(request, "change", ApiKey).exists() if create_orgs else False,
+        "may_limit": page_organizations_allowing(request, "add", Policy).exists() if create_orgs else False,
     }
     return render(request, "console/keys/list.html", context)
 
@@ -207,9 +246,15 @@ def key_create_view(request: HttpRequest) -> HttpResponse:
         and not page_organizations_allowing(request, "change", ApiKey).filter(pk=organization.pk).exists()
     ):
         raise PermissionDenied("You may issue keys for yourself only.")
+    policy_fields = form.policy_fields()
+    limited = any(value is not None for value in policy_fields.values())
+    if limited and not page_organizations_allowing(request, "add", Policy).filter(pk=organization.pk).exists():
+        # A key policy only tightens what the levels above allow, but it is a policy all the same.
+        messages.error(request, "Your role may not set policies: create the key without limits.")
+        return redirect("console:keys")
     expires = values["expires_on"]
     issued, error = service_run(
-        key_services.api_key_create,
+        policy_services.api_key_create_with_policy,
         organization=organization,
         name=values["name"],
         scopes=values["scopes"],
@@ -218,12 +263,17 @@ def key_create_view(request: HttpRequest) -> HttpResponse:
         expires_at=timezone.make_aware(timezone.datetime.combine(expires, timezone.datetime.min.time()))
         if expires
         else None,
+        allowed_models=values["allowed_models"],
+        policy_fields=policy_fields,
         actor=request.user,
         context=page_audit_context(request),
     )
     if error:
         messages.error(request, error)
         return redirect("console:keys")
+    warning = budget_warning(organization_id=organization.pk, fields=policy_fields)
+    if warning:
+        messages.warning(request, warning)
     _issued_to_session(request, issued, rotated=False)
     return redirect("console:key-secret")
 
@@ -241,6 +291,57 @@ def key_secret_view(request: HttpRequest) -> HttpResponse:
     return render(
         request, "console/keys/secret.html", {"key": key, "secret": issued["secret"], "rotated": issued["rotated"]}
     )
+
+
+# The limits the key page compares across levels: (policy field, label, whether it is money).
+EFFECTIVE_ROWS = (
+    ("requests_per_minute", "Requests per minute", False),
+    ("tokens_per_minute", "Tokens per minute", False),
+    ("concurrent_requests", "Concurrent requests", False),
+    ("tokens_per_day", "Tokens per day", False),
+    ("tokens_per_month", "Tokens per month", False),
+    ("budget_per_day_micros", "Budget per day", True),
+    ("budget_per_month_micros", "Budget per month", True),
+)
+
+
+def key_effective_policy(request: HttpRequest, key: ApiKey) -> dict[str, Any]:
+    """What the gateway enforces on the key (every enabled level combined: the tightest limit wins, a model must
+    pass every allow-list), beside each level's own policy the user may see. The combined values come from the
+    same compiled policy the gateway uses, so they include levels the user may not open (counted in `hidden`)."""
+    every = list(policy_list_for_key(key=key))
+    visible_ids = set(
+        Policy.objects.filter(pk__in=[p.pk for p in every])
+        .restrict(page_principal(request))
+        .values_list("pk", flat=True)
+    )
+    levels = {p.level: p for p in every if p.pk in visible_ids}
+    effective = policy_effective_for(key_id=key.pk)
+    rows = [
+        {
+            "label": label,
+            "money": is_money,
+            "levels": [getattr(levels[level], name) if level in levels else None for level in ("org", "team", "key")],
+            "effective": effective.limit_tightest(name),
+        }
+        for name, label, is_money in EFFECTIVE_ROWS
+    ]
+    rows.append(
+        {
+            "label": "Max tokens per request",
+            "money": False,
+            "levels": [
+                levels[level].max_tokens_per_request if level in levels else None for level in ("org", "team", "key")
+            ],
+            "effective": effective.max_tokens_per_request,
+        }
+    )
+    return {
+        "levels": [levels.get(level) for level in ("org", "team", "key")],
+        "rows": rows,
+        "model_rules": [list(rule) for rule in effective.model_rules],
+        "hidden": len(every) - len(levels),
+    }
 
 
 @never_cache
@@ -288,6 +389,7 @@ def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "daily": daily,
         "totals": totals,
         "recent": recent,
+        "effective": key_effective_policy(request, key),
         "may_rotate": state == "active" and ApiKey.objects.filter(pk=key.pk).restrict(principal, "change").exists(),
         "may_revoke": state in ("active", "ending")
         and ApiKey.objects.filter(pk=key.pk).restrict(principal, "delete").exists(),

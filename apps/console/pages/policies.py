@@ -16,6 +16,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.console.deployment_selectors import deployment_priciest
+from apps.console.money_field import MoneyField
 from apps.console.pages.support import (
     keyset_page,
     organization_current_slug,
@@ -32,7 +34,9 @@ from apps.console.pages.support import (
 from apps.keys.models import ApiKey
 from apps.orgs.models import Team
 from apps.policies import services as policy_services
+from apps.policies.costs import cost_micros_for
 from apps.policies.models import GuardrailProfile, Policy
+from inferia_runtime.money import money_currency, money_format
 
 LIMIT_LABELS = {
     "requests_per_minute": "Requests per minute",
@@ -41,13 +45,16 @@ LIMIT_LABELS = {
     "max_tokens_per_request": "Max tokens per request",
     "tokens_per_day": "Tokens per day",
     "tokens_per_month": "Tokens per month",
-    "budget_per_day_micros": "Budget per day (micro-units)",
-    "budget_per_month_micros": "Budget per month (micro-units)",
 }
+# Budgets are typed in the currency ("5" is five units) and stored in micro-units: form field -> policy field.
+# The form's names differ from the policy's on purpose, so that nothing still posting micro-units is read as money.
+BUDGET_FIELDS = {"budget_per_day": "budget_per_day_micros", "budget_per_month": "budget_per_month_micros"}
+BUDGET_LABELS = {"budget_per_day": "Budget per day", "budget_per_month": "Budget per month"}
 
 
 class PolicyForm(forms.Form):
-    """What a policy form sends: the limits (empty: no limit at this level), allow-list and profile."""
+    """What a policy form sends: the limits (empty: no limit at this level), budgets in the currency, allow-list
+    and profile."""
 
     enabled = forms.BooleanField(label="Enabled", required=False, initial=True)
     allowed_models = forms.CharField(label="Allowed models", required=False, max_length=4000)
@@ -57,6 +64,9 @@ class PolicyForm(forms.Form):
         super().__init__(*args, **kwargs)
         for name, label in LIMIT_LABELS.items():
             self.fields[name] = forms.IntegerField(label=label, required=False, min_value=0)
+        currency = money_currency()
+        for name, label in BUDGET_LABELS.items():
+            self.fields[name] = MoneyField(label=f"{label} ({currency})")
 
     def policy_fields(self, profile: GuardrailProfile | None) -> dict[str, Any]:
         values = self.cleaned_data
@@ -66,6 +76,19 @@ class PolicyForm(forms.Form):
             "allowed_models": models,
             "guardrail_profile": profile,
             **{name: values[name] for name in LIMIT_LABELS},
+            **{field: values[name] for name, field in BUDGET_FIELDS.items()},
+        }
+
+    @staticmethod
+    def initial_from(policy: Policy) -> dict[str, Any]:
+        """The form's initial values for an existing policy (budgets as micro-units; the field shows them as
+        amounts)."""
+        return {
+            "enabled": policy.enabled,
+            "allowed_models": ", ".join(policy.allowed_models),
+            "guardrail_profile": policy.guardrail_profile_id,
+            **{name: getattr(policy, name) for name in LIMIT_LABELS},
+            **{name: getattr(policy, field) for name, field in BUDGET_FIELDS.items()},
         }
 
 
@@ -74,6 +97,46 @@ class PolicyCreateForm(PolicyForm):
     level = forms.ChoiceField(choices=[("org", "Organisation"), ("team", "Team"), ("key", "Key")])
     team = forms.IntegerField(required=False)
     key = forms.CharField(required=False, max_length=64)
+
+
+# The request a budget warning prices: a typical chat turn, as explainable as a reference can be.
+REFERENCE_PROMPT_TOKENS = 1_000
+REFERENCE_COMPLETION_TOKENS = 500
+
+
+def budget_warning(*, organization_id: int, fields: dict[str, Any]) -> str | None:
+    """A warning (the policy is saved anyway) when a budget is below what one reference request (1,000 prompt +
+    500 completion tokens) costs on the most expensive deployment the organisation's keys can reach: such a budget
+    refuses most requests at once. None when no budget is set, none is that low, or no deployment has a price."""
+    budgets = {field: fields.get(field) for field in BUDGET_FIELDS.values() if fields.get(field) is not None}
+    if not budgets:
+        return None
+    deployment = deployment_priciest(
+        organization_id=organization_id,
+        prompt_tokens=REFERENCE_PROMPT_TOKENS,
+        completion_tokens=REFERENCE_COMPLETION_TOKENS,
+    )
+    if deployment is None:
+        return None
+    cost = cost_micros_for(
+        prompt_tokens=REFERENCE_PROMPT_TOKENS,
+        completion_tokens=REFERENCE_COMPLETION_TOKENS,
+        price_input_per_mtok_micros=deployment.price_input_per_mtok_micros,
+        price_output_per_mtok_micros=deployment.price_output_per_mtok_micros,
+    )
+    low = [field for field, micros in budgets.items() if micros < cost]
+    if not low:
+        return None
+    names = " and ".join(
+        f"the budget per {'day' if field == 'budget_per_day_micros' else 'month'} ({money_format(budgets[field])})"
+        for field in low
+    )
+    return (
+        f"Saved, but {names} is below what one request of {REFERENCE_PROMPT_TOKENS:,} prompt and "
+        f"{REFERENCE_COMPLETION_TOKENS:,} completion tokens costs on {deployment.served_model_name} "
+        f"({money_format(cost)}), the most expensive model this organisation's keys can use: such requests will be "
+        "refused with 429 budget_exceeded."
+    )
 
 
 def form_errors(form: forms.Form) -> str:
@@ -137,6 +200,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
         else [],
         "profiles": list(_profiles_for(request, org_ids)) if create_orgs else [],
         "limit_labels": LIMIT_LABELS,
+        "budget_fields": [PolicyForm()[name] for name in BUDGET_LABELS],
     }
     return render(request, "console/policies/list.html", context)
 
@@ -165,6 +229,7 @@ def policy_create_view(request: HttpRequest) -> HttpResponse:
             messages.error(request, "No key of the organisation has that prefix or id.")
             return redirect("console:policies")
     profile = _profile_choice(request, organization.pk, values["guardrail_profile"])
+    fields = form.policy_fields(profile)
     policy, error = service_run(
         policy_services.policy_create,
         actor=request.user,
@@ -172,12 +237,15 @@ def policy_create_view(request: HttpRequest) -> HttpResponse:
         team=team,
         api_key=api_key,
         context=page_audit_context(request),
-        **form.policy_fields(profile),
+        **fields,
     )
     if error:
         messages.error(request, error)
         return redirect("console:policies")
     messages.success(request, f"Policy of the {policy.target_label} created.")
+    warning = budget_warning(organization_id=organization.pk, fields=fields)
+    if warning:
+        messages.warning(request, warning)
     return redirect("console:policy-edit", pk=policy.pk)
 
 
@@ -198,28 +266,25 @@ def policy_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
         form = PolicyForm(request.POST)
         if form.is_valid():
             profile = _profile_choice(request, policy.organization_id, form.cleaned_data["guardrail_profile"])
+            fields = form.policy_fields(profile)
             _, error = service_run(
                 policy_services.policy_update,
                 policy=policy,
                 actor=request.user,
-                changes=form.policy_fields(profile),
+                changes=fields,
                 context=page_audit_context(request),
             )
             if not error:
                 messages.success(request, "Policy saved; gateways apply it within a second.")
+                warning = budget_warning(organization_id=policy.organization_id, fields=fields)
+                if warning:
+                    messages.warning(request, warning)
                 return redirect("console:policy-edit", pk=policy.pk)
             messages.error(request, error)
         else:
             messages.error(request, "Check the policy: " + form_errors(form))
     else:
-        form = PolicyForm(
-            initial={
-                "enabled": policy.enabled,
-                "allowed_models": ", ".join(policy.allowed_models),
-                "guardrail_profile": policy.guardrail_profile_id,
-                **{name: getattr(policy, name) for name in LIMIT_LABELS},
-            }
-        )
+        form = PolicyForm(initial=PolicyForm.initial_from(policy))
     context = {
         "tabs": policy_tabs("console:policies"),
         "policy": policy,
@@ -228,6 +293,7 @@ def policy_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
         "may_delete": Policy.objects.filter(pk=policy.pk).restrict(principal, "delete").exists(),
         "profiles": list(_profiles_for(request, [policy.organization_id])),
         "limit_fields": [form[name] for name in LIMIT_LABELS],
+        "budget_fields": [form[name] for name in BUDGET_LABELS],
     }
     return render(request, "console/policies/edit.html", context)
 

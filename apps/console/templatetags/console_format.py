@@ -6,20 +6,19 @@ from typing import Any
 
 from django import template
 
+from inferia_runtime.money import money_short
+
 register = template.Library()
 
 
 @register.filter
 def spend(micros: Any) -> str:
-    """Micro-units of the currency as a short amount for tiles and bars: 1_234_500 -> "$1.23" (small amounts keep
-    four decimals; the management pages' `money` shows every digit)."""
+    """Micro-units of the currency as a short amount for tiles and bars, in the currency: 1_234_500 -> "$1.23"
+    (small amounts keep four decimals; the management pages' `money` shows every digit)."""
     try:
-        amount = int(micros or 0) / 1_000_000
+        return money_short(int(micros or 0))
     except (TypeError, ValueError):
         return "—"
-    if 0 < abs(amount) < 0.01:
-        return f"${amount:.4f}"
-    return f"${amount:,.2f}"
 
 
 @register.filter

@@ -1,11 +1,14 @@
-"""Template filters of the management pages: numbers with thousands separators, money from micro-units, and
-unified-diff lines classified for colouring."""
+"""Template filters of the management pages: numbers with thousands separators, money from micro-units (the one
+`money` filter of the console: every page that shows an amount loads it from here), and unified-diff lines
+classified for colouring."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import template
+
+from inferia_runtime.money import money_format
 
 register = template.Library()
 
@@ -21,9 +24,10 @@ def thousands(value: Any) -> str:
 
 @register.filter
 def money(micros: Any) -> str:
-    """Micro-units of the currency as an amount with 4 decimals: 1234500 -> "1.2345"."""
+    """Micro-units as an amount in the currency (`INFERIA_CURRENCY`), every digit shown, exactly:
+    5_000_000 -> "$5.00", 1_234_500 -> "$1.2345", 1 -> "$0.000001"; empty and None read as 0."""
     try:
-        return f"{int(micros or 0) / 1_000_000:,.4f}"
+        return money_format(int(micros or 0))
     except (TypeError, ValueError):
         return str(micros)
 

@@ -9,8 +9,9 @@
 -- KEYS[checks + 1], when there is a hold record: the organisation's holds, a sorted set by due time, so that the
 -- holds of a process that died before settling are given back (see release.lua).
 -- Reply: {1, remaining_1, reset_ms_1, remaining_2, reset_ms_2, ...} when admitted,
---        {0, index_of_first_violated_check, retry_after_ms (-1: can never pass), room} when not, where room is
---        what that check could still take now (tokens or money; 0 for request and concurrency checks).
+--        {0, index_of_first_violated_check, retry_after_ms (-1: can never pass), room, used, held} when not, where
+--        room is what that check could still take now (tokens or money; 0 for request and concurrency checks), and
+--        used and held what a day/month check has settled and reserved so far (0 for the other kinds).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = ARGV[1]
@@ -51,8 +52,8 @@ for i = 1, n do
     local held = tonumber(redis.call('HGET', key, prefix .. '_held') or '0')
     local period_left = tonumber(ARGV[base + 5])
     local room = math.max(0, limit - used - held)
-    if cost > limit then return {0, i, -1, room} end
-    if used + held + cost > limit then return {0, i, period_left, room} end
+    if cost > limit then return {0, i, -1, room, used, held} end
+    if used + held + cost > limit then return {0, i, period_left, room, used, held} end
     plan[i] = period_left
     reply[#reply + 1] = limit - used - held - cost
     reply[#reply + 1] = period_left
