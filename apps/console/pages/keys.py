@@ -38,8 +38,9 @@ from apps.keys import services as key_services
 from apps.keys.models import ApiKey, Scope
 from apps.orgs.models import Team
 from apps.policies import services as policy_services
+from apps.policies.effective import effective_policy_compile
 from apps.policies.models import Policy
-from apps.policies.selectors import policy_effective_for, policy_list_for_key
+from apps.policies.selectors import policy_list_for_key
 from apps.usage.models import UsageRecord, UsageRollup
 from inferia_runtime.money import money_currency
 
@@ -316,7 +317,14 @@ def key_effective_policy(request: HttpRequest, key: ApiKey) -> dict[str, Any]:
         .values_list("pk", flat=True)
     )
     levels = {p.level: p for p in every if p.pk in visible_ids}
-    effective = policy_effective_for(key_id=key.pk)
+    # Compiled as the gateway compiles it (apps.policies.selectors.policy_effective_for), from the rows just read.
+    effective = effective_policy_compile(
+        key_id=key.pk,
+        organization_id=key.organization_id,
+        team_id=key.team_id,
+        key_allowed_models=tuple(key.allowed_models),
+        policies=sorted(every, key=lambda policy: ("org", "team", "key").index(policy.level)),
+    )
     rows = [
         {
             "label": label,
