@@ -222,3 +222,16 @@ def test_usage_and_its_export_show_money_in_the_currency(acme, owner, signed_in)
     assert "cost_eur" in header.split(",")
     assert "cost_micros" not in header
     assert row.split(",")[header.split(",").index("cost_eur")] == "0.0003"
+
+
+def test_a_key_created_with_a_budget_below_one_request_is_issued_with_the_warning(acme, owner, signed_in):
+    type(acme.deployment).objects.filter(pk=acme.deployment.pk).update(
+        price_input_per_mtok_micros=10_000_000, price_output_per_mtok_micros=30_000_000
+    )
+    response = _key_post(signed_in(owner), acme, budget_per_month="0.02")
+
+    assert Policy.objects.get(api_key__name="limited").budget_per_month_micros == 20_000
+    warnings = [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
+    assert len(warnings) == 1
+    assert "budget per month ($0.02)" in warnings[0]
+    assert "acme-model ($0.025)" in warnings[0]
