@@ -161,6 +161,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     # Console and admin pages need a session that proved its second factor (apps/console/middleware.py).
     "apps.console.middleware.TwoFactorGateMiddleware",
+    # Last-seen times of the user's sessions for the Security page's list (at most one write a minute a session).
+    "apps.console.middleware.SessionSeenMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.gateway.metrics_export.PrometheusAfterMiddleware",  # django-prometheus's, with bounded labels
 ]

@@ -39,10 +39,11 @@ class AuditContext:
         (Django's or DRF's); empty without one."""
         if request is None:
             return cls()
+        # PostgreSQL text cannot hold NUL: a header carrying one would otherwise fail the audited change itself.
         return cls(
             ip_address=client_address(request),
-            user_agent=request.META.get("HTTP_USER_AGENT", "")[:500],
-            request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+            user_agent=request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")[:500],
+            request_id=request.META.get("HTTP_X_REQUEST_ID", "").replace("\x00", "")[:64],
         )
 
 

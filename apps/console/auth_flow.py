@@ -19,6 +19,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.orgs.models import User
+from apps.rbac.account_services import user_session_register, user_session_rekey
+from inferia_runtime.client_address import client_address
 
 # How this session proved a second factor: "totp", "recovery", "sso" (the identity provider vouched), or
 # "none" (password only: the user has no authenticator).
@@ -46,6 +48,28 @@ def session_sign_in(request: HttpRequest, user: Any, *, second_factor: str) -> N
     request.session.pop(SESSION_PENDING, None)
     auth.login(request, user)
     request.session[SESSION_SECOND_FACTOR] = second_factor
+    if request.session.session_key is None:
+        request.session.save()
+    user_session_register(
+        user=user,
+        session_key=str(request.session.session_key),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        ip_address=client_address(request),
+    )
+
+
+def session_key_cycle(request: HttpRequest, *, keep_user: Any = None) -> None:
+    """Give the signed-in session a new key (after it proved something new) and keep the Security page's list of
+    sessions pointing at it. With `keep_user`, the key is cycled by Django's `update_session_auth_hash`, which also
+    keeps the session signed in after that user's password changed."""
+    old_key = request.session.session_key
+    if keep_user is not None:
+        auth.update_session_auth_hash(request, keep_user)
+    else:
+        request.session.cycle_key()
+    new_key = request.session.session_key
+    if old_key and new_key and request.user.is_authenticated:
+        user_session_rekey(user=request.user, old_key=old_key, new_key=new_key)
 
 
 def session_second_step_begin(request: HttpRequest, user: Any, *, next_url: str) -> None:

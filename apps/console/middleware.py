@@ -1,4 +1,4 @@
-"""The two-factor gate in front of the console and Django admin.
+"""The two-factor gate in front of the console and Django admin, and the record of when each session was last seen.
 
 A signed-in session reaches a console or admin page only if it proved a second factor, or the user has no
 authenticator and no organisation of theirs requires one. A session that signed in some other way while the user
@@ -15,8 +15,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from apps.console.auth_flow import SECOND_FACTOR_METHODS, session_second_factor
+from apps.rbac.account_services import user_session_seen
 from apps.rbac.oidc import oidc_config
 from apps.rbac.twofactor_services import twofactor_enabled, twofactor_required
+from inferia_runtime.client_address import client_address
 
 GATED_PREFIXES = ("/console/", "/admin/")
 
@@ -50,6 +52,29 @@ class TwoFactorGateMiddleware:
         if path not in _enrolment_paths() and twofactor_required(user=user):
             return HttpResponseRedirect(reverse("console:twofactor-enrol"))
         return None
+
+
+class SessionSeenMiddleware:
+    """Keeps the Security page's list of the user's sessions current: when a signed-in session asks for a console or
+    admin page, its last-seen time and address are refreshed (at most once a minute; the service decides), and a
+    session signed in before that list existed joins it. Runs after the gate, which may have signed it out."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(GATED_PREFIXES) and request.user.is_authenticated:
+            session_key = request.session.session_key  # read after the user: loading an ended session clears it
+        else:
+            session_key = None
+        if session_key:
+            user_session_seen(
+                user=request.user,
+                session_key=session_key,
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                ip_address=client_address(request),
+            )
+        return self.get_response(request)
 
 
 def _open_paths() -> set[str]:

@@ -12,6 +12,7 @@ from apps.console.pages import keys as keys_pages
 from apps.console.pages import org_switch, sign_in, sso
 from apps.console.pages import playground as playground_pages
 from apps.console.pages import policies as policies_pages
+from apps.console.pages import security as security_pages
 from apps.console.pages import templates as templates_pages
 from apps.console.pages import usage as usage_pages
 from apps.console.pages.people import invitations as invitation_pages
@@ -28,7 +29,10 @@ urlpatterns = [
     path("logout/", sign_in.logout_view, name="logout"),
     path("sso/start/", sso.SsoStartView.as_view(), name="sso-start"),
     path("sso/callback/", sso.SsoCallbackView.as_view(), name="sso-callback"),
-    path("security/", sign_in.security_view, name="security"),
+    path("security/", security_pages.security_view, name="security"),
+    path("security/password/", security_pages.password_change_view, name="password-change"),
+    path("security/sessions/<int:pk>/end/", security_pages.session_end_view, name="session-end"),
+    path("security/sessions/end-others/", security_pages.sessions_end_others_view, name="sessions-end-others"),
     path("security/2fa/enrol/", sign_in.twofactor_enrol_view, name="twofactor-enrol"),
     path("security/2fa/disable/", sign_in.twofactor_disable_view, name="twofactor-disable"),
     path("security/recovery-codes/", sign_in.recovery_codes_view, name="recovery-codes"),

@@ -104,3 +104,23 @@ class OidcIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} at {self.issuer}"
+
+
+class UserSession(models.Model):
+    """One signed-in console session of a user, so that the Security page can list where they are signed in and end
+    a session. The session key itself is never stored in clear: its SHA-256 digest finds the row of the request at
+    hand, and a MultiFernet token of it lets the owner end that session in the session store."""
+
+    user = models.ForeignKey("orgs.User", on_delete=models.CASCADE, related_name="console_sessions")
+    key_digest = models.CharField(max_length=64, unique=True)
+    key_encrypted = models.TextField(editable=False, help_text="MultiFernet token of the session key.")
+    user_agent = models.CharField(max_length=300, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-last_seen_at"], name="rbac_usersession_recent")]
+
+    def __str__(self) -> str:
+        return f"session of {self.user_id}"

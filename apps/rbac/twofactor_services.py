@@ -43,6 +43,15 @@ class TwoFactorLocked(TwoFactorError):
     """Too many wrong codes for this user recently; the second step is refused until the window passes."""
 
 
+class TwoFactorCodeReused(TwoFactorError):
+    """A right code that was already spent: a recovery code used before, or an authenticator code whose time step
+    already signed in. `kind` is "totp" or "recovery", so the person is told which and what to do."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass(frozen=True)
 class TotpEnrolment:
     """An authenticator being set up: the secret, and the `otpauth://` URI its QR code carries."""
@@ -164,29 +173,35 @@ def _failure_record(user: User, *, purpose: str, reason: str, context: AuditCont
 # --- Checking a code ---------------------------------------------------------------------------------------------
 
 
-def _totp_accept(device: TotpDevice, code: str) -> bool:
-    """Whether `code` is the device's code for now or one step either side (clock drift), and newer than the
-    last code accepted: the conditional update makes each code good once, even between concurrent requests."""
+def _totp_accept(device: TotpDevice, code: str) -> str:
+    """ "accepted" when `code` is the device's code for now or one step either side (clock drift) and newer than the
+    last code accepted: the conditional update makes each code good once, even between concurrent requests.
+    "reused" when it is such a code whose step was already accepted, else "wrong"."""
     code = code.strip().replace(" ", "")
     if not (code.isdigit() and len(code) == 6):
-        return False
+        return "wrong"
     totp = _totp(device)
     now_step = totp.timecode(timezone.now())
+    outcome = "wrong"
     for step in (now_step - 1, now_step, now_step + 1):
-        if step > device.last_used_step and constant_time_compare(totp.generate_otp(step), code):
+        if not constant_time_compare(totp.generate_otp(step), code):
+            continue
+        if step > device.last_used_step:
             claimed = TotpDevice.objects.filter(pk=device.pk, last_used_step__lt=step).update(last_used_step=step)
             if claimed == 1:
                 device.last_used_step = step
-                return True
-    return False
+                return "accepted"
+        outcome = "reused"
+    return outcome
 
 
-def _recovery_accept(user: User, code: str) -> bool:
-    """Spend one unused recovery code matching `code`; false if none does."""
-    spent = RecoveryCode.objects.filter(user=user, code_hash=recovery_code_hash(code), used_at__isnull=True).update(
-        used_at=timezone.now()
-    )
-    return spent == 1
+def _recovery_accept(user: User, code: str) -> str:
+    """ "accepted" after spending the unused recovery code matching `code`; "reused" when the matching code was
+    spent before; else "wrong"."""
+    matching = RecoveryCode.objects.filter(user=user, code_hash=recovery_code_hash(code))
+    if matching.filter(used_at__isnull=True).update(used_at=timezone.now()) == 1:
+        return "accepted"
+    return "reused" if matching.exists() else "wrong"
 
 
 def _check_code(
@@ -197,10 +212,12 @@ def _check_code(
     if twofactor_is_locked(user=user):
         _failure_record(user, purpose=purpose, reason="locked", context=context)
         raise TwoFactorLocked("too many wrong codes; try again later")
-    if _totp_accept(device, code):
+    totp_outcome = _totp_accept(device, code)
+    if totp_outcome == "accepted":
         cache.delete(_failure_key(user))
         return "totp"
-    if allow_recovery and _recovery_accept(user, code):
+    recovery_outcome = _recovery_accept(user, code) if allow_recovery else "wrong"
+    if recovery_outcome == "accepted":
         cache.delete(_failure_key(user))
         with transaction.atomic():
             audit_record(
@@ -211,6 +228,12 @@ def _check_code(
                 context=context,
             )
         return "recovery"
+    if recovery_outcome == "reused":
+        _failure_record(user, purpose=purpose, reason="reused recovery code", context=context)
+        raise TwoFactorCodeReused("this recovery code was already used", kind="recovery")
+    if totp_outcome == "reused":
+        _failure_record(user, purpose=purpose, reason="reused code", context=context)
+        raise TwoFactorCodeReused("this code was already used", kind="totp")
     _failure_record(user, purpose=purpose, reason="wrong code", context=context)
     raise TwoFactorError("that code is not valid")
 

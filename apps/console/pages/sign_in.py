@@ -1,5 +1,6 @@
 """The console's sign-in pages: password sign-in, the two-factor step, enrolment with a QR code, recovery codes,
-the security page, sign-out, and the landing page. Each view parses the form, calls one service and renders."""
+sign-out, and the landing page (the Security page itself is in security.py). Each view parses the form, calls one
+service and renders."""
 
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ from apps.audit.services import AuditContext, audit_record
 from apps.console.auth_flow import (
     SESSION_SECOND_FACTOR,
     safe_next,
+    session_key_cycle,
     session_pending_user,
     session_second_step_begin,
     session_sign_in,
 )
 from apps.orgs.models import Membership
+from apps.rbac.account_services import user_session_forget
 from apps.rbac.login_services import login_refusal
 from apps.rbac.oidc import oidc_config
 from apps.rbac.twofactor_services import (
+    TwoFactorCodeReused,
     TwoFactorError,
     TwoFactorLocked,
     recovery_codes_regenerate,
@@ -59,6 +63,10 @@ class CodeForm(forms.Form):
 def _code_error(exc: TwoFactorError) -> str:
     if isinstance(exc, TwoFactorLocked):
         return "Too many wrong codes. Wait a few minutes, then try again."
+    if isinstance(exc, TwoFactorCodeReused) and exc.kind == "recovery":
+        return "This recovery code was already used. Each recovery code works once: enter another one."
+    if isinstance(exc, TwoFactorCodeReused):
+        return "This code was already used. Wait for your authenticator app to show a new one."
     return "That code is not valid. Check your authenticator app and try again."
 
 
@@ -133,6 +141,8 @@ def logout_view(request: HttpRequest) -> HttpResponse:
             audit_record(
                 action="logout", actor=request.user, target=request.user, context=AuditContext.from_request(request)
             )
+        if request.session.session_key:
+            user_session_forget(session_key=request.session.session_key)
     auth.logout(request)
     messages.info(request, "You are signed out.")
     return redirect("console:login")
@@ -146,18 +156,6 @@ def home_view(request: HttpRequest) -> HttpResponse:
         "twofactor_enabled": twofactor_enabled(user=request.user),
     }
     return render(request, "console/home.html", context)
-
-
-@never_cache
-@login_required
-def security_view(request: HttpRequest) -> HttpResponse:
-    context = {
-        "twofactor_enabled": twofactor_enabled(user=request.user),
-        "twofactor_required": twofactor_required(user=request.user),
-        "recovery_remaining": recovery_codes_remaining(user=request.user),
-        "form": CodeForm(),
-    }
-    return render(request, "console/security.html", context)
 
 
 @never_cache
@@ -178,7 +176,7 @@ def twofactor_enrol_view(request: HttpRequest) -> HttpResponse:
             error = _code_error(exc)
         else:
             # The user just proved the authenticator: this session counts as signed in with two factors.
-            request.session.cycle_key()
+            session_key_cycle(request)
             request.session[SESSION_SECOND_FACTOR] = "totp"
             request.session[SESSION_RECOVERY_CODES] = codes
             return redirect("console:recovery-codes")
