@@ -19,8 +19,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.orgs.models import User
-from apps.rbac.account_services import user_session_register, user_session_rekey
-from inferia_runtime.client_address import client_address
+from apps.rbac.account_services import user_session_rekey
 
 # How this session proved a second factor: "totp", "recovery", "sso" (the identity provider vouched), or
 # "none" (password only: the user has no authenticator).
@@ -48,14 +47,6 @@ def session_sign_in(request: HttpRequest, user: Any, *, second_factor: str) -> N
     request.session.pop(SESSION_PENDING, None)
     auth.login(request, user)
     request.session[SESSION_SECOND_FACTOR] = second_factor
-    if request.session.session_key is None:
-        request.session.save()
-    user_session_register(
-        user=user,
-        session_key=str(request.session.session_key),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        ip_address=client_address(request),
-    )
 
 
 def session_key_cycle(request: HttpRequest, *, keep_user: Any = None) -> None:

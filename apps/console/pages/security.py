@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
@@ -19,6 +21,7 @@ from ua_parser import parse as user_agent_parse
 from apps.audit.services import AuditContext
 from apps.console.auth_flow import session_key_cycle
 from apps.rbac.account_services import (
+    SEEN_INTERVAL_S,
     AccountError,
     PasswordChangeRefused,
     SessionNotFound,
@@ -79,12 +82,18 @@ def device_label(user_agent: str) -> str:
 def _security_page(request: HttpRequest, *, password_form: PasswordChangeForm, status: int = 200) -> HttpResponse:
     user = request.user
     sessions = user_sessions_active(user=user, current_key=request.session.session_key)
+    # Last-seen times are written at most once a minute (account_services.SEEN_INTERVAL_S), so "0 minutes ago" would
+    # claim a precision they do not have.
+    active_since = timezone.now() - timedelta(seconds=2 * SEEN_INTERVAL_S)
     context = {
         "twofactor_enabled": twofactor_enabled(user=user),
         "twofactor_required": twofactor_required(user=user),
         "recovery_remaining": recovery_codes_remaining(user=user),
         "password_form": password_form,
-        "sessions": [{"session": session, "device": device_label(session.user_agent)} for session in sessions],
+        "sessions": [
+            {"session": s, "device": device_label(s.user_agent), "active": s.last_seen_at >= active_since}
+            for s in sessions
+        ],
         "other_sessions": sum(1 for session in sessions if not session.current),
     }
     return render(request, "console/security.html", context, status=status)

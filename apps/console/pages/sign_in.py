@@ -29,7 +29,6 @@ from apps.console.auth_flow import (
     session_sign_in,
 )
 from apps.orgs.models import Membership
-from apps.rbac.account_services import user_session_forget
 from apps.rbac.login_services import login_refusal
 from apps.rbac.oidc import oidc_config
 from apps.rbac.twofactor_services import (
@@ -141,8 +140,6 @@ def logout_view(request: HttpRequest) -> HttpResponse:
             audit_record(
                 action="logout", actor=request.user, target=request.user, context=AuditContext.from_request(request)
             )
-        if request.session.session_key:
-            user_session_forget(session_key=request.session.session_key)
     auth.logout(request)
     messages.info(request, "You are signed out.")
     return redirect("console:login")
