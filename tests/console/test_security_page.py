@@ -59,6 +59,8 @@ def test_the_recovery_codes_page_offers_copy_and_a_download_built_in_the_browser
     enrolment_page = client.get("/console/security/2fa/enrol/").content.decode()
     secret = re.search(r'class="secret-key"[^>]*>([^<]+)</code>', enrolment_page).group(1).replace(" ", "")
     client.post("/console/security/2fa/enrol/", {"code": pyotp.TOTP(secret).now()})
+    # Enrolment gives the session a new key; the list of sessions follows it.
+    assert UserSession.objects.get(user=owner).key_digest == session_key_digest(client.session.session_key)
 
     page = client.get("/console/security/recovery-codes/")
     html = page.content.decode()
