@@ -80,6 +80,11 @@ urlpatterns = [
     path("policies/profiles/", profile_pages.profiles_view, name="policy-profiles"),
     path("policies/profiles/new/", profile_pages.profile_create_view, name="policy-profile-create"),
     path("policies/profiles/<int:pk>/", profile_pages.profile_edit_view, name="policy-profile-edit"),
+    path("policies/profiles/<int:pk>/test/", profile_pages.profile_trial_view, name="policy-profile-trial"),
+    path("policies/profiles/builtin/", profile_pages.profile_builtin_view, name="policy-profile-builtin"),
+    path(
+        "policies/profiles/builtin/test/", profile_pages.profile_builtin_trial_view, name="policy-profile-builtin-trial"
+    ),
     path("templates/", templates_pages.templates_view, name="templates"),
     path("templates/new/", templates_pages.template_create_view, name="template-create"),
     path("templates/<int:pk>/", templates_pages.template_detail_view, name="template-detail"),
