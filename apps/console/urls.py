@@ -72,6 +72,7 @@ urlpatterns = [
     path("members/teams/<int:pk>/delete/", team_pages.team_delete_view, name="member-team-delete"),
     path("members/roles/", role_pages.roles_view, name="member-roles"),
     path("members/roles/new/", role_pages.role_create_view, name="member-role-create"),
+    path("members/roles/<int:pk>/", role_pages.role_edit_view, name="member-role-edit"),
     path("members/roles/<int:pk>/delete/", role_pages.role_delete_view, name="member-role-delete"),
     path("policies/", policies_pages.policies_view, name="policies"),
     path("policies/new/", policies_pages.policy_create_view, name="policy-create"),
