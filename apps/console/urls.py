@@ -69,6 +69,13 @@ urlpatterns = [
     path("invitations/<str:token>/", invitation_pages.invitation_accept_view, name="member-invitation-accept"),
     path("members/teams/", team_pages.teams_view, name="member-teams"),
     path("members/teams/new/", team_pages.team_create_view, name="member-team-create"),
+    path("members/teams/<int:pk>/", team_pages.team_view, name="member-team"),
+    path("members/teams/<int:pk>/members/add/", team_pages.team_member_add_view, name="member-team-member-add"),
+    path(
+        "members/teams/<int:pk>/members/<int:member>/remove/",
+        team_pages.team_member_remove_view,
+        name="member-team-member-remove",
+    ),
     path("members/teams/<int:pk>/delete/", team_pages.team_delete_view, name="member-team-delete"),
     path("members/roles/", role_pages.roles_view, name="member-roles"),
     path("members/roles/new/", role_pages.role_create_view, name="member-role-create"),

@@ -13,9 +13,10 @@ import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
+from django.utils.text import slugify
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, audited_update
@@ -63,12 +64,47 @@ def organization_update(
     )
 
 
+TEAM_SLUG_MAX = 64
+
+
+def team_slug_available(*, organization: Organization, name: str) -> str:
+    """The slug a team called `name` gets in `organization`: the name slugified ("team" when nothing is left of
+    it), with "-2", "-3", ... when an earlier team has it already."""
+    base = (slugify(name)[:TEAM_SLUG_MAX].strip("-_") or "team").lower()
+    taken = set(Team.objects.filter(organization=organization, slug__startswith=base).values_list("slug", flat=True))
+    if base not in taken:
+        return base
+    number = 2
+    while True:
+        suffix = f"-{number}"
+        candidate = base[: TEAM_SLUG_MAX - len(suffix)].rstrip("-_") + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
 @transaction.atomic
 def team_create(
-    *, organization: Organization, name: str, slug: str, actor: Actor, context: AuditContext | None = None
+    *, organization: Organization, name: str, actor: Actor, slug: str = "", context: AuditContext | None = None
 ) -> Team:
-    """A new team in `organization`."""
-    team = Team.objects.create(organization=organization, name=name, slug=slug)
+    """A new team in `organization`. Without a `slug`, one is derived from the name (`team_slug_available`); an
+    explicit slug already used in the organisation is a conflict."""
+    if slug:
+        team = Team.objects.create(organization=organization, name=name, slug=slug)
+    else:
+        for attempt in range(5):
+            try:
+                # A savepoint: when a concurrent create took the same slug, try the next one.
+                with transaction.atomic():
+                    team = Team.objects.create(
+                        organization=organization,
+                        name=name,
+                        slug=team_slug_available(organization=organization, name=name),
+                    )
+                break
+            except IntegrityError:
+                if attempt == 4:
+                    raise
     audit_record(
         action="team.create",
         actor=actor,
@@ -102,6 +138,45 @@ def team_delete(*, team: Team, actor: Actor, context: AuditContext | None = None
         team.delete()
     except ProtectedError:
         raise DomainRefusal("revoke or move the team's keys first") from None
+
+
+@transaction.atomic
+def team_member_add(
+    *, team: Team, membership: Membership, actor: Actor, context: AuditContext | None = None
+) -> Membership:
+    """Put a member of the team's organisation in the team; they get what is granted to it on their next request.
+    Refused for someone of another organisation, or already in the team."""
+    if membership.organization_id != team.organization_id:
+        raise DomainRefusal("only members of the team's organisation can join it")
+    if membership.teams.filter(pk=team.pk).exists():
+        raise DomainRefusal(f"{membership.user.email} is already in the team")
+    membership.teams.add(team)
+    audit_record(
+        action="team.member_add",
+        actor=actor,
+        target=team,
+        changes=audit_diff(before={"member": None}, after={"member": membership.user.email}),
+        context=context,
+    )
+    return membership
+
+
+@transaction.atomic
+def team_member_remove(
+    *, team: Team, membership: Membership, actor: Actor, context: AuditContext | None = None
+) -> Membership:
+    """Take a member out of a team; what is granted to the team stops reaching them on their next request."""
+    if membership.organization_id != team.organization_id or not membership.teams.filter(pk=team.pk).exists():
+        raise DomainRefusal(f"{membership.user.email} is not in the team")
+    membership.teams.remove(team)
+    audit_record(
+        action="team.member_remove",
+        actor=actor,
+        target=team,
+        changes=audit_diff(before={"member": membership.user.email}, after={"member": None}),
+        context=context,
+    )
+    return membership
 
 
 @transaction.atomic
