@@ -48,6 +48,7 @@ from apps.policies.selectors import guardrail_profile_default
 
 # The longest text the "test this text" box scans (UTF-8 bytes): a long prompt, not a document.
 TRIAL_MAX_BYTES = 16 * 1024
+_CATEGORY_LABELS = {"email": "E-mail", "iban": "IBAN", "national_id": "National ID", "ip_address": "IP address"}
 _ACTION_LABELS = {"off": "Off", "flag": "Flag", "redact": "Redact", "block": "Block", "stop": "Stop the stream"}
 
 
@@ -88,7 +89,7 @@ class ProfileForm(forms.Form):
         return [
             {
                 "category": category,
-                "label": category.replace("_", " ").capitalize(),
+                "label": _CATEGORY_LABELS.get(category) or category.replace("_", " ").capitalize(),
                 "description": description,
                 "input": self[f"input_{category}"],
                 "output": self[f"output_{category}"],
