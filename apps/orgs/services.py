@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
-from django.utils.text import slugify
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, audited_update
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from inferia_runtime.errors import DomainRefusal
+from inferia_runtime.slugs import slug_unique_in
 
 if TYPE_CHECKING:
     from apps.rbac.models import Role  # rbac sits above orgs: for annotations only
@@ -64,23 +64,10 @@ def organization_update(
     )
 
 
-TEAM_SLUG_MAX = 64
-
-
 def team_slug_available(*, organization: Organization, name: str) -> str:
     """The slug a team called `name` gets in `organization`: the name slugified ("team" when nothing is left of
     it), with "-2", "-3", ... when an earlier team has it already."""
-    base = (slugify(name)[:TEAM_SLUG_MAX].strip("-_") or "team").lower()
-    taken = set(Team.objects.filter(organization=organization, slug__startswith=base).values_list("slug", flat=True))
-    if base not in taken:
-        return base
-    number = 2
-    while True:
-        suffix = f"-{number}"
-        candidate = base[: TEAM_SLUG_MAX - len(suffix)].rstrip("-_") + suffix
-        if candidate not in taken:
-            return candidate
-        number += 1
+    return slug_unique_in(Team.objects.filter(organization=organization), name, fallback="team")
 
 
 @transaction.atomic

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
 from apps.audit.actors import Actor
@@ -14,6 +14,7 @@ from apps.audit.services import AuditContext, audit_diff, audit_record, update_b
 from apps.orgs.models import Organization, Team, User
 from apps.rbac.models import Role, TeamGroup
 from inferia_runtime.errors import DomainRefusal
+from inferia_runtime.slugs import slug_unique_in
 from inferia_runtime.tenancy import tenant_path_of
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
@@ -169,16 +170,31 @@ def _role_after(role: Role) -> dict[str, Any]:
 def role_create(
     *,
     organization: Organization,
-    slug: str,
     name: str,
     permissions: list[str],
     actor: Actor,
+    slug: str = "",
     description: str = "",
     context: AuditContext | None = None,
 ) -> Role:
-    """A custom role of `organization`, composed of tenant permissions (`compute.view_modeldeployment`, ...)."""
+    """A custom role of `organization`, composed of tenant permissions (`compute.view_modeldeployment`, ...).
+    Without a `slug`, one is derived from the name, unique in the organisation ("deployers", "deployers-2")."""
     perms = _tenant_permissions(permissions)
-    role = Role.objects.create(organization=organization, slug=slug, name=name, description=description)
+    if slug:
+        role = Role.objects.create(organization=organization, slug=slug, name=name, description=description)
+    else:
+        for attempt in range(5):
+            try:
+                # A savepoint: when a concurrent create took the same slug, try the next one.
+                with transaction.atomic():
+                    derived = slug_unique_in(Role.objects.filter(organization=organization), name, fallback="role")
+                    role = Role.objects.create(
+                        organization=organization, slug=derived, name=name, description=description
+                    )
+                break
+            except IntegrityError:
+                if attempt == 4:
+                    raise
     role.permissions.set(perms)
     audit_record(
         action="role.create",

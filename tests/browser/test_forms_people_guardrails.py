@@ -65,7 +65,6 @@ def test_a_role_is_created_by_capability(owner_page, console):
     page = owner_page
     page.goto(console.url("/console/members/roles/"))
     page.fill("[data-testid=role-name]", "Browser deployers")
-    page.fill("[data-testid=role-slug]", "browser-deployers")
     page.check("[data-testid=cap-deploy_models]")
     page.check("[data-testid=cap-read_usage]")
     screenshot(page, "role-capabilities-form")

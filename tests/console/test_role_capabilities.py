@@ -96,3 +96,14 @@ def test_a_viewer_cannot_change_a_role_and_another_organisations_role_is_not_fou
     assert signed_in(owner).get(f"/console/members/roles/{globex.role.pk}/").status_code == 404
     assert signed_in(owner).post(f"/console/members/roles/{globex.role.pk}/", {"name": "x"}).status_code == 404
     assert signed_in(owner).get(f"/console/members/roles/{roles['owner'].pk}/").status_code == 404
+
+
+def test_a_role_created_without_a_slug_gets_one_from_its_name(acme, owner, signed_in):
+    client = signed_in(owner)
+    for _ in range(2):
+        client.post(
+            "/console/members/roles/new/",
+            {"organization": acme.org.pk, "name": "Usage Readers", "capabilities": ["read_usage"]},
+        )
+    slugs = set(Role.objects.filter(organization=acme.org, name="Usage Readers").values_list("slug", flat=True))
+    assert slugs == {"usage-readers", "usage-readers-2"}

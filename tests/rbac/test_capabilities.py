@@ -90,3 +90,17 @@ def test_builtin_roles_read_as_capabilities(roles):
 def test_an_unknown_capability_is_a_key_error():
     with pytest.raises(KeyError):
         capability_permissions(["manage_everything"])
+
+
+def test_the_api_shows_a_roles_capabilities_and_derives_its_slug(org, owner, as_user):
+    client = as_user(owner)
+    body = {
+        "organization": org.pk,
+        "name": "Deployers",
+        "permissions": sorted(capability_permissions(["deploy_models"])),
+    }
+    created = client.post("/api/roles/", body, format="json")
+    assert created.status_code == 201, created.data
+    assert created.data["slug"] == "deployers"
+    assert created.data["capabilities"] == ["view_deployments", "deploy_models"]
+    assert client.post("/api/roles/", body, format="json").data["slug"] == "deployers-2"

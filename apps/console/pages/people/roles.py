@@ -45,7 +45,7 @@ class RoleCapabilitiesForm(forms.Form):
 
 class RoleCreateForm(RoleCapabilitiesForm):
     organization = forms.IntegerField()
-    slug = forms.SlugField(max_length=64)
+    slug = forms.SlugField(max_length=64, required=False)
 
 
 def _permission_name(permission: Permission) -> str:
@@ -124,7 +124,9 @@ def roles_view(request: HttpRequest) -> HttpResponse:
 def role_create_view(request: HttpRequest) -> HttpResponse:
     form = RoleCreateForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "A role needs a name, a slug (letters, digits, '-' and '_') and known capabilities.")
+        messages.error(
+            request, "A role needs a name and known capabilities; a slug, if given, is letters, digits, '-', '_'."
+        )
         return redirect("console:member-roles")
     values = form.cleaned_data
     organization = require_may_add(request, Role, values["organization"])
