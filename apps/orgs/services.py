@@ -13,7 +13,7 @@ import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
@@ -21,7 +21,7 @@ from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, audited_update
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from inferia_runtime.errors import DomainRefusal
-from inferia_runtime.slugs import slug_unique_in
+from inferia_runtime.slugs import create_with_unique_slug, slug_unique_in
 
 if TYPE_CHECKING:
     from apps.rbac.models import Role  # rbac sits above orgs: for annotations only
@@ -79,19 +79,12 @@ def team_create(
     if slug:
         team = Team.objects.create(organization=organization, name=name, slug=slug)
     else:
-        for attempt in range(5):
-            try:
-                # A savepoint: when a concurrent create took the same slug, try the next one.
-                with transaction.atomic():
-                    team = Team.objects.create(
-                        organization=organization,
-                        name=name,
-                        slug=team_slug_available(organization=organization, name=name),
-                    )
-                break
-            except IntegrityError:
-                if attempt == 4:
-                    raise
+        team = create_with_unique_slug(
+            lambda derived: Team.objects.create(organization=organization, name=name, slug=derived),
+            siblings=Team.objects.filter(organization=organization),
+            name=name,
+            fallback="team",
+        )
     audit_record(
         action="team.create",
         actor=actor,

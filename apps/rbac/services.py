@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
-from django.db import IntegrityError, models, transaction
+from django.db import models, transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
 from apps.audit.actors import Actor
@@ -14,7 +14,7 @@ from apps.audit.services import AuditContext, audit_diff, audit_record, update_b
 from apps.orgs.models import Organization, Team, User
 from apps.rbac.models import Role, TeamGroup
 from inferia_runtime.errors import DomainRefusal
-from inferia_runtime.slugs import slug_unique_in
+from inferia_runtime.slugs import create_with_unique_slug
 from inferia_runtime.tenancy import tenant_path_of
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
@@ -183,18 +183,14 @@ def role_create(
     if slug:
         role = Role.objects.create(organization=organization, slug=slug, name=name, description=description)
     else:
-        for attempt in range(5):
-            try:
-                # A savepoint: when a concurrent create took the same slug, try the next one.
-                with transaction.atomic():
-                    derived = slug_unique_in(Role.objects.filter(organization=organization), name, fallback="role")
-                    role = Role.objects.create(
-                        organization=organization, slug=derived, name=name, description=description
-                    )
-                break
-            except IntegrityError:
-                if attempt == 4:
-                    raise
+        role = create_with_unique_slug(
+            lambda derived: Role.objects.create(
+                organization=organization, slug=derived, name=name, description=description
+            ),
+            siblings=Role.objects.filter(organization=organization),
+            name=name,
+            fallback="role",
+        )
     role.permissions.set(perms)
     audit_record(
         action="role.create",

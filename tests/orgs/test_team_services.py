@@ -70,3 +70,22 @@ def test_the_api_derives_the_slug_when_none_is_given(org, owner, as_user):
     assert created.data["slug"] == "data-science"
     again = client.post("/api/teams/", {"organization": org.pk, "name": "Data Science"}, format="json")
     assert again.data["slug"] == "data-science-2"
+
+
+def test_a_slug_that_stays_taken_gives_up_with_the_conflict_and_leaves_the_transaction_usable(org, owner):
+    from django.db import IntegrityError
+
+    from inferia_runtime.slugs import SLUG_ATTEMPTS, create_with_unique_slug
+
+    org_services.team_create(organization=org, name="Research", actor=owner)
+    tried = []
+
+    def create(slug: str) -> Team:
+        tried.append(slug)
+        return Team.objects.create(organization=org, name="Research", slug=slug)
+
+    # A view of the siblings that never sees the existing team: every attempt collides, as under a lasting race.
+    with pytest.raises(IntegrityError):
+        create_with_unique_slug(create, siblings=Team.objects.none(), name="Research", fallback="team")
+    assert tried == ["research"] * SLUG_ATTEMPTS
+    assert Team.objects.filter(organization=org).count() == 1
