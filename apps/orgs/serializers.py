@@ -35,7 +35,9 @@ class TeamOut(serializers.ModelSerializer):
 class TeamCreateIn(serializers.Serializer):
     organization = TenantRelatedField(Organization)
     name = serializers.CharField(max_length=200)
-    slug = serializers.SlugField(max_length=64)
+    slug = serializers.SlugField(
+        max_length=64, required=False, help_text="Derived from the name (unique in the organisation) when left out."
+    )
 
 
 class TeamUpdateIn(serializers.Serializer):

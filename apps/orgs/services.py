@@ -21,6 +21,7 @@ from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, audited_update
 from apps.orgs.models import Invitation, Membership, Organization, Team, User
 from inferia_runtime.errors import DomainRefusal
+from inferia_runtime.slugs import create_with_unique_slug, slug_unique_in
 
 if TYPE_CHECKING:
     from apps.rbac.models import Role  # rbac sits above orgs: for annotations only
@@ -63,12 +64,27 @@ def organization_update(
     )
 
 
+def team_slug_available(*, organization: Organization, name: str) -> str:
+    """The slug a team called `name` gets in `organization`: the name slugified ("team" when nothing is left of
+    it), with "-2", "-3", ... when an earlier team has it already."""
+    return slug_unique_in(Team.objects.filter(organization=organization), name, fallback="team")
+
+
 @transaction.atomic
 def team_create(
-    *, organization: Organization, name: str, slug: str, actor: Actor, context: AuditContext | None = None
+    *, organization: Organization, name: str, actor: Actor, slug: str = "", context: AuditContext | None = None
 ) -> Team:
-    """A new team in `organization`."""
-    team = Team.objects.create(organization=organization, name=name, slug=slug)
+    """A new team in `organization`. Without a `slug`, one is derived from the name (`team_slug_available`); an
+    explicit slug already used in the organisation is a conflict."""
+    if slug:
+        team = Team.objects.create(organization=organization, name=name, slug=slug)
+    else:
+        team = create_with_unique_slug(
+            lambda derived: Team.objects.create(organization=organization, name=name, slug=derived),
+            siblings=Team.objects.filter(organization=organization),
+            name=name,
+            fallback="team",
+        )
     audit_record(
         action="team.create",
         actor=actor,
@@ -102,6 +118,45 @@ def team_delete(*, team: Team, actor: Actor, context: AuditContext | None = None
         team.delete()
     except ProtectedError:
         raise DomainRefusal("revoke or move the team's keys first") from None
+
+
+@transaction.atomic
+def team_member_add(
+    *, team: Team, membership: Membership, actor: Actor, context: AuditContext | None = None
+) -> Membership:
+    """Put a member of the team's organisation in the team; they get what is granted to it on their next request.
+    Refused for someone of another organisation, or already in the team."""
+    if membership.organization_id != team.organization_id:
+        raise DomainRefusal("only members of the team's organisation can join it")
+    if membership.teams.filter(pk=team.pk).exists():
+        raise DomainRefusal(f"{membership.user.email} is already in the team")
+    membership.teams.add(team)
+    audit_record(
+        action="team.member_add",
+        actor=actor,
+        target=team,
+        changes=audit_diff(before={"member": None}, after={"member": membership.user.email}),
+        context=context,
+    )
+    return membership
+
+
+@transaction.atomic
+def team_member_remove(
+    *, team: Team, membership: Membership, actor: Actor, context: AuditContext | None = None
+) -> Membership:
+    """Take a member out of a team; what is granted to the team stops reaching them on their next request."""
+    if membership.organization_id != team.organization_id or not membership.teams.filter(pk=team.pk).exists():
+        raise DomainRefusal(f"{membership.user.email} is not in the team")
+    membership.teams.remove(team)
+    audit_record(
+        action="team.member_remove",
+        actor=actor,
+        target=team,
+        changes=audit_diff(before={"member": membership.user.email}, after={"member": None}),
+        context=context,
+    )
+    return membership
 
 
 @transaction.atomic

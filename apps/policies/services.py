@@ -16,7 +16,7 @@ from apps.keys.models import ApiKey
 from apps.keys.services import IssuedKey, api_key_create
 from apps.orgs.models import Organization, Team, User
 from apps.policies.cache import policy_cache_publish
-from apps.policies.guardrails import GuardrailConfigError, guardrail_profile_compile
+from apps.policies.guardrails import GuardrailConfigError, guardrail_config_check
 from apps.policies.models import GuardrailProfile, Policy
 
 POLICY_FIELDS = ("enabled", "allowed_models", *Policy.LIMIT_FIELDS, "guardrail_profile")
@@ -161,7 +161,8 @@ def _profile_validate(profile: GuardrailProfile) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(entry["name"])):
             raise ValidationError({"patterns": "Pattern names are 1 to 64 letters, digits, '_', '.' or '-'."})
     try:
-        guardrail_profile_compile(profile.config())
+        # Compiles it (bad actions, patterns, scanner classes) and refuses actions for unknown categories.
+        guardrail_config_check(profile.config())
     except GuardrailConfigError as exc:
         raise ValidationError(str(exc)) from exc
     profile.full_clean(validate_unique=False, validate_constraints=False)

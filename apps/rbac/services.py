@@ -14,6 +14,7 @@ from apps.audit.services import AuditContext, audit_diff, audit_record, update_b
 from apps.orgs.models import Organization, Team, User
 from apps.rbac.models import Role, TeamGroup
 from inferia_runtime.errors import DomainRefusal
+from inferia_runtime.slugs import create_with_unique_slug
 from inferia_runtime.tenancy import tenant_path_of
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
@@ -169,16 +170,27 @@ def _role_after(role: Role) -> dict[str, Any]:
 def role_create(
     *,
     organization: Organization,
-    slug: str,
     name: str,
     permissions: list[str],
     actor: Actor,
+    slug: str = "",
     description: str = "",
     context: AuditContext | None = None,
 ) -> Role:
-    """A custom role of `organization`, composed of tenant permissions (`compute.view_modeldeployment`, ...)."""
+    """A custom role of `organization`, composed of tenant permissions (`compute.view_modeldeployment`, ...).
+    Without a `slug`, one is derived from the name, unique in the organisation ("deployers", "deployers-2")."""
     perms = _tenant_permissions(permissions)
-    role = Role.objects.create(organization=organization, slug=slug, name=name, description=description)
+    if slug:
+        role = Role.objects.create(organization=organization, slug=slug, name=name, description=description)
+    else:
+        role = create_with_unique_slug(
+            lambda derived: Role.objects.create(
+                organization=organization, slug=derived, name=name, description=description
+            ),
+            siblings=Role.objects.filter(organization=organization),
+            name=name,
+            fallback="role",
+        )
     role.permissions.set(perms)
     audit_record(
         action="role.create",

@@ -116,11 +116,16 @@ def test_teams_and_roles_are_created_through_the_services(acme, owner, signed_in
             "organization": acme.org.pk,
             "name": "Key keeper",
             "slug": "key-keeper",
-            "permissions": ["keys.view_apikey", "keys.change_apikey"],
+            "capabilities": ["manage_keys"],
         },
     )
     role = Role.objects.get(organization=acme.org, slug="key-keeper")
-    assert sorted(role.permissions.values_list("codename", flat=True)) == ["change_apikey", "view_apikey"]
+    assert sorted(role.permissions.values_list("codename", flat=True)) == [
+        "add_apikey",
+        "change_apikey",
+        "delete_apikey",
+        "view_apikey",
+    ]
     assert AuditEvent.objects.filter(action="role.create", target_id=str(role.pk)).exists()
 
 

@@ -4,8 +4,6 @@ of queries."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from apps.audit.models import AuditEvent
@@ -78,15 +76,15 @@ def test_a_foreign_profile_cannot_be_attached(acme, globex, owner, signed_in):
     assert acme.policy.guardrail_profile is None
 
 
-def test_profiles_are_created_and_edited_with_json(acme, owner, signed_in):
+def test_profiles_are_created_and_edited_by_category(acme, owner, signed_in):
     client = signed_in(owner)
     response = client.post(
         "/console/policies/profiles/new/",
         {
             "organization": acme.org.pk,
             "name": "strict",
-            "input_actions": json.dumps({"email": "redact"}),
-            "output_actions": "{}",
+            "input_email": "redact",
+            "output_card": "stop",
             "blocklist": "forbidden\nsecret plan",
             "patterns": "[]",
             "scanners": "[]",
@@ -95,12 +93,15 @@ def test_profiles_are_created_and_edited_with_json(acme, owner, signed_in):
     profile = GuardrailProfile.objects.get(organization=acme.org, name="strict")
     assert response["Location"] == f"/console/policies/profiles/{profile.pk}/"
     assert profile.blocklist == ["forbidden", "secret plan"]
-    bad = client.post(f"/console/policies/profiles/{profile.pk}/", {"name": "strict", "input_actions": "{nope"})
+    assert profile.input_actions == {"email": "redact"}
+    assert profile.output_actions == {"card": "stop"}
+    bad = client.post(f"/console/policies/profiles/{profile.pk}/", {"name": "strict", "patterns": "[nope"})
     assert bad.status_code == 200
     assert b"Not valid JSON" in bad.content
-    client.post(f"/console/policies/profiles/{profile.pk}/", {"name": "strict", "input_actions": '{"email": "block"}'})
+    client.post(f"/console/policies/profiles/{profile.pk}/", {"name": "strict", "input_email": "block"})
     profile.refresh_from_db()
     assert profile.input_actions == {"email": "block"}
+    assert profile.output_actions == {}
     assert AuditEvent.objects.filter(action="guardrail_profile.update", target_id=str(profile.pk)).exists()
 
 
@@ -139,7 +140,7 @@ def test_another_organisations_policies_are_not_found(acme, globex, owner, signe
 def test_a_nul_escaped_in_a_json_box_is_a_form_error_not_a_500(acme, owner, signed_in):
     response = signed_in(owner).post(
         "/console/policies/profiles/new/",
-        {"organization": acme.org.pk, "name": "nul", "input_actions": '{"email": "bl\\u0000ock"}'},
+        {"organization": acme.org.pk, "name": "nul", "patterns": '[{"name": "a", "pattern": "bl\\u0000ock"}]'},
     )
     assert response.status_code == 200
     assert b"control characters" in response.content

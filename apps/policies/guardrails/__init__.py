@@ -4,7 +4,7 @@ stream; profiles come compiled on the key's `EffectivePolicy`."""
 
 from __future__ import annotations
 
-from apps.policies.guardrails.detectors import BUILTIN_CATEGORIES, Finding
+from apps.policies.guardrails.detectors import BUILTIN_CATEGORIES, CATEGORY_DESCRIPTIONS, Finding
 from apps.policies.guardrails.engine import (
     DEFAULT_PROFILE_CONFIG,
     CompiledProfile,
@@ -12,13 +12,19 @@ from apps.policies.guardrails.engine import (
     GuardrailHit,
     InputVerdict,
     Scanner,
+    TrialFinding,
+    TrialResult,
+    guardrail_categories,
+    guardrail_config_check,
     guardrail_profile_compile,
+    guardrail_profile_trial,
     guardrails_check_input,
 )
 from apps.policies.guardrails.stream import StreamChunk, StreamScanner
 
 __all__ = [
     "BUILTIN_CATEGORIES",
+    "CATEGORY_DESCRIPTIONS",
     "DEFAULT_PROFILE_CONFIG",
     "CompiledProfile",
     "Finding",
@@ -28,6 +34,11 @@ __all__ = [
     "Scanner",
     "StreamChunk",
     "StreamScanner",
+    "TrialFinding",
+    "TrialResult",
+    "guardrail_categories",
+    "guardrail_config_check",
     "guardrail_profile_compile",
+    "guardrail_profile_trial",
     "guardrails_check_input",
 ]

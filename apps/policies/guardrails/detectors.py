@@ -31,6 +31,20 @@ BUILTIN_CATEGORIES = (
     EMAIL, PHONE, CARD, IBAN, NATIONAL_ID, IP_ADDRESS, SECRET, PROMPT_INJECTION, HIDDEN_CHARACTERS, BLOCKLIST,
 )  # fmt: skip
 
+# What each category is, in a line, for the people who choose its action (the console's profile form).
+CATEGORY_DESCRIPTIONS: dict[str, str] = {
+    EMAIL: "E-mail addresses.",
+    PHONE: "Phone numbers, national and international formats.",
+    CARD: "Payment card numbers (Luhn-valid, a known card network).",
+    IBAN: "International bank account numbers (IBAN, check digits verified).",
+    NATIONAL_ID: "National identity numbers: US SSN, Brazilian CPF, Spanish DNI/NIE, UK National Insurance.",
+    IP_ADDRESS: "IPv4 and IPv6 addresses.",
+    SECRET: "API keys, tokens and private keys (OpenAI, Stripe, AWS, GitHub, Slack, Google, Hugging Face, JWT).",
+    PROMPT_INJECTION: "Attempts to override the system prompt or jailbreak the model, in several languages.",
+    HIDDEN_CHARACTERS: "Invisible characters: zero-width, bidirectional controls, Unicode tags.",
+    BLOCKLIST: "The profile's own words and phrases (its blocklist).",
+}
+
 
 class Finding(NamedTuple):
     """A span of text that belongs to a category."""

@@ -8,6 +8,7 @@ as `[EMAIL]` before the prompt leaves Inferia), `flag` (allowed and recorded) or
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import json
@@ -199,6 +200,8 @@ class CompiledProfile:
     output_detectors: tuple[Detector, ...]
     scanners: tuple[Scanner, ...] = ()
     fingerprint: str = ""
+    # Every category this profile can report (built-in, its patterns', its scanners'): what its actions may name.
+    known_categories: frozenset[str] = frozenset()
     _async_scanners: tuple[AsyncScanner, ...] = field(default=(), repr=False)
 
     @property
@@ -289,6 +292,65 @@ def guardrail_profile_compile(config: dict[str, Any] | None) -> CompiledProfile:
     return _compile(canonical)
 
 
+def guardrail_config_check(config: dict[str, Any]) -> CompiledProfile:
+    """Compile a configuration for saving: also refuses an action for a category nothing reports (a typo such as
+    `emal` would otherwise switch nothing on, silently). Raises GuardrailConfigError saying what is wrong."""
+    compiled = guardrail_profile_compile(config)
+    for side in ("input", "output"):
+        for category in config.get(side) or {}:
+            if category not in compiled.known_categories:
+                close = difflib.get_close_matches(str(category), sorted(compiled.known_categories), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise GuardrailConfigError(
+                    f"unknown {side} category '{category}'{hint}; known categories: "
+                    + ", ".join(sorted(compiled.known_categories))
+                )
+    return compiled
+
+
+def guardrail_categories() -> list[tuple[str, str]]:
+    """Every category a profile's actions can name without patterns of its own: the built-in ones and those of
+    the scanners configured for every profile (`INFERIA_GUARDRAIL_SCANNERS`), each with a one-line description."""
+    known = guardrail_profile_compile({}).known_categories
+    extra = sorted(known - set(d.BUILTIN_CATEGORIES))
+    return [(category, d.CATEGORY_DESCRIPTIONS[category]) for category in d.BUILTIN_CATEGORIES] + [
+        (category, "Reported by a scanner configured for every profile.") for category in extra
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TrialFinding:
+    """One finding of a profile trial: where, what, what the profile does with it, and the text found."""
+
+    start: int
+    end: int
+    category: str
+    action: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrialResult:
+    """What a profile does to a text: its findings, the category that would block it (if any), and the text as
+    it would go upstream (redactions applied)."""
+
+    findings: tuple[TrialFinding, ...]
+    blocked: str | None
+    redacted_text: str
+
+
+def guardrail_profile_trial(profile: CompiledProfile, text: str) -> TrialResult:
+    """Run a profile's input detectors on one text, as the gateway does on a prompt, and report everything
+    (for trying a profile out in the console; nothing is stored). Scanners that need I/O are not run."""
+    findings = profile.scan(text)
+    trial = tuple(
+        TrialFinding(f.start, f.end, f.category, profile.action_for(f.category), text[f.start : f.end])
+        for f in findings
+    )
+    blocked = next((f.category for f in trial if f.action == BLOCK), None)
+    return TrialResult(findings=trial, blocked=blocked, redacted_text=redact(text, findings, profile.input_actions))
+
+
 @functools.lru_cache(maxsize=256)
 def _compile(canonical: str) -> CompiledProfile:
     config = json.loads(canonical)
@@ -319,6 +381,13 @@ def _compile(canonical: str) -> CompiledProfile:
         output_detectors=needed(output_actions, default_on=False),
         scanners=tuple(scanner for scanner in scanners if not isinstance(scanner, AsyncScanner)),
         fingerprint=canonical,
+        known_categories=frozenset(
+            {
+                *d.BUILTIN_CATEGORIES,
+                *(category for detector in candidates for category in detector.categories),
+                *(category for scanner in scanners for category in scanner.categories),
+            }
+        ),
         _async_scanners=tuple(scanner for scanner in scanners if isinstance(scanner, AsyncScanner)),
     )
 
