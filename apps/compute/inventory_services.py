@@ -43,6 +43,10 @@ DEPLOYMENT_FIELDS = (
 )
 
 
+# The most replicas one deployment may ask for: a typo (1000 for 10) must not order a fleet. Larger fleets are
+# several deployments, or a raised cap.
+REPLICAS_CAP = 64
+
 # In the config of a provider `external_deployment_create` made for one deployment: deleting that deployment
 # deletes the provider and its pool too, while nothing else uses them.
 REGISTRATION_MARK = "registered_with_deployment"
@@ -143,6 +147,8 @@ def _deployment_check(deployment: ModelDeployment) -> None:
             served_model_name=deployment.served_model_name,
             engine_args=deployment.engine_args,
         )
+    if not 0 <= deployment.min_replicas <= deployment.max_replicas <= REPLICAS_CAP:
+        raise DomainRefusal(f"replicas must satisfy 0 <= min_replicas <= max_replicas <= {REPLICAS_CAP}")
     if deployment.desired_replicas > deployment.max_replicas:
         raise DomainRefusal(f"desired_replicas cannot exceed max_replicas ({deployment.max_replicas})")
     provider = deployment.pool.provider
@@ -287,6 +293,7 @@ def deployment_update(
     if "pool" in changes:
         _same_owner(deployment.organization_id, changes["pool"], "pool")
     deployment = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
+    changes = _desired_within_bounds(deployment, changes)
     if "served_model_name" in changes:
         owner_name_check(
             ModelDeployment,
@@ -301,6 +308,19 @@ def deployment_update(
         deployment_transition_locked(deployment=deployment, to_state=State.PENDING, reason="changed; trying again")
     transaction.on_commit(lambda: enqueue_reconcile(deployment.pk))
     return deployment
+
+
+def _desired_within_bounds(deployment: ModelDeployment, changes: dict[str, Any]) -> dict[str, Any]:
+    """New replica bounds that leave the desired count outside them bring it to the nearest bound (and say so in
+    the same audited diff), so that narrowing the bounds is one act, not a refusal to scale first."""
+    if "desired_replicas" in changes or not {"min_replicas", "max_replicas"} & changes.keys():
+        return changes
+    low = changes.get("min_replicas", deployment.min_replicas)
+    high = changes.get("max_replicas", deployment.max_replicas)
+    if not isinstance(low, int) or not isinstance(high, int) or low > high:
+        return changes  # _deployment_check refuses them
+    desired = min(max(deployment.desired_replicas, low), high)
+    return changes if desired == deployment.desired_replicas else {**changes, "desired_replicas": desired}
 
 
 @transaction.atomic

@@ -47,6 +47,7 @@ urlpatterns = [
     path("deployments/new/", deployment_pages.deployment_create_view, name="deployment-create"),
     path("deployments/<int:pk>/", deployment_pages.deployment_detail_view, name="deployment-detail"),
     path("deployments/<int:pk>/scale/", deployment_pages.deployment_scale_view, name="deployment-scale"),
+    path("deployments/<int:pk>/settings/", deployment_pages.deployment_settings_view, name="deployment-settings"),
     path("deployments/<int:pk>/stop/", deployment_pages.deployment_stop_view, name="deployment-stop"),
     path("deployments/<int:pk>/start/", deployment_pages.deployment_start_view, name="deployment-start"),
     path("playground/", playground_pages.playground_view, name="playground"),

@@ -53,7 +53,26 @@ class DeploymentCreateForm(forms.Form):
 
 
 class ScaleForm(forms.Form):
-    replicas = forms.IntegerField(label="Replicas", min_value=0, max_value=64)
+    replicas = forms.IntegerField(label="Replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
+
+
+class DeploymentSettingsForm(forms.Form):
+    """What the deployment page lets its owners change: the replica bounds scaling (by hand or by the autoscaler)
+    stays within. The service checks them again; the form gives the clear message."""
+
+    min_replicas = forms.IntegerField(label="Minimum replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
+    max_replicas = forms.IntegerField(label="Maximum replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        low, high = cleaned.get("min_replicas"), cleaned.get("max_replicas")
+        if low is not None and high is not None and low > high:
+            self.add_error("max_replicas", "The maximum cannot be below the minimum.")
+        return cleaned
+
+    def changes(self, deployment: ModelDeployment) -> dict[str, Any]:
+        """The fields whose value differs from the deployment's (the audit diff then shows only what changed)."""
+        return {name: value for name, value in self.cleaned_data.items() if getattr(deployment, name) != value}
 
 
 def _deployments(request: HttpRequest, action: str = "view") -> Any:
@@ -82,10 +101,7 @@ def deployment_create_view(request: HttpRequest) -> HttpResponse:
     form = DeploymentCreateForm(request.POST)
     organization = require_may_add(request, ModelDeployment, request.POST.get("organization"))
     if not form.is_valid():
-        for field, errors in form.errors.items():
-            messages.error(
-                request, f"{form.fields[field].label if field in form.fields else field}: {' '.join(errors)}"
-            )
+        _form_errors(request, form)
         return redirect("console:deployments")
     data = form.cleaned_data
     actor, context = page_principal(request).actor, page_audit_context(request)
@@ -152,6 +168,7 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "logs": deps.deployment_log_entries(replica_ids=[row["id"] for row in snapshot["replicas"]]),
         "log_panel_lines": deps.LOG_PANEL_LINES,
         "can_change": can_change,
+        "replicas_cap": inventory_services.REPLICAS_CAP,
         "scale_range": range(deployment.min_replicas, deployment.max_replicas + 1),
         "stoppable": deployment.state not in (ModelDeployment.State.STOPPING, ModelDeployment.State.STOPPED),
         "startable": deployment.state in (ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED),
@@ -185,6 +202,29 @@ def deployment_scale_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def deployment_settings_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _changeable(request, pk)
+    form = DeploymentSettingsForm(request.POST)
+    if not form.is_valid():
+        _form_errors(request, form)
+        return redirect("console:deployment-detail", pk=pk)
+    changes = form.changes(deployment)
+    if not changes:
+        messages.info(request, "Nothing changed.")
+        return redirect("console:deployment-detail", pk=pk)
+    _, error = service_run(
+        inventory_services.deployment_update,
+        deployment=deployment,
+        changes=changes,
+        actor=page_principal(request).actor,
+        context=page_audit_context(request),
+    )
+    _report(request, error, "Settings saved.")
+    return redirect("console:deployment-detail", pk=pk)
+
+
+@login_required
+@require_POST
 def deployment_stop_view(request: HttpRequest, pk: int) -> HttpResponse:
     deployment = _changeable(request, pk)
     _, error = service_run(
@@ -211,6 +251,12 @@ def deployment_start_view(request: HttpRequest, pk: int) -> HttpResponse:
     )
     _report(request, error, "Starting: replicas are being provisioned.")
     return redirect("console:deployment-detail", pk=pk)
+
+
+def _form_errors(request: HttpRequest, form: forms.Form) -> None:
+    for field, errors in form.errors.items():
+        label = form.fields[field].label if field in form.fields else ""
+        messages.error(request, f"{label}: {' '.join(errors)}" if label else " ".join(errors))
 
 
 def _report(request: HttpRequest, error: str, success: str) -> None:

