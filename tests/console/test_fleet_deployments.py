@@ -56,7 +56,9 @@ def test_the_owner_widens_the_bounds_then_scales_within_them(client, owner, org)
 def test_narrowing_the_bounds_brings_the_desired_count_inside(client, owner, org):
     deployment = _deployment(org, replicas=4, min_replicas=1, max_replicas=8)
     client.force_login(owner)
-    client.post(f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, min_replicas=0, max_replicas=2))
+    client.post(
+        f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, min_replicas=0, max_replicas=2)
+    )
     deployment.refresh_from_db()
     assert (deployment.min_replicas, deployment.max_replicas, deployment.desired_replicas) == (0, 2, 2)
 
@@ -127,7 +129,13 @@ def test_the_deploy_form_offers_only_the_current_organisations_pools(client, own
 def test_a_post_naming_another_organisations_pool_is_refused(client, owner, org, other_org):
     foreign = ComputePoolFactory(organization=other_org, name="globex-gpus")
     client.force_login(owner)
-    new = {"organization": org.pk, "pool": foreign.pk, "served_model_name": "stolen", "model_id": "sim/x", "replicas": 1}
+    new = {
+        "organization": org.pk,
+        "pool": foreign.pk,
+        "served_model_name": "stolen",
+        "model_id": "sim/x",
+        "replicas": 1,
+    }
     response = client.post("/console/deployments/new/", new, follow=True)
     assert "Choose a pool of that organisation" in response.content.decode()
     assert not ModelDeployment.objects.filter(served_model_name="stolen").exists()

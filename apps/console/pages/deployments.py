@@ -29,6 +29,7 @@ from apps.console.pages.support import (
     service_run,
     tenant_object,
 )
+from apps.console.scope import org_scope_get
 from apps.orgs.models import Organization
 from apps.usage.models import UsageRecord
 
@@ -83,14 +84,18 @@ def _deployments(request: HttpRequest, action: str = "view") -> Any:
 @require_GET
 def deployments_view(request: HttpRequest) -> HttpResponse:
     rows = list(deps.deployment_list(deployments=_deployments(request)))
-    add_orgs = list(
-        page_organizations_allowing(request, "add", ModelDeployment).filter(is_active=True).order_by("name")
+    # The deploy form works in one organisation, the console's current one: its pools only (never a mix of every
+    # organisation's, which also offered pools the chosen organisation cannot use).
+    scope = org_scope_get(request, model=ModelDeployment, action="view")
+    organization = scope.organization
+    may_add = (
+        organization is not None
+        and page_organizations_allowing(request, "add", ModelDeployment).filter(pk=organization.pk).exists()
     )
-    context: dict[str, Any] = {"deployments": rows, "create_orgs": add_orgs}
-    if add_orgs:
-        pools = ComputePool.objects.restrict(page_principal(request))
-        context["pools"] = deps.deployable_pools(pools=pools.filter(organization__in=add_orgs))
-        context["form"] = DeploymentCreateForm(initial={"replicas": 1, "organization": add_orgs[0].pk})
+    context: dict[str, Any] = {"deployments": rows, "scope": scope, "may_add": may_add}
+    if may_add:
+        pools = ComputePool.objects.restrict(page_principal(request)).filter(organization=organization)
+        context["pools"] = deps.deployable_pools(pools=pools)
         context["simulator"] = SIMULATOR_CHOICE
     return render(request, "console/deployments/list.html", context)
 
