@@ -20,8 +20,9 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.compute.models import ModelDeployment
 from apps.console.pages.support import page_organizations_allowing, page_principal
 from apps.console.playground_gateway import playground_body, playground_chat_stream, playground_key_secret
-from apps.console.scope import org_scope_get
+from apps.console.scope import OrgScope, org_scope_get
 from apps.keys.models import ApiKey
+from apps.orgs.models import Organization
 from apps.policies.errors import PolicyDenied
 from apps.policies.models import PromptTemplate
 from apps.policies.prompts.selectors import template_render
@@ -42,21 +43,54 @@ def playground_models(request: HttpRequest, organization_id: int) -> list[str]:
     return sorted(set(mine_or_shared.values_list("served_model_name", flat=True)))
 
 
+def _organizations_serving(request: HttpRequest, organizations: list[Organization]) -> set[int]:
+    """Which of `organizations` have a model serving now that the user may see: their own or a platform one shared
+    with them (one query)."""
+    ids = [o.pk for o in organizations]
+    visible = ModelDeployment.objects.restrict(page_principal(request)).filter(state__in=SERVING)
+    own = visible.filter(organization_id__in=ids).order_by().values_list("organization_id", flat=True)
+    shared = (
+        visible.filter(organization__isnull=True, shared_with__in=ids).order_by().values_list("shared_with", flat=True)
+    )
+    return set(own.union(shared))
+
+
+def _playground_organization(request: HttpRequest, scope: OrgScope) -> Organization | None:
+    """The organisation the page opens on. One asked for by name stays, even with nothing deployed; otherwise the
+    first one where a model is serving (an owner of several should not land on an empty one), else the first.
+    The playground always works in one organisation: its requests spend that organisation's budget, so the
+    superadmin's platform-wide view has no meaning here."""
+    if request.GET.get("org") and not scope.platform:
+        return scope.organization
+    if not scope.choices:
+        return None
+    serving = _organizations_serving(request, scope.choices)
+    return next((o for o in scope.choices if o.pk in serving), scope.choices[0])
+
+
 @login_required
 @require_GET
 def playground_view(request: HttpRequest) -> HttpResponse:
     scope = org_scope_get(request, model=ApiKey, action="view")
-    context: dict[str, Any] = {"scope": scope, "models": [], "templates": []}
-    if scope.organization is not None:
-        org_id = scope.organization.pk
-        context["models"] = playground_models(request, org_id)
-        templates = PromptTemplate.objects.restrict(page_principal(request))
-        context["templates"] = list(
-            templates.filter(organization_id=org_id, latest_version__gt=0)
+    organization = _playground_organization(request, scope)
+    context: dict[str, Any] = {"scope": scope, "organization": organization, "models": [], "templates": []}
+    if organization is None:
+        # A member whose role shows no key still belongs somewhere: say that, never "not a member".
+        context["member_of"] = list(
+            Organization.objects.filter(memberships__user_id=request.user.pk)
             .order_by("name")
-            .values("name", "latest_version")
+            .values_list("name", flat=True)
         )
-        context["can_send"] = page_organizations_allowing(request, "add", ApiKey).filter(pk=org_id).exists()
+        return render(request, "console/playground/index.html", context)
+    org_id = organization.pk
+    context["models"] = playground_models(request, org_id)
+    wanted = request.GET.get("model", "")
+    context["selected_model"] = wanted if wanted in context["models"] else ""
+    templates = PromptTemplate.objects.restrict(page_principal(request))
+    context["templates"] = list(
+        templates.filter(organization_id=org_id, latest_version__gt=0).order_by("name").values("name", "latest_version")
+    )
+    context["can_send"] = page_organizations_allowing(request, "add", ApiKey).filter(pk=org_id).exists()
     return render(request, "console/playground/index.html", context)
 
 
