@@ -5,7 +5,8 @@ Why a key of the user's own: the request then meets exactly what an application 
 policy, model allow-lists, guardrails, rate limits, budgets, metering and audit), with nothing the console could get
 wrong by re-implementing it. The key has the `inference` scope only, belongs to the user (so it dies with their
 membership), expires after PLAYGROUND_KEY_TTL, and is stored hashed like any key; its secret lives only in the
-server-side session, never in the browser.
+server-side session, never in the browser. It is marked with the playground purpose, so the key list says what it is
+(and that it expires by itself) instead of showing an unexplained key.
 
 The chat request is handed to the gateway's ASGI app in-process (no network hop, no URL to configure); its
 server-sent events are relayed to the browser as they come, followed by one `inferia` event with the request id,
@@ -51,6 +52,7 @@ def playground_key_secret(*, session: SessionBase, user: Any, organization: Orga
         owner=user,
         actor=user,
         expires_at=timezone.now() + PLAYGROUND_KEY_TTL,
+        purpose=ApiKey.Purpose.PLAYGROUND,
     )
     held[str(organization.pk)] = {"key": issued.key.pk, "secret": issued.secret}
     session[SESSION_PLAYGROUND_KEYS] = held

@@ -55,12 +55,20 @@ class ApiKey(models.Model):
 
     tenant_path = TenantPath(org="organization_id", team="team_id", grant_via="pk", owner="owner")
 
+    class Purpose(models.TextChoices):
+        """What issued the key, when not a person for an application: the key list marks such keys for what they
+        are, whatever their name says."""
+
+        APPLICATION = "", "An application's key"
+        PLAYGROUND = "playground", "Used by the console playground"
+
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="api_keys")
     team = models.ForeignKey("orgs.Team", on_delete=team_keys_on_delete, null=True, blank=True, related_name="api_keys")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys"
     )
     name = models.CharField(max_length=200)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, blank=True, default=Purpose.APPLICATION)
     prefix = models.CharField(max_length=24, unique=True, help_text="The visible start of the key.")
     secret_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the whole key, hex.")
     scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices), default=list)

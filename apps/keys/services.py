@@ -57,9 +57,10 @@ def api_key_create(
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
     context: AuditContext | None = None,
+    purpose: str = ApiKey.Purpose.APPLICATION,
 ) -> IssuedKey:
     """Issue a key for `organization`. Unknown scopes are refused; a team must belong to the organisation; an expiry
-    must lie in the future."""
+    must lie in the future. `purpose` marks a key the console issues for itself (the playground's)."""
     unknown = set(scopes) - set(Scope.values)
     if unknown:
         raise DomainRefusal(f"unknown scopes: {', '.join(sorted(unknown))}")
@@ -81,12 +82,16 @@ def api_key_create(
             allowed_models=allowed_models or [],
             expires_at=expires_at,
             created_by=actor if isinstance(actor, User) else None,
+            purpose=ApiKey.Purpose(purpose),
         )
+        changes: dict[str, Any] = {"name": name, "scopes": key.scopes, "team": team.pk if team else None}
+        if purpose:
+            changes["purpose"] = str(purpose)
         audit_record(
             action="key.create",
             actor=actor,
             target=key,
-            changes={"name": name, "scopes": key.scopes, "team": team.pk if team else None},
+            changes=changes,
             context=context,
         )
     return IssuedKey(key=key, secret=secret)
@@ -151,6 +156,7 @@ def api_key_rotate(
             allowed_models=old.allowed_models,
             expires_at=old.expires_at,
             created_by=actor if isinstance(actor, User) else None,
+            purpose=old.purpose,
             rotated_from=old,
         )
         old.revoked_at = timezone.now() + grace

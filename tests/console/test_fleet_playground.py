@@ -80,3 +80,69 @@ def test_someone_without_any_organisation_is_told_so(client, db):
 
     client.force_login(UserFactory(email="alone@nowhere.test"))
     assert "You are not a member of an organisation yet" in client.get("/console/playground/").content.decode()
+
+
+# The playground's key ------------------------------------------------------------------------------------------------
+
+
+class FakeGateway:
+    """Stands in for the `/v1` ASGI app: takes the request and answers one chunk."""
+
+    def __init__(self):
+        self.scope = None
+
+    async def __call__(self, scope, receive, send):
+        self.scope = scope
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+def _chat(user, org, model, gateway, monkeypatch):
+    import json
+
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    monkeypatch.setattr("apps.console.playground_gateway._gateway_app", lambda: gateway)
+    body = {"org": org.slug, "model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+    async def chat():
+        client = AsyncClient()
+        await client.aforce_login(user)
+        response = await client.post("/console/playground/chat/", json.dumps(body), content_type="application/json")
+        return response.status_code, b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(chat)()
+
+
+def test_the_playground_key_is_labelled_and_marked_in_the_key_list(client, owner, org, monkeypatch):
+    from apps.audit.models import AuditEvent
+    from apps.keys.models import ApiKey
+
+    _deployment(org, "chat-small")
+    status, _ = _chat(owner, org, "chat-small", FakeGateway(), monkeypatch)
+    assert status == 200
+    key = ApiKey.objects.get(owner=owner)
+    assert key.purpose == ApiKey.Purpose.PLAYGROUND
+    assert key.name == "Console playground"
+    created = AuditEvent.objects.get(action="key.create", target_id=str(key.pk))
+    assert created.changes["purpose"] == "playground"
+    client.force_login(owner)
+    html = client.get("/console/keys/").content.decode()
+    row = html[html.index(f'data-key-prefix="{key.prefix}"') :]
+    row = row[: row.index("</tr>")]
+    assert 'data-testid="key-playground"' in row
+    assert "used by the console playground" in row
+    detail = client.get(f"/console/keys/{key.pk}/").content.decode()
+    assert "used by the console playground" in detail
+
+
+def test_a_key_merely_named_like_the_playground_key_is_not_marked(client, owner, org):
+    from apps.keys.services import api_key_create
+
+    issued = api_key_create(organization=org, name="Console playground", scopes=["inference"], owner=owner, actor=owner)
+    client.force_login(owner)
+    html = client.get("/console/keys/").content.decode()
+    row = html[html.index(f'data-key-prefix="{issued.key.prefix}"') :]
+    assert 'data-testid="key-playground"' not in row[: row.index("</tr>")]
