@@ -46,6 +46,8 @@ DEPLOYMENT_FIELDS = (
 # The most replicas one deployment may ask for: a typo (1000 for 10) must not order a fleet. Larger fleets are
 # several deployments, or a raised cap.
 REPLICAS_CAP = 64
+# The longest an upstream timeout may be set to: past an hour a request is a stuck request.
+TIMEOUT_CAP_S = 3600.0
 
 # In the config of a provider `external_deployment_create` made for one deployment: deleting that deployment
 # deletes the provider and its pool too, while nothing else uses them.
@@ -151,6 +153,12 @@ def _deployment_check(deployment: ModelDeployment) -> None:
         raise DomainRefusal(f"replicas must satisfy 0 <= min_replicas <= max_replicas <= {REPLICAS_CAP}")
     if deployment.desired_replicas > deployment.max_replicas:
         raise DomainRefusal(f"desired_replicas cannot exceed max_replicas ({deployment.max_replicas})")
+    if deployment.price_input_per_mtok_micros < 0 or deployment.price_output_per_mtok_micros < 0:
+        raise DomainRefusal("prices cannot be negative")
+    for name in ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s"):
+        seconds = getattr(deployment, name)
+        if seconds is not None and not 0 < seconds <= TIMEOUT_CAP_S:  # also refuses NaN
+            raise DomainRefusal(f"{name} must be empty (the default) or more than 0 and at most {TIMEOUT_CAP_S:g} s")
     provider = deployment.pool.provider
     _provider_config_check(provider.kind, provider.config or {})
 

@@ -142,3 +142,61 @@ def test_a_post_naming_another_organisations_pool_is_refused(client, owner, org,
     new["organization"] = other_org.pk  # and naming the other organisation itself: not the owner's to add to
     assert client.post("/console/deployments/new/", new).status_code == 403
     assert not ModelDeployment.objects.filter(served_model_name="stolen").exists()
+
+
+# Prices and timeouts ---------------------------------------------------------------------------------------------
+
+
+def test_the_owner_sets_prices_per_million_tokens_and_timeouts(client, owner, org):
+    deployment = _deployment(org)
+    client.force_login(owner)
+    form = _settings(
+        deployment, price_input="0.15", price_output="2.5", connect_timeout_s="3", first_byte_timeout_s="",
+        idle_timeout_s="120",
+    )  # fmt: skip
+    assert client.post(f"/console/deployments/{deployment.pk}/settings/", form).status_code == 302
+    deployment.refresh_from_db()
+    assert deployment.price_input_per_mtok_micros == 150_000
+    assert deployment.price_output_per_mtok_micros == 2_500_000
+    assert (deployment.connect_timeout_s, deployment.first_byte_timeout_s, deployment.idle_timeout_s) == (3, None, 120)
+    update = AuditEvent.objects.get(action="deployment.update")
+    assert update.changes["price_output_per_mtok_micros"] == {"before": 0, "after": 2_500_000}
+    page = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    assert 'value="0.15"' in page
+    assert 'value="2.5"' in page
+    assert "2.5000" in page  # the price as the money filter shows it
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"price_input": "-1"},
+        {"price_input": "0.0000001"},  # finer than a micro-unit per million tokens
+        {"price_output": "1e9"},
+        {"price_output": "NaN"},
+        {"connect_timeout_s": "0"},
+        {"idle_timeout_s": "100000"},
+        {"first_byte_timeout_s": "inf"},
+    ],
+)
+def test_prices_and_timeouts_out_of_range_are_refused(client, owner, org, bad):
+    deployment = _deployment(org)
+    client.force_login(owner)
+    response = client.post(f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, **bad), follow=True)
+    assert 'class="notice notice-error"' in response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.price_input_per_mtok_micros == 0
+    assert deployment.price_output_per_mtok_micros == 0
+    assert deployment.connect_timeout_s is None
+    assert not AuditEvent.objects.filter(action="deployment.update").exists()
+
+
+def test_the_service_refuses_a_negative_price_or_timeout(owner, org):
+    from apps.compute.inventory_services import deployment_update
+    from inferia_runtime.errors import DomainRefusal
+
+    deployment = _deployment(org)
+    with pytest.raises(DomainRefusal):
+        deployment_update(deployment=deployment, changes={"connect_timeout_s": -1.0}, actor=owner)
+    with pytest.raises(DomainRefusal):
+        deployment_update(deployment=deployment, changes={"price_input_per_mtok_micros": -5}, actor=owner)

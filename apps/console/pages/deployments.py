@@ -9,6 +9,7 @@ deployment is not even visible to them)."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -57,12 +58,39 @@ class ScaleForm(forms.Form):
     replicas = forms.IntegerField(label="Replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
 
 
+MICROS = Decimal(1_000_000)
+PRICE_CAP = Decimal(1_000_000)  # per million tokens: beyond any real price, short of a typo's thousandfold
+TIMEOUT_CAP_S = 3600.0
+PRICE_FIELDS = {"price_input": "price_input_per_mtok_micros", "price_output": "price_output_per_mtok_micros"}
+TIMEOUT_FIELDS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
+
+
+def per_million(micros: int) -> str:
+    """Micro-units per million tokens as the amount of currency a person types: 150000 -> "0.15"."""
+    return format((Decimal(micros) / MICROS).normalize(), "f")
+
+
 class DeploymentSettingsForm(forms.Form):
     """What the deployment page lets its owners change: the replica bounds scaling (by hand or by the autoscaler)
-    stays within. The service checks them again; the form gives the clear message."""
+    stays within, the prices usage is charged at (currency per million tokens; stored as integer micro-units) and
+    the upstream timeouts (empty: the gateway's defaults). A price or timeout the POST leaves out is left as it is.
+    The service checks them again; the form gives the clear message."""
 
     min_replicas = forms.IntegerField(label="Minimum replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
     max_replicas = forms.IntegerField(label="Maximum replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
+    price_input = forms.DecimalField(
+        label="Input price per million tokens", required=False, min_value=0, max_value=PRICE_CAP, decimal_places=6
+    )
+    price_output = forms.DecimalField(
+        label="Output price per million tokens", required=False, min_value=0, max_value=PRICE_CAP, decimal_places=6
+    )
+    connect_timeout_s = forms.FloatField(
+        label="Connect timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S
+    )
+    first_byte_timeout_s = forms.FloatField(
+        label="First byte timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S
+    )
+    idle_timeout_s = forms.FloatField(label="Idle timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -72,8 +100,17 @@ class DeploymentSettingsForm(forms.Form):
         return cleaned
 
     def changes(self, deployment: ModelDeployment) -> dict[str, Any]:
-        """The fields whose value differs from the deployment's (the audit diff then shows only what changed)."""
-        return {name: value for name, value in self.cleaned_data.items() if getattr(deployment, name) != value}
+        """The model fields whose value differs from the deployment's (the audit diff then shows only what
+        changed)."""
+        data = self.cleaned_data
+        wanted: dict[str, Any] = {"min_replicas": data["min_replicas"], "max_replicas": data["max_replicas"]}
+        for name, field in PRICE_FIELDS.items():
+            if data.get(name) is not None:
+                wanted[field] = int(data[name] * MICROS)
+        for name in TIMEOUT_FIELDS:
+            if name in self.data:  # present and empty: back to the gateway's default
+                wanted[name] = data.get(name)
+        return {name: value for name, value in wanted.items() if getattr(deployment, name) != value}
 
 
 def _deployments(request: HttpRequest, action: str = "view") -> Any:
@@ -174,6 +211,9 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "log_panel_lines": deps.LOG_PANEL_LINES,
         "can_change": can_change,
         "replicas_cap": inventory_services.REPLICAS_CAP,
+        "price_input": per_million(deployment.price_input_per_mtok_micros),
+        "price_output": per_million(deployment.price_output_per_mtok_micros),
+        "timeout_cap": int(TIMEOUT_CAP_S),
         "scale_range": range(deployment.min_replicas, deployment.max_replicas + 1),
         "stoppable": deployment.state not in (ModelDeployment.State.STOPPING, ModelDeployment.State.STOPPED),
         "startable": deployment.state in (ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED),
