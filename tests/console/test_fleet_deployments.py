@@ -200,3 +200,37 @@ def test_the_service_refuses_a_negative_price_or_timeout(owner, org):
         deployment_update(deployment=deployment, changes={"connect_timeout_s": -1.0}, actor=owner)
     with pytest.raises(DomainRefusal):
         deployment_update(deployment=deployment, changes={"price_input_per_mtok_micros": -5}, actor=owner)
+
+
+# Shortcuts: the playground and curl ------------------------------------------------------------------------------
+
+
+def test_the_page_links_to_the_playground_on_this_model_and_offers_a_curl_command(client, viewer, org):
+    import html as html_lib
+    import shlex
+
+    deployment = _deployment(org, name="chat-small")
+    client.force_login(viewer)  # reading, not changing: a viewer gets both
+    page = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    assert f'href="/console/playground/?org={org.slug}&amp;model=chat-small"' in page
+    assert 'data-copy-target="#curl-command"' in page
+    start = page.index('id="curl-command"')
+    command = html_lib.unescape(page[page.index(">", start) + 1 : page.index("</pre>", start)])
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:2] == ["curl", "http://testserver/v1/chat/completions"]
+    assert "Authorization: Bearer $INFERIA_API_KEY" in words
+    assert '"model": "chat-small"' in words[words.index("-d") + 1]
+
+
+def test_a_model_name_with_quotes_stays_one_shell_word(client, owner, org):
+    import html as html_lib
+    import json
+    import shlex
+
+    deployment = _deployment(org, name="it's-a-model")
+    client.force_login(owner)
+    page = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    start = page.index('id="curl-command"')
+    command = html_lib.unescape(page[page.index(">", start) + 1 : page.index("</pre>", start)])
+    words = shlex.split(command.replace("\\\n", " "))
+    assert json.loads(words[words.index("-d") + 1])["model"] == "it's-a-model"

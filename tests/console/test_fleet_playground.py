@@ -146,3 +146,15 @@ def test_a_key_merely_named_like_the_playground_key_is_not_marked(client, owner,
     html = client.get("/console/keys/").content.decode()
     row = html[html.index(f'data-key-prefix="{issued.key.prefix}"') :]
     assert 'data-testid="key-playground"' not in row[: row.index("</tr>")]
+
+
+def test_a_model_named_in_the_link_is_preselected_and_a_foreign_one_is_ignored(client, owner, org, other_org):
+    _deployment(org, "chat-a")
+    _deployment(org, "chat-b")
+    _deployment(other_org, "globex-chat")
+    client.force_login(owner)
+    html = client.get(f"/console/playground/?org={org.slug}&model=chat-b").content.decode()
+    assert '<option value="chat-b" selected>' in html
+    html = client.get(f"/console/playground/?org={org.slug}&model=globex-chat").content.decode()
+    assert "globex-chat" not in html
+    assert " selected>chat-" not in html

@@ -8,7 +8,9 @@ deployment is not even visible to them)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +37,7 @@ from apps.orgs.models import Organization
 from apps.usage.models import UsageRecord
 
 SIMULATOR_CHOICE = "simulator"
+CHAT_PATH = "/v1/chat/completions"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
 
 
@@ -63,6 +66,18 @@ PRICE_CAP = Decimal(1_000_000)  # per million tokens: beyond any real price, sho
 TIMEOUT_CAP_S = 3600.0
 PRICE_FIELDS = {"price_input": "price_input_per_mtok_micros", "price_output": "price_output_per_mtok_micros"}
 TIMEOUT_FIELDS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
+
+
+def chat_curl(*, url: str, model: str) -> str:
+    """A curl command for one chat completion against `url` with `model`, shell-quoted (a served name may hold a
+    quote), the key left to the `$INFERIA_API_KEY` variable so that no secret is ever on the page."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    return (
+        f"curl {shlex.quote(url)} \\\n"
+        '  -H "Authorization: Bearer $INFERIA_API_KEY" \\\n'
+        '  -H "Content-Type: application/json" \\\n'
+        f"  -d {shlex.quote(body)}"
+    )
 
 
 def per_million(micros: int) -> str:
@@ -214,6 +229,7 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "price_input": per_million(deployment.price_input_per_mtok_micros),
         "price_output": per_million(deployment.price_output_per_mtok_micros),
         "timeout_cap": int(TIMEOUT_CAP_S),
+        "curl": chat_curl(url=request.build_absolute_uri(CHAT_PATH), model=deployment.served_model_name),
         "scale_range": range(deployment.min_replicas, deployment.max_replicas + 1),
         "stoppable": deployment.state not in (ModelDeployment.State.STOPPING, ModelDeployment.State.STOPPED),
         "startable": deployment.state in (ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED),
