@@ -45,6 +45,7 @@ urlpatterns = [
     path("dashboard/", dashboard_pages.dashboard_view, name="dashboard"),
     path("deployments/", deployment_pages.deployments_view, name="deployments"),
     path("deployments/new/", deployment_pages.deployment_create_view, name="deployment-create"),
+    path("deployments/external/", deployment_pages.external_deployment_create_view, name="deployment-external-create"),
     path("deployments/<int:pk>/", deployment_pages.deployment_detail_view, name="deployment-detail"),
     path("deployments/<int:pk>/scale/", deployment_pages.deployment_scale_view, name="deployment-scale"),
     path("deployments/<int:pk>/settings/", deployment_pages.deployment_settings_view, name="deployment-settings"),

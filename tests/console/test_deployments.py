@@ -117,9 +117,10 @@ def test_detail_query_count_is_pinned(client, owner, org, django_assert_num_quer
         assert client.get(f"/console/deployments/{deployment.pk}/").status_code == 200
 
 
-# Session, user, two-factor gate; then the list, the organisation scope, may add there, its pools (list); or the
-# deployment, may change, replicas, events, recent errors (detail); and the top bar's organisations.
-LIST_QUERIES = 9
+# Session, user, two-factor gate; then the list, the organisation scope, may add there, may register an external
+# endpoint there, its pools (list); or the deployment, may change, replicas, events, recent errors (detail); and the
+# top bar's organisations.
+LIST_QUERIES = 10
 DETAIL_QUERIES = 10
 
 

@@ -234,3 +234,64 @@ def test_a_model_name_with_quotes_stays_one_shell_word(client, owner, org):
     command = html_lib.unescape(page[page.index(">", start) + 1 : page.index("</pre>", start)])
     words = shlex.split(command.replace("\\\n", " "))
     assert json.loads(words[words.index("-d") + 1])["model"] == "it's-a-model"
+
+
+# External deployments --------------------------------------------------------------------------------------------
+
+UPSTREAM_KEY = "sk-upstream-0123456789abcdef"
+
+
+def _external(org, **values):
+    form = {"organization": org.pk, "base_url": "https://8.8.8.8/v1", "model_id": "meta/llama-3-8b",
+            "served_model_name": "llama-ext", "api_key": UPSTREAM_KEY}  # fmt: skip
+    form.update(values)
+    return form
+
+
+def test_the_owner_registers_an_external_deployment_with_its_key_encrypted(client, owner, org):
+    from apps.compute.credentials import credentials_decrypt
+    from apps.compute.models import Provider
+
+    client.force_login(owner)
+    assert 'data-testid="external-create-form"' in client.get("/console/deployments/").content.decode()
+    response = client.post("/console/deployments/external/", _external(org))
+    deployment = ModelDeployment.objects.select_related("pool__provider").get(served_model_name="llama-ext")
+    assert response["Location"] == f"/console/deployments/{deployment.pk}/"
+    assert deployment.organization_id == org.pk
+    assert deployment.model_id == "meta/llama-3-8b"
+    provider = deployment.pool.provider
+    assert provider.kind == Provider.Kind.EXTERNAL
+    assert provider.config["base_urls"][0].startswith("https://8.8.8.8")
+    assert UPSTREAM_KEY not in provider.credentials_encrypted
+    assert credentials_decrypt(provider.credentials_encrypted) == {"api_key": UPSTREAM_KEY}
+    events = AuditEvent.objects.filter(actor_user_id=owner.pk)
+    assert {"provider.create", "pool.create", "deployment.create"} <= set(events.values_list("action", flat=True))
+    assert all(UPSTREAM_KEY not in str(e.changes) for e in events)
+    assert UPSTREAM_KEY not in client.get(response["Location"]).content.decode()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"base_url": "http://169.254.169.254/latest"}, "non-public address"),
+        ({"base_url": "file:///etc/passwd"}, "Base URL"),
+        ({"model_id": ""}, "Model name"),
+        ({"model_id": "a" * 301}, "Model name"),
+        ({"served_model_name": "bad name!"}, "Served name"),
+        ({"api_key": "x\x00y"}, "Upstream API key"),
+    ],
+)
+def test_an_unsafe_or_malformed_registration_is_refused_with_a_clear_message(client, owner, org, values, message):
+    client.force_login(owner)
+    response = client.post("/console/deployments/external/", _external(org, **values), follow=True)
+    assert message in response.content.decode()
+    assert not ModelDeployment.objects.exists()
+    assert not AuditEvent.objects.filter(action="provider.create").exists()
+
+
+def test_registering_into_another_organisation_is_refused(client, owner, viewer, org, other_org):
+    client.force_login(owner)
+    assert client.post("/console/deployments/external/", _external(other_org)).status_code == 403
+    client.force_login(viewer)
+    assert client.post("/console/deployments/external/", _external(org)).status_code == 403
+    assert not ModelDeployment.objects.exists()

@@ -19,9 +19,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.compute import inventory_services, services
+from apps.compute.external_registration import external_deployment_create
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.console import deployment_selectors as deps
 from apps.console.pages.support import (
@@ -53,6 +55,23 @@ class DeploymentCreateForm(forms.Form):
     def clean_served_model_name(self) -> str:
         name = self.cleaned_data["served_model_name"].strip()
         if not _NAME_RE.match(name):
+            raise forms.ValidationError("Use letters, digits and . _ : / - (starting with a letter or digit).")
+        return name
+
+
+class ExternalDeploymentForm(forms.Form):
+    """Registering an OpenAI-compatible server someone already runs (vLLM, SGLang, TGI, a hosted API): where it is,
+    what it serves, and its key (stored encrypted like every provider credential, never shown back)."""
+
+    organization = forms.IntegerField(label="Organisation")
+    base_url = forms.URLField(label="Base URL", max_length=2000, assume_scheme="https")
+    model_id = forms.CharField(label="Model name", max_length=300)
+    served_model_name = forms.CharField(label="Served name", max_length=200, required=False)
+    api_key = forms.CharField(label="Upstream API key", max_length=4000, required=False)
+
+    def clean_served_model_name(self) -> str:
+        name = self.cleaned_data["served_model_name"].strip()
+        if name and not _NAME_RE.match(name):
             raise forms.ValidationError("Use letters, digits and . _ : / - (starting with a letter or digit).")
         return name
 
@@ -146,6 +165,11 @@ def deployments_view(request: HttpRequest) -> HttpResponse:
     )
     context: dict[str, Any] = {"deployments": rows, "scope": scope, "may_add": may_add}
     if may_add:
+        # Registering an external endpoint makes a provider and a pool too: offered where all three may be added.
+        pool_orgs = page_organizations_allowing(request, "add", ComputePool).values("pk")
+        context["may_register"] = (
+            page_organizations_allowing(request, "add", Provider).filter(pk=organization.pk, pk__in=pool_orgs).exists()
+        )
         pools = ComputePool.objects.restrict(page_principal(request)).filter(organization=organization)
         context["pools"] = deps.deployable_pools(pools=pools)
         context["simulator"] = SIMULATOR_CHOICE
@@ -196,6 +220,36 @@ def deployment_create_view(request: HttpRequest) -> HttpResponse:
         messages.error(request, error or "The deployment could not be created.")
         return redirect("console:deployments")
     messages.success(request, f"Deploying {deployment.served_model_name}. Progress shows below as it happens.")
+    return redirect("console:deployment-detail", pk=deployment.pk)
+
+
+@login_required
+@require_POST
+def external_deployment_create_view(request: HttpRequest) -> HttpResponse:
+    """Register an external deployment in an organisation where the user may add providers, pools and deployments
+    (the registration makes one of each), through the service the REST API, CLI and Django admin use."""
+    organization_id = request.POST.get("organization")
+    for model in (Provider, ComputePool, ModelDeployment):
+        organization = require_may_add(request, model, organization_id)
+    form = ExternalDeploymentForm(request.POST)
+    if not form.is_valid():
+        _form_errors(request, form)
+        return redirect(f"{reverse('console:deployments')}?org={organization.slug}")
+    data = form.cleaned_data
+    deployment, error = service_run(
+        external_deployment_create,
+        organization=organization,
+        base_urls=[data["base_url"]],
+        model_id=data["model_id"],
+        served_model_name=data["served_model_name"] or data["model_id"],
+        api_key=data["api_key"],
+        actor=page_principal(request).actor,
+        context=page_audit_context(request),
+    )
+    if deployment is None:
+        messages.error(request, error or "The deployment could not be registered.")
+        return redirect(f"{reverse('console:deployments')}?org={organization.slug}")
+    messages.success(request, f"Registered {deployment.served_model_name}; the worker adopts the endpoint now.")
     return redirect("console:deployment-detail", pk=deployment.pk)
 
 
