@@ -4,6 +4,8 @@ finish reason, and stops the upstream request when the user presses Stop."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from apps.compute.models import ComputePool, ModelDeployment
@@ -158,3 +160,90 @@ def test_a_model_named_in_the_link_is_preselected_and_a_foreign_one_is_ignored(c
     html = client.get(f"/console/playground/?org={org.slug}&model=globex-chat").content.decode()
     assert "globex-chat" not in html
     assert " selected>chat-" not in html
+
+
+# Stop, cost and finish reason --------------------------------------------------------------------------------------
+
+
+class EndlessGateway:
+    """Stands in for the `/v1` ASGI app with an upstream that never ends by itself: streams a chunk every 20 ms
+    until its client disconnects, as the real gateway's consumer watches for (it then cancels the upstream call)."""
+
+    def __init__(self):
+        self.chunks_sent = 0
+        self.saw_disconnect = False
+        self.stopped = None
+
+    async def __call__(self, scope, receive, send):
+        import asyncio
+
+        self.stopped = self.stopped or asyncio.Event()
+        await receive()  # the body
+        gone = asyncio.ensure_future(receive())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-request-id", b"rq-1")]})
+            while not gone.done():
+                chunk = b'data: {"choices": [{"delta": {"content": "word "}}]}\n\n'
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self.chunks_sent += 1
+                await asyncio.sleep(0.02)
+            self.saw_disconnect = gone.result()["type"] == "http.disconnect"
+        finally:
+            gone.cancel()
+            self.stopped.set()
+
+
+def test_stop_ends_the_upstream_request(owner, org, monkeypatch):
+    """The page's Stop aborts its fetch: the browser's connection closes and Django's ASGI handler cancels the task
+    relaying the stream (what it does on `http.disconnect`). The server must then end the gateway request, so that
+    the engine stops generating and metering counts what was delivered, instead of streaming on unread."""
+    import asyncio
+    import json
+
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    _deployment(org, "chat-small")
+    gateway = EndlessGateway()
+    monkeypatch.setattr("apps.console.playground_gateway._gateway_app", lambda: gateway)
+    body = {"org": org.slug, "model": "chat-small", "messages": [{"role": "user", "content": "go"}]}
+
+    async def scenario():
+        client = AsyncClient()
+        await client.aforce_login(owner)
+        response = await client.post("/console/playground/chat/", json.dumps(body), content_type="application/json")
+        assert response.status_code == 200
+        first = asyncio.Event()
+
+        async def relay():  # the handler's loop over the response
+            async for chunk in response.streaming_content:
+                if b"word" in chunk:
+                    first.set()
+
+        relaying = asyncio.ensure_future(relay())
+        await asyncio.wait_for(first.wait(), timeout=5)
+        relaying.cancel()  # the client disconnected
+        with contextlib.suppress(asyncio.CancelledError):
+            await relaying
+        await asyncio.wait_for(gateway.stopped.wait(), timeout=5)
+        sent = gateway.chunks_sent
+        await asyncio.sleep(0.2)
+        assert gateway.chunks_sent == sent  # nothing streams on after the stop
+
+    async_to_sync(scenario)()
+    assert gateway.saw_disconnect
+
+
+def test_the_request_summary_gives_the_cost_in_currency(client, owner, org):
+    from django.utils import timezone
+
+    from apps.usage.models import UsageRecord
+
+    UsageRecord.objects.create(
+        request_id="pg-cost", started_at=timezone.now(), organization=org, endpoint="chat.completions", model="m",
+        prompt_tokens=5, completion_tokens=7, cost_micros=1234, status_code=200, outcome="ok",
+    )  # fmt: skip
+    client.force_login(owner)
+    data = client.get("/console/playground/requests/pg-cost/").json()
+    assert data["cost"] == "0.001234"
+    assert data["cost_micros"] == 1234

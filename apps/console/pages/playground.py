@@ -9,6 +9,7 @@ organisation's tokens, so it needs a role that may create API keys; viewers see 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -19,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.compute.models import ModelDeployment
 from apps.console.pages.support import page_organizations_allowing, page_principal
-from apps.console.playground_gateway import playground_body, playground_chat_stream, playground_key_secret
+from apps.console.playground_gateway import CHAT_PATH, playground_body, playground_chat_stream, playground_key_secret
 from apps.console.scope import OrgScope, org_scope_get
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization
@@ -91,6 +92,7 @@ def playground_view(request: HttpRequest) -> HttpResponse:
         templates.filter(organization_id=org_id, latest_version__gt=0).order_by("name").values("name", "latest_version")
     )
     context["can_send"] = page_organizations_allowing(request, "add", ApiKey).filter(pk=org_id).exists()
+    context["v1_url"] = request.build_absolute_uri(CHAT_PATH)  # for "Copy as curl"
     return render(request, "console/playground/index.html", context)
 
 
@@ -175,6 +177,8 @@ def playground_request_view(request: HttpRequest, request_id: str) -> JsonRespon
             "prompt_tokens": record.prompt_tokens,
             "completion_tokens": record.completion_tokens,
             "cost_micros": record.cost_micros,
+            # In currency, exact: a request often costs less than the 4 decimals the pages show.
+            "cost": format(Decimal(record.cost_micros) / 1_000_000, ".6f"),
             "latency_ms": record.latency_ms,
             "ttft_ms": record.ttft_ms,
             "outcome": record.outcome,
