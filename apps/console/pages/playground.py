@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.compute.models import ModelDeployment
 from apps.console.pages.support import page_organizations_allowing, page_principal
 from apps.console.playground_gateway import CHAT_PATH, playground_body, playground_chat_stream, playground_key_secret
-from apps.console.scope import OrgScope, org_scope_get
+from apps.console.scope import SESSION_KEY, OrgScope, org_scope_get
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization
 from apps.policies.errors import PolicyDenied
@@ -56,24 +57,27 @@ def _organizations_serving(request: HttpRequest, organizations: list[Organizatio
     return set(own.union(shared))
 
 
-def _playground_organization(request: HttpRequest, scope: OrgScope) -> Organization | None:
-    """The organisation the page opens on. One asked for by name stays, even with nothing deployed; otherwise the
-    first one where a model is serving (an owner of several should not land on an empty one), else the first.
-    The playground always works in one organisation: its requests spend that organisation's budget, so the
-    superadmin's platform-wide view has no meaning here."""
-    if request.GET.get("org") and not scope.platform:
-        return scope.organization
-    if not scope.choices:
+def _organization_to_open(request: HttpRequest, scope: OrgScope) -> Organization | None:
+    """Where the page should open instead of the scope's organisation, or None to stay. A choice the user made (by
+    `?org=` or the top bar's switcher, kept in the session) stays, even with nothing deployed. Without one, an owner
+    of several organisations should not land on an empty one: the first where a model is serving, if any."""
+    if scope.organization is None or request.GET.get("org") or request.session.get(SESSION_KEY) == scope.slug:
         return None
     serving = _organizations_serving(request, scope.choices)
-    return next((o for o in scope.choices if o.pk in serving), scope.choices[0])
+    if scope.organization.pk in serving:
+        return None
+    return next((o for o in scope.choices if o.pk in serving), None)
 
 
 @login_required
 @require_GET
 def playground_view(request: HttpRequest) -> HttpResponse:
     scope = org_scope_get(request, model=ApiKey, action="view")
-    organization = _playground_organization(request, scope)
+    better = _organization_to_open(request, scope)
+    if better is not None:  # through ?org=, so that the top bar follows the page
+        query = {"org": better.slug, **({"model": request.GET["model"]} if request.GET.get("model") else {})}
+        return redirect(f"{request.path}?{urlencode(query)}")
+    organization = scope.organization
     context: dict[str, Any] = {"scope": scope, "organization": organization, "models": [], "templates": []}
     if organization is None:
         # A member whose role shows no key still belongs somewhere: say that, never "not a member".
