@@ -163,8 +163,8 @@ def test_the_owner_sets_prices_per_million_tokens_and_timeouts(client, owner, or
     assert update.changes["price_output_per_mtok_micros"] == {"before": 0, "after": 2_500_000}
     page = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
     assert 'value="0.15"' in page
-    assert 'value="2.5"' in page
-    assert "2.5000" in page  # the price as the money filter shows it
+    assert 'value="2.50"' in page
+    assert "output $2.50" in page  # the price as the money filter shows it
 
 
 @pytest.mark.parametrize(
@@ -174,6 +174,7 @@ def test_the_owner_sets_prices_per_million_tokens_and_timeouts(client, owner, or
         {"price_input": "0.0000001"},  # finer than a micro-unit per million tokens
         {"price_output": "1e9"},
         {"price_output": "NaN"},
+        {"price_output": "2000000"},  # beyond the cap per million tokens
         {"connect_timeout_s": "0"},
         {"idle_timeout_s": "100000"},
         {"first_byte_timeout_s": "inf"},

@@ -250,5 +250,5 @@ def test_the_request_summary_gives_the_cost_in_currency(client, owner, org):
     )  # fmt: skip
     client.force_login(owner)
     data = client.get("/console/playground/requests/pg-cost/").json()
-    assert data["cost"] == "0.001234"
+    assert data["cost"] == "$0.001234"
     assert data["cost_micros"] == 1234

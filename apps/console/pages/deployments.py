@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -26,6 +25,7 @@ from apps.compute import inventory_services, services
 from apps.compute.external_registration import external_deployment_create
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.console import deployment_selectors as deps
+from apps.console.money_field import MoneyField
 from apps.console.pages.support import (
     page_audit_context,
     page_organizations_allowing,
@@ -37,6 +37,7 @@ from apps.console.pages.support import (
 from apps.console.scope import org_scope_get
 from apps.orgs.models import Organization
 from apps.usage.models import UsageRecord
+from inferia_runtime.money import MICROS_PER_UNIT, money_currency, money_plain
 
 SIMULATOR_CHOICE = "simulator"
 CHAT_PATH = "/v1/chat/completions"
@@ -80,8 +81,8 @@ class ScaleForm(forms.Form):
     replicas = forms.IntegerField(label="Replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
 
 
-MICROS = Decimal(1_000_000)
-PRICE_CAP = Decimal(1_000_000)  # per million tokens: beyond any real price, short of a typo's thousandfold
+# Per million tokens: beyond any real price, short of a typo's thousandfold.
+PRICE_CAP_MICROS = 1_000_000 * MICROS_PER_UNIT
 TIMEOUT_CAP_S = 3600.0
 PRICE_FIELDS = {"price_input": "price_input_per_mtok_micros", "price_output": "price_output_per_mtok_micros"}
 TIMEOUT_FIELDS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
@@ -99,11 +100,6 @@ def chat_curl(*, url: str, model: str) -> str:
     )
 
 
-def per_million(micros: int) -> str:
-    """Micro-units per million tokens as the amount of currency a person types: 150000 -> "0.15"."""
-    return format((Decimal(micros) / MICROS).normalize(), "f")
-
-
 class DeploymentSettingsForm(forms.Form):
     """What the deployment page lets its owners change: the replica bounds scaling (by hand or by the autoscaler)
     stays within, the prices usage is charged at (currency per million tokens; stored as integer micro-units) and
@@ -112,12 +108,8 @@ class DeploymentSettingsForm(forms.Form):
 
     min_replicas = forms.IntegerField(label="Minimum replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
     max_replicas = forms.IntegerField(label="Maximum replicas", min_value=0, max_value=inventory_services.REPLICAS_CAP)
-    price_input = forms.DecimalField(
-        label="Input price per million tokens", required=False, min_value=0, max_value=PRICE_CAP, decimal_places=6
-    )
-    price_output = forms.DecimalField(
-        label="Output price per million tokens", required=False, min_value=0, max_value=PRICE_CAP, decimal_places=6
-    )
+    price_input = MoneyField(label="Input price per million tokens", max_micros=PRICE_CAP_MICROS)
+    price_output = MoneyField(label="Output price per million tokens", max_micros=PRICE_CAP_MICROS)
     connect_timeout_s = forms.FloatField(
         label="Connect timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S
     )
@@ -140,7 +132,7 @@ class DeploymentSettingsForm(forms.Form):
         wanted: dict[str, Any] = {"min_replicas": data["min_replicas"], "max_replicas": data["max_replicas"]}
         for name, field in PRICE_FIELDS.items():
             if data.get(name) is not None:
-                wanted[field] = int(data[name] * MICROS)
+                wanted[field] = data[name]  # micro-units, exactly (MoneyField)
         for name in TIMEOUT_FIELDS:
             if name in self.data:  # present and empty: back to the gateway's default
                 wanted[name] = data.get(name)
@@ -280,8 +272,9 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "log_panel_lines": deps.LOG_PANEL_LINES,
         "can_change": can_change,
         "replicas_cap": inventory_services.REPLICAS_CAP,
-        "price_input": per_million(deployment.price_input_per_mtok_micros),
-        "price_output": per_million(deployment.price_output_per_mtok_micros),
+        "price_input": money_plain(deployment.price_input_per_mtok_micros),
+        "price_output": money_plain(deployment.price_output_per_mtok_micros),
+        "currency": money_currency(),
         "timeout_cap": int(TIMEOUT_CAP_S),
         "curl": chat_curl(url=request.build_absolute_uri(CHAT_PATH), model=deployment.served_model_name),
         "scale_range": range(deployment.min_replicas, deployment.max_replicas + 1),

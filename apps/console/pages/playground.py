@@ -9,7 +9,6 @@ organisation's tokens, so it needs a role that may create API keys; viewers see 
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +28,7 @@ from apps.policies.errors import PolicyDenied
 from apps.policies.models import PromptTemplate
 from apps.policies.prompts.selectors import template_render
 from apps.usage.models import UsageRecord
+from inferia_runtime.money import money_format
 
 SERVING = (ModelDeployment.State.READY, ModelDeployment.State.DEGRADED)
 MAX_MESSAGES = 50
@@ -181,8 +181,7 @@ def playground_request_view(request: HttpRequest, request_id: str) -> JsonRespon
             "prompt_tokens": record.prompt_tokens,
             "completion_tokens": record.completion_tokens,
             "cost_micros": record.cost_micros,
-            # In currency, exact: a request often costs less than the 4 decimals the pages show.
-            "cost": format(Decimal(record.cost_micros) / 1_000_000, ".6f"),
+            "cost": money_format(record.cost_micros),  # in the currency, every digit: requests cost fractions of a cent
             "latency_ms": record.latency_ms,
             "ttft_ms": record.ttft_ms,
             "outcome": record.outcome,
