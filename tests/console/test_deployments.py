@@ -198,3 +198,38 @@ def database_sync(function):
     from channels.db import database_sync_to_async
 
     return database_sync_to_async(function)
+
+
+def test_the_list_shows_the_current_organisations_deployments_and_the_platforms_shared_with_it(
+    client, owner, org, roles
+):
+    from tests.factories import MembershipFactory, OrganizationFactory
+
+    demo = OrganizationFactory(name="Demo", slug="demo")
+    MembershipFactory(user=owner, organization=demo, role=roles["owner"])
+    _deployment(org, name="acme-chat")
+    _deployment(demo, name="demo-chat")
+    shared = _deployment(None, name="platform-chat")
+    shared.shared_with.add(demo)
+    client.force_login(owner)
+
+    acme = client.get("/console/deployments/").content.decode()
+    assert 'data-deployment="acme-chat"' in acme
+    assert 'data-deployment="demo-chat"' not in acme
+    assert 'data-deployment="platform-chat"' not in acme
+
+    client.post("/console/organisation/", {"org": "demo", "next": "/console/deployments/"})
+    in_demo = client.get("/console/deployments/").content.decode()
+    assert 'data-deployment="demo-chat"' in in_demo
+    assert 'data-deployment="platform-chat"' in in_demo
+    assert 'data-deployment="acme-chat"' not in in_demo
+
+
+def test_an_empty_list_names_the_organisation_and_the_switcher(client, owner, org, roles):
+    from tests.factories import MembershipFactory, OrganizationFactory
+
+    MembershipFactory(user=owner, organization=OrganizationFactory(name="Demo", slug="demo"), role=roles["owner"])
+    client.force_login(owner)
+    html = client.get("/console/deployments/").content.decode()
+    assert "No deployments in Acme yet." in html
+    assert "Nothing in Acme: switch organisation in the top bar" in html

@@ -16,6 +16,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -34,7 +35,7 @@ from apps.console.pages.support import (
     service_run,
     tenant_object,
 )
-from apps.console.scope import org_scope_get
+from apps.console.scope import OrgScope, org_scope_get
 from apps.orgs.models import Organization
 from apps.usage.models import UsageRecord
 from inferia_runtime.money import MICROS_PER_UNIT, money_currency, money_plain
@@ -143,13 +144,24 @@ def _deployments(request: HttpRequest, action: str = "view") -> Any:
     return ModelDeployment.objects.restrict(page_principal(request), action)
 
 
+def _in_scope(deployments: Any, scope: OrgScope) -> Any:
+    """The organisation's own deployments and the platform's shared with it; every one on the platform view."""
+    if scope.platform:
+        return deployments
+    if scope.organization is None:
+        return deployments.none()
+    shared = ModelDeployment.objects.filter(organization__isnull=True, shared_with=scope.organization).values("pk")
+    return deployments.filter(Q(organization=scope.organization) | Q(pk__in=shared))
+
+
 @login_required
 @require_GET
 def deployments_view(request: HttpRequest) -> HttpResponse:
-    rows = list(deps.deployment_list(deployments=_deployments(request)))
-    # The deploy form works in one organisation, the console's current one: its pools only (never a mix of every
-    # organisation's, which also offered pools the chosen organisation cannot use).
-    scope = org_scope_get(request, model=ModelDeployment, action="view")
+    # The list and the deploy form work in one organisation, the console's current one: its deployments and the
+    # platform's shared with it; its pools only (never a mix of every organisation's). The superadmin may also
+    # look at the whole platform's.
+    scope = org_scope_get(request, model=ModelDeployment, action="view", platform_view=True)
+    rows = list(deps.deployment_list(deployments=_in_scope(_deployments(request), scope)))
     organization = scope.organization
     may_add = (
         organization is not None
