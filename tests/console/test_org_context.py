@@ -116,3 +116,21 @@ def test_the_superadmin_starts_on_the_platform_where_pages_aggregate(client, dja
     # A list shows one organisation at a time: the first.
     teams = client.get("/console/members/teams/").content.decode()
     assert f'value="{org.slug}" selected' in teams
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "/console/keys/",
+        "/console/policies/",
+        "/console/policies/profiles/",
+        "/console/members/teams/",
+        "/console/members/invitations/",
+        "/console/deployments/",
+    ],
+)
+def test_an_empty_list_says_which_organisation_is_empty(signed_in, owner, org, demo, acme, page):
+    client = signed_in(owner)
+    _switch(client, "demo")
+    html = client.get(page).content.decode()
+    assert "Nothing in Demo: switch organisation in the top bar to see another's." in html
