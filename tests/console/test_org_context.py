@@ -101,8 +101,9 @@ def test_a_create_form_keeps_the_posted_organisation_after_an_error(signed_in, o
 
     assert refused.status_code == 200
     html = refused.content.decode()
-    assert f'<option value="{demo.pk}" selected>' in html
-    assert f'<option value="{org.pk}" selected>' not in html
+    assert f'name="organization" value="{demo.pk}"' in html
+    assert "In <strong>Demo</strong>" in html
+    assert f'name="organization" value="{org.pk}"' not in html
     assert not GuardrailProfile.objects.filter(organization__in=[org, demo]).exclude(name="").exists()
 
 
@@ -134,3 +135,28 @@ def test_an_empty_list_says_which_organisation_is_empty(signed_in, owner, org, d
     _switch(client, "demo")
     html = client.get(page).content.decode()
     assert "Nothing in Demo: switch organisation in the top bar to see another's." in html
+
+
+@pytest.mark.parametrize("page", ["/console/keys/", "/console/policies/"])
+def test_a_create_forms_team_list_is_the_organisations_shown(signed_in, owner, org, demo, acme, page):
+    from tests.factories import TeamFactory
+
+    TeamFactory(organization=demo, name="demo team", slug="demo-team")
+    client = signed_in(owner)
+
+    _switch(client, "demo")
+    in_demo = client.get(page).content.decode()
+    assert ">demo team</option>" in in_demo
+    assert "acme team</option>" not in in_demo
+
+    _switch(client, "acme")
+    in_acme = client.get(page).content.decode()
+    assert ">acme team</option>" in in_acme
+    assert "demo team</option>" not in in_acme
+
+
+def test_an_invitations_roles_are_listed_once_for_the_organisation_shown(signed_in, owner, org, demo):
+    client = signed_in(owner)
+    _switch(client, "demo")
+    html = client.get("/console/members/invitations/").content.decode()
+    assert html.count(">Viewer</option>") == 1

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.console.pages.policies import policy_tabs
 from apps.console.pages.support import (
+    create_organizations,
     json_fields_clean,
     keyset_page,
     organization_current,
@@ -192,7 +193,7 @@ def _edit_context(request: HttpRequest, **values: Any) -> dict[str, Any]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def profile_create_view(request: HttpRequest) -> HttpResponse:
-    create_orgs = list(page_organizations_allowing(request, "add", GuardrailProfile).order_by("name"))
+    create_orgs = create_organizations(request, GuardrailProfile)
     if request.method == "POST":
         organization = require_may_add(request, GuardrailProfile, request.POST.get("organization"))
         form = ProfileForm(request.POST)

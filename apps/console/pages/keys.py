@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.console.money_field import MoneyField
 from apps.console.pages.policies import budget_warning
 from apps.console.pages.support import (
+    create_organizations,
     keyset_page,
     organization_current_slug,
     organization_filter,
@@ -36,7 +37,7 @@ from apps.console.pages.support import (
 )
 from apps.keys import services as key_services
 from apps.keys.models import ApiKey, Scope
-from apps.orgs.models import Team
+from apps.orgs.models import Organization, Team
 from apps.policies import services as policy_services
 from apps.policies.effective import effective_policy_compile
 from apps.policies.models import Policy
@@ -165,10 +166,9 @@ def key_state(key: ApiKey) -> str:
     return "active"
 
 
-def _teams_for_create(request: HttpRequest) -> QuerySet[Team]:
-    orgs = page_organizations_allowing(request, "add", ApiKey)
+def _teams_for_create(request: HttpRequest, create_orgs: list[Organization]) -> QuerySet[Team]:
     teams = Team.objects.restrict(page_principal(request))
-    return teams.filter(organization_id__in=orgs.values("pk")).select_related("organization")
+    return teams.filter(organization_id__in=[o.pk for o in create_orgs]).select_related("organization")
 
 
 @never_cache
@@ -201,14 +201,14 @@ def keys_view(request: HttpRequest) -> HttpResponse:
         }
         for key in page.rows
     ]
-    create_orgs = list(page_organizations_allowing(request, "add", ApiKey).order_by("name"))
+    create_orgs = create_organizations(request, ApiKey)
     context = {
         "form": form,
         "rows": rows,
         "page": page,
         "query": query_without(request, "older", "newer"),
         "create_orgs": create_orgs,
-        "teams": list(_teams_for_create(request)) if create_orgs else [],
+        "teams": list(_teams_for_create(request, create_orgs)) if create_orgs else [],
         "create_form": KeyCreateForm(),
         "orgs": organizations_visible(request),
         "org": organization_current_slug(request),

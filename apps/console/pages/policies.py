@@ -19,12 +19,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.console.deployment_selectors import deployment_priciest
 from apps.console.money_field import MoneyField
 from apps.console.pages.support import (
+    create_organizations,
     keyset_page,
     organization_current_slug,
     organization_filter,
     organizations_visible,
     page_audit_context,
-    page_organizations_allowing,
     page_principal,
     query_without,
     require_may_add,
@@ -182,7 +182,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
         if ids
         else set()
     )
-    create_orgs = list(page_organizations_allowing(request, "add", Policy).order_by("name"))
+    create_orgs = create_organizations(request, Policy)
     org_ids = [o.pk for o in create_orgs]
     context = {
         "tabs": policy_tabs("console:policies"),

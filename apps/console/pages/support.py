@@ -61,6 +61,18 @@ def page_organizations_allowing(request: HttpRequest, action: str, model: type[m
     return organizations_allowing(principal=page_principal(request), action=action, model=model)
 
 
+def create_organizations(request: HttpRequest, model: type[models.Model]) -> list[Organization]:
+    """Where a create form for `model` creates: the page's organisation when the user may add there (one
+    organisation context: the form says so, and its lists of teams, roles or profiles are that organisation's);
+    otherwise every organisation where they may (the form then asks which). A form shown again after an error
+    keeps the organisation it was posted for, even if the session's choice changed meanwhile (another tab)."""
+    allowed = list(page_organizations_allowing(request, "add", model).order_by("name"))
+    current = organization_current(request)
+    wanted = request.POST.get("organization", "") if request.method == "POST" else ""
+    wanted = wanted or (str(current.pk) if current is not None else "")
+    return [o for o in allowed if str(o.pk) == wanted] or allowed
+
+
 def require_may_add(request: HttpRequest, model: type[models.Model], organization_id: Any) -> Organization:
     """The organisation `organization_id` if the user may add `model` rows there; else 403 (or 404 when the
     organisation is not even visible to them)."""

@@ -17,10 +17,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.console.pages.people.tabs import people_page_context, roles_visible, roles_within_reach_by_org
 from apps.console.pages.support import (
+    create_organizations,
     keyset_page,
     organization_filter,
     page_audit_context,
-    page_organizations_allowing,
     page_principal,
     query_without,
     require_may_add,
@@ -72,7 +72,7 @@ def invitations_view(request: HttpRequest) -> HttpResponse:
         }
         for i in page.rows
     ]
-    create_orgs = list(page_organizations_allowing(request, "add", Invitation).order_by("name"))
+    create_orgs = create_organizations(request, Invitation)
     context = {
         **people_page_context(request, "console:member-invitations"),
         "rows": rows,

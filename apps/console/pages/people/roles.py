@@ -18,9 +18,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.console.pages.people.tabs import people_page_context, roles_visible
 from apps.console.pages.support import (
+    create_organizations,
     organization_current,
     page_audit_context,
-    page_organizations_allowing,
     page_principal,
     require_may_add,
     service_run,
@@ -106,7 +106,7 @@ def roles_view(request: HttpRequest) -> HttpResponse:
         )
         for action in ("delete", "change")
     )
-    create_orgs = list(page_organizations_allowing(request, "add", Role).order_by("name"))
+    create_orgs = create_organizations(request, Role)
     context = {
         **people_page_context(request, "console:member-roles"),
         "roles": [

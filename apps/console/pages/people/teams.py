@@ -14,10 +14,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.console.pages.people.tabs import people_page_context
 from apps.console.pages.support import (
+    create_organizations,
     keyset_page,
     organization_filter,
     page_audit_context,
-    page_organizations_allowing,
     page_principal,
     query_without,
     require_may_add,
@@ -61,7 +61,7 @@ def teams_view(request: HttpRequest) -> HttpResponse:
         "rows": [{"team": t, "may_delete": t.pk in deletable} for t in page.rows],
         "page": page,
         "query": query_without(request, "older", "newer"),
-        "create_orgs": list(page_organizations_allowing(request, "add", Team).order_by("name")),
+        "create_orgs": create_organizations(request, Team),
     }
     return render(request, "console/members/teams.html", context)
 
