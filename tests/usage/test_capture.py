@@ -153,3 +153,16 @@ def test_the_opt_in_is_audited_and_its_retention_bounded(org):
 
 def test_capture_is_off_by_default(org):
     assert org.capture_prompts is False
+
+
+def test_an_owner_opts_in_through_the_rest_api_within_bounds(org, owner, outsider, other_org, as_user):
+    client = as_user(owner)
+    url = f"/api/organizations/{org.pk}/"
+    assert client.patch(url, {"capture_retention_days": 0}, format="json").status_code == 400
+    assert client.patch(url, {"capture_retention_days": 91}, format="json").status_code == 400
+    answer = client.patch(url, {"capture_prompts": True, "capture_retention_days": 14}, format="json")
+    assert answer.status_code == 200
+    assert (answer.json()["capture_prompts"], answer.json()["capture_retention_days"]) == (True, 14)
+    assert as_user(outsider).patch(url, {"capture_prompts": False}, format="json").status_code == 404
+    org.refresh_from_db()
+    assert org.capture_prompts is True
