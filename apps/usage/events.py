@@ -68,7 +68,10 @@ class UsageEvent:
     )
 
     def encoded(self) -> str:
-        return json.dumps(dict(zip(_WIRE_KEYS, _wire_values(self), strict=True)), separators=(",", ":"))
+        document = dict(zip(_WIRE_KEYS, _wire_values(self), strict=True))
+        if self.capture is not None:  # only for an organisation that opted in: other events stay as small as they were
+            document[_CAPTURE_WIRE] = self.capture
+        return json.dumps(document, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +99,11 @@ USAGE_EVENT_FIELDS: tuple[UsageEventField, ...] = tuple(
     )
     for spec in fields(UsageEvent)
 )
-# What `encoded()` reads per request, worked out once: the keys in order and one getter for all the values.
-_WIRE_KEYS: tuple[str, ...] = tuple(spec.wire for spec in USAGE_EVENT_FIELDS)
-_wire_values = attrgetter(*(spec.attribute for spec in USAGE_EVENT_FIELDS))
+# What `encoded()` reads per request, worked out once: the keys in order and one getter for all the values (the record's
+# fields; the capture, rare, is added apart).
+_WIRE_KEYS: tuple[str, ...] = tuple(spec.wire for spec in USAGE_EVENT_FIELDS if spec.recorded)
+_wire_values = attrgetter(*(spec.attribute for spec in USAGE_EVENT_FIELDS if spec.recorded))
+_CAPTURE_WIRE = next(spec.wire for spec in USAGE_EVENT_FIELDS if spec.attribute == "capture")
 # The UsageRecord columns an event fills, in order; and those the CSV export and the REST API show.
 USAGE_RECORD_COLUMNS: tuple[str, ...] = tuple(spec.column for spec in USAGE_EVENT_FIELDS if spec.recorded)
 USAGE_EXPORT_COLUMNS: tuple[str, ...] = tuple(
