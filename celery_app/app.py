@@ -36,6 +36,8 @@ app.conf.beat_schedule = {
     # The gateway's usage events: from the Redis stream into UsageRecord and hourly rollups.
     "usage-flush": {"task": "apps.usage.tasks.usage_flush", "schedule": 2.0},
     "usage-prune": {"task": "apps.usage.tasks.usage_prune", "schedule": 3600.0},
+    # Captured prompts and answers past their organisation's retention.
+    "usage-captures-prune": {"task": "apps.usage.tasks.usage_captures_prune", "schedule": 3600.0},
     # Rebuild day/month quota and budget counters from UsageRecord if Redis lost them.
     "policy-counters-reconcile": {"task": "apps.policies.tasks.policy_counters_reconcile_periodic", "schedule": 60.0},
     # The audit record of keys that expired or whose rotation grace ended (the gateways refuse them at once).

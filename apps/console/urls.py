@@ -62,6 +62,7 @@ urlpatterns = [
     path("keys/<int:pk>/revoke/", keys_pages.key_revoke_view, name="key-revoke"),
     path("usage/", usage_pages.usage_view, name="usage"),
     path("usage/export.csv", usage_pages.usage_export_view, name="usage-export"),
+    path("usage/requests/<str:request_id>/", usage_pages.usage_request_view, name="usage-request"),
     path("audit/", audit_pages.audit_view, name="audit"),
     path("audit/export.<str:fmt>", audit_pages.audit_export_view, name="audit-export"),
     path("members/", members_pages.members_view, name="members"),

@@ -10,9 +10,12 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apps.gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from apps.gateway.capture import AnswerCapture
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -34,6 +37,7 @@ class Exchange:
     """The request's parts the gateway reads, and the response state it must respect."""
 
     __slots__ = (
+        "answer_capture",
         "authorization",
         "body",
         "client_gone",
@@ -98,6 +102,8 @@ class Exchange:
         self.client_gone = False  # set when the client disconnected; the pipeline then stops and meters
         self.finishing = False  # set once everything has been sent but the end: a disconnect no longer matters
         self.held = b""  # the last byte of a complete answer, sent by `stream_end` once the request is metered
+        # The answer's text, gathered only for an organisation that opted in to capture (see apps.gateway.capture).
+        self.answer_capture: AnswerCapture | None = None
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
         """Our request id, and the caller's own id echoed back when it sent a valid one."""

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from apps.gateway import errors, metrics
 from apps.gateway.auth import bearer_secret
+from apps.gateway.capture import AnswerCapture, capture_texts
 from apps.gateway.catalog import DeploymentRoute
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import CLIENT_REQUEST_ID_MAX, Exchange
@@ -43,7 +44,7 @@ from apps.policies.limits import (
     limits_settle,
 )
 from apps.policies.selectors import PolicyKeyNotFound
-from apps.usage.events import UsageEvent
+from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
 
 INFERENCE_SCOPE = "inference"
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
@@ -71,6 +72,8 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
         organization_id=principal.organization_id,
         team_id=principal.team_id,
     )
+    if principal.capture:
+        exchange.answer_capture = AnswerCapture()
     rt.in_flight += 1
     metrics.IN_FLIGHT.inc()
     try:
@@ -85,6 +88,7 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
             if task is not None:
                 task.uncancel()
             usage.outcome, usage.status = "cancelled", 499
+            usage.error_message = "The client disconnected before the answer was complete."
         await meter(rt, exchange, usage, principal)
         if failure is not None:
             await exchange.respond_error(failure)  # after metering: the usage event exists before the client knows
@@ -119,6 +123,7 @@ async def _inference_steps(
         usage.status = error.status
         usage.outcome = "denied" if error.code in _DENIAL_CODES else "error"
         usage.error_code = error.code or error.type
+        usage.error_message = error.message[:ERROR_MESSAGE_MAX]
         if error.status == 429:
             metrics.rate_limited_counted(organization=principal.organization_slug, code=usage.error_code)
         return error
@@ -357,6 +362,8 @@ async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, princ
     a web process dying after the response cannot lose it."""
     exchange.finishing = True
     usage.latency_ms = (time.perf_counter() - exchange.started) * 1000
+    if principal.capture:
+        usage.capture = capture_texts(exchange.body, exchange.answer_capture)
     await usage_append(rt.redis, usage)
     metrics.request_counted(model=usage.model, organization=principal.organization_slug, status=usage.status)
     metrics.request_timed(

@@ -1,5 +1,5 @@
 """Cache invalidation only: when deployments, replicas or shares change, every gateway reloads its catalog; when an
-organisation is saved (deactivated or reactivated), every gateway forgets its keys.
+organisation is saved (deactivated or reactivated, or its prompt capture switched), every gateway forgets its keys.
 
 Model saves arrive as Django signals. Compute's conditional `.update()` writes send none: compute publishes what
 they changed as events (apps/compute/events.py), to which `compute_events_subscribe` subscribes the catalog.
@@ -35,7 +35,8 @@ def catalog_invalidate_on_change(**kwargs: Any) -> None:
 @receiver(post_save, sender=Organization, dispatch_uid="gateway_keys_organization_saved")
 def keys_purge_on_organization_change(instance: Organization, created: bool, **kwargs: Any) -> None:
     update_fields = kwargs.get("update_fields")
-    if created or (update_fields is not None and "is_active" not in update_fields):
+    # The key principals the gateways cache carry both (see `KeyPrincipal.capture`).
+    if created or (update_fields is not None and not {"is_active", "capture_prompts"} & set(update_fields)):
         return
     organization_id, active = instance.pk, instance.is_active
     transaction.on_commit(lambda: organization_keys_purge(organization_id=organization_id, active=active))

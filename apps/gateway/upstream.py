@@ -24,7 +24,7 @@ from apps.gateway.runtime import GatewayRuntime
 from apps.gateway.schemas import Endpoint, InferenceRequest
 from apps.gateway.tracing import ENABLED as TRACING
 from apps.gateway.tracing import trace_context_inject, traced
-from apps.usage.events import UsageEvent
+from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
@@ -127,8 +127,11 @@ async def upstream_attempt(
             usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
             if guard.stopped is not None:
                 raise errors.output_guardrail_violation(guard.stopped)
+        if exchange.answer_capture is not None:
+            exchange.answer_capture.body(first)
     else:
         usage.outcome, usage.error_code = "error", f"upstream_{response.status}"
+        usage.error_message = _engine_error_message(first)
     usage.ttft_ms = (time.perf_counter() - exchange.started) * 1000
     await exchange.respond(
         response.status,
@@ -137,6 +140,16 @@ async def upstream_attempt(
         hold_last_byte=True,  # until the request is metered (see inference_handle)
     )
     return None
+
+
+def _engine_error_message(body: bytes) -> str:
+    """The message of an engine's own error answer (OpenAI's shape), for the usage record; its start otherwise."""
+    try:
+        document = json.loads(body)
+        message = document["error"]["message"]
+    except (ValueError, TypeError, KeyError):
+        return body[:ERROR_MESSAGE_MAX].decode(errors="replace")
+    return str(message)[:ERROR_MESSAGE_MAX]
 
 
 def _replica_failed(rt: GatewayRuntime, replica: ReplicaTarget, kind: str, status: int) -> GatewayError:
@@ -170,6 +183,7 @@ async def stream_relay(
     pending = b""
     events = 0
     first_at = last_at = 0.0
+    capture = exchange.answer_capture
     data = first
     try:
         while data:
@@ -190,6 +204,8 @@ async def stream_relay(
                 for upstream_name, served_name in renames:
                     data = data.replace(upstream_name, served_name)
                 if data:
+                    if capture is not None:
+                        capture.events(data)
                     events += data.count(b"data: ")
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                     last_at = time.perf_counter()
@@ -197,16 +213,22 @@ async def stream_relay(
                         first_at = last_at
                         usage.ttft_ms = (first_at - exchange.started) * 1000
                 if guard is not None and guard.stopped is not None:
+                    stopped = errors.output_guardrail_violation(guard.stopped)
                     usage.status, usage.outcome, usage.error_code = 400, "denied", "guardrail_violation"
-                    await exchange.respond_error(errors.output_guardrail_violation(guard.stopped))
+                    usage.error_message = stopped.message
+                    await exchange.respond_error(stopped)
                     break
             data = await content.readany()
     except TimeoutError:
+        timeout = errors.upstream_timeout()
         usage.status, usage.outcome, usage.error_code = 504, "error", "upstream_timeout"
-        await exchange.respond_error(errors.upstream_timeout())
+        usage.error_message = timeout.message
+        await exchange.respond_error(timeout)
     except aiohttp.ClientError:
+        broken = errors.upstream_failed("The model's engine stopped in the middle of the answer.")
         usage.status, usage.outcome, usage.error_code = 502, "error", "upstream_stream_broken"
-        await exchange.respond_error(errors.upstream_failed("The model's engine stopped in the middle of the answer."))
+        usage.error_message = broken.message
+        await exchange.respond_error(broken)
     finally:
         if guard is not None:
             usage.guardrails = [*usage.guardrails, *guard.usage_entries()]

@@ -15,6 +15,8 @@ class KeyPrincipal:
     """Who a presented key speaks for, as the data plane needs it: small, immutable and cacheable as JSON.
 
     `expires_at` is a POSIX timestamp (or None) so that a cached principal can be checked without the database.
+    `capture` says that the organisation opted in to keeping prompts and answers (the gateway then puts them on the
+    usage event; a principal cached by an earlier release reads as not capturing).
     """
 
     key_id: int
@@ -25,6 +27,7 @@ class KeyPrincipal:
     scopes: frozenset[str]
     allowed_models: tuple[str, ...]
     expires_at: float | None
+    capture: bool = False
 
     def as_json_dict(self) -> dict[str, object]:
         """The form kept in Redis (see `from_json_dict`)."""
@@ -37,6 +40,7 @@ class KeyPrincipal:
             "scopes": sorted(self.scopes),
             "allowed_models": list(self.allowed_models),
             "expires_at": self.expires_at,
+            "capture": self.capture,
         }
 
     @classmethod
@@ -50,6 +54,7 @@ class KeyPrincipal:
             scopes=frozenset(str(scope) for scope in data["scopes"]),  # type: ignore[attr-defined]
             allowed_models=tuple(data["allowed_models"]),  # type: ignore[arg-type]
             expires_at=float(data["expires_at"]) if data.get("expires_at") is not None else None,  # type: ignore[arg-type]
+            capture=data.get("capture") is True,
         )
 
 
@@ -69,6 +74,7 @@ def api_key_principal_get(*, secret_hash: str) -> KeyPrincipal | None:
             "prefix",
             "organization__id",
             "organization__slug",
+            "organization__capture_prompts",
             "team_id",
             "scopes",
             "allowed_models",
@@ -90,4 +96,5 @@ def api_key_principal_get(*, secret_hash: str) -> KeyPrincipal | None:
         scopes=frozenset(key.scopes),
         allowed_models=tuple(key.allowed_models),
         expires_at=min(ends).timestamp() if ends else None,
+        capture=key.organization.capture_prompts,
     )

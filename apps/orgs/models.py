@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from inferia_runtime.tenancy import TenantManager, TenantPath
+
+# How long an organisation may keep captured prompts and answers, in days.
+CAPTURE_RETENTION_DAYS_MIN = 1
+CAPTURE_RETENTION_DAYS_MAX = 90
 
 
 class UserManager(BaseUserManager["User"]):
@@ -66,6 +71,15 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     is_active = models.BooleanField(default=True)
     require_2fa = models.BooleanField(default=False, help_text="Owners and admins must use two-factor sign-in.")
+    capture_prompts = models.BooleanField(
+        default=False,
+        help_text="Keep each request's prompt and answer (masked by the guardrails) for the request's detail page.",
+    )
+    capture_retention_days = models.PositiveSmallIntegerField(
+        default=7,
+        validators=[MinValueValidator(CAPTURE_RETENTION_DAYS_MIN), MaxValueValidator(CAPTURE_RETENTION_DAYS_MAX)],
+        help_text="How many days captured prompts and answers are kept.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = TenantManager()

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.orgs.models import Invitation, Membership, Organization, Team
+from apps.orgs.models import (
+    CAPTURE_RETENTION_DAYS_MAX,
+    CAPTURE_RETENTION_DAYS_MIN,
+    Invitation,
+    Membership,
+    Organization,
+    Team,
+)
 from apps.rbac.drf import TenantRelatedField
 from apps.rbac.models import Role
 
@@ -13,7 +20,16 @@ from apps.rbac.models import Role
 class OrganizationOut(serializers.ModelSerializer):
     class Meta:
         model = Organization
-        fields = ["id", "name", "slug", "is_active", "require_2fa", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "is_active",
+            "require_2fa",
+            "capture_prompts",
+            "capture_retention_days",
+            "created_at",
+        ]
 
 
 class OrganizationCreateIn(serializers.Serializer):
@@ -24,6 +40,10 @@ class OrganizationCreateIn(serializers.Serializer):
 class OrganizationUpdateIn(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     require_2fa = serializers.BooleanField(required=False)
+    capture_prompts = serializers.BooleanField(required=False)
+    capture_retention_days = serializers.IntegerField(
+        required=False, min_value=CAPTURE_RETENTION_DAYS_MIN, max_value=CAPTURE_RETENTION_DAYS_MAX
+    )
 
 
 class TeamOut(serializers.ModelSerializer):

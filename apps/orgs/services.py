@@ -19,7 +19,15 @@ from django.utils import timezone
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_diff, audit_record, audit_snapshot, audited_update
-from apps.orgs.models import Invitation, Membership, Organization, Team, User
+from apps.orgs.models import (
+    CAPTURE_RETENTION_DAYS_MAX,
+    CAPTURE_RETENTION_DAYS_MIN,
+    Invitation,
+    Membership,
+    Organization,
+    Team,
+    User,
+)
 from inferia_runtime.errors import DomainRefusal
 from inferia_runtime.slugs import create_with_unique_slug, slug_unique_in
 
@@ -27,7 +35,7 @@ if TYPE_CHECKING:
     from apps.rbac.models import Role  # rbac sits above orgs: for annotations only
 
 INVITATION_LIFETIME = timedelta(days=7)
-ORGANIZATION_FIELDS = ("name", "slug", "is_active", "require_2fa")
+ORGANIZATION_FIELDS = ("name", "slug", "is_active", "require_2fa", "capture_prompts", "capture_retention_days")
 TEAM_FIELDS = ("name", "slug")
 
 
@@ -58,7 +66,16 @@ def organization_create(*, name: str, slug: str, actor: Actor, context: AuditCon
 def organization_update(
     *, organization: Organization, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> Organization:
-    """Rename an organisation, (de)activate it, or require two-factor sign-in for its owners and admins."""
+    """Rename an organisation, (de)activate it, require two-factor sign-in for its owners and admins, or opt in to
+    (or out of) keeping each request's prompt and answer for `capture_retention_days` days. The gateways pick a
+    changed opt-in up within a second (see apps.gateway.signals)."""
+    retention = changes.get("capture_retention_days")
+    if retention is not None and not (
+        isinstance(retention, int) and CAPTURE_RETENTION_DAYS_MIN <= retention <= CAPTURE_RETENTION_DAYS_MAX
+    ):
+        raise DomainRefusal(
+            f"capture retention must be {CAPTURE_RETENTION_DAYS_MIN} to {CAPTURE_RETENTION_DAYS_MAX} days"
+        )
     return audited_update(
         organization, changes=changes, allowed=ORGANIZATION_FIELDS, action="org.update", actor=actor, context=context
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from django.db.models import Q, QuerySet
 
 from apps.keys.models import ApiKey
 from apps.policies.effective import EffectivePolicy, effective_policy_compile, policy_counter_scope
+from apps.policies.guardrails.masking import capture_mask_profile, capture_text_mask
 from apps.policies.limits import quota_key
 from apps.policies.models import GuardrailProfile, Policy
 from inferia_runtime.redis_clients import sync_redis
@@ -31,6 +33,28 @@ def policy_list_for_key(*, key: ApiKey) -> QuerySet[Policy]:
 def guardrail_profile_default() -> GuardrailProfile | None:
     """The platform profile marked default, if an administrator made one."""
     return GuardrailProfile.objects.filter(is_default=True, organization__isnull=True).first()
+
+
+def guardrail_profile_config_for_organization(*, organization_id: int) -> dict[str, Any] | None:
+    """The guardrail profile configuration an organisation's own policy applies (enabled, with a profile), else the
+    platform default profile's; None for the built-in default."""
+    policy = (
+        Policy.objects.filter(organization_id=organization_id, team__isnull=True, api_key__isnull=True, enabled=True)
+        .exclude(guardrail_profile__isnull=True)
+        .select_related("guardrail_profile")
+        .first()
+    )
+    if policy is not None and policy.guardrail_profile is not None:
+        return policy.guardrail_profile.config()
+    default = guardrail_profile_default()
+    return default.config() if default is not None else None
+
+
+def organization_captures_mask(organization_id: int, texts: list[str]) -> list[str]:
+    """`texts` captured from an organisation's requests, masked with its guardrail profile's redactions and personal
+    data always (`apps.policies.guardrails.masking`). The usage worker calls it through `capture_mask_register`."""
+    profile = capture_mask_profile(guardrail_profile_config_for_organization(organization_id=organization_id))
+    return [capture_text_mask(profile, text) for text in texts]
 
 
 def policy_effective_for(*, key_id: int) -> EffectivePolicy:

@@ -48,7 +48,8 @@ CAPABILITIES: tuple[Capability, ...] = (
         _crud("rbac", "role"), requires=("view_organization",),
     ),
     Capability(
-        "manage_organization", "Change organisation settings", "Rename the organisation, require two-factor sign-in.",
+        "manage_organization", "Change organisation settings",
+        "Rename the organisation, require two-factor sign-in, keep prompts and answers.",
         frozenset({"orgs.change_organization"}), requires=("view_organization",),
     ),
     Capability(
@@ -98,6 +99,11 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "read_usage", "Read usage", "See usage, costs and the dashboards, and export them.",
         _crud("usage", "usagerecord", "usagerollup", "usagekeyrollup", "usagemodelrollup", actions=("view",)),
+    ),
+    Capability(
+        "read_captures", "Read prompts and answers",
+        "See the prompts and answers kept with requests, where the organisation keeps them (masked).",
+        frozenset({"usage.view_requestcapture"}), requires=("read_usage",),
     ),
     Capability(
         "view_audit", "View the audit log", "Read the audit log and verify its chain.",

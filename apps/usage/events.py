@@ -18,12 +18,18 @@ from typing import Any
 
 # The stream entry's one field, holding the encoded event.
 EVENT_FIELD = "e"
+# Bounds of what an event carries as text: the error message shown to the client, each captured text (in bytes).
+ERROR_MESSAGE_MAX = 500
+CAPTURE_TEXT_MAX = 32 * 1024
 
 
-def _wire(key: str, *, column: str = "", optional: bool = False, exported: bool = True) -> dict[str, Any]:
+def _wire(
+    key: str, *, column: str = "", optional: bool = False, exported: bool = True, recorded: bool = True
+) -> dict[str, Any]:
     """Metadata of one event field: `key` in the stream's JSON; `column` when UsageRecord names it otherwise;
-    `optional` for keys that events of earlier releases lack; `exported` when the CSV export and REST API show it."""
-    return {"wire": key, "column": column, "optional": optional, "exported": exported}
+    `optional` for keys that events of earlier releases lack; `exported` when the CSV export and REST API show it;
+    `recorded` unless the field is no UsageRecord column (the worker stores it elsewhere)."""
+    return {"wire": key, "column": column, "optional": optional, "exported": exported, "recorded": recorded}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -49,13 +55,23 @@ class UsageEvent:
     status: int = field(default=200, metadata=_wire("st", column="status_code"))
     outcome: str = field(default="ok", metadata=_wire("out"))  # UsageRecord.Outcome values
     error_code: str = field(default="", metadata=_wire("err"))
+    # What the client was told, cut to ERROR_MESSAGE_MAX (UsageRecord.error_message).
+    error_message: str = field(default="", metadata=_wire("msg", optional=True))
     estimated: bool = field(default=False, metadata=_wire("est", exported=False))
     streamed: bool = field(default=False, metadata=_wire("s"))
     # Which guardrails fired and what was done: [{"category", "action", "count"}, ...] (UsageRecord.guardrails).
     guardrails: list[dict[str, Any]] = field(default_factory=list, metadata=_wire("g", optional=True, exported=False))
+    # The prompt and the answer as text, each cut to CAPTURE_TEXT_MAX bytes, only for an organisation that opted in
+    # to capture ({"p": ..., "a": ...}); None otherwise. Masked and stored by the worker (RequestCapture), never here.
+    capture: dict[str, str] | None = field(
+        default=None, metadata=_wire("cap", optional=True, exported=False, recorded=False)
+    )
 
     def encoded(self) -> str:
-        return json.dumps(dict(zip(_WIRE_KEYS, _wire_values(self), strict=True)), separators=(",", ":"))
+        document = dict(zip(_WIRE_KEYS, _wire_values(self), strict=True))
+        if self.capture is not None:  # only for an organisation that opted in: other events stay as small as they were
+            document[_CAPTURE_WIRE] = self.capture
+        return json.dumps(document, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +83,7 @@ class UsageEventField:
     column: str  # on UsageRecord (its attname: `api_key_id`, not `api_key`)
     optional: bool
     exported: bool
+    recorded: bool  # a UsageRecord column (the capture is not: it goes to RequestCapture)
     empty: Callable[[], Any]  # makes what a missing optional key reads as (a fresh list for each event)
 
 
@@ -77,21 +94,26 @@ USAGE_EVENT_FIELDS: tuple[UsageEventField, ...] = tuple(
         column=spec.metadata["column"] or spec.name,
         optional=spec.metadata["optional"],
         exported=spec.metadata["exported"],
+        recorded=spec.metadata["recorded"],
         empty=spec.default_factory if callable(spec.default_factory) else partial(copy, spec.default),
     )
     for spec in fields(UsageEvent)
 )
-# What `encoded()` reads per request, worked out once: the keys in order and one getter for all the values.
-_WIRE_KEYS: tuple[str, ...] = tuple(spec.wire for spec in USAGE_EVENT_FIELDS)
-_wire_values = attrgetter(*(spec.attribute for spec in USAGE_EVENT_FIELDS))
+# What `encoded()` reads per request, worked out once: the keys in order and one getter for all the values (the record's
+# fields; the capture, rare, is added apart).
+_WIRE_KEYS: tuple[str, ...] = tuple(spec.wire for spec in USAGE_EVENT_FIELDS if spec.recorded)
+_wire_values = attrgetter(*(spec.attribute for spec in USAGE_EVENT_FIELDS if spec.recorded))
+_CAPTURE_WIRE = next(spec.wire for spec in USAGE_EVENT_FIELDS if spec.attribute == "capture")
 # The UsageRecord columns an event fills, in order; and those the CSV export and the REST API show.
-USAGE_RECORD_COLUMNS: tuple[str, ...] = tuple(spec.column for spec in USAGE_EVENT_FIELDS)
-USAGE_EXPORT_COLUMNS: tuple[str, ...] = tuple(spec.column for spec in USAGE_EVENT_FIELDS if spec.exported)
+USAGE_RECORD_COLUMNS: tuple[str, ...] = tuple(spec.column for spec in USAGE_EVENT_FIELDS if spec.recorded)
+USAGE_EXPORT_COLUMNS: tuple[str, ...] = tuple(
+    spec.column for spec in USAGE_EVENT_FIELDS if spec.exported and spec.recorded
+)
 
 
 def usage_event_decode(raw: bytes | str) -> dict[str, Any]:
-    """The fields of an encoded event, named as UsageRecord's columns (for the worker). A missing key raises
-    KeyError, unless the field is optional (then it reads as its empty value)."""
+    """The fields of an encoded event, named as UsageRecord's columns (for the worker; `capture` by its own name).
+    A missing key raises KeyError, unless the field is optional (then it reads as its empty value)."""
     data = json.loads(raw)
     return {
         spec.column: (data.get(spec.wire) or spec.empty()) if spec.optional else data[spec.wire]
@@ -100,6 +122,8 @@ def usage_event_decode(raw: bytes | str) -> dict[str, Any]:
 
 
 __all__ = [
+    "CAPTURE_TEXT_MAX",
+    "ERROR_MESSAGE_MAX",
     "EVENT_FIELD",
     "USAGE_EVENT_FIELDS",
     "USAGE_EXPORT_COLUMNS",

@@ -52,6 +52,8 @@ class UsageRecord(models.Model):
     status_code = models.PositiveSmallIntegerField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     error_code = models.CharField(max_length=64, blank=True)
+    # What the client was told when the request failed (bounded by the gateway, cleaned by the worker).
+    error_message = models.CharField(max_length=500, blank=True, default="", db_default="")
     estimated = models.BooleanField(default=False, help_text="Tokens counted from the stream, not the engine.")
     streamed = models.BooleanField(default=False)
     guardrails = models.JSONField(default=list, blank=True)
@@ -82,6 +84,26 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class RequestCapture(models.Model):
+    """The prompt and the answer of one request, for an organisation that opted in to capture (off by default).
+    Masked with the organisation's guardrail redactions (personal data at least) before it is written, by the usage
+    worker only; deleted once `expires_at` (the organisation's retention) has passed, or with its usage record."""
+
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
+    usage_record = models.OneToOneField(UsageRecord, on_delete=models.CASCADE, primary_key=True, related_name="capture")
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **{**_HISTORY_FK, "db_index": False})
+    prompt = models.TextField(blank=True)
+    answer = models.TextField(blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    objects = TenantManager()
+
+    def __str__(self) -> str:
+        return f"capture of {self.usage_record_id}"
 
 
 class UsageTotals(models.Model):

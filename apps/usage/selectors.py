@@ -18,12 +18,13 @@ from typing import Any
 from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from apps.audit.exports import csv_cell, export_rows
 from apps.keys.models import ApiKey
 from apps.orgs.models import Team
 from apps.usage.events import USAGE_EXPORT_COLUMNS
-from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.models import RequestCapture, UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
 from inferia_runtime.money import money_currency, money_plain
 
 RANGES: dict[str, tuple[timedelta, str]] = {
@@ -272,6 +273,31 @@ def usage_summary(
     return list(rows)
 
 
+@dataclass(frozen=True)
+class UsageRequestDetail:
+    """One request as its detail page shows it: the record (key, team, deployment and replica selected) and its
+    captured prompt and answer, when its organisation kept them and they are still within retention."""
+
+    record: UsageRecord
+    capture: RequestCapture | None
+
+
+def usage_request_detail(
+    *, records: QuerySet[UsageRecord], captures: QuerySet[RequestCapture], request_id: str
+) -> UsageRequestDetail | None:
+    """The request `request_id` (ours) among `records`, with its capture among `captures` (both `.restrict()`-ed);
+    None when it is not there. Two queries."""
+    record = (
+        records.filter(request_id=request_id)
+        .select_related("api_key", "team", "organization", "deployment", "replica")
+        .first()
+    )
+    if record is None:
+        return None
+    capture = captures.filter(usage_record_id=record.pk, expires_at__gt=timezone.now()).first()
+    return UsageRequestDetail(record=record, capture=capture)
+
+
 def usage_records_csv(*, records: QuerySet[UsageRecord]) -> Iterator[str]:
     """The records as CSV (the usage event's exported fields), newest first, one chunk per batch of rows (see
     `apps.audit.exports`); text that a spreadsheet would run as a formula is neutralised (`csv_cell`). The cost is
@@ -299,11 +325,13 @@ __all__ = [
     "RANGES",
     "USAGE_GROUPS",
     "UsageOverview",
+    "UsageRequestDetail",
     "UsageSeries",
     "guardrails_fired",
     "range_window",
     "usage_overview",
     "usage_records_csv",
+    "usage_request_detail",
     "usage_summary",
     "usage_top_keys",
 ]

@@ -1,6 +1,7 @@
 """Storing usage: UsageRecord rows (one per request, idempotent on request_id) with their rollups, each key's
-last use and the audit of policy denials, in one transaction per batch; replaying dead letters; pruning raw records
-past retention. Called by the worker (`apps.usage.stream`, `apps.usage.tasks`), never by the web process.
+last use, the audit of policy denials and the captured prompts and answers (`apps.usage.capture`), in one transaction
+per batch; replaying dead letters; pruning raw records past retention. Called by the worker (`apps.usage.stream`,
+`apps.usage.tasks`), never by the web process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import AuditContext, audit_record
 from apps.keys.models import ApiKey
 from apps.usage.backlog import dead_letters_list, dead_letters_remove
-from apps.usage.events import USAGE_RECORD_COLUMNS, usage_event_decode
+from apps.usage.capture import request_captures_store
+from apps.usage.events import ERROR_MESSAGE_MAX, USAGE_RECORD_COLUMNS, usage_event_decode
 from apps.usage.models import UsageRecord
 from apps.usage.rollups import usage_rollups_add
 from inferia_runtime.redis_clients import sync_redis
@@ -44,15 +46,16 @@ def usage_records_store(events: list[dict[str, Any]]) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(rows))} "  # noqa: S608 (constants)
-            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, id",
             [value for row in rows for value in row],
         )
-        inserted = {request_id for (request_id,) in cursor.fetchall()}
+        inserted = dict(cursor.fetchall())
         new_events = [event for event in events if event["request_id"] in inserted]
         if new_events:
             usage_rollups_add(cursor, new_events)
             _keys_last_used(cursor, new_events)
             policy_denials_audit(new_events)
+            request_captures_store(new_events, inserted)
     return len(inserted)
 
 
@@ -137,6 +140,8 @@ def _record_row(event: dict[str, Any]) -> tuple[Any, ...]:
     values["started_at"] = datetime.fromtimestamp(event["started_at"], tz=UTC)
     values["guardrails"] = json.dumps(event.get("guardrails") or [])
     values["client_request_id"] = event.get("client_request_id") or ""
+    # The message can quote what the caller sent (an unknown model's name): no NUL, and bounded, whatever came.
+    values["error_message"] = str(event.get("error_message") or "").replace("\x00", "")[:ERROR_MESSAGE_MAX]
     return tuple(values.get(column) for column in USAGE_RECORD_COLUMNS)
 
 

@@ -14,7 +14,8 @@ from tests.admin_forms import page_form
 def test_an_organisation_added_in_admin_is_created_and_then_set_by_the_services(client, root):
     response = client.post(
         "/admin/orgs/organization/add/",
-        {"name": "Initech", "slug": "initech", "is_active": "on", "require_2fa": "on", "teams-TOTAL_FORMS": "1",
+        {"name": "Initech", "slug": "initech", "is_active": "on", "require_2fa": "on", "capture_retention_days": "7",
+         "teams-TOTAL_FORMS": "1",
          "teams-INITIAL_FORMS": "0", "teams-0-name": "Ops", "teams-0-slug": "ops"},
     )  # fmt: skip
 

@@ -16,6 +16,14 @@ def test_the_event_fills_every_column_of_a_record():
     assert sorted(USAGE_RECORD_COLUMNS) == sorted(columns)
 
 
+def test_the_capture_travels_on_the_event_but_is_no_record_column():
+    raw = json.loads(UsageEvent(request_id="r1", started_at=1.0, endpoint="embeddings").encoded())
+    assert "cap" not in raw  # nothing captured unless the organisation opted in
+    event = UsageEvent(request_id="r1", started_at=1.0, endpoint="embeddings", capture={"p": "hi", "a": "ho"})
+    assert usage_event_decode(event.encoded())["capture"] == {"p": "hi", "a": "ho"}
+    assert "capture" not in USAGE_RECORD_COLUMNS
+
+
 def test_the_export_shows_the_events_fields_but_the_internal_ones():
     assert set(USAGE_RECORD_COLUMNS) - set(USAGE_EXPORT_COLUMNS) == {"replica_id", "estimated", "guardrails"}
     assert USAGE_EXPORT_COLUMNS[:3] == ("request_id", "client_request_id", "started_at")
@@ -33,7 +41,7 @@ def test_an_encoded_event_decodes_to_its_record_columns():
         guardrails=[{"category": "pii", "action": "block", "count": 1}],
     )
     decoded = usage_event_decode(event.encoded())
-    assert list(decoded) == list(USAGE_RECORD_COLUMNS)
+    assert list(decoded) == [*USAGE_RECORD_COLUMNS, "capture"]
     assert decoded["api_key_id"] == 3
     assert decoded["status_code"] == 429
     assert decoded["guardrails"] == [{"category": "pii", "action": "block", "count": 1}]

@@ -12,11 +12,15 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from apps.compute.models import Replica
 from apps.compute.routing import replicas_live_load
 from apps.console.pages.support import page_principal
+from apps.console.pages.usage import FAILED
 from apps.console.scope import OrgScope, org_scope_get
 from apps.policies.models import Policy
 from apps.policies.selectors import budget_burn
@@ -78,5 +82,14 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         budgets=budgets,
         budgets_live=budgets_live,
         guardrails=usage.guardrails_fired(records=records, since=since, until=until),
+        errors_url=_errors_url(scope, since),
     )
     return render(request, "console/dashboard/index.html", context)
+
+
+def _errors_url(scope: OrgScope, since: Any) -> str:
+    """The usage list of the range's failed requests (the days it covers: the list filters by day)."""
+    query = {"outcome": FAILED, "since": timezone.localtime(since).date().isoformat()}
+    if scope.organization is not None and not scope.platform:
+        query["org"] = scope.organization.slug
+    return f"{reverse('console:usage')}?{urlencode(query)}"

@@ -387,6 +387,7 @@ def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
             "latency_ms",
             "status_code",
             "outcome",
+            "error_code",
         )
         .order_by("-started_at")[:20]
     )

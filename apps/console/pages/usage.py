@@ -1,16 +1,17 @@
 """The usage explorer: every `/v1` request of the user's organisations, filtered by date range, model, key, team
 and outcome, in keyset pages over the indexed `started_at` (no COUNT over the table), with totals read from the
-rollups and a streamed CSV export of the same filter."""
+rollups and a streamed CSV export of the same filter; and one request's detail page."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time, timedelta
 from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q, QuerySet, Sum
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -27,11 +28,15 @@ from apps.console.pages.support import (
 )
 from apps.keys.models import ApiKey
 from apps.orgs.models import Team
-from apps.usage.models import UsageModelRollup, UsageRecord, UsageRollup
-from apps.usage.selectors import usage_records_csv
+from apps.usage.models import RequestCapture, UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.selectors import usage_records_csv, usage_request_detail
 
 # A key filter is a prefix: at most this many matching keys are searched.
 KEY_MATCH_LIMIT = 50
+# What a request id can be (ours are hex; the column holds 64 characters).
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
+# The outcome filter's "every outcome but completed": what the rollups (and the dashboard) count as errors.
+FAILED = "failed"
 
 
 class UsageFilterForm(forms.Form):
@@ -42,7 +47,9 @@ class UsageFilterForm(forms.Form):
     request_id = forms.CharField(label="Request id (ours or the caller's)", required=False, max_length=128)
     team = forms.IntegerField(label="Team", required=False)
     outcome = forms.ChoiceField(
-        label="Outcome", required=False, choices=[("", "Any outcome"), *UsageRecord.Outcome.choices]
+        label="Outcome",
+        required=False,
+        choices=[("", "Any outcome"), (FAILED, "Any failure"), *UsageRecord.Outcome.choices],
     )
 
 
@@ -86,7 +93,9 @@ def usage_filtered(
             rollups = rollups.filter(api_key_id__in=key_ids)
     if values["team"]:
         records, rollups = records.filter(team_id=values["team"]), rollups.filter(team_id=values["team"])
-    if values["outcome"]:
+    if values["outcome"] == FAILED:
+        records = records.exclude(outcome=UsageRecord.Outcome.OK)
+    elif values["outcome"]:
         records = records.filter(outcome=values["outcome"])
     request_id = (values.get("request_id") or "").strip()
     if request_id:
@@ -115,6 +124,7 @@ def usage_view(request: HttpRequest) -> HttpResponse:
             "status_code",
             "outcome",
             "error_code",
+            "error_message",
             "api_key__prefix",
             "api_key__name",
             "team__name",
@@ -144,6 +154,26 @@ def usage_view(request: HttpRequest) -> HttpResponse:
     return render(request, "console/usage/explorer.html", context)
 
 
+@never_cache
+@login_required
+@require_GET
+def usage_request_view(request: HttpRequest, request_id: str) -> HttpResponse:
+    """One request: its ids, outcome and error, who sent it, where it ran, its timings, tokens and cost, the
+    guardrails that fired, and its prompt and answer when its organisation keeps them. Another organisation's
+    request is a 404, as is an id that does not exist."""
+    if _REQUEST_ID.fullmatch(request_id) is None:
+        raise Http404  # no request has such an id (and PostgreSQL refuses a NUL in a query)
+    principal = page_principal(request)
+    detail = usage_request_detail(
+        records=UsageRecord.objects.restrict(principal),
+        captures=RequestCapture.objects.restrict(principal),
+        request_id=request_id,
+    )
+    if detail is None:
+        raise Http404
+    return render(request, "console/usage/request.html", {"r": detail.record, "capture": detail.capture})
+
+
 @login_required
 @require_GET
 def usage_export_view(request: HttpRequest) -> StreamingHttpResponse:
@@ -157,4 +187,4 @@ def usage_export_view(request: HttpRequest) -> StreamingHttpResponse:
     )
 
 
-__all__ = ["usage_export_view", "usage_filtered", "usage_view"]
+__all__ = ["FAILED", "usage_export_view", "usage_filtered", "usage_request_view", "usage_view"]
