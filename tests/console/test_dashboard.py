@@ -106,8 +106,9 @@ def test_the_query_count_does_not_grow_with_the_data(client, owner, org, rows, d
 
 
 # Session, user, the two-factor gate, the organisation switcher, then: usage over time with the top models and teams
-# (one grouped pass), top keys, live load, budgets, guardrails.
-DASHBOARD_QUERIES = 10
+# (one grouped pass), latency percentiles and failures (one pass), the engines' load over time, top keys, live load,
+# budgets, guardrails.
+DASHBOARD_QUERIES = 12
 
 
 def test_the_busiest_keys_and_teams_are_named_and_stay_in_the_organisation(client, owner, org, other_org, outsider):
