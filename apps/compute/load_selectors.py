@@ -11,11 +11,13 @@ from typing import Any
 from django.db import connection
 from django.db.models import QuerySet
 
+from apps.compute.load_history import HOUR
 from apps.compute.models import DeploymentLoadSample, ModelDeployment
 
-# The chart step per range length: the samples' own step for a day, coarser for longer ranges (a few hundred points).
+# The chart step per range length: the fine samples' own step for a day, hourly samples for longer ranges (a few
+# hundred points at most).
 LOAD_STEPS: tuple[tuple[timedelta, int], ...] = (
-    (timedelta(days=1), 0),  # 0: the sampling step itself
+    (timedelta(days=1), 0),  # 0: the fine sampling step itself
     (timedelta(days=7), 3600),
     (timedelta(days=31), 6 * 3600),
 )
@@ -37,19 +39,22 @@ class LoadSeries:
         return all(value is None for value in self.running)
 
 
-def load_step_for(since: datetime, until: datetime, sample_seconds: int) -> int:
-    """The chart step (seconds) for a range: never finer than the samples."""
+def load_steps_for(since: datetime, until: datetime, fine_seconds: int) -> tuple[int, int]:
+    """(the samples' resolution to read, the chart's step), both in seconds, for a range: fine samples for a day or
+    less, hourly ones beyond."""
     span = until - since
-    for longest, step in LOAD_STEPS:
-        if span <= longest:
-            return max(step, sample_seconds)
-    return max(LOAD_STEPS[-1][1], sample_seconds)
+    step = next((step for longest, step in LOAD_STEPS if span <= longest), LOAD_STEPS[-1][1])
+    if step == 0:
+        return fine_seconds, fine_seconds
+    return HOUR, max(step, HOUR)
 
 
 def deployment_load_series(
-    *, deployments: QuerySet[ModelDeployment], since: datetime, until: datetime, step_seconds: int
+    *, deployments: QuerySet[ModelDeployment], since: datetime, until: datetime, fine_seconds: int
 ) -> LoadSeries:
-    """The load of `deployments` (summed at each sample, then the highest per step) over [since, until)."""
+    """The load of `deployments` (summed at each sample, then the highest per chart step) over [since, until), from
+    the samples of the resolution that suits the range (`load_steps_for`)."""
+    sample_seconds, step_seconds = load_steps_for(since, until, fine_seconds)
     ids_sql, ids_params = deployments.order_by().values("pk").query.sql_with_params()
     table = DeploymentLoadSample._meta.db_table
     origin = int(since.timestamp())
@@ -57,11 +62,11 @@ def deployment_load_series(
     query = (
         f"SELECT floor((extract(epoch FROM at) - %s) / %s)::bigint AS n, max(running), max(waiting), max(kv) "  # noqa: S608
         f"FROM (SELECT at, sum(running) AS running, sum(waiting) AS waiting, max(kv_cache) AS kv FROM {table} "
-        f"WHERE deployment_id IN ({ids_sql}) AND at >= %s AND at < %s GROUP BY at) AS s GROUP BY 1"
+        f"WHERE deployment_id IN ({ids_sql}) AND step = %s AND at >= %s AND at < %s GROUP BY at) AS s GROUP BY 1"
     )
     by_step: dict[int, tuple[Any, ...]] = {}
     with connection.cursor() as cursor:
-        cursor.execute(query, [origin, step_seconds, *ids_params, since, until])
+        cursor.execute(query, [origin, step_seconds, *ids_params, sample_seconds, since, until])
         for n, running, waiting, kv in cursor.fetchall():
             by_step[int(n)] = (running, waiting, kv)
     series = LoadSeries(step_seconds=step_seconds)
@@ -75,4 +80,4 @@ def deployment_load_series(
     return series
 
 
-__all__ = ["LOAD_STEPS", "LoadSeries", "deployment_load_series", "load_step_for"]
+__all__ = ["LOAD_STEPS", "LoadSeries", "deployment_load_series", "load_steps_for"]

@@ -77,6 +77,18 @@ def _count(value: int, requests: int) -> str:
     return f"{value:,} request" if value == 1 else f"{value:,} requests"
 
 
+def _rate(value: float) -> str:
+    # Three significant figures below 10 (a quiet day's 0.00144 tokens/s is not "0.0"), one decimal above.
+    return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "hour" if hours == 1 else f"{hours} hours"
+    return f"{seconds // 60} minutes" if seconds >= 120 else f"{seconds} seconds"
+
+
 def _peak(values: list[float | None]) -> str:
     return f"{max((v for v in values if v is not None), default=0):g}"
 
@@ -85,7 +97,7 @@ def metric_panels(*, latency: LatencySeries, load: LoadSeries, bucket: str, rang
     """Tiles, charts and the JSON the charts draw from (`data`, for the page's JSON island), for a page's context."""
     totals = latency.totals
     requests = totals.requests
-    tokens_per_second = NO_DATA if totals.tokens_per_second is None else f"{totals.tokens_per_second:,.1f} tokens/s"
+    tokens_per_second = NO_DATA if totals.tokens_per_second is None else f"{_rate(totals.tokens_per_second)} tokens/s"
 
     def share(count: int) -> str:
         return f"{100 * count / requests:.1f}% of requests" if requests else ""
@@ -102,7 +114,7 @@ def metric_panels(*, latency: LatencySeries, load: LoadSeries, bucket: str, rang
              share(totals.server_errors)),
     ]  # fmt: skip
     per = f"per {bucket} over the last {range_name}"
-    load_per = f"per {load.step_seconds // 60} minutes over the last {range_name}"
+    load_per = f"per {_duration(load.step_seconds)} over the last {range_name}"
     x, load_x = latency.buckets, load.buckets
     charts = [
         Chart("ttft", "Time to first token", "ms",

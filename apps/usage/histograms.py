@@ -78,12 +78,12 @@ def histogram_count_sql(column: str, condition: str = "TRUE") -> str:
             where.append(f"{column} <= {upper:g}")
         parts.append(f"count(*) FILTER (WHERE {' AND '.join(where)})")
         lower = upper
-    return "ARRAY[" + ", ".join(parts) + "]::bigint[]"
+    return "ARRAY[" + ", ".join(parts) + "]::int[]"
 
 
 def histogram_sum_sql(column: str) -> str:
     """SQL adding up a histogram column over a group's rows, element by element (missing elements count 0)."""
-    return "ARRAY[" + ", ".join(f"coalesce(sum({column}[{i}]), 0)" for i in range(1, BUCKETS + 1)) + "]::bigint[]"
+    return "ARRAY[" + ", ".join(f"coalesce(sum({column}[{i}]), 0)" for i in range(1, BUCKETS + 1)) + "]::int[]"
 
 
 def histogram_add_sql(left: str, right: str) -> str:

@@ -3,8 +3,8 @@ output tokens per second, and client (4xx) and server or upstream (5xx) failures
 whole range. The percentiles come from the rollups' histograms added up in PostgreSQL (apps/usage/histograms.py),
 never from the raw records, so a month costs what a month of rollup rows costs.
 
-The read takes a queryset of per-model (dashboard) or per-deployment (a deployment's page) hourly rollups, already
-narrowed by `.restrict()` and to what the page shows: one query, whatever the number of rows.
+The read takes a queryset of per-model (dashboard: hourly, or daily for day buckets) or per-deployment (a deployment's
+page) rollups, already narrowed by `.restrict()` and to what the page shows: one query, whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from apps.usage.histograms import BUCKETS, histogram_percentile
-from apps.usage.models import UsageDeploymentRollup, UsageModelRollup
+from apps.usage.models import UsageDeploymentRollup, UsageModelDayRollup, UsageModelRollup
+
+LatencyRollups = QuerySet[UsageModelRollup] | QuerySet[UsageModelDayRollup] | QuerySet[UsageDeploymentRollup]
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,13 @@ def _describe(
         "ttft_p95_ms": _rounded(histogram_percentile(ttft, 0.95)),
         "latency_p50_ms": _rounded(histogram_percentile(latency, 0.5)),
         "latency_p95_ms": _rounded(histogram_percentile(latency, 0.95)),
-        "tokens_per_second": round(completion_tokens / seconds, 2) if requests and seconds > 0 else None,
+        "tokens_per_second": completion_tokens / seconds if requests and seconds > 0 else None,
     }
 
 
 def usage_latency_series(
     *,
-    rollups: QuerySet[UsageModelRollup] | QuerySet[UsageDeploymentRollup],
+    rollups: LatencyRollups,
     since: datetime,
     until: datetime,
     bucket: str,
@@ -88,18 +90,25 @@ def usage_latency_series(
 ) -> LatencySeries:
     """Latency percentiles, output tokens per second and 4xx/5xx answers per bucket ("hour" or "day") of
     [since, until), and over the whole range, from hourly rollups with histograms (one query, GROUP BY ROLLUP).
-    Throughput divides by the time that has passed: the current bucket counts up to `now` only."""
+    Throughput divides by the time that has passed: the current bucket counts up to `now` only. Daily rollups
+    (UsageModelDayRollup, for day buckets) are read by their day, the others by their hour."""
     now = now or datetime.now(UTC)
+    daily = rollups.model is UsageModelDayRollup
+    if daily and bucket != "day":
+        raise ValueError("daily rollups only fill day buckets")
+    time_field = "day" if daily else "hour"
     inner = (
-        rollups.filter(hour__gte=since, hour__lt=until)
+        rollups.filter(**{f"{time_field}__gte": since, f"{time_field}__lt": until})
         .order_by()
         .values_list(
-            "hour", "requests", "completion_tokens", "client_errors", "server_errors", "ttft_histogram",
+            time_field, "requests", "completion_tokens", "client_errors", "server_errors", "ttft_histogram",
             "latency_histogram",
         )
     )  # fmt: skip
     inner_sql, params = inner.query.sql_with_params()
     bucket_of = "date_trunc('day', r.hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'" if bucket == "day" else "r.hour"
+    if daily:
+        bucket_of = "r.hour"  # already a day start
     # The inner SQL is the ORM's with its parameters passed separately; the rest is constants.
     query = (
         f"SELECT GROUPING(b), b, SUM(requests), SUM(completion_tokens), SUM(client_errors), SUM(server_errors), "  # noqa: S608

@@ -1,14 +1,15 @@
-"""Usage rollups at four grains, written together by the usage worker in the transaction that inserts the raw
+"""Usage rollups at five grains, written together by the usage worker in the transaction that inserts the raw
 records: hourly per organisation, team, key and model (UsageRollup: reports and cost attribution), hourly per
-organisation, team and model (UsageModelRollup), hourly per organisation, team and deployment (UsageDeploymentRollup:
-a deployment page's latency) and daily per organisation, team and key (UsageKeyRollup), the last three small enough
-for a page to read a month of them within its time. The hourly grains carry histograms of time to first token and
-end-to-end latency (apps/usage/histograms.py), merged by addition, so percentiles over any range come from them.
+organisation, team and model (UsageModelRollup), daily per organisation, team and model (UsageModelDayRollup: a
+month of latency), hourly per organisation, team and deployment (UsageDeploymentRollup: a deployment page's latency)
+and daily per organisation, team and key (UsageKeyRollup), the derived ones small enough for a page to read a month
+of them within its time. The timed grains carry histograms of time to first token and end-to-end latency
+(apps/usage/histograms.py), merged by addition, so percentiles over any range come from them.
 
 Only records inserted for the first time are added (the caller knows which), so a batch read twice counts once.
-`usage_rollups_rebuild` recomputes the per-model and per-key grains from the hourly rollups, for a range: what their
-migration did once, and what repairs them after a restore of the hourly table. The per-deployment grain cannot be
-derived from the hourly one (which has no deployment); it is only ever added to.
+`usage_rollups_rebuild` recomputes the per-model (hourly and daily) and per-key grains from the hourly rollups, for a
+range: what their migrations did once, and what repairs them after a restore of the hourly table. The per-deployment
+grain cannot be derived from the hourly one (which has no deployment); it is only ever added to.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Any
 from django.db import connection, transaction
 
 from apps.usage.histograms import BUCKETS, histogram_add_sql, histogram_bucket, histogram_sum_sql
-from apps.usage.models import UsageDeploymentRollup, UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.models import (
+    UsageDeploymentRollup,
+    UsageKeyRollup,
+    UsageModelDayRollup,
+    UsageModelRollup,
+    UsageRecord,
+    UsageRollup,
+)
 
 # The counters every timed grain adds up, then its two histograms (added element by element).
 _SUMS = (
@@ -48,9 +56,7 @@ def _upsert(
         return
     columns = [*group_columns, *sum_columns, *histogram_columns]
     placeholders = (
-        "("
-        + ", ".join(["%s"] * (len(group_columns) + len(sum_columns)) + ["%s::bigint[]"] * len(histogram_columns))
-        + ")"
+        "(" + ", ".join(["%s"] * (len(group_columns) + len(sum_columns)) + ["%s::int[]"] * len(histogram_columns)) + ")"
     )
     additions = ", ".join(
         [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in sum_columns]
@@ -108,7 +114,7 @@ def _totals(
 
 def usage_rollups_add(cursor: Any, events: list[dict[str, Any]]) -> None:
     """Add `events` (usage events stored for the first time) to the rollups of every grain, in the caller's
-    transaction (four statements, whatever the number of events)."""
+    transaction (five statements, whatever the number of events)."""
     hourly = _totals(
         events, lambda e: (_hour(e), e["organization_id"], e["team_id"], e["api_key_id"], e["model"]), timed=True
     )
@@ -120,6 +126,13 @@ def usage_rollups_add(cursor: Any, events: list[dict[str, Any]]) -> None:
     _upsert(
         cursor, UsageModelRollup._meta.db_table, ("hour", "organization_id", "team_id", "model"), _SUMS, by_model,
         _HISTOGRAMS,
+    )  # fmt: skip
+    by_model_day = _totals(
+        events, lambda e: (_hour(e).replace(hour=0), e["organization_id"], e["team_id"], e["model"]), timed=True
+    )
+    _upsert(
+        cursor, UsageModelDayRollup._meta.db_table, ("day", "organization_id", "team_id", "model"), _SUMS,
+        by_model_day, _HISTOGRAMS,
     )  # fmt: skip
     by_deployment = _totals(
         events,
@@ -154,6 +167,15 @@ REBUILD_SQL = (
     f"sum(server_errors), {histogram_sum_sql('ttft_histogram')}, {histogram_sum_sql('latency_histogram')} "
     "FROM audit_usagerollup "
     "WHERE hour >= %(since)s AND hour < %(until)s GROUP BY hour, organization_id, team_id, model",
+    "DELETE FROM usage_modeldayrollup WHERE day >= %(since)s AND day < %(until)s",
+    "INSERT INTO usage_modeldayrollup (day, organization_id, team_id, model, requests, errors, prompt_tokens, "  # noqa: S608 (constants)
+    "completion_tokens, cost_micros, latency_ms_total, ttft_ms_total, client_errors, server_errors, ttft_histogram, "
+    "latency_histogram) "
+    "SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, team_id, model, "
+    "sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros), sum(latency_ms_total), "
+    "sum(ttft_ms_total), sum(client_errors), sum(server_errors), "
+    f"{histogram_sum_sql('ttft_histogram')}, {histogram_sum_sql('latency_histogram')} FROM audit_usagerollup "
+    "WHERE hour >= %(since)s AND hour < %(until)s GROUP BY 1, organization_id, team_id, model",
     "DELETE FROM audit_usagekeyrollup WHERE day >= %(since)s AND day < %(until)s",
     "INSERT INTO audit_usagekeyrollup (day, organization_id, team_id, api_key_id, requests, errors, prompt_tokens, "
     "completion_tokens, cost_micros) "
@@ -163,7 +185,8 @@ REBUILD_SQL = (
 )
 # Held while rebuilding: the usage worker's upserts wait, so none lands between the DELETE and the INSERT.
 REBUILD_LOCK_SQL = (
-    "LOCK TABLE audit_usagerollup, audit_usagemodelrollup, audit_usagekeyrollup IN SHARE ROW EXCLUSIVE MODE"
+    "LOCK TABLE audit_usagerollup, audit_usagemodelrollup, audit_usagekeyrollup, usage_modeldayrollup "
+    "IN SHARE ROW EXCLUSIVE MODE"
 )
 
 

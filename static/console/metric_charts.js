@@ -34,7 +34,7 @@
     if (value === null || value === undefined) return "no data";
     if (unit === "ms") return value >= 10000 ? (value / 1000).toFixed(2) + " s" : Math.round(value) + " ms";
     if (unit === "%") return value.toFixed(1) + "%";
-    if (unit === "tokens/s") return value.toFixed(1) + " tokens/s";
+    if (unit === "tokens/s") return (value >= 10 ? value.toFixed(1) : value.toPrecision(3)) + " tokens/s";
     return value.toLocaleString() + " " + unit;
   }
 
@@ -96,8 +96,10 @@
           grid: { stroke: "#eef0f3" }, size: 60 },
       ],
       series: [{}].concat(spec.series.map(function (s) {
+        // Points where few values are drawn: a value between two gaps is a point, not a line.
+        var drawn = s.values.filter(function (v) { return v !== null; }).length;
         return { label: s.label, stroke: s.colour, width: 2, spanGaps: false,
-                 points: { show: spec.x.length <= 31 } };
+                 points: { show: spec.x.length <= 31 || drawn <= 31 } };
       })),
       hooks: tip ? {
         setCursor: [function (u) { showTooltip(tip, spec, u); }],

@@ -96,9 +96,9 @@ def test_the_engines_load_is_charted_from_the_samples_of_the_organisations_deplo
     ours = ModelDeploymentFactory(organization=org)
     theirs = ModelDeploymentFactory(organization=other_org)
     now = datetime.now(UTC)
-    DeploymentLoadSample.objects.create(deployment=ours, at=now - timedelta(minutes=10), running=3, waiting=2,
-                                        kv_cache=0.4)  # fmt: skip
-    DeploymentLoadSample.objects.create(deployment=theirs, at=now - timedelta(minutes=10), running=90, kv_cache=1)
+    at = now - timedelta(minutes=10)
+    DeploymentLoadSample.objects.create(deployment=ours, step=300, at=at, running=3, waiting=2, kv_cache=0.4)
+    DeploymentLoadSample.objects.create(deployment=theirs, step=300, at=at, running=90, kv_cache=1)
     client.force_login(owner)
 
     data = _island(client.get("/console/dashboard/?range=24h").content.decode(), "dashboard-metrics")

@@ -25,7 +25,7 @@ from apps.usage.histograms import (
     histogram_percentile,
 )
 from apps.usage.latency_selectors import usage_latency_series
-from apps.usage.models import UsageDeploymentRollup, UsageModelRollup, UsageRollup
+from apps.usage.models import UsageDeploymentRollup, UsageModelDayRollup, UsageModelRollup, UsageRollup
 from apps.usage.rollups import usage_rollups_rebuild
 from apps.usage.services import usage_records_store
 
@@ -113,7 +113,7 @@ def test_the_usage_worker_fills_the_histograms_and_failure_counters_at_every_tim
     usage_records_store(batch[2:])  # a second batch merges into the same rows
     usage_records_store(batch[2:])  # and a batch read twice counts once
 
-    for model in (UsageRollup, UsageModelRollup):
+    for model in (UsageRollup, UsageModelRollup, UsageModelDayRollup):
         row = model.objects.get(organization=org)
         assert row.requests == 7
         assert (row.client_errors, row.server_errors) == (2, 1)
@@ -138,6 +138,33 @@ def test_rows_from_before_the_histograms_merge_as_zeros_and_rebuilds_keep_them(o
     rebuilt = UsageModelRollup.objects.get(organization=org)
     assert rebuilt.requests == 4
     assert rebuilt.ttft_histogram == histogram_of([120.0])
+    daily = UsageModelDayRollup.objects.get(organization=org)
+    assert daily.requests == 4
+    assert daily.ttft_histogram == histogram_of([120.0])
+
+
+@pytest.mark.django_db
+def test_a_month_read_from_the_daily_rollups_equals_one_read_from_the_hourly_ones(org):
+    from apps.usage import selectors
+
+    since, until, bucket = selectors.range_window("30d", now=NOW)
+    events = [
+        _event(org, NOW - timedelta(days=days, hours=hours), ttft_ms=10.0 * (days + hours), latency_ms=99.0 * days,
+               model=f"m-{days % 3}", status_code=500 if hours == 5 else 200, outcome="error" if hours == 5 else "ok")
+        for days in range(0, 29, 3) for hours in range(0, 24, 5)
+    ]  # fmt: skip
+    usage_records_store(events)
+
+    def read(rollups):
+        return usage_latency_series(rollups=rollups, since=since, until=until, bucket=bucket, now=NOW)
+
+    daily = read(UsageModelDayRollup.objects.filter(organization=org))
+    hourly = read(UsageModelRollup.objects.filter(organization=org))
+    assert daily == hourly
+    assert daily.totals.requests == len(events)
+    assert daily.totals.server_errors == 10
+    with pytest.raises(ValueError, match="day buckets"):
+        usage_latency_series(rollups=UsageModelDayRollup.objects.all(), since=since, until=until, bucket="hour")
 
 
 @pytest.mark.django_db

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from apps.compute.load_selectors import deployment_load_series, load_step_for
+from apps.compute.load_selectors import deployment_load_series
 from apps.compute.models import ModelDeployment, Replica
 from apps.compute.routing import replicas_live_load
 from apps.console.metric_charts import metric_panels
@@ -26,7 +26,7 @@ from apps.policies.models import Policy
 from apps.policies.selectors import budget_burn
 from apps.usage import selectors as usage
 from apps.usage.latency_selectors import usage_latency_series
-from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.models import UsageKeyRollup, UsageModelDayRollup, UsageModelRollup, UsageRecord, UsageRollup
 from inferia_runtime.money import money_currency
 
 
@@ -63,12 +63,18 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     records = _in_scope(UsageRecord.objects.restrict(who), scope)
     deployments = _in_scope(ModelDeployment.objects.restrict(who), scope)
     panels = metric_panels(
-        latency=usage_latency_series(rollups=by_model, since=since, until=until, bucket=bucket),
+        # Day buckets (a month) from the daily per-model rollups: a few rows a day instead of a few an hour.
+        latency=usage_latency_series(
+            rollups=_in_scope(UsageModelDayRollup.objects.restrict(who), scope) if bucket == "day" else by_model,
+            since=since,
+            until=until,
+            bucket=bucket,
+        ),
         load=deployment_load_series(
             deployments=deployments,
             since=since,
             until=until,
-            step_seconds=load_step_for(since, until, settings.INFERIA_LOAD_SAMPLE_SECONDS),
+            fine_seconds=settings.INFERIA_LOAD_SAMPLE_SECONDS,
         ),
         bucket=bucket,
         range_name=range_name,

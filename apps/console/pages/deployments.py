@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.compute import inventory_services, services
 from apps.compute.external_registration import external_deployment_create
-from apps.compute.load_selectors import deployment_load_series, load_step_for
+from apps.compute.load_selectors import deployment_load_series
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.console import deployment_selectors as deps
 from apps.console.metric_charts import metric_panels
@@ -293,7 +293,7 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
             deployments=ModelDeployment.objects.filter(pk=deployment.pk),
             since=since,
             until=until,
-            step_seconds=load_step_for(since, until, settings.INFERIA_LOAD_SAMPLE_SECONDS),
+            fine_seconds=settings.INFERIA_LOAD_SAMPLE_SECONDS,
         ),
         bucket=bucket,
         range_name=range_name,
