@@ -164,3 +164,12 @@ def test_a_shared_platform_deployment_shows_each_organisation_its_own_requests(c
     html = response.content.decode()
     assert _tile(html, "tile-server-errors") == "0 requests"
     assert int(_tile(html, "tile-ttft-p95").split()[0]) <= 50
+
+
+def test_reading_usage_lets_a_role_see_every_rollup_the_charts_read():
+    from apps.rbac.capabilities import CAPABILITIES_BY_SLUG
+    from apps.usage.models import UsageDeploymentRollup, UsageModelDayRollup, UsageModelRollup
+
+    granted = CAPABILITIES_BY_SLUG["read_usage"].permissions
+    for model in (UsageModelRollup, UsageModelDayRollup, UsageDeploymentRollup):
+        assert f"usage.view_{model._meta.model_name}" in granted
