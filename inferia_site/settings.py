@@ -307,6 +307,11 @@ INFERIA_HEALTH_PUSH_FRESH_SECONDS = env_float("INFERIA_HEALTH_PUSH_FRESH_SECONDS
 INFERIA_HEALTH_TIMEOUT_SECONDS = env_float("INFERIA_HEALTH_TIMEOUT_SECONDS", 2.0)
 INFERIA_UNHEALTHY_REPLACE_SECONDS = env_float("INFERIA_UNHEALTHY_REPLACE_SECONDS", 60.0)
 INFERIA_STARTING_TIMEOUT_SECONDS = env_float("INFERIA_STARTING_TIMEOUT_SECONDS", 1800.0)
+# The engines' load over time (deployment pages, dashboard): one sample per deployment and step (kept FINE days), and
+# one per deployment and hour (kept HISTORY days) for the longer ranges.
+INFERIA_LOAD_SAMPLE_SECONDS = min(3600, max(10, env_int("INFERIA_LOAD_SAMPLE_SECONDS", 300)))
+INFERIA_LOAD_FINE_HISTORY_DAYS = env_int("INFERIA_LOAD_FINE_HISTORY_DAYS", 2)
+INFERIA_LOAD_HISTORY_DAYS = env_int("INFERIA_LOAD_HISTORY_DAYS", 30)
 # Crash-loop back-off, as Kubernetes does it: a deployment's replica that fails is replaced after a delay that doubles
 # with each failure in a row (from BACKOFF to BACKOFF_MAX); the count resets once the deployment has been READY for
 # FAILURE_RESET; after MAX_FAILURES in a row with nothing serving, it goes FAILED with the last error.

@@ -5,6 +5,7 @@ The load it scrapes (vLLM's running and waiting requests and KV-cache use) goes 
 once (the reconciler replaces it); one that misses INFERIA_HEALTH_FAILURES checks in a row becomes UNHEALTHY and
 leaves routing, and comes back to READY when it answers again. A replica that pushes heartbeats
 (`POST /api/nodes/heartbeat`, for nodes behind NAT) is healthy while either its poll or its push is fresh.
+After each check the deployments' load goes to their load history (apps/compute/load_history.py), for charts.
 The new output of every replica that is not serving (starting, unhealthy, failing) goes to the console's live page
 (apps/compute/replica_logs.py).
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import aiohttp
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +30,7 @@ from apps.compute.adapters import AdapterError, ReplicaPhase, adapter_for
 from apps.compute.adapters.external import external_upstream_headers
 from apps.compute.adapters.http import http_call
 from apps.compute.events import ReplicaEndpointChanged
+from apps.compute.load_history import deployment_load_record
 from apps.compute.models import Replica
 from apps.compute.replica_logs import replicas_logs_publish
 from apps.compute.replica_states import replica_transition
@@ -166,6 +168,10 @@ def replicas_health_check() -> dict[HealthOutcome, int]:
     for replica, probe in zip(replicas, probes, strict=True):
         outcome = replica_health_apply(replica=replica, probe=probe)
         counts[outcome] = counts.get(outcome, 0) + 1
+    try:
+        deployment_load_record()
+    except DatabaseError:  # the load history is for charts: losing one sample must not fail the checks
+        logger.exception("recording the deployments' load failed")
     return counts
 
 

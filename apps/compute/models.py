@@ -232,3 +232,34 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id}: {self.from_state} -> {self.to_state} ({self.reason})"
+
+
+class DeploymentLoadSample(models.Model):
+    """A deployment's engine load over one sampling step: the highest running and waiting requests summed over its
+    READY replicas, and the highest KV-cache use (0..1) of any of them, as the health checker saw them. Two
+    resolutions: `step` INFERIA_LOAD_SAMPLE_SECONDS (a day's charts; kept INFERIA_LOAD_FINE_HISTORY_DAYS) and an hour
+    (longer ranges; kept INFERIA_LOAD_HISTORY_DAYS), so a month's chart reads hundreds of rows, not thousands. Written
+    by the health task; read through its deployment (already narrowed by `.restrict()`), like DeploymentEvent."""
+
+    deployment = models.ForeignKey(ModelDeployment, on_delete=models.CASCADE, related_name="+")
+    step = models.PositiveIntegerField(help_text="Length of the sample in seconds.")
+    at = models.DateTimeField(help_text="Start of the sample (UTC).")
+    running = models.FloatField(default=0)
+    waiting = models.FloatField(default=0)
+    kv_cache = models.FloatField(default=0)
+    replicas = models.PositiveSmallIntegerField(default=0, help_text="READY replicas that reported load.")
+
+    class Meta:
+        ordering = ["deployment_id", "step", "at"]
+        constraints = [
+            # Also the index every read takes (one deployment, one resolution, a time range), without the table.
+            models.UniqueConstraint(
+                fields=["deployment", "step", "at"],
+                include=["running", "waiting", "kv_cache"],
+                name="compute_load_sample_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["step", "at"], name="compute_load_sample_age")]  # pruning by age
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} @ {self.at:%Y-%m-%d %H:%M} ({self.step}s)"

@@ -13,6 +13,7 @@ import uuid
 from celery import shared_task
 
 from apps.compute.health import replicas_health_check
+from apps.compute.load_history import deployment_load_prune
 from apps.compute.lora import deployment_lora_sync_run
 from apps.compute.reconcile import deployment_reconcile_run, deployments_autoscale_all, deployments_reconcile_all
 from apps.compute.replicas import (
@@ -106,3 +107,9 @@ def health_check() -> None:
     finally:
         if client.get(HEALTH_LOCK) == token.encode():
             client.delete(HEALTH_LOCK)
+
+
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=580, expires=3000, ignore_result=True)
+def load_history_prune() -> int:
+    """Delete deployment load samples older than INFERIA_LOAD_HISTORY_DAYS (the beat runs it hourly)."""
+    return deployment_load_prune()

@@ -74,11 +74,13 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "view_deployments", "See deployments", "See providers, compute pools, deployments and their replicas.",
-        _crud("compute", "provider", "computepool", "modeldeployment", "replica", "deploymentevent", actions=("view",)),
+        _crud("compute", "provider", "computepool", "modeldeployment", "replica", "deploymentevent",
+              "deploymentloadsample", actions=("view",)),
     ),
     Capability(
         "deploy_models", "Deploy models", "Create, scale, restart and delete model deployments.",
-        _crud("compute", "modeldeployment", "replica", "deploymentevent"), requires=("view_deployments",),
+        _crud("compute", "modeldeployment", "replica", "deploymentevent", "deploymentloadsample"),
+        requires=("view_deployments",),
     ),
     Capability(
         "manage_compute", "Manage compute", "Add and change providers (with their credentials) and compute pools.",
@@ -98,7 +100,8 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "read_usage", "Read usage", "See usage, costs and the dashboards, and export them.",
-        _crud("usage", "usagerecord", "usagerollup", "usagekeyrollup", "usagemodelrollup", actions=("view",)),
+        _crud("usage", "usagerecord", "usagerollup", "usagekeyrollup", "usagemodelrollup", "usagemodeldayrollup",
+              "usagedeploymentrollup", actions=("view",)),
     ),
     Capability(
         "read_captures", "Read prompts and answers",

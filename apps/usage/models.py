@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from inferia_runtime.tenancy import TenantManager, TenantPath
@@ -119,11 +120,29 @@ class UsageTotals(models.Model):
         abstract = True
 
 
+def _histogram_field(what: str) -> ArrayField:  # type: ignore[type-arg]
+    # Rows written before the histograms existed hold an empty array: it merges as zeros (apps/usage/histograms.py).
+    # int4 elements: an hour's count per bucket fits, and PostgreSQL sums int4 several times faster than int8.
+    return ArrayField(
+        models.IntegerField(),
+        default=list,
+        db_default=models.Value([], output_field=ArrayField(models.IntegerField())),
+        blank=True,
+        help_text=f"Completed requests per {what} bucket (apps.usage.histograms.BOUNDS_MS).",
+    )
+
+
 class UsageTimedTotals(UsageTotals):
-    """Counters with the sums of latencies, for averages over any set of buckets."""
+    """Counters with the sums of latencies, for averages over any set of buckets; client (4xx) and server or upstream
+    (5xx) failures apart; and the histograms of time to first token and end-to-end latency of completed requests,
+    for percentiles over any set of buckets."""
 
     latency_ms_total = models.FloatField(default=0)
     ttft_ms_total = models.FloatField(default=0)
+    client_errors = models.BigIntegerField(default=0, db_default=0, help_text="Requests answered 4xx.")
+    server_errors = models.BigIntegerField(default=0, db_default=0, help_text="Requests answered 5xx.")
+    ttft_histogram = _histogram_field("time to first token")
+    latency_histogram = _histogram_field("end-to-end latency")
 
     class Meta:
         abstract = True
@@ -198,6 +217,37 @@ class UsageModelRollup(UsageTimedTotals):
         return f"{self.model} @ {self.hour:%Y-%m-%d %H}:00"
 
 
+class UsageModelDayRollup(UsageTimedTotals):
+    """Daily totals of usage per organisation, team and model, with the latency histograms: the dashboard's latency
+    over a month reads these (a few rows per day) instead of the per-model hourly rollups. Kept by the usage worker in
+    the same transaction as UsageRollup (and rebuilt from it); visible to whoever may view UsageRollup rows of the
+    same organisation and team."""
+
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
+    day = models.DateTimeField(help_text="Start of the day (UTC).")
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
+    model = models.CharField(max_length=200)
+
+    objects = TenantManager()
+
+    class Meta:
+        db_table = "usage_modeldayrollup"
+        ordering = ["-day"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "organization", "team", "model"],
+                nulls_distinct=False,
+                name="usage_model_day_rollup_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "day"], name="usage_model_day_rollup_org")]
+
+    def __str__(self) -> str:
+        return f"{self.model} @ {self.day:%Y-%m-%d}"
+
+
 class UsageKeyRollup(UsageTotals):
     """Daily totals of usage per organisation, team and API key, without the model: the dashboard's busiest keys over
     days read these (one row per key and day) instead of the hourly per-key, per-model rollups. Kept by the usage
@@ -234,3 +284,34 @@ class UsageKeyRollup(UsageTotals):
 
     def __str__(self) -> str:
         return f"key {self.api_key_id} @ {self.day:%Y-%m-%d}"
+
+
+class UsageDeploymentRollup(UsageTimedTotals):
+    """Hourly totals of usage per organisation, team and deployment: a deployment page's latency, throughput and
+    failures over time. Kept by the usage worker in the same transaction as UsageRollup, for requests that reached a
+    deployment; visible to whoever may view UsageRollup rows of the same organisation and team (a platform
+    deployment's page shows each organisation only its own requests)."""
+
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_ROLLUP_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **_ROLLUP_FK)
+    deployment = models.ForeignKey("compute.ModelDeployment", related_name="+", **_ROLLUP_FK)
+
+    objects = TenantManager()
+
+    class Meta:
+        db_table = "usage_deploymentrollup"
+        ordering = ["-hour"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "organization", "team", "deployment"],
+                nulls_distinct=False,
+                name="usage_deployment_rollup_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["deployment", "hour"], name="usage_deployment_rollup_hour")]
+
+    def __str__(self) -> str:
+        return f"deployment {self.deployment_id} @ {self.hour:%Y-%m-%d %H}:00"

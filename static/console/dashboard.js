@@ -36,7 +36,8 @@
       axes: [
         // `space`: the least pixels between two ticks, wider than the longest label ("Nov 30", "23:00") plus a gap.
         { values: formatX, space: 64, stroke: "#5b6470", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" } },
-        { stroke: "#5b6470", grid: { stroke: "#eef0f3" }, size: 56 },
+        { label: el.getAttribute("data-unit") || "", labelSize: 18, stroke: "#5b6470", grid: { stroke: "#eef0f3" },
+          size: 56 },
       ],
       series: [
         {},

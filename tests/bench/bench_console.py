@@ -35,6 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 TARGET_MS = 300.0
+# What the seed holds beyond its sizes; a seed of another shape is redone. 3: latency histograms, 4xx apart, the
+# per-deployment and per-model daily rollups and the engines' load samples at both resolutions.
+SEED_SHAPE = 3
 ORG_SLUG = "bench-console"
 OWNER_EMAIL = "owner@bench-console.test"
 MODELS = [f"bench-model-{n}" for n in range(8)]
@@ -115,8 +118,8 @@ SELECT row_number() OVER (ORDER BY id DESC) AS n, id, team_id FROM keys_apikey W
 CREATE INDEX ON bench_keys (n);
 ANALYZE bench_keys;
 
--- usage: spread over the last 30 days; 90%% from the hot keys (the newest), 10%% from any key; 3%% errors,
--- 2%% with guardrails that fired
+-- usage: spread over the last 30 days; 90%% from the hot keys (the newest), 10%% from any key; 3%% failures (a third
+-- of them refused 429, the rest 500), 2%% with guardrails that fired; spread over the deployments
 INSERT INTO audit_usagerecord (request_id, started_at, endpoint, model, prompt_tokens, completion_tokens, cost_micros,
     ttft_ms, latency_ms, status_code, outcome, error_code, estimated, streamed, guardrails, api_key_id, deployment_id,
     organization_id, replica_id, team_id)
@@ -126,15 +129,16 @@ SELECT 'bench-' || u.i, u.started_at, 'chat.completions',
        u.prompt, u.completion,
        (u.prompt * 500 + u.completion * 1500) / 1000,
        20 + (u.r * 80), 200 + (u.r * 1800),
-       CASE WHEN u.err THEN 500 ELSE 200 END,
-       CASE WHEN u.err THEN 'error' ELSE 'ok' END,
-       CASE WHEN u.err THEN 'upstream_error' ELSE '' END,
+       CASE WHEN NOT u.err THEN 200 WHEN u.i %% 3 = 0 THEN 429 ELSE 500 END,
+       CASE WHEN NOT u.err THEN 'ok' WHEN u.i %% 3 = 0 THEN 'denied' ELSE 'error' END,
+       CASE WHEN NOT u.err THEN '' WHEN u.i %% 3 = 0 THEN 'rate_limited' ELSE 'upstream_error' END,
        false, u.i %% 2 = 0,
        CASE WHEN u.i %% 50 = 0 THEN
          jsonb_build_array(jsonb_build_object('category', (ARRAY['pii', 'toxicity', 'prompt_injection'])[1 + u.i %% 3],
                                               'action', (ARRAY['redact', 'block', 'flag'])[1 + u.i %% 3], 'count', 1))
        ELSE '[]'::jsonb END,
-       k.id, NULL, %(org)s, NULL, k.team_id
+       k.id, (SELECT min(id) FROM compute_modeldeployment WHERE organization_id = %(org)s) + u.i %% %(deployments)s,
+       %(org)s, NULL, k.team_id
 FROM (
     SELECT i,
            now() - random() * interval '30 days' AS started_at,
@@ -145,26 +149,57 @@ FROM (
     FROM generate_series(1, %(usage)s) i
 ) u JOIN bench_keys k ON k.n = u.key_n;
 
--- the hourly rollups the usage worker keeps, from those very rows
+-- the hourly rollups the usage worker keeps, from those very rows, with their latency histograms
 INSERT INTO audit_usagerollup (hour, model, requests, errors, prompt_tokens, completion_tokens, cost_micros,
-                               latency_ms_total, ttft_ms_total, api_key_id, organization_id, team_id)
+                               latency_ms_total, ttft_ms_total, client_errors, server_errors, ttft_histogram,
+                               latency_histogram, api_key_id, organization_id, team_id)
 SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', model, count(*),
-       count(*) FILTER (WHERE outcome = 'error'), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros),
-       sum(latency_ms), sum(coalesce(ttft_ms, 0)), api_key_id, organization_id, team_id
+       count(*) FILTER (WHERE outcome <> 'ok'), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros),
+       sum(latency_ms), sum(coalesce(ttft_ms, 0)), count(*) FILTER (WHERE status_code BETWEEN 400 AND 499),
+       count(*) FILTER (WHERE status_code >= 500), %(ttft_histogram)s, %(latency_histogram)s,
+       api_key_id, organization_id, team_id
 FROM audit_usagerecord WHERE organization_id = %(org)s
 GROUP BY 1, model, api_key_id, organization_id, team_id;
 
+-- the per-deployment hourly rollups, from the rows too (the hourly ones have no deployment)
+INSERT INTO usage_deploymentrollup (hour, deployment_id, requests, errors, prompt_tokens, completion_tokens,
+                                    cost_micros, latency_ms_total, ttft_ms_total, client_errors, server_errors,
+                                    ttft_histogram, latency_histogram, organization_id, team_id)
+SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', deployment_id, count(*),
+       count(*) FILTER (WHERE outcome <> 'ok'), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros),
+       sum(latency_ms), sum(coalesce(ttft_ms, 0)), count(*) FILTER (WHERE status_code BETWEEN 400 AND 499),
+       count(*) FILTER (WHERE status_code >= 500), %(ttft_histogram)s, %(latency_histogram)s,
+       organization_id, team_id
+FROM audit_usagerecord WHERE organization_id = %(org)s AND deployment_id IS NOT NULL
+GROUP BY 1, deployment_id, organization_id, team_id;
+
 -- and the per-model hourly and per-key daily rollups it keeps beside them, from the hourly ones
 INSERT INTO audit_usagemodelrollup (hour, organization_id, team_id, model, requests, errors, prompt_tokens,
-                                    completion_tokens, cost_micros, latency_ms_total, ttft_ms_total)
+                                    completion_tokens, cost_micros, latency_ms_total, ttft_ms_total, client_errors,
+                                    server_errors, ttft_histogram, latency_histogram)
 SELECT hour, organization_id, team_id, model, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens),
-       sum(cost_micros), sum(latency_ms_total), sum(ttft_ms_total)
+       sum(cost_micros), sum(latency_ms_total), sum(ttft_ms_total), sum(client_errors), sum(server_errors),
+       %(ttft_histogram_sum)s, %(latency_histogram_sum)s
 FROM audit_usagerollup WHERE organization_id = %(org)s GROUP BY hour, organization_id, team_id, model;
-INSERT INTO audit_usagekeyrollup (day, organization_id, team_id, api_key_id, requests, errors, prompt_tokens,
-                                  completion_tokens, cost_micros)
-SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, team_id, api_key_id,
-       sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros)
-FROM audit_usagerollup WHERE organization_id = %(org)s GROUP BY 1, organization_id, team_id, api_key_id;
+
+-- the per-model daily rollups, from the hourly ones
+INSERT INTO usage_modeldayrollup (day, organization_id, team_id, model, requests, errors, prompt_tokens,
+                                  completion_tokens, cost_micros, latency_ms_total, ttft_ms_total, client_errors,
+                                  server_errors, ttft_histogram, latency_histogram)
+SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, team_id, model, sum(requests),
+       sum(errors), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros), sum(latency_ms_total),
+       sum(ttft_ms_total), sum(client_errors), sum(server_errors), %(ttft_histogram_sum)s, %(latency_histogram_sum)s
+FROM audit_usagerollup WHERE organization_id = %(org)s GROUP BY 1, organization_id, team_id, model;
+
+-- the engines' load the health task samples: every deployment, at both resolutions, for their whole history
+INSERT INTO compute_deploymentloadsample (deployment_id, step, at, running, waiting, kv_cache, replicas)
+SELECT d.id, r.step,
+       to_timestamp(floor(extract(epoch FROM now()) / r.step) * r.step) - s * r.step * interval '1 second',
+       floor(random() * 12), floor(random() * 4), random(), 2
+FROM compute_modeldeployment d,
+     (VALUES (%(load_step)s, %(load_fine_samples)s), (3600, %(load_hourly_samples)s)) AS r(step, samples),
+     LATERAL generate_series(0, r.samples - 1) s
+WHERE d.organization_id = %(org)s;
 
 -- audit events (inserts are allowed: the append-only triggers refuse UPDATE, DELETE and TRUNCATE only); the chain's
 -- hashes are placeholders (this data is not for verification), the chain head moves past them so appends go on
@@ -183,10 +218,12 @@ ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash;
 
 
 def seed(sizes: dict[str, int]) -> None:
+    from django.conf import settings
     from django.db import connection, transaction
 
     from apps.compute.models import ModelDeployment, Replica
     from apps.rbac.services import roles_ensure_builtin
+    from apps.usage.histograms import histogram_count_sql, histogram_sum_sql
     from tests.factories import (
         ComputePoolFactory,
         MembershipFactory,
@@ -218,6 +255,14 @@ def seed(sizes: dict[str, int]) -> None:
             "teams": TEAMS, "members": MEMBERS, "hot": min(sizes["hot_keys"], sizes["keys"]),
             "models": "[" + ",".join(f"'{m}'" for m in MODELS) + "]", "nmodels": len(MODELS),
             "actions": "[" + ",".join(f"'{a}'" for a in ACTIONS) + "]", "nactions": len(ACTIONS), **sizes,
+            "deployments": DEPLOYMENTS, "load_step": settings.INFERIA_LOAD_SAMPLE_SECONDS,
+            "load_fine_samples": settings.INFERIA_LOAD_FINE_HISTORY_DAYS * 86400
+            // settings.INFERIA_LOAD_SAMPLE_SECONDS,
+            "load_hourly_samples": settings.INFERIA_LOAD_HISTORY_DAYS * 24,
+            "ttft_histogram": histogram_count_sql("ttft_ms", "outcome = 'ok'"),
+            "latency_histogram": histogram_count_sql("latency_ms", "outcome = 'ok'"),
+            "ttft_histogram_sum": histogram_sum_sql("ttft_histogram"),
+            "latency_histogram_sum": histogram_sum_sql("latency_histogram"),
         }  # fmt: skip
         sql = SEED_SQL % {k: v for k, v in params.items()}  # trusted constants and integers only
         with connection.cursor() as cursor:
@@ -281,11 +326,13 @@ def measure(client: Any, url: str, *, runs: int, stream: bool = False) -> dict[s
 def pages() -> list[tuple[str, str, bool]]:
     """(label, url, streamed) of every page measured."""
     from apps.audit.models import AuditEvent
+    from apps.compute.models import ModelDeployment
     from apps.console.pages.support import _encode
     from apps.keys.models import ApiKey
     from apps.orgs.models import Organization
 
     organization = Organization.objects.get(slug=ORG_SLUG)
+    deployment = ModelDeployment.objects.filter(organization=organization).order_by("pk").first()
     keys = ApiKey.objects.filter(organization=organization).order_by("-created_at", "-pk")
     deep = keys.values("created_at", "pk")[keys.count() // 2]
     hot_key = keys.values_list("pk", "prefix")[5]
@@ -302,6 +349,9 @@ def pages() -> list[tuple[str, str, bool]]:
         ("dashboard 7d", u("/console/dashboard/", org=ORG_SLUG, range="7d"), False),
         ("dashboard 30d", u("/console/dashboard/", org=ORG_SLUG, range="30d"), False),
         ("deployments", u("/console/deployments/", **org), False),
+        ("deployment 24h", u(f"/console/deployments/{deployment.pk}/", range="24h"), False),
+        ("deployment 7d", u(f"/console/deployments/{deployment.pk}/", range="7d"), False),
+        ("deployment 30d", u(f"/console/deployments/{deployment.pk}/", range="30d"), False),
         ("keys", u("/console/keys/", **org), False),
         ("keys search name", u("/console/keys/", q="key-04217", **org), False),
         ("keys search word", u("/console/keys/", q="notebook", **org), False),
@@ -337,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="measure only pages whose label contains this")
     args = parser.parse_args(argv)
     sizes = {"usage": args.usage, "keys": args.keys, "audit": args.audit, "hot_keys": args.hot_keys,
-             "models_per_key": min(args.models_per_key, len(MODELS))}  # fmt: skip
+             "models_per_key": min(args.models_per_key, len(MODELS)), "shape": SEED_SHAPE}  # fmt: skip
 
     os.environ["DATABASE_URL"] = _pg_admin_url(args.database)[1]
     # Redis database 9 for everything, away from the test suite's (10-12) and a development server's.

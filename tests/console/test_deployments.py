@@ -118,10 +118,10 @@ def test_detail_query_count_is_pinned(client, owner, org, django_assert_num_quer
 
 
 # Session, user, two-factor gate; then the list, the organisation scope, may add there, may register an external
-# endpoint there, its pools (list); or the deployment, may change, replicas, events, recent errors (detail); and the
-# top bar's organisations.
+# endpoint there, its pools (list); or the deployment, may change, replicas, events, recent errors, latency from its
+# rollups, its engines' load over time (detail); and the top bar's organisations.
 LIST_QUERIES = 9
-DETAIL_QUERIES = 10
+DETAIL_QUERIES = 12
 
 
 def _communicator(user, deployment_id):

@@ -1,5 +1,6 @@
 """The overview dashboard: one organisation's usage (or the platform's, for the superadmin) over a chosen range,
-its busiest models, keys and teams, the live load of its replicas, its budgets' burn and the guardrails that fired.
+its latency, throughput and failures, its engines' load over time, its busiest models, keys and teams, the live load
+of its replicas, its budgets' burn and the guardrails that fired.
 
 The view parses the organisation and range, calls the owning apps' selectors (usage, the replicas' live load,
 policies' budget burn) with `.restrict()`-ed querysets, and renders; the charts draw from a JSON island in the page
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -17,15 +19,18 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from apps.compute.models import Replica
+from apps.compute.load_selectors import deployment_load_series
+from apps.compute.models import ModelDeployment, Replica
 from apps.compute.routing import replicas_live_load
+from apps.console.metric_charts import metric_panels
 from apps.console.pages.support import page_principal
 from apps.console.pages.usage import FAILED
 from apps.console.scope import OrgScope, org_scope_get
 from apps.policies.models import Policy
 from apps.policies.selectors import budget_burn
 from apps.usage import selectors as usage
-from apps.usage.models import UsageKeyRollup, UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.latency_selectors import usage_latency_series
+from apps.usage.models import UsageKeyRollup, UsageModelDayRollup, UsageModelRollup, UsageRecord, UsageRollup
 from inferia_runtime.money import money_currency
 
 
@@ -60,6 +65,24 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     replicas = _in_scope(Replica.objects.restrict(who), scope, "deployment__organization_id")
     budgets, budgets_live = budget_burn(policies=_in_scope(Policy.objects.restrict(who), scope))
     records = _in_scope(UsageRecord.objects.restrict(who), scope)
+    deployments = _in_scope(ModelDeployment.objects.restrict(who), scope)
+    panels = metric_panels(
+        # Day buckets (a month) from the daily per-model rollups: a few rows a day instead of a few an hour.
+        latency=usage_latency_series(
+            rollups=_in_scope(UsageModelDayRollup.objects.restrict(who), scope) if bucket == "day" else by_model,
+            since=since,
+            until=until,
+            bucket=bucket,
+        ),
+        load=deployment_load_series(
+            deployments=deployments,
+            since=since,
+            until=until,
+            fine_seconds=settings.INFERIA_LOAD_SAMPLE_SECONDS,
+        ),
+        bucket=bucket,
+        range_name=range_name,
+    )
     context.update(
         series=series,
         chart={
@@ -70,11 +93,13 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "tokens": series.tokens,
             # Chart heights only: a float is fine here; every amount shown as text goes through `spend`/`money`.
             "spend": [micros / 1_000_000 for micros in series.cost_micros],
+            # A bucket without requests has no error rate: a gap, not 0%.
             "error_rate": [
-                round(100 * errors / requests, 2) if requests else 0
+                round(100 * errors / requests, 2) if requests else None
                 for requests, errors in zip(series.requests, series.errors, strict=True)
             ],
         },
+        panels=panels,
         top_models=overview.top_models,
         top_keys=usage.usage_top_keys(rollups=rollups, by_key=by_key, since=since, until=until),
         top_teams=overview.top_teams,

@@ -1,5 +1,6 @@
 """The deployments pages: the list (with the create form for who may add deployments), one deployment with its
-replicas, load, engine output, history and recent errors, and the scale, stop and start buttons. Writes go through
+replicas, load, latency and load over a chosen range, engine output, history and recent errors, and the scale, stop
+and start buttons. Writes go through
 the compute services with the signed-in user as actor (each records its audit event); live progress and output
 arrive over the WebSocket in `apps/console/consumers.py`.
 
@@ -14,6 +15,7 @@ import shlex
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
@@ -24,8 +26,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.compute import inventory_services, services
 from apps.compute.external_registration import external_deployment_create
+from apps.compute.load_selectors import deployment_load_series
 from apps.compute.models import ComputePool, ModelDeployment, Provider
 from apps.console import deployment_selectors as deps
+from apps.console.metric_charts import metric_panels
 from apps.console.money_field import MoneyField
 from apps.console.pages.support import (
     page_audit_context,
@@ -37,7 +41,9 @@ from apps.console.pages.support import (
 )
 from apps.console.scope import OrgScope, org_scope_get
 from apps.orgs.models import Organization
-from apps.usage.models import UsageRecord
+from apps.usage import selectors as usage
+from apps.usage.latency_selectors import usage_latency_series
+from apps.usage.models import UsageDeploymentRollup, UsageRecord
 from inferia_runtime.money import MICROS_PER_UNIT, money_currency, money_plain
 
 SIMULATOR_CHOICE = "simulator"
@@ -272,8 +278,26 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         ModelDeployment.objects.select_related("organization", "pool__provider"), request=request, pk=pk
     )
     can_change = _deployments(request, "change").filter(pk=deployment.pk).exists()
-    records = UsageRecord.objects.restrict(page_principal(request))
+    who = page_principal(request)
+    records = UsageRecord.objects.restrict(who)
     snapshot = deps.deployment_snapshot(deployment=deployment)
+    range_name = request.GET.get("range", usage.DEFAULT_RANGE)
+    if range_name not in usage.RANGES:
+        range_name = usage.DEFAULT_RANGE
+    since, until, bucket = usage.range_window(range_name)
+    # The viewer's own requests to this deployment (a platform deployment's page shows each organisation its own).
+    rollups = UsageDeploymentRollup.objects.restrict(who).filter(deployment_id=deployment.pk)
+    panels = metric_panels(
+        latency=usage_latency_series(rollups=rollups, since=since, until=until, bucket=bucket),
+        load=deployment_load_series(
+            deployments=ModelDeployment.objects.filter(pk=deployment.pk),
+            since=since,
+            until=until,
+            fine_seconds=settings.INFERIA_LOAD_SAMPLE_SECONDS,
+        ),
+        bucket=bucket,
+        range_name=range_name,
+    )
     context = {
         "deployment": deployment,
         "snapshot": snapshot,
@@ -282,6 +306,9 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "errors": deps.deployment_recent_errors(records=records, deployment=deployment),
         "logs": deps.deployment_log_entries(replica_ids=[row["id"] for row in snapshot["replicas"]]),
         "log_panel_lines": deps.LOG_PANEL_LINES,
+        "panels": panels,
+        "range_name": range_name,
+        "ranges": list(usage.RANGES),
         "can_change": can_change,
         "replicas_cap": inventory_services.REPLICAS_CAP,
         "price_input": money_plain(deployment.price_input_per_mtok_micros),

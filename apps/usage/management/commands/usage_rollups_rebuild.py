@@ -1,5 +1,5 @@
 """`manage.py usage_rollups_rebuild --since YYYY-MM-DD [--until YYYY-MM-DD]`: recompute the per-model hourly and
-per-key daily usage rollups of those days (UTC) from the hourly ones."""
+daily and the per-key daily usage rollups of those days (UTC) from the hourly ones."""
 
 from __future__ import annotations
 
