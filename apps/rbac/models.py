@@ -120,6 +120,9 @@ class UserSession(models.Model):
     last_seen_at = models.DateTimeField()
 
     class Meta:
+        # Personal: each person sees and ends only their own sessions (account services), so no role may grant a
+        # permission on them.
+        default_permissions = ()
         indexes = [models.Index(fields=["user", "-last_seen_at"], name="rbac_usersession_recent")]
 
     def __str__(self) -> str:

@@ -26,6 +26,7 @@ class Migration(migrations.Migration):
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='console_sessions', to=settings.AUTH_USER_MODEL)),
             ],
             options={
+                'default_permissions': (),
                 'indexes': [models.Index(fields=['user', '-last_seen_at'], name='rbac_usersession_recent')],
             },
         ),

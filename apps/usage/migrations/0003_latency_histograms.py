@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('compute', '0005_load_samples'),
         ('orgs', '0003_invitation_teams'),
-        ('usage', '0001_initial'),
+        ('usage', '0002_request_capture'),
         ('rbac', '0003_twofactor_oidc'),
         ('auth', '0012_alter_user_first_name_max_length'),
         ('contenttypes', '0002_remove_content_type_name'),
