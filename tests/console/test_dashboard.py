@@ -69,7 +69,7 @@ def test_the_superadmin_sees_the_platform(client, org, other_org, roles):
     client.force_login(admin)
     html = client.get("/console/dashboard/?range=7d").content.decode()
     assert sum(_series(html)["requests"]) == 50
-    assert "All (platform)" in html
+    assert '<option value="__platform__" selected>All organisations (platform)</option>' in html
 
 
 def test_budgets_burn_against_the_gateways_counters(client, owner, org, redis_cache):
