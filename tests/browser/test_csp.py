@@ -101,3 +101,13 @@ def test_admin_pages_run_without_a_policy_violation(root_page, console):
         page.click("#result_list tbody tr a")  # a change form with its inlines, prepopulated fields and widgets
         page.wait_for_load_state("networkidle")
     assert violations == []
+
+
+def test_a_deployments_state_is_not_editable_in_admin(root_page, console):
+    """The worker owns a deployment's state: the admin change form shows it but has no field a careless save could
+    write it back through."""
+    page = root_page
+    page.goto(console.url(f"/admin/compute/modeldeployment/{console.deployment_id}/change/"))
+    page.wait_for_selector("#content-main form")
+    assert page.locator("[name=state], [name=state_changed_at]").count() == 0
+    assert page.locator(".field-state .readonly").count() == 1
