@@ -192,3 +192,18 @@ def test_every_main_page_renders_for_the_owner(owner_page, console):
         assert response.status == 200, (name, response.status)
         assert page.locator("main h1").count() >= 1, name
         screenshot(page, name)
+
+
+def test_a_live_deployment_page_keeps_one_connection(owner_page, console):
+    """The live panel used to reconnect every 5-6 s (Redis read timeouts in the channel layer, with tracebacks in
+    the web log): over 15 s it keeps the one WebSocket it opened, and the log stays clean."""
+    page = owner_page
+    sockets: list[Any] = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    log_before = len(console.process.output)
+    page.goto(console.url(f"/console/deployments/{console.deployment_id}/"))
+    page.wait_for_selector("[data-testid=deployment-logs] .log-line")
+    page.wait_for_timeout(15_000)
+    assert len(sockets) == 1
+    assert not sockets[0].is_closed()
+    assert "TimeoutError" not in console.process.output[log_before:]
