@@ -104,6 +104,7 @@ urlpatterns = [
     path("templates/new/", templates_pages.template_create_view, name="template-create"),
     path("templates/<int:pk>/", templates_pages.template_detail_view, name="template-detail"),
     path("templates/<int:pk>/versions/", templates_pages.template_version_create_view, name="template-version-create"),
+    path("templates/<int:pk>/description/", templates_pages.template_describe_view, name="template-describe"),
     path("templates/<int:pk>/diff/", templates_pages.template_diff_view, name="template-diff"),
     path("templates/<int:pk>/delete/", templates_pages.template_delete_view, name="template-delete"),
 ]

@@ -1,24 +1,29 @@
-"""The prompt templates pages: the list, a template's immutable version history, adding a version (an edit is
-always a new version), a unified diff between two versions, and deleting a template. Writes go through
+"""The prompt templates pages: the list, the editor for a new template, a template's immutable version history with
+the `/v1` request that uses it, adding a version (an edit is always a new version) in the same editor, its
+description, a unified diff between two versions, and deleting a template. Writes go through
 `apps.policies.prompts.services` (audited, published to every gateway)."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.validators import RegexValidator
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.console.pages.support import (
-    json_fields_clean,
     keyset_page,
+    organization_current,
     organization_current_slug,
     organization_filter,
     organizations_visible,
@@ -30,58 +35,39 @@ from apps.console.pages.support import (
     service_run,
     tenant_object,
 )
+from apps.console.pages.template_forms import TemplateEditor
 from apps.policies.errors import TemplateNotFound
-from apps.policies.models import PromptTemplate, PromptTemplateVersion
+from apps.policies.models import PromptTemplate
 from apps.policies.prompts import services as template_services
+from apps.policies.prompts.rendering import (
+    REQUEST_TEMPLATE_FIELD,
+    REQUEST_VARIABLES_FIELD,
+    TEMPLATE_NAME_RE,
+    template_request_example,
+)
 from apps.policies.prompts.selectors import prompt_template_versions_diff
 
 HISTORY_LIMIT = 100
-DEFAULT_MESSAGES = [{"role": "system", "content": "You are a helpful assistant for {{product}}."}]
 
 
-class VersionForm(forms.Form):
-    """A version's content: messages, variables and params as JSON, the default model and a note."""
+class TemplateCreateForm(forms.Form):
+    """What names a new template; its content comes from the editor."""
 
-    messages = forms.CharField(label="Messages (JSON)", widget=forms.Textarea)
-    variables = forms.CharField(label="Variables (JSON)", required=False, widget=forms.Textarea)
-    model = forms.CharField(label="Default model", required=False, max_length=200)
-    params = forms.CharField(label="Default parameters (JSON)", required=False, widget=forms.Textarea)
-    note = forms.CharField(label="What changed", required=False, max_length=500)
-
-    JSON_FIELDS = {"messages": list, "variables": list, "params": dict}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        json_fields_clean(self, cleaned, self.JSON_FIELDS)
-        return cleaned
-
-    def content(self) -> dict[str, Any]:
-        return {name: self.cleaned_data[name] for name in template_services.VERSION_FIELDS}
-
-    @classmethod
-    def initial_from(cls, version: PromptTemplateVersion | None) -> dict[str, Any]:
-        if version is None:
-            return {
-                "messages": json.dumps(DEFAULT_MESSAGES, indent=2),
-                "variables": json.dumps([{"name": "product", "default": "Inferia"}], indent=2),
-                "params": "{}",
-            }
-        return {
-            "messages": json.dumps(version.messages, indent=2, ensure_ascii=False),
-            "variables": json.dumps(version.variables, indent=2, ensure_ascii=False),
-            "model": version.model,
-            "params": json.dumps(version.params, indent=2, ensure_ascii=False),
-        }
+    name = forms.CharField(
+        label="Name",
+        max_length=100,
+        validators=[
+            RegexValidator(
+                re.compile(rf"^{TEMPLATE_NAME_RE.pattern}\Z"),
+                "Letters, digits, '_', '.' or '-', starting with a letter or a digit (no spaces).",
+            )
+        ],
+    )
+    description = forms.CharField(label="Description", required=False, max_length=2000, widget=forms.Textarea)
 
 
-class TemplateCreateForm(VersionForm):
-    organization = forms.IntegerField()
-    name = forms.CharField(label="Name", max_length=100)
-    description = forms.CharField(label="Description", required=False, max_length=2000)
-
-
-def _form_errors(form: forms.Form) -> str:
-    return "; ".join(f"{'' if k == '__all__' else k + ': '}{' '.join(v)}" for k, v in form.errors.items())
+class TemplateDescribeForm(forms.Form):
+    description = forms.CharField(label="Description", required=False, max_length=2000, widget=forms.Textarea)
 
 
 @never_cache
@@ -93,7 +79,6 @@ def templates_view(request: HttpRequest) -> HttpResponse:
     if query:
         templates = templates.filter(Q(name__icontains=query) | Q(description__icontains=query))
     page = keyset_page(templates.select_related("organization", "created_by"), request=request)
-    create_orgs = list(page_organizations_allowing(request, "add", PromptTemplate).order_by("name"))
     context = {
         "rows": page.rows,
         "page": page,
@@ -101,34 +86,47 @@ def templates_view(request: HttpRequest) -> HttpResponse:
         "query": query_without(request, "older", "newer"),
         "orgs": organizations_visible(request),
         "org": organization_current_slug(request),
-        "create_orgs": create_orgs,
-        "form": TemplateCreateForm(initial=VersionForm.initial_from(None)) if create_orgs else None,
+        "may_create": page_organizations_allowing(request, "add", PromptTemplate).exists(),
     }
     return render(request, "console/templates/list.html", context)
 
 
+@never_cache
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def template_create_view(request: HttpRequest) -> HttpResponse:
+    """The editor for a new template (GET), and creating it with its first version (POST)."""
+    create_orgs = list(page_organizations_allowing(request, "add", PromptTemplate).order_by("name"))
+    if request.method == "GET":
+        if not create_orgs:
+            raise PermissionDenied("You may not add a prompt template.")
+        # The organisation field offers the current organisation first.
+        current = organization_current(request)
+        create_orgs.sort(key=lambda organization: current is None or organization.pk != current.pk)
+        context = {"form": TemplateCreateForm(), "editor": TemplateEditor(), "create_orgs": create_orgs}
+        return render(request, "console/templates/create.html", context)
     organization = require_may_add(request, PromptTemplate, request.POST.get("organization"))
-    form = TemplateCreateForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Check the template: " + _form_errors(form))
-        return redirect("console:templates")
-    version, error = service_run(
-        template_services.prompt_template_create,
-        actor=request.user,
-        organization=organization,
-        name=form.cleaned_data["name"],
-        description=form.cleaned_data["description"],
-        context=page_audit_context(request),
-        **form.content(),
-    )
-    if error:
-        messages.error(request, error)
-        return redirect("console:templates")
-    messages.success(request, f"Template {version.template.name} created at version 1.")
-    return redirect("console:template-detail", pk=version.template_id)
+    create_orgs.sort(key=lambda allowed: allowed.pk != organization.pk)
+    form, editor = TemplateCreateForm(request.POST), TemplateEditor(request.POST)
+    problems: list[str] = []
+    if form.is_valid() and editor.is_valid():
+        version, error = service_run(
+            template_services.prompt_template_create,
+            actor=request.user,
+            organization=organization,
+            name=form.cleaned_data["name"],
+            description=form.cleaned_data["description"],
+            context=page_audit_context(request),
+            **editor.content(),
+        )
+        if not error:
+            messages.success(request, f"Template {version.template.name} created at version 1.")
+            return redirect("console:template-detail", pk=version.template_id)
+        problems.append(error)
+    problems += [f"{form.fields[k].label if k in form.fields else k}: {' '.join(v)}" for k, v in form.errors.items()]
+    problems += editor.errors()
+    context = {"form": form, "editor": editor, "create_orgs": create_orgs, "problems": problems}
+    return render(request, "console/templates/create.html", context, status=400)
 
 
 def _detail_context(request: HttpRequest, template: PromptTemplate) -> dict[str, Any]:
@@ -137,14 +135,24 @@ def _detail_context(request: HttpRequest, template: PromptTemplate) -> dict[str,
     )
     principal = page_principal(request)
     one = PromptTemplate.objects.filter(pk=template.pk)
+    latest = versions[0] if versions else None
+    example = (
+        template_request_example(name=template.name, variables=latest.variables, model=latest.model)
+        if latest is not None
+        else None
+    )
     return {
         "template": template,
         "versions": versions,
-        "latest": versions[0] if versions else None,
-        "latest_messages": json.dumps(versions[0].messages, indent=2, ensure_ascii=False) if versions else "",
+        "latest": latest,
+        "latest_variables": latest.variables if latest is not None else [],
+        "example": json.dumps(example, indent=2, ensure_ascii=False) if example is not None else "",
+        "template_field": REQUEST_TEMPLATE_FIELD,
+        "variables_field": REQUEST_VARIABLES_FIELD,
         "truncated": template.latest_version > len(versions),
         "may_change": one.restrict(principal, "change").exists(),
         "may_delete": one.restrict(principal, "delete").exists(),
+        "playground_query": urlencode({"org": template.organization.slug, "template": template.name}),
     }
 
 
@@ -154,7 +162,9 @@ def _detail_context(request: HttpRequest, template: PromptTemplate) -> dict[str,
 def template_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     template = tenant_object(PromptTemplate.objects.select_related("organization"), request=request, pk=pk)
     context = _detail_context(request, template)
-    context["form"] = VersionForm(initial=VersionForm.initial_from(context["latest"]))
+    if context["may_change"]:
+        context["editor"] = TemplateEditor(version=context["latest"])
+        context["describe"] = TemplateDescribeForm(initial={"description": template.description})
     return render(request, "console/templates/detail.html", context)
 
 
@@ -164,23 +174,50 @@ def template_version_create_view(request: HttpRequest, pk: int) -> HttpResponse:
     template = tenant_object(
         PromptTemplate.objects.select_related("organization"), request=request, pk=pk, action="change"
     )
-    form = VersionForm(request.POST)
-    error = ""
-    if form.is_valid():
+    latest = template.versions.filter(version=template.latest_version).first()
+    editor = TemplateEditor(request.POST, version=latest)
+    problems: list[str] = []
+    if editor.is_valid():
         version, error = service_run(
             template_services.prompt_template_version_create,
             template=template,
             actor=request.user,
             context=page_audit_context(request),
-            **form.content(),
+            **editor.content(),
         )
         if not error:
             messages.success(request, f"Version {version.version} saved; `{template.name}` now resolves to it.")
             return redirect("console:template-detail", pk=template.pk)
-    messages.error(request, error or "Check the version: " + _form_errors(form))
+        problems.append(error)
+    problems += editor.errors()
     context = _detail_context(request, template)
-    context["form"] = form
+    context.update(
+        editor=editor, problems=problems, describe=TemplateDescribeForm(initial={"description": template.description})
+    )
     return render(request, "console/templates/detail.html", context, status=400)
+
+
+@login_required
+@require_POST
+def template_describe_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change a template's description (its name never changes: requests refer to it)."""
+    template = tenant_object(PromptTemplate.objects.all(), request=request, pk=pk, action="change")
+    form = TemplateDescribeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Description: " + " ".join(form.errors.get("description", [])))
+        return redirect("console:template-detail", pk=template.pk)
+    _, error = service_run(
+        template_services.prompt_template_update,
+        template=template,
+        actor=request.user,
+        changes={"description": form.cleaned_data["description"]},
+        context=page_audit_context(request),
+    )
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, "Description saved.")
+    return redirect("console:template-detail", pk=template.pk)
 
 
 @never_cache

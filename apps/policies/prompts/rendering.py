@@ -23,9 +23,14 @@ VARIABLE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 # Anything that looks like a placeholder, to refuse the ones that are not simple names ({{user.name}}, {{x|upper}}).
 _BRACES_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+# A placeholder missing its first brace ({name}}), looked for once the whole placeholders are taken out.
+_HALF_OPENED_RE = re.compile(r"(?<!\{)\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 _REF_RE = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})(?:@(?P<version>latest|[1-9][0-9]{0,8}))?")
 
 MESSAGE_ROLES = ("system", "developer", "user", "assistant")
+# The `/v1/chat/completions` body fields that name a template and supply its variables (the gateway pops both).
+REQUEST_TEMPLATE_FIELD = "template"
+REQUEST_VARIABLES_FIELD = "template_variables"
 MAX_MESSAGES = 100
 MAX_CONTENT_CHARS = 100_000
 MAX_VARIABLES = 64
@@ -86,7 +91,44 @@ def template_ref_parse(ref: Any) -> tuple[str, int | None]:
     return match["name"], None if version in (None, "latest") else int(version)
 
 
-def _placeholders(content: str) -> set[str]:
+def _snippet(content: str, at: int) -> str:
+    return content[at : at + 30].split("\n", 1)[0]
+
+
+def placeholders_check(content: str) -> None:
+    """Refuse text that holds a NUL (PostgreSQL stores none) or a placeholder that was started and not finished:
+    a `{{` with no `}}` before the next `{{` or the end (`{{name}`, `{{name and {{other}}`), or `{name}}`. A lone
+    `}}` stays text: JSON examples end with it."""
+    if "\x00" in content:
+        raise ValidationError("The text holds a NUL character (U+0000), which cannot be stored.")
+    position = 0
+    while (start := content.find("{{", position)) != -1:
+        end = content.find("}}", start + 2)
+        reopened = content.find("{{", start + 2)
+        if end == -1 or -1 < reopened < end:
+            raise ValidationError(
+                f"'{_snippet(content, start)}' opens a placeholder that is never closed: write {{{{name}}}}."
+            )
+        position = end + 2
+    half = _HALF_OPENED_RE.search(_BRACES_RE.sub("", content))
+    if half is not None:
+        raise ValidationError(f"'{half.group()}' is missing a brace: write {{{{name}}}}.")
+
+
+def template_placeholders(contents: list[str]) -> list[str]:
+    """The variable names the texts use, in order of first appearance (what an editor lists as it detects them)."""
+    seen: dict[str, None] = {}
+    for content in contents:
+        for name in PLACEHOLDER_RE.findall(content):
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _placeholders(content: str, number: int) -> set[str]:
+    try:
+        placeholders_check(content)
+    except ValidationError as error:
+        raise ValidationError({"messages": f"Message {number}: {error.messages[0]}"}) from None
     for inner in _BRACES_RE.findall(content):
         if VARIABLE_NAME_RE.fullmatch(inner.strip()) is None:
             raise ValidationError(
@@ -104,7 +146,7 @@ def template_content_validate(*, messages: Any, variables: Any, model: Any = "",
     if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
         raise ValidationError({"messages": f"A list of 1 to {MAX_MESSAGES} messages."})
     used: set[str] = set()
-    for message in messages:
+    for number, message in enumerate(messages, 1):
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
             raise ValidationError({"messages": 'Each message is {"role": ..., "content": ...} and nothing else.'})
         if message["role"] not in MESSAGE_ROLES:
@@ -112,7 +154,7 @@ def template_content_validate(*, messages: Any, variables: Any, model: Any = "",
         content = message["content"]
         if not isinstance(content, str) or not content or len(content) > MAX_CONTENT_CHARS:
             raise ValidationError({"messages": f"A message's content is text of 1 to {MAX_CONTENT_CHARS} characters."})
-        used |= _placeholders(content)
+        used |= _placeholders(content, number)
     if not isinstance(variables, list) or len(variables) > MAX_VARIABLES:
         raise ValidationError({"variables": f"A list of at most {MAX_VARIABLES} variables."})
     declared: set[str] = set()
@@ -130,6 +172,8 @@ def template_content_validate(*, messages: Any, variables: Any, model: Any = "",
             raise ValidationError({"variables": f"The default of '{name}' must be text."})
         if not isinstance(variable.get("description", ""), str):
             raise ValidationError({"variables": f"The description of '{name}' must be text."})
+        if any("\x00" in variable.get(key, "") for key in ("default", "description")):
+            raise ValidationError({"variables": f"The default or description of '{name}' holds a NUL character."})
         declared.add(name)
     if used - declared:
         raise ValidationError({"variables": f"Used but not declared: {', '.join(sorted(used - declared))}."})
@@ -233,3 +277,16 @@ def template_compiled_render(compiled: CompiledTemplate, variables: Any) -> Rend
         version=compiled.version,
         name=compiled.name,
     )
+
+
+def template_request_example(*, name: str, variables: list[dict[str, str]], model: str) -> dict[str, Any]:
+    """A `/v1/chat/completions` body that uses template `name`: the field that names it, the one that supplies its
+    variables (each default as its value, `<name>` for the required ones), and a user message after the template's.
+    A template without a default model needs the request to name one."""
+    body: dict[str, Any] = {} if model else {"model": "<model>"}
+    body[REQUEST_TEMPLATE_FIELD] = name
+    body[REQUEST_VARIABLES_FIELD] = {
+        variable["name"]: variable.get("default", f"<{variable['name']}>") for variable in variables
+    }
+    body["messages"] = [{"role": "user", "content": "<the user's message>"}]
+    return body
