@@ -103,6 +103,15 @@
     event.preventDefault();
     var text = prompt.value.trim();
     if (!text) return;
+    var variablesText = (document.getElementById("pg-variables") || { value: "" }).value.trim();
+    var variables = null;
+    if (variablesText) {
+      try { variables = JSON.parse(variablesText); } catch (e) { variables = undefined; }
+      if (variables === undefined || variables === null || typeof variables !== "object" || Array.isArray(variables)) {
+        statusEl.textContent = "Template variables must be a JSON object such as {\"name\": \"value\"}.";
+        return;
+      }
+    }
     history.push({ role: "user", content: text });
     bubble("user", text);
     prompt.value = "";
@@ -123,6 +132,7 @@
         org: root.getAttribute("data-org"),
         model: settings.model,
         template: document.getElementById("pg-template").value,
+        variables: variables,
         max_tokens: settings.max_tokens,
         temperature: settings.temperature,
         messages: settings.messages,
@@ -190,6 +200,15 @@
     var body = { model: settings.model, messages: settings.messages };
     if (settings.max_tokens) body.max_tokens = settings.max_tokens;
     if (settings.temperature !== null) body.temperature = settings.temperature;
+    var template = document.getElementById("pg-template").value;
+    if (template) {
+      // The fields the gateway reads: the template by name, its variables as an object.
+      body.template = template;
+      try {
+        var variables = JSON.parse(document.getElementById("pg-variables").value || "{}");
+        if (variables && typeof variables === "object" && !Array.isArray(variables)) body.template_variables = variables;
+      } catch (e) { /* left out: sending the chat says what is wrong with them */ }
+    }
     return "curl " + shellQuote(root.getAttribute("data-v1-url")) + " \\\n" +
       '  -H "Authorization: Bearer $INFERIA_API_KEY" \\\n' +
       '  -H "Content-Type: application/json" \\\n' +

@@ -126,3 +126,30 @@ def test_the_request_summary_is_only_for_who_may_see_it(client, owner, outsider,
     client.force_login(outsider)
     assert client.get("/console/playground/requests/pg-abc/").status_code == 404
     assert client.get(f"/console/playground/requests/{uuid.uuid4().hex}/").status_code == 404
+
+
+def test_a_template_named_in_the_address_is_preselected_with_its_variables_prefilled(client, owner, org, other_org):
+    from apps.policies.prompts.services import prompt_template_create
+
+    _deployment(org, "chat-small")
+    prompt_template_create(
+        actor=owner,
+        organization=org,
+        name="support-reply",
+        messages=[{"role": "system", "content": "For {{product}}, answer {{customer}}."}],
+        variables=[{"name": "product", "default": "Inferia"}, {"name": "customer"}],
+    )
+    prompt_template_create(
+        actor=None,
+        organization=other_org,
+        name="foreign",
+        messages=[{"role": "system", "content": "x"}],
+    )
+    client.force_login(owner)
+    html = client.get("/console/playground/", {"org": org.slug, "template": "support-reply"}).content.decode()
+    assert '<option value="support-reply@latest" selected>' in html
+    prefilled = html.split('data-testid="playground-template-variables">', 1)[1].split("</textarea>", 1)[0]
+    assert json.loads(prefilled.replace("&quot;", '"')) == {"product": "Inferia", "customer": ""}
+    other = client.get("/console/playground/", {"org": org.slug, "template": "foreign"}).content.decode()
+    assert " selected>" not in other.split('id="pg-template"', 1)[1].split("</select>", 1)[0]
+    assert "foreign" not in other

@@ -1,5 +1,6 @@
 """The playground: pick one of the models your organisation may use (and optionally a prompt template), chat with
-streamed answers, and see the tokens, latency and guardrails of each request.
+streamed answers, and see the tokens, latency and guardrails of each request. `?template=name` preselects a template
+and prefills its variables.
 
 The page posts to `playground_chat_view`, which runs the request through the real `/v1` pipeline with the user's
 playground key (see apps/console/playground_gateway.py); once the usage worker has recorded the request,
@@ -25,7 +26,7 @@ from apps.console.scope import SESSION_KEY, OrgScope, org_scope_get
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization
 from apps.policies.errors import PolicyDenied
-from apps.policies.models import PromptTemplate
+from apps.policies.models import PromptTemplate, PromptTemplateVersion
 from apps.policies.prompts.selectors import template_render
 from apps.usage.models import UsageRecord
 from inferia_runtime.money import money_format
@@ -75,7 +76,10 @@ def playground_view(request: HttpRequest) -> HttpResponse:
     scope = org_scope_get(request, model=ApiKey, action="view")
     better = _organization_to_open(request, scope)
     if better is not None:  # through ?org=, so that the top bar follows the page
-        query = {"org": better.slug, **({"model": request.GET["model"]} if request.GET.get("model") else {})}
+        query = {
+            "org": better.slug,
+            **{name: request.GET[name] for name in ("model", "template") if request.GET.get(name)},
+        }
         return redirect(f"{request.path}?{urlencode(query)}")
     organization = scope.organization
     context: dict[str, Any] = {"scope": scope, "organization": organization, "models": [], "templates": []}
@@ -93,11 +97,30 @@ def playground_view(request: HttpRequest) -> HttpResponse:
     context["selected_model"] = wanted if wanted in context["models"] else ""
     templates = PromptTemplate.objects.restrict(page_principal(request))
     context["templates"] = list(
-        templates.filter(organization_id=org_id, latest_version__gt=0).order_by("name").values("name", "latest_version")
+        templates.filter(organization_id=org_id, latest_version__gt=0)
+        .order_by("name")
+        .values("pk", "name", "latest_version")
     )
+    context.update(_template_chosen(request, context["templates"]))
     context["can_send"] = page_organizations_allowing(request, "add", ApiKey).filter(pk=org_id).exists()
     context["v1_url"] = request.build_absolute_uri(CHAT_PATH)  # for "Copy as curl"
     return render(request, "console/playground/index.html", context)
+
+
+def _template_chosen(request: HttpRequest, templates: list[dict[str, Any]]) -> dict[str, Any]:
+    """`?template=name` (as the template pages link here): that template preselected, and its variables prefilled
+    with their defaults (empty for the required ones). A name the user cannot see is ignored."""
+    wanted = request.GET.get("template", "").strip()
+    chosen = next((t for t in templates if t["name"] == wanted), None)
+    if chosen is None:
+        return {"template_selected": "", "template_variables": ""}
+    version = PromptTemplateVersion.objects.filter(template_id=chosen["pk"], version=chosen["latest_version"]).first()
+    variables = version.variables if version is not None else []
+    values = {variable["name"]: variable.get("default", "") for variable in variables}
+    return {
+        "template_selected": f"{chosen['name']}@latest",
+        "template_variables": json.dumps(values, indent=1, ensure_ascii=False) if values else "",
+    }
 
 
 class PlaygroundRefused(Exception):
