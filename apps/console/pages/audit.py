@@ -1,6 +1,8 @@
 """The audit log viewer: the user's organisations' events filtered by actor, action, object and date range, in
-keyset pages over the indexed (organisation, time) ordering, and exported as CSV or JSON Lines (streamed, through
-`apps.audit.selectors`, hashes included so a copy can be verified later)."""
+keyset pages over the indexed (organisation, time) ordering, each naming its object and actor as they are now (with
+links) and its changes as rows (`apps.console.audit_display`: a few queries per page, never one per event); and
+exported as CSV or JSON Lines (streamed, through `apps.audit.selectors`, hashes included so a copy can be verified
+later)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -19,6 +22,7 @@ from django.views.decorators.http import require_GET
 from apps.audit.exports import CSV_CONTENT_TYPE, export_response
 from apps.audit.models import AuditEvent
 from apps.audit.selectors import audit_event_filter, audit_events_csv, audit_events_jsonl
+from apps.console.audit_display import audit_events_shown
 from apps.console.pages.support import (
     keyset_page,
     organization_current_slug,
@@ -73,6 +77,8 @@ def audit_view(request: HttpRequest) -> HttpResponse:
         "seq",
         "occurred_at",
         "actor_label",
+        "actor_user_id",  # named and linked for the whole page at once: never a deferred load per row
+        "actor_key_id",
         "action",
         "target_type",
         "target_id",
@@ -84,11 +90,19 @@ def audit_view(request: HttpRequest) -> HttpResponse:
     )
     page = keyset_page(events, request=request, fields=("occurred_at", "seq"))
     query = query_without(request, "older", "newer")
+    others = query_without(request, "older", "newer", "actor")
+    organizations = organizations_visible(request)
     context = {
         "form": form,
         "page": page,
+        "rows": audit_events_shown(
+            page.rows,
+            principal=page_principal(request),
+            organizations=organizations,
+            filter_url=f"{reverse('console:audit')}?{others}{'&' if others else ''}",
+        ),
         "query": query,
-        "orgs": organizations_visible(request),
+        "orgs": organizations,
         "org": organization_current_slug(request),
     }
     return render(request, "console/audit/log.html", context)
