@@ -169,6 +169,10 @@ def _actor(event: AuditEvent, names: dict[str, dict[int, str]], filter_url: str)
     return Shown(label="System", name=event.actor_label)
 
 
+def _is_variable(value: Any) -> bool:
+    return isinstance(value, dict) and "name" in value and set(value) <= {"name", "default", "description"}
+
+
 def _text(value: Any) -> str | None:
     """A stored value as readable text: chat messages as "role: content" lines, other structures as indented JSON,
     long values cut (the export has them whole)."""
@@ -184,6 +188,10 @@ def _text(value: Any) -> str | None:
         isinstance(value, list) and value and all(isinstance(m, dict) and set(m) == {"role", "content"} for m in value)
     ):
         text = "\n".join(f"{m['role']}: {m['content']}" for m in value)
+    elif isinstance(value, list) and value and all(_is_variable(v) for v in value):
+        text = "\n".join(
+            f"{v['name']} = {v['default']}" if "default" in v else f"{v['name']} (required)" for v in value
+        )
     elif value in ([], {}):
         text = "(none)"
     else:
@@ -210,9 +218,9 @@ def audit_change_rows(changes: Any, target_type: str = "") -> list[ChangeRow]:
     for name, change in mask_secrets(changes).items():
         label = _label(model, str(name))
         if isinstance(change, dict) and change and set(change) <= {"before", "after"}:
-            rows.append(
-                ChangeRow(str(name), label, before=_text(change.get("before")), after=_text(change.get("after")))
-            )
+            before, after = _text(change.get("before")), _text(change.get("after"))
+            if before != after:  # "" and None differ in the record, not to a reader
+                rows.append(ChangeRow(str(name), label, before=before, after=after))
         else:
             rows.append(ChangeRow(str(name), label, value=_text(change), paired=False))
     return rows

@@ -139,6 +139,15 @@ def test_change_rows_read_as_field_old_new_and_keep_plain_data():
         ("Allowed models", "(none)", '[\n "llama-*"\n]', None),
         ("Reason", None, None, "rotated by the owner"),
     ]
+    created = audit_change_rows(
+        {
+            "variables": {"before": None, "after": [{"name": "product", "default": "Inferia"}, {"name": "customer"}]},
+            "note": {"before": None, "after": ""},  # nothing a reader would call a change
+        }
+    )
+    assert [(r.field, r.before, r.after) for r in created] == [
+        ("variables", None, "product = Inferia\ncustomer (required)")
+    ]
     long = audit_change_rows({"description": {"before": "", "after": "x" * 5000}})[0]
     assert len(long.after) < 2100
     assert long.after.endswith("(cut; the export has it all)")
