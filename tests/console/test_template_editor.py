@@ -220,3 +220,10 @@ def test_the_description_changes_through_the_audited_service(acme, owner, viewer
     assert template.description == "For billing"
     event = AuditEvent.objects.get(action="prompt_template.update", target_id=str(template.pk))
     assert event.changes == {"description": {"before": "", "after": "For billing"}}
+
+
+@pytest.mark.django_db
+def test_a_template_cannot_be_created_in_another_organisation(acme, globex, owner, signed_in):
+    data = editor_post(TWO_MESSAGES, organization=globex.org.pk, name="planted")
+    assert signed_in(owner).post("/console/templates/new/", data).status_code == 403
+    assert not PromptTemplate.objects.filter(name="planted").exists()
