@@ -227,3 +227,16 @@ def test_a_template_cannot_be_created_in_another_organisation(acme, globex, owne
     data = editor_post(TWO_MESSAGES, organization=globex.org.pk, name="planted")
     assert signed_in(owner).post("/console/templates/new/", data).status_code == 403
     assert not PromptTemplate.objects.filter(name="planted").exists()
+
+
+@pytest.mark.django_db
+def test_a_removed_row_s_own_errors_do_not_count(acme, owner, signed_in):
+    rows = [{"role": "user", "content": "{{q}}"}, {"role": "system", "content": "", "remove": True}]
+    response = signed_in(owner).post("/console/templates/new/", editor_post(rows, organization=acme.org.pk, name="ok"))
+    assert response.status_code == 302
+    assert PromptTemplate.objects.get(name="ok").versions.get().messages == [{"role": "user", "content": "{{q}}"}]
+    rows.append({"role": "wizard", "content": "x"})
+    refused = signed_in(owner).post("/console/templates/new/", editor_post(rows, organization=acme.org.pk, name="no"))
+    problems = re.search(r'data-testid="template-problems">(.*?)</div>', refused.content.decode(), re.DOTALL).group(1)
+    assert "Message 3:" in problems
+    assert "Message 2:" not in problems

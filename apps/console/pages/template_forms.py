@@ -59,13 +59,13 @@ class BaseMessageFormSet(forms.BaseFormSet):  # type: ignore[type-arg]
     }
 
     def kept(self) -> list[forms.Form]:
-        """The rows that are neither removed nor left blank, in order."""
-        return [
-            form
-            for form in self.forms
-            if form.has_changed() or not form.empty_permitted
-            if not (self.can_delete and self._should_delete_form(form))
-        ]
+        """The rows that are neither removed nor left blank, in order (once the formset is valid)."""
+        removed = {id(form) for form in self.deleted_forms}
+        return [form for form in self.forms if id(form) not in removed and form.cleaned_data]
+
+    def removed(self, form: forms.Form) -> bool:
+        """Whether the row was marked for removal (its own errors then do not count)."""
+        return bool(self.data.get(f"{form.prefix}-DELETE")) if self.is_bound else False
 
 
 MessageFormSet = forms.formset_factory(
@@ -195,6 +195,8 @@ class TemplateEditor:
         """Every problem in one list, each saying where it is (for the notice above the form)."""
         problems = [str(error) for error in self.messages.non_form_errors()]
         for number, form in enumerate(self.messages.forms, 1):
+            if self.messages.removed(form):
+                continue
             problems += [f"Message {number}: {' '.join(errors)}" for errors in form.errors.values()]
         problems += [f"{{{{{row.name}}}}}: {row.error}" for row in self.variables if row.error]
         for name, errors in self.settings.errors.items():
