@@ -152,4 +152,5 @@ def test_a_template_named_in_the_address_is_preselected_with_its_variables_prefi
     assert json.loads(prefilled.replace("&quot;", '"')) == {"product": "Inferia", "customer": ""}
     other = client.get("/console/playground/", {"org": org.slug, "template": "foreign"}).content.decode()
     assert " selected>" not in other.split('id="pg-template"', 1)[1].split("</select>", 1)[0]
-    assert "foreign" not in other
+    assert "foreign@latest" not in other  # another organisation's template is neither offered nor chosen
+    assert 'data-testid="playground-template-variables"></textarea>' in other

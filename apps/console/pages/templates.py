@@ -23,7 +23,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.console.pages.support import (
     keyset_page,
-    organization_current,
     organization_current_slug,
     organization_filter,
     organizations_visible,
@@ -100,16 +99,13 @@ def template_create_view(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         if not create_orgs:
             raise PermissionDenied("You may not add a prompt template.")
-        # The organisation field offers the current organisation first.
-        current = organization_current(request)
-        create_orgs.sort(key=lambda organization: current is None or organization.pk != current.pk)
         context = {"form": TemplateCreateForm(), "editor": TemplateEditor(), "create_orgs": create_orgs}
         return render(request, "console/templates/create.html", context)
     organization = require_may_add(request, PromptTemplate, request.POST.get("organization"))
-    create_orgs.sort(key=lambda allowed: allowed.pk != organization.pk)
     form, editor = TemplateCreateForm(request.POST), TemplateEditor(request.POST)
     problems: list[str] = []
-    if form.is_valid() and editor.is_valid():
+    form_valid, editor_valid = form.is_valid(), editor.is_valid()  # both, so that every problem shows at once
+    if form_valid and editor_valid:
         version, error = service_run(
             template_services.prompt_template_create,
             actor=request.user,
