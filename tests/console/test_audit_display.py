@@ -74,6 +74,12 @@ def test_a_deleted_target_falls_back_to_its_type_id_and_recorded_name(acme, owne
         assert f"/console/templates/{pk}/" not in row
 
 
+def test_a_team_event_links_to_the_team_page(acme, owner, signed_in):
+    audit_record(action="team.touched", actor=owner, target=acme.team)
+    row = _row(signed_in(owner).get("/console/audit/", {"action": "team.touched"}).content.decode(), "team.touched")
+    assert f'Team <a href="/console/members/teams/{acme.team.pk}/">&lsquo;{acme.team.name}&rsquo;</a>' in row
+
+
 def test_another_organisations_object_is_never_named_or_linked(acme, globex, owner, signed_in):
     foreign = globex.template
     audit_record(action="cross.reference", actor=owner, target=foreign, organization_id=acme.org.pk)
