@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 
@@ -67,6 +68,12 @@ def test_a_template_made_in_the_editor_shows_its_request_and_its_audit_entry(own
     page.click("[data-testid=playground-send]")
     page.wait_for_selector("[data-testid=playground-meta]")
     assert page.locator(".msg-error").count() == 0
+    page.click("[data-testid=playground-copy-curl]")
+    page.wait_for_function("() => document.querySelector('[data-testid=playground-copy-curl]').dataset.curl")
+    curl = page.get_attribute("[data-testid=playground-copy-curl]", "data-curl")
+    body = json.loads(shlex.split(curl.replace("\\\n", " "))[-1])
+    assert body["template"] == "support-reply@latest"
+    assert body["template_variables"] == {"customer": "Ada"}
 
     page.goto(console.url(f"/console/audit/?org={console.org_slug}&action=prompt_template."))
     row = page.locator("[data-testid=audit-row][data-action='prompt_template.create']").first
