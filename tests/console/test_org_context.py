@@ -128,6 +128,9 @@ def test_the_superadmin_starts_on_the_platform_where_pages_aggregate(client, dja
         "/console/members/teams/",
         "/console/members/invitations/",
         "/console/deployments/",
+        "/console/templates/",
+        "/console/usage/",
+        "/console/audit/",
     ],
 )
 def test_an_empty_list_says_which_organisation_is_empty(signed_in, owner, org, demo, acme, page):

@@ -22,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.console.pages.support import (
+    create_organizations,
     keyset_page,
     organization_current_slug,
     organization_filter,
@@ -95,7 +96,7 @@ def templates_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def template_create_view(request: HttpRequest) -> HttpResponse:
     """The editor for a new template (GET), and creating it with its first version (POST)."""
-    create_orgs = list(page_organizations_allowing(request, "add", PromptTemplate).order_by("name"))
+    create_orgs = create_organizations(request, PromptTemplate)
     if request.method == "GET":
         if not create_orgs:
             raise PermissionDenied("You may not add a prompt template.")
