@@ -18,6 +18,7 @@ from apps.console.pages import usage as usage_pages
 from apps.console.pages.people import invitations as invitation_pages
 from apps.console.pages.people import members as members_pages
 from apps.console.pages.people import roles as role_pages
+from apps.console.pages.people import settings as organization_settings_pages
 from apps.console.pages.people import teams as team_pages
 
 app_name = "console"
@@ -85,6 +86,7 @@ urlpatterns = [
     ),
     path("members/teams/<int:pk>/delete/", team_pages.team_delete_view, name="member-team-delete"),
     path("members/roles/", role_pages.roles_view, name="member-roles"),
+    path("members/organisation/", organization_settings_pages.organization_settings_view, name="member-settings"),
     path("members/roles/new/", role_pages.role_create_view, name="member-role-create"),
     path("members/roles/<int:pk>/", role_pages.role_edit_view, name="member-role-edit"),
     path("members/roles/<int:pk>/delete/", role_pages.role_delete_view, name="member-role-delete"),

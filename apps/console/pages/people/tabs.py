@@ -44,6 +44,7 @@ def people_tabs(request: HttpRequest, current: str) -> list[dict[str, Any]]:
             ("console:member-invitations", "Invitations"),
             ("console:member-teams", "Teams"),
             ("console:member-roles", "Roles"),
+            ("console:member-settings", "Organisation"),
         )
     ]
 
