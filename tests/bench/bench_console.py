@@ -36,8 +36,9 @@ sys.path.insert(0, str(REPO))
 
 TARGET_MS = 300.0
 # What the seed holds beyond its sizes; a seed of another shape is redone. 3: latency histograms, 4xx apart, the
-# per-deployment and per-model daily rollups and the engines' load samples at both resolutions.
-SEED_SHAPE = 3
+# per-deployment and per-model daily rollups and the engines' load samples at both resolutions. 4: failed rows
+# carry their error message; keys a purpose.
+SEED_SHAPE = 4
 ORG_SLUG = "bench-console"
 OWNER_EMAIL = "owner@bench-console.test"
 MODELS = [f"bench-model-{n}" for n in range(8)]
@@ -100,7 +101,7 @@ SELECT u.date_joined, %(member_role)s, u.id, %(org)s FROM orgs_user u WHERE u.em
 
 -- API keys: created over the last year, a tenth revoked, a tenth with a team, owned by the owner
 INSERT INTO keys_apikey (name, prefix, secret_hash, scopes, allowed_models, created_at, expires_at, revoked_at,
-                         last_used_at, created_by_id, organization_id, owner_id, rotated_from_id, team_id)
+                         last_used_at, created_by_id, organization_id, owner_id, rotated_from_id, team_id, purpose)
 SELECT 'key-' || lpad(k::text, 6, '0') || CASE WHEN k %% 3 = 0 THEN ' ci runner' WHEN k %% 3 = 1 THEN ' backend'
                                              ELSE ' notebook' END,
        'sk-inf-b' || lpad(k::text, 8, '0'),
@@ -110,7 +111,8 @@ SELECT 'key-' || lpad(k::text, 6, '0') || CASE WHEN k %% 3 = 0 THEN ' ci runner'
        NULL,
        CASE WHEN k %% 10 = 0 THEN now() - interval '1 day' END,
        NULL, %(owner)s, %(org)s, %(owner)s, NULL,
-       CASE WHEN k %% 10 = 1 THEN (SELECT min(id) FROM orgs_team WHERE organization_id = %(org)s) + (k %% %(teams)s) END
+       CASE WHEN k %% 10 = 1 THEN (SELECT min(id) FROM orgs_team WHERE organization_id = %(org)s) + (k %% %(teams)s)
+       END, ''
 FROM generate_series(1, %(keys)s) k;
 
 CREATE TEMP TABLE bench_keys AS
@@ -121,8 +123,8 @@ ANALYZE bench_keys;
 -- usage: spread over the last 30 days; 90%% from the hot keys (the newest), 10%% from any key; 3%% failures (a third
 -- of them refused 429, the rest 500), 2%% with guardrails that fired; spread over the deployments
 INSERT INTO audit_usagerecord (request_id, started_at, endpoint, model, prompt_tokens, completion_tokens, cost_micros,
-    ttft_ms, latency_ms, status_code, outcome, error_code, estimated, streamed, guardrails, api_key_id, deployment_id,
-    organization_id, replica_id, team_id)
+    ttft_ms, latency_ms, status_code, outcome, error_code, error_message, estimated, streamed, guardrails, api_key_id,
+    deployment_id, organization_id, replica_id, team_id)
 SELECT 'bench-' || u.i, u.started_at, 'chat.completions',
        (ARRAY%(models)s)[1 + ((u.key_n * (%(models_per_key)s < %(nmodels)s)::int + u.i %% %(models_per_key)s)
                               %% %(nmodels)s)],
@@ -132,6 +134,7 @@ SELECT 'bench-' || u.i, u.started_at, 'chat.completions',
        CASE WHEN NOT u.err THEN 200 WHEN u.i %% 3 = 0 THEN 429 ELSE 500 END,
        CASE WHEN NOT u.err THEN 'ok' WHEN u.i %% 3 = 0 THEN 'denied' ELSE 'error' END,
        CASE WHEN NOT u.err THEN '' WHEN u.i %% 3 = 0 THEN 'rate_limited' ELSE 'upstream_error' END,
+       CASE WHEN NOT u.err THEN '' WHEN u.i %% 3 = 0 THEN 'Rate limit reached' ELSE 'The upstream failed' END,
        false, u.i %% 2 = 0,
        CASE WHEN u.i %% 50 = 0 THEN
          jsonb_build_array(jsonb_build_object('category', (ARRAY['pii', 'toxicity', 'prompt_injection'])[1 + u.i %% 3],
