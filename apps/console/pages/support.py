@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from django import forms
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
@@ -109,6 +110,17 @@ def service_run(function: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, st
         return None, str(error).capitalize() + ("" if str(error).endswith(".") else ".")
     except IntegrityError:
         return None, "This conflicts with an existing record (a name or slug already used?)."
+
+
+def service_announce(request: HttpRequest, function: Callable[..., Any], /, *, success: str, **kwargs: Any) -> bool:
+    """`service_run`, its outcome told to the user as the page's message: the refusal, or `success`. True when the
+    change was made."""
+    _, error = service_run(function, **kwargs)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, success)
+    return not error
 
 
 def organization_current_slug(request: HttpRequest) -> str:

@@ -32,6 +32,7 @@ from apps.console.pages.support import (
     page_principal,
     query_without,
     require_may_add,
+    service_announce,
     service_run,
     tenant_object,
 )
@@ -203,17 +204,15 @@ def template_describe_view(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Description: " + " ".join(form.errors.get("description", [])))
         return redirect("console:template-detail", pk=template.pk)
-    _, error = service_run(
+    service_announce(
+        request,
         template_services.prompt_template_update,
         template=template,
         actor=request.user,
         changes={"description": form.cleaned_data["description"]},
         context=page_audit_context(request),
+        success="Description saved.",
     )
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, "Description saved.")
     return redirect("console:template-detail", pk=template.pk)
 
 

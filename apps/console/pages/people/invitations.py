@@ -24,6 +24,7 @@ from apps.console.pages.support import (
     page_principal,
     query_without,
     require_may_add,
+    service_announce,
     service_run,
     tenant_object,
 )
@@ -124,16 +125,14 @@ def invitation_create_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def invitation_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = tenant_object(Invitation.objects.all(), request=request, pk=pk, action="delete")
-    _, error = service_run(
+    service_announce(
+        request,
         org_services.invitation_revoke,
         invitation=invitation,
         actor=request.user,
         context=page_audit_context(request),
+        success=f"The invitation for {invitation.email} was withdrawn.",
     )
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, f"The invitation for {invitation.email} was withdrawn.")
     return redirect("console:member-invitations")
 
 

@@ -20,6 +20,7 @@ from apps.console.pages.support import (
     page_audit_context,
     page_principal,
     query_without,
+    service_announce,
     service_run,
     tenant_object,
 )
@@ -93,17 +94,15 @@ def member_role_view(request: HttpRequest, pk: int) -> HttpResponse:
     for checked in (membership.role, role):
         if not role_within_reach(principal=principal, role=checked, organization=membership.organization):
             raise PermissionDenied("You may not assign or take away a role with more rights than your own.")
-    _, error = service_run(
+    service_announce(
+        request,
         org_services.membership_update,
         membership=membership,
         role=role,
         actor=request.user,
         context=page_audit_context(request),
+        success=f"{membership.user.email} is now {role.name} in {membership.organization.name}.",
     )
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, f"{membership.user.email} is now {role.name} in {membership.organization.name}.")
     return redirect("console:members")
 
 

@@ -21,6 +21,7 @@ from apps.console.pages.support import (
     page_principal,
     query_without,
     require_may_add,
+    service_announce,
     service_run,
     tenant_object,
 )
@@ -138,17 +139,15 @@ def team_member_add_view(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, "Choose one of the members listed.")
         return redirect("console:member-team", pk=pk)
     team, membership = _team_and_member(request, pk, form.cleaned_data["member"])
-    _, error = service_run(
+    service_announce(
+        request,
         org_services.team_member_add,
         team=team,
         membership=membership,
         actor=request.user,
         context=page_audit_context(request),
+        success=f"{membership.user.email} joined {team.name}.",
     )
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, f"{membership.user.email} joined {team.name}.")
     return redirect("console:member-team", pk=team.pk)
 
 
@@ -156,17 +155,15 @@ def team_member_add_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def team_member_remove_view(request: HttpRequest, pk: int, member: int) -> HttpResponse:
     team, membership = _team_and_member(request, pk, member)
-    _, error = service_run(
+    service_announce(
+        request,
         org_services.team_member_remove,
         team=team,
         membership=membership,
         actor=request.user,
         context=page_audit_context(request),
+        success=f"{membership.user.email} left {team.name}.",
     )
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, f"{membership.user.email} left {team.name}.")
     return redirect("console:member-team", pk=team.pk)
 
 
