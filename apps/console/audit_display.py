@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote
 
 from django.apps import apps
-from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.urls import reverse
 
@@ -200,12 +199,10 @@ def _text(value: Any) -> str | None:
 
 
 def _label(model: type[models.Model] | None, name: str) -> str:
-    if model is not None:
-        try:
-            return str(model._meta.get_field(name).verbose_name).capitalize()
-        except FieldDoesNotExist:
-            pass
-    return name.replace("_", " ").capitalize()
+    """The field's verbose name; the key made readable when the model (or the field) is gone."""
+    fields = {field.name: field for field in model._meta.get_fields()} if model is not None else {}
+    verbose = getattr(fields.get(name), "verbose_name", None)
+    return str(verbose).capitalize() if verbose else name.replace("_", " ").capitalize()
 
 
 def audit_change_rows(changes: Any, target_type: str = "") -> list[ChangeRow]:
