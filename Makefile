@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# What the test suite talks to: real PostgreSQL and Redis servers (see scripts/ensure-services.sh).
-TEST_DATABASE_URL ?= postgres://postgres@localhost:5432/inferia
+# What the test suite talks to: real PostgreSQL (with pgvector) and Redis servers. scripts/ensure-services.sh starts
+# them and writes the database's URL to .inferia-test/database-url: the local server's when it has pgvector, else
+# the one the pgserver wheel ships, on a loopback port.
+TEST_DATABASE_URL ?= $$(cat .inferia-test/database-url 2>/dev/null || echo postgres://postgres@localhost:5432/inferia)
 TEST_REDIS_URL ?= redis://localhost:6379
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	CELERY_BROKER_URL=$(TEST_REDIS_URL)/10 INFERIA_CACHE_REDIS_URL=$(TEST_REDIS_URL)/11 \
@@ -38,6 +40,7 @@ test: venv
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
+	@bash scripts/ensure-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

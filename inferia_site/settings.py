@@ -146,6 +146,7 @@ INSTALLED_APPS = [
     "apps.gateway",
     "apps.audit",
     "apps.usage",
+    "apps.knowledge",
     "apps.console",
 ]
 
@@ -374,6 +375,20 @@ OIDC_USE_PKCE = True
 OIDC_TIMEOUT = env_float("INFERIA_OIDC_TIMEOUT_SECONDS", 10.0)
 OIDC_AUTHENTICATION_CALLBACK_URL = "console:sso-callback"
 LOGIN_REDIRECT_URL_FAILURE = "/console/login/"
+
+# --- Knowledge bases (apps/knowledge) ---
+# Uploaded files: a folder under the data directory by default (INFERIA_KNOWLEDGE_DIR).
+INFERIA_KNOWLEDGE_DIR = Path(env_str("INFERIA_KNOWLEDGE_DIR", str(DATA_DIR / "knowledge")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "knowledge": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(INFERIA_KNOWLEDGE_DIR), "file_permissions_mode": 0o600},
+    },
+}
+# The largest upload `/v1/files` accepts, streamed to storage (OpenAI's own limit is 512 MB).
+INFERIA_KNOWLEDGE_FILE_MAX_BYTES = env_int("INFERIA_KNOWLEDGE_FILE_MAX_BYTES", 512 * 1024 * 1024)
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
 LOGGING = {

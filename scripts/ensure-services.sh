@@ -2,10 +2,16 @@
 # Makes sure the PostgreSQL and Redis servers the test suite needs are reachable on localhost:
 # start them where installed but stopped; install them with apt where missing and we are root;
 # create the database role and database; fail loudly only when none of that works.
+# Vectors need pgvector: when the local PostgreSQL lacks the extension, the tests run on the PostgreSQL with
+# pgvector that the pinned pgserver wheel ships, on a loopback port (scripts/pgvector_server.py). The URL they
+# use is written to .inferia-test/database-url, which the Makefile reads.
 set -uo pipefail
 
 PG_HOST=${PG_HOST:-localhost}
 PG_PORT=${PG_PORT:-5432}
+PGVECTOR_PORT=${PGVECTOR_PORT:-5433}
+PGVECTOR_DATA=${PGVECTOR_DATA:-/tmp/inferia-pgvector}
+URL_FILE="$(cd "$(dirname "$0")/.." && pwd)/.inferia-test/database-url"
 REDIS_PORT=${REDIS_PORT:-6379}
 
 say() { echo "[services] $*"; }
@@ -50,6 +56,19 @@ fi
 psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -tAc "select 1 from pg_database where datname='inferia'" | grep -q 1 \
   || psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -qc "create database inferia" \
   || die "could not create the database 'inferia'"
+
+mkdir -p "$(dirname "$URL_FILE")"
+if psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -tAc "select 1 from pg_available_extensions where name='vector'" \
+    | grep -q 1; then
+  echo "postgres://postgres@$PG_HOST:$PG_PORT/inferia" > "$URL_FILE"
+else
+  python="$(dirname "$0")/../.venv/bin/python"
+  [ -x "$python" ] || die "the local PostgreSQL has no pgvector and .venv (with pgserver's) is missing: run make venv"
+  url=$("$python" "$(dirname "$0")/pgvector_server.py" --port "$PGVECTOR_PORT" --data "$PGVECTOR_DATA") \
+    || die "could not start pgserver's PostgreSQL with pgvector on 127.0.0.1:$PGVECTOR_PORT"
+  echo "$url" > "$URL_FILE"
+  say "the local PostgreSQL has no pgvector: tests use $url"
+fi
 
 if ! redis_up; then
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server

@@ -1,0 +1,423 @@
+"""Every write to knowledge bases: files, vector stores, their files and batches. Each service takes `actor=` and
+records its audit event in the same transaction; the ingestion worker is asked after commit.
+
+Entry points (`/v1` views, the REST API, the console, the CLI) parse and shape; they all call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from types import EllipsisType
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.actors import Actor
+from apps.audit.services import AuditContext, audit_record
+from apps.keys.models import ApiKey
+from apps.knowledge import storage
+from apps.knowledge.enqueue import ingestion_send
+from apps.knowledge.models import (
+    FILENAME_MAX,
+    MAX_DIMENSIONS,
+    METADATA_KEY_MAX,
+    METADATA_KEYS_MAX,
+    METADATA_VALUE_MAX,
+    NAME_MAX,
+    KnowledgeFile,
+    VectorStore,
+    VectorStoreFile,
+    VectorStoreFileBatch,
+)
+from apps.orgs.models import Organization
+from inferia_runtime.errors import DomainRefusal
+
+CHUNK_TOKENS_MIN, CHUNK_TOKENS_MAX = 100, 4096  # OpenAI's bounds on a static chunking strategy
+EXPIRES_AFTER_DAYS_MAX = 365
+
+
+# --- Checks shared by the services ---------------------------------------------------------------------------------
+
+
+def _clean_text(value: str, *, field: str, limit: int) -> str:
+    if "\x00" in value:
+        raise DomainRefusal(f"{field} must not contain NUL characters")
+    if len(value) > limit:
+        raise DomainRefusal(f"{field} is longer than {limit} characters")
+    return value
+
+
+def metadata_check(value: Any, *, field: str = "metadata") -> dict[str, Any]:
+    """OpenAI's rules for `metadata` and `attributes`: at most 16 keys of 64 characters; values strings of at most
+    512 characters, numbers or booleans. Refused, not trimmed, so a client never loses data unknowingly."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DomainRefusal(f"{field} must be an object")
+    if len(value) > METADATA_KEYS_MAX:
+        raise DomainRefusal(f"{field} has more than {METADATA_KEYS_MAX} keys")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or len(key) > METADATA_KEY_MAX or "\x00" in key:
+            raise DomainRefusal(f"{field} keys must be strings of 1 to {METADATA_KEY_MAX} characters")
+        if isinstance(item, str):
+            _clean_text(item, field=f"{field}.{key}", limit=METADATA_VALUE_MAX)
+        elif not isinstance(item, bool | int | float) or (isinstance(item, float) and item != item):
+            raise DomainRefusal(f"{field}.{key} must be a string, a number or a boolean")
+    return dict(value)
+
+
+def chunking_check(max_tokens: int | None, overlap_tokens: int | None) -> tuple[int, int]:
+    """A static chunking strategy: 100 to 4,096 tokens a chunk, overlapping by at most half of that."""
+    size = 800 if max_tokens is None else max_tokens
+    overlap = (400 if max_tokens is None else size // 2) if overlap_tokens is None else overlap_tokens
+    if not CHUNK_TOKENS_MIN <= size <= CHUNK_TOKENS_MAX:
+        raise DomainRefusal(f"max_chunk_size_tokens must be between {CHUNK_TOKENS_MIN} and {CHUNK_TOKENS_MAX}")
+    if not 0 <= overlap <= size // 2:
+        raise DomainRefusal("chunk_overlap_tokens must be between 0 and half of max_chunk_size_tokens")
+    return size, overlap
+
+
+def _expires_at(days: int | None, anchor: Any) -> Any:
+    if days is None:
+        return None
+    if not 1 <= days <= EXPIRES_AFTER_DAYS_MAX:
+        raise DomainRefusal(f"expires_after.days must be between 1 and {EXPIRES_AFTER_DAYS_MAX}")
+    return anchor + timedelta(days=days)
+
+
+def _files_of(organization: Organization, file_ids: Sequence[str]) -> list[KnowledgeFile]:
+    """The organisation's files with these public ids, in order; a refusal naming the first that is not one."""
+    found = {f.public_id: f for f in KnowledgeFile.objects.filter(organization=organization, public_id__in=file_ids)}
+    for file_id in file_ids:
+        if file_id not in found:
+            raise DomainRefusal(f"No file found with id '{file_id}'.")
+    return [found[file_id] for file_id in dict.fromkeys(file_ids)]
+
+
+# --- Files ---------------------------------------------------------------------------------------------------------
+
+
+def knowledge_file_create(
+    *,
+    organization: Organization,
+    handle: IO[bytes],
+    filename: str,
+    purpose: str,
+    content_type: str = "",
+    actor: Actor,
+    context: AuditContext | None = None,
+) -> KnowledgeFile:
+    """Store an uploaded file's bytes (streamed) and record it. The bytes are written before the row, and removed
+    again when the row cannot be, so that a failure leaves neither half."""
+    filename = _clean_text(filename.replace("\\", "/").rsplit("/", 1)[-1], field="filename", limit=FILENAME_MAX)
+    if not filename:
+        raise DomainRefusal("the file needs a name")
+    if purpose not in KnowledgeFile.Purpose.values:
+        raise DomainRefusal(f"purpose must be one of: {', '.join(KnowledgeFile.Purpose.values)}")
+    record = KnowledgeFile(
+        organization=organization, filename=filename, purpose=purpose, content_type=content_type[:100], bytes=0
+    )
+    stored = storage.storage_save(
+        name=storage.storage_name_for(organization_id=organization.pk, public_id=record.public_id), handle=handle
+    )
+    try:
+        if stored.size > settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES:
+            raise DomainRefusal(f"the file is larger than {settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES} bytes")
+        record.bytes, record.sha256, record.storage_name = stored.size, stored.sha256, stored.name
+        _set_creator(record, actor)
+        with transaction.atomic():
+            record.save(force_insert=True)
+            audit_record(
+                action="knowledge.file.create",
+                actor=actor,
+                target=record,
+                changes={"filename": filename, "purpose": purpose, "bytes": stored.size},
+                context=context,
+            )
+    except BaseException:
+        storage.storage_delete(stored.name)
+        raise
+    return record
+
+
+def knowledge_file_delete(*, file: KnowledgeFile, actor: Actor, context: AuditContext | None = None) -> None:
+    """Delete a file, its attachments to stores and their chunks; the bytes go after commit."""
+    name = file.storage_name
+    with transaction.atomic():
+        stores = list(
+            VectorStore.objects.filter(store_files__file=file).select_for_update().values_list("pk", flat=True)
+        )
+        audit_record(
+            action="knowledge.file.delete",
+            actor=actor,
+            target=file,
+            changes={"filename": file.filename, "vector_stores": len(stores)},
+            context=context,
+        )
+        file.delete()
+        for store_id in stores:
+            vector_store_usage_refresh(store_id)
+        transaction.on_commit(lambda: storage.storage_delete(name))
+
+
+def _set_creator(record: Any, actor: Actor) -> None:
+    if actor is None:
+        return
+    if isinstance(actor, ApiKey):
+        record.created_by_key = actor
+        owner = getattr(actor, "owner", None)
+        if owner is not None and hasattr(record, "created_by"):
+            record.created_by = owner
+    else:
+        record.created_by = actor
+
+
+# --- Vector stores -------------------------------------------------------------------------------------------------
+
+
+def vector_store_create(
+    *,
+    organization: Organization,
+    embedding_model: str,
+    dimensions: int,
+    actor: Actor,
+    name: str = "",
+    description: str = "",
+    metadata: dict[str, Any] | None = None,
+    expires_after_days: int | None = None,
+    chunk_max_tokens: int | None = None,
+    chunk_overlap_tokens: int | None = None,
+    file_ids: Sequence[str] = (),
+    context: AuditContext | None = None,
+) -> VectorStore:
+    """Create a store that embeds with `embedding_model` (vectors of `dimensions`), attaching `file_ids` at once.
+
+    `dimensions` is what the model answers with: callers ask the model (apps.knowledge.embedding) first."""
+    if not 1 <= dimensions <= MAX_DIMENSIONS:
+        raise DomainRefusal(f"the embedding model's vectors have {dimensions} dimensions; at most {MAX_DIMENSIONS}")
+    size, overlap = chunking_check(chunk_max_tokens, chunk_overlap_tokens)
+    now = timezone.now()
+    store = VectorStore(
+        organization=organization,
+        name=_clean_text(name, field="name", limit=NAME_MAX),
+        description=_clean_text(description, field="description", limit=512),
+        embedding_model=_clean_text(embedding_model, field="embedding_model", limit=200),
+        dimensions=dimensions,
+        chunk_max_tokens=size,
+        chunk_overlap_tokens=overlap,
+        metadata=metadata_check(metadata),
+        expires_after_days=expires_after_days,
+        expires_at=_expires_at(expires_after_days, now),
+        last_active_at=now,
+    )
+    _set_creator(store, actor)
+    with transaction.atomic():
+        files = _files_of(organization, file_ids)
+        store.save(force_insert=True)
+        audit_record(
+            action="knowledge.store.create",
+            actor=actor,
+            target=store,
+            changes={"name": store.name, "embedding_model": embedding_model, "files": len(files)},
+            context=context,
+        )
+        for file in files:
+            _store_file_add(store=store, file=file, attributes={}, size=size, overlap=overlap)
+    return store
+
+
+def vector_store_update(
+    *,
+    store: VectorStore,
+    actor: Actor,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    expires_after_days: int | EllipsisType | None = ...,
+    context: AuditContext | None = None,
+) -> VectorStore:
+    """Rename a store, replace its metadata, or change (None: remove) its expiry."""
+    changes: dict[str, Any] = {}
+    if name is not None:
+        store.name = _clean_text(name, field="name", limit=NAME_MAX)
+        changes["name"] = store.name
+    if metadata is not None:
+        store.metadata = metadata_check(metadata)
+        changes["metadata"] = sorted(store.metadata)
+    if expires_after_days is not ...:
+        days = expires_after_days if isinstance(expires_after_days, int) else None
+        store.expires_after_days = days
+        store.expires_at = _expires_at(days, store.last_active_at)
+        changes["expires_after_days"] = days
+    with transaction.atomic():
+        store.save()
+        audit_record(action="knowledge.store.update", actor=actor, target=store, changes=changes, context=context)
+    return store
+
+
+def vector_store_delete(*, store: VectorStore, actor: Actor, context: AuditContext | None = None) -> None:
+    """Delete a store with its chunks and vectors (the files stay: they may be in other stores)."""
+    with transaction.atomic():
+        audit_record(
+            action="knowledge.store.delete",
+            actor=actor,
+            target=store,
+            changes={"name": store.name, "usage_bytes": store.usage_bytes},
+            context=context,
+        )
+        store.delete()
+
+
+def vector_store_usage_refresh(store_id: int) -> None:
+    """Recount a store's stored bytes from its files' (after a file leaves it or finishes)."""
+    from django.db.models import Sum
+
+    total = VectorStoreFile.objects.filter(vector_store_id=store_id).aggregate(total=Sum("usage_bytes"))["total"]
+    VectorStore.objects.filter(pk=store_id).update(usage_bytes=total or 0)
+
+
+# --- A store's files and batches ----------------------------------------------------------------------------------
+
+
+def _store_file_add(
+    *, store: VectorStore, file: KnowledgeFile, attributes: dict[str, Any], size: int, overlap: int, batch: Any = None
+) -> VectorStoreFile:
+    store_file, created = VectorStoreFile.objects.get_or_create(
+        vector_store=store,
+        file=file,
+        defaults={
+            "organization_id": store.organization_id,
+            "attributes": attributes,
+            "chunk_max_tokens": size,
+            "chunk_overlap_tokens": overlap,
+            "generation": store.generation,
+            "batch": batch,
+        },
+    )
+    if created:
+        transaction.on_commit(lambda: ingestion_send(store_file.pk))
+    return store_file
+
+
+def vector_store_file_attach(
+    *,
+    store: VectorStore,
+    file_id: str,
+    actor: Actor,
+    attributes: dict[str, Any] | None = None,
+    chunk_max_tokens: int | None = None,
+    chunk_overlap_tokens: int | None = None,
+    context: AuditContext | None = None,
+) -> VectorStoreFile:
+    """Attach one of the organisation's files to a store; ingestion starts after commit. Attaching a file twice
+    answers the attachment that exists."""
+    attributes = metadata_check(attributes, field="attributes")
+    size, overlap = (
+        chunking_check(chunk_max_tokens, chunk_overlap_tokens)
+        if chunk_max_tokens is not None or chunk_overlap_tokens is not None
+        else (store.chunk_max_tokens, store.chunk_overlap_tokens)
+    )
+    with transaction.atomic():
+        (file,) = _files_of(store.organization, [file_id])
+        store_file = _store_file_add(store=store, file=file, attributes=attributes, size=size, overlap=overlap)
+        audit_record(
+            action="knowledge.store_file.attach",
+            actor=actor,
+            target=store,
+            changes={"file": file.public_id, "filename": file.filename},
+            context=context,
+        )
+    return store_file
+
+
+def vector_store_file_update(
+    *, store_file: VectorStoreFile, attributes: dict[str, Any], actor: Actor, context: AuditContext | None = None
+) -> VectorStoreFile:
+    """Replace a store file's attributes, on its chunks too (searches filter on the chunks' copy)."""
+    from apps.knowledge.models import Chunk
+
+    store_file.attributes = metadata_check(attributes, field="attributes")
+    with transaction.atomic():
+        store_file.save(update_fields=["attributes", "updated_at"])
+        Chunk.objects.filter(store_file=store_file).update(attributes=store_file.attributes)
+        audit_record(
+            action="knowledge.store_file.update",
+            actor=actor,
+            target=store_file.vector_store,
+            changes={"file": store_file.file.public_id, "attributes": sorted(store_file.attributes)},
+            context=context,
+        )
+    return store_file
+
+
+def vector_store_file_detach(*, store_file: VectorStoreFile, actor: Actor, context: AuditContext | None = None) -> None:
+    """Remove a file from a store with its chunks and vectors (the file itself stays)."""
+    store_id = store_file.vector_store_id
+    with transaction.atomic():
+        audit_record(
+            action="knowledge.store_file.detach",
+            actor=actor,
+            target=store_file.vector_store,
+            changes={"file": store_file.file.public_id, "filename": store_file.file.filename},
+            context=context,
+        )
+        store_file.delete()
+        vector_store_usage_refresh(store_id)
+
+
+def vector_store_file_batch_create(
+    *,
+    store: VectorStore,
+    file_ids: Sequence[str],
+    actor: Actor,
+    attributes: dict[str, Any] | None = None,
+    chunk_max_tokens: int | None = None,
+    chunk_overlap_tokens: int | None = None,
+    context: AuditContext | None = None,
+) -> VectorStoreFileBatch:
+    """Attach several files at once (at most 500, as OpenAI allows)."""
+    if not file_ids:
+        raise DomainRefusal("file_ids must name at least one file")
+    if len(file_ids) > 500:
+        raise DomainRefusal("file_ids names more than 500 files")
+    attributes = metadata_check(attributes, field="attributes")
+    size, overlap = (
+        chunking_check(chunk_max_tokens, chunk_overlap_tokens)
+        if chunk_max_tokens is not None or chunk_overlap_tokens is not None
+        else (store.chunk_max_tokens, store.chunk_overlap_tokens)
+    )
+    with transaction.atomic():
+        files = _files_of(store.organization, file_ids)
+        batch = VectorStoreFileBatch.objects.create(organization_id=store.organization_id, vector_store=store)
+        for file in files:
+            _store_file_add(store=store, file=file, attributes=attributes, size=size, overlap=overlap, batch=batch)
+        audit_record(
+            action="knowledge.store_file.batch",
+            actor=actor,
+            target=store,
+            changes={"batch": batch.public_id, "files": len(files)},
+            context=context,
+        )
+    return batch
+
+
+def vector_store_file_batch_cancel(
+    *, batch: VectorStoreFileBatch, actor: Actor, context: AuditContext | None = None
+) -> VectorStoreFileBatch:
+    """Cancel a batch: its files still in progress stop (the worker checks before each step) and say cancelled."""
+    with transaction.atomic():
+        batch.cancelled_at = timezone.now()
+        batch.save(update_fields=["cancelled_at"])
+        stopped = VectorStoreFile.objects.filter(batch=batch, status=VectorStoreFile.Status.IN_PROGRESS).update(
+            status=VectorStoreFile.Status.CANCELLED, claimed_until=None
+        )
+        audit_record(
+            action="knowledge.store_file.batch_cancel",
+            actor=actor,
+            target=batch.vector_store,
+            changes={"batch": batch.public_id, "cancelled": stopped},
+            context=context,
+        )
+    return batch
