@@ -12,3 +12,8 @@ class GatewayConfig(AppConfig):
         from apps.gateway import signals  # connects the catalog invalidation receivers
 
         signals.compute_events_subscribe()
+
+        from apps.gateway.knowledge_caller import GatewayKnowledgeCaller
+        from apps.knowledge.embedding import gateway_install
+
+        gateway_install(GatewayKnowledgeCaller())

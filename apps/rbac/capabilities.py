@@ -99,6 +99,16 @@ CAPABILITIES: tuple[Capability, ...] = (
         _crud("policies", "prompttemplate", "prompttemplateversion"), requires=("view_policies",),
     ),
     Capability(
+        "view_knowledge", "See knowledge bases", "See files, vector stores, their ingestion and their chunks.",
+        _crud("knowledge", "knowledgefile", "vectorstore", "vectorstorefile", "vectorstorefilebatch", "chunk",
+              actions=("view",)),
+    ),
+    Capability(
+        "manage_knowledge", "Manage knowledge bases", "Upload and delete files, and create, fill and delete stores.",
+        _crud("knowledge", "knowledgefile", "vectorstore", "vectorstorefile", "vectorstorefilebatch", "chunk"),
+        requires=("view_knowledge",),
+    ),
+    Capability(
         "read_usage", "Read usage", "See usage, costs and the dashboards, and export them.",
         _crud("usage", "usagerecord", "usagerollup", "usagekeyrollup", "usagemodelrollup", "usagemodeldayrollup",
               "usagedeploymentrollup", actions=("view",)),

@@ -1,0 +1,68 @@
+"""Knowledge embeds through Inferia's own gateway, in-process: the organisation's key, routing and metering apply."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from apps.knowledge.embedding import (
+    EmbeddingError,
+    embedding_dimensions_probe,
+    embeddings_create,
+    run_in_own_loop,
+)
+from tests.factories import OrganizationFactory, api_key_issue, deployment_serving
+from tests.kit.processes import TestProcess, sim_start
+
+EMBED_MODEL = "kb-embed"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[TestProcess]:
+    process = sim_start(models=(EMBED_MODEL,))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def served(transactional_db, redis_cache, engine):
+    organization = OrganizationFactory(name="Acme", slug="acme")
+    deployment_serving(organization, EMBED_MODEL, [engine.url])
+    return organization, api_key_issue(organization=organization).secret
+
+
+def test_it_embeds_through_the_gateway_with_the_keys_model(served):
+    _, secret = served
+    embedded = run_in_own_loop(lambda: embeddings_create(secret=secret, model=EMBED_MODEL, inputs=["one", "two"]))
+    assert [len(vector) for vector in embedded.vectors] == [384, 384]
+    assert embedded.vectors[0] != embedded.vectors[1]
+    assert embedded.prompt_tokens > 0
+
+
+def test_it_asks_the_model_its_dimensions(served):
+    _, secret = served
+    assert run_in_own_loop(lambda: embedding_dimensions_probe(secret=secret, model=EMBED_MODEL)) == 384
+
+
+def test_a_model_the_organisation_does_not_serve_is_the_gateways_404(served):
+    _, secret = served
+    with pytest.raises(EmbeddingError) as refused:
+        run_in_own_loop(lambda: embeddings_create(secret=secret, model="nowhere", inputs=["x"]))
+    assert refused.value.status == 404
+    assert refused.value.code == "model_not_found"
+
+
+def test_another_organisations_model_is_not_reachable_with_its_own_key(served):
+    outsider = api_key_issue(organization=OrganizationFactory(name="Globex", slug="globex")).secret
+    with pytest.raises(EmbeddingError) as refused:
+        run_in_own_loop(lambda: embeddings_create(secret=outsider, model=EMBED_MODEL, inputs=["x"]))
+    assert refused.value.status == 404
+
+
+def test_a_key_without_the_inference_scope_is_refused(served):
+    organization, _ = served
+    reader = api_key_issue(organization=organization, scopes=("read",)).secret
+    with pytest.raises(EmbeddingError) as refused:
+        run_in_own_loop(lambda: embeddings_create(secret=reader, model=EMBED_MODEL, inputs=["x"]))
+    assert refused.value.status == 403
