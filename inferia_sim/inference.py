@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import math
-import random
+import re
 import time
 from array import array
 from functools import lru_cache
@@ -116,14 +117,51 @@ async def completions(engine: SimEngine, request: HttpRequest, responder: HttpRe
     await generation_run(engine, responder, gen, stream=stream)
 
 
+_WORD = re.compile(r"\w+")
+# How much each kind of feature counts: words most, word pairs (phrases) and character trigrams (spelling variants,
+# plurals) less.
+_WEIGHT_WORD, _WEIGHT_PAIR, _WEIGHT_TRIGRAM = 1.0, 0.6, 0.25
+
+
+@lru_cache(maxsize=65536)
+def _feature_slot(feature: str, dimensions: int) -> tuple[int, float]:
+    """Where a feature lands in the vector and with which sign: a stable hash (never Python's salted one)."""
+    digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "big")
+    return digest % dimensions, 1.0 if digest >> 63 else -1.0
+
+
+def _features(text: str) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    words = _WORD.findall(text.lower())
+    for word in words:
+        counts["w:" + word] = counts.get("w:" + word, 0.0) + 1.0
+        padded = f"<{word}>"
+        for start in range(len(padded) - 2):
+            gram = "c:" + padded[start : start + 3]
+            counts[gram] = counts.get(gram, 0.0) + 1.0
+    for first, second in itertools.pairwise(words):
+        pair = f"p:{first} {second}"
+        counts[pair] = counts.get(pair, 0.0) + 1.0
+    return counts
+
+
 @lru_cache(maxsize=4096)
 def embedding_vector(text: str, dimensions: int) -> tuple[float, ...]:
-    """A unit vector determined only by `text` and `dimensions`: equal texts embed equally, across runs too."""
-    seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-    rng = random.Random(seed)  # noqa: S311 - deterministic pseudo-embedding
-    raw = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
-    norm = math.sqrt(sum(value * value for value in raw)) or 1.0
-    return tuple(value / norm for value in raw)
+    """A unit vector whose geometry is lexical: hashed word, word-pair and character-trigram features (sublinear
+    counts, signed feature hashing), so that texts sharing words are close and unrelated texts are nearly
+    orthogonal. Deterministic: equal texts embed equally, across runs and processes. A real engine's embeddings are
+    semantic; these make retrieval testable without one."""
+    vector = [0.0] * dimensions
+    for feature, count in _features(text).items():
+        kind = feature[0]
+        weight = _WEIGHT_WORD if kind == "w" else _WEIGHT_PAIR if kind == "p" else _WEIGHT_TRIGRAM
+        slot, sign = _feature_slot(feature, dimensions)
+        vector[slot] += sign * weight * (1.0 + math.log(count))
+    norm = math.sqrt(sum(value * value for value in vector))
+    if norm == 0.0:  # no word at all (empty or punctuation only): a fixed unit vector, still deterministic
+        vector[_feature_slot("empty", dimensions)[0]] = 1.0
+        return tuple(vector)
+    return tuple(value / norm for value in vector)
 
 
 def _embedding_inputs(value: object) -> list[tuple[str, int]]:

@@ -12,9 +12,9 @@ Prints a table and writes JSON under bench-results/.
         [--database inferia_bench_console] [--reseed]
 
 The database is created (and migrated) when missing; DATABASE_URL is set to it by this script (the server from
-BENCH_PG_URL, default postgres://postgres@localhost:5432). Redis: REDIS_URL's server, database 9. A seed older than
-a day is redone, so that the "24h" range has data; so is a seed at other sizes (the database is dropped and
-recreated: audit rows refuse DELETE).
+BENCH_PG_URL, default the server of DATABASE_URL: the tests' PostgreSQL with pgvector). Redis: REDIS_URL's server,
+database 9. A seed older than a day is redone, so that the "24h" range has data; so is a seed at other sizes (the
+database is dropped and recreated: audit rows refuse DELETE).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ ACTIONS = ["api_key.create", "api_key.rotate", "api_key.revoke", "policy.update"
 
 
 def _pg_admin_url(database: str) -> tuple[str, str]:
-    base = os.environ.get("BENCH_PG_URL", "postgres://postgres@localhost:5432")
+    default = os.environ.get("DATABASE_URL", "postgres://postgres@localhost:5432/inferia").rsplit("/", 1)[0]
+    base = os.environ.get("BENCH_PG_URL", default)
     return base, f"{base}/{database}"
 
 
