@@ -301,6 +301,13 @@ def _store_file_add(
     return store_file
 
 
+def _file_chunking(store: VectorStore, max_tokens: int | None, overlap_tokens: int | None) -> tuple[int, int]:
+    """A file's own chunking where it names one, else its store's."""
+    if max_tokens is None and overlap_tokens is None:
+        return store.chunk_max_tokens, store.chunk_overlap_tokens
+    return chunking_check(max_tokens, overlap_tokens)
+
+
 def vector_store_file_attach(
     *,
     store: VectorStore,
@@ -314,11 +321,7 @@ def vector_store_file_attach(
     """Attach one of the organisation's files to a store; ingestion starts after commit. Attaching a file twice
     answers the attachment that exists."""
     attributes = metadata_check(attributes, field="attributes")
-    size, overlap = (
-        chunking_check(chunk_max_tokens, chunk_overlap_tokens)
-        if chunk_max_tokens is not None or chunk_overlap_tokens is not None
-        else (store.chunk_max_tokens, store.chunk_overlap_tokens)
-    )
+    size, overlap = _file_chunking(store, chunk_max_tokens, chunk_overlap_tokens)
     with transaction.atomic():
         (file,) = _files_of(store.organization, [file_id])
         store_file = _store_file_add(store=store, file=file, attributes=attributes, size=size, overlap=overlap)
@@ -383,11 +386,7 @@ def vector_store_file_batch_create(
     if len(file_ids) > 500:
         raise DomainRefusal("file_ids names more than 500 files")
     attributes = metadata_check(attributes, field="attributes")
-    size, overlap = (
-        chunking_check(chunk_max_tokens, chunk_overlap_tokens)
-        if chunk_max_tokens is not None or chunk_overlap_tokens is not None
-        else (store.chunk_max_tokens, store.chunk_overlap_tokens)
-    )
+    size, overlap = _file_chunking(store, chunk_max_tokens, chunk_overlap_tokens)
     with transaction.atomic():
         files = _files_of(store.organization, file_ids)
         batch = VectorStoreFileBatch.objects.create(organization_id=store.organization_id, vector_store=store)

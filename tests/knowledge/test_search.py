@@ -22,13 +22,7 @@ TEXTS = [
 
 
 @pytest.fixture
-def store(org, owner, tmp_path, settings):
-    settings.STORAGES = {**settings.STORAGES, "knowledge": {"BACKEND": settings.STORAGES["knowledge"]["BACKEND"],
-                                                           "OPTIONS": {"location": str(tmp_path)}}}  # fmt: skip
-    from django.core.files.storage import storages
-
-    storages._storages.pop("knowledge", None)
-    storages._backends = None
+def store(org, owner):
     file = services.knowledge_file_create(
         organization=org, handle=io.BytesIO(b"x"), filename="kb.txt", purpose="assistants", actor=owner
     )
@@ -38,9 +32,7 @@ def store(org, owner, tmp_path, settings):
     store_file = VectorStoreFile.objects.get(vector_store=store)
     for index, text in enumerate(TEXTS):
         _chunk(store_file, index, text, {"topic": ["gpu", "food", "tax", "ops"][index], "year": 2020 + index})
-    yield store
-    storages._storages.pop("knowledge", None)
-    storages._backends = None
+    return store
 
 
 def _chunk(store_file, index, text, attributes, generation=1, flagged=False):

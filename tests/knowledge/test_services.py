@@ -17,20 +17,6 @@ from inferia_runtime.errors import DomainRefusal
 DIMENSIONS = 8
 
 
-@pytest.fixture(autouse=True)
-def _storage(tmp_path, settings):
-    """Each test's files in a folder of its own."""
-    settings.STORAGES = {**settings.STORAGES, "knowledge": {**settings.STORAGES["knowledge"]}}
-    settings.STORAGES["knowledge"]["OPTIONS"] = {"location": str(tmp_path)}
-    from django.core.files.storage import storages
-
-    storages._storages.pop("knowledge", None)
-    storages._backends = None
-    yield
-    storages._storages.pop("knowledge", None)
-    storages._backends = None
-
-
 def _upload(org, owner, content=b"GPUs have memory bandwidth.", name="notes.txt"):
     return services.knowledge_file_create(
         organization=org, handle=io.BytesIO(content), filename=name, purpose="assistants", actor=owner
