@@ -47,6 +47,8 @@ app.conf.beat_schedule = {
         "task": "apps.compute.tasks.health_check",
         "schedule": env_float("INFERIA_HEALTH_INTERVAL_SECONDS", 2.0),
     },
+    # Knowledge files whose ingestion worker died mid-file: another worker takes them over.
+    "knowledge-ingestion-resume": {"task": "apps.knowledge.tasks.store_files_resume", "schedule": 30.0},
     "compute-load-history-prune": {"task": "apps.compute.tasks.load_history_prune", "schedule": 3600.0},
     "compute-reconcile": {
         "task": "apps.compute.tasks.deployment_reconcile_periodic",

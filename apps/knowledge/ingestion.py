@@ -1,0 +1,214 @@
+"""Ingesting one store file: read its text, cut it into chunks, embed them through the gateway with the store's own
+key, and write chunks and vectors.
+
+Idempotent and resumable: a worker claims the file with a lease (a conditional UPDATE), chunks are written once
+per file, generation and index (a unique constraint, inserts that ignore conflicts), and a file taken over after
+a worker died skips the chunks already written. Text files (plain text and Markdown) are read today; other formats
+fail with `unsupported_file`, saying so, rather than being half-read.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from semantic_text_splitter import MarkdownSplitter, TextSplitter
+
+from apps.compute.credentials import credentials_decrypt, credentials_encrypt
+from apps.keys.models import ApiKey, Scope
+from apps.keys.services import api_key_create
+from apps.knowledge import storage
+from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_own_loop
+from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
+from apps.knowledge.services import vector_store_usage_refresh
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+EMBED_BATCH = 64
+CHARS_PER_TOKEN = 4  # the splitter's capacity until chunks are counted with the engine's tokenizer
+TEXT_SUFFIXES = {".txt": False, ".text": False, ".md": True, ".markdown": True}
+TEXT_BYTES_MAX = 64 * 1024 * 1024
+
+
+class IngestionFailed(Exception):
+    """A file that cannot be ingested: OpenAI's error code and a message for the person who uploaded it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    index: int
+    text: str
+    char_start: int
+    char_end: int
+
+
+def store_file_claim(store_file_id: int) -> bool:
+    """Take the file for this worker until the lease runs out; False when another worker holds it or it is done."""
+    now = timezone.now()
+    return (
+        VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=now + LEASE)
+        == 1
+    )
+
+
+def text_read(store_file: VectorStoreFile) -> tuple[str, bool]:
+    """The file's text and whether it is Markdown; IngestionFailed for what is not a text file."""
+    file = store_file.file
+    suffix = "." + file.filename.rsplit(".", 1)[-1].lower() if "." in file.filename else ""
+    markdown = TEXT_SUFFIXES.get(suffix)
+    if markdown is None and not file.content_type.startswith("text/"):
+        raise IngestionFailed("unsupported_file", f"{file.filename}: only text and Markdown files are read")
+    if file.bytes > TEXT_BYTES_MAX:
+        raise IngestionFailed("invalid_file", f"{file.filename}: a text file of more than {TEXT_BYTES_MAX} bytes")
+    with storage.storage_open(file.storage_name) as handle:
+        data = handle.read(TEXT_BYTES_MAX + 1)
+    try:
+        text = data.decode("utf-16") if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else data.decode()
+    except UnicodeDecodeError:
+        raise IngestionFailed("invalid_file", f"{file.filename}: the text is not UTF-8") from None
+    # NUL and other control characters never reach a stored chunk.
+    text = "".join(ch for ch in text if ch >= " " or ch in "\n\t")
+    return text, bool(markdown)
+
+
+def text_cut(text: str, *, markdown: bool, max_tokens: int, overlap_tokens: int) -> list[TextPiece]:
+    """Chunks on sentence and paragraph boundaries (Markdown on its structure), with overlap."""
+    capacity, overlap = max_tokens * CHARS_PER_TOKEN, overlap_tokens * CHARS_PER_TOKEN
+    splitter = (MarkdownSplitter if markdown else TextSplitter)(capacity, overlap=overlap)
+    encoded = text.encode()
+    pieces = []
+    for index, (byte_offset, chunk) in enumerate(splitter.chunk_indices(text)):
+        start = len(encoded[:byte_offset].decode())
+        pieces.append(TextPiece(index=index, text=chunk, char_start=start, char_end=start + len(chunk)))
+    return pieces
+
+
+def store_ingest_secret(store: VectorStore) -> str:
+    """The store's own inference key (issued on first use), whose usage and limits ingestion counts against."""
+    if store.ingest_key_id is not None and store.ingest_key_secret:
+        key = ApiKey.objects.filter(pk=store.ingest_key_id).first()
+        if key is not None and key.is_usable():
+            return str(credentials_decrypt(store.ingest_key_secret).reveal()["secret"])
+    with transaction.atomic():
+        issued = api_key_create(
+            organization=store.organization,
+            name=f"Knowledge store {store.public_id}",
+            scopes=[Scope.INFERENCE],
+            allowed_models=[store.embedding_model],
+            actor=None,
+        )
+        store.ingest_key = issued.key
+        store.ingest_key_secret = credentials_encrypt({"secret": issued.secret})
+        store.save(update_fields=["ingest_key", "ingest_key_secret"])
+    return issued.secret
+
+
+def store_file_ingest_run(store_file_id: int) -> None:
+    """Ingest a claimed store file to the end, or record why it failed."""
+    store_file = VectorStoreFile.objects.select_related("file", "vector_store__organization").get(pk=store_file_id)
+    store = store_file.vector_store
+    try:
+        text, markdown = text_read(store_file)
+        pieces = text_cut(
+            text,
+            markdown=markdown,
+            max_tokens=store_file.chunk_max_tokens,
+            overlap_tokens=store_file.chunk_overlap_tokens,
+        )
+        VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_total=len(pieces))
+        done = set(
+            Chunk.objects.filter(store_file=store_file, generation=store_file.generation).values_list(
+                "index", flat=True
+            )
+        )
+        todo = [piece for piece in pieces if piece.index not in done]
+        secret = store_ingest_secret(store)
+        for start in range(0, len(todo), EMBED_BATCH):
+            batch = todo[start : start + EMBED_BATCH]
+            if not _still_wanted(store_file.pk):
+                return  # cancelled or deleted meanwhile: stop without writing more
+            inputs = [piece.text for piece in batch]
+            embedded = run_in_own_loop(
+                functools.partial(embeddings_create, secret=secret, model=store.embedding_model, inputs=inputs)
+            )
+            _chunks_write(store_file, store, batch, embedded.vectors)
+    except IngestionFailed as failure:
+        _fail(store_file.pk, failure.code, failure.message)
+        return
+    except EmbeddingError as error:
+        # Refused by a limit, a quota or a budget (429), or the model is gone: the file says why.
+        _fail(store_file.pk, "rate_limit_exceeded" if error.status == 429 else "server_error", error.message)
+        return
+    usage = sum(len(piece.text.encode()) + 4 * store.dimensions for piece in pieces)
+    with transaction.atomic():
+        VectorStoreFile.objects.filter(pk=store_file.pk, status=VectorStoreFile.Status.IN_PROGRESS).update(
+            status=VectorStoreFile.Status.COMPLETED, claimed_until=None, usage_bytes=usage, chunks_done=len(pieces)
+        )
+        vector_store_usage_refresh(store.pk)
+
+
+def _still_wanted(store_file_id: int) -> bool:
+    return VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS).exists()
+
+
+def _chunks_write(
+    store_file: VectorStoreFile, store: VectorStore, batch: list[TextPiece], vectors: list[list[float]]
+) -> None:
+    rows = [
+        Chunk(
+            organization_id=store.organization_id,
+            vector_store=store,
+            store_file=store_file,
+            generation=store_file.generation,
+            index=piece.index,
+            text=piece.text,
+            tokens=max(1, len(piece.text) // CHARS_PER_TOKEN),
+            char_start=piece.char_start,
+            char_end=piece.char_end,
+            dimensions=len(vector),
+            embedding=vector,
+            attributes=store_file.attributes,
+        )
+        for piece, vector in zip(batch, vectors, strict=True)
+    ]
+    with transaction.atomic():
+        Chunk.objects.bulk_create(rows, ignore_conflicts=True)  # a retried batch writes nothing twice
+        written = Chunk.objects.filter(store_file=store_file, generation=store_file.generation).count()
+        VectorStoreFile.objects.filter(pk=store_file.pk).update(
+            chunks_done=written, claimed_until=timezone.now() + LEASE
+        )
+
+
+def _fail(store_file_id: int, code: str, message: str) -> None:
+    logger.info("store file %s failed: %s", store_file_id, code)
+    VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS).update(
+        status=VectorStoreFile.Status.FAILED,
+        last_error_code=code,
+        last_error_message=message[:1000],
+        claimed_until=None,
+    )
+
+
+def store_files_stalled() -> list[int]:
+    """Files in progress whose worker's lease ran out (a killed worker) or that no worker ever took, after a grace
+    period: the periodic sweep enqueues them again."""
+    grace = timezone.now() - timedelta(seconds=settings.INFERIA_TASK_REQUEUE_SECONDS)
+    return list(
+        VectorStoreFile.objects.filter(status=VectorStoreFile.Status.IN_PROGRESS)
+        .filter(Q(claimed_until__lt=timezone.now()) | Q(claimed_until__isnull=True, created_at__lt=grace))
+        .values_list("pk", flat=True)[:1000]
+    )

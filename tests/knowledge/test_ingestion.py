@@ -1,0 +1,142 @@
+"""Ingesting a store file: text cut into chunks on sentence boundaries, embedded through the gateway with the
+store's own key, written once however often a worker retries, and found again by a search."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pytest
+
+from apps.knowledge import ingestion, search, services
+from apps.knowledge.embedding import embeddings_create, run_in_own_loop
+from apps.knowledge.models import Chunk, VectorStoreFile
+from apps.usage.models import UsageRecord
+from tests.factories import OrganizationFactory, deployment_serving
+from tests.kit.processes import TestProcess, sim_start
+
+EMBED_MODEL = "kb-embed"
+HANDBOOK = "\n\n".join(
+    [
+        "The GPU nodes have 4.8 TB/s of HBM3e memory bandwidth and 141 GB of memory each.",
+        "Simmer the tomato sauce for twenty minutes and season it with fresh basil.",
+        "Income tax returns are due in April, and deductions lower the taxable amount.",
+    ]
+    * 40
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[TestProcess]:
+    process = sim_start(models=(EMBED_MODEL,))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def organization(transactional_db, redis_cache, engine):
+    organization = OrganizationFactory(name="Acme", slug="acme")
+    deployment_serving(organization, EMBED_MODEL, [engine.url])
+    return organization
+
+
+def _attached(organization, content: bytes, filename: str = "handbook.md"):
+    file = services.knowledge_file_create(
+        organization=organization, handle=io.BytesIO(content), filename=filename, purpose="assistants", actor=None
+    )
+    store = services.vector_store_create(
+        organization=organization,
+        embedding_model=EMBED_MODEL,
+        dimensions=384,
+        actor=None,
+        chunk_max_tokens=100,
+        chunk_overlap_tokens=20,
+        file_ids=[file.public_id],
+    )
+    return store, VectorStoreFile.objects.get(vector_store=store)
+
+
+def _ingest(store_file):
+    assert ingestion.store_file_claim(store_file.pk)
+    ingestion.store_file_ingest_run(store_file.pk)
+    store_file.refresh_from_db()
+    return store_file
+
+
+def test_a_text_file_is_cut_embedded_and_found_by_a_search(organization):
+    store, store_file = _attached(organization, HANDBOOK.encode())
+    store_file = _ingest(store_file)
+    assert store_file.status == "completed", store_file.last_error_message
+    chunks = list(Chunk.objects.filter(store_file=store_file).order_by("index"))
+    assert len(chunks) == store_file.chunks_total == store_file.chunks_done > 3
+    assert all(len(chunk.text) <= 100 * ingestion.CHARS_PER_TOKEN for chunk in chunks)
+    assert all(chunk.text.rstrip().endswith(".") for chunk in chunks)  # cut between sentences
+    assert all(HANDBOOK[chunk.char_start : chunk.char_end] == chunk.text for chunk in chunks)
+    store.refresh_from_db()
+    assert store.usage_bytes == store_file.usage_bytes > 0
+    secret = ingestion.store_ingest_secret(store)
+    query = run_in_own_loop(
+        lambda: embeddings_create(secret=secret, model=EMBED_MODEL, inputs=["How much GPU memory bandwidth?"])
+    )
+    best = search.vector_store_search(store=store, vector=query.vectors[0], max_num_results=1)[0]
+    assert "bandwidth" in best.text
+
+
+def test_ingestion_is_metered_on_the_stores_own_key(organization):
+    from apps.usage.stream import usage_stream_drain
+
+    store, store_file = _attached(organization, HANDBOOK.encode())
+    _ingest(store_file)
+    store.refresh_from_db()
+    usage_stream_drain()
+    records = UsageRecord.objects.filter(api_key_id=store.ingest_key_id, endpoint="embeddings")
+    assert records.exists()
+    assert store.ingest_key.allowed_models == [EMBED_MODEL]
+
+
+def test_a_retried_file_skips_the_chunks_it_wrote_and_duplicates_none(organization):
+    _, store_file = _attached(organization, HANDBOOK.encode())
+    _ingest(store_file)
+    first = dict(Chunk.objects.filter(store_file=store_file).values_list("index", "pk"))
+    Chunk.objects.filter(store_file=store_file, index__gte=2).delete()  # as if the worker died after two chunks
+    VectorStoreFile.objects.filter(pk=store_file.pk).update(status="in_progress", claimed_until=None)
+    _ingest(store_file)
+    again = dict(Chunk.objects.filter(store_file=store_file).values_list("index", "pk"))
+    assert set(again) == set(first)
+    assert (again[0], again[1]) == (first[0], first[1])  # kept, not rewritten
+
+
+def test_a_leased_file_is_not_taken_twice_until_its_lease_runs_out(organization):
+    from django.utils import timezone
+
+    _, store_file = _attached(organization, b"Some text.")
+    assert ingestion.store_file_claim(store_file.pk)
+    assert not ingestion.store_file_claim(store_file.pk)
+    assert store_file.pk not in ingestion.store_files_stalled()
+    VectorStoreFile.objects.filter(pk=store_file.pk).update(claimed_until=timezone.now())
+    assert store_file.pk in ingestion.store_files_stalled()
+    assert ingestion.store_file_claim(store_file.pk)
+
+
+def test_a_file_that_is_not_text_fails_with_the_reason(organization):
+    _, store_file = _attached(organization, b"%PDF-1.7 ...", filename="report.pdf")
+    store_file = _ingest(store_file)
+    assert (store_file.status, store_file.last_error_code) == ("failed", "unsupported_file")
+    assert "report.pdf" in store_file.last_error_message
+    assert not Chunk.objects.filter(store_file=store_file).exists()
+
+
+def test_nul_and_control_characters_never_reach_a_chunk(organization):
+    _, store_file = _attached(organization, b"GPU memory\x00 bandwidth\x07 is high.", filename="a.txt")
+    _ingest(store_file)
+    assert Chunk.objects.get(store_file=store_file).text == "GPU memory bandwidth is high."
+
+
+def test_the_task_sent_by_name_exists_and_stalled_files_are_resumed_on_the_beat():
+    import apps.knowledge.tasks  # noqa: F401 - registers the tasks, as the worker's autodiscovery does
+    from apps.knowledge.enqueue import STORE_FILE_INGEST
+    from celery_app.app import app
+
+    assert STORE_FILE_INGEST in app.tasks
+    entries = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert "apps.knowledge.tasks.store_files_resume" in entries
