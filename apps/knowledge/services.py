@@ -18,6 +18,7 @@ from django.utils import timezone
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
 from apps.keys.models import ApiKey
+from apps.keys.services import api_key_revoke
 from apps.knowledge import storage
 from apps.knowledge.enqueue import ingestion_send
 from apps.knowledge.models import (
@@ -258,8 +259,11 @@ def vector_store_update(
 
 
 def vector_store_delete(*, store: VectorStore, actor: Actor, context: AuditContext | None = None) -> None:
-    """Delete a store with its chunks and vectors (the files stay: they may be in other stores)."""
+    """Delete a store with its chunks and vectors (the files stay: they may be in other stores), and revoke the
+    store's own ingestion key."""
     with transaction.atomic():
+        if store.ingest_key is not None and store.ingest_key.revoked_at is None:
+            api_key_revoke(key=store.ingest_key, actor=actor, reason=f"vector store {store.public_id} deleted")
         audit_record(
             action="knowledge.store.delete",
             actor=actor,

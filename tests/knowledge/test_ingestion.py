@@ -92,6 +92,10 @@ def test_ingestion_is_metered_on_the_stores_own_key(organization):
     records = UsageRecord.objects.filter(api_key_id=store.ingest_key_id, endpoint="embeddings")
     assert records.exists()
     assert store.ingest_key.allowed_models == [EMBED_MODEL]
+    key = store.ingest_key
+    services.vector_store_delete(store=store, actor=None)
+    key.refresh_from_db()
+    assert key.revoked_at is not None
 
 
 def test_a_retried_file_skips_the_chunks_it_wrote_and_duplicates_none(organization):
