@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.core.files.storage import storages
+
+from tests.factories import OrganizationFactory, deployment_serving
+from tests.kit.processes import TestProcess, sim_start
 
 
 def _forget_storage() -> None:
@@ -21,3 +26,22 @@ def knowledge_files(tmp_path, settings):
     _forget_storage()
     yield tmp_path
     _forget_storage()
+
+
+EMBED_MODEL = "kb-embed"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[TestProcess]:
+    """An inferia-sim engine serving the embedding model the knowledge tests use."""
+    process = sim_start(models=(EMBED_MODEL,))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def organization(transactional_db, redis_cache, engine):
+    """Acme, with a deployment of the embedding model on the engine (committed: the gateway reads it)."""
+    organization = OrganizationFactory(name="Acme", slug="acme")
+    deployment_serving(organization, EMBED_MODEL, [engine.url])
+    return organization

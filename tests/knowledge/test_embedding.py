@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from apps.knowledge.embedding import (
@@ -12,23 +10,12 @@ from apps.knowledge.embedding import (
     embeddings_create,
     run_in_own_loop,
 )
-from tests.factories import OrganizationFactory, api_key_issue, deployment_serving
-from tests.kit.processes import TestProcess, sim_start
-
-EMBED_MODEL = "kb-embed"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[TestProcess]:
-    process = sim_start(models=(EMBED_MODEL,))
-    yield process
-    process.stop()
+from tests.factories import OrganizationFactory, api_key_issue
+from tests.knowledge.conftest import EMBED_MODEL
 
 
 @pytest.fixture
-def served(transactional_db, redis_cache, engine):
-    organization = OrganizationFactory(name="Acme", slug="acme")
-    deployment_serving(organization, EMBED_MODEL, [engine.url])
+def served(organization):
     return organization, api_key_issue(organization=organization).secret
 
 

@@ -4,18 +4,13 @@ store's own key, written once however often a worker retries, and found again by
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-
-import pytest
 
 from apps.knowledge import ingestion, search, services
 from apps.knowledge.embedding import embeddings_create, run_in_own_loop
 from apps.knowledge.models import Chunk, VectorStoreFile
 from apps.usage.models import UsageRecord
-from tests.factories import OrganizationFactory, deployment_serving
-from tests.kit.processes import TestProcess, sim_start
+from tests.knowledge.conftest import EMBED_MODEL
 
-EMBED_MODEL = "kb-embed"
 HANDBOOK = "\n\n".join(
     [
         "The GPU nodes have 4.8 TB/s of HBM3e memory bandwidth and 141 GB of memory each.",
@@ -24,20 +19,6 @@ HANDBOOK = "\n\n".join(
     ]
     * 40
 )
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[TestProcess]:
-    process = sim_start(models=(EMBED_MODEL,))
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def organization(transactional_db, redis_cache, engine):
-    organization = OrganizationFactory(name="Acme", slug="acme")
-    deployment_serving(organization, EMBED_MODEL, [engine.url])
-    return organization
 
 
 def _attached(organization, content: bytes, filename: str = "handbook.md"):
