@@ -389,6 +389,11 @@ STORAGES = {
 }
 # The largest upload `/v1/files` accepts, streamed to storage (OpenAI's own limit is 512 MB).
 INFERIA_KNOWLEDGE_FILE_MAX_BYTES = env_int("INFERIA_KNOWLEDGE_FILE_MAX_BYTES", 512 * 1024 * 1024)
+# Reading a file's text (apps/knowledge/extraction.py): what one file may cost before it fails as `invalid_file`.
+INFERIA_KNOWLEDGE_PDF_PAGES_MAX = env_int("INFERIA_KNOWLEDGE_PDF_PAGES_MAX", 2000)
+INFERIA_KNOWLEDGE_DOCX_BYTES_MAX = env_int("INFERIA_KNOWLEDGE_DOCX_BYTES_MAX", 256 * 1024 * 1024)
+INFERIA_KNOWLEDGE_TEXT_BYTES_MAX = env_int("INFERIA_KNOWLEDGE_TEXT_BYTES_MAX", 64 * 1024 * 1024)
+INFERIA_KNOWLEDGE_EXTRACT_SECONDS = env_float("INFERIA_KNOWLEDGE_EXTRACT_SECONDS", 120.0)
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
 LOGGING = {

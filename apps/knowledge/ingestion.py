@@ -3,13 +3,12 @@ key, and write chunks and vectors.
 
 Idempotent and resumable: a worker claims the file with a lease (a conditional UPDATE), chunks are written once
 per file, generation and index (a unique constraint, inserts that ignore conflicts), and a file taken over after
-a worker died skips the chunks already written. Text files (plain text and Markdown) are read today; other formats
-fail with `unsupported_file`, saying so, rather than being half-read.
+a worker died skips the chunks already written. Plain text, Markdown, HTML, PDF and DOCX are read, within bounds
+(apps.knowledge.extraction); other formats fail with `unsupported_file`, saying so, rather than being half-read.
 """
 
 from __future__ import annotations
 
-import codecs
 import functools
 import logging
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from apps.keys.models import ApiKey, Scope
 from apps.keys.services import api_key_create
 from apps.knowledge import storage
 from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_own_loop
+from apps.knowledge.extraction import ExtractionFailed, text_extract
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
 from apps.knowledge.services import vector_store_usage_refresh
 
@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
 EMBED_BATCH = 64
 CHARS_PER_TOKEN = 4  # the splitter's capacity until chunks are counted with the engine's tokenizer
-TEXT_SUFFIXES = {".txt": False, ".text": False, ".md": True, ".markdown": True}
-TEXT_BYTES_MAX = 64 * 1024 * 1024
 
 
 class IngestionFailed(Exception):
@@ -66,23 +64,15 @@ def store_file_claim(store_file_id: int) -> bool:
 
 
 def text_read(store_file: VectorStoreFile) -> tuple[str, bool]:
-    """The file's text and whether it is Markdown; IngestionFailed for what is not a text file."""
+    """The file's text and whether it is Markdown; IngestionFailed for what cannot be read (apps.knowledge.extraction:
+    formats, bounds)."""
     file = store_file.file
-    suffix = "." + file.filename.rsplit(".", 1)[-1].lower() if "." in file.filename else ""
-    markdown = TEXT_SUFFIXES.get(suffix)
-    if markdown is None and not file.content_type.startswith("text/"):
-        raise IngestionFailed("unsupported_file", f"{file.filename}: only text and Markdown files are read")
-    if file.bytes > TEXT_BYTES_MAX:
-        raise IngestionFailed("invalid_file", f"{file.filename}: a text file of more than {TEXT_BYTES_MAX} bytes")
-    with storage.storage_open(file.storage_name) as handle:
-        data = handle.read(TEXT_BYTES_MAX + 1)
     try:
-        text = data.decode("utf-16") if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else data.decode()
-    except UnicodeDecodeError:
-        raise IngestionFailed("invalid_file", f"{file.filename}: the text is not UTF-8") from None
-    # NUL and other control characters never reach a stored chunk.
-    text = "".join(ch for ch in text if ch >= " " or ch in "\n\t")
-    return text, bool(markdown)
+        with storage.storage_open(file.storage_name) as handle:
+            extracted = text_extract(handle, filename=file.filename, content_type=file.content_type)
+    except ExtractionFailed as failure:
+        raise IngestionFailed(failure.code, failure.message) from None
+    return extracted.text, extracted.markdown
 
 
 def text_cut(text: str, *, markdown: bool, max_tokens: int, overlap_tokens: int) -> list[TextPiece]:

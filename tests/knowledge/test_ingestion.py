@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from apps.knowledge import ingestion, search, services
 from apps.knowledge.embedding import embeddings_create, run_in_own_loop
 from apps.knowledge.models import Chunk, VectorStoreFile
 from apps.usage.models import UsageRecord
 from tests.knowledge.conftest import EMBED_MODEL
+from tests.knowledge.documents import docx_bytes, pdf_bytes
 
 HANDBOOK = "\n\n".join(
     [
@@ -103,11 +106,18 @@ def test_a_leased_file_is_not_taken_twice_until_its_lease_runs_out(organization)
     assert ingestion.store_file_claim(store_file.pk)
 
 
-def test_a_file_that_is_not_text_fails_with_the_reason(organization):
-    _, store_file = _attached(organization, b"%PDF-1.7 ...", filename="report.pdf")
+@pytest.mark.parametrize(
+    ("content", "filename", "code"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "photo.png", "unsupported_file"),
+        (b"%PDF-1.7 ...", "report.pdf", "invalid_file"),
+    ],
+)
+def test_a_file_that_cannot_be_read_fails_with_the_reason(organization, content, filename, code):
+    _, store_file = _attached(organization, content, filename=filename)
     store_file = _ingest(store_file)
-    assert (store_file.status, store_file.last_error_code) == ("failed", "unsupported_file")
-    assert "report.pdf" in store_file.last_error_message
+    assert (store_file.status, store_file.last_error_code) == ("failed", code)
+    assert filename in store_file.last_error_message
     assert not Chunk.objects.filter(store_file=store_file).exists()
 
 
@@ -125,3 +135,26 @@ def test_the_task_sent_by_name_exists_and_stalled_files_are_resumed_on_the_beat(
     assert STORE_FILE_INGEST in app.tasks
     entries = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert "apps.knowledge.tasks.store_files_resume" in entries
+
+
+PARAGRAPHS = [
+    "The GPU nodes have 4.8 TB/s of HBM3e memory bandwidth and 141 GB of memory each.",
+    "Simmer the tomato sauce for twenty minutes and season it with fresh basil.",
+    "Income tax returns are due in April, and deductions lower the taxable amount.",
+] * 8
+
+
+@pytest.mark.parametrize(
+    ("filename", "content"),
+    [("handbook.pdf", pdf_bytes(PARAGRAPHS)), ("handbook.docx", docx_bytes(PARAGRAPHS))],
+)
+def test_a_pdf_and_a_docx_end_completed_with_chunks_of_their_text(organization, filename, content):
+    _, store_file = _attached(organization, content, filename=filename)
+    store_file = _ingest(store_file)
+    assert store_file.status == "completed", store_file.last_error_message
+    text = "\n\n".join(PARAGRAPHS)  # a page, or a paragraph, each
+    chunks = list(Chunk.objects.filter(store_file=store_file).order_by("index"))
+    assert len(chunks) == store_file.chunks_total > 1
+    assert all(text[chunk.char_start : chunk.char_end] == chunk.text for chunk in chunks)
+    assert chunks[0].text.startswith(PARAGRAPHS[0])
+    assert chunks[-1].text.endswith(PARAGRAPHS[-1])
