@@ -4,7 +4,8 @@ key, and write chunks and vectors.
 Idempotent and resumable: a worker claims the file with a lease (a conditional UPDATE), chunks are written once
 per file, generation and index (a unique constraint, inserts that ignore conflicts), and a file taken over after
 a worker died skips the chunks already written. Plain text, Markdown, HTML, PDF and DOCX are read, within bounds
-(apps.knowledge.extraction); other formats fail with `unsupported_file`, saying so, rather than being half-read.
+(apps.knowledge.extraction); other formats fail with `unsupported_file`, saying so, rather than being half-read. Each
+chunk is screened by the guardrail detectors as it is written (apps.knowledge.screening): retrieved text is untrusted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from apps.knowledge import storage
 from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_own_loop
 from apps.knowledge.extraction import ExtractionFailed, text_extract
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
+from apps.knowledge.screening import chunk_flag_categories
 from apps.knowledge.services import vector_store_usage_refresh
 
 logger = logging.getLogger(__name__)
@@ -158,6 +160,7 @@ def _still_wanted(store_file_id: int) -> bool:
 def _chunks_write(
     store_file: VectorStoreFile, store: VectorStore, batch: list[TextPiece], vectors: list[list[float]]
 ) -> None:
+    flags = [chunk_flag_categories(piece.text) for piece in batch]
     rows = [
         Chunk(
             organization_id=store.organization_id,
@@ -172,8 +175,10 @@ def _chunks_write(
             dimensions=len(vector),
             embedding=vector,
             attributes=store_file.attributes,
+            flagged=bool(categories),
+            flag_categories=categories,
         )
-        for piece, vector in zip(batch, vectors, strict=True)
+        for piece, vector, categories in zip(batch, vectors, flags, strict=True)
     ]
     with transaction.atomic():
         Chunk.objects.bulk_create(rows, ignore_conflicts=True)  # a retried batch writes nothing twice
