@@ -5,6 +5,11 @@ Idempotent and resumable: a worker claims the file with a lease (a conditional U
 per file, generation and index (a unique constraint, inserts that ignore conflicts), and a file taken over after
 a worker died skips the chunks already written. Text files (plain text and Markdown) are read today; other formats
 fail with `unsupported_file`, saying so, rather than being half-read.
+
+The organisation's chunk quota (`knowledge_chunks_max`) is checked before embedding and again, under a lock, before
+each batch is written, so that a file that does not fit fails without writing past it. Its code is
+`rate_limit_exceeded`, the one ingestion gives every refusal by a limit, quota or budget: the file is fine
+(`invalid_file` would say otherwise) and nothing broke (`server_error`); room made in the quota lets it through.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from apps.keys.services import api_key_create
 from apps.knowledge import storage
 from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_own_loop
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
-from apps.knowledge.services import vector_store_usage_refresh
+from apps.knowledge.services import knowledge_chunks_stored, knowledge_quota_lock, vector_store_usage_refresh
+from apps.policies.effective import KnowledgeQuota
+from apps.policies.selectors import knowledge_quota_for
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +143,8 @@ def store_file_ingest_run(store_file_id: int) -> None:
             )
         )
         todo = [piece for piece in pieces if piece.index not in done]
+        quota = knowledge_quota_for(organization_id=store.organization_id, key_id=store.ingest_key_id)
+        _chunk_quota_check(quota, store.organization_id, len(todo))  # before paying for any embedding
         secret = store_ingest_secret(store)
         for start in range(0, len(todo), EMBED_BATCH):
             batch = todo[start : start + EMBED_BATCH]
@@ -145,7 +154,7 @@ def store_file_ingest_run(store_file_id: int) -> None:
             embedded = run_in_own_loop(
                 functools.partial(embeddings_create, secret=secret, model=store.embedding_model, inputs=inputs)
             )
-            _chunks_write(store_file, store, batch, embedded.vectors)
+            _chunks_write(store_file, store, batch, embedded.vectors, quota)
     except IngestionFailed as failure:
         _fail(store_file.pk, failure.code, failure.message)
         return
@@ -165,8 +174,24 @@ def _still_wanted(store_file_id: int) -> bool:
     return VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS).exists()
 
 
+def _chunk_quota_check(quota: KnowledgeQuota, organization_id: int, adding: int) -> None:
+    if quota.chunks_max is None:
+        return
+    stored = knowledge_chunks_stored(organization_id)
+    if stored + adding > quota.chunks_max:
+        raise IngestionFailed(
+            "rate_limit_exceeded",
+            f"the organisation's chunk quota is reached (knowledge_chunks_max, {quota.chunks_max} chunks): "
+            f"{stored} chunks are stored and this file needs {adding} more",
+        )
+
+
 def _chunks_write(
-    store_file: VectorStoreFile, store: VectorStore, batch: list[TextPiece], vectors: list[list[float]]
+    store_file: VectorStoreFile,
+    store: VectorStore,
+    batch: list[TextPiece],
+    vectors: list[list[float]],
+    quota: KnowledgeQuota,
 ) -> None:
     rows = [
         Chunk(
@@ -186,6 +211,9 @@ def _chunks_write(
         for piece, vector in zip(batch, vectors, strict=True)
     ]
     with transaction.atomic():
+        if quota.chunks_max is not None:  # counted and written as one step: concurrent files cannot both fit
+            knowledge_quota_lock(organization_id=store.organization_id, chunks=True)
+            _chunk_quota_check(quota, store.organization_id, len(rows))
         Chunk.objects.bulk_create(rows, ignore_conflicts=True)  # a retried batch writes nothing twice
         written = Chunk.objects.filter(store_file=store_file, generation=store_file.generation).count()
         VectorStoreFile.objects.filter(pk=store_file.pk).update(
