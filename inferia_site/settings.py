@@ -389,6 +389,11 @@ STORAGES = {
 }
 # The largest upload `/v1/files` accepts, streamed to storage (OpenAI's own limit is 512 MB).
 INFERIA_KNOWLEDGE_FILE_MAX_BYTES = env_int("INFERIA_KNOWLEDGE_FILE_MAX_BYTES", 512 * 1024 * 1024)
+# An ingestion worker's lease on a store file, renewed after each batch of chunks it writes: once it runs out (the
+# worker died), the periodic resume hands the file to another worker. It must outlast one batch's embedding request.
+INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS = env_float("INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS", 300.0)
+if INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS < 1:
+    raise ConfigError("INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS must be at least 1 (second)")
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -18,7 +18,7 @@ import codecs
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -38,7 +38,6 @@ from apps.policies.selectors import knowledge_quota_for
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
 EMBED_BATCH = 64
 CHARS_PER_TOKEN = 4  # the splitter's capacity until chunks are counted with the engine's tokenizer
 TEXT_SUFFIXES = {".txt": False, ".text": False, ".md": True, ".markdown": True}
@@ -61,13 +60,18 @@ class TextPiece:
     char_end: int
 
 
+def lease_end() -> datetime:
+    """When a lease taken or renewed now runs out (INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS)."""
+    return timezone.now() + timedelta(seconds=settings.INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS)
+
+
 def store_file_claim(store_file_id: int) -> bool:
     """Take the file for this worker until the lease runs out; False when another worker holds it or it is done."""
     now = timezone.now()
     return (
         VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(claimed_until=now + LEASE)
+        .update(claimed_until=lease_end())
         == 1
     )
 
@@ -216,9 +220,7 @@ def _chunks_write(
             _chunk_quota_check(quota, store.organization_id, len(rows))
         Chunk.objects.bulk_create(rows, ignore_conflicts=True)  # a retried batch writes nothing twice
         written = Chunk.objects.filter(store_file=store_file, generation=store_file.generation).count()
-        VectorStoreFile.objects.filter(pk=store_file.pk).update(
-            chunks_done=written, claimed_until=timezone.now() + LEASE
-        )
+        VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_done=written, claimed_until=lease_end())
 
 
 def _fail(store_file_id: int, code: str, message: str) -> None:
