@@ -60,7 +60,16 @@ app.conf.beat_schedule = {
     },
 }
 app.autodiscover_tasks(
-    ["apps.orgs", "apps.rbac", "apps.keys", "apps.policies", "apps.compute", "apps.audit", "apps.usage"]
+    [
+        "apps.orgs",
+        "apps.rbac",
+        "apps.keys",
+        "apps.policies",
+        "apps.compute",
+        "apps.audit",
+        "apps.usage",
+        "apps.knowledge",
+    ]
 )
 
 QUEUE_NAMES = [queue.name for queue in app.conf.task_queues]

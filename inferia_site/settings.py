@@ -394,6 +394,11 @@ INFERIA_KNOWLEDGE_PDF_PAGES_MAX = env_int("INFERIA_KNOWLEDGE_PDF_PAGES_MAX", 200
 INFERIA_KNOWLEDGE_DOCX_BYTES_MAX = env_int("INFERIA_KNOWLEDGE_DOCX_BYTES_MAX", 256 * 1024 * 1024)
 INFERIA_KNOWLEDGE_TEXT_BYTES_MAX = env_int("INFERIA_KNOWLEDGE_TEXT_BYTES_MAX", 64 * 1024 * 1024)
 INFERIA_KNOWLEDGE_EXTRACT_SECONDS = env_float("INFERIA_KNOWLEDGE_EXTRACT_SECONDS", 120.0)
+# An ingestion worker's lease on a store file, renewed after each batch of chunks it writes: once it runs out (the
+# worker died), the periodic resume hands the file to another worker. It must outlast one batch's embedding request.
+INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS = env_float("INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS", 300.0)
+if INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS < 1:
+    raise ConfigError("INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS must be at least 1 (second)")
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
 LOGGING = {

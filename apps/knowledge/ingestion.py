@@ -6,6 +6,11 @@ per file, generation and index (a unique constraint, inserts that ignore conflic
 a worker died skips the chunks already written. Plain text, Markdown, HTML, PDF and DOCX are read, within bounds
 (apps.knowledge.extraction); other formats fail with `unsupported_file`, saying so, rather than being half-read. Each
 chunk is screened by the guardrail detectors as it is written (apps.knowledge.screening): retrieved text is untrusted.
+
+The organisation's chunk quota (`knowledge_chunks_max`) is checked before embedding and again, under a lock, before
+each batch is written, so that a file that does not fit fails without writing past it. Its code is
+`rate_limit_exceeded`, the one ingestion gives every refusal by a limit, quota or budget: the file is fine
+(`invalid_file` would say otherwise) and nothing broke (`server_error`); room made in the quota lets it through.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -29,11 +34,12 @@ from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_o
 from apps.knowledge.extraction import ExtractionFailed, text_extract
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
 from apps.knowledge.screening import chunk_flag_categories
-from apps.knowledge.services import vector_store_usage_refresh
+from apps.knowledge.services import knowledge_chunks_stored, knowledge_quota_lock, vector_store_usage_refresh
+from apps.policies.effective import KnowledgeQuota
+from apps.policies.selectors import knowledge_quota_for
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
 EMBED_BATCH = 64
 CHARS_PER_TOKEN = 4  # the splitter's capacity until chunks are counted with the engine's tokenizer
 
@@ -54,13 +60,18 @@ class TextPiece:
     char_end: int
 
 
+def lease_end() -> datetime:
+    """When a lease taken or renewed now runs out (INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS)."""
+    return timezone.now() + timedelta(seconds=settings.INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS)
+
+
 def store_file_claim(store_file_id: int) -> bool:
     """Take the file for this worker until the lease runs out; False when another worker holds it or it is done."""
     now = timezone.now()
     return (
         VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(claimed_until=now + LEASE)
+        .update(claimed_until=lease_end())
         == 1
     )
 
@@ -128,6 +139,8 @@ def store_file_ingest_run(store_file_id: int) -> None:
             )
         )
         todo = [piece for piece in pieces if piece.index not in done]
+        quota = knowledge_quota_for(organization_id=store.organization_id, key_id=store.ingest_key_id)
+        _chunk_quota_check(quota, store.organization_id, len(todo))  # before paying for any embedding
         secret = store_ingest_secret(store)
         for start in range(0, len(todo), EMBED_BATCH):
             batch = todo[start : start + EMBED_BATCH]
@@ -137,7 +150,7 @@ def store_file_ingest_run(store_file_id: int) -> None:
             embedded = run_in_own_loop(
                 functools.partial(embeddings_create, secret=secret, model=store.embedding_model, inputs=inputs)
             )
-            _chunks_write(store_file, store, batch, embedded.vectors)
+            _chunks_write(store_file, store, batch, embedded.vectors, quota)
     except IngestionFailed as failure:
         _fail(store_file.pk, failure.code, failure.message)
         return
@@ -157,8 +170,24 @@ def _still_wanted(store_file_id: int) -> bool:
     return VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS).exists()
 
 
+def _chunk_quota_check(quota: KnowledgeQuota, organization_id: int, adding: int) -> None:
+    if quota.chunks_max is None:
+        return
+    stored = knowledge_chunks_stored(organization_id)
+    if stored + adding > quota.chunks_max:
+        raise IngestionFailed(
+            "rate_limit_exceeded",
+            f"the organisation's chunk quota is reached (knowledge_chunks_max, {quota.chunks_max} chunks): "
+            f"{stored} chunks are stored and this file needs {adding} more",
+        )
+
+
 def _chunks_write(
-    store_file: VectorStoreFile, store: VectorStore, batch: list[TextPiece], vectors: list[list[float]]
+    store_file: VectorStoreFile,
+    store: VectorStore,
+    batch: list[TextPiece],
+    vectors: list[list[float]],
+    quota: KnowledgeQuota,
 ) -> None:
     flags = [chunk_flag_categories(piece.text) for piece in batch]
     rows = [
@@ -181,11 +210,12 @@ def _chunks_write(
         for piece, vector, categories in zip(batch, vectors, flags, strict=True)
     ]
     with transaction.atomic():
+        if quota.chunks_max is not None:  # counted and written as one step: concurrent files cannot both fit
+            knowledge_quota_lock(organization_id=store.organization_id, chunks=True)
+            _chunk_quota_check(quota, store.organization_id, len(rows))
         Chunk.objects.bulk_create(rows, ignore_conflicts=True)  # a retried batch writes nothing twice
         written = Chunk.objects.filter(store_file=store_file, generation=store_file.generation).count()
-        VectorStoreFile.objects.filter(pk=store_file.pk).update(
-            chunks_done=written, claimed_until=timezone.now() + LEASE
-        )
+        VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_done=written, claimed_until=lease_end())
 
 
 def _fail(store_file_id: int, code: str, message: str) -> None:

@@ -12,7 +12,8 @@ from types import EllipsisType
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from apps.audit.actors import Actor
@@ -34,10 +35,38 @@ from apps.knowledge.models import (
     VectorStoreFileBatch,
 )
 from apps.orgs.models import Organization
+from apps.policies.selectors import knowledge_quota_for
 from inferia_runtime.errors import DomainRefusal
 
 CHUNK_TOKENS_MIN, CHUNK_TOKENS_MAX = 100, 4096  # OpenAI's bounds on a static chunking strategy
 EXPIRES_AFTER_DAYS_MAX = 365
+# Advisory lock classes (pg_advisory_xact_lock(class, organisation)): one organisation's uploads, and its ingestion
+# writes, are counted against its quotas one at a time.
+QUOTA_LOCK_FILES, QUOTA_LOCK_CHUNKS = 0x4B42, 0x4B43
+
+
+def knowledge_quota_lock(*, organization_id: int, chunks: bool) -> None:
+    """Serialise, until the transaction ends, the organisation's writes that count against one of its knowledge
+    quotas (file bytes, or chunks), so that summing what is stored and writing more is one step: two uploads that
+    each fit alone cannot both pass when together they do not. Must run inside a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            [QUOTA_LOCK_CHUNKS if chunks else QUOTA_LOCK_FILES, organization_id & 0x7FFFFFFF],
+        )
+
+
+def knowledge_bytes_stored(organization_id: int) -> int:
+    """Bytes of the organisation's uploaded files, as its `knowledge_bytes_max` quota counts them."""
+    total = KnowledgeFile.objects.filter(organization_id=organization_id).aggregate(total=Sum("bytes"))["total"]
+    return int(total or 0)
+
+
+def knowledge_chunks_stored(organization_id: int) -> int:
+    """Chunks in the organisation's vector stores, as its `knowledge_chunks_max` quota counts them (each store file
+    keeps the count of its written chunks, in the transaction that writes them)."""
+    total = VectorStoreFile.objects.filter(organization_id=organization_id).aggregate(total=Sum("chunks_done"))
+    return int(total["total"] or 0)
 
 
 # --- Checks shared by the services ---------------------------------------------------------------------------------
@@ -112,7 +141,9 @@ def knowledge_file_create(
     context: AuditContext | None = None,
 ) -> KnowledgeFile:
     """Store an uploaded file's bytes (streamed) and record it. The bytes are written before the row, and removed
-    again when the row cannot be, so that a failure leaves neither half."""
+    again when the row cannot be, so that a failure leaves neither half. Refused when the file would take the
+    organisation's stored bytes over its `knowledge_bytes_max` quota (the tightest of its policy's and, for a key,
+    the key's team's and the key's own)."""
     filename = _clean_text(filename.replace("\\", "/").rsplit("/", 1)[-1], field="filename", limit=FILENAME_MAX)
     if not filename:
         raise DomainRefusal("the file needs a name")
@@ -129,7 +160,18 @@ def knowledge_file_create(
             raise DomainRefusal(f"the file is larger than {settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES} bytes")
         record.bytes, record.sha256, record.storage_name = stored.size, stored.sha256, stored.name
         _set_creator(record, actor)
+        quota = knowledge_quota_for(
+            organization_id=organization.pk, key_id=actor.pk if isinstance(actor, ApiKey) else None
+        )
         with transaction.atomic():
+            if quota.bytes_max is not None:
+                knowledge_quota_lock(organization_id=organization.pk, chunks=False)
+                used = knowledge_bytes_stored(organization.pk)
+                if used + stored.size > quota.bytes_max:
+                    raise DomainRefusal(
+                        f"the organisation's knowledge storage quota (knowledge_bytes_max, {quota.bytes_max} bytes) "
+                        f"does not leave room for this file: {used} bytes are stored and the file has {stored.size}"
+                    )
             record.save(force_insert=True)
             audit_record(
                 action="knowledge.file.create",
@@ -276,8 +318,6 @@ def vector_store_delete(*, store: VectorStore, actor: Actor, context: AuditConte
 
 def vector_store_usage_refresh(store_id: int) -> None:
     """Recount a store's stored bytes from its files' (after a file leaves it or finishes)."""
-    from django.db.models import Sum
-
     total = VectorStoreFile.objects.filter(vector_store_id=store_id).aggregate(total=Sum("usage_bytes"))["total"]
     VectorStore.objects.filter(pk=store_id).update(usage_bytes=total or 0)
 

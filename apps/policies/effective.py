@@ -103,6 +103,27 @@ def _tightest(values: list[int | None]) -> int | None:
     return min(present) if present else None
 
 
+@dataclass(frozen=True, slots=True)
+class KnowledgeQuota:
+    """What an organisation may store in its knowledge bases: bytes of uploaded files and chunks in its vector
+    stores, None where no level sets a limit. The quantities are the organisation's whole store whichever level
+    sets a limit: a team's or key's policy can only lower the ceiling for uploads made with that team's or key's
+    keys, as for every other limit."""
+
+    bytes_max: int | None = None
+    chunks_max: int | None = None
+
+
+def knowledge_quota_compile(policies: list[Policy]) -> KnowledgeQuota:
+    """The tightest knowledge quotas of the enabled `policies` (the levels that apply to one upload or one store's
+    ingestion). Pure: no database access."""
+    enabled = [policy for policy in policies if policy.enabled]
+    return KnowledgeQuota(
+        bytes_max=_tightest([policy.knowledge_bytes_max for policy in enabled]),
+        chunks_max=_tightest([policy.knowledge_chunks_max for policy in enabled]),
+    )
+
+
 def merge_profile_configs(configs: list[dict[str, Any]]) -> dict[str, Any]:
     """One profile from several levels' profiles: the strongest action per category, the union of blocklists,
     patterns and scanners. A lower level can add guardrails but never switch off one a level above turned on."""

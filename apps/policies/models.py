@@ -88,7 +88,8 @@ class GuardrailProfile(models.Model):
 class Policy(models.Model):
     """Limits for one organisation, one team or one key (exactly one: `team` and `api_key` are both empty for an
     organisation's policy). Empty limits mean "no limit at this level"; money is in micro-units of the currency;
-    days and months are UTC calendar periods."""
+    days and months are UTC calendar periods. The knowledge quotas measure what the whole organisation stores,
+    whichever level sets them (see `apps.policies.effective.KnowledgeQuota`)."""
 
     tenant_path = TenantPath(org="organization_id", team="team_id")
 
@@ -112,6 +113,12 @@ class Policy(models.Model):
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     budget_per_day_micros = models.PositiveBigIntegerField(null=True, blank=True)
     budget_per_month_micros = models.PositiveBigIntegerField(null=True, blank=True)
+    knowledge_bytes_max = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Bytes of uploaded files the organisation may store (knowledge bases)."
+    )
+    knowledge_chunks_max = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Chunks the organisation's vector stores may hold (knowledge bases)."
+    )
     guardrail_profile = models.ForeignKey(
         GuardrailProfile, on_delete=models.PROTECT, null=True, blank=True, related_name="policies"
     )
@@ -127,6 +134,8 @@ class Policy(models.Model):
         "tokens_per_month",
         "budget_per_day_micros",
         "budget_per_month_micros",
+        "knowledge_bytes_max",
+        "knowledge_chunks_max",
     )
 
     objects = TenantManager()

@@ -11,7 +11,13 @@ import redis
 from django.db.models import Q, QuerySet
 
 from apps.keys.models import ApiKey
-from apps.policies.effective import EffectivePolicy, effective_policy_compile, policy_counter_scope
+from apps.policies.effective import (
+    EffectivePolicy,
+    KnowledgeQuota,
+    effective_policy_compile,
+    knowledge_quota_compile,
+    policy_counter_scope,
+)
 from apps.policies.guardrails.masking import capture_mask_profile, capture_text_mask
 from apps.policies.limits import quota_key
 from apps.policies.models import GuardrailProfile, Policy
@@ -28,6 +34,19 @@ def policy_list_for_key(*, key: ApiKey) -> QuerySet[Policy]:
     if key.team_id is not None:
         levels |= Q(team_id=key.team_id)
     return Policy.objects.filter(levels).select_related("guardrail_profile")
+
+
+def knowledge_quota_for(*, organization_id: int, key_id: int | None = None) -> KnowledgeQuota:
+    """The knowledge quotas that apply to the organisation's uploads and ingestion: its own policy's, tightened by
+    the team's and the key's policies when a key acts (`key_id`, a key of that organisation). One query."""
+    levels = Q(team__isnull=True, api_key__isnull=True)
+    if key_id is not None:
+        key_team = ApiKey.objects.filter(pk=key_id, organization_id=organization_id).values("team_id")
+        levels |= Q(api_key_id=key_id) | Q(team_id__in=key_team)
+    policies = Policy.objects.filter(levels, organization_id=organization_id).only(
+        "enabled", "knowledge_bytes_max", "knowledge_chunks_max"
+    )
+    return knowledge_quota_compile(list(policies))
 
 
 def guardrail_profile_default() -> GuardrailProfile | None:

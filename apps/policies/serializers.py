@@ -21,6 +21,16 @@ BUDGET_HELP = (
     "micro-units, so 5000000 is 5.00 (USD: $5.00). Null: no budget at this level."
 )
 
+# The knowledge quotas measure the whole organisation's store, whichever level sets them (the tightest applies).
+KNOWLEDGE_BYTES_HELP = (
+    "Bytes of uploaded files the organisation may store; an upload that would go over it is refused. Null: no "
+    "limit at this level."
+)
+KNOWLEDGE_CHUNKS_HELP = (
+    "Chunks the organisation's vector stores may hold; a file whose chunks would go over it fails ingestion. "
+    "Null: no limit at this level."
+)
+
 
 class PolicyOut(serializers.ModelSerializer[Policy]):
     level = serializers.CharField(read_only=True, help_text='"org", "team" or "key".')
@@ -43,6 +53,8 @@ class PolicyOut(serializers.ModelSerializer[Policy]):
         extra_kwargs = {
             "budget_per_day_micros": {"help_text": BUDGET_HELP.format(period="day")},
             "budget_per_month_micros": {"help_text": BUDGET_HELP.format(period="month")},
+            "knowledge_bytes_max": {"help_text": KNOWLEDGE_BYTES_HELP},
+            "knowledge_chunks_max": {"help_text": KNOWLEDGE_CHUNKS_HELP},
         }
 
 
@@ -63,6 +75,8 @@ class PolicyUpdateIn(serializers.Serializer[dict[str, Any]]):
     tokens_per_month = _limit(max_value=2**63 - 1)
     budget_per_day_micros = _limit(max_value=2**63 - 1, help_text=BUDGET_HELP.format(period="day"))
     budget_per_month_micros = _limit(max_value=2**63 - 1, help_text=BUDGET_HELP.format(period="month"))
+    knowledge_bytes_max = _limit(max_value=2**63 - 1, help_text=KNOWLEDGE_BYTES_HELP)
+    knowledge_chunks_max = _limit(max_value=2**63 - 1, help_text=KNOWLEDGE_CHUNKS_HELP)
     guardrail_profile = TenantRelatedField(
         GuardrailProfile, required=False, allow_null=True, help_text="The organisation's own or a platform profile."
     )

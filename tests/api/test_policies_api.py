@@ -227,3 +227,16 @@ def test_list_endpoints_have_a_fixed_query_count(url, pinned, acme, owner, as_us
     with django_assert_num_queries(expected):
         assert client.get(url).data["count"] == 5
     assert expected == pinned
+
+
+def test_knowledge_quotas_are_set_read_and_validated_through_the_api(acme, owner, as_user):
+    client = as_user(owner)
+    url = f"/api/policies/{acme.policy.pk}/"
+    response = client.patch(url, {"knowledge_bytes_max": 5_000_000, "knowledge_chunks_max": 2_000}, format="json")
+    assert response.status_code == 200, response.data
+    assert (response.data["knowledge_bytes_max"], response.data["knowledge_chunks_max"]) == (5_000_000, 2_000)
+    event = AuditEvent.objects.get(action="policy.update", target_id=str(acme.policy.pk))
+    assert event.changes["knowledge_chunks_max"] == {"before": None, "after": 2_000}
+    assert client.patch(url, {"knowledge_bytes_max": -1}, format="json").status_code == 400
+    assert client.patch(url, {"knowledge_chunks_max": 2**63}, format="json").status_code == 400
+    assert client.get(url).data["knowledge_bytes_max"] == 5_000_000

@@ -158,3 +158,14 @@ def test_a_new_policys_message_names_what_it_applies_to(signed_in, owner, acme):
     )
     messages = [str(m) for m in response.context["messages"]]
     assert f"Policy of the team {acme.team.name} created." in messages
+
+
+def test_an_owner_sets_knowledge_quotas_on_the_policy_form(acme, owner, signed_in):
+    client = signed_in(owner)
+    url = f"/console/policies/{acme.policy.pk}/"
+    assert 'name="knowledge_bytes_max"' in client.get(url).content.decode()
+    client.post(url, {"enabled": "on", "knowledge_bytes_max": "1048576", "knowledge_chunks_max": "500"})
+    acme.policy.refresh_from_db()
+    assert (acme.policy.knowledge_bytes_max, acme.policy.knowledge_chunks_max) == (1_048_576, 500)
+    assert "1.0\xa0MB of files" in client.get("/console/policies/").content.decode()
+    assert AuditEvent.objects.filter(action="policy.update", target_id=str(acme.policy.pk)).exists()

@@ -128,10 +128,10 @@ def test_nul_and_control_characters_never_reach_a_chunk(organization):
 
 
 def test_the_task_sent_by_name_exists_and_stalled_files_are_resumed_on_the_beat():
-    import apps.knowledge.tasks  # noqa: F401 - registers the tasks, as the worker's autodiscovery does
     from apps.knowledge.enqueue import STORE_FILE_INGEST
     from celery_app.app import app
 
+    app.loader.import_default_modules()  # what a worker imports at start: its autodiscovered task modules
     assert STORE_FILE_INGEST in app.tasks
     entries = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert "apps.knowledge.tasks.store_files_resume" in entries

@@ -45,6 +45,9 @@ LIMIT_LABELS = {
     "max_tokens_per_request": "Max tokens per request",
     "tokens_per_day": "Tokens per day",
     "tokens_per_month": "Tokens per month",
+    # The organisation's whole knowledge store, whichever level sets them (the tightest applies).
+    "knowledge_bytes_max": "Knowledge storage (bytes)",
+    "knowledge_chunks_max": "Knowledge chunks",
 }
 # Budgets are typed in the currency ("5" is five units) and stored in micro-units: form field -> policy field.
 # The form's names differ from the policy's on purpose, so that nothing still posting micro-units is read as money.
