@@ -21,6 +21,7 @@ app.conf.task_queues = (
     Queue("provisioning"),
     Queue("health"),
     Queue("usage"),
+    Queue("knowledge"),
 )
 app.conf.task_routes = {
     # Celery takes the first matching pattern: the narrower health route must come first.
@@ -29,6 +30,8 @@ app.conf.task_routes = {
     "apps.usage.tasks.*": {"queue": "usage"},
     "apps.audit.tasks.*": {"queue": "usage"},
     "apps.policies.tasks.*": {"queue": "usage"},
+    # Ingestion runs long (a large file embeds for minutes): its own queue keeps it from delaying provisioning.
+    "apps.knowledge.tasks.*": {"queue": "knowledge"},
 }
 app.conf.beat_schedule = {
     # A copy of the audit chain head outside the event table, so deleting the newest events is detected.

@@ -144,14 +144,39 @@ def command_demo(*, port: int | None, sim_port: int | None) -> int:
         supervisor.start()
         nodes = _demo_ready(supervisor, endpoints, demo.deployment)
         if nodes and supervisor.wait_until(worker_ready.is_set, timeout_s=READY_TIMEOUT_S, what="worker"):
+            store_id = _demo_store(supervisor, endpoints, demo, admin.email)
             # the banner comes last, so that it is not lost above the worker's own
             banner = demo_banner(
-                endpoints=endpoints, admin=admin, demo=demo, data_dir=data, embedded=is_embedded, nodes=nodes
+                endpoints=endpoints,
+                admin=admin,
+                demo=demo,
+                data_dir=data,
+                embedded=is_embedded,
+                nodes=nodes,
+                store_id=store_id,
             )
             supervisor.print_block(banner)
         return _supervise_then_stop_replicas(supervisor)
     finally:
         embedded_down(data, started)
+
+
+def _demo_store(supervisor: Supervisor, endpoints: Endpoints, demo: Any, admin_email: str) -> str:
+    """Once the embedding deployment serves, the sample vector store (created on the first run); "" when the
+    embedding deployment did not come up or the store could not be created (the demo runs on without it)."""
+    from django.db import connections
+
+    from inferia_cli.demo import demo_store_ensure
+
+    if not _demo_ready(supervisor, endpoints, demo.embedding_deployment):
+        return ""
+    try:
+        return demo_store_ensure(organization=demo.organization, admin_email=admin_email)
+    except Exception as error:  # the chat demo stands on its own; say why the knowledge part is missing
+        supervisor.print_block(f"inferia: the sample knowledge base could not be created: {error}")
+        return ""
+    finally:
+        connections.close_all()
 
 
 def _demo_ready(supervisor: Supervisor, endpoints: Endpoints, deployment: Any) -> list[str]:

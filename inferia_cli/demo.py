@@ -25,6 +25,9 @@ DEMO_ADMIN_EMAIL = "admin@inferia.local"
 ADMIN_PASSWORD_FILE = "demo-admin-password"  # noqa: S105 - a file name, not a password
 KEYS_FILE = "demo-keys.json"
 SIM_MODEL_ID = "inferia/sim-model"
+SIM_EMBED_MODEL_ID = "inferia/sim-embed"
+DEMO_STORE_NAME = "Inferia handbook"
+DEMO_HANDBOOK = Path(__file__).with_name("demo_data") / "handbook.md"
 DEMO_PRICE_INPUT_PER_MTOK_MICROS = 150_000  # $0.15 per 1M input tokens
 DEMO_PRICE_OUTPUT_PER_MTOK_MICROS = 600_000  # $0.60 per 1M output tokens
 # label in the keys file -> (key name, scopes)
@@ -49,6 +52,7 @@ class DemoData:
     organization: Any
     keys: dict[str, str]
     deployment: Any
+    embedding_deployment: Any
 
 
 def write_private(path: Path, text: str) -> None:
@@ -111,6 +115,8 @@ def demo_keys_ensure(*, organization: Organization, actor: Actor, data_dir: Path
 def demo_ensure(*, data_dir: Path, admin_email: str) -> DemoData:
     """Create what the demo needs, once: the demo organisation (owned by the superadmin), its keys and a
     deployment served by simulated nodes. Needs Django set up and `platform_init` done."""
+    from django.conf import settings
+
     from apps.audit.services import AuditContext
     from apps.compute.services import simulator_deployment_ensure
     from apps.orgs.bootstrap_services import membership_ensure, organization_ensure
@@ -134,11 +140,88 @@ def demo_ensure(*, data_dir: Path, admin_email: str) -> DemoData:
         price_input_per_mtok_micros=DEMO_PRICE_INPUT_PER_MTOK_MICROS,
         price_output_per_mtok_micros=DEMO_PRICE_OUTPUT_PER_MTOK_MICROS,
     )
-    return DemoData(organization=organization, keys=keys, deployment=deployment)
+    embedding_deployment, _ = simulator_deployment_ensure(
+        organization=organization,
+        served_model_name=settings.INFERIA_KNOWLEDGE_EMBEDDING_MODEL,
+        model_id=SIM_EMBED_MODEL_ID,
+        actor=admin,
+        context=context,
+    )
+    return DemoData(
+        organization=organization, keys=keys, deployment=deployment, embedding_deployment=embedding_deployment
+    )
+
+
+def demo_store_ensure(*, organization: Organization, admin_email: str) -> str:
+    """The demo's sample vector store (the handbook, embedded by the worker once it is attached), created once when
+    the embedding deployment serves; its id. Needs the gateway (this process's, in-process) to reach the model."""
+    from django.conf import settings
+
+    from apps.audit.services import AuditContext
+    from apps.knowledge.models import VectorStore
+    from apps.knowledge.services import knowledge_file_create, vector_store_create_probed
+    from apps.orgs.models import User
+    from inferia_cli.bootstrap import CLI_CONTEXT_AGENT
+
+    existing = VectorStore.objects.filter(organization=organization, name=DEMO_STORE_NAME).first()
+    if existing is not None:
+        return str(existing.public_id)
+    context = AuditContext(user_agent=CLI_CONTEXT_AGENT)
+    admin = User.objects.get(email__iexact=admin_email)
+    with DEMO_HANDBOOK.open("rb") as handle:
+        file = knowledge_file_create(
+            organization=organization,
+            handle=handle,
+            filename=DEMO_HANDBOOK.name,
+            purpose="assistants",
+            content_type="text/markdown",
+            actor=admin,
+            context=context,
+        )
+    store = vector_store_create_probed(
+        organization=organization,
+        embedding_model=settings.INFERIA_KNOWLEDGE_EMBEDDING_MODEL,
+        actor=admin,
+        name=DEMO_STORE_NAME,
+        chunk_max_tokens=100,
+        chunk_overlap_tokens=20,
+        file_ids=[file.public_id],
+        context=context,
+    )
+    return str(store.public_id)
+
+
+def _knowledge_example(base: str, key: str, model: str, store_id: str) -> str:
+    if not store_id:
+        return ""
+    return f"""
+ Knowledge base:    {store_id}  ("{DEMO_STORE_NAME}": the worker embeds it in a few seconds)
+
+python - <<'EOF'
+from openai import OpenAI
+
+client = OpenAI(base_url="{base}/v1", api_key="{key}")
+for hit in client.vector_stores.search("{store_id}", query="When does support answer?", max_num_results=2):
+    print(round(hit.score, 3), hit.filename, hit.content[0].text[:80])
+answer = client.chat.completions.create(
+    model="{model}",
+    messages=[{{"role": "user", "content": "When does support answer?"}}],
+    extra_body={{"retrieval": {{"vector_store_ids": ["{store_id}"], "max_num_results": 2}}}},
+)
+print(answer.model_extra["retrieval"])
+EOF
+"""
 
 
 def demo_banner(
-    *, endpoints: Endpoints, admin: DemoAdmin, demo: DemoData, data_dir: Path, embedded: bool, nodes: list[str]
+    *,
+    endpoints: Endpoints,
+    admin: DemoAdmin,
+    demo: DemoData,
+    data_dir: Path,
+    embedded: bool,
+    nodes: list[str],
+    store_id: str = "",
 ) -> str:
     """The text printed once everything answers: where to go, how to sign in, the keys, and two examples."""
     base = endpoints.web_url
@@ -179,7 +262,7 @@ for chunk in stream:
         print(chunk.choices[0].delta.content or "", end="", flush=True)
 print()
 EOF
-
+{_knowledge_example(base, key, model, store_id)}
  Press Ctrl-C to stop. `make run` again reuses the data.
 ======================================================================================
 """

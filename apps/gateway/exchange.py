@@ -54,6 +54,7 @@ class Exchange:
         "request_id",
         "request_id_bytes",
         "response_started",
+        "retrieved",
         "send",
         "session_id",
         "started",
@@ -73,6 +74,7 @@ class Exchange:
         self.content_length: int | None = None
         # Added to whatever response goes out (the policy's `x-ratelimit-*`); empty for most requests.
         self.extra_headers: list[tuple[bytes, bytes]] = []
+        self.retrieved: bytes | None = None  # the chunks retrieval used, as JSON (apps.gateway.retrieval)
         client_request_id: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":

@@ -2,20 +2,25 @@
 gateway's consumers validate requests with (apps.gateway.schemas), so the published schema cannot drift from what
 is enforced.
 
-Only these two paths reach Django (inferia_site/asgi.py sends every other `/v1` path to the gateway's consumers),
-so the operations below exist to be described, never to run.
+The inference operations below exist to be described, never to run: inferia_site/asgi.py sends those paths to the
+gateway's consumers. The files and vector-store endpoints (apps.knowledge.openai_api) are ordinary Django views,
+added here so that one schema describes `/v1`, and every error they raise is answered in OpenAI's shape.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer
 from pydantic import BaseModel
 
 from apps.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from apps.knowledge.openai_api import ERRORS, ErrorResponse, OpenAIError
+from apps.knowledge.openai_api import router as knowledge_router
 
 
 class ApiKeyBearer(HttpBearer):
@@ -23,19 +28,6 @@ class ApiKeyBearer(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> str | None:
         return None  # never called: the gateway authenticates /v1 requests
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """Every error, in OpenAI's shape. A stream that has started ends with `data: {"error": {...}}` instead."""
-
-    error: ErrorDetail
 
 
 class ModelCard(BaseModel):
@@ -50,7 +42,7 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-_ERRORS: dict[int, Any] = {code: ErrorResponse for code in (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)}
+_ERRORS: dict[int, Any] = ERRORS
 _ANSWER = "OpenAI-compatible; with `stream: true`, `text/event-stream` chunks ending with `data: [DONE]`."
 
 api = NinjaAPI(
@@ -98,3 +90,37 @@ def models_list(request: HttpRequest) -> Any:
 @api.get("/models/{model}", response={200: ModelCard, **_ERRORS}, summary="One model")
 def model_retrieve(request: HttpRequest, model: str) -> Any:
     return _described_only()
+
+
+api.add_router("", knowledge_router)
+
+
+def _error(request: HttpRequest, error: Any) -> HttpResponse:
+    return api.create_response(request, error.payload(), status=error.status)
+
+
+def _invalid(request: HttpRequest, error: Any) -> HttpResponse:
+    first = error.errors[0] if error.errors else {}
+    where = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "form", "file")]
+    message = f"{'.'.join(where) or 'request'}: {first.get('msg', 'invalid')}"
+    return _error(request, OpenAIError(400, message, param=".".join(where) or None))
+
+
+def _unauthenticated(request: HttpRequest, error: Any) -> HttpResponse:
+    message = "Incorrect API key provided. Pass a valid key as 'Authorization: Bearer sk-inf-...'."
+    return _error(request, OpenAIError(401, message, code="invalid_api_key"))
+
+
+def _http(request: HttpRequest, error: Any) -> HttpResponse:
+    return _error(request, OpenAIError(error.status_code, str(error.message)))
+
+
+def _not_found(request: HttpRequest, error: Any) -> HttpResponse:
+    return _error(request, OpenAIError(404, f"Unknown endpoint: {request.path}", code="unknown_url"))
+
+
+api.add_exception_handler(OpenAIError, _error)
+api.add_exception_handler(NinjaValidationError, _invalid)
+api.add_exception_handler(AuthenticationError, _unauthenticated)
+api.add_exception_handler(HttpError, _http)
+api.add_exception_handler(Http404, _not_found)

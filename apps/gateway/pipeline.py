@@ -26,6 +26,7 @@ from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import CLIENT_REQUEST_ID_MAX, Exchange
 from apps.gateway.metering import usage_append
 from apps.gateway.output_guardrails import OutputGuard
+from apps.gateway.retrieval import retrieval_apply
 from apps.gateway.runtime import GatewayRuntime, runtime
 from apps.gateway.schemas import CHAT_COMPLETIONS, Endpoint, InferenceRequest, validation_message
 from apps.gateway.templating import template_apply
@@ -109,6 +110,7 @@ async def _inference_steps(
         await template_apply(
             exchange, organization_id=principal.organization_id, cache=rt.templates, chat=endpoint is CHAT_COMPLETIONS
         )
+        await retrieval_apply(exchange, principal=principal, chat=endpoint is CHAT_COMPLETIONS)
         request = request_parse(exchange, endpoint)
         usage.model = request.model
         route = await deployment_resolve(rt, principal, request.model)

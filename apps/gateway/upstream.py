@@ -127,6 +127,8 @@ async def upstream_attempt(
             usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
             if guard.stopped is not None:
                 raise errors.output_guardrail_violation(guard.stopped)
+        if exchange.retrieved is not None and first.rstrip().endswith(b"}"):
+            first = first.rstrip()[:-1] + b',"retrieval":' + exchange.retrieved + b"}"
         if exchange.answer_capture is not None:
             exchange.answer_capture.body(first)
     else:

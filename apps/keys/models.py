@@ -73,6 +73,12 @@ class ApiKey(models.Model):
     secret_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the whole key, hex.")
     scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices), default=list)
     allowed_models = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    allowed_vector_stores = ArrayField(
+        models.CharField(max_length=40),
+        default=list,
+        blank=True,
+        help_text="The vector stores (vs_...) the key may search; empty: every store of its organisation.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -114,6 +120,11 @@ class ApiKey(models.Model):
         if not self.is_usable():
             return frozenset()
         return frozenset().union(*(SCOPE_ACTIONS.get(scope, frozenset()) for scope in self.scopes))
+
+    def inference_actions(self) -> frozenset[str]:
+        """What the `inference` scope allows on tenant rows that /v1 reads (`TenantPath.inference_views`): view,
+        while the key is usable."""
+        return frozenset({"view"}) if Scope.INFERENCE in self.scopes and self.is_usable() else frozenset()
 
     def as_principal(self) -> Principal:
         """The key as the tenancy engine sees it: the key itself, with at most its owner's rights (when owned)."""

@@ -28,6 +28,7 @@ class KeyPrincipal:
     allowed_models: tuple[str, ...]
     expires_at: float | None
     capture: bool = False
+    allowed_vector_stores: tuple[str, ...] = ()
 
     def as_json_dict(self) -> dict[str, object]:
         """The form kept in Redis (see `from_json_dict`)."""
@@ -41,6 +42,7 @@ class KeyPrincipal:
             "allowed_models": list(self.allowed_models),
             "expires_at": self.expires_at,
             "capture": self.capture,
+            "allowed_vector_stores": list(self.allowed_vector_stores),
         }
 
     @classmethod
@@ -55,6 +57,7 @@ class KeyPrincipal:
             allowed_models=tuple(data["allowed_models"]),  # type: ignore[arg-type]
             expires_at=float(data["expires_at"]) if data.get("expires_at") is not None else None,  # type: ignore[arg-type]
             capture=data.get("capture") is True,
+            allowed_vector_stores=tuple(data.get("allowed_vector_stores") or ()),  # type: ignore[arg-type]
         )
 
 
@@ -78,6 +81,7 @@ def api_key_principal_get(*, secret_hash: str) -> KeyPrincipal | None:
             "team_id",
             "scopes",
             "allowed_models",
+            "allowed_vector_stores",
             "expires_at",
             "revoked_at",
         )
@@ -95,6 +99,7 @@ def api_key_principal_get(*, secret_hash: str) -> KeyPrincipal | None:
         team_id=key.team_id,
         scopes=frozenset(key.scopes),
         allowed_models=tuple(key.allowed_models),
+        allowed_vector_stores=tuple(key.allowed_vector_stores),
         expires_at=min(ends).timestamp() if ends else None,
         capture=key.organization.capture_prompts,
     )

@@ -28,6 +28,7 @@ class ApiKeyOut(serializers.ModelSerializer):
             "prefix",
             "scopes",
             "allowed_models",
+            "allowed_vector_stores",
             "created_at",
             "expires_at",
             "revoked_at",
@@ -54,6 +55,9 @@ class ApiKeyCreateIn(serializers.Serializer):
     team = TenantRelatedField(Team, required=False, allow_null=True)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False, default=list)
+    allowed_vector_stores = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, default=list, help_text="vs_... ids; empty: all."
+    )
     service = serializers.BooleanField(
         default=False,
         help_text="A service key has no owner and only its scopes; creating one needs the right to change keys.",
@@ -64,6 +68,7 @@ class ApiKeyUpdateIn(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
+    allowed_vector_stores = serializers.ListField(child=serializers.CharField(max_length=40), required=False)
 
 
 class ApiKeyRotateIn(serializers.Serializer):

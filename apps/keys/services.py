@@ -56,6 +56,7 @@ def api_key_create(
     team: Team | None = None,
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
+    allowed_vector_stores: list[str] | None = None,
     context: AuditContext | None = None,
     purpose: str = ApiKey.Purpose.APPLICATION,
 ) -> IssuedKey:
@@ -80,6 +81,7 @@ def api_key_create(
             secret_hash=hash_key(secret),
             scopes=sorted(set(scopes)),
             allowed_models=allowed_models or [],
+            allowed_vector_stores=vector_stores_check(allowed_vector_stores),
             expires_at=expires_at,
             created_by=actor if isinstance(actor, User) else None,
             purpose=ApiKey.Purpose(purpose),
@@ -95,6 +97,30 @@ def api_key_create(
             context=context,
         )
     return IssuedKey(key=key, secret=secret)
+
+
+# How stale `last_used_at` may get before a call refreshes it: one write a minute per key, not per call.
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+def api_key_authenticate(*, secret: str) -> ApiKey | None:
+    """The usable key `secret` is (with its organisation and owner), or None: unknown, revoked, expired, of an
+    inactive organisation or of a deactivated owner. Records when it was last used, at most once a minute, for the
+    Django-served endpoints (the REST API, /v1's files and vector stores); the gateway records its own through usage."""
+    if not secret.startswith(KEY_PREFIX):
+        return None
+    key = (
+        ApiKey.objects.select_related("owner", "organization")
+        .filter(secret_hash=hash_key(secret), organization__is_active=True)
+        .first()
+    )
+    if key is None or not key.is_usable() or (key.owner is not None and not key.owner.is_active):
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or key.last_used_at < now - LAST_USED_GRANULARITY:
+        # A conditional UPDATE: concurrent requests with the same key write once.
+        ApiKey.objects.filter(pk=key.pk, last_used_at=key.last_used_at).update(last_used_at=now)
+    return key
 
 
 def api_key_revoke(
@@ -128,7 +154,20 @@ def membership_offboard(*, membership: Membership, actor: Actor, context: AuditC
 
 # How long a rotated key keeps working, so that deployments can roll the new secret out without downtime.
 ROTATION_GRACE = timedelta(hours=24)
-KEY_EDITABLE_FIELDS = ("name", "expires_at", "allowed_models")
+KEY_EDITABLE_FIELDS = ("name", "expires_at", "allowed_models", "allowed_vector_stores")
+VECTOR_STORES_PER_KEY_MAX = 100
+
+
+def vector_stores_check(ids: list[str] | None) -> list[str]:
+    """A key's vector-store allow-list: public ids (`vs_...`), checked for shape only, so that naming a store of
+    another organisation reveals nothing (it simply never matches one the key may see)."""
+    ids = sorted(set(ids or []))
+    if len(ids) > VECTOR_STORES_PER_KEY_MAX:
+        raise DomainRefusal(f"a key may name at most {VECTOR_STORES_PER_KEY_MAX} vector stores")
+    for value in ids:
+        if not (value.startswith("vs_") and 3 < len(value) <= 40 and value.isascii() and value.isprintable()):
+            raise DomainRefusal(f"not a vector store id: {value[:50]!r}")
+    return ids
 
 
 def api_key_rotate(
@@ -154,6 +193,7 @@ def api_key_rotate(
             secret_hash=hash_key(secret),
             scopes=old.scopes,
             allowed_models=old.allowed_models,
+            allowed_vector_stores=old.allowed_vector_stores,
             expires_at=old.expires_at,
             created_by=actor if isinstance(actor, User) else None,
             purpose=old.purpose,
@@ -179,6 +219,8 @@ def api_key_update(
 ) -> ApiKey:
     """Rename a key, change its expiry or the models it may call. Scopes, team and owner never change (issue a
     new key instead), so a key cannot be widened after it was handed out."""
+    if "allowed_vector_stores" in changes:
+        changes = {**changes, "allowed_vector_stores": vector_stores_check(changes["allowed_vector_stores"])}
     with transaction.atomic():
         key = audited_update(
             key, changes=changes, allowed=KEY_EDITABLE_FIELDS, action="key.update", actor=actor, context=context

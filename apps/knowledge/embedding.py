@@ -14,6 +14,7 @@ import base64
 import json
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -113,8 +114,11 @@ async def embedding_dimensions_probe(*, secret: str, model: str) -> int:
 
 
 def run_in_own_loop(work: Callable[[], Awaitable[T]]) -> T:
-    """Run async embedding work from sync code (a Celery task, a CLI command) in a fresh event loop, closing the
-    gateway's resources of that loop afterwards."""
+    """Run async embedding work from sync code (a Celery task, a CLI command, a Django view) in a fresh event loop,
+    closing the gateway's resources of that loop afterwards.
+
+    The loop runs on a thread of its own: a sync Django view served by ASGI runs inside asgiref's `async_to_sync`,
+    where the gateway's own `sync_to_async` database calls could not be scheduled from the view's thread."""
 
     async def run() -> T:
         try:
@@ -122,4 +126,5 @@ def run_in_own_loop(work: Callable[[], Awaitable[T]]) -> T:
         finally:
             await gateway_caller().close()
 
-    return asyncio.run(run())
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-loop") as pool:
+        return pool.submit(lambda: asyncio.run(run())).result()

@@ -27,14 +27,18 @@ from django.utils import timezone
 from semantic_text_splitter import MarkdownSplitter, TextSplitter
 
 from apps.compute.credentials import credentials_decrypt, credentials_encrypt
-from apps.keys.models import ApiKey, Scope
-from apps.keys.services import api_key_create
+from apps.keys.models import ApiKey
 from apps.knowledge import storage
 from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_own_loop
 from apps.knowledge.extraction import ExtractionFailed, text_extract
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
 from apps.knowledge.screening import chunk_flag_categories
-from apps.knowledge.services import knowledge_chunks_stored, knowledge_quota_lock, vector_store_usage_refresh
+from apps.knowledge.services import (
+    knowledge_chunks_stored,
+    knowledge_quota_lock,
+    store_key_issue,
+    vector_store_usage_refresh,
+)
 from apps.policies.effective import KnowledgeQuota
 from apps.policies.selectors import knowledge_quota_for
 
@@ -107,13 +111,7 @@ def store_ingest_secret(store: VectorStore) -> str:
         if key is not None and key.is_usable():
             return str(credentials_decrypt(store.ingest_key_secret).reveal()["secret"])
     with transaction.atomic():
-        issued = api_key_create(
-            organization=store.organization,
-            name=f"Knowledge store {store.public_id}",
-            scopes=[Scope.INFERENCE],
-            allowed_models=[store.embedding_model],
-            actor=None,
-        )
+        issued = store_key_issue(organization=store.organization, store_id=store.public_id, model=store.embedding_model)
         store.ingest_key = issued.key
         store.ingest_key_secret = credentials_encrypt({"secret": issued.secret})
         store.save(update_fields=["ingest_key", "ingest_key_secret"])

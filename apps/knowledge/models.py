@@ -55,7 +55,7 @@ class KnowledgeFile(models.Model):
     """A file an organisation uploaded (`/v1/files`): its bytes live in the knowledge storage (a folder under the
     data directory, or an S3-compatible bucket), under a name of our own."""
 
-    tenant_path = TenantPath(org="organization_id")
+    tenant_path = TenantPath(org="organization_id", inference_views=True)
 
     class Purpose(models.TextChoices):
         ASSISTANTS = "assistants", "assistants"
@@ -97,7 +97,7 @@ class VectorStore(models.Model):
     retrieval in a chat completion read. `generation` numbers its vectors: a change of embedding model re-embeds
     into the next generation while searches keep reading the current one, and switches when the new one is done."""
 
-    tenant_path = TenantPath(org="organization_id")
+    tenant_path = TenantPath(org="organization_id", inference_views=True)
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "in progress"
@@ -152,7 +152,7 @@ class VectorStoreFileBatch(models.Model):
     """Files attached to a store in one request (`/v1/vector_stores/{id}/file_batches`); its status and counts
     are its files'."""
 
-    tenant_path = TenantPath(org="organization_id")
+    tenant_path = TenantPath(org="organization_id", inference_views=True)
 
     public_id = models.CharField(max_length=40, unique=True, default=_batch_id, editable=False)
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
@@ -170,7 +170,7 @@ class VectorStoreFile(models.Model):
     """One file attached to one store: its ingestion status, progress and error, its attributes (which searches
     filter on), and the chunking it was cut with. Its public id is the file's, as in OpenAI's API."""
 
-    tenant_path = TenantPath(org="organization_id")
+    tenant_path = TenantPath(org="organization_id", inference_views=True)
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "in progress"
@@ -228,7 +228,7 @@ class Chunk(models.Model):
     of one table. `flagged` marks text the guardrail detectors found suspicious at ingestion (prompt injection above
     all); the organisation's policy decides whether such chunks may enter prompts."""
 
-    tenant_path = TenantPath(org="organization_id")
+    tenant_path = TenantPath(org="organization_id", inference_views=True)
 
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
     vector_store = models.ForeignKey(VectorStore, on_delete=models.CASCADE, related_name="chunks")

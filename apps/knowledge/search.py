@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from apps.knowledge.models import INDEXED_DIMENSIONS, VectorStore
@@ -145,6 +146,8 @@ def vector_store_search(
 
 def _ranked(query: str, arguments: list[Any], *, exact: bool, wanted: int) -> list[tuple[Any, ...]]:
     with transaction.atomic(), connection.cursor() as cursor:
+        timeout_ms = int(settings.INFERIA_KNOWLEDGE_SEARCH_TIMEOUT_S * 1000)
+        cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
         else:

@@ -140,6 +140,9 @@ def page_not_found(request: HttpRequest, exception: Exception) -> Any:
     """Django's 404 page, but DRF's JSON answer under /api/ (an id that is not a number matches no route)."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    if request.path.startswith("/v1/"):  # the files and vector-store endpoints Django serves: OpenAI's shape
+        error = {"message": f"Unknown endpoint: {request.path}", "type": "invalid_request_error", "param": None}
+        return JsonResponse({"error": {**error, "code": "unknown_url"}}, status=status.HTTP_404_NOT_FOUND)
     return defaults.page_not_found(request, exception)
 
 
@@ -147,4 +150,7 @@ def server_error(request: HttpRequest) -> Any:
     """Django's 500 page, but a JSON answer under /api/ (an error outside any view, in a middleware)."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "A server error occurred."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    if request.path.startswith("/v1/"):
+        error = {"message": "A server error occurred.", "type": "server_error", "param": None, "code": None}
+        return JsonResponse({"error": error}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     return defaults.server_error(request)

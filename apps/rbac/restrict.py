@@ -20,6 +20,7 @@ How the pieces combine (one SQL query, subqueries only):
    rows (platform guardrail profiles) to who may view the model somewhere. Other platform rows are the
    superadmin's alone.
 6. API keys: `read` allows view, `manage` allows view and changes; a key never leaves its organisation.
+   `inference` allows view of the models that declare `inference_views` (knowledge that /v1 searches).
    A key owned by a user has at most its owner's rights there (so it dies with the membership); a service key
    (no owner) has every right its scopes allow within its organisation. A team key sees only its team's keys,
    usage and team.
@@ -64,8 +65,10 @@ def _codename(action: str, model: type[models.Model]) -> str:
     return f"{action}_{model._meta.model_name}"
 
 
-def _key_allows(key: Any, action: str) -> bool:
-    return action in key.tenant_actions()
+def _key_allows(key: Any, action: str, model: type[models.Model]) -> bool:
+    if action in key.tenant_actions():
+        return True
+    return action == "view" and _tenant_path(model).inference_views and bool(key.inference_actions())
 
 
 def organizations_allowing(*, principal: Any, action: str, model: type[models.Model]) -> QuerySet[Organization]:
@@ -77,7 +80,7 @@ def organizations_allowing(*, principal: Any, action: str, model: type[models.Mo
     if who.is_superadmin:
         return Organization.objects.all()
     if who.key is not None:
-        if not _key_allows(who.key, action):
+        if not _key_allows(who.key, action, model):
             return Organization.objects.none()
         in_key_org = Organization.objects.filter(pk=who.key.organization_id, is_active=True)
         if who.user is None:
@@ -133,7 +136,7 @@ def queryset_restrict(queryset: QuerySet[M], *, principal: Any, action: str) -> 
         return queryset
     if who.key is None and who.user is None:
         return queryset.none()
-    if who.key is not None and not _key_allows(who.key, action):
+    if who.key is not None and not _key_allows(who.key, action, model):
         return queryset.none()
     orgs = organizations_allowing(principal=who, action=action, model=model)
     allowed = Q(**{f"{path.org}__in": orgs.values("pk")})

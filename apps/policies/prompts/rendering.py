@@ -45,6 +45,8 @@ TEMPLATE_PARAMS: dict[str, tuple[type, ...]] = {
     "frequency_penalty": (int, float),
     "seed": (int,),
     "stop": (str, list),
+    # Vector stores whose chunks enter the prompt (apps.gateway.retrieval checks the object on every request).
+    "retrieval": (dict,),
 }
 
 
