@@ -6,6 +6,7 @@ Entry points (`/v1` views, the REST API, the console, the CLI) parse and shape; 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import timedelta
 from types import EllipsisType
@@ -18,9 +19,11 @@ from django.utils import timezone
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
-from apps.keys.models import ApiKey
-from apps.keys.services import api_key_revoke
+from apps.compute.credentials import credentials_encrypt
+from apps.keys.models import ApiKey, Scope
+from apps.keys.services import IssuedKey, api_key_create, api_key_revoke
 from apps.knowledge import storage
+from apps.knowledge.embedding import embedding_dimensions_probe, run_in_own_loop
 from apps.knowledge.enqueue import ingestion_send
 from apps.knowledge.models import (
     FILENAME_MAX,
@@ -33,6 +36,7 @@ from apps.knowledge.models import (
     VectorStore,
     VectorStoreFile,
     VectorStoreFileBatch,
+    public_id,
 )
 from apps.orgs.models import Organization
 from apps.policies.selectors import knowledge_quota_for
@@ -234,11 +238,14 @@ def vector_store_create(
     chunk_max_tokens: int | None = None,
     chunk_overlap_tokens: int | None = None,
     file_ids: Sequence[str] = (),
+    ingest_key: IssuedKey | None = None,
+    store_id: str | None = None,
     context: AuditContext | None = None,
 ) -> VectorStore:
     """Create a store that embeds with `embedding_model` (vectors of `dimensions`), attaching `file_ids` at once.
 
-    `dimensions` is what the model answers with: callers ask the model (apps.knowledge.embedding) first."""
+    `dimensions` is what the model answers with: entry points call `vector_store_create_probed`, which asks the
+    model with the store's own key (`ingest_key`, issued for the store's id `store_id`) first."""
     if not 1 <= dimensions <= MAX_DIMENSIONS:
         raise DomainRefusal(f"the embedding model's vectors have {dimensions} dimensions; at most {MAX_DIMENSIONS}")
     size, overlap = chunking_check(chunk_max_tokens, chunk_overlap_tokens)
@@ -256,6 +263,10 @@ def vector_store_create(
         expires_at=_expires_at(expires_after_days, now),
         last_active_at=now,
     )
+    if store_id is not None:
+        store.public_id = store_id
+    if ingest_key is not None:
+        store.ingest_key, store.ingest_key_secret = ingest_key.key, credentials_encrypt({"secret": ingest_key.secret})
     _set_creator(store, actor)
     with transaction.atomic():
         files = _files_of(organization, file_ids)
@@ -270,6 +281,47 @@ def vector_store_create(
         for file in files:
             _store_file_add(store=store, file=file, attributes={}, size=size, overlap=overlap)
     return store
+
+
+def store_key_issue(*, organization: Organization, store_id: str, model: str) -> IssuedKey:
+    """A store's own inference key, limited to its embedding model: ingestion's and searches' embedding requests are
+    metered and limited on it, as any application's."""
+    return api_key_create(
+        organization=organization,
+        name=f"Knowledge store {store_id}",
+        scopes=[Scope.INFERENCE],
+        allowed_models=[model],
+        actor=None,
+    )
+
+
+def vector_store_create_probed(
+    *, organization: Organization, embedding_model: str, actor: Actor, **fields: Any
+) -> VectorStore:
+    """`vector_store_create` with the dimensions asked of the embedding model itself, through the gateway, with the
+    store's own key (committed first: the gateway reads keys from the database). A model the organisation cannot
+    use is an `EmbeddingError` with the gateway's answer, and leaves no store and no usable key behind."""
+    embedding_model = _clean_text(embedding_model, field="embedding_model", limit=200)
+    if not embedding_model:
+        raise DomainRefusal("embedding_model is required")
+    store_id = public_id("vs_")
+    issued = store_key_issue(organization=organization, store_id=store_id, model=embedding_model)
+    try:
+        dimensions = run_in_own_loop(
+            functools.partial(embedding_dimensions_probe, secret=issued.secret, model=embedding_model)
+        )
+        return vector_store_create(
+            organization=organization,
+            embedding_model=embedding_model,
+            dimensions=dimensions,
+            actor=actor,
+            ingest_key=issued,
+            store_id=store_id,
+            **fields,
+        )
+    except BaseException:
+        api_key_revoke(key=issued.key, actor=None, reason=f"vector store {store_id} was not created")
+        raise
 
 
 def vector_store_update(
@@ -464,3 +516,32 @@ def vector_store_file_batch_cancel(
             context=context,
         )
     return batch
+
+
+def vector_store_file_upload(
+    *,
+    store: VectorStore,
+    handle: IO[bytes],
+    filename: str,
+    content_type: str = "",
+    actor: Actor,
+    context: AuditContext | None = None,
+) -> VectorStoreFile:
+    """Upload a file straight into a store (the console's drop zone): `knowledge_file_create`, then
+    `vector_store_file_attach`, in one transaction. An attachment that fails takes the file and its bytes with it,
+    so that no file is left over that the person never saw attached."""
+    with transaction.atomic():
+        file = knowledge_file_create(
+            organization=store.organization,
+            handle=handle,
+            filename=filename,
+            purpose=KnowledgeFile.Purpose.ASSISTANTS,
+            content_type=content_type,
+            actor=actor,
+            context=context,
+        )
+        try:
+            return vector_store_file_attach(store=store, file_id=file.public_id, actor=actor, context=context)
+        except BaseException:
+            storage.storage_delete(file.storage_name)
+            raise
