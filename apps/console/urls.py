@@ -62,6 +62,7 @@ urlpatterns = [
     path("keys/<int:pk>/", keys_pages.key_detail_view, name="key-detail"),
     path("keys/<int:pk>/rotate/", keys_pages.key_rotate_view, name="key-rotate"),
     path("keys/<int:pk>/revoke/", keys_pages.key_revoke_view, name="key-revoke"),
+    path("keys/<int:pk>/vector-stores/", keys_pages.key_vector_stores_view, name="key-vector-stores"),
     path("knowledge/", knowledge_pages.knowledge_view, name="knowledge"),
     path("knowledge/new/", knowledge_pages.knowledge_store_create_view, name="knowledge-store-create"),
     path("knowledge/<int:pk>/", knowledge_pages.knowledge_store_view, name="knowledge-store"),

@@ -1,7 +1,8 @@
 """The knowledge pages: the organisation's stores with their files by status, creating a store (its dimensions asked
 of the embedding model through the gateway) and deleting one, uploading into a store (a multipart post), removing a
 file, the search and the chunk viewer; tenancy (another organisation's store is a 404 by link, a member without the
-capability cannot upload), pinned query counts, and the live WebSocket."""
+capability cannot upload), pinned query counts, the live WebSocket, and choosing on a key's page which stores the
+key may use."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.audit.models import AuditEvent
 from apps.knowledge import ingestion, services
 from apps.knowledge.models import Chunk, KnowledgeFile, VectorStore, VectorStoreFile
-from tests.factories import deployment_serving
+from tests.factories import api_key_issue, deployment_serving
 from tests.knowledge.conftest import EMBED_MODEL, engine, knowledge_files  # noqa: F401 - fixtures
 
 DIMENSIONS = 384
@@ -276,6 +277,56 @@ def test_an_uploaded_file_is_ingested_and_the_search_ranks_its_right_chunk_first
     first = html.index('data-testid="search-hit-text"')
     assert "bandwidth" in html[first : html.index("</p>", first)]
     assert 'data-testid="search-hit-file">handbook.md<' in html
+
+
+# --- A key's vector stores -----------------------------------------------------------------------------------------
+
+
+def test_a_keys_page_limits_it_to_the_stores_chosen_and_back_to_every_store(client, owner, org):
+    first, second = _store(org, name="first store"), _store(org, name="second store")
+    key = api_key_issue(organization=org, name="rag service").key
+    client.force_login(owner)
+    html = client.get(f"/console/keys/{key.pk}/").content.decode()
+    assert "Every vector store of Acme" in html
+    assert f'data-testid="key-store-{first.public_id}"' in html
+    assert f'data-testid="key-store-{second.public_id}"' in html
+
+    response = client.post(f"/console/keys/{key.pk}/vector-stores/", {"vector_stores": [first.public_id]})
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.allowed_vector_stores == [first.public_id]
+    html = client.get(f"/console/keys/{key.pk}/").content.decode()
+    shown = html[html.index('data-testid="key-vector-stores"') :]
+    shown = shown[: shown.index("</td>")]
+    assert "first store" in shown
+    assert "second store" not in shown
+    assert AuditEvent.objects.filter(action="key.update", actor_user=owner).exists()
+
+    client.post(f"/console/keys/{key.pk}/vector-stores/", {})
+    key.refresh_from_db()
+    assert key.allowed_vector_stores == []
+
+
+def test_a_store_of_another_organisation_cannot_be_given_to_a_key(client, owner, org, other_org):
+    theirs = _store(other_org, name="globex store")
+    key = api_key_issue(organization=org).key
+    client.force_login(owner)
+    response = client.post(f"/console/keys/{key.pk}/vector-stores/", {"vector_stores": [theirs.public_id]})
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.allowed_vector_stores == []
+    assert "globex store" not in client.get(f"/console/keys/{key.pk}/").content.decode()
+
+
+def test_a_viewer_cannot_change_a_keys_stores(client, viewer, org):
+    store = _store(org)
+    key = api_key_issue(organization=org).key
+    client.force_login(viewer)
+    assert 'data-testid="key-stores-form"' not in client.get(f"/console/keys/{key.pk}/").content.decode()
+    response = client.post(f"/console/keys/{key.pk}/vector-stores/", {"vector_stores": [store.public_id]})
+    assert response.status_code == 403
+    key.refresh_from_db()
+    assert key.allowed_vector_stores == []
 
 
 # --- Live -----------------------------------------------------------------------------------------------------------
