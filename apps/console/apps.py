@@ -9,6 +9,7 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Console"
 
     def ready(self) -> None:
-        from apps.console.live import compute_events_subscribe
+        from apps.console.live import compute_events_subscribe, knowledge_events_subscribe
 
         compute_events_subscribe()
+        knowledge_events_subscribe()

@@ -1,6 +1,7 @@
 """The console's WebSocket consumers. `DeploymentProgressConsumer` streams one deployment's state, replicas and
 history to its detail page while it provisions, scales or stops, and its replicas' engine output as the worker
-captures it.
+captures it. `VectorStoreProgressConsumer` streams a vector store's files and their ingestion progress to the
+store's page.
 
 The socket is authenticated by the console session (Channels' AuthMiddlewareStack) and held to the same rules as the
 pages: a session that has not passed the two-factor gate is refused, and the deployment must be one the user may
@@ -17,7 +18,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from apps.compute.models import ModelDeployment
 from apps.console.auth_flow import SECOND_FACTOR_METHODS, SESSION_SECOND_FACTOR
 from apps.console.deployment_selectors import deployment_log_entries, deployment_snapshot
-from apps.console.live import deployment_group
+from apps.console.knowledge_selectors import vector_store_snapshot
+from apps.console.live import deployment_group, vector_store_group
+from apps.knowledge.models import VectorStore, VectorStoreFile
 from apps.rbac.twofactor_services import twofactor_enabled, twofactor_required
 
 CLOSE_FORBIDDEN = 4403
@@ -105,3 +108,58 @@ class DeploymentProgressConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.send_json({"type": "snapshot", "deployment": snapshot, "event": event})
+
+
+def vector_store_snapshot_for(*, user: Any, store_id: int) -> dict[str, Any] | None:
+    """The store's files and progress if `user` may view the store, else None (the files through `.restrict()`
+    too)."""
+    store = VectorStore.objects.restrict(user).filter(pk=store_id).first()
+    if store is None:
+        return None
+    return vector_store_snapshot(store=store, store_files=VectorStoreFile.objects.restrict(user))
+
+
+class VectorStoreProgressConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/console/knowledge/<id>/`: the store's files on connect, then again after each ingestion step that
+    knowledge announces on the group `vector-store-<id>` (see apps/console/live.py)."""
+
+    store_id: int
+    group: str
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        self.store_id = int(self.scope["url_route"]["kwargs"]["pk"])
+        self.group = vector_store_group(self.store_id)
+        allowed = await database_sync_to_async(session_passes_gate)(user=user, session=self.scope.get("session"))
+        if not allowed:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        snapshot = await database_sync_to_async(vector_store_snapshot_for)(user=user, store_id=self.store_id)
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "snapshot", "store": snapshot})
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None) and self.channel_layer is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The page may ask for a fresh snapshot (`{"type": "refresh"}`, after an upload); anything else is
+        ignored."""
+        if isinstance(content, dict) and content.get("type") == "refresh":
+            await self._push()
+
+    async def store_progress(self, message: dict[str, Any]) -> None:
+        """A file of the store moved on: push the store's files as they are now."""
+        await self._push()
+
+    async def _push(self) -> None:
+        user = self.scope.get("user")
+        snapshot = await database_sync_to_async(vector_store_snapshot_for)(user=user, store_id=self.store_id)
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send_json({"type": "snapshot", "store": snapshot})

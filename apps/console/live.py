@@ -1,11 +1,13 @@
 """Live console updates over WebSockets: the channel-layer group each deployment's watchers join, and the
 subscribers that pass compute's events (apps/compute/events.py, delivered after commit) to it: a deployment or one of
-its replicas changed state, and a replica's engine wrote new output lines.
+its replicas changed state, and a replica's engine wrote new output lines. Likewise a vector store's group, which
+hears of its files' ingestion progress (apps/knowledge/events.py).
 
 A progress message carries only what happened; the consumer re-reads the deployment (through `.restrict()`) before
-pushing, so a watcher never sees more than the page would show and a lost message is repaired by the next one.
-A log message carries the lines themselves (already redacted by apps/compute/replica_logs.py); the consumer checks
-that the watcher may still view the deployment before passing them on.
+pushing, so a watcher never sees more than the page would show and a lost message is repaired by the next one; a
+store's progress message likewise carries ids and counts only. A log message carries the lines themselves (already
+redacted by apps/compute/replica_logs.py); the consumer checks that the watcher may still view the deployment before
+passing them on.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from apps.compute.events import (
     ReplicaOutputCaptured,
     ReplicaStateChanged,
 )
+from apps.knowledge.events import StoreFileProgressed
 from inferia_runtime.events import event_subscribe
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_MESSAGE = "deployment.progress"
 LOGS_MESSAGE = "deployment.logs"
+STORE_PROGRESS_MESSAGE = "store.progress"
 
 
 def deployment_group(deployment_id: int) -> str:
@@ -83,6 +87,34 @@ def progress_on_replica_endpoint(event: ReplicaEndpointChanged) -> None:
 
 def logs_on_replica_output(event: ReplicaOutputCaptured) -> None:
     deployment_logs_publish(event.deployment_id, event.replica_id, list(event.lines), skipped=event.skipped)
+
+
+def vector_store_group(store_id: int) -> str:
+    """The channel-layer group of a vector store's watchers (its page)."""
+    return f"vector-store-{store_id}"
+
+
+def progress_on_store_file(event: StoreFileProgressed) -> None:
+    """Tell the pages watching the file's store that its ingestion moved on. Never raises (see above)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {
+        "type": STORE_PROGRESS_MESSAGE,
+        "store_file": event.store_file_id,
+        "status": event.status,
+        "chunks_done": event.chunks_done,
+        "chunks_total": event.chunks_total,
+    }
+    try:
+        async_to_sync(layer.group_send)(vector_store_group(event.vector_store_id), message)
+    except Exception:
+        logger.warning("could not publish progress of vector store %s", event.vector_store_id, exc_info=True)
+
+
+def knowledge_events_subscribe() -> None:
+    """Pass ingestion progress on to the store pages watching it (called from ConsoleConfig.ready)."""
+    event_subscribe(StoreFileProgressed, progress_on_store_file)
 
 
 def compute_events_subscribe() -> None:

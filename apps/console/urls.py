@@ -9,6 +9,7 @@ from apps.console.pages import dashboard as dashboard_pages
 from apps.console.pages import deployments as deployment_pages
 from apps.console.pages import guardrail_profiles as profile_pages
 from apps.console.pages import keys as keys_pages
+from apps.console.pages import knowledge as knowledge_pages
 from apps.console.pages import org_switch, sign_in, sso
 from apps.console.pages import playground as playground_pages
 from apps.console.pages import policies as policies_pages
@@ -61,6 +62,22 @@ urlpatterns = [
     path("keys/<int:pk>/", keys_pages.key_detail_view, name="key-detail"),
     path("keys/<int:pk>/rotate/", keys_pages.key_rotate_view, name="key-rotate"),
     path("keys/<int:pk>/revoke/", keys_pages.key_revoke_view, name="key-revoke"),
+    path("keys/<int:pk>/vector-stores/", keys_pages.key_vector_stores_view, name="key-vector-stores"),
+    path("knowledge/", knowledge_pages.knowledge_view, name="knowledge"),
+    path("knowledge/new/", knowledge_pages.knowledge_store_create_view, name="knowledge-store-create"),
+    path("knowledge/<int:pk>/", knowledge_pages.knowledge_store_view, name="knowledge-store"),
+    path("knowledge/<int:pk>/delete/", knowledge_pages.knowledge_store_delete_view, name="knowledge-store-delete"),
+    path("knowledge/<int:pk>/files/", knowledge_pages.knowledge_upload_view, name="knowledge-upload"),
+    path(
+        "knowledge/<int:pk>/files/<int:file_pk>/remove/",
+        knowledge_pages.knowledge_file_remove_view,
+        name="knowledge-file-remove",
+    ),
+    path(
+        "knowledge/<int:pk>/files/<int:file_pk>/chunks/",
+        knowledge_pages.knowledge_chunks_view,
+        name="knowledge-file-chunks",
+    ),
     path("usage/", usage_pages.usage_view, name="usage"),
     path("usage/export.csv", usage_pages.usage_export_view, name="usage-export"),
     path("usage/requests/<str:request_id>/", usage_pages.usage_request_view, name="usage-request"),

@@ -30,6 +30,7 @@ from apps.compute.credentials import credentials_decrypt, credentials_encrypt
 from apps.keys.models import ApiKey
 from apps.knowledge import storage
 from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_own_loop
+from apps.knowledge.events import StoreFileProgressed
 from apps.knowledge.extraction import ExtractionFailed, text_extract
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
 from apps.knowledge.screening import chunk_flag_categories
@@ -41,6 +42,7 @@ from apps.knowledge.services import (
 )
 from apps.policies.effective import KnowledgeQuota
 from apps.policies.selectors import knowledge_quota_for
+from inferia_runtime.events import event_publish
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,7 @@ def store_file_ingest_run(store_file_id: int) -> None:
             overlap_tokens=store_file.chunk_overlap_tokens,
         )
         VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_total=len(pieces))
+        _progress_publish(store_file.pk)
         done = set(
             Chunk.objects.filter(store_file=store_file, generation=store_file.generation).values_list(
                 "index", flat=True
@@ -162,6 +165,7 @@ def store_file_ingest_run(store_file_id: int) -> None:
             status=VectorStoreFile.Status.COMPLETED, claimed_until=None, usage_bytes=usage, chunks_done=len(pieces)
         )
         vector_store_usage_refresh(store.pk)
+        _progress_publish(store_file.pk)
 
 
 def _still_wanted(store_file_id: int) -> bool:
@@ -214,6 +218,7 @@ def _chunks_write(
         Chunk.objects.bulk_create(rows, ignore_conflicts=True)  # a retried batch writes nothing twice
         written = Chunk.objects.filter(store_file=store_file, generation=store_file.generation).count()
         VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_done=written, claimed_until=lease_end())
+        _progress_publish(store_file.pk)
 
 
 def _fail(store_file_id: int, code: str, message: str) -> None:
@@ -224,6 +229,18 @@ def _fail(store_file_id: int, code: str, message: str) -> None:
         last_error_message=message[:1000],
         claimed_until=None,
     )
+    _progress_publish(store_file_id)
+
+
+def _progress_publish(store_file_id: int) -> None:
+    """Announce the file's progress as the database has it (after commit: a page that re-reads it sees the same)."""
+    row = (
+        VectorStoreFile.objects.filter(pk=store_file_id)
+        .values("vector_store_id", "status", "chunks_done", "chunks_total")
+        .first()
+    )
+    if row is not None:
+        event_publish(StoreFileProgressed(store_file_id=store_file_id, **row))
 
 
 def store_files_stalled() -> list[int]:

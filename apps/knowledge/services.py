@@ -516,3 +516,32 @@ def vector_store_file_batch_cancel(
             context=context,
         )
     return batch
+
+
+def vector_store_file_upload(
+    *,
+    store: VectorStore,
+    handle: IO[bytes],
+    filename: str,
+    content_type: str = "",
+    actor: Actor,
+    context: AuditContext | None = None,
+) -> VectorStoreFile:
+    """Upload a file straight into a store (the console's drop zone): `knowledge_file_create`, then
+    `vector_store_file_attach`, in one transaction. An attachment that fails takes the file and its bytes with it,
+    so that no file is left over that the person never saw attached."""
+    with transaction.atomic():
+        file = knowledge_file_create(
+            organization=store.organization,
+            handle=handle,
+            filename=filename,
+            purpose=KnowledgeFile.Purpose.ASSISTANTS,
+            content_type=content_type,
+            actor=actor,
+            context=context,
+        )
+        try:
+            return vector_store_file_attach(store=store, file_id=file.public_id, actor=actor, context=context)
+        except BaseException:
+            storage.storage_delete(file.storage_name)
+            raise

@@ -37,6 +37,7 @@ from apps.console.pages.support import (
 )
 from apps.keys import services as key_services
 from apps.keys.models import ApiKey, Scope
+from apps.knowledge.models import VectorStore
 from apps.orgs.models import Organization, Team
 from apps.policies import services as policy_services
 from apps.policies.effective import effective_policy_compile
@@ -111,6 +112,36 @@ class KeyRotateForm(forms.Form):
 
 class KeyRevokeForm(forms.Form):
     reason = forms.CharField(label="Reason", required=False, max_length=200)
+
+
+class KeyStoresForm(forms.Form):
+    """Which of the organisation's vector stores the key may search and retrieve from (none ticked: every one)."""
+
+    vector_stores = forms.MultipleChoiceField(label="Vector stores", required=False, choices=())
+
+    def __init__(self, *args: Any, stores: list[VectorStore], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["vector_stores"].choices = [(s.public_id, s.name or s.public_id) for s in stores]  # type: ignore[attr-defined]
+
+
+# The stores a key's form offers: the organisation's, as far as the user may see them (the newest first).
+KEY_STORES_OFFERED = 200
+
+
+def key_vector_stores(request: HttpRequest, key: ApiKey, *, offer: bool) -> dict[str, Any]:
+    """The stores the key may use as the user may see them: each id it names with the store's name (or "not found":
+    deleted, or not visible to the user), and, with `offer`, the organisation's stores to choose from. No query for
+    what is not needed (a key limited to no store names none)."""
+    visible = VectorStore.objects.restrict(page_principal(request)).filter(organization_id=key.organization_id)
+    ids = key.allowed_vector_stores
+    named = {s.public_id: s for s in visible.filter(public_id__in=ids).only("public_id", "name")} if ids else {}
+    offered = (
+        list(visible.only("public_id", "name").order_by("-created_at", "-id")[:KEY_STORES_OFFERED]) if offer else []
+    )
+    return {
+        "named": [{"id": store_id, "store": named.get(store_id)} for store_id in key.allowed_vector_stores],
+        "offered": offered,
+    }
 
 
 def _keys_filtered(request: HttpRequest, form: KeyFilterForm) -> QuerySet[ApiKey]:
@@ -392,6 +423,7 @@ def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         .order_by("-started_at")[:20]
     )
     state = key_state(key)
+    may_change = ApiKey.objects.filter(pk=key.pk).restrict(principal, "change").exists()
     context = {
         "key": key,
         "state": state,
@@ -399,7 +431,9 @@ def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "totals": totals,
         "recent": recent,
         "effective": key_effective_policy(request, key),
-        "may_rotate": state == "active" and ApiKey.objects.filter(pk=key.pk).restrict(principal, "change").exists(),
+        "stores": key_vector_stores(request, key, offer=may_change and state in ("active", "ending")),
+        "may_change_stores": may_change and state in ("active", "ending"),
+        "may_rotate": state == "active" and may_change,
         "may_revoke": state in ("active", "ending")
         and ApiKey.objects.filter(pk=key.pk).restrict(principal, "delete").exists(),
         "rotate_form": KeyRotateForm(),
@@ -443,4 +477,31 @@ def key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, error)
     else:
         messages.success(request, f"The key {key.prefix}… is revoked; gateways refuse it within a second.")
+    return redirect("console:key-detail", pk=key.pk)
+
+
+@login_required
+@require_POST
+def key_vector_stores_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Choose the vector stores the key may use (`allowed_vector_stores`; none: every store of the organisation)."""
+    key = tenant_object(ApiKey.objects.all(), request=request, pk=pk, action="change")
+    offered = key_vector_stores(request, key, offer=True)["offered"]
+    form = KeyStoresForm(request.POST, stores=offered)
+    if not form.is_valid():
+        messages.error(request, "Choose among the organisation's vector stores.")
+        return redirect("console:key-detail", pk=key.pk)
+    chosen = form.cleaned_data["vector_stores"]
+    _, error = service_run(
+        key_services.api_key_update,
+        key=key,
+        changes={"allowed_vector_stores": chosen},
+        actor=request.user,
+        context=page_audit_context(request),
+    )
+    if error:
+        messages.error(request, error)
+    elif chosen:
+        messages.success(request, f"The key may now use {len(chosen)} vector store{'s' if len(chosen) > 1 else ''}.")
+    else:
+        messages.success(request, "The key may now use every vector store of its organisation.")
     return redirect("console:key-detail", pk=key.pk)

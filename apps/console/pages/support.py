@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, transaction
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest
 from django.utils.dateparse import parse_datetime
@@ -97,9 +98,33 @@ def service_run(function: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, st
     """Run a write service as the request's top-level transaction. Returns (result, "") or (None, why it was
     refused) for the refusals services raise (DomainRefusal, ValidationError, a uniqueness conflict); any other
     exception is a bug and stays a 500."""
-    try:
+
+    def run() -> Any:
         with transaction.atomic(durable=True):
-            return function(**kwargs), ""
+            return function(**kwargs)
+
+    return _refusals_told(run)
+
+
+def service_run_apart(function: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, str]:
+    """Run a write service that commits its own steps and asks the gateway in between (creating a vector store asks
+    the embedding model with a key it committed first), in a thread of its own: there no request transaction hides
+    the committed key from the gateway's connections, and no event loop of the request's waits on the thread it
+    would block. The same answer as `service_run`."""
+
+    def run() -> Any:
+        try:
+            return function(**kwargs)
+        finally:
+            connections.close_all()  # this thread's connections end with it
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-apart") as pool:
+        return pool.submit(_refusals_told, run).result()
+
+
+def _refusals_told(call: Callable[[], Any]) -> tuple[Any, str]:
+    try:
+        return call(), ""
     except DjangoValidationError as error:
         if hasattr(error, "message_dict"):
             return None, " ".join(
