@@ -21,7 +21,7 @@ MYPY_FILES := inferia_runtime/env.py inferia_runtime/redis_urls.py apps/audit/ac
 	$(filter-out $(addsuffix /%,$(MYPY_PACKAGES)),$(sort $(wildcard apps/*/services.py apps/*/*_services.py \
 	apps/*/selectors.py apps/*/*_selectors.py)))
 
-.PHONY: venv run test lint format bench clean
+.PHONY: venv run test lint format bench bench-knowledge clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,12 @@ bench: venv
 	@# The console pages against 1M usage rows, 100k keys, 100k audit events (seeding takes minutes the first time):
 	@# `make bench BENCH_CONSOLE=1`.
 	@if [ -n "$(BENCH_CONSOLE)" ]; then $(TEST_ENV) $(BIN)/python tests/bench/bench_console.py; fi
+
+# Knowledge bases at 10k and 100k chunks: search latency and recall, ingestion rate, what retrieval adds to a chat
+# completion (seeding takes a few minutes the first time).
+bench-knowledge: venv
+	@bash scripts/ensure-services.sh
+	$(TEST_ENV) $(BIN)/python tests/bench/bench_knowledge.py
 
 clean:
 	rm -rf $(VENV) .inferia-test .pytest_cache .ruff_cache .mypy_cache
