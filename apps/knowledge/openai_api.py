@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Count, Model, Q, QuerySet
 from django.http import FileResponse, HttpRequest
 from django.utils import timezone
-from ninja import File, Form, Router
+from ninja import File, Form, Query, Router
 from ninja.files import UploadedFile
 from ninja.security import HttpBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -333,10 +333,9 @@ def batch_shape(batch: VectorStoreFileBatch) -> dict[str, Any]:
     }
 
 
-def _page(
-    rows: QuerySet[M], shape: Callable[[M], dict[str, Any]], *, id_field: str, limit: int, order: str, after, before
-) -> dict[str, Any]:
+def _page(rows: QuerySet[M], shape: Callable[[M], dict[str, Any]], *, id_field: str, params: Any) -> dict[str, Any]:
     """One page of a list in OpenAI's cursor shape (`after`/`before` name an id of the list)."""
+    limit, order, after, before = params.limit, params.order, params.after, params.before
     if not 1 <= limit <= LIST_LIMIT_MAX:
         raise OpenAIError(400, f"limit must be between 1 and {LIST_LIMIT_MAX}", param="limit")
     newest_first = order != "asc"
@@ -367,8 +366,27 @@ def _page(
     }
 
 
-Order = Literal["asc", "desc"]
-Cursor = str | None
+class ListParams(BaseModel):
+    """OpenAI's cursor paging: `after` / `before` name an id of the list."""
+
+    limit: int = 20
+    order: Literal["asc", "desc"] = "desc"
+    after: str | None = None
+    before: str | None = None
+
+
+class FileListParams(ListParams):
+    purpose: str | None = None
+
+
+class StoreFileListParams(ListParams):
+    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None
+
+
+def _store_file_page(rows: QuerySet[VectorStoreFile], params: StoreFileListParams) -> dict[str, Any]:
+    if params.filter:
+        rows = rows.filter(status=params.filter)
+    return _page(rows, store_file_shape, id_field="file__public_id", params=params)
 
 
 # --- Files ---------------------------------------------------------------------------------------------------------
@@ -392,18 +410,11 @@ def file_create(request: HttpRequest, file: File[UploadedFile], purpose: Form[st
 
 
 @router.get("/files", response=ANSWERS, summary="The organisation's files")
-def file_list(
-    request: HttpRequest,
-    purpose: str | None = None,
-    limit: int = 20,
-    order: Order = "desc",
-    after: Cursor = None,
-    before: Cursor = None,
-) -> dict[str, Any]:
+def file_list(request: HttpRequest, params: Query[FileListParams]) -> dict[str, Any]:
     rows = _visible(_key(request, manage=False), KnowledgeFile)
-    if purpose:
-        rows = rows.filter(purpose=purpose)
-    return _page(rows, file_shape, id_field="public_id", limit=limit, order=order, after=after, before=before)
+    if params.purpose:
+        rows = rows.filter(purpose=params.purpose)
+    return _page(rows, file_shape, id_field="public_id", params=params)
 
 
 @router.get("/files/{file_id}", response=ANSWERS, summary="One file")
@@ -465,11 +476,9 @@ def vector_store_create(request: HttpRequest, body: VectorStoreCreate) -> dict[s
 
 
 @router.get("/vector_stores", response=ANSWERS, summary="The vector stores the key may use")
-def vector_store_list(
-    request: HttpRequest, limit: int = 20, order: Order = "desc", after: Cursor = None, before: Cursor = None
-) -> dict[str, Any]:
+def vector_store_list(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
     rows = _visible(_key(request, manage=False), VectorStore)
-    return _page(rows, store_shape, id_field="public_id", limit=limit, order=order, after=after, before=before)
+    return _page(rows, store_shape, id_field="public_id", params=params)
 
 
 @router.get("/vector_stores/{vector_store_id}", response=ANSWERS, summary="One vector store")
@@ -565,22 +574,9 @@ def store_file_create(request: HttpRequest, vector_store_id: str, body: StoreFil
 
 
 @router.get("/vector_stores/{vector_store_id}/files", response=ANSWERS, summary="A store's files")
-def store_file_list(
-    request: HttpRequest,
-    vector_store_id: str,
-    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None,
-    limit: int = 20,
-    order: Order = "desc",
-    after: Cursor = None,
-    before: Cursor = None,
-) -> dict[str, Any]:
+def store_file_list(request: HttpRequest, vector_store_id: str, params: Query[StoreFileListParams]) -> dict[str, Any]:
     store = _store(_key(request, manage=False), vector_store_id)
-    rows = _store_files(store)
-    if filter:
-        rows = rows.filter(status=filter)
-    return _page(
-        rows, store_file_shape, id_field="file__public_id", limit=limit, order=order, after=after, before=before
-    )
+    return _store_file_page(_store_files(store), params)
 
 
 @router.get(
@@ -690,21 +686,8 @@ def batch_cancel(request: HttpRequest, vector_store_id: str, batch_id: str) -> d
     "/vector_stores/{vector_store_id}/file_batches/{batch_id}/files", response=ANSWERS, summary="A batch's files"
 )
 def batch_file_list(
-    request: HttpRequest,
-    vector_store_id: str,
-    batch_id: str,
-    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None,
-    limit: int = 20,
-    order: Order = "desc",
-    after: Cursor = None,
-    before: Cursor = None,
+    request: HttpRequest, vector_store_id: str, batch_id: str, params: Query[StoreFileListParams]
 ) -> dict[str, Any]:
     key = _key(request, manage=False)
     store = _store(key, vector_store_id)
-    batch = _batch(key, store, batch_id)
-    rows = _store_files(store).filter(batch=batch)
-    if filter:
-        rows = rows.filter(status=filter)
-    return _page(
-        rows, store_file_shape, id_field="file__public_id", limit=limit, order=order, after=after, before=before
-    )
+    return _store_file_page(_store_files(store).filter(batch=_batch(key, store, batch_id)), params)
