@@ -28,6 +28,9 @@ HANDBOOK = "\n\n".join(
 )
 
 
+UPLOAD_MAX = 1024 * 1024
+
+
 @pytest.fixture(scope="module")
 def shared_files(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("knowledge-files"))
@@ -41,6 +44,7 @@ def plane(django_db_setup, shared_files) -> Iterator[TestProcess]:
         "INFERIA_UPSTREAM_ALLOW_PRIVATE": "1",
         "INFERIA_KNOWLEDGE_DIR": shared_files,
         "INFERIA_KNOWLEDGE_EMBEDDING_MODEL": EMBED_MODEL,
+        "INFERIA_KNOWLEDGE_FILE_MAX_BYTES": str(UPLOAD_MAX),
     }
     web = web_start(env["DATABASE_URL"], extra_env=env)
     worker = inferia_start(["start", "worker"], env={**os.environ, **env})
@@ -215,6 +219,18 @@ def test_bad_requests_get_openai_errors(manager, plane):
     with pytest.raises(openai.AuthenticationError), _client(plane, "sk-inf-not-a-key") as client:
         client.vector_stores.list()
     assert not VectorStore.objects.filter(name="x").exists()
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(manager, organization):
+    with pytest.raises(openai.APIStatusError) as refused:
+        manager.files.create(file=("big.txt", io.BytesIO(b"x" * (UPLOAD_MAX + 128 * 1024))), purpose="assistants")
+    assert refused.value.status_code == 413
+    assert "larger than" in refused.value.message
+    assert not KnowledgeFile.objects.filter(organization=organization).exists()
+    # Django's multipart parser cleans a file name of control characters: none is ever stored.
+    named = manager.files.create(file=("a\x00b\x01.txt", io.BytesIO(b"x")), purpose="assistants")
+    assert "\x00" not in named.filename
+    assert "\x00" not in KnowledgeFile.objects.get(public_id=named.id).filename
 
 
 CHAT_MODEL = "kb-chat"
