@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         organization = Organization.objects.get(slug="bench-knowledge")
         tag = uuid.uuid4().hex[:6]
-        deployment_serving(organization, EMBED_MODEL, [sim.url], name=f"embed-{tag}")
-        deployment_serving(organization, CHAT_MODEL, [sim.url], name=f"chat-{tag}")
+        deployment_serving(organization, f"embed-{tag}", [sim.url], served_model_name=EMBED_MODEL)
+        deployment_serving(organization, f"chat-{tag}", [sim.url], served_model_name=CHAT_MODEL)
         secret = api_key_create(organization=organization, name="bench", scopes=["inference", "manage"]).secret
         client = openai.OpenAI(base_url=f"{web.url}/v1", api_key=secret, max_retries=0, timeout=60)
         time.sleep(1.0)  # the catalog reaches the web process through Redis
