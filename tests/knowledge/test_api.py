@@ -4,6 +4,8 @@ and the tenancy and scope doors."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
@@ -214,3 +216,62 @@ def test_a_read_key_may_list_but_not_create(organization, path):
     assert created.status_code == 403, created.content
     assert not VectorStore.objects.exists()
     assert not KnowledgeFile.objects.exists()
+
+
+async def _asgi_post(path: str, length: int) -> list[dict]:
+    from inferia_site.asgi import http_app
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-length", str(length).encode())]}
+    await http_app(scope, receive, send)
+    return sent
+
+
+async def test_an_upload_declared_over_the_limit_is_a_413_before_it_is_read(settings):
+    settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES = 1000
+
+    sent = await _asgi_post("/api/knowledge-files/", 10_000_000)
+
+    assert sent[0]["status"] == 413
+    assert b"larger than" in sent[1]["body"]
+    assert b'"detail"' in sent[1]["body"]
+
+
+def _queries(client, path: str) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path).status_code == 200
+    return len(captured)
+
+
+def test_the_lists_take_as_many_queries_for_three_rows_as_for_one(organization):
+    from apps.knowledge import services
+
+    client = _client(organization)
+
+    def add_one(n: int) -> None:
+        file = services.knowledge_file_create(
+            organization=organization, handle=io.BytesIO(b"x"), filename=f"{n}.txt", purpose="assistants", actor=None
+        )
+        services.vector_store_create(
+            organization=organization, embedding_model=EMBED_MODEL, dimensions=8, actor=None, file_ids=[file.public_id]
+        )
+
+    paths = ["/api/vector-stores/", "/api/knowledge-files/", "/api/vector-store-files/"]
+    add_one(0)
+    client.get("/api/organizations/")  # the key's first use is recorded once, not on every list
+    one = [_queries(client, path) for path in paths]
+    add_one(1)
+    add_one(2)
+    three = [_queries(client, path) for path in paths]
+
+    assert three == one
