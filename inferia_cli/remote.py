@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,32 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, body=body or {})
 
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def upload(self, path: str, fields: dict[str, Any], file_path: str) -> Any:
+        """POST a file as `multipart/form-data` (its field named `file`, its name kept) with `fields` beside it."""
+        try:
+            with open(file_path, "rb") as handle:
+                content = handle.read()
+        except OSError as error:
+            raise RemoteError(f"cannot read {file_path}: {error.strerror or error}") from None
+        boundary = f"inferia-{uuid.uuid4().hex}"
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            for name, value in fields.items()
+        ]
+        filename = os.path.basename(file_path).replace('"', "_").replace("\r", "_").replace("\n", "_")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+        )
+        data = b"".join([*parts, content, f"\r\n--{boundary}--\r\n".encode()])
+        content_type = f"multipart/form-data; boundary={boundary}"
+        with self._open("POST", self._url(path, None), data, content_type=content_type) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
     def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Every row of a paginated list, following the API's `next` links."""
         page = self.get(path, params)
@@ -87,10 +114,10 @@ class ApiClient:
         query = {name: value for name, value in (params or {}).items() if value is not None}
         return f"{url}?{urllib.parse.urlencode(query, doseq=True)}" if query else url
 
-    def _open(self, method: str, url: str, data: bytes | None) -> Any:
+    def _open(self, method: str, url: str, data: bytes | None, content_type: str = "application/json") -> Any:
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
         if data is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - http(s) only, checked in api_client
         try:
             return urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 - http(s) only, see api_client

@@ -23,6 +23,7 @@ def verbs_add(commands: Any) -> None:
     listing = argparse.ArgumentParser(add_help=False)
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _keys_add(commands, [remote, listing])
+    _kb_add(commands, [remote, listing])
     _reports_add(commands, [remote, listing])
     _deploy_add(commands, [remote, listing])
 
@@ -62,6 +63,30 @@ def _keys_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     revoke.add_argument("key", metavar="PREFIX_OR_ID")
     revoke.add_argument("--reason", default="", help="recorded in the audit log")
     revoke.set_defaults(handler="remote_keys:command_keys_revoke")
+
+
+def _kb_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    kb = commands.add_parser("kb", help="knowledge bases: stores, create, upload, search, delete (remote)")
+    verbs = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
+    verbs.add_parser("stores", parents=parents, help="the vector stores the key sees").set_defaults(
+        handler="remote_kb:command_kb_stores"
+    )
+    create = verbs.add_parser("create", parents=parents, help="create a vector store")
+    create.add_argument("name")
+    create.add_argument("--embedding-model", metavar="MODEL", help="the model that embeds it (default: the platform's)")
+    create.set_defaults(handler="remote_kb:command_kb_create")
+    upload = verbs.add_parser("upload", parents=parents, help="upload a file and attach it to a store")
+    upload.add_argument("store", metavar="STORE_ID")
+    upload.add_argument("path", metavar="PATH")
+    upload.set_defaults(handler="remote_kb:command_kb_upload")
+    search = verbs.add_parser("search", parents=parents, help="a store's best chunks for a query")
+    search.add_argument("store", metavar="STORE_ID")
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("-n", type=int, default=5, choices=range(1, 51), metavar="N", help="results (1-50, 5)")
+    search.set_defaults(handler="remote_kb:command_kb_search")
+    delete = verbs.add_parser("delete", parents=parents, help="delete a store and its chunks (its files stay)")
+    delete.add_argument("store", metavar="STORE_ID")
+    delete.set_defaults(handler="remote_kb:command_kb_delete")
 
 
 def _reports_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:

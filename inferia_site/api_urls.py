@@ -11,6 +11,7 @@ from rest_framework.routers import DefaultRouter
 from apps.audit.api import AuditCheckpointViewSet, AuditEventViewSet
 from apps.compute.api import DeploymentViewSet, NodeHeartbeatView, PoolViewSet, ProviderViewSet, ReplicaViewSet
 from apps.keys.api import ApiKeyViewSet
+from apps.knowledge.api import KnowledgeFileViewSet, VectorStoreFileViewSet, VectorStoreViewSet
 from apps.orgs.api import InvitationViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet
 from apps.policies.api import GuardrailProfileViewSet, PolicyViewSet, PromptTemplateViewSet
 from apps.rbac.api import RoleViewSet
@@ -34,6 +35,11 @@ router.register("audit-checkpoints", AuditCheckpointViewSet, basename="auditchec
 router.register("policies", PolicyViewSet, basename="policy")
 router.register("guardrail-profiles", GuardrailProfileViewSet, basename="guardrailprofile")
 router.register("templates", PromptTemplateViewSet, basename="prompttemplate")
+
+# Knowledge bases: files, vector stores and the files attached to them (apps/knowledge).
+router.register("knowledge-files", KnowledgeFileViewSet, basename="knowledgefile")
+router.register("vector-stores", VectorStoreViewSet, basename="vectorstore")
+router.register("vector-store-files", VectorStoreFileViewSet, basename="vectorstorefile")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

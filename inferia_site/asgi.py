@@ -28,27 +28,30 @@ from apps.gateway.asgi import gateway_app  # noqa: E402
 DJANGO_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/docs", "/v1/files", "/v1/vector_stores"})
 DJANGO_V1_PREFIXES = ("/v1/files/", "/v1/vector_stores/")
 UPLOAD_PATH = "/v1/files"
+# The management API's upload of the same files, bounded the same way (answered in DRF's error shape).
+API_UPLOAD_PATH = "/api/knowledge-files/"
 # Room for a multipart body's boundaries and form fields beside the file itself.
 UPLOAD_SLACK_BYTES = 64 * 1024
 # Every other body Django serves under /v1 is a small JSON document.
 JSON_BODY_MAX_BYTES = 1024 * 1024
 
 
-def _too_large(limit: int) -> list[dict]:
+def _too_large(limit: int, *, drf: bool = False) -> list[dict]:
     message = f"The request body is larger than {limit} bytes."
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    body = json.dumps({"detail": message} if drf else {"error": error})
     return [
         {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]},
         {"type": "http.response.body", "body": body.encode()},
     ]
 
 
-async def bounded_django(scope, receive, send, limit: int):  # type: ignore[no-untyped-def]
+async def bounded_django(scope, receive, send, limit: int, *, drf: bool = False):  # type: ignore[no-untyped-def]
     """Django, with a request body of at most `limit` bytes: a larger declared length is refused at once, and a
     body that grows past it while arriving is cut off with the same 413 (Django sees the client leave)."""
     declared = dict(scope.get("headers") or ()).get(b"content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        for message in _too_large(limit):
+        for message in _too_large(limit, drf=drf):
             await send(message)
         return None
     received = 0
@@ -59,7 +62,7 @@ async def bounded_django(scope, receive, send, limit: int):  # type: ignore[no-u
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                for answer in _too_large(limit):
+                for answer in _too_large(limit, drf=drf):
                     await send(answer)
                 return {"type": "http.disconnect"}
         return message
@@ -69,6 +72,9 @@ async def bounded_django(scope, receive, send, limit: int):  # type: ignore[no-u
 
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     path = scope["path"]
+    if path == API_UPLOAD_PATH and scope.get("method") == "POST":
+        limit = settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES + UPLOAD_SLACK_BYTES
+        return await bounded_django(scope, receive, send, limit, drf=True)
     if not path.startswith("/v1/"):
         return await django_http(scope, receive, send)
     if path in DJANGO_V1_PATHS or path.startswith(DJANGO_V1_PREFIXES):

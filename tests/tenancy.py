@@ -13,6 +13,7 @@ from apps.audit.services import audit_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.keys.models import ApiKey
 from apps.keys.services import IssuedKey, api_key_create
+from apps.knowledge.models import KnowledgeFile, VectorStore, VectorStoreFile
 from apps.orgs.models import Invitation, Organization, Team
 from apps.policies.models import GuardrailProfile, Policy, PromptTemplate
 from apps.policies.prompts.services import prompt_template_create
@@ -41,6 +42,9 @@ class Tenant:
     guardrail_profile: GuardrailProfile
     policy: Policy
     template: PromptTemplate
+    knowledge_file: KnowledgeFile
+    vector_store: VectorStore
+    vector_store_file: VectorStoreFile
 
     def rows(self) -> dict[str, Any]:
         return {
@@ -59,12 +63,16 @@ class Tenant:
             "guardrail_profile": self.guardrail_profile,
             "policy": self.policy,
             "template": self.template,
+            "knowledge_file": self.knowledge_file,
+            "vector_store": self.vector_store,
+            "vector_store_file": self.vector_store_file,
         }
 
 
 def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
     """Fill `org` with a team, custom role, provider, pool, deployment, replica, keys, audit event, usage, a guardrail
-    profile, a policy of the team and a prompt template."""
+    profile, a policy of the team, a prompt template, and a knowledge file attached to a vector store (rows only:
+    no bytes are stored and nothing is embedded)."""
     team = TeamFactory(organization=org, name=f"{tag} team", slug=f"{tag}-team")
     role = Role.objects.create(organization=org, slug=f"{tag}-auditor", name=f"{tag} auditor")
     replica = ReplicaFactory(
@@ -129,9 +137,16 @@ def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
         messages=[{"role": "system", "content": f"You are {tag}'s assistant for {{{{topic}}}}."}],
         variables=[{"name": "topic"}],
     ).template
+    knowledge_file = KnowledgeFile.objects.create(
+        organization=org, filename=f"{tag}-notes.txt", purpose="assistants", bytes=0, storage_name=f"files/{tag}"
+    )
+    vector_store = VectorStore.objects.create(organization=org, name=f"{tag}-store", embedding_model="x", dimensions=8)
+    vector_store_file = VectorStoreFile.objects.create(
+        organization=org, vector_store=vector_store, file=knowledge_file, chunk_max_tokens=800, chunk_overlap_tokens=400
+    )
     return Tenant(
         org, team, role, provider, pool, deployment, replica, key, service_key, event, usage, invitation, profile,
-        policy, template,
+        policy, template, knowledge_file, vector_store, vector_store_file,
     )  # fmt: skip
 
 
