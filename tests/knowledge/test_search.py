@@ -32,6 +32,7 @@ def store(org, owner):
     store_file = VectorStoreFile.objects.get(vector_store=store)
     for index, text in enumerate(TEXTS):
         _chunk(store_file, index, text, {"topic": ["gpu", "food", "tax", "ops"][index], "year": 2020 + index})
+    VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_total=len(TEXTS), chunks_done=len(TEXTS))
     return store
 
 
