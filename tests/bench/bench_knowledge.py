@@ -236,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import openai
 
+    from apps.compute.models import ModelDeployment
     from apps.keys.services import api_key_create
     from apps.knowledge.models import VectorStore
     from apps.orgs.models import Organization
-    from tests.factories import deployment_serving
+    from tests.factories import ComputePoolFactory, deployment_serving
     from tests.kit.processes import sim_start, web_start
 
     results: dict = {"index_build_s": index_build_seconds(args.database)}
@@ -256,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         organization = Organization.objects.get(slug="bench-knowledge")
         tag = uuid.uuid4().hex[:6]
-        deployment_serving(organization, f"embed-{tag}", [sim.url], served_model_name=EMBED_MODEL)
-        deployment_serving(organization, f"chat-{tag}", [sim.url], served_model_name=CHAT_MODEL)
+        # Each run serves the models from its own engine: the last run's deployments go (a bench database only).
+        ModelDeployment.objects.filter(organization=organization).delete()
+        # Factory sequences start again in every run: this run's provider and pool get names of their own.
+        pool = ComputePoolFactory(organization=organization, provider__name=f"bench-{tag}", name=f"bench-{tag}")
+        deployment_serving(organization, f"embed-{tag}", [sim.url], served_model_name=EMBED_MODEL, pool=pool)
+        deployment_serving(organization, f"chat-{tag}", [sim.url], served_model_name=CHAT_MODEL, pool=pool)
         secret = api_key_create(organization=organization, name="bench", scopes=["inference", "manage"]).secret
         client = openai.OpenAI(base_url=f"{web.url}/v1", api_key=secret, max_retries=0, timeout=60)
         time.sleep(1.0)  # the catalog reaches the web process through Redis
