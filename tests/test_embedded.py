@@ -66,8 +66,12 @@ def _knowledge_works(demo: TestProcess, port: int, key: str) -> None:
 
 def _demo_until_banner(env: dict[str, str], tmp_path, port: int, sim_port: int) -> tuple[TestProcess, str]:
     demo = inferia_start(["demo", "--port", str(port), "--sim-port", str(sim_port)], env=env, cwd=tmp_path)
-    line = demo.wait_line("Inference key:", timeout=240)
-    return demo, re.search(r"(sk-inf-\S+)", line).group(1)
+    # The banner's key line, matched in the whole output: a log line of the demo process itself may land in the
+    # middle of the banner on a loaded machine.
+    found = demo.wait_until(
+        lambda: re.search(r"Inference key:[\s\S]*?(sk-inf-[\w-]+)", demo.output), timeout=240, what="the banner's key"
+    )
+    return demo, found.group(1)
 
 
 def _interrupt_and_check_nothing_is_left(demo: TestProcess, data_dir) -> None:
