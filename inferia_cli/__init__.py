@@ -1,4 +1,4 @@
-"""The `inferia` command: `init`, `start [all|web|worker|beat|sim]`, `demo` and `embedded`.
+"""The `inferia` command: `init`, `start [all|web|worker|beat|sim]`, `demo`, `drain`, `embedded` and `agent`.
 
 Django is imported only by the commands that need it, so `inferia start web` hands over to the server at once.
 """
@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from inferia_cli.agent_options import agent_arguments_add
 from inferia_cli.processes import ROLES
 from inferia_cli.verbs import verb_run, verbs_add
 
@@ -32,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     embedded = commands.add_parser("embedded", help="the embedded PostgreSQL and Redis under the data directory")
     embedded.add_argument("action", choices=["status", "stop"])
+
+    drain = commands.add_parser(
+        "drain", help="make /readyz fail (the web keeps serving), then wait for load balancers to notice (preStop)"
+    )
+    drain.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait before returning (default 10: endpoint updates)"
+    )
+
+    agent = commands.add_parser(
+        "agent", help="on a GPU node: push the local engine's heartbeat and load to Inferia (INFERIA_NODE_TOKEN)"
+    )
+    agent_arguments_add(agent)
     verbs_add(commands)
     return parser
 
@@ -71,6 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         return commands.command_init(verbosity=args.verbosity)
     if args.command == "start":
         return commands.command_start(role=args.role, port=args.port, sim_port=args.sim_port)
+    if args.command == "drain":
+        return commands.command_drain(wait_s=args.wait)
     if args.command == "demo":
         return commands.command_demo(port=args.port, sim_port=args.sim_port)
     return commands.command_embedded(action=args.action)

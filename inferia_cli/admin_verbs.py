@@ -36,16 +36,22 @@ def command_audit_verify(args: argparse.Namespace) -> int:
 
 
 def command_secrets_rotate(args: argparse.Namespace) -> int:
-    """Re-encrypt every provider's credentials under the first of INFERIA_FERNET_KEYS."""
+    """Re-encrypt every provider's credentials and every webhook signing secret under the first of
+    INFERIA_FERNET_KEYS."""
     _django_setup()
     from apps.compute.credentials import CredentialsError, credentials_rotate
+    from apps.notifications.services import channel_secrets_rotate
 
     try:
         count = credentials_rotate()
+        channels = channel_secrets_rotate()
     except CredentialsError as error:
         print(f"inferia: {error}; nothing further was re-encrypted", file=sys.stderr)
         return 1
-    print(f"re-encrypted the credentials of {count} provider(s) under the first key of INFERIA_FERNET_KEYS")
+    print(
+        f"re-encrypted the credentials of {count} provider(s) and the signing secrets of {channels} notification "
+        "channel(s) under the first key of INFERIA_FERNET_KEYS"
+    )
     return 0
 
 

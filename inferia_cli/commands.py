@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from inferia_cli.launcher import Supervisor
 from inferia_cli.processes import ALL_ROLES, Endpoints, data_dir, drain_seconds, endpoints_from_env, role_spec
+from inferia_runtime.draining import drain_begin, drain_clear
 
 READY_TIMEOUT_S = 120.0
 STOP_MARGIN_S = 5.0  # beyond the web server's drain time, before the supervisor kills what is left
@@ -100,6 +102,8 @@ def command_init(*, verbosity: int) -> int:
 def command_start(*, role: str, port: int | None, sim_port: int | None) -> int:
     """`inferia start ROLE`: one role replaces this process; `all` supervises every role."""
     endpoints = endpoints_from_env(port=port, sim_port=sim_port)
+    if role in ("all", "web"):
+        drain_clear(data_dir())  # a marker left by the previous run (a restarted container keeps its volumes)
     if role != "all":
         spec = role_spec(role, endpoints)
         os.execve(spec.argv[0], list(spec.argv), {**os.environ, **spec.env})  # noqa: S606 - our own server
@@ -115,6 +119,15 @@ def command_start(*, role: str, port: int | None, sim_port: int | None) -> int:
         return _supervise_then_stop_replicas(supervisor)
     finally:
         embedded_down(data, started)
+
+
+def command_drain(*, wait_s: float) -> int:
+    """`inferia drain`: `/readyz` of this data directory's web processes answers 503 from now on; returns after
+    `wait_s`, the time load balancers take to stop sending new requests (the server's own drain follows SIGTERM)."""
+    drain_begin(data_dir())
+    print(f"inferia: draining: /readyz answers 503; waiting {wait_s:g} s for load balancers to notice", flush=True)
+    time.sleep(max(0.0, wait_s))
+    return 0
 
 
 def command_demo(*, port: int | None, sim_port: int | None) -> int:

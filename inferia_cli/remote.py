@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -52,6 +52,9 @@ class ApiClient:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, body=body or {})
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("PATCH", path, body=body)
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
@@ -226,3 +229,28 @@ def table_print(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, out: I
 
 def json_print(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def rows_list_print(args: Any, path: str, columns: Sequence[tuple[str, Callable[[dict[str, Any]], Any]]]) -> int:
+    """`path`'s rows the key may see, newest first, in the organisation of `--org` when given: as JSON with
+    `--json`, else a table of `columns` (a header and how to read its cell from a row)."""
+    client = api_client(args.url)
+    params: dict[str, Any] = {"ordering": "-created_at"}
+    if args.org:
+        params["organization"] = organization_id(client, args.org)
+    rows = list(client.pages(path, params))
+    if args.json:
+        json_print(rows)
+        return 0
+    table_print([header for header, _ in columns], [[cell(row) for _, cell in columns] for row in rows])
+    return 0
+
+
+def row_find(client: ApiClient, path: str, reference: str, *, field: str, noun: str) -> dict[str, Any]:
+    """One of `path`'s rows by numeric id, or by the value of its unique `field` (looked up with `?search=`)."""
+    if reference.isdigit():
+        return dict(client.get(f"{path}{reference}/"))
+    match = [row for row in client.pages(path, {"search": reference}) if row[field] == reference]
+    if not match:
+        raise RemoteError(f"no {noun} {reference!r} visible to this key")
+    return dict(match[0])

@@ -1,4 +1,4 @@
-"""`inferia kb stores|create|upload|search|delete`: knowledge bases (vector stores), through the REST API.
+"""`inferia kb stores|create|upload|search|reembed|delete`: knowledge bases (vector stores), through the REST API.
 
 Stores are named by their public id (`vs_...`, as `kb stores` shows it) or their numeric id."""
 
@@ -7,27 +7,31 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from inferia_cli.remote import ApiClient, RemoteError, api_client, json_print, organization_id, table_print, when
+from inferia_cli.remote import (
+    ApiClient,
+    RemoteError,
+    api_client,
+    json_print,
+    organization_id,
+    row_find,
+    rows_list_print,
+    when,
+)
 
 
 def command_kb_stores(args: argparse.Namespace) -> int:
     """Every store the key may see, newest first."""
-    client = api_client(args.url)
-    params: dict[str, Any] = {"ordering": "-created_at"}
-    if args.org:
-        params["organization"] = organization_id(client, args.org)
-    rows = list(client.pages("vector-stores/", params))
-    if args.json:
-        json_print(rows)
-        return 0
-    table_print(
-        ["ID", "NAME", "EMBEDDING MODEL", "BYTES", "CREATED"],
+    return rows_list_print(
+        args,
+        "vector-stores/",
         [
-            [row["public_id"], row["name"], row["embedding_model"], row["usage_bytes"], when(row["created_at"])]
-            for row in rows
+            ("ID", lambda row: row["public_id"]),
+            ("NAME", lambda row: row["name"]),
+            ("EMBEDDING MODEL", lambda row: row["embedding_model"]),
+            ("BYTES", lambda row: row["usage_bytes"]),
+            ("CREATED", lambda row: when(row["created_at"])),
         ],
     )
-    return 0
 
 
 def command_kb_create(args: argparse.Namespace) -> int:
@@ -75,6 +79,24 @@ def command_kb_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_kb_reembed(args: argparse.Namespace) -> int:
+    """Change a store's embedding model (re-embedded in the background), or show how a change is going."""
+    client = api_client(args.url)
+    store = store_find(client, args.store)
+    if args.model:
+        store = client.patch(f"vector-stores/{store['id']}/", {"embedding_model": args.model})
+    if args.json:
+        json_print(store)
+        return 0
+    print(f"{store['public_id']}: {store['embedding_model']} ({store['dimensions']} dims)")
+    if store["reembed_model"]:
+        print(f"re-embedding with {store['reembed_model']} ({store['reembed_dimensions']} dims): searches use")
+        print(f"{store['embedding_model']}'s vectors until every file is done")
+    if store["reembed_error"]:
+        print(f"last change failed: {store['reembed_error']}")
+    return 0
+
+
 def command_kb_delete(args: argparse.Namespace) -> int:
     """Delete a store with its chunks (its files stay, to attach elsewhere)."""
     client = api_client(args.url)
@@ -86,11 +108,6 @@ def command_kb_delete(args: argparse.Namespace) -> int:
 
 def store_find(client: ApiClient, reference: str) -> dict[str, Any]:
     """A store by numeric id or by its public id (`vs_...`)."""
-    if reference.isdigit():
-        return dict(client.get(f"vector-stores/{reference}/"))
-    if not reference.startswith("vs_"):
+    if not reference.isdigit() and not reference.startswith("vs_"):
         raise RemoteError(f"give a store's id (vs_..., as `kb stores` shows it), not {reference!r}")
-    match = [row for row in client.pages("vector-stores/", {"search": reference}) if row["public_id"] == reference]
-    if not match:
-        raise RemoteError(f"no vector store {reference!r} visible to this key")
-    return dict(match[0])
+    return row_find(client, "vector-stores/", reference, field="public_id", noun="vector store")

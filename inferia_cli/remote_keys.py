@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,8 @@ from inferia_cli.remote import (
     duration_parse,
     json_print,
     organization_id,
-    table_print,
+    row_find,
+    rows_list_print,
     when,
 )
 
@@ -43,29 +45,7 @@ def command_keys_create(args: argparse.Namespace) -> int:
 
 def command_keys_list(args: argparse.Namespace) -> int:
     """Every key the caller may see, newest first; never a secret (the API has none to give)."""
-    client = api_client(args.url)
-    params: dict[str, Any] = {"ordering": "-created_at"}
-    if args.org:
-        params["organization"] = organization_id(client, args.org)
-    rows = list(client.pages("keys/", params))
-    if args.json:
-        json_print(rows)
-        return 0
-    table_print(
-        ["PREFIX", "NAME", "SCOPES", "LAST USED", "CREATED", "STATE"],
-        [
-            [
-                row["prefix"],
-                row["name"],
-                ",".join(row["scopes"]),
-                when(row["last_used_at"]),
-                when(row["created_at"]),
-                key_state(row),
-            ]
-            for row in rows
-        ],
-    )
-    return 0
+    return rows_list_print(args, "keys/", KEY_LIST_COLUMNS)
 
 
 def command_keys_rotate(args: argparse.Namespace) -> int:
@@ -93,15 +73,10 @@ def command_keys_revoke(args: argparse.Namespace) -> int:
 
 def key_find(client: ApiClient, reference: str) -> dict[str, Any]:
     """A key by id, or by its visible prefix (`sk-inf-AbCd1234`, or just the 8 characters after `sk-inf-`)."""
-    if reference.isdigit():
-        return dict(client.get(f"keys/{reference}/"))
     if len(reference) > 15 and reference.startswith("sk-inf-"):
         raise RemoteError("give the key's prefix (as `keys list` shows it) or id, not the whole secret")
-    prefix = reference if reference.startswith("sk-inf-") else f"sk-inf-{reference}"
-    match = [row for row in client.pages("keys/", {"search": prefix}) if row["prefix"] == prefix]
-    if not match:
-        raise RemoteError(f"no key with prefix {prefix!r} visible to this key")
-    return dict(match[0])
+    prefix = reference if reference.isdigit() or reference.startswith("sk-inf-") else f"sk-inf-{reference}"
+    return row_find(client, "keys/", prefix, field="prefix", noun="key with prefix")
 
 
 def key_state(row: dict[str, Any]) -> str:
@@ -111,6 +86,19 @@ def key_state(row: dict[str, Any]) -> str:
     if row.get("revoked_at"):
         return f"grace until {when(row['revoked_at'])}"
     return "active"
+
+
+# The key list's table. PURPOSE tells an application's key from those Inferia issued itself (`playground`, and
+# `knowledge`: a vector store's own key), whatever their names say.
+KEY_LIST_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("PREFIX", lambda row: row["prefix"]),
+    ("NAME", lambda row: row["name"]),
+    ("PURPOSE", lambda row: row.get("purpose") or "application"),
+    ("SCOPES", lambda row: ",".join(row["scopes"])),
+    ("LAST USED", lambda row: when(row["last_used_at"])),
+    ("CREATED", lambda row: when(row["created_at"])),
+    ("STATE", key_state),
+]
 
 
 def _team_id(client: ApiClient, organization: int, team: str) -> int:

@@ -1,5 +1,6 @@
 """The `inferia` verbs beyond running the platform: remote ones over the REST API (`keys`, `usage`, `audit`,
-`deploy`, `chat`) and local admin ones on the database (`audit verify`, `usage dead-letters`, `secrets rotate`).
+`deploy`, `routes`, `chat`) and local admin ones on the database (`audit verify`, `usage dead-letters`,
+`secrets rotate`).
 
 Each parser names its handler as `module:function` under `inferia_cli`, imported only when that verb runs,
 so building the parser imports nothing beyond argparse.
@@ -26,6 +27,8 @@ def verbs_add(commands: Any) -> None:
     _kb_add(commands, [remote, listing])
     _reports_add(commands, [remote, listing])
     _deploy_add(commands, [remote, listing])
+    _routes_add(commands, [remote, listing])
+    _rollout_add(commands, [remote, listing])
 
     chat = commands.add_parser("chat", help="interactive streaming chat against /v1 (key: INFERIA_API_KEY)")
     chat.add_argument("--url", help="where Inferia answers (default: INFERIA_URL or http://127.0.0.1:8000)")
@@ -66,7 +69,7 @@ def _keys_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _kb_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
-    kb = commands.add_parser("kb", help="knowledge bases: stores, create, upload, search, delete (remote)")
+    kb = commands.add_parser("kb", help="knowledge bases: stores, create, upload, search, reembed, delete (remote)")
     verbs = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
     verbs.add_parser("stores", parents=parents, help="the vector stores the key sees").set_defaults(
         handler="remote_kb:command_kb_stores"
@@ -84,6 +87,10 @@ def _kb_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     search.add_argument("query", metavar="QUERY")
     search.add_argument("-n", type=int, default=5, choices=range(1, 51), metavar="N", help="results (1-50, 5)")
     search.set_defaults(handler="remote_kb:command_kb_search")
+    reembed = verbs.add_parser("reembed", parents=parents, help="change a store's embedding model, or show the change")
+    reembed.add_argument("store", metavar="STORE_ID")
+    reembed.add_argument("--model", metavar="MODEL", help="the new embedding model (without it: show how it goes)")
+    reembed.set_defaults(handler="remote_kb:command_kb_reembed")
     delete = verbs.add_parser("delete", parents=parents, help="delete a store and its chunks (its files stay)")
     delete.add_argument("store", metavar="STORE_ID")
     delete.set_defaults(handler="remote_kb:command_kb_delete")
@@ -116,6 +123,23 @@ def _reports_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     verify.set_defaults(handler="admin_verbs:command_audit_verify")
 
 
+def _routes_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    routes = commands.add_parser("routes", help="model routes: traffic splits and fallbacks (remote)")
+    verbs = routes.add_subparsers(dest="routes_command", required=True, metavar="ACTION")
+    verbs.add_parser("list", parents=parents, help="each route's splits and fallbacks").set_defaults(
+        handler="remote_routes:command_routes_list"
+    )
+    put = verbs.add_parser("set", parents=parents, help="create a route, or change its weights and fallbacks")
+    put.add_argument("name", metavar="NAME", help="the model name clients ask for")
+    put.add_argument("--split", action="append", metavar="DEPLOYMENT=WEIGHT", help="a target and its weight (repeat)")
+    put.add_argument("--fallback", action="append", metavar="DEPLOYMENT", help="tried in order when it fails (repeat)")
+    put.add_argument("--no-fallbacks", action="store_true", help="remove the route's fallbacks")
+    put.set_defaults(handler="remote_routes:command_routes_set")
+    delete = verbs.add_parser("delete", parents=parents, help="stop serving the route's name (deployments stay)")
+    delete.add_argument("name", metavar="NAME")
+    delete.set_defaults(handler="remote_routes:command_routes_delete")
+
+
 def _deploy_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     deploy = commands.add_parser("deploy", parents=parents, help="create a model deployment (remote)")
     deploy.add_argument("--model", required=True, metavar="NAME", help="the served model name clients ask for")
@@ -127,6 +151,28 @@ def _deploy_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     deploy.add_argument("--external", action="append", metavar="URL", help="adopt a running OpenAI-compatible server")
     deploy.add_argument("--upstream-key-env", metavar="VAR", help="env variable holding the --external server's key")
     deploy.set_defaults(handler="remote_deploy:command_deploy")
+
+
+def _rollout_add(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    rollout = commands.add_parser("rollout", help="rolling updates of a deployment: start, status, pause, ... (remote)")
+    verbs = rollout.add_subparsers(dest="action", required=True)
+    helps = {
+        "status": "the rollout's state and the replicas on the new and old specs",
+        "start": "change the model, engine arguments or image; the replicas roll over to it",
+        "pause": "hold the rollout where it is",
+        "resume": "carry on with a paused rollout",
+        "rollback": "roll back to the spec before the last rollout",
+    }
+    for action, text in helps.items():
+        verb = verbs.add_parser(action, parents=parents, help=text)
+        verb.add_argument("deployment", help="deployment id or served model name")
+        if action == "start":
+            verb.add_argument("--model-id", metavar="HF_ID", help="what the engine loads")
+            verb.add_argument("--image", help="the engine's container image, pinned by tag or digest")
+            verb.add_argument("--engine-args", metavar="JSON", help="the engine arguments, as a JSON object")
+        elif action != "status":
+            verb.add_argument("--reason", default="", help="why, for the audit log")
+        verb.set_defaults(handler="remote_rollout:command_rollout")
 
 
 def verb_run(args: argparse.Namespace) -> int:

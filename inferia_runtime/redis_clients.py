@@ -1,4 +1,7 @@
-"""Process-wide Redis clients for counters, caches and streams (the cache database, not the broker's)."""
+"""Process-wide Redis clients for counters, caches and streams (the cache database, not the broker's), and the one
+place that turns a Redis URL into a client: a `redis+sentinel://` URL (`inferia_runtime.redis_urls`) gives a client
+of the master Sentinel names, which finds the new master by itself after a failover.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +15,71 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from inferia_runtime.redis_urls import SentinelTarget, is_sentinel_url, sentinel_target
 
 logger = logging.getLogger(__name__)
 _LISTENER_RETRY_S = 0.5
 
 
+def _sentinel_options(target: SentinelTarget, options: dict[str, Any]) -> dict[str, Any]:
+    """The sentinels get the same bounded socket timeouts as the master (a dead sentinel must not stall a lookup)."""
+    return {key: value for key, value in options.items() if key.startswith("socket_")} | target.sentinel_kwargs()
+
+
+def sync_pool_from_url(url: str, **options: Any) -> redis.ConnectionPool:
+    """A connection pool for `url`: the usual one, or one that asks Sentinel where the master is."""
+    if not is_sentinel_url(url):
+        return redis.ConnectionPool.from_url(url, **options)
+    target = sentinel_target(url)
+    manager = redis.sentinel.Sentinel(target.sentinels, sentinel_kwargs=_sentinel_options(target, options))
+    return redis.sentinel.SentinelConnectionPool(target.master_name, manager, **target.connection_kwargs(), **options)
+
+
+def async_pool_from_url(url: str, *, blocking_timeout: float | None = None, **options: Any) -> aioredis.ConnectionPool:
+    """The asyncio twin of `sync_pool_from_url`. `blocking_timeout`: without Sentinel, a pool whose callers wait up to
+    that long for a free connection instead of failing (Sentinel's pool has no waiting variant)."""
+    if not is_sentinel_url(url):
+        if blocking_timeout is not None:
+            return aioredis.BlockingConnectionPool.from_url(url, timeout=blocking_timeout, **options)
+        return aioredis.ConnectionPool.from_url(url, **options)
+    target = sentinel_target(url)
+    manager = aiosentinel.Sentinel(target.sentinels, sentinel_kwargs=_sentinel_options(target, options))
+    return aiosentinel.SentinelConnectionPool(target.master_name, manager, **target.connection_kwargs(), **options)
+
+
+class CachePool(redis.ConnectionPool):
+    """Django's Redis cache backend builds its pools with `pool_class.from_url`: this one understands Sentinel."""
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Any:
+        return sync_pool_from_url(url, **kwargs)
+
+
+def redis_epoch(client: redis.Redis) -> str:
+    """The master's replication id: a new one after a failover (a promoted replica starts its own) or a restart."""
+    info: dict[str, Any] = client.info("replication")
+    return str(info.get("master_replid", ""))
+
+
+def redis_failover_seen(client: redis.Redis, *, watcher: str) -> bool:
+    """True once per `watcher` after the master changed (a failover, or a restart that may have lost data): the
+    caller then repairs what a lost write could have left behind. Atomic across processes: one of them sees it."""
+    epoch = redis_epoch(client)
+    previous = client.set(f"inferia:redis-epoch:{watcher}", epoch, get=True)
+    # No previous epoch: the first check ever, or a Redis that lost everything; repairing is harmless either way.
+    return previous is None or previous.decode() != epoch
+
+
 @cache
 def sync_redis() -> redis.Redis:
     """For Django views, Celery tasks and management commands."""
-    return redis.Redis.from_url(settings.CACHE_REDIS_URL, health_check_interval=30)
+    return redis.Redis.from_pool(sync_pool_from_url(settings.CACHE_REDIS_URL, health_check_interval=30))
 
 
 def gateway_redis_options() -> dict[str, Any]:
@@ -69,7 +125,7 @@ def async_redis() -> aioredis.Redis:
     loop_id = id(asyncio.get_running_loop())
     client = _async_clients.get(loop_id)
     if client is None:
-        client = aioredis.Redis.from_url(settings.CACHE_REDIS_URL, health_check_interval=30)
+        client = aioredis.Redis.from_pool(async_pool_from_url(settings.CACHE_REDIS_URL, health_check_interval=30))
         _async_clients[loop_id] = client
     return client
 

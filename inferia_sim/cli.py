@@ -52,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--default-max-tokens", type=int, default=int(_env("DEFAULT_MAX_TOKENS", str(defaults.default_max_tokens))))
     add("--kv-cache-blocks", type=int, default=int(_env("KV_CACHE_BLOCKS", str(defaults.kv_cache_blocks))))
     add("--kv-block-size", type=int, default=int(_env("KV_BLOCK_SIZE", str(defaults.kv_block_size))))
+    add(
+        "--prefill-ms-per-token",
+        type=float,
+        default=float(_env("PREFILL_MS_PER_TOKEN", str(defaults.prefill_ms_per_token))),
+        help="prefill time per prompt token not in the prefix cache, added to the time to first token",
+    )
+    add(
+        "--prefix-cache-blocks",
+        type=int,
+        default=int(_env("PREFIX_CACHE_BLOCKS", str(defaults.prefix_cache_blocks))),
+        help="prompt blocks (of --kv-block-size tokens) the automatic prefix cache keeps, LRU; 0 turns it off",
+    )
     add("--failure-rate", type=float, default=float(_env("FAILURE_RATE", str(defaults.failure_rate))))
     add(
         "--failure-types",
@@ -86,6 +98,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[SimConfig, str]:
         default_max_tokens=args.default_max_tokens,
         kv_cache_blocks=args.kv_cache_blocks,
         kv_block_size=args.kv_block_size,
+        prefill_ms_per_token=args.prefill_ms_per_token,
+        prefix_cache_blocks=args.prefix_cache_blocks,
         failure_rate=args.failure_rate,
         failure_types=args.failure_types,
         startup_delay_s=args.startup_delay,
@@ -127,9 +141,21 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         print(f"inferia-sim: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging_setup(log_level)
     loop = new_event_loop()
     try:
         loop.run_until_complete(_serve_until_signalled(config))
     finally:
         loop.close()
+
+
+def _logging_setup(level: str) -> None:
+    """Text lines, or JSON ones with INFERIA_LOG_FORMAT=json as Inferia's own processes write them."""
+    if os.environ.get("INFERIA_LOG_FORMAT", "text").lower() != "json":
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return
+    from inferia_runtime.log_context import json_formatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(json_formatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])

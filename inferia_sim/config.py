@@ -33,6 +33,10 @@ class SimConfig:
     default_max_tokens: int = 64  # output length when the request names no max_tokens (finish_reason "stop")
     kv_cache_blocks: int = 16384
     kv_block_size: int = 16  # tokens per KV block, as vLLM's default
+    # Prefill time per prompt token not found in the prefix cache, added to ttft_ms; 0 makes prompt length free.
+    prefill_ms_per_token: float = 0.0
+    # Prompt blocks (of kv_block_size tokens) the automatic prefix cache keeps; 0 turns prefix caching off.
+    prefix_cache_blocks: int = 0
     failure_rate: float = 0.0
     failure_types: tuple[FailureType, ...] = field(default=tuple(FailureType))
     startup_delay_s: float = 0.0
@@ -55,7 +59,9 @@ class SimConfig:
             raise ValueError("kv_cache_blocks and kv_block_size must be at least 1")
         if self.default_max_tokens < 1:
             raise ValueError("default_max_tokens must be at least 1")
-        if min(self.ttft_ms, self.itl_ms, self.startup_delay_s) < 0:
+        if self.prefix_cache_blocks < 0:
+            raise ValueError("prefix_cache_blocks cannot be negative")
+        if min(self.ttft_ms, self.itl_ms, self.startup_delay_s, self.prefill_ms_per_token) < 0:
             raise ValueError("delays cannot be negative")
 
     @property

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from inferia_sim.config import FailureType, SimConfig
 from inferia_sim.errors import ApiError
 from inferia_sim.metrics import EngineStats
+from inferia_sim.prefix_cache import PrefixCache
 from inferia_sim.scheduler import SequenceScheduler
 from inferia_sim.tokens import OutputText, output_sequence
 
@@ -25,6 +26,11 @@ class SimEngine:
             kv_block_size=config.kv_block_size,
         )
         self.stats = EngineStats()
+        self.prefix_cache = (
+            PrefixCache(capacity_blocks=config.prefix_cache_blocks, block_size=config.kv_block_size)
+            if config.prefix_cache_blocks
+            else None
+        )
         self.output = OutputText(output_sequence(config.seed))
         self.rng = random.Random(config.seed)  # noqa: S311 - simulated randomness, reproducible by seed
         self.created = int(time.time())

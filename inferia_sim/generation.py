@@ -68,8 +68,8 @@ class Generation:
     """One request's generation: what it asked for and how far it got."""
 
     __slots__ = (
-        "arrived", "created", "finish_reason", "finished", "fmt", "generated", "include_usage", "model",
-        "output_tokens", "prompt_tokens", "request_id",
+        "arrived", "cached_tokens", "created", "finish_reason", "finished", "fmt", "generated", "include_usage",
+        "model", "output_tokens", "prompt_ids", "prompt_tokens", "request_id", "tool_call",
     )  # fmt: skip
 
     def __init__(
@@ -81,6 +81,7 @@ class Generation:
         output_tokens: int,
         finish_reason: str,
         include_usage: bool,
+        prompt_ids: list[int] | None = None,
     ) -> None:
         self.arrived = time.monotonic()
         self.created = int(time.time())
@@ -91,8 +92,17 @@ class Generation:
         self.output_tokens = output_tokens
         self.finish_reason = finish_reason
         self.include_usage = include_usage
+        self.prompt_ids = prompt_ids  # only when the prefix cache needs them
+        self.cached_tokens = 0
         self.generated = 0
         self.finished = False
+        self.tool_call: dict[str, Any] | None = None  # set when the answer calls a tool (inferia_sim.tools)
+
+    def tool_call_set(self, call: dict[str, Any], tokens: int) -> None:
+        """Answer with `call` instead of text: `tokens` of output at most, finished as `tool_calls`."""
+        self.tool_call = call
+        self.output_tokens = max(1, min(self.output_tokens, tokens))
+        self.finish_reason = "tool_calls"
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -159,6 +169,8 @@ async def generation_run(engine: SimEngine, responder: HttpResponder, gen: Gener
             responder.write(head)  # like vLLM, a queued stream has its headers but no tokens yet
             head = b""
         await scheduler.admit(blocks)
+    if engine.prefix_cache is not None and gen.prompt_ids is not None:
+        gen.cached_tokens = engine.prefix_cache.lookup_and_store(gen.prompt_ids)
     stats = engine.stats
     try:
         stats.prompt_tokens += gen.prompt_tokens
@@ -174,6 +186,12 @@ async def generation_run(engine: SimEngine, responder: HttpResponder, gen: Gener
             stats.e2e_latency.observe(time.monotonic() - gen.arrived)
         else:
             stats.finished["abort"] += 1
+
+
+def _first_token_ms(engine: SimEngine, gen: Generation) -> float:
+    """The configured time to first token plus the prefill of the prompt tokens the prefix cache did not have."""
+    config = engine.config
+    return config.ttft_ms + config.prefill_ms_per_token * (gen.prompt_tokens - gen.cached_tokens)
 
 
 def _chunk_common(gen: Generation, engine: SimEngine) -> bytes:
@@ -208,7 +226,7 @@ async def _stream(
     config = engine.config
     common = _chunk_common(gen, engine)
     token_head = common + gen.fmt.token_prefix
-    ttft = engine.delay_s(config.ttft_ms)
+    ttft = engine.delay_s(_first_token_ms(engine, gen))
     if ttft:
         if pending_head:
             responder.write(pending_head)
@@ -216,6 +234,13 @@ async def _stream(
         await asyncio.sleep(ttft)
 
     parts = [pending_head] if pending_head else []
+    if gen.tool_call is not None:
+        _tool_call_frames(gen, common, parts)
+        responder.write(b"".join(parts))
+        engine.stats.ttft.observe(time.monotonic() - gen.arrived)
+        gen.generated = gen.output_tokens
+        gen.finished = True
+        return
     if gen.fmt is CHAT_CHUNKS:
         parts.append(
             chunk_frame(common + b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
@@ -256,7 +281,7 @@ async def _stream(
 
 async def _respond_whole(engine: SimEngine, responder: HttpResponder, gen: Generation, abort_after: int | None) -> None:
     config = engine.config
-    ttft = engine.delay_s(config.ttft_ms)
+    ttft = engine.delay_s(_first_token_ms(engine, gen))
     if ttft:
         await asyncio.sleep(ttft)
     engine.stats.ttft.observe(time.monotonic() - gen.arrived)
@@ -265,9 +290,15 @@ async def _respond_whole(engine: SimEngine, responder: HttpResponder, gen: Gener
         await asyncio.sleep(decode)
     text = engine.output.text(gen.output_tokens)
     if gen.fmt is CHAT_CHUNKS:
+        calls = [gen.tool_call] if gen.tool_call is not None else []
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "reasoning_content": None, "content": text, "tool_calls": []},
+            "message": {
+                "role": "assistant",
+                "reasoning_content": None,
+                "content": None if calls else text,
+                "tool_calls": calls,
+            },
             "logprobs": None,
             "finish_reason": gen.finish_reason,
             "stop_reason": None,
@@ -303,3 +334,24 @@ async def _respond_whole(engine: SimEngine, responder: HttpResponder, gen: Gener
     responder.send(200, body)
     gen.generated = gen.output_tokens
     gen.finished = True
+
+
+def _tool_call_frames(gen: Generation, common: bytes, parts: list[bytes]) -> None:
+    """A streamed tool call as vLLM sends one: the role, the call's id and name, its arguments, the finish reason."""
+    call = gen.tool_call
+    assert call is not None
+    opened = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": ""},
+        {"tool_calls": [opened]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]},
+    ]
+    for delta in deltas:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        parts.append(chunk_frame(common + json.dumps({"choices": [choice]}).encode()[1:] + b"\n\n"))
+    final = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls", "stop_reason": None}
+    parts.append(chunk_frame(common + json.dumps({"choices": [final]}).encode()[1:] + b"\n\n"))
+    if gen.include_usage:
+        usage = {"choices": [], "usage": gen.usage()}
+        parts.append(chunk_frame(common + json.dumps(usage).encode()[1:] + b"\n\n"))
+    parts.append(_DONE_FRAMES)

@@ -17,7 +17,15 @@ from inferia_sim.engine import SimEngine
 from inferia_sim.errors import bad_request
 from inferia_sim.generation import CHAT_CHUNKS, COMPLETION_CHUNKS, Generation, generation_run, output_plan
 from inferia_sim.http import HttpRequest, HttpResponder
-from inferia_sim.tokens import chat_prompt_token_count, chat_prompt_token_ids, text_token_count, text_token_ids
+from inferia_sim.tokens import (
+    chat_prompt_token_count,
+    chat_prompt_token_ids,
+    chat_prompt_token_strs,
+    text_token_count,
+    text_token_ids,
+    text_token_strs,
+)
+from inferia_sim.tools import tool_call, tool_called
 
 
 def json_object(request: HttpRequest) -> dict[str, Any]:
@@ -80,7 +88,14 @@ async def chat_completions(engine: SimEngine, request: HttpRequest, responder: H
         output_tokens=output_tokens,
         finish_reason=finish_reason,
         include_usage=include_usage,
+        prompt_ids=chat_prompt_token_ids(messages, add_generation_prompt=body.get("add_generation_prompt") is not False)
+        if engine.prefix_cache is not None
+        else None,
     )
+    function = tool_called(body)
+    if function is not None:
+        call = tool_call(function)
+        gen.tool_call_set(call, text_token_count(call["function"]["arguments"]))
     await generation_run(engine, responder, gen, stream=stream)
 
 
@@ -95,6 +110,13 @@ def _completion_prompt_tokens(prompt: object) -> int:
     if isinstance(prompt, list):
         raise bad_request("inferia-sim does not support batched prompts; send one prompt per request.", param="prompt")
     raise bad_request("Field required: `prompt` must be a string or a list of token ids.", param="prompt")
+
+
+def _completion_prompt_ids(prompt: object) -> list[int]:
+    """The token ids of a prompt `_completion_prompt_tokens` accepted."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    return text_token_ids(prompt) if isinstance(prompt, str) else list(prompt)  # type: ignore[call-overload]
 
 
 async def completions(engine: SimEngine, request: HttpRequest, responder: HttpResponder) -> None:
@@ -113,6 +135,7 @@ async def completions(engine: SimEngine, request: HttpRequest, responder: HttpRe
         output_tokens=output_tokens,
         finish_reason=finish_reason,
         include_usage=include_usage,
+        prompt_ids=_completion_prompt_ids(body.get("prompt")) if engine.prefix_cache is not None else None,
     )
     await generation_run(engine, responder, gen, stream=stream)
 
@@ -209,27 +232,43 @@ async def embeddings(engine: SimEngine, request: HttpRequest, responder: HttpRes
     responder.send(200, json.dumps(response).encode())
 
 
+def _flag(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise bad_request(f"`{name}` must be a boolean.", param=name)
+    return value
+
+
 async def tokenize(engine: SimEngine, request: HttpRequest, responder: HttpResponder) -> None:
-    """`POST /tokenize`: the simulated token ids of a `prompt` or of chat `messages`, as vLLM shapes them."""
+    """`POST /tokenize`: the simulated token ids of a `prompt` or of chat `messages`, as vLLM shapes them, and each
+    token's string with `return_token_strs` (null otherwise, as vLLM's default). `add_special_tokens` is accepted
+    and changes nothing: the simulated tokenizer adds no special tokens to a prompt (no BOS), so the count is the
+    one `/v1/embeddings` and `/v1/completions` report."""
     engine.stats.tokenize_requests += 1
     body = json_object(request)
     if body.get("model") is not None:
         engine.resolve_model(body.get("model"))
+    _flag(body, "add_special_tokens")
+    with_strs = _flag(body, "return_token_strs") is True
+    strs: list[str] | None = None
     if "messages" in body:
+        messages = _messages(body)
+        generation_prompt = body.get("add_generation_prompt") is not False
         try:
-            tokens = chat_prompt_token_ids(
-                _messages(body), add_generation_prompt=body.get("add_generation_prompt") is not False
-            )
+            tokens = chat_prompt_token_ids(messages, add_generation_prompt=generation_prompt)
+            if with_strs:
+                strs = chat_prompt_token_strs(messages, add_generation_prompt=generation_prompt)
         except ValueError as exc:
             raise bad_request(str(exc), param="messages") from None
     elif isinstance(body.get("prompt"), str):
         tokens = text_token_ids(body["prompt"])
+        strs = text_token_strs(body["prompt"]) if with_strs else None
     else:
         raise bad_request("Field required: `prompt` (a string) or `messages`.", param="prompt")
     response = {
         "count": len(tokens),
         "max_model_len": engine.config.max_model_len,
         "tokens": tokens,
-        "token_strs": None,
+        "token_strs": strs,
     }
     responder.send(200, json.dumps(response).encode())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
+from inferia_sim.prefix_cache import PrefixCache
 from inferia_sim.scheduler import SequenceScheduler
 
 # vLLM's bucket boundaries, so dashboards built for vLLM read the simulator the same way.
@@ -59,7 +60,9 @@ class EngineStats:
     e2e_latency: Histogram = field(default_factory=lambda: Histogram(E2E_BUCKETS))
 
 
-def metrics_render(*, model_name: str, stats: EngineStats, scheduler: SequenceScheduler) -> bytes:
+def metrics_render(
+    *, model_name: str, stats: EngineStats, scheduler: SequenceScheduler, prefix_cache: PrefixCache | None = None
+) -> bytes:
     """The `/metrics` body, labelled with `model_name` as vLLM labels its metrics with the first served name."""
     labels = f'model_name="{model_name}"'
     kv_usage = scheduler.kv_cache_usage
@@ -74,6 +77,16 @@ def metrics_render(*, model_name: str, stats: EngineStats, scheduler: SequenceSc
     sample("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", kv_usage)
     sample("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", stats.prompt_tokens)
     sample("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", stats.generation_tokens)
+    if prefix_cache is not None:
+        queried, hit = prefix_cache.queried_tokens, prefix_cache.hit_tokens
+        sample("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in queried tokens.", queried)
+        sample("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in cached tokens.", hit)
+        sample(
+            "vllm:gpu_prefix_cache_hit_rate",
+            "gauge",
+            "GPU prefix cache block hit rate.",
+            hit / queried if queried else 0,
+        )
     # Not a vLLM metric: how often gateways asked this engine to count a prompt.
     sample("inferia_sim:tokenize_requests_total", "counter", "Number of /tokenize requests.", stats.tokenize_requests)
     lines.append("# HELP vllm:request_success_total Count of successfully processed requests.")

@@ -23,7 +23,12 @@ async def health(engine: SimEngine, request: HttpRequest, responder: HttpRespond
 
 async def metrics(engine: SimEngine, request: HttpRequest, responder: HttpResponder) -> None:
     """`GET /metrics`: Prometheus text with vLLM's metric names."""
-    body = metrics_render(model_name=engine.config.base_model, stats=engine.stats, scheduler=engine.scheduler)
+    body = metrics_render(
+        model_name=engine.config.base_model,
+        stats=engine.stats,
+        scheduler=engine.scheduler,
+        prefix_cache=engine.prefix_cache,
+    )
     responder.send(200, body, PROMETHEUS_CONTENT_TYPE)
 
 

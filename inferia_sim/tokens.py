@@ -1,7 +1,8 @@
 """A cheap, deterministic stand-in for a tokenizer and for the text a model generates.
 
 Prompt length is approximated as one token per four characters (rounded up), plus a few tokens of chat template
-per message; `/tokenize` returns ids built by the same rule, so its `count` always matches `usage.prompt_tokens`.
+per message; `/tokenize` returns ids built by the same rule, so its `count` always matches `usage.prompt_tokens`, and,
+when asked, each token's string: the four-character window it stands for, or the template token's name.
 Generated text is drawn from a small fixed vocabulary, one word per token, so every streamed content chunk is
 exactly one completion token.
 """
@@ -21,6 +22,9 @@ _MESSAGE_END_ID = 2
 _NEWLINE_ID = 3
 _ROLE_IDS = {"system": 10, "user": 11, "assistant": 12, "tool": 13, "developer": 14, "function": 15}
 _OTHER_ROLE_ID = 19
+# What `/tokenize` returns as the string of each template token (vLLM returns the tokenizer's own token strings).
+_SPECIAL_STRS = {_ROLE_START_ID: "<|start|>", _MESSAGE_END_ID: "<|end|>", _NEWLINE_ID: "\n", _OTHER_ROLE_ID: "other"}
+_SPECIAL_STRS.update({token: role for role, token in _ROLE_IDS.items()})
 # Tokens the template adds around each message: role start, role, newline ... end of message.
 MESSAGE_OVERHEAD_TOKENS = 4
 # Tokens of the generation prompt that opens the assistant's turn: role start, assistant role.
@@ -50,6 +54,11 @@ def text_token_ids(text: str) -> list[int]:
         _FIRST_TEXT_ID + zlib.crc32(text[i : i + CHARS_PER_TOKEN].encode()) % span
         for i in range(0, len(text), CHARS_PER_TOKEN)
     ]
+
+
+def text_token_strs(text: str) -> list[str]:
+    """The string of each of `text`'s tokens, in the order of `text_token_ids`: they join back into `text`."""
+    return [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)]
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -82,6 +91,19 @@ def chat_prompt_token_ids(messages: list[dict[str, Any]], *, add_generation_prom
     if add_generation_prompt:
         ids += (_ROLE_START_ID, _ROLE_IDS["assistant"])
     return ids
+
+
+def chat_prompt_token_strs(messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> list[str]:
+    """The string of each token of a chat prompt, in the order of `chat_prompt_token_ids`."""
+    strs: list[str] = []
+    for message in messages:
+        role = _ROLE_IDS.get(str(message.get("role")), _OTHER_ROLE_ID)
+        strs += (_SPECIAL_STRS[_ROLE_START_ID], _SPECIAL_STRS[role], _SPECIAL_STRS[_NEWLINE_ID])
+        strs += text_token_strs(message_text(message))
+        strs.append(_SPECIAL_STRS[_MESSAGE_END_ID])
+    if add_generation_prompt:
+        strs += (_SPECIAL_STRS[_ROLE_START_ID], _SPECIAL_STRS[_ROLE_IDS["assistant"]])
+    return strs
 
 
 def output_sequence(seed: int) -> list[int]:

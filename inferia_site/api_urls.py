@@ -10,8 +10,10 @@ from rest_framework.routers import DefaultRouter
 
 from apps.audit.api import AuditCheckpointViewSet, AuditEventViewSet
 from apps.compute.api import DeploymentViewSet, NodeHeartbeatView, PoolViewSet, ProviderViewSet, ReplicaViewSet
+from apps.compute.route_api import ModelRouteViewSet
 from apps.keys.api import ApiKeyViewSet
 from apps.knowledge.api import KnowledgeFileViewSet, VectorStoreFileViewSet, VectorStoreViewSet
+from apps.notifications.api import ChannelViewSet, DeliveryViewSet
 from apps.orgs.api import InvitationViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet
 from apps.policies.api import GuardrailProfileViewSet, PolicyViewSet, PromptTemplateViewSet
 from apps.rbac.api import RoleViewSet
@@ -28,6 +30,7 @@ router.register("providers", ProviderViewSet, basename="provider")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("replicas", ReplicaViewSet, basename="replica")
+router.register("model-routes", ModelRouteViewSet, basename="modelroute")
 router.register("usage", UsageRecordViewSet, basename="usage")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
 router.register("audit-checkpoints", AuditCheckpointViewSet, basename="auditcheckpoint")
@@ -40,6 +43,9 @@ router.register("templates", PromptTemplateViewSet, basename="prompttemplate")
 router.register("knowledge-files", KnowledgeFileViewSet, basename="knowledgefile")
 router.register("vector-stores", VectorStoreViewSet, basename="vectorstore")
 router.register("vector-store-files", VectorStoreFileViewSet, basename="vectorstorefile")
+# Notification channels and their deliveries (apps/notifications).
+router.register("notification-channels", ChannelViewSet, basename="notificationchannel")
+router.register("notification-deliveries", DeliveryViewSet, basename="notificationdelivery")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -23,8 +23,10 @@ from django.conf import settings  # noqa: E402
 
 from apps.console.routing import websocket_urlpatterns  # noqa: E402
 from apps.gateway.asgi import gateway_app  # noqa: E402
+from apps.gateway.vector_search import search_store_id  # noqa: E402
 
-# Paths under /v1 that Django serves (the published schema, files and vector stores), not the streaming consumers.
+# Paths under /v1 that Django serves (the published schema, files and vector stores), not the gateway's consumers;
+# a store's search (`/v1/vector_stores/{id}/search`) is the gateway's (apps.gateway.vector_search).
 DJANGO_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/docs", "/v1/files", "/v1/vector_stores"})
 DJANGO_V1_PREFIXES = ("/v1/files/", "/v1/vector_stores/")
 UPLOAD_PATH = "/v1/files"
@@ -77,7 +79,7 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
         return await bounded_django(scope, receive, send, limit, drf=True)
     if not path.startswith("/v1/"):
         return await django_http(scope, receive, send)
-    if path in DJANGO_V1_PATHS or path.startswith(DJANGO_V1_PREFIXES):
+    if (path in DJANGO_V1_PATHS or path.startswith(DJANGO_V1_PREFIXES)) and search_store_id(path) is None:
         upload = path == UPLOAD_PATH
         limit = settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES + UPLOAD_SLACK_BYTES if upload else JSON_BODY_MAX_BYTES
         return await bounded_django(scope, receive, send, limit)

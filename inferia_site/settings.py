@@ -10,18 +10,32 @@ import secrets
 from pathlib import Path
 
 import csp.constants as csp_constants
-import dj_database_url
 import django_stubs_ext
 from dotenv import load_dotenv
 
 from inferia_runtime.client_address import trusted_proxy_networks_parse
+from inferia_runtime.database_url import database_settings
 from inferia_runtime.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
-from inferia_runtime.redis_urls import BROKER_DB, CACHE_DB, CHANNELS_DB, celery_broker_url, redis_db_url
+from inferia_runtime.knowledge_storage import knowledge_storage_config
+from inferia_runtime.redis_urls import (
+    BROKER_DB,
+    CACHE_DB,
+    CHANNELS_DB,
+    RedisUrlError,
+    celery_broker_url,
+    celery_transport_options,
+    channels_host,
+    is_sentinel_url,
+    redis_db_url,
+)
 
 # Django's generic classes take type arguments at runtime too (`admin.ModelAdmin[Policy]`), as mypy wants them.
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# templates/ and static/: at the root of a checkout, inside this package in an installed wheel (setup.py).
+_PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = _PACKAGE_DIR if (_PACKAGE_DIR / "templates").is_dir() else BASE_DIR
 load_dotenv(Path.cwd() / ".env", override=False)
 
 DATA_DIR = Path(env_str("INFERIA_DATA_DIR", ".inferia")).resolve()
@@ -53,21 +67,33 @@ if not REDIS_URL:
 
     REDIS_URL = embedded.redis_url(DATA_DIR)
 
-if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
-    raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgres://...); PostgreSQL is the only database")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("INFERIA_DB_CONN_MAX_AGE", 60))}
+# One host, or several for a failover (libpq's `host1:5432,host2:5432/db?target_session_attrs=read-write`).
+DATABASES = {"default": database_settings(DATABASE_URL, conn_max_age=env_int("INFERIA_DB_CONN_MAX_AGE", 60))}
+# A persistent connection is checked before each request reuses it, so one broken by a failover is reopened.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHE_REDIS_URL = env_str("INFERIA_CACHE_REDIS_URL") or redis_db_url(REDIS_URL, CACHE_DB)
-CHANNELS_REDIS_URL = env_str("INFERIA_CHANNELS_REDIS_URL") or redis_db_url(REDIS_URL, CHANNELS_DB)
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or celery_broker_url(redis_db_url(REDIS_URL, BROKER_DB))
+# REDIS_URL may name a master that Redis Sentinel watches (`redis+sentinel://h1:26379,h2:26379/MASTER_NAME`, see
+# inferia_runtime/redis_urls.py): every client below then follows the master through a failover.
+try:
+    CACHE_REDIS_URL = env_str("INFERIA_CACHE_REDIS_URL") or redis_db_url(REDIS_URL, CACHE_DB)
+    CHANNELS_REDIS_URL = env_str("INFERIA_CHANNELS_REDIS_URL") or redis_db_url(REDIS_URL, CHANNELS_DB)
+    _BROKER_REDIS_URL = redis_db_url(REDIS_URL, BROKER_DB)
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or celery_broker_url(_BROKER_REDIS_URL)
+    CELERY_BROKER_TRANSPORT_OPTIONS = (
+        {} if env_str("CELERY_BROKER_URL") else celery_transport_options(_BROKER_REDIS_URL)
+    )
+    _CHANNELS_HOST = channels_host(CHANNELS_REDIS_URL, socket_timeout=30)
+except RedisUrlError as error:
+    raise ConfigError(f"REDIS_URL: {error}") from error
 
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": CACHE_REDIS_URL,
+        # A list: Django splits a string at commas, which a Sentinel URL's host list has.
+        "LOCATION": [CACHE_REDIS_URL],
         "KEY_PREFIX": "inferia",
+        "OPTIONS": {"pool_class": "inferia_runtime.redis_clients.CachePool"},
     }
 }
 CHANNEL_LAYERS = {
@@ -75,7 +101,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # A consumer blocks up to 5 s on Redis for its next message, and redis-py's default read timeout is also
         # 5 s: without a longer one, every quiet live page died with a TimeoutError and reconnected.
-        "CONFIG": {"hosts": [{"address": CHANNELS_REDIS_URL, "socket_timeout": 30}]},
+        "CONFIG": {"hosts": [_CHANNELS_HOST]},
     }
 }
 
@@ -147,6 +173,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.usage",
     "apps.knowledge",
+    "apps.notifications",
     "apps.console",
 ]
 
@@ -175,7 +202,7 @@ WSGI_APPLICATION = "inferia_site.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [ASSETS_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -213,7 +240,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [ASSETS_DIR / "static"]
 STATIC_ROOT = Path(env_str("INFERIA_STATIC_ROOT", str(DATA_DIR / "staticfiles")))
 # WhiteNoise serves assets from the web process; with no collectstatic run it finds them where they live.
 WHITENOISE_USE_FINDERS = True
@@ -283,6 +310,15 @@ INFERIA_KEY_NEGATIVE_CACHE_SECONDS = env_float("INFERIA_KEY_NEGATIVE_CACHE_SECON
 INFERIA_REDIS_TIMEOUT_SECONDS = env_float("INFERIA_REDIS_TIMEOUT_SECONDS", 0.5)
 if INFERIA_REDIS_TIMEOUT_SECONDS <= 0:
     raise ConfigError("INFERIA_REDIS_TIMEOUT_SECONDS must be a positive number of seconds")
+# Usage events must survive a failover: with a replica, each XADD waits (WAIT) until this many replicas have it, for
+# at most INFERIA_REDIS_WAIT_MS. On by default (1) with Sentinel, off (0) with a single Redis, which has no replica.
+INFERIA_REDIS_WAIT_REPLICAS = env_int("INFERIA_REDIS_WAIT_REPLICAS", 1 if is_sentinel_url(CACHE_REDIS_URL) else 0)
+INFERIA_REDIS_WAIT_MS = env_int("INFERIA_REDIS_WAIT_MS", 100)
+if INFERIA_REDIS_WAIT_REPLICAS < 0 or INFERIA_REDIS_WAIT_MS <= 0:
+    raise ConfigError("INFERIA_REDIS_WAIT_REPLICAS must be 0 or more and INFERIA_REDIS_WAIT_MS a positive number")
+# With a replica, how long a request's usage append keeps trying while there is no master (a failover takes seconds);
+# the response's last byte waits for it.
+INFERIA_USAGE_APPEND_RETRY_SECONDS = env_float("INFERIA_USAGE_APPEND_RETRY_SECONDS", 15.0)
 INFERIA_GATEWAY_CATALOG_MAX_AGE = env_float("INFERIA_GATEWAY_CATALOG_MAX_AGE", 30.0)
 # `Authorization: Bearer <token>` that /metrics requires; without one it is open only with INFERIA_DEBUG or on the
 # embedded default, and answers 404 elsewhere.
@@ -292,7 +328,13 @@ INFERIA_UPSTREAM_RETRIES = env_int("INFERIA_UPSTREAM_RETRIES", 2)
 # money but sets no max tokens per request: a worst case is needed for the reservation to bound the spend.
 INFERIA_GATEWAY_DEFAULT_MAX_TOKENS = env_int("INFERIA_GATEWAY_DEFAULT_MAX_TOKENS", 4096)
 INFERIA_CIRCUIT_FAILURES = env_int("INFERIA_CIRCUIT_FAILURES", 3)
+# Send a prompt to the replica that most likely holds its prefix in the engine's prefix cache (when not much busier);
+# off: load and session affinity only.
+INFERIA_ROUTER_PREFIX_AWARE = env_bool("INFERIA_ROUTER_PREFIX_AWARE", True)
 INFERIA_CIRCUIT_COOLDOWN_SECONDS = env_float("INFERIA_CIRCUIT_COOLDOWN_SECONDS", 10.0)
+# A model route's deployment whose every replica reports at least this many waiting requests is passed over for the
+# route's next fallback (0: only replicas that are down or circuit-broken are passed over).
+INFERIA_FALLBACK_QUEUE_LIMIT = env_int("INFERIA_FALLBACK_QUEUE_LIMIT", 0)
 # OpenTelemetry traces of the /v1 path, over OTLP/HTTP to this collector URL (e.g. http://otel-collector:4318); off
 # when empty. The standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT also turns it on (then the exporter reads it itself).
 INFERIA_OTEL_ENDPOINT = env_str("INFERIA_OTEL_ENDPOINT")
@@ -305,7 +347,16 @@ INFERIA_DRAIN_SECONDS = env_float("INFERIA_DRAIN_SECONDS", 30.0)
 # Compute plane: health checks, self-healing and autoscaling (the beat intervals are in celery_app/app.py).
 INFERIA_HEALTH_FAILURES = env_int("INFERIA_HEALTH_FAILURES", 3)  # consecutive failed checks -> UNHEALTHY
 INFERIA_HEALTH_PUSH_FRESH_SECONDS = env_float("INFERIA_HEALTH_PUSH_FRESH_SECONDS", 15.0)
-INFERIA_HEALTH_TIMEOUT_SECONDS = env_float("INFERIA_HEALTH_TIMEOUT_SECONDS", 2.0)
+# Each engine request of a check (its /health, its /metrics); a cycle asks up to CONCURRENCY engines at once, so an
+# unanswering engine costs at most its timeout and a cycle over N replicas about N / CONCURRENCY round trips.
+INFERIA_HEALTH_TIMEOUT_SECONDS = env_float("INFERIA_HEALTH_TIMEOUT_SECONDS", 1.0)
+INFERIA_HEALTH_CONCURRENCY = max(1, env_int("INFERIA_HEALTH_CONCURRENCY", 256))
+# Inferia's URL as GPU nodes reach it. When set, the ssh, skypilot and kubernetes adapters run `inferia agent` next to
+# each engine (from AGENT_IMAGE, or pip's AGENT_PIP_SPEC on SkyPilot nodes) with the replica's node token, so a node
+# the checker cannot poll stays healthy on its pushed heartbeats.
+INFERIA_NODE_SERVER_URL = env_str("INFERIA_NODE_SERVER_URL").rstrip("/")
+INFERIA_AGENT_IMAGE = env_str("INFERIA_AGENT_IMAGE", "inferia:latest")
+INFERIA_AGENT_PIP_SPEC = env_str("INFERIA_AGENT_PIP_SPEC", "inferia")
 INFERIA_UNHEALTHY_REPLACE_SECONDS = env_float("INFERIA_UNHEALTHY_REPLACE_SECONDS", 60.0)
 INFERIA_STARTING_TIMEOUT_SECONDS = env_float("INFERIA_STARTING_TIMEOUT_SECONDS", 1800.0)
 # The engines' load over time (deployment pages, dashboard): one sample per deployment and step (kept FINE days), and
@@ -320,6 +371,28 @@ INFERIA_REPLICA_BACKOFF_SECONDS = env_float("INFERIA_REPLICA_BACKOFF_SECONDS", 1
 INFERIA_REPLICA_BACKOFF_MAX_SECONDS = env_float("INFERIA_REPLICA_BACKOFF_MAX_SECONDS", 300.0)
 INFERIA_DEPLOYMENT_FAILURE_RESET_SECONDS = env_float("INFERIA_DEPLOYMENT_FAILURE_RESET_SECONDS", 600.0)
 INFERIA_DEPLOYMENT_MAX_FAILURES = env_int("INFERIA_DEPLOYMENT_MAX_FAILURES", 5)
+# Rollouts (apps/compute/rollout.py): a new spec whose replicas fail this many times fails the rollout (the old
+# replicas keep serving); a replica taken out of routing drains for at least DRAIN_GRACE (every gateway has dropped
+# it and the health checker has read its load since), then stops once it runs nothing or its drain timeout passes.
+INFERIA_ROLLOUT_MAX_FAILURES = env_int("INFERIA_ROLLOUT_MAX_FAILURES", 3)
+INFERIA_DRAIN_GRACE_SECONDS = env_float("INFERIA_DRAIN_GRACE_SECONDS", 5.0)
+
+# Notifications (apps/notifications): e-mail goes through Django's mail settings; webhooks are signed, SSRF-checked
+# like upstreams, bounded in time and in how much of the answer is read, and retried with exponential back-off.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "inferia@localhost")
+INFERIA_NOTIFY_TIMEOUT_S = env_float("INFERIA_NOTIFY_TIMEOUT_S", 10.0)
+INFERIA_NOTIFY_MAX_ATTEMPTS = env_int("INFERIA_NOTIFY_MAX_ATTEMPTS", 6)
+INFERIA_NOTIFY_RETRY_BASE_S = env_float("INFERIA_NOTIFY_RETRY_BASE_S", 30.0)
+INFERIA_NOTIFY_UNHEALTHY_AFTER_S = env_float("INFERIA_NOTIFY_UNHEALTHY_AFTER_S", 300.0)
+INFERIA_NOTIFY_KEY_EXPIRY_DAYS = env_int("INFERIA_NOTIFY_KEY_EXPIRY_DAYS", 7)
 # Stopped replica rows (failed attempts, scaled-down replicas) kept per deployment for their errors; older ones go.
 INFERIA_DEPLOYMENT_STOPPED_REPLICAS_KEPT = env_int("INFERIA_DEPLOYMENT_STOPPED_REPLICAS_KEPT", 10)
 INFERIA_AUTOSCALE_WAITING_PER_REPLICA = env_float("INFERIA_AUTOSCALE_WAITING_PER_REPLICA", 2.0)
@@ -377,15 +450,15 @@ OIDC_AUTHENTICATION_CALLBACK_URL = "console:sso-callback"
 LOGIN_REDIRECT_URL_FAILURE = "/console/login/"
 
 # --- Knowledge bases (apps/knowledge) ---
-# Uploaded files: a folder under the data directory by default (INFERIA_KNOWLEDGE_DIR).
+# Uploaded files: a folder under the data directory by default (INFERIA_KNOWLEDGE_DIR), or an S3-compatible bucket
+# when INFERIA_KNOWLEDGE_S3_BUCKET is set (endpoint, region, keys and prefix: INFERIA_KNOWLEDGE_S3_*, see
+# inferia_runtime/knowledge_storage.py). Every web process and worker must see the same bytes: a bucket, or one folder
+# they all mount.
 INFERIA_KNOWLEDGE_DIR = Path(env_str("INFERIA_KNOWLEDGE_DIR", str(DATA_DIR / "knowledge")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "knowledge": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(INFERIA_KNOWLEDGE_DIR), "file_permissions_mode": 0o600},
-    },
+    "knowledge": knowledge_storage_config(default_location=INFERIA_KNOWLEDGE_DIR),
 }
 # The largest upload `/v1/files` accepts, streamed to storage (OpenAI's own limit is 512 MB).
 INFERIA_KNOWLEDGE_FILE_MAX_BYTES = env_int("INFERIA_KNOWLEDGE_FILE_MAX_BYTES", 512 * 1024 * 1024)
@@ -405,11 +478,34 @@ INFERIA_KNOWLEDGE_EMBEDDING_MODEL = env_str("INFERIA_KNOWLEDGE_EMBEDDING_MODEL",
 INFERIA_KNOWLEDGE_SEARCH_TIMEOUT_S = env_float("INFERIA_KNOWLEDGE_SEARCH_TIMEOUT_S", 5.0)
 
 LOG_LEVEL = env_str("INFERIA_LOG_LEVEL", "INFO").upper()
+# Text lines by default; INFERIA_LOG_FORMAT=json writes one JSON object a line with what each line is about
+# (request id, organisation, key prefix, model, deployment; a task's id), for Loki or Elasticsearch.
+LOG_FORMAT = env_str("INFERIA_LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ConfigError(f"INFERIA_LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "inferia_runtime.log_context.json_formatter"},
+    },
+    "filters": {"context": {"()": "inferia_runtime.log_context.LogContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # The web server's own lines (its access log included) in the same format, when it is JSON.
+        **(
+            {name: {"handlers": ["console"], "propagate": False} for name in ("uvicorn", "uvicorn.access", "daphne")}
+            if LOG_FORMAT == "json"
+            else {}
+        ),
+    },
 }

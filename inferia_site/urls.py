@@ -12,6 +12,8 @@ from inferia_site import health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("livez", health.livez, name="livez"),
     # Admin's own login form would skip the second factor: every sign-in goes through the console's.
     path("admin/login/", RedirectView.as_view(pattern_name="console:login", query_string=True), name="admin-login"),
     path("admin/", admin.site.urls),

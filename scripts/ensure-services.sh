@@ -80,4 +80,31 @@ if ! redis_up; then
   for _ in $(seq 1 30); do redis_up && break; sleep 0.5; done
   redis_up || die "Redis is not reachable on port $REDIS_PORT and could not be started"
 fi
+
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules (tests/deploy/test_monitoring.py).
+# policy-rc.d keeps the package from starting a Prometheus server on this machine.
+if ! command -v promtool >/dev/null 2>&1 && as_root; then
+  if [ -e /usr/sbin/policy-rc.d ]; then
+    apt_install --no-install-recommends prometheus
+  else
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt_install --no-install-recommends prometheus
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  command -v promtool >/dev/null 2>&1 || say "promtool could not be installed: the alert rule tests will be skipped"
+fi
+
+# Sentinel, for the failover test (tests/e2e/test_redis_failover.py): a real master, replica and sentinels. As above,
+# policy-rc.d keeps the package from starting a sentinel service on this machine.
+if ! command -v redis-sentinel >/dev/null 2>&1 && as_root; then
+  if [ -e /usr/sbin/policy-rc.d ]; then
+    apt_install redis-sentinel
+  else
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt_install redis-sentinel
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  command -v redis-sentinel >/dev/null 2>&1 || say "redis-sentinel could not be installed: the failover tests will be skipped"
+fi
+
 say "PostgreSQL and Redis are up"

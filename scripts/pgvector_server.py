@@ -59,7 +59,7 @@ def server_start(port: int, data: Path) -> None:
         pg.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=data, user=user)  # type: ignore[attr-defined]
     options = (
         f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c full_page_writes=off -c synchronous_commit=off "
-        "-c max_connections=300 -c shared_buffers=256MB -c maintenance_work_mem=256MB"
+        "-c max_connections=300 -c shared_buffers=1GB -c maintenance_work_mem=1GB"
     )
     pg.pg_ctl(  # type: ignore[attr-defined]
         ["-w", "-t", str(_START_TIMEOUT_S), "-o", options, "-l", str(data / "log"), "start"],

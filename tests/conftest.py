@@ -38,6 +38,15 @@ def _flush_may_truncate_audit_tables():
     DatabaseOperations.execute_sql_flush = original
 
 
+@pytest.fixture(autouse=True)
+def _beat_lease_free():
+    """A beat an earlier test killed holds the schedule's lease until it runs out (celery_app.beat_lock): the beats
+    a test starts must not stand by waiting for it."""
+    from celery_app.beat_lock import BEAT_LOCK_KEY
+
+    sync_redis().delete(BEAT_LOCK_KEY)
+
+
 @pytest.fixture
 def redis_cache():
     """The cache/counters Redis database, emptied before and after the test."""

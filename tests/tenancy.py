@@ -10,10 +10,11 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.models import ComputePool, ModelDeployment, ModelRoute, ModelRouteTarget, Provider, Replica
 from apps.keys.models import ApiKey
 from apps.keys.services import IssuedKey, api_key_create
 from apps.knowledge.models import KnowledgeFile, VectorStore, VectorStoreFile
+from apps.notifications.models import Channel, Delivery, EventKind
 from apps.orgs.models import Invitation, Organization, Team
 from apps.policies.models import GuardrailProfile, Policy, PromptTemplate
 from apps.policies.prompts.services import prompt_template_create
@@ -45,6 +46,9 @@ class Tenant:
     knowledge_file: KnowledgeFile
     vector_store: VectorStore
     vector_store_file: VectorStoreFile
+    model_route: ModelRoute | None = None
+    channel: Channel | None = None
+    delivery: Delivery | None = None
 
     def rows(self) -> dict[str, Any]:
         return {
@@ -66,6 +70,9 @@ class Tenant:
             "knowledge_file": self.knowledge_file,
             "vector_store": self.vector_store,
             "vector_store_file": self.vector_store_file,
+            "model_route": self.model_route,
+            "channel": self.channel,
+            "delivery": self.delivery,
         }
 
 
@@ -79,6 +86,7 @@ def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
         deployment__organization=org,
         deployment__pool__provider__name=f"{tag}-provider",
         deployment__pool__name=f"{tag}-pool",
+        deployment__pool__max_nodes=4,
         deployment__name=f"{tag}-deployment",
         deployment__model_id="sim/tiny",
         deployment__served_model_name=f"{tag}-model",
@@ -144,9 +152,17 @@ def tenant_build(*, org: Organization, owner: Any, tag: str) -> Tenant:
     vector_store_file = VectorStoreFile.objects.create(
         organization=org, vector_store=vector_store, file=knowledge_file, chunk_max_tokens=800, chunk_overlap_tokens=400
     )
+    model_route = ModelRoute.objects.create(organization=org, name=f"{tag}-route")
+    ModelRouteTarget.objects.create(route=model_route, deployment=deployment, weight=1)
+    channel = Channel.objects.create(
+        organization=org, name=f"{tag}-channel", kind=Channel.Kind.SLACK, url="https://hooks.example.com/x"
+    )
+    delivery = Delivery.objects.create(
+        organization=org, channel=channel, event_kind=EventKind.TEST, event_key=f"{tag}-test", summary="test"
+    )
     return Tenant(
         org, team, role, provider, pool, deployment, replica, key, service_key, event, usage, invitation, profile,
-        policy, template, knowledge_file, vector_store, vector_store_file,
+        policy, template, knowledge_file, vector_store, vector_store_file, model_route, channel, delivery,
     )  # fmt: skip
 
 

@@ -45,7 +45,8 @@ def world(org, roles, root):
     person = User.objects.create_user("ada@example.com", "correct horse battery")
     org_services.membership_create(organization=org, user=person, role=roles["member"], actor=None)
     provider = inventory_services.provider_create(organization=org, name="sim", kind="simulator", actor=None)
-    pool = inventory_services.pool_create(organization=org, provider=provider, name="gpus", actor=None)
+    # Room for the deployment the admin adds beside the one already there (a pool enforces its max_nodes).
+    pool = inventory_services.pool_create(organization=org, provider=provider, name="gpus", actor=None, max_nodes=4)
     objects = {
         "org": org,
         "user": person,

@@ -21,8 +21,10 @@ from django.urls import URLPattern, path, reverse
 
 from apps.audit.services import AuditContext
 from apps.compute import inventory_services
+from apps.compute.credentials import CREDENTIALS_TEXT_MAX, credentials_parse
 from apps.compute.external_registration import external_deployment_create
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.placement import deployment_placement_set
 from apps.compute.urlsafety import UnsafeUrlError
 from apps.orgs.models import Organization
 from apps.rbac.admin_mixins import TenantAdminMixin
@@ -31,9 +33,35 @@ from apps.rbac.restrict import Principal, organizations_allowing
 from inferia_runtime.errors import DomainRefusal
 
 
+class ProviderAdminForm(forms.ModelForm):
+    """The provider form with its credentials typed once into a password input (never rendered back, never shown
+    as ciphertext); empty on a change keeps the stored ones. They reach `inventory_services`, which encrypts them."""
+
+    credentials = forms.CharField(
+        label="Credentials (JSON)",
+        required=False,
+        strip=False,
+        max_length=CREDENTIALS_TEXT_MAX,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password", "size": 80}),
+        help_text='A JSON object, e.g. {"api_key": "…"}; line breaks inside a value written as \\n. Stored '
+        "encrypted and never shown again. Leave empty to keep the stored credentials.",
+    )
+
+    class Meta:
+        model = Provider
+        fields = ["organization", "name", "kind", "config"]
+
+    def clean_credentials(self) -> dict[str, Any] | None:
+        try:
+            return credentials_parse(self.cleaned_data.get("credentials") or "")
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+
+
 @admin.register(Provider)
 class ProviderAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "kind", "organization", "created_at"]
+    form = ProviderAdminForm
+    list_display = ["name", "kind", "organization", "has_credentials", "created_at"]
     list_filter = ["kind", "organization"]
     list_select_related = ["organization"]
     search_fields = ["name", "organization__name"]
@@ -43,6 +71,41 @@ class ProviderAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     delete_service = staticmethod(inventory_services.provider_delete)
     service_fields = inventory_services.PROVIDER_FIELDS
     creation_fields = ("organization",)
+
+    @admin.display(boolean=True, description="Credentials")
+    def has_credentials(self, obj: Provider) -> bool:
+        return bool(obj.credentials_encrypted)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The credentials field is the form's own (no model field); it stays writable whenever the rest is.
+        return [name for name in super().get_readonly_fields(request, obj) if name != "credentials"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = ["organization", "name", "kind", "config"]
+        return [*fields, "credentials"] if self.has_change_permission(request, obj) or obj is None else fields
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        credentials = form.cleaned_data.get("credentials")
+        if not change:
+            names = (*self.creation_fields, *self.service_fields)
+            values = {name: form.cleaned_data[name] for name in names}
+            obj.pk = self.service_create(request, {**values, "credentials": credentials}).pk
+            return
+        stored = Provider.objects.get(pk=obj.pk)
+        # Only what differs from the stored row (a JSON box re-posted as typed is not a change to audit).
+        changes = {
+            name: form.cleaned_data[name]
+            for name in form.changed_data
+            if name in self.service_fields and getattr(stored, name) != form.cleaned_data[name]
+        }
+        if changes or credentials is not None:
+            inventory_services.provider_update(
+                provider=stored,
+                changes=changes,
+                credentials=credentials,
+                actor=request.user,
+                context=self.audit_context(request),
+            )
 
 
 @admin.register(ComputePool)
@@ -75,7 +138,7 @@ class ReadOnlyReplicas:
 class ReplicaInline(ReadOnlyReplicas, admin.TabularInline):
     model = Replica
     extra = 0
-    fields = ["state", "endpoint", "last_heartbeat_at", "last_error"]
+    fields = ["state", "pool", "endpoint", "last_heartbeat_at", "last_error"]
     readonly_fields = fields
 
 
@@ -157,14 +220,14 @@ class ModelDeploymentAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin
     list_filter = ["state", "engine", "organization"]
     list_select_related = ["organization", "pool"]
     search_fields = ["served_model_name", "model_id", "name"]
-    filter_horizontal = ["shared_with"]
+    filter_horizontal = ["shared_with", "placement_pools"]
     inlines = [ReplicaInline]
     service_object = "deployment"
     create_service = staticmethod(inventory_services.deployment_create)
     update_service = staticmethod(inventory_services.deployment_update)
     # Deleting one that runs nothing also deletes what a one-call registration made for it.
     delete_service = staticmethod(inventory_services.deployment_delete)
-    service_fields = (*inventory_services.DEPLOYMENT_FIELDS, "shared_with")
+    service_fields = (*inventory_services.DEPLOYMENT_FIELDS, "shared_with", "placement_pools")
     creation_fields = ("organization",)
     # What the worker records as the deployment runs: a careless save must not overwrite it.
     readonly_fields = [
@@ -191,15 +254,25 @@ class ModelDeploymentAdmin(ServiceAdminMixin, TenantAdminMixin, admin.ModelAdmin
 
     def service_create(self, request: HttpRequest, values: dict[str, Any]) -> Any:
         shared_with = values.pop("shared_with")
+        placement_pools = values.pop("placement_pools")
         deployment = super().service_create(request, values)
         if shared_with:
             self._share(request, deployment, shared_with)
+        if placement_pools:
+            self._place(request, deployment, placement_pools)
         return deployment
 
     def service_update(self, request: HttpRequest, obj: Any, changes: dict[str, Any]) -> Any:
         if "shared_with" in changes:
             self._share(request, obj, changes.pop("shared_with"))
+        if "placement_pools" in changes:
+            self._place(request, obj, list(changes.pop("placement_pools")))
         return super().service_update(request, obj, changes) if changes else obj
+
+    def _place(self, request: HttpRequest, deployment: ModelDeployment, pools: list[ComputePool]) -> None:
+        deployment_placement_set(
+            deployment=deployment, pools=pools, actor=request.user, context=self.audit_context(request)
+        )
 
     def _share(self, request: HttpRequest, deployment: ModelDeployment, organizations: list[Organization]) -> None:
         inventory_services.deployment_share(

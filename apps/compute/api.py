@@ -17,16 +17,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.compute import inventory_services, lora, services
+from apps.compute import inventory_services, lora, rollout, services
 from apps.compute.external_registration import external_deployment_register
 from apps.compute.health import engine_load_from_report, replica_heartbeat_record
 from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
 from apps.compute.node_tokens import NODE_TOKEN_PREFIX, node_token_hash
+from apps.compute.placement import deployment_placement_set
 from apps.compute.replica_logs import replica_logs_recent
 from apps.compute.serializers import (
     DeploymentCreateIn,
     DeploymentEventOut,
     DeploymentOut,
+    DeploymentPlacementIn,
     DeploymentScaleIn,
     DeploymentShareIn,
     DeploymentStopIn,
@@ -45,6 +47,7 @@ from apps.compute.serializers import (
     ReplicaLogsOut,
     ReplicaLogsQueryIn,
     ReplicaOut,
+    RolloutProgressOut,
 )
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
 from apps.rbac.drf import (
@@ -169,13 +172,22 @@ class DeploymentViewSet(
         "adapters": "change",
         "adapter_remove": "change",
         "share": "change",
+        "placement": "change",
         "scale": "change",
         "stop": "change",
         "start": "change",
+        "rollout": "view",
+        "rollout_pause": "change",
+        "rollout_resume": "change",
+        "rollout_rollback": "change",
         **GRANT_TENANT_ACTIONS,
     }
     service_object = "deployment"
     update_in = DeploymentUpdateIn
+
+    def base_queryset(self) -> Any:
+        return ModelDeployment.objects.prefetch_related("placement_pools")
+
     update_service = staticmethod(conflicts_as_409(inventory_services.deployment_update))
     delete_service = staticmethod(inventory_services.deployment_delete)
     create_in = DeploymentCreateIn
@@ -221,6 +233,23 @@ class DeploymentViewSet(
             raise PermissionDenied("Only the platform superadmin shares platform deployments.")
         return self._deployment_change(request, deployment, inventory_services.deployment_share, DeploymentShareIn)
 
+    @extend_schema(request=DeploymentPlacementIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"])
+    def placement(self, request: Request, pk: str) -> Response:
+        """Choose the other pools the deployment's replicas may run on (cost-aware placement); running replicas
+        stay where they are."""
+        deployment = self.get_object()  # before the body: another owner's deployment is a 404, whatever is sent
+        data = DeploymentPlacementIn(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        deployment = service_call(
+            deployment_placement_set,
+            deployment=deployment,
+            pools=data.validated_data["placement_pools"],
+            actor=self.actor,
+            context=self.audit_context,
+        )
+        return Response(DeploymentOut(deployment).data)
+
     @extend_schema(request=DeploymentScaleIn, responses=DeploymentOut)
     @action(detail=True, methods=["post"])
     def scale(self, request: Request, pk: str) -> Response:
@@ -238,6 +267,32 @@ class DeploymentViewSet(
     def start(self, request: Request, pk: str) -> Response:
         """Start a stopped (or failed) deployment again."""
         return self._deployment_change(request, self.get_object(), services.deployment_start, DeploymentStopIn)
+
+    @extend_schema(responses=RolloutProgressOut)
+    @action(detail=True, methods=["get"])
+    def rollout(self, request: Request, pk: str) -> Response:
+        """The deployment's rollout: its state, the spec rolled to and from, live replicas on each by state."""
+        return Response(RolloutProgressOut(rollout.rollout_progress(self.get_object())).data)
+
+    @extend_schema(request=DeploymentStopIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"], url_path="rollout/pause")
+    def rollout_pause(self, request: Request, pk: str) -> Response:
+        """Hold a rollout where it is."""
+        return self._deployment_change(request, self.get_object(), rollout.deployment_rollout_pause, DeploymentStopIn)
+
+    @extend_schema(request=DeploymentStopIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"], url_path="rollout/resume")
+    def rollout_resume(self, request: Request, pk: str) -> Response:
+        """Carry on with a paused rollout."""
+        return self._deployment_change(request, self.get_object(), rollout.deployment_rollout_resume, DeploymentStopIn)
+
+    @extend_schema(request=DeploymentStopIn, responses=DeploymentOut)
+    @action(detail=True, methods=["post"], url_path="rollout/rollback")
+    def rollout_rollback(self, request: Request, pk: str) -> Response:
+        """Roll back to the spec before the last rollout (the new spec's replicas drain away)."""
+        return self._deployment_change(
+            request, self.get_object(), rollout.deployment_rollout_rollback, DeploymentStopIn
+        )
 
     @extend_schema(request=LoraAdapterIn, responses={201: DeploymentOut})
     @action(detail=True, methods=["post"])

@@ -92,6 +92,28 @@ def credentials_decrypt(token: str) -> Secrets:
     return Secrets(data)
 
 
+# The most text typed credentials may be: a kubeconfig with its certificates fits many times over.
+CREDENTIALS_TEXT_MAX = 20_000
+
+
+def credentials_parse(text: str) -> dict[str, Any] | None:
+    """Credentials typed into a form (the console's, Django admin's) as a JSON object of names and values; None for
+    empty text (keep what is stored). Raises ValueError with a message that never quotes the text: it is a secret
+    even when it is malformed."""
+    text = text.strip()
+    if not text:
+        return None
+    if len(text) > CREDENTIALS_TEXT_MAX:
+        raise ValueError(f"Credentials are at most {CREDENTIALS_TEXT_MAX:,} characters; nothing was stored.")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("Credentials are not valid JSON; nothing was stored, type them again.") from None
+    if not isinstance(value, dict) or not value or not all(isinstance(key, str) and key for key in value):
+        raise ValueError("Credentials must be a JSON object of names and values; nothing was stored.")
+    return value
+
+
 def provider_credentials(provider: Provider) -> Secrets:
     """The decrypted credentials of `provider`."""
     return credentials_decrypt(provider.credentials_encrypted)

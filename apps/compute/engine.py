@@ -8,6 +8,7 @@ Unknown keys are refused rather than passed through, so a typo fails at deploy t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -20,6 +21,33 @@ if TYPE_CHECKING:
     from apps.compute.models import ModelDeployment
 
 VLLM_IMAGE = "vllm/vllm-openai"
+DEFAULT_IMAGE = f"{VLLM_IMAGE}:latest"
+# A container image reference: [registry[:port]/]path[:tag][@sha256:digest], as Docker's reference grammar has it.
+_IMAGE_RE = re.compile(
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?"
+)
+IMAGE_MAX_LENGTH = 255
+
+
+def image_reference_check(image: object) -> str:
+    """`image` if it is a container image reference pinned by a tag or a digest (empty: the default image); raises
+    EngineArgsError otherwise."""
+    if not isinstance(image, str):
+        raise EngineArgsError("image must be a string")
+    if image == "":
+        return image
+    if len(image) > IMAGE_MAX_LENGTH:
+        raise EngineArgsError(f"image must be at most {IMAGE_MAX_LENGTH} characters")
+    match = _IMAGE_RE.fullmatch(image)
+    if match is None:
+        raise EngineArgsError("image must be a container image reference like vllm/vllm-openai:v0.8.5")
+    if not match.group("tag") and not match.group("digest"):
+        raise EngineArgsError("image must be pinned by a tag (:v0.8.5) or a digest (@sha256:...)")
+    return image
+
+
 VLLM_DEFAULT_PORT = 8000
 
 # A Hugging Face repo id, a local path or a URI-ish model reference; never starting with "-" (it would be a flag).
@@ -140,6 +168,12 @@ class EngineSpec:
     args: Mapping[str, Any]
     lora_modules: tuple[LoraModule, ...] = ()
     extra_args: tuple[str, ...] = ()
+    image: str = ""  # the deployment's container image; empty: DEFAULT_IMAGE
+
+    @property
+    def container_image(self) -> str:
+        """The image a container adapter runs: the deployment's, else vLLM's official one."""
+        return self.image or DEFAULT_IMAGE
 
     @property
     def served_names(self) -> tuple[str, ...]:
@@ -220,11 +254,12 @@ def engine_spec_build(*, model_id: str, served_model_name: str, engine_args: Map
 
 def deployment_engine_spec(deployment: ModelDeployment) -> EngineSpec:
     """The validated engine spec of `deployment`."""
-    return engine_spec_build(
+    spec = engine_spec_build(
         model_id=deployment.model_id,
         served_model_name=deployment.served_model_name,
         engine_args=deployment.engine_args,
     )
+    return dataclasses.replace(spec, image=image_reference_check(deployment.image or ""))
 
 
 def vllm_serve_args(spec: EngineSpec, *, port: int = VLLM_DEFAULT_PORT, host: str = "0.0.0.0") -> list[str]:  # noqa: S104

@@ -51,6 +51,15 @@ class DeploymentStateChanged:
 
 
 @dataclass(frozen=True)
+class DeploymentRolloutChanged:
+    """A deployment's rollout moved (progressing, paused, complete, failed), with the reason it records."""
+
+    deployment_id: int
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ReplicaOutputCaptured:
     """New (already redacted) output lines of a replica's engine; `skipped` earlier new lines were left out to keep
     the announcement small."""

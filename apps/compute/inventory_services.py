@@ -11,14 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models, transaction
+from django.db.models import Q
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, ModelT, audit_diff, audit_record, audit_snapshot, update_begin
 from apps.compute.adapters import supported_kinds
 from apps.compute.adapters.external import external_base_urls_check
+from apps.compute.capacity import ASKING_STATES, deployment_capacity_check
 from apps.compute.credentials import credentials_encrypt
-from apps.compute.engine import engine_spec_build
-from apps.compute.models import ComputePool, ModelDeployment, Provider, Replica
+from apps.compute.engine import engine_spec_build, image_reference_check
+from apps.compute.models import ComputePool, ModelDeployment, ModelRoute, Provider, Replica
+from apps.compute.rollout import deployment_rollout_begin_locked, deployment_spec
 from apps.compute.services import State, deployment_transition_locked, enqueue_reconcile
 from apps.orgs.models import Organization
 from inferia_runtime.errors import DomainRefusal
@@ -32,9 +35,15 @@ DEPLOYMENT_FIELDS = (
     "served_model_name",
     "engine",
     "engine_args",
+    "image",
+    "max_surge",
+    "max_unavailable",
+    "drain_timeout_s",
+    "rollout_deadline_s",
     "min_replicas",
     "max_replicas",
     "desired_replicas",
+    "team",
     "price_input_per_mtok_micros",
     "price_output_per_mtok_micros",
     "connect_timeout_s",
@@ -49,9 +58,17 @@ REPLICAS_CAP = 64
 # The longest an upstream timeout may be set to: past an hour a request is a stuck request.
 TIMEOUT_CAP_S = 3600.0
 
+# A rollout's progress deadline: long enough for a model to download and load, short enough to notice a stuck one
+# within a day.
+ROLLOUT_DEADLINE_MIN_S = 1.0
+ROLLOUT_DEADLINE_CAP_S = 86400.0
+
 # In the config of a provider `external_deployment_create` made for one deployment: deleting that deployment
 # deletes the provider and its pool too, while nothing else uses them.
 REGISTRATION_MARK = "registered_with_deployment"
+
+# How many of the pools or deployments that block a delete its refusal names.
+USERS_NAMED = 5
 
 _AUDIT_NOUNS = {"provider": "provider", "computepool": "pool", "modeldeployment": "deployment"}
 
@@ -65,6 +82,11 @@ class NameTakenError(DomainRefusal):
         self.existing = existing
 
 
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:USERS_NAMED])
+    return shown + (" and more" if len(names) > USERS_NAMED else "")
+
+
 def _owner_label(organization_id: int | None) -> str:
     return "The platform" if organization_id is None else "This organisation"
 
@@ -75,6 +97,12 @@ def owner_name_check(
     """Refuse a name the owner already uses, with a message naming the holder, before the unique constraint does
     (its own message names no one)."""
     existing = model._default_manager.filter(organization_id=organization_id, **{field: value}).exclude(pk=pk).first()
+    if existing is None and model is ModelDeployment and field == "served_model_name" and organization_id is not None:
+        # Model routes share the organisation's served-name namespace: a deployment cannot take a route's name.
+        route = ModelRoute.objects.filter(organization_id=organization_id, name=value).first()
+        if route is not None:
+            message = f"This organisation already routes {value!r}: model route (id {route.pk})"
+            raise NameTakenError(message, existing=route)
     if existing is None:
         return
     owner = _owner_label(organization_id)
@@ -149,6 +177,17 @@ def _deployment_check(deployment: ModelDeployment) -> None:
             served_model_name=deployment.served_model_name,
             engine_args=deployment.engine_args,
         )
+    image_reference_check(deployment.image)
+    if not 0 <= deployment.max_surge <= REPLICAS_CAP or not 0 <= deployment.max_unavailable <= REPLICAS_CAP:
+        raise DomainRefusal(f"max_surge and max_unavailable must be from 0 to {REPLICAS_CAP}")
+    if deployment.max_surge == 0 and deployment.max_unavailable == 0:
+        raise DomainRefusal("max_surge and max_unavailable cannot both be 0: a rollout could not replace a replica")
+    if not 0 < deployment.drain_timeout_s <= TIMEOUT_CAP_S:  # also refuses NaN
+        raise DomainRefusal(f"drain_timeout_s must be more than 0 and at most {TIMEOUT_CAP_S:g} s")
+    if not ROLLOUT_DEADLINE_MIN_S <= deployment.rollout_deadline_s <= ROLLOUT_DEADLINE_CAP_S:  # also refuses NaN
+        raise DomainRefusal(
+            f"rollout_deadline_s must be from {ROLLOUT_DEADLINE_MIN_S:g} to {ROLLOUT_DEADLINE_CAP_S:g} s"
+        )
     if not 0 <= deployment.min_replicas <= deployment.max_replicas <= REPLICAS_CAP:
         raise DomainRefusal(f"replicas must satisfy 0 <= min_replicas <= max_replicas <= {REPLICAS_CAP}")
     if deployment.desired_replicas > deployment.max_replicas:
@@ -159,6 +198,8 @@ def _deployment_check(deployment: ModelDeployment) -> None:
         seconds = getattr(deployment, name)
         if seconds is not None and not 0 < seconds <= TIMEOUT_CAP_S:  # also refuses NaN
             raise DomainRefusal(f"{name} must be empty (the default) or more than 0 and at most {TIMEOUT_CAP_S:g} s")
+    if deployment.team is not None and deployment.team.organization_id != deployment.organization_id:
+        raise DomainRefusal("the team belongs to another organisation")
     provider = deployment.pool.provider
     _provider_config_check(provider.kind, provider.config or {})
 
@@ -197,13 +238,14 @@ def provider_update(
     context: AuditContext | None = None,
 ) -> Provider:
     """Edit a provider; new `credentials` replace the old ones (the audit event says only that they changed)."""
-    if "config" in changes:
-        _provider_config_check(changes.get("kind", provider.kind), changes["config"] or {})
+    if "config" in changes or "kind" in changes:  # a new kind must have an adapter that takes the settings too
+        _provider_config_check(changes.get("kind", provider.kind), changes.get("config", provider.config) or {})
     if "name" in changes:
         owner_name_check(
             Provider, organization_id=provider.organization_id, field="name", value=changes["name"], pk=provider.pk
         )
-    provider = _changed(provider, changes, PROVIDER_FIELDS, actor, context)
+    if changes:  # new credentials alone are one event of their own, not an empty update beside it
+        provider = _changed(provider, changes, PROVIDER_FIELDS, actor, context)
     if credentials is not None:
         provider.credentials_encrypted = credentials_encrypt(credentials)
         provider.save(update_fields=["credentials_encrypted"])
@@ -213,9 +255,10 @@ def provider_update(
 
 @transaction.atomic
 def provider_delete(*, provider: Provider, actor: Actor, context: AuditContext | None = None) -> None:
-    """Delete a provider no pool uses."""
-    if provider.pools.exists():
-        raise DomainRefusal("pools still use this provider")
+    """Delete a provider no pool uses (the refusal names the pools that do)."""
+    users = list(provider.pools.order_by("name").values_list("name", flat=True)[: USERS_NAMED + 1])
+    if users:
+        raise DomainRefusal(f"pools still use this provider: {_names(users)}; delete or move them first")
     _deleted(provider, PROVIDER_FIELDS, actor, context)
 
 
@@ -255,9 +298,18 @@ def pool_update(
 
 @transaction.atomic
 def pool_delete(*, pool: ComputePool, actor: Actor, context: AuditContext | None = None) -> None:
-    """Delete a pool no deployment uses."""
-    if pool.deployments.exists():
-        raise DomainRefusal("deployments still use this pool")
+    """Delete a pool no deployment uses, as its own pool or a placement pool, and no replica runs on (the refusal
+    names the deployments). The stopped replicas it keeps for their history go with it."""
+    running_here = Replica.objects.filter(pool=pool).exclude(state=Replica.State.STOPPED)
+    users = ModelDeployment.objects.filter(
+        Q(pool=pool) | Q(placement_pools=pool) | Q(pk__in=running_here.values("deployment_id"))
+    )
+    names = list(
+        users.distinct().order_by("served_model_name").values_list("served_model_name", flat=True)[: USERS_NAMED + 1]
+    )
+    if names:
+        raise DomainRefusal(f"deployments still use this pool: {_names(names)}; delete them first")
+    Replica.objects.filter(pool=pool, state=Replica.State.STOPPED).delete()
     _deleted(pool, POOL_FIELDS, actor, context)
 
 
@@ -287,6 +339,7 @@ def deployment_create(
     deployment = ModelDeployment(organization=organization, pool=pool, **fields)
     deployment.full_clean()
     _deployment_check(deployment)
+    deployment_capacity_check(deployment=deployment, replicas=deployment.desired_replicas)
     deployment.save()
     _created(deployment, DEPLOYMENT_FIELDS, actor, context)
     transaction.on_commit(lambda: enqueue_reconcile(deployment.pk))
@@ -297,11 +350,15 @@ def deployment_create(
 def deployment_update(
     *, deployment: ModelDeployment, changes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> ModelDeployment:
-    """Edit what a deployment should be (size, prices, timeouts, ...); the worker reconciles what runs."""
+    """Edit what a deployment should be (size, prices, timeouts, team, ...); the worker reconciles what runs. An edit
+    that asks for more (replicas, GPUs per replica, another pool or team) is checked against the pool's nodes and
+    the GPU quotas."""
     if "pool" in changes:
         _same_owner(deployment.organization_id, changes["pool"], "pool")
     deployment = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
     changes = _desired_within_bounds(deployment, changes)
+    asked_before = deployment.desired_replicas if deployment.state in ASKING_STATES else 0
+    charged_before = (deployment.pool_id, deployment.team_id, deployment.engine_args)
     if "served_model_name" in changes:
         owner_name_check(
             ModelDeployment,
@@ -310,8 +367,15 @@ def deployment_update(
             value=changes["served_model_name"],
             pk=deployment.pk,
         )
+    before = deployment_spec(deployment)
     deployment = _changed(deployment, changes, DEPLOYMENT_FIELDS, actor, context)
     _deployment_check(deployment)
+    asks = deployment.state in (*ASKING_STATES, State.FAILED)  # a failed one is tried again below
+    moved = (deployment.pool_id, deployment.team_id, deployment.engine_args) != charged_before
+    if asks and (moved or deployment.desired_replicas > asked_before):
+        deployment_capacity_check(deployment=deployment, replicas=deployment.desired_replicas)
+    # A new model, engine arguments or image rolls the replicas over to it (apps/compute/rollout.py).
+    deployment_rollout_begin_locked(deployment=deployment, before=before, actor=actor, context=context)
     if deployment.state == State.FAILED:
         deployment_transition_locked(deployment=deployment, to_state=State.PENDING, reason="changed; trying again")
     transaction.on_commit(lambda: enqueue_reconcile(deployment.pk))

@@ -3,6 +3,8 @@ on replicas."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -116,16 +118,75 @@ class ModelDeployment(models.Model):
         STOPPED = "stopped", "Stopped"
         FAILED = "failed", "Failed"
 
+    class RolloutState(models.TextChoices):
+        NONE = "", "None"
+        PROGRESSING = "progressing", "Progressing"
+        PAUSED = "paused", "Paused"
+        COMPLETE = "complete", "Complete"
+        FAILED = "failed", "Failed"
+
     organization = models.ForeignKey(
         "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="deployments"
     )
     pool = models.ForeignKey(ComputePool, on_delete=models.PROTECT, related_name="deployments")
+    placement_pools = models.ManyToManyField(
+        ComputePool,
+        blank=True,
+        related_name="placed_deployments",
+        help_text="Other pools its replicas may run on: each new replica goes to the cheapest pool with room "
+        "(apps/compute/placement.py).",
+    )
     shared_with = models.ManyToManyField("orgs.Organization", blank=True, related_name="shared_deployments")
+    team = models.ForeignKey(
+        "orgs.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="charged_deployments",
+        help_text="The team of the organisation its GPUs are charged to (its GPU quota, its costs); empty: the "
+        "organisation alone.",
+    )
     name = models.CharField(max_length=200)
     model_id = models.CharField(max_length=300, help_text="What the engine loads, e.g. a Hugging Face repo id.")
     served_model_name = models.CharField(max_length=200, help_text="The `model` clients ask for.")
     engine = models.CharField(max_length=32, default="vllm")
     engine_args = models.JSONField(default=dict, blank=True)
+    image = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The engine's container image, pinned by tag or digest (empty: the default).",
+    )
+    spec_hash = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="Digest of what a replica runs (model, engine args, image); see rollout.py.",
+    )
+    max_surge = models.PositiveSmallIntegerField(default=1, help_text="Replicas above the desired count in a rollout.")
+    max_unavailable = models.PositiveSmallIntegerField(
+        default=0, help_text="Replicas below the desired count a rollout may leave serving."
+    )
+    drain_timeout_s = models.FloatField(
+        default=60.0, help_text="How long a replica taken out of routing may finish its running requests."
+    )
+    rollout_state = models.CharField(max_length=16, choices=RolloutState.choices, default=RolloutState.NONE, blank=True)
+    rollout_reason = models.CharField(max_length=500, blank=True)
+    rollout_previous = models.JSONField(
+        default=dict, blank=True, help_text="The spec before the rollout (what rollback restores, old replicas run)."
+    )
+    rollout_failures = models.PositiveSmallIntegerField(
+        default=0, help_text="New-spec replicas failed in this rollout."
+    )
+    rollout_started_at = models.DateTimeField(null=True, blank=True)
+    rollout_deadline_s = models.FloatField(
+        default=600.0,
+        help_text="A rollout that makes no progress for this long fails (Kubernetes' progressDeadlineSeconds).",
+    )
+    rollout_progressed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the rollout last made progress (or started or resumed)."
+    )
+    rollout_mark = models.CharField(
+        max_length=32, blank=True, help_text="Its progress when last seen: new-spec replicas ready / old ones live."
+    )
     min_replicas = models.PositiveSmallIntegerField(default=1)
     max_replicas = models.PositiveSmallIntegerField(default=1)
     desired_replicas = models.PositiveSmallIntegerField(default=1)
@@ -189,11 +250,21 @@ class Replica(models.Model):
         STARTING = "starting", "Starting"
         READY = "ready", "Ready"
         UNHEALTHY = "unhealthy", "Unhealthy"
+        DRAINING = "draining", "Draining"
         STOPPING = "stopping", "Stopping"
         STOPPED = "stopped", "Stopped"
         FAILED = "failed", "Failed"
 
     deployment = models.ForeignKey(ModelDeployment, on_delete=models.CASCADE, related_name="replicas")
+    pool = models.ForeignKey(
+        ComputePool,
+        on_delete=models.PROTECT,
+        related_name="replicas",
+        help_text="The pool it runs on: its deployment's, or one of its placement pools.",
+    )
+    pools_refused = models.JSONField(
+        default=list, blank=True, help_text="Ids of the pools whose provider refused to provision it."
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     endpoint = models.URLField(blank=True, help_text="Base URL of the engine's OpenAI-compatible API.")
     provider_handle = models.JSONField(default=dict, blank=True, help_text="What the adapter needs to find it.")
@@ -205,6 +276,9 @@ class Replica(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker claimed its provisioning.")
     provision_attempts = models.PositiveSmallIntegerField(default=0)
     node_token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    spec_hash = models.CharField(max_length=16, blank=True, help_text="The deployment spec it runs (rollout.py).")
+    spec = models.JSONField(default=dict, blank=True, help_text="That spec: model_id, engine_args, image.")
+    drain_started_at = models.DateTimeField(null=True, blank=True, help_text="When it left routing to drain.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -216,6 +290,11 @@ class Replica(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment} #{self.pk} ({self.state})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pool_id is None:  # placed on its deployment's own pool unless placement chose another
+            self.pool_id = self.deployment.pool_id
+        super().save(*args, **kwargs)
 
 
 class DeploymentEvent(models.Model):
@@ -263,3 +342,18 @@ class DeploymentLoadSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id} @ {self.at:%Y-%m-%d %H:%M} ({self.step}s)"
+
+
+# Defined in their own module (routes over deployments); imported here so that Django registers them with compute.
+from apps.compute.route_models import ModelRoute, ModelRouteTarget  # noqa: E402
+
+__all__ = [
+    "ComputePool",
+    "DeploymentEvent",
+    "DeploymentLoadSample",
+    "ModelDeployment",
+    "ModelRoute",
+    "ModelRouteTarget",
+    "Provider",
+    "Replica",
+]

@@ -30,10 +30,19 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.compute.capacity import CapacityRefusal, deployment_refusal_record
 from apps.compute.enqueue import DEPLOYMENT_RECONCILE, REPLICA_PROVISION, REPLICA_TEARDOWN, task_send
 from apps.compute.models import ModelDeployment, Replica
+from apps.compute.placement import placement_plan_locked, replicas_by_removal_cost
 from apps.compute.replica_states import replica_transition
 from apps.compute.replicas import ACTIVE_STATES, PROVISION_LEASE_S
+from apps.compute.rollout import (
+    deployment_spec_hash,
+    draining_done,
+    replica_spec_for_new,
+    rollout_failures_record_locked,
+    rollout_step_locked,
+)
 from apps.compute.services import State, deployment_scale, deployment_transition_locked
 
 logger = logging.getLogger(__name__)
@@ -92,12 +101,25 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
     plan.teardown += [r.pk for r in stopping if r.updated_at < stale]
     failed = [r for r in replicas if r.state == RState.FAILED]
     active = [r for r in replicas if r.state in ACTIVE_STATES]
+    draining = [r for r in replicas if r.state == RState.DRAINING]
+    if not deployment.spec_hash:  # from before specs were recorded: what it runs now is its spec
+        deployment.spec_hash = deployment_spec_hash(deployment)
+        deployment.save(update_fields=["spec_hash"])
     _failures_forget_if_steady(deployment, now)
     if failed:  # self-healing: tear the dead down; the count below replaces them, once its back-off has passed
         _mark_stopping(failed)
         plan.teardown += [r.pk for r in failed]
         if deployment.state not in (State.STOPPING, State.STOPPED, State.FAILED):
             _failures_record(deployment, failed, now)
+            rollout_failures_record_locked(deployment, failed)
+    # Replicas out of routing that ran their last requests (or ran out of time) stop.
+    drained = (
+        draining if deployment.state in (State.STOPPING, State.STOPPED) else draining_done(deployment, draining, now)
+    )
+    _mark_stopping(drained)
+    plan.teardown += [r.pk for r in drained]
+    if len(drained) < len(draining):  # the next look at those still draining, sooner than the periodic one
+        transaction.on_commit(lambda: _enqueue_reconcile_later(deployment.pk, settings.INFERIA_DRAIN_GRACE_SECONDS))
 
     if deployment.state in (State.STOPPING, State.STOPPED):
         if active:
@@ -114,19 +136,67 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
         return plan
 
     desired = min(deployment.desired_replicas, deployment.max_replicas)
-    if len(active) > desired:
-        extras = sorted(active, key=lambda r: (_REMOVE_ORDER[r.state], -r.pk))[: len(active) - desired]
-        _mark_stopping(extras)
-        plan.teardown += [r.pk for r in extras]
-        active = [r for r in active if r not in extras]
-    missing = desired - len(active)
-    if deployment.replace_after is not None and now < deployment.replace_after:
-        missing = 0  # backing off; `_failures_record` scheduled the reconcile that replaces them
-    for _ in range(missing):
-        replica = Replica.objects.create(deployment=deployment)
+    step = rollout_step_locked(deployment, active, desired)
+    if step.stop or step.drain:
+        _mark_stopping(step.stop)
+        plan.teardown += [r.pk for r in step.stop]
+        for replica in step.drain:
+            replica_transition(replica=replica, to_state=RState.DRAINING, drain_started_at=now)
+        if step.drain:
+            transaction.on_commit(lambda: _enqueue_reconcile_later(deployment.pk, settings.INFERIA_DRAIN_GRACE_SECONDS))
+        active = [r for r in active if r not in step.stop and r not in step.drain]
+    if deployment.rollout_state == ModelDeployment.RolloutState.PROGRESSING:
+        # The rollout sizes the deployment: new-spec replicas up to its surge, none removed but by draining.
+        _replicas_create(deployment, step.create, active, plan)
+    else:
+        # A paused rollout keeps the replicas it surged to; outside rollouts the count is the desired one.
+        paused = deployment.rollout_state == ModelDeployment.RolloutState.PAUSED
+        _replicas_size(deployment, active, desired, plan, allowance=deployment.max_surge if paused else 0)
+    _replicas_requeue(active, now, plan)
+    _deployment_state_follow(deployment, active, replaced=len(failed), desired=desired)
+    _stopped_replicas_prune(deployment)
+    return plan
+
+
+def _replicas_create(deployment: ModelDeployment, count: int, active: list[Replica], plan: ReconcilePlan) -> None:
+    """Create `count` replicas (of the spec new ones run now) on the cheapest of the deployment's pools with free
+    nodes, as many as they have free nodes for."""
+    if count <= 0 or (deployment.replace_after is not None and timezone.now() < deployment.replace_after):
+        return  # backing off; `_failures_record` scheduled the reconcile that replaces them
+    pools, shortfall = placement_plan_locked(deployment, count)
+    if shortfall:
+        deployment_refusal_record(deployment=deployment, reason=shortfall)
+    spec, spec_digest = replica_spec_for_new(deployment)
+    for pool in pools:
+        replica = Replica.objects.create(deployment=deployment, pool=pool, spec=spec, spec_hash=spec_digest)
         active.append(replica)
         plan.provision.append(replica.pk)
-    # Pending replicas whose task message was lost, and claims a dead worker left behind.
+
+
+def _replicas_size(
+    deployment: ModelDeployment, active: list[Replica], desired: int, plan: ReconcilePlan, *, allowance: int = 0
+) -> None:
+    """Remove extras beyond `desired` + `allowance` (those on the most expensive pools first, then the least far
+    along, then the newest), create the missing. A serving extra drains first (out of routing, its running streams
+    finish, as in a rollout); the others stop at once."""
+    if len(active) > desired + allowance:
+        extras = replicas_by_removal_cost(active, _REMOVE_ORDER)[: len(active) - desired - allowance]
+        serving = [r for r in extras if r.state == RState.READY]
+        idle = [r for r in extras if r.state != RState.READY]
+        _mark_stopping(idle)
+        plan.teardown += [r.pk for r in idle]
+        now = timezone.now()
+        for replica in serving:
+            replica_transition(replica=replica, to_state=RState.DRAINING, drain_started_at=now)
+        if serving:
+            transaction.on_commit(lambda: _enqueue_reconcile_later(deployment.pk, settings.INFERIA_DRAIN_GRACE_SECONDS))
+        for replica in extras:
+            active.remove(replica)
+    _replicas_create(deployment, desired - len(active), active, plan)
+
+
+def _replicas_requeue(active: list[Replica], now: datetime, plan: ReconcilePlan) -> None:
+    """Pending replicas whose task message was lost, and claims a dead worker left behind."""
     lease = now - timedelta(seconds=PROVISION_LEASE_S)
     plan.provision += [
         r.pk
@@ -137,9 +207,6 @@ def _reconcile_locked(deployment: ModelDeployment) -> ReconcilePlan:
             or (r.state == RState.PROVISIONING and r.claimed_at is not None and r.claimed_at < lease)
         )
     ]
-    _deployment_state_follow(deployment, active, replaced=len(failed), desired=desired)
-    _stopped_replicas_prune(deployment)
-    return plan
 
 
 def replica_backoff_seconds(failures: int) -> float:
@@ -233,7 +300,9 @@ def _deployment_state_follow(
 
 def deployments_reconcile_all() -> int:
     """Reconcile every deployment that is not at rest (the beat's safety net); how many were looked at."""
-    busy = Replica.objects.filter(state__in=[*ACTIVE_STATES, RState.FAILED, RState.STOPPING]).values("deployment_id")
+    busy = Replica.objects.filter(state__in=[*ACTIVE_STATES, RState.FAILED, RState.DRAINING, RState.STOPPING]).values(
+        "deployment_id"
+    )
     ids = list(
         ModelDeployment.objects.filter(~Q(state__in=(State.STOPPED, State.FAILED)) | Q(pk__in=busy))
         .order_by("pk")
@@ -293,7 +362,12 @@ def deployment_autoscale_run(*, deployment_id: int) -> AutoscaleDecision | None:
         reason = f"autoscale down: nothing waiting, {running:.0f} running, KV cache {kv:.0%}"
     else:
         return None
-    deployment_scale(deployment=deployment, replicas=target, actor=None, reason=reason)
+    try:
+        deployment_scale(deployment=deployment, replicas=target, actor=None, reason=reason)
+    except CapacityRefusal as refusal:
+        with transaction.atomic():
+            deployment_refusal_record(deployment=deployment, reason=f"autoscale up refused: {refusal}")
+        return None
     return AutoscaleDecision(deployment_id=deployment.pk, current=current, target=target, reason=reason)
 
 

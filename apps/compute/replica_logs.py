@@ -123,7 +123,7 @@ def replica_secrets(replica: Replica) -> list[str]:
     """What must never appear in `replica`'s published output: its provider's credential values and its node
     token."""
     try:
-        values = list(_secret_values(provider_credentials(replica.deployment.pool.provider).reveal()))
+        values = list(_secret_values(provider_credentials(replica.pool.provider).reveal()))
     except CredentialsError:
         values = []
     return [*values, node_token(replica)]
@@ -166,7 +166,7 @@ def replica_logs_capture(replica: Replica, *, final: bool = False) -> LogCapture
         logger.warning("could not capture the output of replica %s: Redis is unavailable", replica.pk)
         return LogCapture([])
     try:
-        text = adapter_for(replica.deployment.pool.provider).logs(replica, tail=LOG_WINDOW_LINES)
+        text = adapter_for(replica.pool.provider).logs(replica, tail=LOG_WINDOW_LINES)
         return _kept(client, replica, text, final=final)
     except redis.RedisError:
         logger.warning("could not keep the output of replica %s: Redis is unavailable", replica.pk)

@@ -19,8 +19,10 @@ from apps.compute.adapters import AdapterError, ProviderConfigError, Unsupported
 from apps.compute.engine import EngineArgsError
 from apps.compute.models import Replica
 from apps.compute.node_tokens import node_token, node_token_hash
+from apps.compute.placement import replica_pool_move_after_refusal
 from apps.compute.replica_logs import replica_logs_publish
 from apps.compute.replica_states import replica_transition
+from apps.compute.rollout import spec_apply
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +56,12 @@ def replica_claim_provision(*, replica_id: int) -> bool:
 
 @dataclass(frozen=True)
 class ProvisionOutcome:
-    """What a provisioning run ended in: `retry` when a later attempt may succeed."""
+    """What a provisioning run ended in: `retry` when a later attempt may succeed, `moved` when the replica went
+    to another pool (a new provisioning run starts it there)."""
 
     ok: bool
     retry: bool = False
+    moved: bool = False
     error: str = ""
 
 
@@ -65,22 +69,20 @@ def replica_provision_run(*, replica_id: int) -> ProvisionOutcome:
     """Provision a replica this worker has claimed: the adapter starts it (or finds it started), then the replica
     records its endpoint and handle and becomes STARTING; the health checker makes it READY.
 
-    A transient failure releases the claim (back to PENDING) for a retry; a permanent one fails the replica and
-    its deployment with the reason."""
-    from apps.compute.services import State, deployment_transition
-
-    replica = Replica.objects.select_related("deployment__pool__provider").get(pk=replica_id)
+    A refusal moves the replica to another of its deployment's pools with room where there is one
+    (apps/compute/placement.py). Otherwise a transient failure releases the claim (back to PENDING) for a retry, and
+    a permanent one fails the replica and its deployment with the reason."""
+    replica = Replica.objects.select_related("deployment", "pool__provider").get(pk=replica_id)
+    if replica.spec:
+        # The adapters read the deployment: it is made to say what this replica was created to run, which differs
+        # while a rollout is under way, paused or failed (apps/compute/rollout.py).
+        spec_apply(replica.deployment, replica.spec)
     try:
-        result = adapter_for(replica.deployment.pool.provider).provision(replica)
-    except PERMANENT_ERRORS as error:
-        _provision_failed(replica, str(error), state=RState.FAILED)
-        deployment = replica.deployment
-        if deployment.state in (State.PENDING, State.PROVISIONING, State.DEGRADED):
-            deployment_transition(deployment_id=deployment.pk, to_state=State.FAILED, reason=f"provisioning: {error}")
-        return ProvisionOutcome(ok=False, retry=False, error=str(error))
-    except AdapterError as error:
-        _provision_failed(replica, str(error), state=RState.PENDING)
-        return ProvisionOutcome(ok=False, retry=True, error=str(error))
+        result = adapter_for(replica.pool.provider).provision(replica)
+    except (AdapterError, EngineArgsError) as error:
+        if isinstance(error, AdapterError) and replica_pool_move_after_refusal(replica_id=replica.pk, error=str(error)):
+            return ProvisionOutcome(ok=False, moved=True, error=str(error))
+        return _provision_refused(replica, error)
     recorded = replica_transition(
         replica=replica,
         from_state=RState.PROVISIONING,
@@ -96,11 +98,26 @@ def replica_provision_run(*, replica_id: int) -> ProvisionOutcome:
         # Stopped (or taken over) while the adapter ran: what it started must not stay behind.
         logger.info("replica %s changed while provisioning; tearing down what was started", replica_id)
         replica.provider_handle = result.handle
-        adapter_for(replica.deployment.pool.provider).teardown(replica)
+        adapter_for(replica.pool.provider).teardown(replica)
         return ProvisionOutcome(ok=False, retry=False, error="cancelled")
     replica.provider_handle = result.handle
     replica_logs_publish(replica)  # the engine's first output, on the console's live page
     return ProvisionOutcome(ok=True)
+
+
+def _provision_refused(replica: Replica, error: Exception) -> ProvisionOutcome:
+    """A refusal no other pool takes over: a permanent one fails the replica and its deployment, another releases
+    the claim for a retry."""
+    from apps.compute.services import State, deployment_transition
+
+    if not isinstance(error, PERMANENT_ERRORS):
+        _provision_failed(replica, str(error), state=RState.PENDING)
+        return ProvisionOutcome(ok=False, retry=True, error=str(error))
+    _provision_failed(replica, str(error), state=RState.FAILED)
+    deployment = replica.deployment
+    if deployment.state in (State.PENDING, State.PROVISIONING, State.DEGRADED):
+        deployment_transition(deployment_id=deployment.pk, to_state=State.FAILED, reason=f"provisioning: {error}")
+    return ProvisionOutcome(ok=False, retry=False, error=str(error))
 
 
 def _provision_failed(replica: Replica, error: str, *, state: str) -> None:
@@ -136,7 +153,7 @@ def replicas_mark_stopping(*, replica_ids: list[int], reason: str) -> list[int]:
 def replica_teardown_run(*, replica_id: int) -> bool:
     """Tear down a STOPPING replica through its adapter, then mark it STOPPED; whether it did."""
     replica = (
-        Replica.objects.select_related("deployment__pool__provider")
+        Replica.objects.select_related("deployment", "pool__provider")
         .filter(pk=replica_id, state=RState.STOPPING)
         .first()
     )
@@ -147,6 +164,6 @@ def replica_teardown_run(*, replica_id: int) -> bool:
     Replica.objects.filter(pk=replica_id, state=RState.STOPPING).update(updated_at=timezone.now())
     # Nothing of ours can be running on a provider we have no adapter for.
     with contextlib.suppress(UnsupportedProviderError):
-        adapter_for(replica.deployment.pool.provider).teardown(replica)
+        adapter_for(replica.pool.provider).teardown(replica)
     replica_transition(replica=replica, to_state=RState.STOPPED)
     return True

@@ -7,9 +7,11 @@ stays in this module.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio as aioredis
 from django.db.models import QuerySet
 
 from apps.compute.models import Replica
@@ -18,6 +20,21 @@ from inferia_runtime.redis_clients import sync_redis
 # A hash per replica written by the health checker (see `replica_load_store`): running, waiting, kv_cache, checked_at.
 REPLICA_LOAD_KEY = "inferia:replica:{replica_id}:load"
 REPLICA_LOAD_TTL_S = 300  # a replica nobody checks any more should not steer routing forever
+# Every replica's load in one round trip, as one line of text per key ("running waiting kv_cache checked_at", empty when
+# unknown): a pipeline of one HMGET per replica costs the reader about 18 ms of CPU for a thousand replicas, mostly in
+# parsing replies, where this costs 1 ms.
+_LOADS_SCRIPT = """
+local lines = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'running', 'waiting', 'kv_cache', 'checked_at')
+  if v[1] then
+    lines[i] = v[1] .. ' ' .. (v[2] or '0') .. ' ' .. (v[3] or '0') .. ' ' .. (v[4] or '0')
+  else
+    lines[i] = ''
+  end
+end
+return table.concat(lines, '\\n')
+"""
 
 
 def endpoint_base(endpoint: str) -> str:
@@ -43,6 +60,45 @@ def replica_load_store(
         },
     )
     client.expire(key, REPLICA_LOAD_TTL_S)
+
+
+async def replica_loads_read(
+    *, client: aioredis.Redis, replica_ids: Sequence[int]
+) -> list[tuple[float, float, float, float] | None]:
+    """The load of each replica as `replica_load_store` recorded it, in order: (running, waiting, kv_cache,
+    checked_at), or None when none is recorded (never checked, or expired). One Redis round trip."""
+    if not replica_ids:
+        return []
+    keys = [REPLICA_LOAD_KEY.format(replica_id=replica_id) for replica_id in replica_ids]
+    answer = await client.eval(_LOADS_SCRIPT, len(keys), *keys)
+    text = answer.decode() if isinstance(answer, bytes) else str(answer)
+    loads: list[tuple[float, float, float, float] | None] = []
+    for line in text.split("\n"):
+        values = line.split()
+        loads.append((float(values[0]), float(values[1]), float(values[2]), float(values[3])) if values else None)
+    return loads
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """One replica's load as a check scraped it (see `replica_load_store`)."""
+
+    replica_id: int
+    running: float
+    waiting: float
+    kv_cache: float
+    checked_at: float
+
+
+def replica_loads_store(*, loads: list[ReplicaLoad]) -> None:
+    """`replica_load_store` for many replicas in one Redis round trip (a health check cycle's load)."""
+    pipe = sync_redis().pipeline(transaction=False)
+    for load in loads:
+        key = REPLICA_LOAD_KEY.format(replica_id=load.replica_id)
+        mapping = {"running": load.running, "waiting": load.waiting, "kv_cache": load.kv_cache}
+        pipe.hset(key, mapping={**mapping, "checked_at": load.checked_at})
+        pipe.expire(key, REPLICA_LOAD_TTL_S)
+    pipe.execute()
 
 
 @dataclass(frozen=True)
@@ -77,3 +133,19 @@ def replicas_live_load(*, replicas: QuerySet[Replica]) -> LiveLoad:
         waiting += wait
         kv_max = max(kv_max, kv)
     return LiveLoad(replicas=len(ids), running=running, waiting=waiting, kv_cache_max=kv_max)
+
+
+def replica_loads_by_id(*, replica_ids: Sequence[int]) -> dict[int, ReplicaLoad]:
+    """The recorded load of each of `replica_ids` that has one (one Redis round trip; raises redis.RedisError)."""
+    if not replica_ids:
+        return {}
+    keys = [REPLICA_LOAD_KEY.format(replica_id=replica_id) for replica_id in replica_ids]
+    answer = sync_redis().eval(_LOADS_SCRIPT, len(keys), *keys)
+    text = answer.decode() if isinstance(answer, bytes) else str(answer)
+    loads: dict[int, ReplicaLoad] = {}
+    for replica_id, line in zip(replica_ids, text.split("\n"), strict=False):
+        values = line.split()
+        if values:
+            running, waiting, kv_cache, checked_at = (float(value) for value in values)
+            loads[replica_id] = ReplicaLoad(replica_id, running, waiting, kv_cache, checked_at)
+    return loads

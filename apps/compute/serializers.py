@@ -5,9 +5,10 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider, Replica
+from apps.compute.placement import PLACEMENT_POOLS_MAX
 from apps.compute.replica_logs import LOG_BUFFER_LINES
-from apps.orgs.models import Organization
-from apps.rbac.drf import TenantRelatedField
+from apps.orgs.models import Organization, Team
+from apps.rbac.drf import TenantRelatedField, request_principal
 
 
 class ProviderOut(serializers.ModelSerializer):
@@ -76,14 +77,27 @@ DEPLOYMENT_OUT_FIELDS = [
     "id",
     "organization",
     "pool",
+    "placement_pools",
     "name",
     "model_id",
     "served_model_name",
     "engine",
     "engine_args",
+    "image",
+    "spec_hash",
+    "max_surge",
+    "max_unavailable",
+    "drain_timeout_s",
+    "rollout_deadline_s",
+    "rollout_progressed_at",
+    "rollout_state",
+    "rollout_reason",
+    "rollout_failures",
+    "rollout_started_at",
     "min_replicas",
     "max_replicas",
     "desired_replicas",
+    "team",
     "state",
     "state_reason",
     "state_changed_at",
@@ -112,9 +126,26 @@ class DeploymentUpdateIn(serializers.Serializer):
     model_id = serializers.CharField(max_length=300, required=False)
     served_model_name = serializers.CharField(max_length=200, required=False)
     engine_args = serializers.JSONField(required=False)
+    # Checked in full by the service (a pinned image reference); bounded here, NUL refused by the field.
+    image = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    max_surge = serializers.IntegerField(min_value=0, max_value=64, required=False)
+    max_unavailable = serializers.IntegerField(min_value=0, max_value=64, required=False)
+    drain_timeout_s = serializers.FloatField(min_value=0.1, max_value=3600, required=False)
+    rollout_deadline_s = serializers.FloatField(
+        min_value=1,
+        max_value=86400,
+        required=False,
+        help_text="A rollout that makes no progress (a new replica ready, an old one gone) for this long fails.",
+    )
     min_replicas = serializers.IntegerField(min_value=0, max_value=1000, required=False)
     max_replicas = serializers.IntegerField(min_value=0, max_value=1000, required=False)
     desired_replicas = serializers.IntegerField(min_value=0, max_value=1000, required=False)
+    team = TenantRelatedField(
+        Team,
+        required=False,
+        allow_null=True,
+        help_text="The team of the deployment's organisation its GPUs are charged to (GPU quota, costs).",
+    )
     price_input_per_mtok_micros = serializers.IntegerField(min_value=0, required=False)
     price_output_per_mtok_micros = serializers.IntegerField(min_value=0, required=False)
     connect_timeout_s = serializers.FloatField(min_value=0, required=False, allow_null=True)
@@ -166,6 +197,25 @@ class LoraAdapterRemoveIn(serializers.Serializer):
     name = serializers.CharField(max_length=200)
 
 
+class DeploymentPlacementIn(serializers.Serializer):
+    placement_pools = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        max_length=PLACEMENT_POOLS_MAX,
+        help_text="Ids of other pools of the deployment's owner its replicas may run on: each new replica goes to "
+        "the cheapest pool with room that fits it, the next when a provider refuses; an empty list places on its "
+        "own pool alone.",
+    )
+
+    def validate_placement_pools(self, ids: list[int]) -> list[ComputePool]:
+        """The pools, as the caller sees them: one outside the caller's view reads as missing, like a wrong id."""
+        pools = ComputePool.objects.restrict(request_principal(self.context["request"])).filter(pk__in=ids)
+        visible = {pool.pk: pool for pool in pools}
+        missing = sorted(set(ids) - visible.keys())
+        if missing:
+            raise serializers.ValidationError(f'Invalid pk "{missing[0]}" - object does not exist.')
+        return [visible[pk] for pk in dict.fromkeys(ids)]
+
+
 class DeploymentShareIn(serializers.Serializer):
     organizations = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.all(), many=True)
 
@@ -176,11 +226,14 @@ class ReplicaOut(serializers.ModelSerializer):
         fields = [
             "id",
             "deployment",
+            "pool",
             "state",
             "endpoint",
             "last_heartbeat_at",
             "last_metrics",
             "last_error",
+            "spec_hash",
+            "drain_started_at",
             "created_at",
             "updated_at",
         ]
@@ -208,6 +261,17 @@ class DeploymentScaleIn(serializers.Serializer):
 
 class DeploymentStopIn(serializers.Serializer):
     reason = serializers.CharField(max_length=300, required=False, default="")
+
+
+class RolloutProgressOut(serializers.Serializer):
+    state = serializers.CharField()
+    reason = serializers.CharField()
+    spec_hash = serializers.CharField()
+    previous_spec_hash = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    failures = serializers.IntegerField()
+    new_replicas = serializers.DictField(child=serializers.IntegerField(), help_text="Live replicas on the new spec.")
+    old_replicas = serializers.DictField(child=serializers.IntegerField(), help_text="Live replicas on older specs.")
 
 
 class DeploymentEventOut(serializers.ModelSerializer):

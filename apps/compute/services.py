@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
+from apps.compute.capacity import ASKING_STATES, deployment_capacity_check
 from apps.compute.enqueue import DEPLOYMENT_RECONCILE, task_send
 from apps.compute.events import DeploymentStateChanged
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Provider
@@ -91,12 +92,15 @@ def deployment_scale(
 ) -> ModelDeployment:
     """Set how many replicas `deployment` should run (between its min and max); the worker reconciles.
 
-    `actor=None` is the autoscaler. A stopped or failed deployment is started again."""
+    `actor=None` is the autoscaler. A stopped or failed deployment is started again. More replicas than its pool
+    has nodes for, or GPUs past its organisation's or team's quota, are refused (CapacityRefusal)."""
     locked = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
     if not locked.min_replicas <= replicas <= locked.max_replicas:
         raise DomainRefusal(f"replicas must be from {locked.min_replicas} to {locked.max_replicas}")
     if locked.state == State.STOPPING:
         raise DomainRefusal("the deployment is stopping; start it again once it has stopped")
+    if replicas > locked.desired_replicas or locked.state not in ASKING_STATES:
+        deployment_capacity_check(deployment=locked, replicas=replicas)
     before = locked.desired_replicas
     locked.desired_replicas = replicas
     locked.last_scaled_at = timezone.now()
@@ -136,6 +140,7 @@ def deployment_start(
     locked = ModelDeployment.objects.select_for_update().get(pk=deployment.pk)
     if locked.state not in (State.STOPPED, State.FAILED):
         raise DomainRefusal(f"a {locked.state} deployment is already started")
+    deployment_capacity_check(deployment=locked, replicas=locked.desired_replicas)
     deployment_transition_locked(deployment=locked, to_state=State.PENDING, reason=reason or "start requested")
     audit_record(action="deployment.start", actor=actor, target=locked, changes={"reason": reason}, context=context)
     transaction.on_commit(lambda: enqueue_reconcile(locked.pk))

@@ -12,6 +12,7 @@ import uuid
 
 from celery import shared_task
 
+from apps.compute.enqueue import REPLICA_PROVISION, task_send
 from apps.compute.health import replicas_health_check
 from apps.compute.load_history import deployment_load_prune
 from apps.compute.lora import deployment_lora_sync_run
@@ -44,6 +45,9 @@ def replica_provision(self, replica_id: int) -> None:
     if not replica_claim_provision(replica_id=replica_id):
         return  # another worker has it, it is already provisioned, or it was stopped
     outcome = replica_provision_run(replica_id=replica_id)
+    if outcome.moved:  # to another pool: a fresh task, with its own retries, starts it there
+        task_send(REPLICA_PROVISION, replica_id)
+        return
     if outcome.ok or not outcome.retry:
         return
     if self.request.retries >= PROVISION_RETRIES:

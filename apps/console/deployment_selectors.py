@@ -17,10 +17,13 @@ from django.utils import timezone
 from apps.compute.adapters import supported_kinds
 from apps.compute.models import ComputePool, DeploymentEvent, ModelDeployment, Replica
 from apps.compute.replica_logs import replica_logs_recent
+from apps.compute.rollout import rollout_progress
 from apps.usage.models import UsageRecord
 
 RState = Replica.State
-LIVE_REPLICA_STATES = (RState.PENDING, RState.PROVISIONING, RState.STARTING, RState.READY, RState.UNHEALTHY)
+LIVE_REPLICA_STATES = (
+    RState.PENDING, RState.PROVISIONING, RState.STARTING, RState.READY, RState.UNHEALTHY, RState.DRAINING,
+)  # fmt: skip
 # Deployments at rest: nothing will change until someone acts, so the page stops expecting live progress.
 AT_REST = (ModelDeployment.State.READY, ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED)
 # Output lines the page's log panel keeps per replica (deployment_live.js keeps as many in the DOM in all).
@@ -57,6 +60,7 @@ def replica_rows(*, deployment: ModelDeployment) -> list[dict[str, Any]]:
     replicas = (
         Replica.objects.filter(deployment=deployment)
         .filter(Q(state__in=LIVE_REPLICA_STATES) | Q(updated_at__gte=recent))
+        .select_related("pool")
         .order_by("-id")[:50]
     )
     rows = []
@@ -67,6 +71,7 @@ def replica_rows(*, deployment: ModelDeployment) -> list[dict[str, Any]]:
                 "id": replica.pk,
                 "state": replica.state,
                 "state_label": replica.get_state_display(),
+                "pool": replica.pool.name,
                 "endpoint": replica.endpoint,
                 "running": metrics.get("running"),
                 "waiting": metrics.get("waiting"),
@@ -74,6 +79,7 @@ def replica_rows(*, deployment: ModelDeployment) -> list[dict[str, Any]]:
                 "last_heartbeat_at": replica.last_heartbeat_at.isoformat() if replica.last_heartbeat_at else None,
                 "last_error": replica.last_error[:500],
                 "failed_checks": replica.failed_checks,
+                "spec_hash": replica.spec_hash,
             }
         )
     return rows
@@ -114,7 +120,9 @@ def deployment_recent_errors(*, records: QuerySet[UsageRecord], deployment: Mode
 
 
 def deployment_snapshot(*, deployment: ModelDeployment) -> dict[str, Any]:
-    """What the live page shows of a deployment: its state, replicas and history (two queries)."""
+    """What the live page shows of a deployment: its state, replicas, rollout and history (two queries)."""
+    replicas = replica_rows(deployment=deployment)
+    rollout = rollout_progress(deployment, replicas=[(row["state"], row["spec_hash"]) for row in replicas])
     return {
         "id": deployment.pk,
         "state": deployment.state,
@@ -123,7 +131,8 @@ def deployment_snapshot(*, deployment: ModelDeployment) -> dict[str, Any]:
         "state_changed_at": deployment.state_changed_at.isoformat(),
         "desired_replicas": deployment.desired_replicas,
         "at_rest": deployment.state in AT_REST,
-        "replicas": replica_rows(deployment=deployment),
+        "replicas": replicas,
+        "rollout": {**rollout, "state_label": deployment.get_rollout_state_display()},
         "events": deployment_events(deployment=deployment, limit=10),
     }
 

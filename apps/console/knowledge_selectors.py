@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
+from apps.knowledge.selectors import stores_with_file_counts
 
 FileStatus = VectorStoreFile.Status
 STORE_FILES_SHOWN = 500
@@ -17,10 +18,7 @@ CHUNKS_SHOWN = 1000
 
 def vector_store_list(*, stores: QuerySet[VectorStore]) -> QuerySet[VectorStore]:
     """Stores with their files counted by ingestion status (one grouped query, however many stores)."""
-    counts = {
-        f"files_{status}": Count("store_files", filter=Q(store_files__status=status)) for status in FileStatus.values
-    }
-    return stores.annotate(files_total=Count("store_files"), **counts)
+    return stores_with_file_counts(stores).annotate(files_total=Count("store_files", distinct=True))
 
 
 def _progress(row: VectorStoreFile) -> int | None:

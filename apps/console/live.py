@@ -19,6 +19,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from apps.compute.events import (
+    DeploymentRolloutChanged,
     DeploymentStateChanged,
     ReplicaEndpointChanged,
     ReplicaOutputCaptured,
@@ -77,6 +78,10 @@ def progress_on_deployment_state(event: DeploymentStateChanged) -> None:
     deployment_progress_publish(event.deployment_id, {"state": event.to_state, "reason": event.reason})
 
 
+def progress_on_rollout(event: DeploymentRolloutChanged) -> None:
+    deployment_progress_publish(event.deployment_id, {"rollout": event.state, "reason": event.reason})
+
+
 def progress_on_replica_state(event: ReplicaStateChanged) -> None:
     deployment_progress_publish(event.deployment_id, {"replica": event.replica_id, "state": event.to_state})
 
@@ -120,6 +125,7 @@ def knowledge_events_subscribe() -> None:
 def compute_events_subscribe() -> None:
     """Pass compute's changes on to the pages watching them (called from ConsoleConfig.ready)."""
     event_subscribe(DeploymentStateChanged, progress_on_deployment_state)
+    event_subscribe(DeploymentRolloutChanged, progress_on_rollout)
     event_subscribe(ReplicaStateChanged, progress_on_replica_state)
     event_subscribe(ReplicaEndpointChanged, progress_on_replica_endpoint)
     event_subscribe(ReplicaOutputCaptured, logs_on_replica_output)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from django.urls import path
 
 from apps.console.pages import audit as audit_pages
+from apps.console.pages import compute as compute_pages
 from apps.console.pages import dashboard as dashboard_pages
+from apps.console.pages import deployment_rollouts, org_switch, sign_in, sso
 from apps.console.pages import deployments as deployment_pages
 from apps.console.pages import guardrail_profiles as profile_pages
 from apps.console.pages import keys as keys_pages
 from apps.console.pages import knowledge as knowledge_pages
-from apps.console.pages import org_switch, sign_in, sso
+from apps.console.pages import model_routes as route_pages
+from apps.console.pages import notifications as notification_pages
 from apps.console.pages import playground as playground_pages
 from apps.console.pages import policies as policies_pages
 from apps.console.pages import security as security_pages
@@ -49,10 +52,40 @@ urlpatterns = [
     path("deployments/new/", deployment_pages.deployment_create_view, name="deployment-create"),
     path("deployments/external/", deployment_pages.external_deployment_create_view, name="deployment-external-create"),
     path("deployments/<int:pk>/", deployment_pages.deployment_detail_view, name="deployment-detail"),
+    path("deployments/routes/", route_pages.model_routes_view, name="deployment-routes"),
+    path("deployments/routes/new/", route_pages.model_route_create_view, name="deployment-route-create"),
+    path("deployments/routes/<int:pk>/", route_pages.model_route_update_view, name="deployment-route-update"),
+    path("deployments/routes/<int:pk>/delete/", route_pages.model_route_delete_view, name="deployment-route-delete"),
     path("deployments/<int:pk>/scale/", deployment_pages.deployment_scale_view, name="deployment-scale"),
     path("deployments/<int:pk>/settings/", deployment_pages.deployment_settings_view, name="deployment-settings"),
+    path("deployments/<int:pk>/placement/", deployment_pages.deployment_placement_view, name="deployment-placement"),
     path("deployments/<int:pk>/stop/", deployment_pages.deployment_stop_view, name="deployment-stop"),
     path("deployments/<int:pk>/start/", deployment_pages.deployment_start_view, name="deployment-start"),
+    path("notifications/", notification_pages.channels_view, name="notification-channels"),
+    path("notifications/new/", notification_pages.channel_create_view, name="notification-channel-create"),
+    path("notifications/<int:pk>/", notification_pages.channel_edit_view, name="notification-channel-edit"),
+    path("notifications/<int:pk>/test/", notification_pages.channel_test_view, name="notification-channel-test"),
+    path("notifications/<int:pk>/delete/", notification_pages.channel_delete_view, name="notification-channel-delete"),
+    path("notifications/deliveries/", notification_pages.deliveries_view, name="notification-deliveries"),
+    path("compute/providers/", compute_pages.providers_view, name="compute-providers"),
+    path("compute/providers/new/", compute_pages.provider_create_view, name="compute-provider-create"),
+    path("compute/providers/<int:pk>/", compute_pages.provider_edit_view, name="compute-provider-edit"),
+    path("compute/providers/<int:pk>/test/", compute_pages.provider_test_view, name="compute-provider-test"),
+    path("compute/providers/<int:pk>/delete/", compute_pages.provider_delete_view, name="compute-provider-delete"),
+    path("compute/pools/", compute_pages.pools_view, name="compute-pools"),
+    path("compute/pools/new/", compute_pages.pool_create_view, name="compute-pool-create"),
+    path("compute/pools/<int:pk>/", compute_pages.pool_edit_view, name="compute-pool-edit"),
+    path("compute/pools/<int:pk>/delete/", compute_pages.pool_delete_view, name="compute-pool-delete"),
+    path(
+        "deployments/<int:pk>/rollout/",
+        deployment_rollouts.deployment_rollout_start_view,
+        name="deployment-rollout-start",
+    ),
+    path(
+        "deployments/<int:pk>/rollout/<str:action>/",
+        deployment_rollouts.deployment_rollout_view,
+        name="deployment-rollout",
+    ),
     path("playground/", playground_pages.playground_view, name="playground"),
     path("playground/chat/", playground_pages.playground_chat_view, name="playground-chat"),
     path("playground/requests/<str:request_id>/", playground_pages.playground_request_view, name="playground-request"),
@@ -67,6 +100,7 @@ urlpatterns = [
     path("knowledge/new/", knowledge_pages.knowledge_store_create_view, name="knowledge-store-create"),
     path("knowledge/<int:pk>/", knowledge_pages.knowledge_store_view, name="knowledge-store"),
     path("knowledge/<int:pk>/delete/", knowledge_pages.knowledge_store_delete_view, name="knowledge-store-delete"),
+    path("knowledge/<int:pk>/model/", knowledge_pages.knowledge_store_model_view, name="knowledge-store-model"),
     path("knowledge/<int:pk>/files/", knowledge_pages.knowledge_upload_view, name="knowledge-upload"),
     path(
         "knowledge/<int:pk>/files/<int:file_pk>/remove/",

@@ -7,25 +7,36 @@ from typing import Any
 from apps.gateway.consumers import (
     ChatCompletionsConsumer,
     CompletionsConsumer,
+    CountTokensConsumer,
     EmbeddingsConsumer,
+    MessagesConsumer,
     ModelsConsumer,
     NotFoundConsumer,
+    VectorStoreSearchConsumer,
 )
+from apps.gateway.vector_search import search_store_id
 
 _EXACT = {
     "/v1/chat/completions": ChatCompletionsConsumer.as_asgi(),
     "/v1/completions": CompletionsConsumer.as_asgi(),
     "/v1/embeddings": EmbeddingsConsumer.as_asgi(),
+    "/v1/messages": MessagesConsumer.as_asgi(),
+    "/v1/messages/count_tokens": CountTokensConsumer.as_asgi(),
     "/v1/models": ModelsConsumer.as_asgi(),
 }
 _MODELS = _EXACT["/v1/models"]
 _NOT_FOUND = NotFoundConsumer.as_asgi()
+_SEARCH = VectorStoreSearchConsumer.as_asgi()
 
 
 async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Dispatch by path: a dict lookup, then the one prefix (`/v1/models/{id}`, where ids may contain slashes)."""
+    """Dispatch by path: a dict lookup, then the two patterns (`/v1/models/{id}`, where ids may contain slashes, and
+    `/v1/vector_stores/{id}/search`)."""
     path = scope["path"]
     app = _EXACT.get(path.rstrip("/") if path.endswith("/") else path)
     if app is None:
-        app = _MODELS if path.startswith("/v1/models/") else _NOT_FOUND
+        if path.startswith("/v1/models/"):
+            app = _MODELS
+        else:
+            app = _SEARCH if search_store_id(path) is not None else _NOT_FOUND
     await app(scope, receive, send)

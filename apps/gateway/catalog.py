@@ -1,4 +1,5 @@
-"""The gateway's in-process view of what can be served: deployments by served model name, and their READY replicas.
+"""The gateway's in-process view of what can be served: deployments by served model name, and their READY replicas;
+model routes (traffic splits with fallbacks) by name, over those deployments.
 
 Loaded from PostgreSQL off the hot path, then kept in memory: reloaded when a deployment or replica changes (a
 Redis message, see `catalog_changed`, sent by the subscribers in apps/gateway/signals.py), when a client asks for a
@@ -10,10 +11,13 @@ name it does not know (at most once a second), and after `INFERIA_GATEWAY_CATALO
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
+import itertools
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,7 +27,7 @@ from django.conf import settings
 
 from apps.compute.routing import endpoint_base
 from apps.gateway import metrics
-from apps.gateway.selectors import DeploymentRow, deployment_rows_list
+from apps.gateway.selectors import DeploymentRow, ModelRouteRow, deployment_rows_list, model_route_rows_list
 from apps.policies.costs import cost_micros_for
 from inferia_runtime.redis_clients import sync_redis
 
@@ -85,6 +89,15 @@ class DeploymentRoute:
     model_renames: tuple[tuple[bytes, bytes], ...] = ()
     upstream_headers: dict[str, str] = field(default_factory=lambda: UPSTREAM_HEADERS, repr=False)
     tokenize: bool | None = True
+    provider: str = ""  # the name of its deployment's provider (a metric label)
+    # The replicas by id, for the router's lookups of a remembered replica (filled from `replicas`).
+    replicas_by_id: dict[int, ReplicaTarget] = field(init=False, repr=False, compare=False)
+    # What prompts' prefix hashes start from: an adapter's KV cache is its own, so it is keyed by the served name too.
+    prefix_seed: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.replicas_by_id = {replica.id: replica for replica in self.replicas}
+        self.prefix_seed = hash((self.id, self.served_model_name))
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Price of a request in micro-units, rounded as the budget counters round it (so reconciliation from
@@ -135,6 +148,7 @@ def _route_from_row(row: DeploymentRow) -> DeploymentRoute:
         model_renames=_model_renames(upstream_model, row.served_model_name) if upstream_model else (),
         upstream_headers={**UPSTREAM_HEADERS, **row.upstream_headers} if row.upstream_headers else UPSTREAM_HEADERS,
         tokenize=None if row.external else True,
+        provider=row.provider,
     )
 
 
@@ -146,6 +160,67 @@ def _adapter_route(route: DeploymentRoute, name: str) -> DeploymentRoute:
     )
 
 
+def _route_target(route: DeploymentRoute, name: str) -> DeploymentRoute:
+    """`route`'s deployment as a model route's target: the engine receives the model it serves, and answers name the
+    route, the model the client asked for (the deployment that served is in the `x-inferia-deployment` header)."""
+    upstream = route.upstream_model or route.served_model_name
+    return dataclasses.replace(route, upstream_model=upstream, model_renames=_model_renames(upstream, name))
+
+
+@dataclass(slots=True)
+class SplitRoute:
+    """A model route: its split targets with their cumulative weights (for one bisect per request), and its
+    fallbacks in order. Targets whose deployment does not serve now (stopped, failed, deleted) are left out, so the
+    split goes on over the others."""
+
+    name: str
+    organization_id: int
+    created: int
+    targets: tuple[DeploymentRoute, ...]
+    cumulative: tuple[int, ...]
+    weights: tuple[int, ...]
+    fallbacks: tuple[DeploymentRoute, ...]
+
+    def chain(self, draw: float, allowed: Callable[[str], bool]) -> tuple[DeploymentRoute, ...]:
+        """The deployments to try for one request, in order: a split target drawn by weight (`draw` uniform in
+        [0, 1)), then the fallbacks. Only deployments whose served name `allowed` admits take part: a key limited to
+        some of a route's deployments is split over those alone. Empty when none may serve."""
+        targets, cumulative = self.targets, self.cumulative
+        if not all(allowed(target.served_model_name) for target in targets):
+            kept = [(t, w) for t, w in zip(targets, self.weights, strict=True) if allowed(t.served_model_name)]
+            targets = tuple(t for t, _ in kept)
+            cumulative = tuple(_cumulative(w for _, w in kept))
+        chosen: tuple[DeploymentRoute, ...] = ()
+        if cumulative and cumulative[-1] > 0:
+            chosen = (targets[bisect.bisect_right(cumulative, draw * cumulative[-1])],)
+        chosen_ids = {route.id for route in chosen}
+        return chosen + tuple(
+            route for route in self.fallbacks if route.id not in chosen_ids and allowed(route.served_model_name)
+        )
+
+
+def _cumulative(weights: Iterable[int]) -> list[int]:
+    return list(itertools.accumulate(weights))
+
+
+def _split_from_row(
+    row: ModelRouteRow, deployments: dict[int, DeploymentRoute], usable: dict[int, frozenset[int | None]]
+) -> SplitRoute:
+    """The route over the deployments its organisation may use now: a platform deployment no longer shared with it
+    drops out here, whatever the route's rows still say."""
+    deployments = {pk: route for pk, route in deployments.items() if row.organization_id in usable.get(pk, frozenset())}
+    splits = [(deployments[d], w) for d, w in row.splits if d in deployments and w > 0]
+    return SplitRoute(
+        name=row.name,
+        organization_id=row.organization_id,
+        created=row.created,
+        targets=tuple(_route_target(route, row.name) for route, _ in splits),
+        cumulative=tuple(_cumulative(w for _, w in splits)),
+        weights=tuple(w for _, w in splits),
+        fallbacks=tuple(_route_target(deployments[d], row.name) for d in row.fallbacks if d in deployments),
+    )
+
+
 @dataclass(slots=True)
 class Catalog:
     """Deployments indexed for the two questions the gateway asks: which deployment does this organisation mean
@@ -153,11 +228,12 @@ class Catalog:
 
     own: dict[int | None, dict[str, DeploymentRoute]] = field(default_factory=dict)
     shared: dict[int, dict[str, DeploymentRoute]] = field(default_factory=dict)
+    splits: dict[int, dict[str, SplitRoute]] = field(default_factory=dict)
     replicas: dict[int, ReplicaTarget] = field(default_factory=dict)
     loaded_at: float = 0.0
 
     @classmethod
-    def from_rows(cls, rows: list[DeploymentRow]) -> Catalog:
+    def from_rows(cls, rows: list[DeploymentRow], route_rows: list[ModelRouteRow] | None = None) -> Catalog:
         catalog = cls(loaded_at=time.monotonic())
         routes = [(row, _route_from_row(row)) for row in rows]
         for row, route in routes:
@@ -169,6 +245,15 @@ class Catalog:
         for row, route in routes:
             for name in row.lora_names:
                 catalog._add(row, _adapter_route(route, name), keep_existing=True)
+        by_id = {route.id: route for _, route in routes}
+        # Which organisations may use each deployment: its owner, or for a platform one those it is shared with.
+        usable: dict[int, frozenset[int | None]] = {
+            row.id: frozenset((row.organization_id,) if row.organization_id is not None else row.shared_with)
+            for row in rows
+        }
+        for route_row in route_rows or ():
+            split = _split_from_row(route_row, by_id, usable)
+            catalog.splits.setdefault(route_row.organization_id, {})[route_row.name] = split
         return catalog
 
     def _add(self, row: DeploymentRow, route: DeploymentRoute, *, keep_existing: bool = False) -> None:
@@ -188,6 +273,27 @@ class Catalog:
                 return route
         shared = self.shared.get(organization_id)
         return shared.get(model) if shared is not None else None
+
+    def served_for(self, organization_id: int, model: str) -> DeploymentRoute | SplitRoute | None:
+        """What `model` means to an organisation: its own deployment, else its own model route, else a platform
+        deployment shared with it (compute keeps an organisation's deployment and route names apart)."""
+        own = self.own.get(organization_id)
+        if own is not None:
+            route = own.get(model)
+            if route is not None:
+                return route
+        splits = self.splits.get(organization_id)
+        if splits is not None:
+            split = splits.get(model)
+            if split is not None:
+                return split
+        shared = self.shared.get(organization_id)
+        return shared.get(model) if shared is not None else None
+
+    def splits_for(self, organization_id: int) -> list[SplitRoute]:
+        """An organisation's model routes, by name."""
+        splits = self.splits.get(organization_id, {})
+        return [splits[name] for name in sorted(splits)]
 
     def deployments_for(self, organization_id: int) -> list[DeploymentRoute]:
         """What an organisation may use, by name; its own deployment wins over a shared one of the same name."""
@@ -257,11 +363,11 @@ class CatalogCache:
         # Cleared before the read: a change committed while it runs marks the catalog stale again.
         self.stale = False
         try:
-            rows = await database_sync_to_async(deployment_rows_list)()
+            rows, route_rows = await database_sync_to_async(_catalog_rows)()
         except Exception:
             self.stale = True
             raise
-        catalog = Catalog.from_rows(rows)
+        catalog = Catalog.from_rows(rows, route_rows)
         previous = self.current
         if previous is not None:
             # Keep the last known load until the next refresh rather than resetting it to the database's copy.
@@ -272,8 +378,17 @@ class CatalogCache:
                     replica.kv_cache, replica.checked_at = old.kv_cache, old.checked_at
         self.current = catalog
         # Metrics label only the names served now, so a client's made-up names cannot add series.
-        metrics.models_known_set(name for index in catalog.own.values() for name in index)
+        metrics.models_known_set(
+            [
+                *(name for index in catalog.own.values() for name in index),
+                *(name for index in catalog.splits.values() for name in index),
+            ]
+        )
         return catalog
+
+
+def _catalog_rows() -> tuple[list[DeploymentRow], list[ModelRouteRow]]:
+    return deployment_rows_list(), model_route_rows_list()
 
 
 def catalog_changed() -> None:

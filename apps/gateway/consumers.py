@@ -5,11 +5,15 @@ They replace `AsyncConsumer.__call__`: the stock one opens a channel-layer chann
 thread before every message to close stale database connections. The data plane uses neither (it never touches
 the database on a warm path, and its rare cold lookups close stale connections themselves), and on the hot path
 each of those costs more than the rest of the request's CPU.
+
+Every `/v1` request, whatever its route and outcome, is timed from its arrival to its last byte
+(`inferia_gateway_request_duration_seconds`, labelled by the consumer's `route`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,8 +21,11 @@ from typing import Any
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
-from apps.gateway import errors, pipeline, schemas
+from apps.gateway import errors, messages, metrics, pipeline, schemas, vector_search
 from apps.gateway.exchange import Exchange
+from apps.gateway.messages_out import MessagesSend
+from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
+from apps.gateway.runtime import runtime
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
 # still sending when the server answers and closes sees a reset instead of the error. Past it, answer at once.
@@ -33,11 +40,24 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
 
     methods: tuple[str, ...] = ("POST",)
     watch_disconnect = False
+    route = "other"  # the latency metric's label: one per consumer, never the path a client sent
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.scope = scope
         self.base_send = send
         exchange = Exchange(scope, send)
+        try:
+            await self._serve(exchange, receive)
+        finally:
+            # A client that left before any answer counts as 499, as the usage event records it.
+            metrics.request_finished(
+                route=self.route,
+                model=exchange.model,
+                status=exchange.status or 499,
+                seconds=time.perf_counter() - exchange.started,
+            )
+
+    async def _serve(self, exchange: Exchange, receive: Receive) -> None:
         if exchange.method not in self.methods:
             await exchange.respond_error(errors.method_not_allowed(exchange.method))
             return
@@ -108,6 +128,8 @@ def _disconnect_callback(exchange: Exchange, task: asyncio.Task[Any] | None) -> 
 class ChatCompletionsConsumer(GatewayConsumer):
     """`POST /v1/chat/completions`."""
 
+    route = "chat.completions"
+
     watch_disconnect = True
 
     async def respond(self, exchange: Exchange) -> None:
@@ -116,6 +138,8 @@ class ChatCompletionsConsumer(GatewayConsumer):
 
 class CompletionsConsumer(GatewayConsumer):
     """`POST /v1/completions`."""
+
+    route = "completions"
 
     watch_disconnect = True
 
@@ -126,14 +150,77 @@ class CompletionsConsumer(GatewayConsumer):
 class EmbeddingsConsumer(GatewayConsumer):
     """`POST /v1/embeddings`."""
 
+    route = "embeddings"
+
     watch_disconnect = True
 
     async def respond(self, exchange: Exchange) -> None:
         await pipeline.inference_handle(exchange, schemas.EMBEDDINGS)
 
 
+class _AnthropicConsumer(GatewayConsumer):
+    """Base of Anthropic's endpoints: `x-api-key` read as the key, every answer translated into Anthropic's shapes."""
+
+    translates_answers = True
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        self.out = MessagesSend(send, answers=self.translates_answers)
+        scope = {**scope, "headers": messages.headers_with_api_key(scope["headers"])}
+        await super().__call__(scope, receive, self.out)
+
+    async def _translated(
+        self, exchange: Exchange, schema: type[CountTokensRequest]
+    ) -> tuple[CountTokensRequest, dict[str, Any]] | None:
+        """The request and the chat completion it becomes, or None once a 400 was answered (to a caller whose key is
+        good: a bad key is a 401 first)."""
+        try:
+            request = messages.request_parse(exchange.body, schema)
+            return request, messages.chat_document(request)
+        except errors.GatewayError as invalid:
+            answer = invalid
+        try:
+            await pipeline.authenticate(runtime(), exchange)
+        except errors.GatewayError as unauthenticated:
+            answer = unauthenticated
+        await exchange.respond_error(answer)
+        return None
+
+
+class MessagesConsumer(_AnthropicConsumer):
+    """`POST /v1/messages`: Anthropic's Messages API, as a chat completion through the same pipeline."""
+
+    route = "messages"
+
+    watch_disconnect = True
+
+    async def respond(self, exchange: Exchange) -> None:
+        translated = await self._translated(exchange, MessagesRequest)
+        if translated is None:
+            return
+        request, document = translated
+        assert isinstance(request, MessagesRequest)
+        self.out.stop_sequences = tuple(request.stop_sequences or ())
+        exchange.body = messages.chat_body(document)
+        await pipeline.inference_handle(exchange, schemas.MESSAGES)
+
+
+class CountTokensConsumer(_AnthropicConsumer):
+    """`POST /v1/messages/count_tokens`."""
+
+    route = "messages.count_tokens"
+    translates_answers = False
+
+    async def respond(self, exchange: Exchange) -> None:
+        translated = await self._translated(exchange, CountTokensRequest)
+        if translated is not None:
+            request, document = translated
+            await pipeline.tokens_count(exchange, request.model, document)
+
+
 class ModelsConsumer(GatewayConsumer):
     """`GET /v1/models` and `GET /v1/models/{model}`."""
+
+    route = "models"
 
     methods = ("GET",)
 
@@ -143,6 +230,18 @@ class ModelsConsumer(GatewayConsumer):
             await pipeline.model_retrieve(exchange, model)
         else:
             await pipeline.models_list(exchange)
+
+
+class VectorStoreSearchConsumer(GatewayConsumer):
+    """`POST /v1/vector_stores/{id}/search`."""
+
+    route = "vector_stores.search"
+
+    watch_disconnect = True
+
+    async def respond(self, exchange: Exchange) -> None:
+        store_id = vector_search.search_store_id(exchange.path)
+        await vector_search.vector_store_search(exchange, store_id or "")
 
 
 class NotFoundConsumer(GatewayConsumer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from apps.policies.errors import PolicyDenied, PolicyUnavailable
 
@@ -52,9 +53,12 @@ def invalid_api_key() -> GatewayError:
     )
 
 
-def insufficient_scope(scope: str) -> GatewayError:
+def insufficient_scope(scopes: Iterable[str]) -> GatewayError:
+    """403 for a key that has none of `scopes`."""
+    named = [f"'{scope}'" for scope in sorted(scopes)]
+    either = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} or {named[-1]}"
     return GatewayError(
-        403, f"This API key lacks the '{scope}' scope.", type="permission_error", code="insufficient_scope"
+        403, f"This API key lacks the {either} scope.", type="permission_error", code="insufficient_scope"
     )
 
 

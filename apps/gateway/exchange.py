@@ -50,15 +50,19 @@ class Exchange:
         "headers",
         "held",
         "method",
+        "model",
         "path",
         "request_id",
         "request_id_bytes",
         "response_started",
         "retrieved",
         "send",
+        "served_by",
+        "served_provider",
         "session_id",
         "started",
         "started_wall",
+        "status",
     )
 
     def __init__(self, scope: dict[str, Any], send: Send) -> None:
@@ -75,6 +79,12 @@ class Exchange:
         # Added to whatever response goes out (the policy's `x-ratelimit-*`); empty for most requests.
         self.extra_headers: list[tuple[bytes, bytes]] = []
         self.retrieved: bytes | None = None  # the chunks retrieval used, as JSON (apps.gateway.retrieval)
+        self.served_by = ""  # the served name of the deployment whose engine answered (apps.gateway.upstream)
+        self.served_provider = ""  # and the name of that deployment's provider
+        # For the end-to-end latency metric: the model asked for (set once parsed) and the status answered with (an
+        # error that ends a started stream replaces the 200 its start sent).
+        self.model = ""
+        self.status = 0
         client_request_id: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -122,6 +132,7 @@ class Exchange:
         """A complete response with a body. With `hold_last_byte`, all but the body's last byte go now and the
         response ends with `stream_end`: a client never holds a whole answer whose usage was not yet recorded."""
         self.response_started = True
+        self.status = status
         await self.send(
             {
                 "type": "http.response.start",
@@ -144,6 +155,7 @@ class Exchange:
 
     async def respond_error(self, error: GatewayError, *, close: bool = False) -> None:
         """The error as a JSON response, or as the stream's last event when streaming has already begun."""
+        self.status = error.status
         if self.response_started:
             await self.send({"type": "http.response.body", "body": error.sse_event(), "more_body": True})
             return
@@ -161,6 +173,7 @@ class Exchange:
     async def stream_start(self) -> None:
         """Begin a `text/event-stream` response; events follow with `stream_event`."""
         self.response_started = True
+        self.status = 200
         await self.send(
             {
                 "type": "http.response.start",

@@ -67,7 +67,12 @@ class GatewayKnowledgeCaller:
         await gateway_app(scope, receive, send)
         return status, b"".join(parts)
 
-    async def tokenize(self, *, organization_id: int, model: str, text: str) -> list[str] | None:
+    async def token_count(self, *, organization_id: int, model: str, text: str) -> int | None:
+        document = await self._tokenize(organization_id=organization_id, model=model, text=text)
+        count = document.get("count") if document is not None else None
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+    async def _tokenize(self, *, organization_id: int, model: str, text: str) -> dict[str, Any] | None:
         rt = runtime()
         catalog = await rt.catalog.get()
         route = catalog.deployment_for(organization_id, model)
@@ -76,7 +81,8 @@ class GatewayKnowledgeCaller:
         replica = rt.router.choose(route)
         if replica is None:
             return None
-        body = {"model": route.upstream_model or route.served_model_name, "prompt": text, "return_token_strs": True}
+        # vLLM's default `add_special_tokens` (true): the count is the one the model's usage reports for this text.
+        body = {"model": route.upstream_model or route.served_model_name, "prompt": text, "return_token_strs": False}
         try:
             async with rt.http.post(
                 replica.urls["tokenize"],
@@ -89,8 +95,7 @@ class GatewayKnowledgeCaller:
                 document = json.loads(await response.read())
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
-        strings = document.get("token_strs") if isinstance(document, dict) else None
-        return [str(s) for s in strings] if isinstance(strings, list) else None
+        return document if isinstance(document, dict) else None
 
     async def close(self) -> None:
         await runtime_close()

@@ -6,8 +6,12 @@ clients send:
   name a client asks for is counted as `UNKNOWN_MODEL`, and an unauthenticated request as "".
 - `organization`: the authenticated key's organisation slug ("" before authentication).
 - `status`: the HTTP statuses the gateway answers with; any other upstream status as its class ("4xx", "5xx").
+- `provider`: the name of a configured provider (of the deployment that answered).
 - `replica`: a replica id from the catalog; `kind`: an exception class name, "timeout" or a 5xx status.
 - `limit`: the error code of a rate limit, quota or budget refusal; `direction`: "in" or "out".
+- `route`: which `/v1` consumer answered (chat.completions, completions, embeddings, messages,
+  messages.count_tokens, models, vector_stores.search,
+  other); `status_class`: "2xx", "4xx" or "5xx".
 Series of deleted deployments, replicas and organisations are dropped at each scrape (`series_prune`).
 
 Multi-process safe: with `PROMETHEUS_MULTIPROC_DIR` set (several web processes), prometheus_client keeps the values
@@ -49,9 +53,31 @@ INTER_TOKEN_LATENCY = Histogram(
     ["model"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+COST = Counter(
+    "inferia_gateway_cost",
+    "What requests cost, in the configured currency (INFERIA_CURRENCY), by model and organisation.",
+    ["model", "organization"],
+)
 TOKENS = Counter("inferia_gateway_tokens", "Tokens in (prompt) and out (completion).", ["model", "direction"])
 UPSTREAM_ERRORS = Counter(
     "inferia_gateway_upstream_errors", "Failed upstream attempts by replica and kind.", ["replica", "kind"]
+)
+FALLBACKS = Counter(
+    "inferia_gateway_fallbacks",
+    "Requests of a model route passed on to its next deployment before the first byte.",
+    ["model"],
+)
+SERVED_BY = Counter(
+    "inferia_gateway_deployment_requests",
+    "Requests through /v1 by the model asked for, the deployment (served name) that answered, its provider, and "
+    "status.",
+    ["model", "deployment", "provider", "status"],
+)
+REQUEST_DURATION = Histogram(
+    "inferia_gateway_request_duration_seconds",
+    "Every /v1 request from its arrival to its last byte, by model, route and status class.",
+    ["model", "route", "status_class"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
 )
 IN_FLIGHT = Gauge("inferia_gateway_requests_in_flight", "Requests being served right now.", multiprocess_mode="livesum")
 RATE_LIMITED = Counter(
@@ -64,8 +90,12 @@ _OBJECT_LABELS: dict[MetricWrapperBase, tuple[str, ...]] = {
     TIME_TO_FIRST_TOKEN: ("model",),
     INTER_TOKEN_LATENCY: ("model",),
     TOKENS: ("model", "direction"),
+    COST: ("model", "organization"),
     UPSTREAM_ERRORS: ("replica", "kind"),
     RATE_LIMITED: ("organization", "limit"),
+    FALLBACKS: ("model",),
+    SERVED_BY: ("model", "deployment", "provider", "status"),
+    REQUEST_DURATION: ("model", "route", "status_class"),
 }
 # prometheus_client cannot delete from its multi-process files and warns on each removal: there the scrape filter
 # (`LiveLabels.sample_alive`) hides the dead series, and removing the child still frees this process's memory.
@@ -76,6 +106,9 @@ warnings.filterwarnings(
 _known_models: frozenset[str] = frozenset()
 _request_children: dict[tuple[str, str, int], Counter] = {}
 _model_children: dict[str, tuple[Histogram, Histogram, Counter, Counter]] = {}
+_served_children: dict[tuple[str, str, str, int], Counter] = {}
+_duration_children: dict[tuple[str, str, int], Histogram] = {}
+_cost_children: dict[tuple[str, str], Counter] = {}
 
 
 def models_known_set(names: Iterable[str]) -> None:
@@ -87,6 +120,9 @@ def models_known_set(names: Iterable[str]) -> None:
         # A name that stopped being served must not keep counting under its own label through a cached child.
         _request_children.clear()
         _model_children.clear()
+        _served_children.clear()
+        _duration_children.clear()
+        _cost_children.clear()
 
 
 def model_label(model: str) -> str:
@@ -130,6 +166,40 @@ def request_timed(
         tokens_out.inc(completion_tokens)
 
 
+def request_finished(*, route: str, model: str, status: int, seconds: float) -> None:
+    """A `/v1` request's end-to-end time (`route` is the consumer's own name, never a client's path)."""
+    key = (model_label(model), route, status // 100)
+    child = _duration_children.get(key)
+    if child is None:
+        child = _duration_children[key] = REQUEST_DURATION.labels(key[0], route, f"{key[2]}xx")
+    child.observe(seconds)
+
+
+def cost_counted(*, model: str, organization: str, cost_micros: int) -> None:
+    """A request's cost (micro-units) in the currency's units: dashboards add it up by organisation and model."""
+    if cost_micros <= 0:
+        return
+    key = (model_label(model), organization)
+    child = _cost_children.get(key)
+    if child is None:
+        child = _cost_children[key] = COST.labels(*key)
+    child.inc(cost_micros / 1_000_000)
+
+
+def fallback_counted(*, model: str) -> None:
+    FALLBACKS.labels(model_label(model)).inc()
+
+
+def served_by_counted(*, model: str, deployment: str, provider: str, status: int) -> None:
+    """A request's answer by the deployment that gave it (and its provider): a model route's split, measured per
+    deployment."""
+    key = (model_label(model), model_label(deployment), provider, status)
+    child = _served_children.get(key)
+    if child is None:
+        child = _served_children[key] = SERVED_BY.labels(key[0], key[1], provider, status_label(status))
+    child.inc()
+
+
 def upstream_error_counted(*, replica_id: int, kind: str) -> None:
     if kind.startswith("http_") and kind not in _UPSTREAM_HTTP_KINDS:
         kind = "http_5xx"
@@ -144,18 +214,23 @@ def rate_limited_counted(*, organization: str, code: str) -> None:
 @dataclass(frozen=True, slots=True)
 class LiveLabels:
     """The label values of objects that exist now: model names of existing deployments (and their adapters),
-    replica ids and organisation slugs. Series naming anything else belong to deleted objects."""
+    replica ids, organisation slugs and provider names. Series naming anything else belong to deleted objects."""
 
     models: frozenset[str]
     replicas: frozenset[str]
     organizations: frozenset[str]
+    providers: frozenset[str] = frozenset()
 
     def alive(self, labels: dict[str, str]) -> bool:
-        model = labels.get("model")
-        if model is not None and model not in self.models and model not in ("", UNKNOWN_MODEL):
-            return False
+        for label in ("model", "deployment"):
+            model = labels.get(label)
+            if model is not None and model not in self.models and model not in ("", UNKNOWN_MODEL):
+                return False
         organization = labels.get("organization")
         if organization is not None and organization and organization not in self.organizations:
+            return False
+        provider = labels.get("provider")
+        if provider is not None and provider and provider not in self.providers:
             return False
         replica = labels.get("replica")
         return replica is None or replica in self.replicas
@@ -182,4 +257,7 @@ def series_prune(live: LiveLabels) -> int:
     if removed:
         _request_children.clear()  # cached children of removed series would count into the void
         _model_children.clear()
+        _served_children.clear()
+        _duration_children.clear()
+        _cost_children.clear()
     return removed

@@ -5,6 +5,12 @@ constant time; 401 otherwise). Without a token, the page lists every organisatio
 only on a developer's setup (INFERIA_DEBUG, or the embedded default); in production it answers 404 until a token is
 configured. Loopback-only would not do: behind a reverse proxy on the same host every client comes from loopback.
 
+Besides the gateway's own series (apps/gateway/metrics.py, aggregated over processes by prometheus_client's
+multi-process files), the scrape reads the platform's state where it lives, so that every web process reports the
+same values (aggregate them with `max`, not `sum`, across targets): the fleet (apps/compute/metrics.py), budgets
+(apps/policies/metrics.py), the usage flush's backlog, the Celery queues' lengths, and whether PostgreSQL and Redis
+answer. A scrape still answers while PostgreSQL or Redis is down, with `inferia_dependency_up` saying which.
+
 Also here: django-prometheus's after-middleware with the HTTP method label bounded (it labels one latency histogram
 with the raw method, so any made-up method became a new series).
 """
@@ -19,6 +25,7 @@ from typing import Any, Protocol
 import prometheus_client
 import redis
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 from django_prometheus.middleware import PrometheusAfterMiddleware as _PrometheusAfterMiddleware
@@ -26,10 +33,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from apps.compute.metrics import FleetCollector
 from apps.gateway.metrics import LiveLabels, series_prune
 from apps.gateway.selectors import metric_labels_live
+from apps.policies.metrics import BudgetCollector
 from apps.usage.backlog import usage_backlog
-from inferia_runtime.redis_clients import sync_redis
+from celery_app.queue_depth import queue_depths
+from inferia_runtime.redis_clients import redis_ping, sync_redis
 
 
 class _Collector(Protocol):
@@ -75,6 +85,43 @@ class _UsageBacklog:
         )
 
 
+class _QueueDepth:
+    """Tasks waiting in each Celery queue, read from the broker at scrape time (none when it cannot be reached)."""
+
+    def collect(self) -> Iterator[Metric]:
+        depths = queue_depths()
+        if depths is None:
+            return
+        family = GaugeMetricFamily(
+            "inferia_celery_queue_length", "Tasks waiting in a Celery queue for a worker.", labels=["queue"]
+        )
+        for name, depth in depths.items():
+            family.add_metric([name], depth)
+        yield family
+
+
+def _postgresql_up() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        connection.close()  # the next scrape reconnects rather than reusing a broken connection
+        return False
+    return True
+
+
+class _Dependencies:
+    """Whether this web process reaches PostgreSQL and Redis (the cache and counters' database), checked per scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "inferia_dependency_up", "1 when the web process reaches the service, else 0.", labels=["dependency"]
+        )
+        family.add_metric(["postgresql"], float(_postgresql_up()))
+        family.add_metric(["redis"], float(redis_ping()))
+        yield family
+
+
 class _Together:
     def __init__(self, *collectors: _Collector) -> None:
         self.collectors = collectors
@@ -97,6 +144,15 @@ def scrape_allowed(request: HttpRequest) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def _labels_live() -> LiveLabels | None:
+    """None while PostgreSQL is down: the scrape then shows every series rather than failing (and with it the
+    alerts that say PostgreSQL is down); the filter resumes when it is back."""
+    try:
+        return metric_labels_live()
+    except DatabaseError:
+        return None
+
+
 @require_safe
 def metrics_scrape(request: HttpRequest) -> HttpResponse:
     """The Prometheus text exposition of this process (or, with PROMETHEUS_MULTIPROC_DIR, of all web processes)."""
@@ -104,12 +160,14 @@ def metrics_scrape(request: HttpRequest) -> HttpResponse:
         response = HttpResponse("a valid scrape token is required\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    live = metric_labels_live()
-    series_prune(live)
     source: _Collector = prometheus_client.REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
         source = MultiProcessCollector(None)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
-    scrape = _Together(_LiveOnly(source, live), _UsageBacklog())
+    live = _labels_live()
+    if live is not None:
+        series_prune(live)
+        source = _LiveOnly(source, live)
+    scrape = _Together(source, _UsageBacklog(), FleetCollector(), BudgetCollector(), _QueueDepth(), _Dependencies())
     body = prometheus_client.generate_latest(scrape)
     return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
 

@@ -15,9 +15,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
-from ninja.security import HttpBearer
+from ninja.security import APIKeyHeader, HttpBearer
 from pydantic import BaseModel
 
+from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from apps.knowledge.openai_api import ERRORS, ErrorResponse, OpenAIError
 from apps.knowledge.openai_api import router as knowledge_router
@@ -28,6 +29,31 @@ class ApiKeyBearer(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> str | None:
         return None  # never called: the gateway authenticates /v1 requests
+
+
+class AnthropicApiKey(APIKeyHeader):
+    """`x-api-key: sk-inf-...`, as Anthropic's clients send it (on `/v1/messages` only)."""
+
+    param_name = "x-api-key"
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> str | None:
+        return None  # never called: the gateway authenticates /v1 requests
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """An error of Anthropic's Messages API."""
+
+    type: Literal["error"] = "error"
+    error: AnthropicErrorDetail
+
+
+class TokenCount(BaseModel):
+    input_tokens: int
 
 
 class ModelCard(BaseModel):
@@ -89,6 +115,38 @@ def models_list(request: HttpRequest) -> Any:
 
 @api.get("/models/{model}", response={200: ModelCard, **_ERRORS}, summary="One model")
 def model_retrieve(request: HttpRequest, model: str) -> Any:
+    return _described_only()
+
+
+_ANTHROPIC_ERRORS: dict[int, Any] = {
+    code: AnthropicError for code in (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
+}
+_ANTHROPIC_AUTH = [ApiKeyBearer(), AnthropicApiKey()]
+_MESSAGE = (
+    "Anthropic's Messages API, served as a chat completion of the same model (same keys, policies and limits). "
+    "With `stream: true`, Anthropic's `text/event-stream` events. Errors in Anthropic's shape."
+)
+
+
+@api.post(
+    "/messages",
+    response={200: dict[str, Any], **_ANTHROPIC_ERRORS},
+    auth=_ANTHROPIC_AUTH,
+    summary="Message (Anthropic)",
+    description=_MESSAGE,
+)
+def messages(request: HttpRequest, body: MessagesRequest) -> Any:
+    return _described_only()
+
+
+@api.post(
+    "/messages/count_tokens",
+    response={200: TokenCount, **_ANTHROPIC_ERRORS},
+    auth=_ANTHROPIC_AUTH,
+    summary="Count a message's input tokens (Anthropic)",
+    description="The bound on the prompt's tokens that rate limits and budgets count; the engine is not asked.",
+)
+def messages_count_tokens(request: HttpRequest, body: CountTokensRequest) -> Any:
     return _described_only()
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -21,14 +23,14 @@ from pydantic import ValidationError
 from apps.gateway import errors, metrics
 from apps.gateway.auth import bearer_secret
 from apps.gateway.capture import AnswerCapture, capture_texts
-from apps.gateway.catalog import DeploymentRoute
+from apps.gateway.catalog import DeploymentRoute, SplitRoute
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import CLIENT_REQUEST_ID_MAX, Exchange
 from apps.gateway.metering import usage_append
 from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.retrieval import retrieval_apply
 from apps.gateway.runtime import GatewayRuntime, runtime
-from apps.gateway.schemas import CHAT_COMPLETIONS, Endpoint, InferenceRequest, validation_message
+from apps.gateway.schemas import Endpoint, InferenceRequest, validation_message
 from apps.gateway.templating import template_apply
 from apps.gateway.tracing import traced
 from apps.gateway.upstream import upstream_relay
@@ -36,7 +38,7 @@ from apps.gateway.upstream_tokenize import prompt_tokens_count
 from apps.keys.selectors import KeyPrincipal
 from apps.policies.costs import ActualUsage, RequestCost, prompt_tokens_upper_bound
 from apps.policies.effective import EffectivePolicy
-from apps.policies.errors import PolicyDenied, PolicyUnavailable, guardrail_violation
+from apps.policies.errors import PolicyDenied, PolicyUnavailable, guardrail_violation, model_not_allowed
 from apps.policies.guardrails import guardrails_check_input
 from apps.policies.limits import (
     Admission,
@@ -46,8 +48,10 @@ from apps.policies.limits import (
 )
 from apps.policies.selectors import PolicyKeyNotFound
 from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
+from inferia_runtime.log_context import log_context_bind
 
-INFERENCE_SCOPE = "inference"
+logger = logging.getLogger(__name__)
+INFERENCE_SCOPES = frozenset({"inference"})
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
 
 
@@ -64,6 +68,10 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
         metrics.request_counted(model="", organization="", status=error.status)
         await exchange.respond_error(error)
         return
+    # This request's task only: the lines it logs from here say which request, tenant and key.
+    log_context_bind(
+        request_id=exchange.request_id, organization=principal.organization_slug, key_prefix=principal.prefix
+    )
     usage = UsageEvent(
         request_id=exchange.request_id,
         started_at=exchange.started_wall,
@@ -91,6 +99,8 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
             usage.outcome, usage.status = "cancelled", 499
             usage.error_message = "The client disconnected before the answer was complete."
         await meter(rt, exchange, usage, principal)
+        if usage.status >= 500:
+            logger.warning("request failed: %s %s: %s", usage.status, usage.error_code, usage.error_message)
         if failure is not None:
             await exchange.respond_error(failure)  # after metering: the usage event exists before the client knows
         if exchange.response_started and not exchange.client_gone:
@@ -108,19 +118,27 @@ async def _inference_steps(
     try:
         request_headers_check(exchange)
         await template_apply(
-            exchange, organization_id=principal.organization_id, cache=rt.templates, chat=endpoint is CHAT_COMPLETIONS
+            exchange, organization_id=principal.organization_id, cache=rt.templates, chat=endpoint.chat
         )
-        await retrieval_apply(exchange, principal=principal, chat=endpoint is CHAT_COMPLETIONS)
-        request = request_parse(exchange, endpoint)
-        usage.model = request.model
-        route = await deployment_resolve(rt, principal, request.model)
-        usage.deployment_id = route.id
+        # Resolved before retrieval, which reads it (whether flagged chunks may enter prompts); from memory once warm.
         policy = await policy_resolve(rt, principal)
+        await retrieval_apply(exchange, principal=principal, policy=policy, chat=endpoint.chat)
+        request = request_parse(exchange, endpoint)
+        usage.model = exchange.model = request.model
+        served = await deployment_resolve(rt, principal, request.model)
         checked = await policy_check(policy, exchange, endpoint, request, usage)
-        admission = await limits_reserve(rt, exchange, policy, route, checked)
-        body, client_wants_usage = upstream_body(upstream_model_set(checked, route), request)
+        chain = deployments_chain(policy, served)
+        usage.deployment_id = chain[0].id
+        log_context_bind(model=request.model, deployment=chain[0].id)
+        admission = await limits_reserve(rt, exchange, policy, chain, checked)
+        body, client_wants_usage = upstream_body(upstream_model_set(checked, chain[0]), request)
         guard = output_guard(policy, endpoint)
-        await upstream_relay(rt, exchange, route, request, body, client_wants_usage, usage, endpoint, guard)
+
+        def body_for(route: DeploymentRoute) -> bytes:
+            # A fallback's engine may serve another model name: its body is built only when it is tried.
+            return body if route is chain[0] else upstream_body(upstream_model_set(checked, route), request)[0]
+
+        await upstream_relay(rt, exchange, chain, request, body_for, client_wants_usage, usage, endpoint, guard)
     except GatewayError as error:
         usage.status = error.status
         usage.outcome = "denied" if error.code in _DENIAL_CODES else "error"
@@ -136,16 +154,18 @@ async def _inference_steps(
 
 
 @traced("gateway.auth")
-async def authenticate(rt: GatewayRuntime, exchange: Exchange) -> KeyPrincipal:
-    """The caller's key principal; 401 for a missing or unusable key, 403 for a key without the inference scope."""
+async def authenticate(
+    rt: GatewayRuntime, exchange: Exchange, *, scopes: frozenset[str] = INFERENCE_SCOPES
+) -> KeyPrincipal:
+    """The caller's key principal; 401 for a missing or unusable key, 403 for a key with none of `scopes`."""
     secret = bearer_secret(exchange.authorization)
     if secret is None:
         raise errors.invalid_api_key()
     principal = await rt.keys.principal(secret)
     if principal is None:
         raise errors.invalid_api_key()
-    if INFERENCE_SCOPE not in principal.scopes:
-        raise errors.insufficient_scope(INFERENCE_SCOPE)
+    if scopes.isdisjoint(principal.scopes):
+        raise errors.insufficient_scope(scopes)
     return principal
 
 
@@ -169,17 +189,33 @@ def request_parse(exchange: Exchange, endpoint: Endpoint) -> InferenceRequest:
     return request  # type: ignore[return-value]
 
 
-async def deployment_resolve(rt: GatewayRuntime, principal: KeyPrincipal, model: str) -> DeploymentRoute:
-    """The deployment the caller's organisation means by `model`: its own first, then a platform one shared with it.
-    An unknown name reloads the catalog (rate-limited) before answering 404, so a new deployment works at once."""
+async def deployment_resolve(rt: GatewayRuntime, principal: KeyPrincipal, model: str) -> DeploymentRoute | SplitRoute:
+    """The deployment, or model route, the caller's organisation means by `model`: its own first, then a platform
+    deployment shared with it. An unknown name reloads the catalog (rate-limited) before answering 404, so a new
+    deployment or route works at once."""
     catalog = await rt.catalog.get()
-    route = catalog.deployment_for(principal.organization_id, model)
+    route = catalog.served_for(principal.organization_id, model)
     if route is None:
         fresher = await rt.catalog.after_miss()
-        route = fresher.deployment_for(principal.organization_id, model) if fresher is not None else None
+        route = fresher.served_for(principal.organization_id, model) if fresher is not None else None
         if route is None:
             raise errors.model_not_found(model)
     return route
+
+
+def deployments_chain(policy: EffectivePolicy, served: DeploymentRoute | SplitRoute) -> tuple[DeploymentRoute, ...]:
+    """The deployments to try, in order: the one named, or a model route's target drawn by weight and then its
+    fallbacks. The caller was allowed the name it asked for (`policy_check`); through a route, each deployment must
+    pass the same allow-list under its own served name, so a route cannot reach a model the key may not use.
+    403 `model_not_allowed` when no deployment of the route may serve the key; 503 when none serves now."""
+    if isinstance(served, DeploymentRoute):
+        return (served,)
+    chain = served.chain(random.random(), policy.model_allowed)  # noqa: S311 (a traffic split, not a secret)
+    if not chain:
+        if served.targets or served.fallbacks:  # deployments serve it, none of them for this key
+            raise errors.policy_denied(model_not_allowed(served.name))
+        raise errors.no_replica(served.name)
+    return chain
 
 
 # --- Policy -------------------------------------------------------------------------------------------------------
@@ -256,20 +292,26 @@ def _counts_tokens(policy: EffectivePolicy) -> bool:
 
 @traced("gateway.limits")
 async def limits_reserve(
-    rt: GatewayRuntime, exchange: Exchange, policy: EffectivePolicy, route: DeploymentRoute, checked: PolicyChecked
+    rt: GatewayRuntime,
+    exchange: Exchange,
+    policy: EffectivePolicy,
+    chain: tuple[DeploymentRoute, ...],
+    checked: PolicyChecked,
 ) -> Admission | None:
     """Check and count every rate limit, quota and budget of the request in one Redis round trip, reserving its
-    worst case (the prompt's cheap upper bound); None when its policy counts nothing. Only when a token or money
-    limit refuses that bound but could take the prompt's exact count is the engine asked for it (see
-    `limits_reserve_exact`). The `x-ratelimit-*` headers go on whatever answer follows."""
+    worst case (the prompt's cheap upper bound, at the highest prices of the deployments it may reach: any of them
+    may end up serving it); None when its policy counts nothing. Only when a token or money limit refuses that bound
+    but could take the prompt's exact count is the engine asked for it (see `limits_reserve_exact`). The
+    `x-ratelimit-*` headers go on whatever answer follows."""
     if not policy.counted_levels:
         return None
+    route = chain[0]
     choices = checked.document.get("n")
     cost = RequestCost(
         prompt_tokens=prompt_tokens_upper_bound(checked.document),
         max_tokens=(checked.max_tokens or 0) * (choices if isinstance(choices, int) and choices > 1 else 1),
-        price_input_per_mtok_micros=route.price_input_per_mtok_micros,
-        price_output_per_mtok_micros=route.price_output_per_mtok_micros,
+        price_input_per_mtok_micros=max(route.price_input_per_mtok_micros for route in chain),
+        price_output_per_mtok_micros=max(route.price_output_per_mtok_micros for route in chain),
     )
     try:
         admission = await limits_admit(rt.redis, policy, cost, request_id=exchange.request_id)
@@ -314,7 +356,7 @@ def output_guard(policy: EffectivePolicy, endpoint: Endpoint) -> OutputGuard | N
     """The answer's output guardrails, or None (nothing scanned, nothing held back) when the profile has none."""
     if not endpoint.streams or not policy.guardrails.output_enabled:
         return None
-    return OutputGuard(policy.guardrails, chat=endpoint is CHAT_COMPLETIONS)
+    return OutputGuard(policy.guardrails, chat=endpoint.chat)
 
 
 async def usage_settle(rt: GatewayRuntime, admission: Admission, usage: UsageEvent) -> None:
@@ -367,7 +409,13 @@ async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, princ
     if principal.capture:
         usage.capture = capture_texts(exchange.body, exchange.answer_capture)
     await usage_append(rt.redis, usage)
+    exchange.status = usage.status  # what the request came to, also when a started stream ended in an error
     metrics.request_counted(model=usage.model, organization=principal.organization_slug, status=usage.status)
+    metrics.cost_counted(model=usage.model, organization=principal.organization_slug, cost_micros=usage.cost_micros)
+    if exchange.served_by:
+        metrics.served_by_counted(
+            model=usage.model, deployment=exchange.served_by, provider=exchange.served_provider, status=usage.status
+        )
     metrics.request_timed(
         model=usage.model,
         ttft_s=usage.ttft_ms / 1000 if usage.ttft_ms is not None else None,
@@ -380,7 +428,9 @@ async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, princ
 # --- Models listing -----------------------------------------------------------------------------------------------
 
 
-def _model_card(route: DeploymentRoute, principal: KeyPrincipal) -> dict[str, object]:
+def _model_card(route: DeploymentRoute | SplitRoute, principal: KeyPrincipal) -> dict[str, object]:
+    if isinstance(route, SplitRoute):
+        return {"id": route.name, "object": "model", "created": route.created, "owned_by": principal.organization_slug}
     owner = principal.organization_slug if route.organization_id == principal.organization_id else "inferia"
     card: dict[str, object] = {
         "id": route.served_model_name,
@@ -395,7 +445,7 @@ def _model_card(route: DeploymentRoute, principal: KeyPrincipal) -> dict[str, ob
 
 async def models_list(exchange: Exchange) -> None:
     """`GET /v1/models`: the models the key's organisation may use (its own deployments and platform ones shared with
-    it, each with its LoRA adapters), as far as the key's policy allows them."""
+    it, each with its LoRA adapters, and its model routes), as far as the key's policy allows them."""
     rt = runtime()
     try:
         principal = await authenticate(rt, exchange)
@@ -409,6 +459,12 @@ async def models_list(exchange: Exchange) -> None:
         for route in catalog.deployments_for(principal.organization_id)
         if policy.model_allowed(route.served_model_name)
     ]
+    cards += [
+        _model_card(split, principal)
+        for split in catalog.splits_for(principal.organization_id)
+        if policy.model_allowed(split.name)
+    ]
+    cards.sort(key=lambda card: str(card["id"]))
     await exchange.respond(200, json.dumps({"object": "list", "data": cards}).encode())
 
 
@@ -425,3 +481,20 @@ async def model_retrieve(exchange: Exchange, model: str) -> None:
         await exchange.respond_error(error)
         return
     await exchange.respond(200, json.dumps(_model_card(route, principal)).encode())
+
+
+async def tokens_count(exchange: Exchange, model: str, document: dict[str, object]) -> None:
+    """A prompt's tokens as the limits count them before the engine answers (`prompt_tokens_upper_bound`), for a
+    model the key may use; the engine is not asked."""
+    rt = runtime()
+    try:
+        principal = await authenticate(rt, exchange)
+        exchange.model = model  # for the latency metric, as an inference request's
+        await deployment_resolve(rt, principal, model)
+        policy = await policy_resolve(rt, principal)
+        if not policy.model_allowed(model):
+            raise errors.model_not_found(model)
+    except GatewayError as error:
+        await exchange.respond_error(error)
+        return
+    await exchange.respond(200, json.dumps({"input_tokens": prompt_tokens_upper_bound(document)}).encode())

@@ -16,15 +16,21 @@ import aiohttp
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from apps.compute.routing import REPLICA_LOAD_KEY
+from apps.compute.routing import replica_loads_read
 from apps.compute.urlsafety import guarded_connector
 from apps.gateway.auth import KeyCache
 from apps.gateway.catalog import CATALOG_CHANNEL, CatalogCache
 from apps.gateway.router import Router
+from apps.gateway.store_access import StoreAccessCache
 from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
 from apps.policies.cache import POLICY_CHANNEL, PolicyCache
 from apps.policies.prompts.cache import TEMPLATE_CHANNEL, TemplateCache
-from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options, listener_redis_options
+from inferia_runtime.redis_clients import (
+    GatewayRedis,
+    async_pool_from_url,
+    gateway_redis_options,
+    listener_redis_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,24 +67,25 @@ class GatewayRuntime:
         self.loop = loop
         # A dedicated client (not the shared one in redis_clients) so that closing the runtime closes only its own.
         # A blocking pool: under a burst, requests wait a moment for a connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = async_pool_from_url(
             settings.CACHE_REDIS_URL,
             max_connections=REDIS_CONNECTIONS,
-            timeout=5,
+            blocking_timeout=5,
             health_check_interval=30,
             **gateway_redis_options(),
         )
         self.redis: aioredis.Redis = GatewayRedis(connection_pool=pool)
         # The listener's own connection: its reads wait for as long as nothing is published, which the request
         # path's timeouts would take for an outage (and start every cache over).
-        self._listener_redis: aioredis.Redis = aioredis.Redis.from_url(
-            settings.CACHE_REDIS_URL, health_check_interval=30, **listener_redis_options()
+        self._listener_redis: aioredis.Redis = aioredis.Redis.from_pool(
+            async_pool_from_url(settings.CACHE_REDIS_URL, health_check_interval=30, **listener_redis_options())
         )
         self.http = upstream_session()
         self._guarded_http: aiohttp.ClientSession | None = None  # made on the first external request
         self.keys = KeyCache(self.redis)
         self.policies = PolicyCache()
         self.templates = TemplateCache()
+        self.stores = StoreAccessCache()
         self.catalog = CatalogCache()
         self.router = Router()
         self.in_flight = 0
@@ -114,6 +121,7 @@ class GatewayRuntime:
                 self.keys.clear()
                 self.policies.clear()
                 self.templates.clear()
+                self.stores.clear()
                 self.catalog.invalidate()
                 self.listening.set()
                 async for message in pubsub.listen():
@@ -143,10 +151,12 @@ class GatewayRuntime:
         """A key changed (revoked, new scopes or allowed models): forget it and the policy compiled from it."""
         if secret_hash == INVALIDATE_ALL:
             self.policies.clear()
+            self.stores.clear()
         else:
             key_id = self.keys.key_id_of(secret_hash)
             if key_id is not None:
                 self.policies.invalidate(f"key:{key_id}")
+                self.stores.forget_key(key_id)
         self.keys.invalidate(secret_hash)
 
     async def _refresh_load(self) -> None:
@@ -157,22 +167,10 @@ class GatewayRuntime:
                 continue
             try:
                 replicas = list(catalog.replicas.values())
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for replica in replicas:
-                        pipe.hmget(
-                            REPLICA_LOAD_KEY.format(replica_id=replica.id),
-                            "running",
-                            "waiting",
-                            "kv_cache",
-                            "checked_at",
-                        )
-                    answers = await pipe.execute()
-                for replica, values in zip(replicas, answers, strict=True):
-                    if values[0] is None:
-                        continue
-                    replica.running, replica.waiting, replica.kv_cache, replica.checked_at = (
-                        float(value or 0) for value in values
-                    )
+                loads = await replica_loads_read(client=self.redis, replica_ids=[replica.id for replica in replicas])
+                for replica, load in zip(replicas, loads, strict=True):
+                    if load is not None:
+                        replica.running, replica.waiting, replica.kv_cache, replica.checked_at = load
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -120,13 +120,22 @@ def validation_message(error: ValidationError) -> tuple[str, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """An inference endpoint: its name in usage records, its request schema and whether it can stream."""
+    """An inference endpoint: its name in usage records, its request schema, whether it can stream, whether it is a
+    chat (templates, retrieval and chat-shaped output guardrails apply) and the engine endpoint that serves it."""
 
     name: str
     schema: type[BaseModel]
     streams: bool
+    chat: bool = False
+    upstream: str = ""
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream or self.name
 
 
-CHAT_COMPLETIONS = Endpoint("chat.completions", ChatCompletionRequest, streams=True)
+CHAT_COMPLETIONS = Endpoint("chat.completions", ChatCompletionRequest, streams=True, chat=True)
+# Anthropic's Messages API, translated into a chat completion at the edge (apps.gateway.messages).
+MESSAGES = Endpoint("messages", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
 COMPLETIONS = Endpoint("completions", CompletionRequest, streams=True)
 EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)

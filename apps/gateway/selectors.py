@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from apps.compute.credentials import CredentialsError, credentials_decrypt
 from apps.compute.lora import lora_names
-from apps.compute.models import ModelDeployment, Provider, Replica
+from apps.compute.models import ModelDeployment, ModelRoute, ModelRouteTarget, Provider, Replica
 from apps.gateway.metrics import LiveLabels
 from apps.orgs.models import Organization
 
@@ -38,6 +38,7 @@ class DeploymentRow:
     external: bool = False  # its replicas are user-supplied endpoints: SSRF-guarded, and `model` is its model_id
     # Headers every upstream request carries (the external provider's API key): never printed.
     upstream_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    provider: str = ""  # its provider's name, a metric label
 
 
 def deployment_rows_list() -> list[DeploymentRow]:
@@ -57,6 +58,7 @@ def deployment_rows_list() -> list[DeploymentRow]:
             "model_id",
             "engine_args",
             "pool__provider_id",
+            "pool__provider__name",
             "pool__provider__kind",
             "pool__provider__credentials_encrypted",
         )
@@ -98,8 +100,45 @@ def deployment_rows_list() -> list[DeploymentRow]:
             lora_names=lora_names(row["engine_args"]),
             external=row["pool__provider__kind"] == Provider.Kind.EXTERNAL,
             upstream_headers=headers.get(row["pool__provider_id"], {}),
+            provider=row["pool__provider__name"],
         )
         for row in deployments
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRouteRow:
+    """One model route as the gateway needs it: its owner, name, split targets (deployment id, weight) and
+    fallbacks (deployment ids, in order)."""
+
+    organization_id: int
+    name: str
+    created: int
+    splits: tuple[tuple[int, int], ...]
+    fallbacks: tuple[int, ...]
+
+
+def model_route_rows_list() -> list[ModelRouteRow]:
+    """Every model route with its targets in order (2 queries)."""
+    routes = list(ModelRoute.objects.order_by("id").values("id", "organization_id", "name", "created_at"))
+    splits: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    fallbacks: dict[int, list[int]] = defaultdict(list)
+    for target in ModelRouteTarget.objects.order_by("route_id", "position").values(
+        "route_id", "deployment_id", "role", "weight"
+    ):
+        if target["role"] == ModelRouteTarget.Role.SPLIT:
+            splits[target["route_id"]].append((target["deployment_id"], target["weight"]))
+        else:
+            fallbacks[target["route_id"]].append(target["deployment_id"])
+    return [
+        ModelRouteRow(
+            organization_id=row["organization_id"],
+            name=row["name"],
+            created=int(row["created_at"].timestamp()),
+            splits=tuple(splits.get(row["id"], ())),
+            fallbacks=tuple(fallbacks.get(row["id"], ())),
+        )
+        for row in routes
     ]
 
 
@@ -117,13 +156,16 @@ def _external_headers(provider_id: int, token: str) -> dict[str, str]:
 
 def metric_labels_live() -> LiveLabels:
     """The label values `/metrics` may show: model names of existing deployments (any state, with their LoRA
-    adapters), replica ids and organisation slugs (3 single-column queries, once per scrape)."""
+    adapters) and of model routes, replica ids, organisation slugs and provider names (5 single-column queries, once
+    per scrape)."""
     models: set[str] = set()
     for name, engine_args in ModelDeployment.objects.values_list("served_model_name", "engine_args"):
         models.add(name)
         models.update(lora_names(engine_args))
+    models.update(ModelRoute.objects.values_list("name", flat=True))
     return LiveLabels(
         models=frozenset(models),
         replicas=frozenset(str(pk) for pk in Replica.objects.values_list("pk", flat=True)),
         organizations=frozenset(Organization.objects.values_list("slug", flat=True)),
+        providers=frozenset(Provider.objects.values_list("name", flat=True)),
     )

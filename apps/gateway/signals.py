@@ -1,5 +1,6 @@
-"""Cache invalidation only: when deployments, replicas or shares change, every gateway reloads its catalog; when an
-organisation is saved (deactivated or reactivated, or its prompt capture switched), every gateway forgets its keys.
+"""Cache invalidation only: when deployments, replicas, shares or model routes change, every gateway reloads its
+catalog; when an organisation is saved (deactivated or reactivated, or its prompt capture switched), every gateway
+forgets its keys.
 
 Model saves arrive as Django signals. Compute's conditional `.update()` writes send none: compute publishes what
 they changed as events (apps/compute/events.py), to which `compute_events_subscribe` subscribes the catalog.
@@ -14,7 +15,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from apps.compute.events import ReplicaAdaptersSynced, ReplicaEndpointChanged, ReplicaStateChanged
-from apps.compute.models import ModelDeployment, Replica
+from apps.compute.models import ModelDeployment, ModelRoute, ModelRouteTarget, Replica
 from apps.gateway.catalog import catalog_changed
 from apps.gateway.services import organization_keys_purge
 from apps.orgs.models import Organization
@@ -26,6 +27,10 @@ from inferia_runtime.events import event_subscribe
 @receiver(post_save, sender=Replica, dispatch_uid="gateway_catalog_replica_saved")
 @receiver(post_delete, sender=Replica, dispatch_uid="gateway_catalog_replica_deleted")
 @receiver(m2m_changed, sender=ModelDeployment.shared_with.through, dispatch_uid="gateway_catalog_shares_changed")
+@receiver(post_save, sender=ModelRoute, dispatch_uid="gateway_catalog_route_saved")
+@receiver(post_delete, sender=ModelRoute, dispatch_uid="gateway_catalog_route_deleted")
+@receiver(post_save, sender=ModelRouteTarget, dispatch_uid="gateway_catalog_route_target_saved")
+@receiver(post_delete, sender=ModelRouteTarget, dispatch_uid="gateway_catalog_route_target_deleted")
 def catalog_invalidate_on_change(**kwargs: Any) -> None:
     if kwargs.get("update_fields") == frozenset({"last_heartbeat_at"}):
         return  # heartbeats change nothing the gateway routes on

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 
 import aiohttp
 from django.conf import settings
@@ -20,12 +21,14 @@ from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import Exchange
 from apps.gateway.output_guardrails import OutputGuard
+from apps.gateway.prefix_index import prefix_hashes, prompt_text
 from apps.gateway.runtime import GatewayRuntime
 from apps.gateway.schemas import Endpoint, InferenceRequest
 from apps.gateway.tracing import ENABLED as TRACING
 from apps.gateway.tracing import trace_context_inject, traced
 from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
 
+DEPLOYMENT_HEADER = b"x-inferia-deployment"
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
@@ -36,36 +39,61 @@ _BYTES_PER_TOKEN = 4
 async def upstream_relay(
     rt: GatewayRuntime,
     exchange: Exchange,
-    route: DeploymentRoute,
+    chain: tuple[DeploymentRoute, ...],
     request: InferenceRequest,
-    body: bytes,
+    body_for: Callable[[DeploymentRoute], bytes],
     client_wants_usage: bool,
     usage: UsageEvent,
     endpoint: Endpoint,
     guard: OutputGuard | None = None,
 ) -> None:
-    """Route to a replica and relay its answer. A replica that fails before the first byte is retried on another
-    (bounded by INFERIA_UPSTREAM_RETRIES); the last failure is the answer when none succeeds."""
+    """Route to a replica of the first deployment of `chain` and relay its answer. A replica that fails before the
+    first byte is retried on another (bounded by INFERIA_UPSTREAM_RETRIES); when every replica of a deployment is
+    down, circuit-broken or failed (or, short of the last, over INFERIA_FALLBACK_QUEUE_LIMIT), the next deployment
+    of the chain (a model route's fallback) gets the same chances. Nothing is retried once a byte went out. The last
+    failure is the answer when none succeeds; the usage event names the deployment and replica tried last, which
+    are those that served when one did."""
     session = exchange.session_id or getattr(request, "user", None)
-    tried: tuple[int, ...] = ()
-    failure: GatewayError = errors.no_replica(route.served_model_name)
-    for _attempt in range(1 + settings.INFERIA_UPSTREAM_RETRIES):
-        replica = rt.router.choose(route, tried=tried, session=session)
-        if replica is None:
-            break
-        tried = (*tried, replica.id)
-        usage.replica_id = replica.id
-        rt.router.started(replica)
-        try:
-            outcome = await upstream_attempt(
-                rt, exchange, route, replica, request, body, client_wants_usage, usage, endpoint, guard
-            )
-        finally:
-            rt.router.finished(replica)
-        if outcome is None:
-            return
-        failure = outcome
+    failure: GatewayError = errors.no_replica(usage.model or chain[0].served_model_name)
+    last = len(chain) - 1
+    for position, route in enumerate(chain):
+        if position < last and _queue_full(route):
+            metrics.fallback_counted(model=usage.model)
+            continue
+        body = body_for(route)
+        # Hashed once per deployment tried, and only where there is a choice to make.
+        prefix = (
+            prefix_hashes(prompt_text(request), seed=route.prefix_seed)
+            if len(route.replicas) > 1 and settings.INFERIA_ROUTER_PREFIX_AWARE
+            else ()
+        )
+        tried: tuple[int, ...] = ()
+        for _attempt in range(1 + settings.INFERIA_UPSTREAM_RETRIES):
+            replica = rt.router.choose(route, tried=tried, session=session, prefix=prefix)
+            if replica is None:
+                break
+            tried = (*tried, replica.id)
+            usage.deployment_id, usage.replica_id = route.id, replica.id
+            rt.router.started(replica)
+            try:
+                outcome = await upstream_attempt(
+                    rt, exchange, route, replica, request, body, client_wants_usage, usage, endpoint, guard
+                )
+            finally:
+                rt.router.finished(replica)
+            if outcome is None:
+                return
+            failure = outcome
+        if position < last:
+            metrics.fallback_counted(model=usage.model)
     raise failure
+
+
+def _queue_full(route: DeploymentRoute) -> bool:
+    """Whether every replica of `route` reports at least INFERIA_FALLBACK_QUEUE_LIMIT waiting requests (never, when
+    the limit is 0): its requests would queue, a fallback would not."""
+    limit = settings.INFERIA_FALLBACK_QUEUE_LIMIT
+    return limit > 0 and all(replica.waiting >= limit for replica in route.replicas)
 
 
 @traced("gateway.upstream")
@@ -91,7 +119,9 @@ async def upstream_attempt(
     response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(route.first_byte_timeout_s):
-            response = await http.post(replica.urls[endpoint.name], data=body, headers=headers, timeout=route.timeout)
+            response = await http.post(
+                replica.urls[endpoint.upstream_name], data=body, headers=headers, timeout=route.timeout
+            )
             if response.status >= 500:
                 await response.read()
                 return _replica_failed(rt, replica, f"http_{response.status}", response.status)
@@ -108,10 +138,14 @@ async def upstream_attempt(
         if response is not None and not (streaming and response.status == 200):
             response.release()
     assert response is not None
+    if streaming and response.status == 200 and not first:
+        response.release()
+        return _replica_failed(rt, replica, "empty_stream", 502)
+    # Which deployment answered: through a model route, the client cannot tell from the model it asked for.
+    exchange.served_by = route.served_model_name
+    exchange.served_provider = route.provider
+    exchange.extra_headers = [*exchange.extra_headers, (DEPLOYMENT_HEADER, route.served_model_name.encode())]
     if streaming and response.status == 200:
-        if not first:
-            response.release()
-            return _replica_failed(rt, replica, "empty_stream", 502)
         rt.router.succeeded(replica)
         await stream_relay(exchange, response, first, client_wants_usage, usage, route, guard)
         return None

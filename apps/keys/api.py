@@ -69,6 +69,7 @@ class ApiKeyViewSet(
         self.check_may_add(organization)
         principal = self.principal
         service = values.pop("service") or principal.user is None
+        values.pop("purpose")  # validated as `application`, the service's default
         if service and principal.user is not None:
             # Service keys outlive people: only who may change every key of the organisation issues one.
             may = organizations_allowing(principal=principal, action="change", model=ApiKey)

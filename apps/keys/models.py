@@ -46,6 +46,17 @@ SCOPE_ACTIONS: dict[str, frozenset[str]] = {
 }
 
 
+PURPOSE_APPLICATION_NAME = "application"
+
+
+def purpose_refusal(purpose: str) -> str:
+    """Why a person may not ask for a key of `purpose` (the REST API's and the console's words alike)."""
+    return (
+        f"Keys with purpose '{purpose}' are issued by Inferia itself (a vector store's own key, the console "
+        f"playground's); create an '{PURPOSE_APPLICATION_NAME}' key instead."
+    )
+
+
 class ApiKey(models.Model):
     """A key shown once at creation and stored only as its SHA-256 hash, with a visible prefix.
 
@@ -61,6 +72,7 @@ class ApiKey(models.Model):
 
         APPLICATION = "", "An application's key"
         PLAYGROUND = "playground", "Used by the console playground"
+        KNOWLEDGE = "knowledge", "A vector store's own key"
 
     organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="api_keys")
     team = models.ForeignKey("orgs.Team", on_delete=team_keys_on_delete, null=True, blank=True, related_name="api_keys")
@@ -107,6 +119,11 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def purpose_name(self) -> str:
+        """The purpose as the API and the CLI name it: an application's key is stored as "" but listed by name."""
+        return self.purpose or PURPOSE_APPLICATION_NAME
 
     def is_usable(self, now: datetime | None = None) -> bool:
         """Whether the key may authenticate right now (not revoked, not expired)."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.keys.models import ApiKey, Scope
+from apps.keys.models import PURPOSE_APPLICATION_NAME, ApiKey, Scope, purpose_refusal
 from apps.orgs.models import Organization, Team
 from apps.rbac.drf import TenantRelatedField
+
+# Purposes by name: an application's key is stored with an empty purpose, but an API client reads and writes its name.
+PURPOSE_NAMES = [(value or PURPOSE_APPLICATION_NAME, label) for value, label in ApiKey.Purpose.choices]
 
 
 class ApiKeyOut(serializers.ModelSerializer):
@@ -15,6 +18,12 @@ class ApiKeyOut(serializers.ModelSerializer):
     tokens_to_date = serializers.IntegerField(read_only=True, default=0)
     cost_micros_to_date = serializers.IntegerField(read_only=True, default=0)
     is_usable = serializers.BooleanField(read_only=True)
+    purpose = serializers.ChoiceField(
+        choices=PURPOSE_NAMES,
+        source="purpose_name",
+        read_only=True,
+        help_text="What the key is for: an application's, the console playground's, or a vector store's own.",
+    )
 
     class Meta:
         model = ApiKey
@@ -25,6 +34,7 @@ class ApiKeyOut(serializers.ModelSerializer):
             "owner",
             "owner_email",
             "name",
+            "purpose",
             "prefix",
             "scopes",
             "allowed_models",
@@ -62,6 +72,16 @@ class ApiKeyCreateIn(serializers.Serializer):
         default=False,
         help_text="A service key has no owner and only its scopes; creating one needs the right to change keys.",
     )
+    purpose = serializers.ChoiceField(
+        choices=PURPOSE_NAMES,
+        default=PURPOSE_APPLICATION_NAME,
+        help_text="Only `application`: playground and knowledge keys are issued by Inferia itself.",
+    )
+
+    def validate_purpose(self, value: str) -> str:
+        if value != PURPOSE_APPLICATION_NAME:
+            raise serializers.ValidationError(purpose_refusal(value))
+        return value
 
 
 class ApiKeyUpdateIn(serializers.Serializer):

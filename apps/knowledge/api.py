@@ -13,16 +13,19 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connections
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.keys.models import ApiKey
 from apps.knowledge import services
 from apps.knowledge.embedding import EmbeddingError, run_in_own_loop
 from apps.knowledge.models import KnowledgeFile, VectorStore, VectorStoreFile
 from apps.knowledge.retrieval import query_text, stores_search
+from apps.knowledge.selectors import rows_in_allowed_stores
 from apps.knowledge.serializers import (
     KnowledgeFileOut,
     KnowledgeFileUploadIn,
@@ -100,8 +103,20 @@ class KnowledgeFileViewSet(
         return super().create(request)
 
 
+class AllowedStoresMixin(TenantViewSet):
+    """Narrows what a key limited to some vector stores (`allowed_vector_stores`) sees to those stores and their
+    files, as /v1 does: any other reads as unknown (404, absent from lists). A signed-in user has no such limit."""
+
+    def restricted(self, action: str) -> QuerySet[Any]:
+        auth = self.request.auth
+        allowed = auth.allowed_vector_stores if isinstance(auth, ApiKey) else ()
+        return rows_in_allowed_stores(super().restricted(action), allowed=allowed)
+
+
 @service_schema(detail_out=VectorStoreOut, update_in=VectorStoreUpdateIn, create_in=VectorStoreCreateIn)
-class VectorStoreViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class VectorStoreViewSet(
+    AllowedStoresMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
     """Vector stores of the caller's organisations; `search` ranks a store's chunks for a query."""
 
     model = VectorStore
@@ -127,13 +142,21 @@ class VectorStoreViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.Retr
         store = self.get_object()  # 404/403 before any 400
         data = VectorStoreUpdateIn(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        store = service_call(
-            services.vector_store_update,
-            store=store,
-            **data.validated_data,
-            actor=self.actor,
-            context=self.audit_context,
-        )
+        values = dict(data.validated_data)
+        model = values.pop("embedding_model", None)
+        if values or model is None:  # the plain fields first: their refusals leave the model unchanged
+            store = service_call(
+                services.vector_store_update, store=store, **values, actor=self.actor, context=self.audit_context
+            )
+        if model is not None:
+            # Asks the new model its vector size through the gateway: apart from the request (module docstring).
+            store = _run_apart(
+                services.vector_store_embedding_change,
+                store=store,
+                embedding_model=model,
+                actor=self.actor,
+                context=self.audit_context,
+            )
         return Response(VectorStoreOut(store).data)
 
     @extend_schema(request=VectorStoreSearchIn, responses=VectorStoreSearchOut)
@@ -173,7 +196,12 @@ class VectorStoreViewSet(ServiceDestroyMixin, mixins.ListModelMixin, mixins.Retr
 
 @service_schema(detail_out=VectorStoreFileOut, create_in=VectorStoreFileAttachIn)
 class VectorStoreFileViewSet(
-    ServiceCreateMixin, ServiceDestroyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+    AllowedStoresMixin,
+    ServiceCreateMixin,
+    ServiceDestroyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantViewSet,
 ):
     """Files attached to stores (filter by `vector_store`): `POST` attaches one of the organisation's files, which
     is then cut and embedded in the background; `DELETE` detaches it (the file itself stays)."""

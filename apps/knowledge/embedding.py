@@ -26,12 +26,12 @@ T = TypeVar("T")
 
 
 class GatewayCaller(Protocol):
-    """What the gateway offers knowledge: one request through its `/v1` pipeline, the engine's token strings for a
+    """What the gateway offers knowledge: one request through its `/v1` pipeline, the engine's token count of a
     text, and closing the calling event loop's resources (a worker runs each job in a loop of its own)."""
 
     async def request(self, *, path: str, secret: str, body: bytes) -> tuple[int, bytes]: ...
 
-    async def tokenize(self, *, organization_id: int, model: str, text: str) -> list[str] | None: ...
+    async def token_count(self, *, organization_id: int, model: str, text: str) -> int | None: ...
 
     async def close(self) -> None: ...
 
@@ -102,9 +102,10 @@ async def embeddings_create(*, secret: str, model: str, inputs: Sequence[str]) -
     return Embedded(vectors=vectors, prompt_tokens=tokens)
 
 
-async def tokens_of(*, organization_id: int, model: str, text: str) -> list[str] | None:
-    """The token strings of `text` as `model`'s engine cuts it (`/tokenize`), or None when it cannot tell."""
-    return await gateway_caller().tokenize(organization_id=organization_id, model=model, text=text)
+async def token_count_of(*, organization_id: int, model: str, text: str) -> int | None:
+    """How many tokens `model`'s engine cuts `text` into (`/tokenize`, without the strings: a smaller answer), or
+    None when it cannot tell."""
+    return await gateway_caller().token_count(organization_id=organization_id, model=model, text=text)
 
 
 async def embedding_dimensions_probe(*, secret: str, model: str) -> int:

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
-from semantic_text_splitter import MarkdownSplitter, TextSplitter
 
 from apps.compute.credentials import credentials_decrypt, credentials_encrypt
 from apps.keys.models import ApiKey
 from apps.knowledge import storage
-from apps.knowledge.embedding import EmbeddingError, embeddings_create, run_in_own_loop
+from apps.knowledge.chunking import TextPiece, text_cut
+from apps.knowledge.embedding import Embedded, EmbeddingError, embeddings_create, run_in_own_loop
+from apps.knowledge.enqueue import reembedding_send
 from apps.knowledge.events import StoreFileProgressed
 from apps.knowledge.extraction import ExtractionFailed, text_extract
 from apps.knowledge.models import Chunk, VectorStore, VectorStoreFile
@@ -47,7 +51,8 @@ from inferia_runtime.events import event_publish
 logger = logging.getLogger(__name__)
 
 EMBED_BATCH = 64
-CHARS_PER_TOKEN = 4  # the splitter's capacity until chunks are counted with the engine's tokenizer
+# Batches of one file written at once, each over its own connection.
+WRITERS = 2
 
 
 class IngestionFailed(Exception):
@@ -56,14 +61,6 @@ class IngestionFailed(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
-
-
-@dataclass(frozen=True)
-class TextPiece:
-    index: int
-    text: str
-    char_start: int
-    char_end: int
 
 
 def lease_end() -> datetime:
@@ -94,18 +91,6 @@ def text_read(store_file: VectorStoreFile) -> tuple[str, bool]:
     return extracted.text, extracted.markdown
 
 
-def text_cut(text: str, *, markdown: bool, max_tokens: int, overlap_tokens: int) -> list[TextPiece]:
-    """Chunks on sentence and paragraph boundaries (Markdown on its structure), with overlap."""
-    capacity, overlap = max_tokens * CHARS_PER_TOKEN, overlap_tokens * CHARS_PER_TOKEN
-    splitter = (MarkdownSplitter if markdown else TextSplitter)(capacity, overlap=overlap)
-    encoded = text.encode()
-    pieces = []
-    for index, (byte_offset, chunk) in enumerate(splitter.chunk_indices(text)):
-        start = len(encoded[:byte_offset].decode())
-        pieces.append(TextPiece(index=index, text=chunk, char_start=start, char_end=start + len(chunk)))
-    return pieces
-
-
 def store_ingest_secret(store: VectorStore) -> str:
     """The store's own inference key (issued on first use), whose usage and limits ingestion counts against."""
     if store.ingest_key_id is not None and store.ingest_key_secret:
@@ -113,7 +98,12 @@ def store_ingest_secret(store: VectorStore) -> str:
         if key is not None and key.is_usable():
             return str(credentials_decrypt(store.ingest_key_secret).reveal()["secret"])
     with transaction.atomic():
-        issued = store_key_issue(organization=store.organization, store_id=store.public_id, model=store.embedding_model)
+        issued = store_key_issue(
+            organization=store.organization,
+            store_id=store.public_id,
+            model=store.embedding_model,
+            reembed_model=store.reembed_model,
+        )
         store.ingest_key = issued.key
         store.ingest_key_secret = credentials_encrypt({"secret": issued.secret})
         store.save(update_fields=["ingest_key", "ingest_key_secret"])
@@ -131,27 +121,26 @@ def store_file_ingest_run(store_file_id: int) -> None:
             markdown=markdown,
             max_tokens=store_file.chunk_max_tokens,
             overlap_tokens=store_file.chunk_overlap_tokens,
+            organization_id=store.organization_id,
+            model=store.embedding_model,
         )
         VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_total=len(pieces))
         _progress_publish(store_file.pk)
-        done = set(
-            Chunk.objects.filter(store_file=store_file, generation=store_file.generation).values_list(
-                "index", flat=True
-            )
-        )
+        done = _pieces_written(store_file, pieces)
         todo = [piece for piece in pieces if piece.index not in done]
         quota = knowledge_quota_for(organization_id=store.organization_id, key_id=store.ingest_key_id)
         _chunk_quota_check(quota, store.organization_id, len(todo))  # before paying for any embedding
         secret = store_ingest_secret(store)
-        for start in range(0, len(todo), EMBED_BATCH):
-            batch = todo[start : start + EMBED_BATCH]
-            if not _still_wanted(store_file.pk):
-                return  # cancelled or deleted meanwhile: stop without writing more
+        batches = [todo[start : start + EMBED_BATCH] for start in range(0, len(todo), EMBED_BATCH)]
+
+        def embed(batch: list[TextPiece]) -> Embedded:
             inputs = [piece.text for piece in batch]
-            embedded = run_in_own_loop(
+            return run_in_own_loop(
                 functools.partial(embeddings_create, secret=secret, model=store.embedding_model, inputs=inputs)
             )
-            _chunks_write(store_file, store, batch, embedded.vectors, quota)
+
+        if not _batches_embed_and_write(store_file, store, batches, embed, quota):
+            return  # cancelled or deleted meanwhile: nothing more was written
     except IngestionFailed as failure:
         _fail(store_file.pk, failure.code, failure.message)
         return
@@ -166,6 +155,82 @@ def store_file_ingest_run(store_file_id: int) -> None:
         )
         vector_store_usage_refresh(store.pk)
         _progress_publish(store_file.pk)
+        _reembedding_resume(store.pk)
+
+
+def _batches_embed_and_write(
+    store_file: VectorStoreFile,
+    store: VectorStore,
+    batches: list[list[TextPiece]],
+    embed: Callable[[list[TextPiece]], Embedded],
+    quota: KnowledgeQuota,
+) -> bool:
+    """Embed and write `batches`, as a pipeline: the next batch is embedded (in other processes: the engines) while
+    up to WRITERS batches are written, each over its own connection, since writing (pgvector's HNSW inserts, a few
+    milliseconds a row in one backend) is most of the time. False when it stopped, writing nothing more, because the
+    file is no longer wanted (cancelled, deleted)."""
+    writers = 1 if connection.in_atomic_block else WRITERS  # other connections could not see the caller's rows
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-embed") as embedder,
+        ThreadPoolExecutor(max_workers=writers, thread_name_prefix="knowledge-write") as writer,
+    ):
+        ahead: Future[Embedded] | None = embedder.submit(embed, batches[0]) if batches else None
+        writing: deque[Future[None]] = deque()
+        try:
+            for number, batch in enumerate(batches):
+                if ahead is None or not _still_wanted(store_file.pk):
+                    while writing:
+                        writing.popleft().result()
+                    return False
+                embedded = ahead.result()
+                ahead = embedder.submit(embed, batches[number + 1]) if number + 1 < len(batches) else None
+                while len(writing) >= writers:
+                    writing.popleft().result()  # a failed write stops the file here
+                if writers == 1:
+                    _chunks_write(store_file, store, batch, embedded.vectors, quota)
+                else:
+                    writing.append(
+                        writer.submit(_chunks_write_own_connection, store_file, store, batch, embedded, quota)
+                    )
+            while writing:
+                writing.popleft().result()
+            return True
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            for pending in writing:
+                pending.cancel()
+            raise
+
+
+def _chunks_write_own_connection(
+    store_file: VectorStoreFile, store: VectorStore, batch: list[TextPiece], embedded: Embedded, quota: KnowledgeQuota
+) -> None:
+    try:
+        _chunks_write(store_file, store, batch, embedded.vectors, quota)
+    finally:
+        connection.close()  # this thread's: the pool's threads end with the file
+
+
+def _pieces_written(store_file: VectorStoreFile, pieces: list[TextPiece]) -> set[int]:
+    """The indexes of `pieces` an earlier run wrote. When that run cut the text elsewhere (it counted tokens another
+    way: the engine's tokenizer was down, or came back), its chunks cannot be extended without overlaps or gaps, so
+    they are deleted and the file is written again whole."""
+    written = Chunk.objects.filter(store_file=store_file, generation=store_file.generation)
+    spans = {piece.index: (piece.char_start, piece.char_end) for piece in pieces}
+    found = {index: (start, end) for index, start, end in written.values_list("index", "char_start", "char_end")}
+    if all(spans.get(index) == span for index, span in found.items()):
+        return set(found)
+    logger.info("store file %s was cut differently before: writing it again", store_file.pk)
+    written.delete()
+    return set()
+
+
+def _reembedding_resume(store_id: int) -> None:
+    """A store changing model waits for the files being ingested (into its current generation, with the old
+    model) before it can switch: each one that completes asks for the re-embedding again, which embeds it anew."""
+    if VectorStore.objects.filter(pk=store_id).exclude(reembed_model="").exists():
+        transaction.on_commit(lambda: reembedding_send(store_id))
 
 
 def _still_wanted(store_file_id: int) -> bool:
@@ -200,7 +265,7 @@ def _chunks_write(
             generation=store_file.generation,
             index=piece.index,
             text=piece.text,
-            tokens=max(1, len(piece.text) // CHARS_PER_TOKEN),
+            tokens=piece.tokens,
             char_start=piece.char_start,
             char_end=piece.char_end,
             dimensions=len(vector),
@@ -217,19 +282,26 @@ def _chunks_write(
             _chunk_quota_check(quota, store.organization_id, len(rows))
         Chunk.objects.bulk_create(rows, ignore_conflicts=True)  # a retried batch writes nothing twice
         written = Chunk.objects.filter(store_file=store_file, generation=store_file.generation).count()
-        VectorStoreFile.objects.filter(pk=store_file.pk).update(chunks_done=written, claimed_until=lease_end())
+        # Batches written side by side commit in any order: the count only grows.
+        VectorStoreFile.objects.filter(pk=store_file.pk).update(
+            chunks_done=Greatest(F("chunks_done"), written), claimed_until=lease_end()
+        )
         _progress_publish(store_file.pk)
 
 
 def _fail(store_file_id: int, code: str, message: str) -> None:
     logger.info("store file %s failed: %s", store_file_id, code)
-    VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS).update(
-        status=VectorStoreFile.Status.FAILED,
-        last_error_code=code,
-        last_error_message=message[:1000],
-        claimed_until=None,
-    )
-    _progress_publish(store_file_id)
+    with transaction.atomic():
+        failed = VectorStoreFile.objects.filter(pk=store_file_id, status=VectorStoreFile.Status.IN_PROGRESS).update(
+            status=VectorStoreFile.Status.FAILED,
+            last_error_code=code,
+            last_error_message=message[:1000],
+            claimed_until=None,
+        )
+        _progress_publish(store_file_id)
+        if failed:  # no longer being ingested: a re-embedding waiting for it can switch
+            store_id = VectorStoreFile.objects.filter(pk=store_file_id).values_list("vector_store_id", flat=True)
+            _reembedding_resume(store_id[0])
 
 
 def _progress_publish(store_file_id: int) -> None:

@@ -120,6 +120,12 @@ class VectorStore(models.Model):
         max_length=200, blank=True, help_text="While re-embedding: the new model, whose vectors are not complete yet."
     )
     reembed_dimensions = models.PositiveIntegerField(null=True, blank=True)
+    reembed_claimed_until = models.DateTimeField(
+        null=True, blank=True, help_text="The re-embedding worker's lease: past it, another worker may take over."
+    )
+    reembed_error = models.CharField(
+        max_length=1000, blank=True, help_text="Why the last change of embedding model failed (the old one serves)."
+    )
     expires_after_days = models.PositiveIntegerField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     last_active_at = models.DateTimeField(default=timezone.now)

@@ -32,8 +32,9 @@ from apps.keys.services import api_key_authenticate
 from apps.knowledge import services
 from apps.knowledge.embedding import EmbeddingError
 from apps.knowledge.models import KnowledgeFile, VectorStore, VectorStoreFile, VectorStoreFileBatch
-from apps.knowledge.retrieval import query_text, stores_search
-from apps.knowledge.storage import knowledge_storage
+from apps.knowledge.search import ChunkHit
+from apps.knowledge.selectors import rows_in_allowed_stores, store_file_counts, stores_with_file_counts
+from apps.knowledge.storage import STREAM_BLOCK_BYTES, storage_stream
 from apps.rbac.restrict import organizations_allowing
 from inferia_runtime.errors import DomainRefusal
 
@@ -112,12 +113,7 @@ def _context(request: HttpRequest) -> AuditContext:
 
 def _visible(key: ApiKey, model: type[M], action: str = "view") -> QuerySet[M]:
     rows = model._default_manager.restrict(key, action)  # type: ignore[attr-defined]
-    if key.allowed_vector_stores:
-        if model is VectorStore:
-            rows = rows.filter(public_id__in=key.allowed_vector_stores)
-        elif model in (VectorStoreFile, VectorStoreFileBatch):
-            rows = rows.filter(vector_store__public_id__in=key.allowed_vector_stores)
-    return rows
+    return rows_in_allowed_stores(rows, allowed=key.allowed_vector_stores)
 
 
 def _one(key: ApiKey, model: type[M], action: str, noun: str, **lookup: Any) -> M:
@@ -258,18 +254,11 @@ def file_shape(file: KnowledgeFile) -> dict[str, Any]:
     }
 
 
-def _counts(store: VectorStore) -> dict[str, int]:
-    by_status = dict(
-        VectorStoreFile.objects.filter(vector_store=store).values_list("status").annotate(n=Count("id")).order_by()
-    )
-    counts = {status: by_status.get(status, 0) for status in VectorStoreFile.Status.values}
-    return {**counts, "total": sum(counts.values())}
-
-
 def store_shape(store: VectorStore) -> dict[str, Any]:
-    counts = _counts(store)
+    counts = store_file_counts(store)
     expired = store.expires_at is not None and store.expires_at <= timezone.now()
-    status = "expired" if expired else ("in_progress" if counts["in_progress"] else "completed")
+    busy = counts["in_progress"] or store.reembed_model  # a change of embedding model re-embeds every file
+    status = "expired" if expired else ("in_progress" if busy else "completed")
     return {
         "id": store.public_id,
         "object": "vector_store",
@@ -433,10 +422,11 @@ def file_delete(request: HttpRequest, file_id: str) -> dict[str, Any]:
 @router.get("/files/{file_id}/content", response=ERRORS, openapi_extra={"responses": BYTES}, summary="A file's bytes")
 def file_content(request: HttpRequest, file_id: str) -> FileResponse:
     file = _one(_key(request, manage=False), KnowledgeFile, "view", "file", public_id=file_id)
-    response = FileResponse(
-        knowledge_storage().open(file.storage_name, "rb"), as_attachment=True, filename=file.filename
-    )
+    response = FileResponse(storage_stream(file.storage_name), as_attachment=True, filename=file.filename)
+    response.block_size = STREAM_BLOCK_BYTES
     response["Content-Type"] = "application/octet-stream"
+    # A body streamed from a bucket cannot tell its own length; the file's row can.
+    response["Content-Length"] = str(file.bytes)
     return response
 
 
@@ -477,7 +467,7 @@ def vector_store_create(request: HttpRequest, body: VectorStoreCreate) -> dict[s
 
 @router.get("/vector_stores", response=ANSWERS, summary="The vector stores the key may use")
 def vector_store_list(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
-    rows = _visible(_key(request, manage=False), VectorStore)
+    rows = stores_with_file_counts(_visible(_key(request, manage=False), VectorStore))
     return _page(rows, store_shape, id_field="public_id", params=params)
 
 
@@ -511,28 +501,24 @@ def vector_store_delete(request: HttpRequest, vector_store_id: str) -> dict[str,
     return {"id": vector_store_id, "object": "vector_store.deleted", "deleted": True}
 
 
-@router.post("/vector_stores/{vector_store_id}/search", response=ANSWERS, summary="Search a store's chunks")
-async def vector_store_search(request: HttpRequest, vector_store_id: str, body: SearchRequest) -> dict[str, Any]:
-    from channels.db import database_sync_to_async
+@router.post(
+    "/vector_stores/{vector_store_id}/search",
+    response=ANSWERS,
+    summary="Search a store's chunks",
+    description="Needs a key with the `inference`, `read` or `manage` scope. The query's embedding is requested with "
+    "the store's own key, and is metered on it.",
+)
+def vector_store_search(request: HttpRequest, vector_store_id: str, body: SearchRequest) -> dict[str, Any]:
+    # Never reached: inferia_site.asgi sends this path to the gateway (apps.gateway.vector_search), which answers
+    # with `search_page`: a search is a read on the inference path, like retrieval in a chat completion.
+    raise OpenAIError(404, f"Unknown endpoint: {request.path}", code="unknown_url")
 
-    key = _key(request, manage=False)
-    if key.allowed_vector_stores and vector_store_id not in key.allowed_vector_stores:
-        raise OpenAIError(404, f"No vector store found with id '{vector_store_id}'.", code="not_found")
-    store = await database_sync_to_async(_store)(key, vector_store_id)
-    try:
-        text = query_text(body.query)
-        hits = await stores_search(
-            stores=[store],
-            query=text,
-            max_num_results=body.max_num_results,
-            filters=body.filters,
-            score_threshold=body.ranking_options.score_threshold if body.ranking_options else 0.0,
-        )
-    except DomainRefusal as error:
-        raise refusal_error(error) from error
+
+def search_page(query: str | list[str], hits: list[ChunkHit]) -> dict[str, Any]:
+    """OpenAI's answer to a search: `vector_store.search_results.page`, best first."""
     return {
         "object": "vector_store.search_results.page",
-        "search_query": [body.query] if isinstance(body.query, str) else body.query,
+        "search_query": [query] if isinstance(query, str) else query,
         "data": [
             {
                 "file_id": hit.file_id,

@@ -6,6 +6,7 @@ event loop of the request, bounded in time (INFERIA_KNOWLEDGE_SEARCH_TIMEOUT_S) 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,8 @@ from django.conf import settings
 from django.db import OperationalError
 from psycopg.errors import QueryCanceled
 
-from apps.knowledge.embedding import EmbeddingError, embeddings_create
+from apps.compute.credentials import credentials_decrypt
+from apps.knowledge.embedding import Embedded, EmbeddingError, embeddings_create
 from apps.knowledge.ingestion import store_ingest_secret
 from apps.knowledge.models import VectorStore
 from apps.knowledge.search import ChunkHit, vector_store_search
@@ -39,6 +41,28 @@ def query_text(query: str | Sequence[str]) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_decrypted(ciphertext: str) -> str:
+    return str(credentials_decrypt(ciphertext).reveal()["secret"])
+
+
+async def query_embed(store: VectorStore, query: str) -> Embedded:
+    """The query's embedding with the store's model, requested with the store's own key.
+
+    The key's secret is decrypted from the store row the caller already read, once per process; whether the key is
+    still usable is for the gateway to say when it authenticates the request (a revocation reaches its caches at
+    once). When it says no, the store gets a new key, as ingestion would give it, and the request is made again."""
+    if store.ingest_key_secret:
+        secret = _secret_decrypted(store.ingest_key_secret)
+        try:
+            return await embeddings_create(secret=secret, model=store.embedding_model, inputs=[query])
+        except EmbeddingError as error:
+            if error.status != 401:
+                raise
+    secret = await database_sync_to_async(store_ingest_secret)(store)
+    return await embeddings_create(secret=secret, model=store.embedding_model, inputs=[query])
+
+
 async def stores_search(
     *,
     stores: Sequence[VectorStore],
@@ -58,9 +82,7 @@ async def stores_search(
         hits: list[ChunkHit] = []
         for store in stores:
             if store.embedding_model not in vectors:
-                secret = await database_sync_to_async(store_ingest_secret)(store)
-                embedded = await embeddings_create(secret=secret, model=store.embedding_model, inputs=[query])
-                vectors[store.embedding_model] = embedded.vectors[0]
+                vectors[store.embedding_model] = (await query_embed(store, query)).vectors[0]
             hits += await database_sync_to_async(vector_store_search)(
                 store=store,
                 vector=vectors[store.embedding_model],

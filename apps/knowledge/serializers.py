@@ -4,10 +4,15 @@ numeric id in URLs, like every management resource; each shape carries the publi
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.db.models import QuerySet
 from rest_framework import serializers
 
+from apps.keys.models import ApiKey
 from apps.knowledge.models import KnowledgeFile, VectorStore, VectorStoreFile
+from apps.knowledge.selectors import rows_in_allowed_stores
 from apps.orgs.models import Organization
 from apps.rbac.drf import TenantRelatedField
 
@@ -56,8 +61,13 @@ class VectorStoreOut(serializers.ModelSerializer):
             "expires_at",
             "last_active_at",
             "usage_bytes",
+            "generation",
+            "reembed_model",
+            "reembed_dimensions",
+            "reembed_error",
             "created_at",
         ]
+        read_only_fields = fields
 
 
 class VectorStoreCreateIn(serializers.Serializer):
@@ -88,6 +98,12 @@ class VectorStoreUpdateIn(serializers.Serializer):
     metadata = serializers.DictField(required=False)
     expires_after_days = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="null: the store no longer expires."
+    )
+    embedding_model = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="Another embedding model: the store is re-embedded in the background and searches use the old "
+        "vectors until the new ones are complete (`reembed_model` meanwhile).",
     )
 
 
@@ -120,8 +136,22 @@ class VectorStoreFileOut(serializers.ModelSerializer):
         ]
 
 
+class AllowedStoreField(TenantRelatedField):
+    """A store by id among those the caller may see and, for a key limited to some stores, one of those: any other
+    reads as "does not exist", like another organisation's."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(VectorStore, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        request = self.context.get("request")
+        auth = getattr(request, "auth", None)
+        allowed = auth.allowed_vector_stores if isinstance(auth, ApiKey) else ()
+        return rows_in_allowed_stores(super().get_queryset(), allowed=allowed)
+
+
 class VectorStoreFileAttachIn(serializers.Serializer):
-    vector_store = TenantRelatedField(VectorStore)
+    vector_store = AllowedStoreField()
     file_id = serializers.CharField(max_length=40, help_text="The file-... id of one of the organisation's files.")
     attributes = serializers.DictField(required=False, allow_null=True, default=None)
 

@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditContext, audit_record
-from apps.compute.credentials import credentials_encrypt
+from apps.compute.credentials import credentials_decrypt, credentials_encrypt
 from apps.keys.models import ApiKey, Scope
-from apps.keys.services import IssuedKey, api_key_create, api_key_revoke
+from apps.keys.services import IssuedKey, api_key_create, api_key_revoke, api_key_update
 from apps.knowledge import storage
 from apps.knowledge.embedding import embedding_dimensions_probe, run_in_own_loop
-from apps.knowledge.enqueue import ingestion_send
+from apps.knowledge.enqueue import ingestion_send, reembedding_send
 from apps.knowledge.models import (
     FILENAME_MAX,
     MAX_DIMENSIONS,
@@ -32,6 +32,7 @@ from apps.knowledge.models import (
     METADATA_KEYS_MAX,
     METADATA_VALUE_MAX,
     NAME_MAX,
+    Chunk,
     KnowledgeFile,
     VectorStore,
     VectorStoreFile,
@@ -283,15 +284,17 @@ def vector_store_create(
     return store
 
 
-def store_key_issue(*, organization: Organization, store_id: str, model: str) -> IssuedKey:
-    """A store's own inference key, limited to its embedding model: ingestion's and searches' embedding requests are
-    metered and limited on it, as any application's."""
+def store_key_issue(*, organization: Organization, store_id: str, model: str, reembed_model: str = "") -> IssuedKey:
+    """A store's own inference key, limited to its embedding model (and, while the store changes model, the new
+    one too): ingestion's, re-embedding's and searches' embedding requests are metered and limited on it, as any
+    application's."""
     return api_key_create(
         organization=organization,
         name=f"Knowledge store {store_id}",
         scopes=[Scope.INFERENCE],
-        allowed_models=[model],
+        allowed_models=[model, reembed_model] if reembed_model else [model],
         actor=None,
+        purpose=ApiKey.Purpose.KNOWLEDGE,
     )
 
 
@@ -346,10 +349,94 @@ def vector_store_update(
         store.expires_after_days = days
         store.expires_at = _expires_at(days, store.last_active_at)
         changes["expires_after_days"] = days
+    fields = {"name": ["name"], "metadata": ["metadata"], "expires_after_days": ["expires_after_days", "expires_at"]}
     with transaction.atomic():
-        store.save()
+        # Only what changed: a full save of a row read earlier would undo a re-embedding's switch made meanwhile.
+        store.save(update_fields=[field for change in changes for field in fields[change]])
         audit_record(action="knowledge.store.update", actor=actor, target=store, changes=changes, context=context)
     return store
+
+
+def store_key_models_set(*, store: VectorStore, models: list[str], actor: Actor = None) -> str | None:
+    """Let the store's own key call exactly `models` and answer its secret; None when the store has no usable key
+    (ingestion issues one on first use, with the store's models)."""
+    key = ApiKey.objects.filter(pk=store.ingest_key_id).first() if store.ingest_key_id else None
+    if key is None or not key.is_usable() or not store.ingest_key_secret:
+        return None
+    if key.allowed_models != models:
+        api_key_update(key=key, changes={"allowed_models": models}, actor=actor)
+    return str(credentials_decrypt(store.ingest_key_secret).reveal()["secret"])
+
+
+def _store_key_for_change(*, store: VectorStore, new_model: str, actor: Actor) -> str:
+    """The store's key, now allowed its current model (searches keep using it) and the new one (the probe and the
+    re-embedding use it): one key, so that all of the store's embedding stays metered on one key."""
+    with transaction.atomic():
+        secret = store_key_models_set(store=store, models=[store.embedding_model, new_model], actor=actor)
+        if secret is None:
+            issued = store_key_issue(
+                organization=store.organization,
+                store_id=store.public_id,
+                model=store.embedding_model,
+                reembed_model=new_model,
+            )
+            store.ingest_key = issued.key
+            store.ingest_key_secret = credentials_encrypt({"secret": issued.secret})
+            store.save(update_fields=["ingest_key", "ingest_key_secret"])
+            secret = issued.secret
+    return secret
+
+
+def vector_store_embedding_change(
+    *, store: VectorStore, embedding_model: str, actor: Actor, context: AuditContext | None = None
+) -> VectorStore:
+    """Change the model that embeds a store: ask the new model its vector size (through the gateway, with the
+    store's own key, now allowed both models), then re-embed every chunk's text in the background into the next
+    generation while searches keep reading the current one with the old model (apps.knowledge.reembedding).
+
+    Naming the current model (or the one already being switched to) changes nothing. A second change while one is
+    re-embedding is refused: the first completes or fails (the store then says why) before another may start, so
+    that the store never has two half-built generations. Commits its own steps (the gateway reads the key from the
+    database): entry points call it outside any transaction."""
+    model = _clean_text(embedding_model, field="embedding_model", limit=200).strip()
+    if not model:
+        raise DomainRefusal("embedding_model is required")
+    store.refresh_from_db()
+    if model in (store.embedding_model, store.reembed_model):
+        return store
+    if store.reembed_model:
+        raise DomainRefusal(
+            f"the store is already being re-embedded with {store.reembed_model}; change its model again once that "
+            "has completed or failed"
+        )
+    old = store.embedding_model
+    secret = _store_key_for_change(store=store, new_model=model, actor=actor)
+    try:
+        dimensions = run_in_own_loop(functools.partial(embedding_dimensions_probe, secret=secret, model=model))
+        if not 1 <= dimensions <= MAX_DIMENSIONS:
+            raise DomainRefusal(f"the embedding model's vectors have {dimensions} dimensions; at most {MAX_DIMENSIONS}")
+        with transaction.atomic():
+            locked = VectorStore.objects.select_for_update().get(pk=store.pk)
+            if locked.reembed_model or locked.embedding_model != old:
+                raise DomainRefusal("the store's embedding model changed meanwhile; try again")
+            # Leftovers of an earlier change that failed, or whose clean-up was cut short: the next generation
+            # starts empty, so that no vector of another model is taken for one of this one.
+            Chunk.objects.filter(vector_store=locked).exclude(generation=locked.generation).delete()
+            locked.reembed_model, locked.reembed_dimensions = model, dimensions
+            locked.reembed_error, locked.reembed_claimed_until = "", None
+            locked.save(update_fields=["reembed_model", "reembed_dimensions", "reembed_error", "reembed_claimed_until"])
+            audit_record(
+                action="knowledge.store.embedding_change",
+                actor=actor,
+                target=locked,
+                changes={"embedding_model": [old, model], "dimensions": [locked.dimensions, dimensions]},
+                context=context,
+            )
+            transaction.on_commit(lambda: reembedding_send(locked.pk))
+    except BaseException:
+        store_key_models_set(store=store, models=[old], actor=actor)
+        raise
+    return locked
 
 
 def vector_store_delete(*, store: VectorStore, actor: Actor, context: AuditContext | None = None) -> None:
@@ -380,6 +467,9 @@ def vector_store_usage_refresh(store_id: int) -> None:
 def _store_file_add(
     *, store: VectorStore, file: KnowledgeFile, attributes: dict[str, Any], size: int, overlap: int, batch: Any = None
 ) -> VectorStoreFile:
+    # Read under the store's lock: a re-embedding's switch to the next generation (which takes the same lock) then
+    # either comes first, and the file is ingested into the new generation, or waits for this file to complete.
+    generation = VectorStore.objects.select_for_update().values_list("generation", flat=True).get(pk=store.pk)
     store_file, created = VectorStoreFile.objects.get_or_create(
         vector_store=store,
         file=file,
@@ -388,7 +478,7 @@ def _store_file_add(
             "attributes": attributes,
             "chunk_max_tokens": size,
             "chunk_overlap_tokens": overlap,
-            "generation": store.generation,
+            "generation": generation,
             "batch": batch,
         },
     )
@@ -435,8 +525,6 @@ def vector_store_file_update(
     *, store_file: VectorStoreFile, attributes: dict[str, Any], actor: Actor, context: AuditContext | None = None
 ) -> VectorStoreFile:
     """Replace a store file's attributes, on its chunks too (searches filter on the chunks' copy)."""
-    from apps.knowledge.models import Chunk
-
     store_file.attributes = metadata_check(attributes, field="attributes")
     with transaction.atomic():
         store_file.save(update_fields=["attributes", "updated_at"])

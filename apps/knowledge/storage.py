@@ -13,9 +13,12 @@ from typing import IO
 
 from django.core.files.base import File
 from django.core.files.storage import Storage, storages
+from storages.backends.s3 import S3File
 
 STORAGE_ALIAS = "knowledge"
 READ_CHUNK_BYTES = 1024 * 1024
+# A download's blocks (FileResponse reads 4 KB at a time unless told): fewer, larger sends for large files.
+STREAM_BLOCK_BYTES = 64 * 1024
 
 
 def knowledge_storage() -> Storage:
@@ -65,8 +68,22 @@ def storage_save(*, name: str, handle: IO[bytes]) -> StoredBytes:
 
 
 def storage_open(name: str) -> IO[bytes]:
+    """A seekable handle on the bytes (what the extractors need). From a bucket, the backend reads the object into a
+    temporary file that spills to disk past its `max_memory_size`."""
     handle: IO[bytes] = knowledge_storage().open(name, "rb")
     return handle
+
+
+def storage_stream(name: str) -> IO[bytes]:
+    """A handle to read the bytes once, front to back (a download): from a bucket, the object's body as it comes off
+    the network rather than a local copy first. FileNotFoundError when there is no such object."""
+    handle = knowledge_storage().open(name, "rb")
+    if isinstance(handle, S3File):
+        # Opening the S3File checked that the object exists; its own reads would download it whole before the first.
+        body: IO[bytes] = handle.obj.get()["Body"]
+        return body
+    opened: IO[bytes] = handle
+    return opened
 
 
 def storage_delete(name: str) -> None:

@@ -51,7 +51,8 @@ class EffectivePolicy:
     """Everything policy decides about one key's requests, compiled once.
 
     `levels` are checked and counted together by `limits_admit`; `model_rules` holds one allow-list per level that
-    has one (a model must pass every list); `max_tokens_per_request` is the tightest level's.
+    has one (a model must pass every list); `max_tokens_per_request` is the tightest level's;
+    `knowledge_flagged_allowed` says whether retrieval may put chunks screening flagged into the key's prompts.
     """
 
     key_id: int
@@ -61,6 +62,7 @@ class EffectivePolicy:
     model_rules: tuple[tuple[str, ...], ...] = ()
     max_tokens_per_request: int | None = None
     guardrails: CompiledProfile = field(default_factory=lambda: guardrail_profile_compile(None))
+    knowledge_flagged_allowed: bool = False
     _model_matchers: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,9 +126,17 @@ def knowledge_quota_compile(policies: list[Policy]) -> KnowledgeQuota:
     )
 
 
+def knowledge_flagged_allowed_compile(policies: list[Policy]) -> bool:
+    """Whether flagged chunks may enter prompts: only when at least one level has a say and every enabled level
+    allows them. Keeping them out is the default and the tighter choice, so one level that excludes them wins."""
+    enabled = [policy for policy in policies if policy.enabled]
+    return bool(enabled) and all(policy.knowledge_flagged_chunks == "allow" for policy in enabled)
+
+
 def merge_profile_configs(configs: list[dict[str, Any]]) -> dict[str, Any]:
     """One profile from several levels' profiles: the strongest action per category, the union of blocklists,
-    patterns and scanners. A lower level can add guardrails but never switch off one a level above turned on."""
+    patterns and scanners, the lowest toxicity threshold. A lower level can add guardrails but never switch off one a
+    level above turned on."""
     merged: dict[str, Any] = {"input": {}, "output": {}, "blocklist": [], "patterns": [], "scanners": []}
     for config in configs:
         for side in ("input", "output"):
@@ -138,6 +148,10 @@ def merge_profile_configs(configs: list[dict[str, Any]]) -> dict[str, Any]:
             for item in config.get(name) or []:
                 if item not in merged[name]:
                     merged[name].append(item)
+        threshold = config.get("toxicity_threshold")
+        if threshold is not None:
+            # The lowest threshold is the strictest: a level can tighten the toxicity check, never loosen it.
+            merged["toxicity_threshold"] = min(threshold, merged.get("toxicity_threshold", threshold))
     return merged
 
 
@@ -179,6 +193,7 @@ def effective_policy_compile(
         model_rules=tuple(rules),
         max_tokens_per_request=_tightest([policy.max_tokens_per_request for policy in enabled]),
         guardrails=guardrail_profile_compile(config),
+        knowledge_flagged_allowed=knowledge_flagged_allowed_compile(enabled),
     )
 
 

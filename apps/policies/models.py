@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -48,6 +49,11 @@ class GuardrailProfile(models.Model):
         blank=True,
         help_text='Extra scanner classes: [{"class": "package.module.Class", "options": {...}}].',
     )
+    toxicity_threshold = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.5), MaxValueValidator(0.99)],
+        help_text="The classifier score (0.5 to 0.99) at which a sentence counts as toxicity.",
+    )
     is_default = models.BooleanField(default=False, help_text="The platform profile used where no policy names one.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -82,14 +88,23 @@ class GuardrailProfile(models.Model):
             "blocklist": list(self.blocklist),
             "patterns": list(self.patterns),
             "scanners": list(self.scanners),
+            "toxicity_threshold": self.toxicity_threshold,
         }
+
+
+class FlaggedChunks(models.TextChoices):
+    """What retrieval does with chunks that screening flagged at ingestion (they may try to steer the model)."""
+
+    EXCLUDE = "exclude", "Kept out of prompts"
+    ALLOW = "allow", "Allowed into prompts, marked"
 
 
 class Policy(models.Model):
     """Limits for one organisation, one team or one key (exactly one: `team` and `api_key` are both empty for an
-    organisation's policy). Empty limits mean "no limit at this level"; money is in micro-units of the currency;
-    days and months are UTC calendar periods. The knowledge quotas measure what the whole organisation stores,
-    whichever level sets them (see `apps.policies.effective.KnowledgeQuota`)."""
+        organisation's policy). Empty limits mean "no limit at this level"; money is in micro-units of the currency;
+        days and months are UTC calendar periods. The knowledge quotas measure what the whole organisation stores,
+        whichever level sets them (see `apps.policies.effective.KnowledgeQuota`). The GPU quota of an organisation's
+    or a team's policy bounds the GPUs of the deployments charged to it (`apps.compute.capacity` enforces it)."""
 
     tenant_path = TenantPath(org="organization_id", team="team_id")
 
@@ -119,6 +134,18 @@ class Policy(models.Model):
     knowledge_chunks_max = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Chunks the organisation's vector stores may hold (knowledge bases)."
     )
+    gpus_max = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="GPUs the organisation's (or the team's) deployments may run at once; not for a key's policy.",
+    )
+    knowledge_flagged_chunks = models.CharField(
+        max_length=16,
+        choices=FlaggedChunks.choices,
+        default=FlaggedChunks.EXCLUDE,
+        help_text="Whether chunks that screening flagged at ingestion may enter prompts through retrieval; they "
+        "may only where every enabled level allows them.",
+    )
     guardrail_profile = models.ForeignKey(
         GuardrailProfile, on_delete=models.PROTECT, null=True, blank=True, related_name="policies"
     )
@@ -136,6 +163,7 @@ class Policy(models.Model):
         "budget_per_month_micros",
         "knowledge_bytes_max",
         "knowledge_chunks_max",
+        "gpus_max",
     )
 
     objects = TenantManager()

@@ -49,6 +49,27 @@ def knowledge_quota_for(*, organization_id: int, key_id: int | None = None) -> K
     return knowledge_quota_compile(list(policies))
 
 
+@dataclass(frozen=True)
+class GpuQuotas:
+    """The GPU quotas of an organisation's own policy and of one of its teams' (None: no quota at that level)."""
+
+    organization: int | None
+    team: int | None
+
+
+def gpu_quotas_for(*, organization_id: int, team_id: int | None) -> GpuQuotas:
+    """The GPU quotas a deployment of the organisation, charged to `team_id` (if any), runs under; one query.
+    A disabled policy sets none."""
+    levels = Q(team__isnull=True, api_key__isnull=True)
+    if team_id is not None:
+        levels |= Q(team_id=team_id)
+    rows = Policy.objects.filter(levels, organization_id=organization_id, enabled=True).values_list(
+        "team_id", "gpus_max"
+    )
+    by_level: dict[int | None, int | None] = dict(rows)
+    return GpuQuotas(organization=by_level.get(None), team=by_level.get(team_id) if team_id is not None else None)
+
+
 def guardrail_profile_default() -> GuardrailProfile | None:
     """The platform profile marked default, if an administrator made one."""
     return GuardrailProfile.objects.filter(is_default=True, organization__isnull=True).first()
@@ -105,6 +126,7 @@ class BudgetBurn:
     budget_micros: int
     used_micros: int
     held_micros: int
+    organization_slug: str = ""
 
     @property
     def percent(self) -> float:
@@ -118,8 +140,9 @@ class BudgetBurn:
         return "over" if self.percent >= 100 else "warn" if self.percent >= 80 else "ok"
 
 
-def _policy_target(policy: Policy) -> str:
-    # The key and team come with the policy (select_related): reading them costs no query.
+def policy_budget_target(policy: Policy) -> str:
+    """What a policy's budget applies to, in words ("Team Research"); the key and team come with the policy
+    (select_related), so reading them costs no query."""
     if policy.api_key_id is not None and policy.api_key is not None:
         return f"Key {policy.api_key.name} ({policy.api_key.prefix}…)"
     if policy.team_id is not None and policy.team is not None:
@@ -127,16 +150,18 @@ def _policy_target(policy: Policy) -> str:
     return f"Organisation {policy.organization.name}"
 
 
-def budget_burn(*, policies: QuerySet[Policy], now: datetime | None = None) -> tuple[list[BudgetBurn], bool]:
+def budget_burn(
+    *, policies: QuerySet[Policy], now: datetime | None = None, limit: int = 50
+) -> tuple[list[BudgetBurn], bool]:
     """Every daily and monthly budget of the enabled `policies` (already narrowed by `.restrict()`), with the current
     period's spend from the counters the gateway enforces budgets with (one query, one Redis round trip). Also
-    whether Redis answered."""
+    whether Redis answered. At most `limit` policies: pages show 50, the metrics scrape more."""
     now = now or datetime.now(UTC)
     rows = list(
         policies.filter(enabled=True)
         .filter(Q(budget_per_day_micros__isnull=False) | Q(budget_per_month_micros__isnull=False))
         .select_related("organization", "team", "api_key")
-        .order_by("organization_id", "team_id", "api_key_id")[:50]
+        .order_by("organization_id", "team_id", "api_key_id")[:limit]
     )
     day_id, month_id = now.strftime("%Y%m%d"), now.strftime("%Y%m")
     wanted: list[tuple[Policy, str, int, str]] = []
@@ -159,11 +184,12 @@ def budget_burn(*, policies: QuerySet[Policy], now: datetime | None = None) -> t
     burns = [
         BudgetBurn(
             policy_id=policy.pk,
-            target=_policy_target(policy),
+            target=policy_budget_target(policy),
             period=period,
             budget_micros=budget,
             used_micros=int(used or 0),
             held_micros=max(0, int(held or 0)),
+            organization_slug=policy.organization.slug,
         )
         for (policy, period, budget, _), (used, held) in zip(wanted, answers, strict=True)
     ]

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization, Team
-from apps.policies.models import GuardrailProfile, Policy, PromptTemplate, PromptTemplateVersion
+from apps.policies.models import FlaggedChunks, GuardrailProfile, Policy, PromptTemplate, PromptTemplateVersion
 from apps.rbac.drf import TenantRelatedField
 
 # --- policies -------------------------------------------------------------------------------------------------
@@ -31,6 +31,18 @@ KNOWLEDGE_CHUNKS_HELP = (
     "Null: no limit at this level."
 )
 
+GPUS_HELP = (
+    "GPUs the organisation's deployments (a team's policy: those charged to the team) may run at once, a replica "
+    "counting tensor_parallel_size x pipeline_parallel_size; a deployment or scale-up past it is refused. Not for a "
+    "key's policy. Null: no limit at this level."
+)
+
+KNOWLEDGE_FLAGGED_HELP = (
+    '"exclude" (the default) keeps chunks that screening flagged at ingestion (prompt injection, hidden characters) '
+    'out of prompts built by retrieval; "allow" lets them in, marked as flagged. They enter only where every enabled '
+    "level allows them."
+)
+
 
 class PolicyOut(serializers.ModelSerializer[Policy]):
     level = serializers.CharField(read_only=True, help_text='"org", "team" or "key".')
@@ -46,6 +58,7 @@ class PolicyOut(serializers.ModelSerializer[Policy]):
             "enabled",
             "allowed_models",
             *Policy.LIMIT_FIELDS,
+            "knowledge_flagged_chunks",
             "guardrail_profile",
             "created_at",
             "updated_at",
@@ -55,6 +68,8 @@ class PolicyOut(serializers.ModelSerializer[Policy]):
             "budget_per_month_micros": {"help_text": BUDGET_HELP.format(period="month")},
             "knowledge_bytes_max": {"help_text": KNOWLEDGE_BYTES_HELP},
             "knowledge_chunks_max": {"help_text": KNOWLEDGE_CHUNKS_HELP},
+            "gpus_max": {"help_text": GPUS_HELP},
+            "knowledge_flagged_chunks": {"help_text": KNOWLEDGE_FLAGGED_HELP},
         }
 
 
@@ -77,6 +92,10 @@ class PolicyUpdateIn(serializers.Serializer[dict[str, Any]]):
     budget_per_month_micros = _limit(max_value=2**63 - 1, help_text=BUDGET_HELP.format(period="month"))
     knowledge_bytes_max = _limit(max_value=2**63 - 1, help_text=KNOWLEDGE_BYTES_HELP)
     knowledge_chunks_max = _limit(max_value=2**63 - 1, help_text=KNOWLEDGE_CHUNKS_HELP)
+    gpus_max = _limit(max_value=2**31 - 1, help_text=GPUS_HELP)
+    knowledge_flagged_chunks = serializers.ChoiceField(
+        choices=FlaggedChunks.choices, required=False, help_text=KNOWLEDGE_FLAGGED_HELP
+    )
     guardrail_profile = TenantRelatedField(
         GuardrailProfile, required=False, allow_null=True, help_text="The organisation's own or a platform profile."
     )
@@ -101,6 +120,7 @@ class GuardrailProfileOut(serializers.ModelSerializer[GuardrailProfile]):
             "blocklist",
             "patterns",
             "scanners",
+            "toxicity_threshold",
             "is_default",
             "created_at",
             "updated_at",
@@ -115,6 +135,9 @@ class GuardrailProfileUpdateIn(serializers.Serializer[dict[str, Any]]):
     blocklist = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
     patterns = serializers.ListField(child=serializers.DictField(), required=False)
     scanners = serializers.ListField(child=serializers.DictField(), required=False)
+    toxicity_threshold = serializers.FloatField(
+        min_value=0.5, max_value=0.99, required=False, help_text="Score at which a sentence counts as toxicity."
+    )
     is_default = serializers.BooleanField(required=False, help_text="Platform profiles only (superadmin).")
 
 

@@ -19,8 +19,10 @@ from apps.policies.cache import policy_cache_publish
 from apps.policies.guardrails import GuardrailConfigError, guardrail_config_check
 from apps.policies.models import GuardrailProfile, Policy
 
-POLICY_FIELDS = ("enabled", "allowed_models", *Policy.LIMIT_FIELDS, "guardrail_profile")
-PROFILE_FIELDS = ("name", "description", "input_actions", "output_actions", "blocklist", "patterns", "scanners")
+POLICY_FIELDS = ("enabled", "allowed_models", *Policy.LIMIT_FIELDS, "knowledge_flagged_chunks", "guardrail_profile")
+PROFILE_FIELDS = (
+    "name", "description", "input_actions", "output_actions", "blocklist", "patterns", "scanners", "toxicity_threshold",
+)  # fmt: skip
 PROFILE_FIELDS_PLATFORM = (*PROFILE_FIELDS, "is_default")
 
 
@@ -42,6 +44,10 @@ def _policy_validate(policy: Policy) -> None:
         raise ValidationError({"team": "The team belongs to another organisation."})
     if policy.api_key is not None and policy.api_key.organization_id != policy.organization_id:
         raise ValidationError({"api_key": "The key belongs to another organisation."})
+    if policy.api_key_id is not None and policy.gpus_max is not None:
+        raise ValidationError(
+            {"gpus_max": "GPU quotas apply to an organisation or a team; deployments run for no key."}
+        )
     profile = policy.guardrail_profile
     if profile is not None and profile.organization_id not in (None, policy.organization_id):
         raise ValidationError({"guardrail_profile": "The profile belongs to another organisation."})

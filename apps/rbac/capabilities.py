@@ -75,11 +75,13 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "view_deployments", "See deployments", "See providers, compute pools, deployments and their replicas.",
         _crud("compute", "provider", "computepool", "modeldeployment", "replica", "deploymentevent",
-              "deploymentloadsample", actions=("view",)),
+              "deploymentloadsample", "modelroute", "modelroutetarget", actions=("view",)),
     ),
     Capability(
-        "deploy_models", "Deploy models", "Create, scale, restart and delete model deployments.",
-        _crud("compute", "modeldeployment", "replica", "deploymentevent", "deploymentloadsample"),
+        "deploy_models", "Deploy models",
+        "Create, scale, restart and delete model deployments, and split traffic between them.",
+        _crud("compute", "modeldeployment", "replica", "deploymentevent", "deploymentloadsample", "modelroute",
+              "modelroutetarget"),
         requires=("view_deployments",),
     ),
     Capability(
@@ -111,12 +113,21 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "read_usage", "Read usage", "See usage, costs and the dashboards, and export them.",
         _crud("usage", "usagerecord", "usagerollup", "usagekeyrollup", "usagemodelrollup", "usagemodeldayrollup",
-              "usagedeploymentrollup", actions=("view",)),
+              "usagedeploymentrollup", "gpuusagespan", actions=("view",)),
     ),
     Capability(
         "read_captures", "Read prompts and answers",
         "See the prompts and answers kept with requests, where the organisation keeps them (masked).",
         frozenset({"usage.view_requestcapture"}), requires=("read_usage",),
+    ),
+    Capability(
+        "view_notifications", "See notifications", "See notification channels and what was delivered to them.",
+        _crud("notifications", "channel", "delivery", actions=("view",)),
+    ),
+    Capability(
+        "manage_notifications", "Manage notifications",
+        "Add, change, test and delete notification channels (webhooks, e-mail, Slack).",
+        _crud("notifications", "channel", "delivery"), requires=("view_notifications",),
     ),
     Capability(
         "view_audit", "View the audit log", "Read the audit log and verify its chain.",

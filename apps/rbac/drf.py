@@ -22,7 +22,7 @@ from django.db.models import Model, QuerySet
 from django.http import Http404
 from django_filters import rest_framework as django_filters
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, filters, serializers, status
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.permissions import BasePermission
@@ -248,6 +248,8 @@ class ServiceDestroyMixin(TenantViewSet):
     service_object: ClassVar[str]
     delete_service: ClassVar[Callable[..., Any]]
 
+    # A delete service refuses to delete what is still in use (a provider's pools, a running deployment): a 400.
+    @extend_schema(responses={204: None, 400: OpenApiResponse(description="Refused: the object is still in use.")})
     def destroy(self, request: Request, pk: str) -> Response:
         service_call(
             self.delete_service,

@@ -18,7 +18,7 @@ from inferia_runtime.slugs import create_with_unique_slug
 from inferia_runtime.tenancy import tenant_path_of
 
 # The apps whose models tenants work with; their Django model permissions make up roles.
-TENANT_APPS = ("orgs", "rbac", "keys", "policies", "compute", "audit", "usage", "knowledge")
+TENANT_APPS = ("orgs", "rbac", "keys", "policies", "compute", "audit", "usage", "knowledge", "notifications")
 
 # Which actions on which apps each built-in role holds. Owners hold everything; admins everything but
 # deleting the organisation and editing roles; members use and view; viewers only view.

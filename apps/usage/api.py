@@ -3,7 +3,11 @@ of the usage flush (superadmin)."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from typing import Any
+
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -13,9 +17,12 @@ from apps.audit.api import IsSuperadmin
 from apps.rbac.drf import TenantFilterSet, TenantViewSet
 from apps.rbac.drf_input import UtcDateTimeFilter
 from apps.usage.backlog import dead_letters_list, usage_backlog
-from apps.usage.models import UsageRecord, UsageRollup
+from apps.usage.gpu_selectors import GpuCostRow, gpu_costs, gpu_costs_csv
+from apps.usage.models import GpuUsageSpan, UsageDeploymentRollup, UsageRecord, UsageRollup
 from apps.usage.selectors import usage_summary
 from apps.usage.serializers import (
+    GpuCostRowOut,
+    GpuCostsIn,
     UsageDeadLettersOut,
     UsageDeadLettersReplayedOut,
     UsageRecordOut,
@@ -74,6 +81,43 @@ class UsageRecordViewSet(mixins.ListModelMixin, TenantViewSet):
             team_id=values.get("team"),
         )
         return Response(UsageSummaryRowOut(rows, many=True).data)
+
+    def _gpu_costs(self, request: Request) -> list[GpuCostRow]:
+        params = GpuCostsIn(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        values = params.validated_data
+        now = timezone.now()
+        filters: dict[str, Any] = {
+            f"{name}_id": values[name] for name in ("organization", "team", "deployment") if name in values
+        }
+        rollup_filters = {name: value for name, value in filters.items() if name != "team_id"}
+        return gpu_costs(
+            spans=GpuUsageSpan.objects.restrict(self.principal).filter(**filters),
+            rollups=UsageDeploymentRollup.objects.restrict(self.principal).filter(**rollup_filters),
+            since=values.get("since") or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+            until=values.get("until") or now,
+            group_by=values["group_by"],
+            now=now,
+        )
+
+    @extend_schema(parameters=[GpuCostsIn], responses=GpuCostRowOut(many=True))
+    @action(detail=False, methods=["get"], url_path="gpu-costs", pagination_class=None, filter_backends=[])
+    def gpu_costs(self, request: Request) -> Response:
+        """GPU time and cost per deployment (or team, or organisation: `?group_by=`) over a period, beside the tokens
+        served and their cost, and the GPU cost per million tokens. Each replica counts from when it first served
+        until it stopped, at its pool's price per GPU-hour times its GPUs; integer micro-units."""
+        return Response(GpuCostRowOut(self._gpu_costs(request), many=True).data)
+
+    @extend_schema(
+        parameters=[GpuCostsIn], responses={(200, "text/csv"): OpenApiResponse(description="The rows as CSV.")}
+    )
+    @action(detail=False, methods=["get"], url_path="gpu-costs/export", pagination_class=None, filter_backends=[])
+    def gpu_costs_export(self, request: Request) -> HttpResponse:
+        """The same rows as CSV (a header, then one line per row)."""
+        body = "".join(gpu_costs_csv(self._gpu_costs(request)))
+        response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="gpu-costs-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+        return response
 
     @extend_schema(responses=UsageDeadLettersOut)
     @action(detail=False, methods=["get"], url_path="dead-letters", permission_classes=[IsSuperadmin])

@@ -315,3 +315,32 @@ class UsageDeploymentRollup(UsageTimedTotals):
 
     def __str__(self) -> str:
         return f"deployment {self.deployment_id} @ {self.hour:%Y-%m-%d %H}:00"
+
+
+class GpuUsageSpan(models.Model):
+    """The GPUs one replica held, from the moment it first served (READY) until it stopped (STOPPED), priced at its
+    pool's cost per GPU-hour as it was when the replica started serving. `ended_at` is empty while it runs: its cost
+    accrues up to now. The GPU cost of a period is each span's overlap with it, in microseconds, times its GPUs and
+    price, in integer micro-units (`apps.usage.gpu_selectors`). Written by the compute plane's replica state machine
+    in the transaction of the move; charged to the deployment's organisation and team as they were then."""
+
+    tenant_path = TenantPath(org="organization_id", team="team_id")
+
+    organization = models.ForeignKey("orgs.Organization", related_name="+", **_HISTORY_FK)
+    team = models.ForeignKey("orgs.Team", related_name="+", **{**_HISTORY_FK, "db_index": False})
+    deployment = models.ForeignKey("compute.ModelDeployment", related_name="+", **_HISTORY_FK)
+    # The replica row is pruned once stopped; its span stays.
+    replica_id = models.BigIntegerField(unique=True)
+    gpus = models.PositiveSmallIntegerField()
+    cost_per_gpu_hour_micros = models.BigIntegerField()
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["organization", "started_at"], name="usage_gpu_span_org_start")]
+
+    def __str__(self) -> str:
+        return f"replica {self.replica_id}: {self.gpus} GPU(s) from {self.started_at:%Y-%m-%d %H:%M}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from apps.usage.events import USAGE_EXPORT_COLUMNS
@@ -54,3 +56,31 @@ class UsageDeadLettersOut(serializers.Serializer):
 class UsageDeadLettersReplayedOut(serializers.Serializer):
     stored = serializers.IntegerField()
     kept = serializers.IntegerField()
+
+
+class GpuCostsIn(serializers.Serializer):
+    group_by = serializers.ChoiceField(choices=["organization", "team", "deployment"], default="deployment")
+    since = serializers.DateTimeField(required=False, help_text="Default: the start of the current UTC month.")
+    until = serializers.DateTimeField(required=False, help_text="Default: now.")
+    organization = serializers.IntegerField(required=False)
+    team = serializers.IntegerField(required=False)
+    deployment = serializers.IntegerField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
+            raise serializers.ValidationError("since must be before until")
+        return attrs
+
+
+class GpuCostRowOut(serializers.Serializer):
+    organization = serializers.IntegerField(source="organization_id", allow_null=True)
+    team = serializers.IntegerField(source="team_id", allow_null=True, help_text="The team the GPUs are charged to.")
+    deployment = serializers.IntegerField(source="deployment_id", allow_null=True)
+    deployment_name = serializers.CharField()
+    gpu_seconds = serializers.IntegerField(help_text="GPU-seconds: each replica's serving time times its GPUs.")
+    gpu_cost_micros = serializers.IntegerField(help_text="Integer micro-units of the currency.")
+    tokens = serializers.IntegerField(help_text="Prompt and completion tokens the deployments served.")
+    token_cost_micros = serializers.IntegerField(help_text="What those tokens were charged, micro-units.")
+    gpu_cost_per_mtok_micros = serializers.IntegerField(
+        allow_null=True, help_text="GPU cost per million tokens served, micro-units; null without tokens."
+    )

@@ -2,9 +2,11 @@
 and stores them (`apps.usage.services.usage_records_store`); the web process never writes usage rows.
 
 A batch is acknowledged (and deleted from the stream) only after its transaction committed; a worker that dies
-before that leaves the batch pending, and the next drain claims it back. Re-reading is harmless: rows already
-inserted are skipped, and only new rows feed the rollups, so totals never count a request twice. An event that
-cannot be decoded, or that PostgreSQL refuses even alone, becomes a dead letter (`apps.usage.backlog`).
+before that leaves the batch pending, and the next drain claims it back: after CLAIM_IDLE_MS, or at once after a
+failover (a promoted replica holds the batches the old master had handed out, to workers that lost them).
+Re-reading is harmless: rows already inserted are skipped, and only new rows feed the rollups, so totals never count
+a request twice. An event that cannot be decoded, or that PostgreSQL refuses even alone, becomes a dead letter
+(`apps.usage.backlog`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from django.conf import settings
 from apps.usage.backlog import dead_letter_add
 from apps.usage.events import EVENT_FIELD, usage_event_decode
 from apps.usage.services import UNREACHABLE, usage_records_store
-from inferia_runtime.redis_clients import sync_redis
+from inferia_runtime.redis_clients import redis_failover_seen, sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ def usage_stream_drain(
     stream = settings.INFERIA_USAGE_STREAM
     consumer = consumer or usage_consumer_name()
     _group_ensure(client, stream)
+    if redis_failover_seen(client, watcher="usage"):
+        logger.warning("the Redis master changed: claiming every pending usage event")
+        claim_idle_ms = 0
     handled = 0
     start = "0-0"
     for _ in range(max_batches):

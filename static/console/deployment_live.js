@@ -12,6 +12,10 @@
   var replicaRows = document.getElementById("replica-rows");
   var eventRows = document.getElementById("event-rows");
   var logPanel = document.getElementById("log-lines");
+  var rolloutState = document.getElementById("rollout-state");
+  var rolloutReason = document.getElementById("rollout-reason");
+  var rolloutNew = document.getElementById("rollout-new");
+  var rolloutOld = document.getElementById("rollout-old");
   var maxLines = logPanel ? parseInt(logPanel.getAttribute("data-max-lines"), 10) || 300 : 0;
   var delay = 1000;
 
@@ -22,17 +26,30 @@
     return node;
   }
   function dash(v) { return v === null || v === undefined ? "—" : v; }
+  function counts(byState) {
+    var parts = Object.keys(byState || {}).map(function (state) { return byState[state] + " " + state; });
+    return parts.length ? parts.join(", ") : "none";
+  }
+
+  function renderRollout(rollout) {
+    if (!rollout || !rolloutState) return;
+    rolloutState.textContent = rollout.state_label;
+    rolloutReason.textContent = rollout.reason ? "(" + rollout.reason + ")" : "";
+    rolloutNew.textContent = counts(rollout.new_replicas);
+    rolloutOld.textContent = counts(rollout.old_replicas);
+  }
 
   function render(snap) {
     badge.textContent = snap.state_label;
     badge.className = "badge badge-" + snap.state;
     badge.setAttribute("data-state", snap.state);
     reason.textContent = snap.state_reason || "";
+    renderRollout(snap.rollout);
     statusEl.textContent = snap.at_rest ? "Live · up to date" : "Live · " + snap.state_label.toLowerCase() + "…";
     replicaRows.replaceChildren();
     if (!snap.replicas.length) {
       var empty = el("tr");
-      empty.appendChild(el("td", { colspan: "7", "class": "muted" }, "No replicas yet: the worker creates them as it reconciles."));
+      empty.appendChild(el("td", { colspan: "8", "class": "muted" }, "No replicas yet: the worker creates them as it reconciles."));
       replicaRows.appendChild(empty);
     }
     snap.replicas.forEach(function (r) {
@@ -41,6 +58,7 @@
       var state = el("td");
       state.appendChild(el("span", { "class": "badge badge-" + r.state }, r.state_label));
       tr.appendChild(state);
+      tr.appendChild(el("td", {}, r.pool || "—"));
       tr.appendChild(el("td", { "class": "mono" }, r.endpoint || "—"));
       tr.appendChild(el("td", { "class": "num" }, dash(r.running)));
       tr.appendChild(el("td", { "class": "num" }, dash(r.waiting)));

@@ -58,3 +58,15 @@ def test_the_api_answers_400_for_a_typo_in_a_category(acme, owner, as_user):
     )
     assert changed.status_code == 400
     assert "did you mean 'phone'" in str(changed.data)
+
+
+def test_the_api_sets_a_bounded_toxicity_threshold(acme, owner, as_user):
+    client = as_user(owner)
+    body = {"organization": acme.org.pk, "name": "tone", "input_actions": {"toxicity": "block"}}
+    refused = client.post("/api/guardrail-profiles/", {**body, "toxicity_threshold": 1.2}, format="json")
+    assert refused.status_code == 400
+    assert "toxicity_threshold" in refused.data
+    created = client.post("/api/guardrail-profiles/", {**body, "toxicity_threshold": 0.7}, format="json")
+    assert created.status_code == 201, created.data
+    assert created.data["toxicity_threshold"] == 0.7
+    assert GuardrailProfile.objects.get(pk=created.data["id"]).config()["toxicity_threshold"] == 0.7

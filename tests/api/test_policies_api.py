@@ -240,3 +240,14 @@ def test_knowledge_quotas_are_set_read_and_validated_through_the_api(acme, owner
     assert client.patch(url, {"knowledge_bytes_max": -1}, format="json").status_code == 400
     assert client.patch(url, {"knowledge_chunks_max": 2**63}, format="json").status_code == 400
     assert client.get(url).data["knowledge_bytes_max"] == 5_000_000
+
+
+def test_the_flagged_chunks_switch_is_read_and_written_through_the_api(acme, owner, as_user):
+    client = as_user(owner)
+    url = f"/api/policies/{acme.policy.pk}/"
+    assert client.get(url).data["knowledge_flagged_chunks"] == "exclude"
+    response = client.patch(url, {"knowledge_flagged_chunks": "allow"}, format="json")
+    assert response.status_code == 200, response.data
+    assert Policy.objects.get(pk=acme.policy.pk).knowledge_flagged_chunks == "allow"
+    assert client.patch(url, {"knowledge_flagged_chunks": "always"}, format="json").status_code == 400
+    assert Policy.objects.get(pk=acme.policy.pk).knowledge_flagged_chunks == "allow"

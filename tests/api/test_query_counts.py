@@ -18,8 +18,9 @@ LISTS = {
     "/api/keys/": 4,
     "/api/providers/": 4,
     "/api/pools/": 4,
-    "/api/deployments/": 4,
+    "/api/deployments/": 5,  # + their placement pools (a prefetch)
     "/api/replicas/": 4,
+    "/api/model-routes/": 6,  # + their targets and the targets' deployments (two prefetches)
     "/api/usage/": 4,
     "/api/audit-events/": 4,
 }

@@ -34,6 +34,8 @@ from urllib.parse import urlencode
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from inferia_runtime.database_url import database_url_with_name  # noqa: E402
+
 TARGET_MS = 300.0
 # What the seed holds beyond its sizes; a seed of another shape is redone. 3: latency histograms, 4xx apart, the
 # per-deployment and per-model daily rollups and the engines' load samples at both resolutions. 4: failed rows
@@ -51,13 +53,13 @@ ACTIONS = ["api_key.create", "api_key.rotate", "api_key.revoke", "policy.update"
 
 
 def _pg_admin_url(database: str) -> tuple[str, str]:
-    default = os.environ.get("DATABASE_URL", "postgres://postgres@localhost:5432/inferia").rsplit("/", 1)[0]
+    default = os.environ.get("DATABASE_URL", "postgres://postgres@localhost:5432/inferia")
     base = os.environ.get("BENCH_PG_URL", default)
-    return base, f"{base}/{database}"
+    return base, database_url_with_name(base, database)
 
 
 def _psql(base: str, sql: str, database: str = "postgres") -> str:
-    out = subprocess.run(["psql", f"{base}/{database}", "-v", "ON_ERROR_STOP=1", "-tAc", sql],
+    out = subprocess.run(["psql", database_url_with_name(base, database), "-v", "ON_ERROR_STOP=1", "-tAc", sql],
                          check=True, capture_output=True, text=True)  # fmt: skip
     return out.stdout.strip()
 

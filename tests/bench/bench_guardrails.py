@@ -121,7 +121,9 @@ def main() -> None:
     clean = " ".join(
         sentence for sentence in prompt.split(". ") if not any(ch.isdigit() or ch == "@" for ch in sentence)
     )
-    everything = {"input": {category: "redact" for category in BUILTIN_CATEGORIES}, "blocklist": ["project falcon"]}
+    # Every regex category (the toxicity classifier has its own benchmark, bench_toxicity.py).
+    regex_categories = [category for category in BUILTIN_CATEGORIES if category != "toxicity"]
+    everything = {"input": dict.fromkeys(regex_categories, "redact"), "blocklist": ["project falcon"]}
     output = {"output": {"secret": "redact", "email": "redact", "card": "redact"}}
     results = {
         "prompt_chars": len(prompt),

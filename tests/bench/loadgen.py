@@ -1,4 +1,5 @@
-"""A lean load generator for OpenAI-compatible streaming chat completions.
+"""A lean load generator for OpenAI-compatible streaming chat completions (or, with `--endpoint messages`, the same
+requests through Anthropic's `/v1/messages`).
 
 N workers each hold one keep-alive HTTP/1.1 connection (raw asyncio + httptools, under uvloop when run as a
 script) and send `POST /v1/chat/completions` with `stream: true` back to back. Per request it records the time to
@@ -28,9 +29,10 @@ import httptools
 DEFAULT_PROMPT = "Write a short note about load testing an inference gateway."
 # The first chunk that carries generated text: a non-empty `content` (chat) or `text` (completions) string.
 _CONTENT_RE = re.compile(rb'"(?:content|text)":"(?:[^"\\]|\\.)')
-_USAGE_RE = re.compile(rb'"completion_tokens":\s*(\d+)')
-_STREAM_ERROR = b'data: {"error"'
-_DONE = b"data: [DONE]"
+_USAGE_RE = re.compile(rb'"(?:completion|output)_tokens":\s*(\d+)')
+_STREAM_ERRORS = (b'data: {"error"', b"event: error")
+_DONES = (b"data: [DONE]", b'"message_stop"')
+ENDPOINTS = {"chat": "/chat/completions", "messages": "/messages"}
 MAX_ERROR_SAMPLES = 5
 
 
@@ -107,31 +109,33 @@ class _Target:
     port: int
     path: str
     ssl: ssl.SSLContext | None
+    endpoint: str = "chat"
 
 
-def _target(url: str) -> _Target:
-    """Where to send: `url` is a base URL (`http://h:p` or `.../v1`) or the full chat completions URL."""
+def _target(url: str, endpoint: str = "chat") -> _Target:
+    """Where to send: `url` is a base URL (`http://h:p` or `.../v1`) or the endpoint's full URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
     path = parts.path.rstrip("/")
-    if not path.endswith("/chat/completions"):
-        path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    suffix = ENDPOINTS[endpoint]
+    if not path.endswith(suffix):
+        path += suffix if path.endswith("/v1") else "/v1" + suffix
     https = parts.scheme == "https"
     context = ssl.create_default_context() if https else None
-    return _Target(parts.hostname, parts.port or (443 if https else 80), path, context)
+    return _Target(parts.hostname, parts.port or (443 if https else 80), path, context, endpoint)
 
 
 def _request_bytes(target: _Target, *, model: str, api_key: str | None, max_tokens: int, prompt: str) -> bytes:
-    body = json.dumps(
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "stream": True,
-            "max_tokens": max_tokens,
-            "stream_options": {"include_usage": True},
-        }
-    ).encode()
+    document: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": True,
+        "max_tokens": max_tokens,
+    }
+    if target.endpoint == "chat":
+        document["stream_options"] = {"include_usage": True}
+    body = json.dumps(document).encode()
     headers = [
         f"POST {target.path} HTTP/1.1",
         f"host: {target.host}:{target.port}",
@@ -217,11 +221,11 @@ class _StreamConnection(asyncio.Protocol):
         body = b"".join(self._body)
         if self._status != 200:
             outcome.error = f"HTTP {self._status}: {body[:200].decode(errors='replace')}"
-        elif _STREAM_ERROR in body:
-            start = body.index(_STREAM_ERROR)
+        elif any(marker in body for marker in _STREAM_ERRORS):
+            start = min(body.find(marker) for marker in _STREAM_ERRORS if marker in body)
             outcome.error = "stream error: " + body[start : start + 200].decode(errors="replace")
-        elif _DONE not in body[-64:]:
-            outcome.error = "stream ended without data: [DONE]"
+        elif not any(done in body[-64:] for done in _DONES):
+            outcome.error = "stream ended without data: [DONE] or message_stop"
         else:
             usage = _USAGE_RE.findall(body[-512:])
             outcome.completion_tokens = int(usage[-1]) if usage else 0
@@ -297,12 +301,13 @@ async def run_load(
     warmup: int | None = None,
     prompt: str = DEFAULT_PROMPT,
     timeout_s: float = 60.0,
+    endpoint: str = "chat",
 ) -> LoadResult:
     """Send `requests` streaming chat completions over `concurrency` keep-alive connections and measure them.
 
     `warmup` requests (default: one per worker, which also opens the connections) run first and are not counted.
     """
-    target = _target(url)
+    target = _target(url, endpoint)
     request = _request_bytes(target, model=model, api_key=api_key, max_tokens=max_tokens, prompt=prompt)
     warmup = concurrency if warmup is None else warmup
     if warmup:
@@ -335,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="uncounted requests first (default: concurrency)")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="chat", help="chat completions or messages")
     args = parser.parse_args(argv)
     result: LoadResult = _run(
         run_load(
@@ -346,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             max_tokens=args.max_tokens,
             warmup=args.warmup,
             timeout_s=args.timeout,
+            endpoint=args.endpoint,
         )
     )
     summary = result.summary()

@@ -18,6 +18,7 @@ from apps.compute.adapters.kubernetes import (
 )
 from apps.compute.engine import deployment_engine_spec, vllm_serve_args
 from apps.compute.models import Provider
+from apps.compute.node_tokens import node_token
 from tests.compute.fakes import FakeServer
 
 NS = "llm"
@@ -109,6 +110,7 @@ class FakeCluster:
         routes = {
             ("POST", f"{base_apps}/deployments"): self.create("deployments", "V1Deployment"),
             ("POST", f"{base_core}/services"): self.create("services", "V1Service"),
+            ("POST", f"{base_core}/secrets"): self.create("secrets", "V1Secret"),
             ("GET", f"{base_core}/pods"): self.pods,
             ("GET", f"{base_core}/events"): self.events,
         }
@@ -122,6 +124,7 @@ class FakeCluster:
                 ("GET", f"{self.base_apps}/deployments/{name}"): self.read,
                 ("DELETE", f"{self.base_apps}/deployments/{name}"): self.delete("deployments"),
                 ("DELETE", f"{self.base_core}/services/{name}"): self.delete("services"),
+                ("DELETE", f"{self.base_core}/secrets/{name}-node"): self.delete("secrets", f"{name}-node"),
                 ("GET", f"{self.base_core}/pods/{name}-abc/log"): lambda e: (200, "INFO loading weights\nINFO ready\n"),
             }
         )
@@ -185,11 +188,11 @@ class FakeCluster:
         }
         return 200, {"kind": "EventList", "items": [event]}
 
-    def delete(self, collection):
+    def delete(self, collection, name=None):
         def handler(exchange):
             self.check_auth(exchange)
             assert exchange.body["propagationPolicy"] == "Foreground"
-            if self.objects.pop((collection, self.name), None) is None:
+            if self.objects.pop((collection, name or self.name), None) is None:
                 return 404, {"kind": "Status", "code": 404, "reason": "NotFound"}
             return 200, {"kind": "Status", "status": "Success"}
 
@@ -240,6 +243,38 @@ def test_provision_status_logs_and_teardown_speak_the_kubernetes_api(make_replic
     assert cluster.objects == {}
     adapter.teardown(replica)  # 404s: already gone
     assert adapter.status(replica).phase == ReplicaPhase.FAILED
+    assert cluster.server.errors == []
+
+
+@pytest.mark.django_db
+def test_where_nodes_push_heartbeats_the_agent_runs_in_the_pod_with_its_token_in_a_secret(
+    make_replica, cluster, settings
+):
+    settings.INFERIA_NODE_SERVER_URL = "https://inferia.example.com"
+    replica = make_replica(
+        Provider.Kind.KUBERNETES,
+        config={"namespace": NS},
+        credentials={"host": cluster.server.url, "token": "cluster-token"},
+    )
+    name = replica_object_name(replica)
+    cluster.route_object(name)
+    adapter = adapter_for(replica.deployment.pool.provider)
+    token = node_token(replica)
+
+    replica.provider_handle = adapter.provision(replica).handle
+
+    assert cluster.objects[("secrets", f"{name}-node")]["stringData"] == {"token": token}
+    deployment = cluster.objects[("deployments", name)]
+    assert token not in json.dumps(deployment)  # readable by whoever may list Deployments
+    (agent,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "inferia-agent"]
+    assert agent["command"] == ["inferia", "agent"]
+    env = {item["name"]: item for item in agent["env"]}
+    assert env["INFERIA_NODE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": f"{name}-node", "key": "token"}
+    assert env["INFERIA_AGENT_ENGINE_URL"]["value"] == "http://127.0.0.1:8000"
+    assert env["INFERIA_SERVER_URL"]["value"] == "https://inferia.example.com"
+
+    adapter.teardown(replica)
+    assert cluster.objects == {}
     assert cluster.server.errors == []
 
 

@@ -24,6 +24,7 @@ from apps.compute.adapters.skypilot import (
 from apps.compute.engine import deployment_engine_spec, vllm_serve_argv
 from apps.compute.health import replica_health_apply, replica_probe
 from apps.compute.models import Provider, Replica
+from apps.compute.node_tokens import node_token
 from tests.compute.fakes import FakeServer
 
 ENGINE_ARGS = {"tensor_parallel_size": 2, "max_model_len": 8192, "enable_lora": True}
@@ -82,6 +83,32 @@ def test_the_hf_token_goes_under_secrets_not_envs(sky_replica):
     assert "HF_TOKEN" not in task["envs"]
 
 
+@pytest.mark.django_db
+def test_where_nodes_push_heartbeats_the_job_runs_the_agent_with_its_token_among_the_secrets(sky_replica, settings):
+    settings.INFERIA_NODE_SERVER_URL = "https://inferia.example.com"
+    replica = sky_replica()
+
+    task = skypilot_task_build(replica=replica, spec=deployment_engine_spec(replica.deployment), config=CONFIG)
+
+    assert task["secrets"] == {"INFERIA_NODE_TOKEN": node_token(replica)}
+    assert task["envs"]["INFERIA_SERVER_URL"] == "https://inferia.example.com"
+    assert task["envs"]["INFERIA_AGENT_ENGINE_URL"] == "http://127.0.0.1:8000"
+    assert node_token(replica) not in json.dumps(task["envs"]) + task["run"] + task["setup"]
+    assert task["run"].startswith("(inferia agent >> ~/inferia-agent.log 2>&1 &)\nexec vllm serve")
+    assert task["setup"].endswith("pip install inferia")
+
+
+@pytest.mark.django_db
+def test_without_a_server_url_for_nodes_the_job_runs_no_agent(sky_replica, settings):
+    settings.INFERIA_NODE_SERVER_URL = ""
+    replica = sky_replica()
+
+    task = skypilot_task_build(replica=replica, spec=deployment_engine_spec(replica.deployment), config=CONFIG)
+
+    assert "inferia agent" not in task["run"]
+    assert "INFERIA_NODE_TOKEN" not in skypilot_task_yaml(task)
+
+
 def test_the_vendored_schema_refuses_what_skypilot_refuses():
     schema = skypilot_task_schema()
     for bad in (
@@ -100,7 +127,7 @@ def test_a_pool_without_a_gpu_type_or_with_too_few_gpus_is_a_config_error(sky_re
     spec = deployment_engine_spec(replica.deployment)
     with pytest.raises(ProviderConfigError, match="GPU type"):
         skypilot_task_build(replica=replica, spec=spec, config=CONFIG)
-    replica.deployment.pool.gpu_type, replica.deployment.pool.gpus_per_node = "A100", 1
+    replica.pool.gpu_type, replica.pool.gpus_per_node = "A100", 1
     with pytest.raises(ProviderConfigError, match="needs 2"):
         skypilot_task_build(replica=replica, spec=spec, config=CONFIG)
 

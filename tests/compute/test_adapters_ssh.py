@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shlex
 import threading
 
@@ -11,9 +12,10 @@ import pytest
 
 from apps.compute.adapters import ReplicaPhase, adapter_for
 from apps.compute.adapters.base import AdapterError, ProviderConfigError
-from apps.compute.adapters.ssh import container_name, docker_run_argv
+from apps.compute.adapters.ssh import agent_container_name, container_name, docker_run_argv
 from apps.compute.engine import deployment_engine_spec, vllm_serve_args
 from apps.compute.models import Provider
+from apps.compute.node_tokens import node_token
 from tests.compute.fakes import FakeServer
 
 
@@ -39,15 +41,20 @@ class FakeDockerHost:
             process_factory=self._process,
         )  # fmt: skip
 
-    def _process(self, process):
+    async def _process(self, process):
         self.commands.append(process.command)
         argv = shlex.split(process.command)
-        out, err, code = self.docker(argv)
+        env = {}
+        if argv[:2] == ["sh", "-c"]:  # the agent's start: a variable read from stdin, then `exec "$@"`
+            name = argv[2].split("read -r ", 1)[1].split(" ", 1)[0]
+            env[name] = (await process.stdin.readline()).rstrip("\n")
+            argv = argv[4:]
+        out, err, code = self.docker(argv, env)
         process.stdout.write(out)
         process.stderr.write(err)
         process.exit(code)
 
-    def docker(self, argv):
+    def docker(self, argv, env=None):
         assert argv[0] == "docker", argv
         verb, args = argv[1], argv[2:]
         if verb == "inspect":
@@ -68,7 +75,9 @@ class FakeDockerHost:
             name = args[args.index("--name") + 1]
             if name in self.containers:
                 return "", "Conflict. The container name is already in use\n", 125
-            self.containers[name] = {"status": "running", "argv": argv}
+            # `--env NAME` without a value takes NAME from the docker client's environment.
+            passed = {value: (env or {}).get(value) for flag, value in itertools.pairwise(args) if flag == "--env"}
+            self.containers[name] = {"status": "running", "argv": argv, "env_from_client": passed}
             return "f00dcafe\n", "", 0
         if verb == "port":
             assert args[1] == "8000/tcp"
@@ -162,6 +171,29 @@ def test_provision_runs_the_container_over_ssh_and_the_host_sees_the_same_argv(s
     assert name not in docker_host.containers
     adapter.teardown(ssh_replica)  # already gone
     assert adapter.status(ssh_replica).phase == ReplicaPhase.FAILED
+
+
+@pytest.mark.django_db
+def test_where_nodes_push_heartbeats_an_agent_container_gets_the_token_through_stdin(
+    ssh_replica, docker_host, settings
+):
+    settings.INFERIA_NODE_SERVER_URL = "https://inferia.example.com"
+    adapter = adapter_for(ssh_replica.deployment.pool.provider)
+
+    result = adapter.provision(ssh_replica)
+
+    agent = docker_host.containers[agent_container_name(ssh_replica)]
+    token = node_token(ssh_replica)
+    assert agent["env_from_client"]["INFERIA_NODE_TOKEN"] == token
+    assert f"INFERIA_AGENT_ENGINE_URL=http://127.0.0.1:{docker_host.health_port}" in agent["argv"]
+    assert "INFERIA_SERVER_URL=https://inferia.example.com" in agent["argv"]
+    assert agent["argv"][-3:] == ["inferia:latest", "inferia", "agent"]
+    assert not any(token in command for command in docker_host.commands)  # never on a command line
+    assert result.messages == (f"started container {container_name(ssh_replica)}; started its heartbeat agent",)
+
+    ssh_replica.provider_handle = result.handle
+    adapter.teardown(ssh_replica)
+    assert docker_host.containers == {}
 
 
 @pytest.mark.django_db

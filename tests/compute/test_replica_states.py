@@ -22,7 +22,7 @@ from django.utils import timezone
 from apps.compute.adapters import ReplicaPhase
 from apps.compute.events import ReplicaStateChanged
 from apps.compute.health import HealthOutcome, Probe, replica_health_apply, replica_heartbeat_record
-from apps.compute.models import Replica
+from apps.compute.models import ModelDeployment, Replica
 from apps.compute.reconcile import deployment_reconcile_run
 from apps.compute.replica_states import REPLICA_TRANSITIONS, replica_transition
 from apps.compute.replicas import (
@@ -84,6 +84,15 @@ def _no_endpoints(replica):
     return replica_provision_run(replica_id=replica.pk)
 
 
+def _rolled_over(replica):
+    """A rollout that may take one replica out of routing before a new one serves: the old one drains."""
+    ModelDeployment.objects.filter(pk=replica.deployment_id).update(
+        rollout_state=ModelDeployment.RolloutState.PROGRESSING, spec_hash="new", max_surge=1, max_unavailable=1
+    )
+    Replica.objects.filter(pk=replica.pk).update(spec_hash="old")
+    return deployment_reconcile_run(deployment_id=replica.deployment_id)
+
+
 LONG_AGO = {"updated_at": timezone.now() - timedelta(days=1), "last_heartbeat_at": timezone.now() - timedelta(days=1)}
 
 PLACES = [
@@ -115,6 +124,15 @@ PLACES = [
         RState.STOPPING,
         lambda r: deployment_reconcile_run(deployment_id=r.deployment_id),
     ),
+    Place("rollout drains", RState.READY, RState.DRAINING, _rolled_over),
+    Place(
+        "reconcile a drained one",
+        RState.DRAINING,
+        RState.STOPPING,
+        lambda r: deployment_reconcile_run(deployment_id=r.deployment_id),
+        (("drain_started_at", timezone.now() - timedelta(days=1)),),
+    ),
+    Place("check: gone while draining", RState.DRAINING, RState.STOPPING, _probe(ReplicaPhase.FAILED, "exited")),
     Place("teardown", RState.STOPPING, RState.STOPPED, lambda r: replica_teardown_run(replica_id=r.pk)),
     Place("check: up", RState.STARTING, RState.READY, _probe(ReplicaPhase.READY)),
     Place("check: back", RState.UNHEALTHY, RState.READY, _probe(ReplicaPhase.READY)),

@@ -49,6 +49,15 @@ def test_the_job_never_carries_a_hugging_face_token():
     assert "HF_TOKEN" not in json.dumps(job)
 
 
+def test_the_public_job_never_carries_a_node_token_even_where_nodes_push_heartbeats(settings):
+    settings.INFERIA_NODE_SERVER_URL = "https://inferia.example.com"
+
+    text = json.dumps(nosana_job_build(spec=SPEC, config={}))
+
+    assert "INFERIA_NODE_TOKEN" not in text
+    assert "inf-node-" not in text
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [

@@ -13,8 +13,9 @@ import pytest
 from apps.policies.effective import policy_counter_scope
 from apps.policies.limits import quota_key
 from apps.policies.models import Policy
-from apps.usage.models import UsageRecord, UsageRollup
+from apps.usage.models import GpuUsageSpan, UsageDeploymentRollup, UsageRecord, UsageRollup
 from apps.usage.rollups import usage_rollups_rebuild
+from tests.factories import ComputePoolFactory, ModelDeploymentFactory
 
 
 @pytest.fixture(autouse=True)
@@ -108,8 +109,8 @@ def test_the_query_count_does_not_grow_with_the_data(client, owner, org, rows, d
 
 # Session, user, the two-factor gate, the organisation switcher, then: usage over time with the top models and teams
 # (one grouped pass), latency percentiles and failures (one pass), the engines' load over time, top keys, live load,
-# budgets, guardrails.
-DASHBOARD_QUERIES = 12
+# budgets, guardrails, GPU cost (the replicas' GPU time; the tokens of their deployments only when some served).
+DASHBOARD_QUERIES = 13
 
 
 def test_the_busiest_keys_and_teams_are_named_and_stay_in_the_organisation(client, owner, org, other_org, outsider):
@@ -141,3 +142,30 @@ def test_the_busiest_keys_and_teams_are_named_and_stay_in_the_organisation(clien
         assert f'<td class="num">{requests}' in keys
         assert "Core" in teams
         assert "globex secret key" not in html
+
+
+def test_gpu_cost_per_million_tokens_is_shown_per_deployment(client, owner, org):
+    deployment = ModelDeploymentFactory(
+        organization=org, pool=ComputePoolFactory(organization=org, cost_per_gpu_hour_micros=4_000_000), name="chat"
+    )
+    now = datetime.now(UTC)
+    GpuUsageSpan.objects.create(
+        organization=org, deployment=deployment, replica_id=1, gpus=2, cost_per_gpu_hour_micros=4_000_000,
+        started_at=now - timedelta(hours=3), ended_at=now - timedelta(hours=1),
+    )  # fmt: skip
+    UsageDeploymentRollup.objects.create(
+        hour=(now - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0), organization=org,
+        deployment=deployment, prompt_tokens=3_000_000, completion_tokens=1_000_000, cost_micros=2_000_000,
+    )  # fmt: skip
+    client.force_login(owner)
+
+    html = client.get("/console/dashboard/?range=24h").content.decode()
+
+    table = html[html.index('data-testid="gpu-costs"') :]
+    # 2 hours x 2 GPUs x 4.00 = 16.00 for 4M tokens: 4.00 per million
+    assert re.search(r"chat</th><td class=\"num\">4.0</td><td class=\"num\">\$16.00</td>", table)
+    assert "$4.00</td></tr>" in table
+    export = re.search(r'href="(/api/usage/gpu-costs/export/[^"]+)" data-testid="gpu-costs-export"', table)
+    assert export is not None
+    csv = client.get(export.group(1).replace("&amp;", "&")).content.decode()
+    assert f"{org.pk},,{deployment.pk},chat,14400,16000000,4000000,2000000,4000000" in csv

@@ -92,6 +92,28 @@ def test_an_owner_deploys_on_the_simulator(client, owner, org):
     assert 'data-testid="deployment-state-badge" data-state="pending"' in page
 
 
+def test_an_owner_places_replicas_on_other_pools_of_the_organisation_only(client, owner, org, viewer):
+    deployment = _deployment(org)
+    cheap = ComputePoolFactory(organization=org, provider=deployment.pool.provider, name="cheap", max_nodes=2)
+    theirs = ComputePoolFactory(name="theirs")  # another organisation's
+    client.force_login(owner)
+
+    html = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    response = client.post(
+        f"/console/deployments/{deployment.pk}/placement/", {"placement_pools": [cheap.pk, theirs.pk]}
+    )
+
+    assert f'data-testid="placement-pool-{cheap.pk}"' in html
+    assert f'data-testid="placement-pool-{theirs.pk}"' not in html
+    assert response.status_code == 302
+    assert list(deployment.placement_pools.all()) == [cheap]
+    event = AuditEvent.objects.get(action="deployment.placement")
+    assert event.changes["placement_pools"] == {"before": [], "after": [cheap.pk]}
+    client.force_login(viewer)
+    assert client.post(f"/console/deployments/{deployment.pk}/placement/", {"placement_pools": []}).status_code == 403
+    assert list(deployment.placement_pools.all()) == [cheap]
+
+
 def test_only_pools_with_a_working_adapter_are_offered(client, owner, org):
     ComputePoolFactory(organization=org, provider__kind=Provider.Kind.AKASH, name="akash-pool")
     _deployment(org)
@@ -119,9 +141,10 @@ def test_detail_query_count_is_pinned(client, owner, org, django_assert_num_quer
 
 # Session, user, two-factor gate; then the list, the organisation scope, may add there, may register an external
 # endpoint there, its pools (list); or the deployment, may change, replicas, events, recent errors, latency from its
-# rollups, its engines' load over time (detail); and the top bar's organisations.
+# rollups, its engines' load over time, the teams its GPUs may be charged to, the pools it may be placed on and those
+# it is (detail); and the top bar's organisations.
 LIST_QUERIES = 9
-DETAIL_QUERIES = 12
+DETAIL_QUERIES = 15
 
 
 def _communicator(user, deployment_id):
@@ -189,6 +212,36 @@ def test_the_websocket_pushes_a_replicas_new_state(org, owner):
         pushed = await watcher.receive_json_from(timeout=5)
         assert pushed["event"] == {"replica": replica.pk, "state": "unhealthy"}
         assert [row["state"] for row in pushed["deployment"]["replicas"]] == ["unhealthy"]
+        await watcher.disconnect()
+
+    async_to_sync(scenario)()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_websocket_pushes_a_rollouts_progress(org, owner):
+    from apps.compute.inventory_services import deployment_update
+    from apps.compute.rollout import deployment_rollout_pause
+
+    deployment = _deployment(org)
+
+    def roll_then_pause():
+        rolled = deployment_update(deployment=deployment, changes={"image": "vllm/vllm-openai:v0.9.0"}, actor=owner)
+        deployment_rollout_pause(deployment=rolled, actor=owner)
+
+    async def scenario():
+        watcher = _communicator(owner, deployment.pk)
+        connected, _ = await watcher.connect()
+        assert connected
+        first = await watcher.receive_json_from(timeout=5)
+        assert first["deployment"]["rollout"]["state"] == ""
+        await database_sync(roll_then_pause)()
+        started = await watcher.receive_json_from(timeout=5)
+        paused = await watcher.receive_json_from(timeout=5)
+        assert started["event"] == {"rollout": "progressing", "reason": "image changed"}
+        assert paused["event"]["rollout"] == "paused"
+        rollout = paused["deployment"]["rollout"]
+        assert (rollout["state"], rollout["state_label"]) == ("paused", "Paused")
+        assert sum(rollout["new_replicas"].values()) + sum(rollout["old_replicas"].values()) == 1
         await watcher.disconnect()
 
     async_to_sync(scenario)()

@@ -7,8 +7,15 @@ from __future__ import annotations
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.compute.models import ModelDeployment
-from tests.factories import ComputePoolFactory, MembershipFactory, ModelDeploymentFactory, ProviderFactory
+from apps.compute.models import DeploymentEvent, ModelDeployment
+from apps.policies.models import Policy
+from tests.factories import (
+    ComputePoolFactory,
+    MembershipFactory,
+    ModelDeploymentFactory,
+    ProviderFactory,
+    TeamFactory,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -296,3 +303,41 @@ def test_registering_into_another_organisation_is_refused(client, owner, viewer,
     client.force_login(viewer)
     assert client.post("/console/deployments/external/", _external(org)).status_code == 403
     assert not ModelDeployment.objects.exists()
+
+
+# Capacity and GPU quotas -------------------------------------------------------------------------------------------
+
+
+def test_a_scale_past_the_pool_or_the_teams_gpu_quota_shows_why_and_changes_nothing(client, owner, org):
+    deployment = _deployment(org, max_replicas=12)
+    team = TeamFactory(organization=org, name="Research")
+    Policy.objects.create(organization=org, team=team, gpus_max=2)
+    client.force_login(owner)
+
+    client.post(f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, team=team.pk))
+    past_quota = client.post(f"/console/deployments/{deployment.pk}/scale/", {"replicas": 3}, follow=True)
+    past_pool = client.post(f"/console/deployments/{deployment.pk}/scale/", {"replicas": 9}, follow=True)
+
+    deployment.refresh_from_db()
+    assert deployment.team == team
+    assert deployment.desired_replicas == 1
+    assert (
+        "Team &#x27;Research&#x27;&#x27;s GPU quota is 2 and its other deployments use 0" in past_quota.content.decode()
+    )
+    assert "Pool &#x27;pool-chat-small&#x27; has 8 node(s)" in past_pool.content.decode()
+    assert 'data-testid="deployment-team-select"' in past_pool.content.decode()
+
+
+def test_a_team_of_another_organisation_cannot_be_chosen(client, owner, org, other_org):
+    deployment = _deployment(org)
+    foreign = TeamFactory(organization=other_org)
+    client.force_login(owner)
+
+    page = client.post(
+        f"/console/deployments/{deployment.pk}/settings/", _settings(deployment, team=foreign.pk), follow=True
+    )
+
+    deployment.refresh_from_db()
+    assert deployment.team is None
+    assert "Choose a team of the deployment&#x27;s organisation." in page.content.decode()
+    assert not DeploymentEvent.objects.filter(deployment=deployment).exists()

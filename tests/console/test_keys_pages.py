@@ -202,3 +202,29 @@ def test_seeing_a_key_does_not_reveal_usage_the_role_may_not_see(acme, owner, si
     html = signed_in(user).get(f"/console/keys/{acme.key.key.pk}/").content.decode()
     assert "No requests recorded yet." in html
     assert acme.usage.request_id not in html
+
+
+def test_the_list_and_the_detail_mark_a_vector_stores_own_key(acme, owner, signed_in):
+    from apps.knowledge.services import store_key_issue
+
+    store_key = store_key_issue(organization=acme.org, store_id="vs_marked", model="kb-embed").key
+    client = signed_in(owner)
+
+    listed = client.get("/console/keys/").content.decode()
+    row = listed[listed.index(f'data-key-prefix="{store_key.prefix}"') :].split("</tr>", 1)[0]
+    assert 'data-testid="key-knowledge"' in row
+    assert (
+        'data-testid="key-knowledge"'
+        not in listed.split(f'data-key-prefix="{acme.key.key.prefix}"', 1)[1].split("</tr>", 1)[0]
+    )
+    detail = client.get(f"/console/keys/{store_key.pk}/").content.decode()
+    assert 'data-testid="key-knowledge"' in detail
+    assert "vs_marked" in detail
+
+
+def test_a_person_cannot_create_a_knowledge_key_in_the_console(acme, owner, signed_in):
+    client = signed_in(owner)
+    body = {"organization": acme.org.pk, "name": "sneaky", "scopes": ["inference"], "purpose": "knowledge"}
+    response = client.post("/console/keys/new/", body, follow=True)
+    assert "issued by Inferia" in response.content.decode()
+    assert not ApiKey.objects.filter(name="sneaky").exists()

@@ -17,7 +17,13 @@ from apps.audit.models import AuditEvent
 from apps.knowledge import ingestion, services
 from apps.knowledge.models import Chunk, KnowledgeFile, VectorStore, VectorStoreFile
 from tests.factories import api_key_issue, deployment_serving
-from tests.knowledge.conftest import EMBED_MODEL, engine, knowledge_files  # noqa: F401 - fixtures
+from tests.knowledge.conftest import (  # noqa: F401 - fixtures
+    EMBED_MODEL,
+    SMALL_MODEL,
+    engine,
+    knowledge_files,
+    small_engine,
+)
 
 DIMENSIONS = 384
 HANDBOOK = "\n\n".join(
@@ -96,9 +102,10 @@ def test_the_store_page_query_count_is_pinned(client, owner, org, django_assert_
 
 # Session, user, two-factor gate, the organisation scope; then the page of stores (counted by status in the same
 # query), may add stores there, the models the organisation serves (list); or the store, its files, may upload (two
-# permissions), may remove, may delete (store page); and the top bar's organisations.
+# permissions), may remove, may delete, may change and the models to change to (store page); and the top bar's
+# organisations.
 LIST_QUERIES = 8
-STORE_QUERIES = 11
+STORE_QUERIES = 13
 
 
 # --- Tenancy and capabilities ---------------------------------------------------------------------------------------
@@ -259,6 +266,23 @@ def test_a_model_the_organisation_does_not_serve_is_refused(client, owner, serve
     )
     assert "Embedding model" in response.content.decode()
     assert not VectorStore.objects.exists()
+
+
+def test_changing_the_model_starts_a_reembedding_that_the_page_shows(client, owner, member, served, small_engine):  # noqa: F811
+    deployment_serving(served, SMALL_MODEL, [small_engine.url])
+    store = _store(served)
+    client.force_login(member)
+    assert client.post(f"/console/knowledge/{store.pk}/model/", {"embedding_model": SMALL_MODEL}).status_code == 403
+    client.force_login(owner)
+    assert f'<option value="{SMALL_MODEL}">' in client.get(f"/console/knowledge/{store.pk}/").content.decode()
+    response = client.post(f"/console/knowledge/{store.pk}/model/", {"embedding_model": SMALL_MODEL})
+    assert response.status_code == 302
+    store.refresh_from_db()
+    assert (store.embedding_model, store.reembed_model) == (EMBED_MODEL, SMALL_MODEL)
+    html = client.get(f"/console/knowledge/{store.pk}/").content.decode()
+    assert f"Re-embedding with <strong>{SMALL_MODEL}</strong>" in html
+    assert 'data-testid="store-model-form"' not in html  # one change at a time
+    assert AuditEvent.objects.filter(action="knowledge.store.embedding_change", actor_user=owner).exists()
 
 
 def test_an_uploaded_file_is_ingested_and_the_search_ranks_its_right_chunk_first(client, owner, served, sent):

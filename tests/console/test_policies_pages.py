@@ -169,3 +169,29 @@ def test_an_owner_sets_knowledge_quotas_on_the_policy_form(acme, owner, signed_i
     assert (acme.policy.knowledge_bytes_max, acme.policy.knowledge_chunks_max) == (1_048_576, 500)
     assert "1.0\xa0MB of files" in client.get("/console/policies/").content.decode()
     assert AuditEvent.objects.filter(action="policy.update", target_id=str(acme.policy.pk)).exists()
+
+
+def test_an_owner_lets_flagged_chunks_into_prompts_on_the_policy_form(acme, owner, signed_in):
+    client = signed_in(owner)
+    url = f"/console/policies/{acme.policy.pk}/"
+    assert 'name="knowledge_flagged_chunks"' in client.get(url).content.decode()
+    client.post(url, {"enabled": "on", "knowledge_flagged_chunks": "allow"})
+    acme.policy.refresh_from_db()
+    assert acme.policy.knowledge_flagged_chunks == "allow"
+    assert "flagged chunks allowed" in client.get("/console/policies/").content.decode()
+    client.post(url, {"enabled": "on"})  # a form that leaves it out keeps the safe default
+    acme.policy.refresh_from_db()
+    assert acme.policy.knowledge_flagged_chunks == "exclude"
+
+
+def test_a_teams_gpu_quota_is_set_on_its_policy_page(acme, owner, signed_in):
+    policy = Policy.objects.get(team__organization=acme.org, team__isnull=False, api_key__isnull=True)
+    client = signed_in(owner)
+
+    page = client.get(f"/console/policies/{policy.pk}/").content.decode()
+    client.post(f"/console/policies/{policy.pk}/", {"gpus_max": "8", "enabled": "on"})
+
+    assert "GPUs at once" in page
+    policy.refresh_from_db()
+    assert policy.gpus_max == 8
+    assert AuditEvent.objects.filter(action="policy.update", target_id=str(policy.pk)).exists()

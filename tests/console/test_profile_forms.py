@@ -114,3 +114,17 @@ def test_the_text_is_bounded_in_bytes_not_characters(acme, owner, signed_in):
 def test_another_organisations_profile_cannot_be_tried(acme, globex, owner, signed_in):
     response = signed_in(owner).post(f"/console/policies/profiles/{globex.guardrail_profile.pk}/test/", {"text": "x"})
     assert response.status_code == 404
+
+
+def test_the_form_sets_a_bounded_toxicity_threshold(acme, owner, signed_in):
+    client = signed_in(owner)
+    html = client.get("/console/policies/profiles/new/").content.decode()
+    assert 'data-testid="profile-toxicity-threshold"' in html
+    new = {"organization": acme.org.pk, "name": "tone", "input_toxicity": "block"}
+    refused = client.post("/console/policies/profiles/new/", {**new, "toxicity_threshold": "1.5"})
+    assert refused.status_code == 200
+    assert not GuardrailProfile.objects.filter(name="tone").exists()
+    assert client.post("/console/policies/profiles/new/", {**new, "toxicity_threshold": "0.65"}).status_code == 302
+    profile = GuardrailProfile.objects.get(name="tone")
+    assert (profile.toxicity_threshold, profile.input_actions) == (0.65, {"toxicity": "block"})
+    assert AuditEvent.objects.filter(action="guardrail_profile.create", target_id=str(profile.pk)).exists()

@@ -73,12 +73,15 @@ def test_console_pages_carry_a_strict_policy_and_nothing_inline(acme, owner, sig
     paths = [reverse(f"console:{name}") for name in (
         "home", "security", "dashboard", "deployments", "playground", "keys", "usage", "audit", "members",
         "member-invitations", "member-teams", "member-roles", "policies", "policy-profiles",
+        "compute-providers", "compute-provider-create", "compute-pools", "compute-pool-create",
     )]  # fmt: skip
     paths += [
         reverse("console:deployment-detail", args=[acme.deployment.pk]),
         reverse("console:key-detail", args=[acme.key.key.pk]),
         reverse("console:policy-profile-edit", args=[acme.guardrail_profile.pk]),
         reverse("console:policy-edit", args=[acme.policy.pk]),
+        reverse("console:compute-provider-edit", args=[acme.provider.pk]),
+        reverse("console:compute-pool-edit", args=[acme.pool.pk]),
         "/console/templates/",
     ]
     for path in paths:

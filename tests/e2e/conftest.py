@@ -63,6 +63,8 @@ E2E_COMPUTE_ENV = {
     # A crash loop's back-off in seconds, not minutes (tests/e2e/test_crash_loop.py).
     "INFERIA_REPLICA_BACKOFF_SECONDS": "0.5",
     "INFERIA_REPLICA_BACKOFF_MAX_SECONDS": "2",
+    # A replica out of routing stops 2 s after it last ran a request (tests/e2e/test_rollout.py).
+    "INFERIA_DRAIN_GRACE_SECONDS": "2",
 }
 
 

@@ -109,7 +109,7 @@ def test_keys_list_shows_prefixes_and_states_and_never_a_secret(cli):
     assert "secret" not in listed
     assert secret not in table
     line = next(line for line in table.splitlines() if line.startswith(listed["prefix"]))
-    assert re.search(r"listed\s+read\s+-\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+active$", line), line
+    assert re.search(r"listed\s+application\s+read\s+-\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+active$", line), line
 
 
 def test_a_key_revoked_by_the_cli_gets_401_within_a_second(cli, platform):

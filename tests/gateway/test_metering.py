@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 from django.db.models import Sum
+from django.test import override_settings
 
 from apps.usage.events import EVENT_FIELD, usage_event_decode
 from apps.usage.models import UsageRecord, UsageRollup
@@ -81,6 +82,42 @@ def test_a_batch_read_by_a_worker_that_died_is_stored_by_the_next(tenant, gatewa
     assert usage_stream_drain(consumer="survivor", claim_idle_ms=0) == 5
     assert UsageRecord.objects.filter(organization_id=tenant.organization.pk).count() == 5
     assert redis_cache.xpending(stream, USAGE_GROUP)["pending"] == 0
+
+
+def test_after_a_failover_a_batch_read_from_the_old_master_is_taken_over_at_once(tenant, gateway, redis_cache):
+    asyncio.run(_many_streams(gateway.url, tenant.secret, 4))
+    stream = settings.INFERIA_USAGE_STREAM
+    usage_stream_drain(consumer="warm-up", max_batches=0)  # creates the group, records the master it sees
+    redis_cache.xreadgroup(USAGE_GROUP, "lost-worker", {stream: ">"}, count=100)  # read, then the master died
+    redis_cache.set("inferia:redis-epoch:usage", "the-old-master")  # the promoted replica's replication id differs
+    assert usage_stream_drain(consumer="survivor") == 4  # not idle for CLAIM_IDLE_MS, yet taken over
+    assert UsageRecord.objects.filter(organization_id=tenant.organization.pk).count() == 4
+    assert redis_cache.xpending(stream, USAGE_GROUP)["pending"] == 0
+
+
+@override_settings(INFERIA_REDIS_WAIT_REPLICAS=1, INFERIA_REDIS_WAIT_MS=10)
+def test_an_append_that_no_replica_acknowledges_is_still_stored_on_the_master(redis_cache, caplog, monkeypatch):
+    import redis.asyncio as aioredis
+
+    from apps.gateway import metering
+    from apps.usage.events import UsageEvent
+
+    monkeypatch.setattr(metering, "_replica_missing_until", 0.0)  # restored afterwards: the module's own state
+
+    async def append(request_id: str) -> None:
+        client = aioredis.Redis.from_url(settings.CACHE_REDIS_URL)
+        event = UsageEvent(request_id=request_id, started_at=0.0, endpoint="chat.completions", prompt_tokens=3)
+        await metering.usage_append(client, event)
+        await client.aclose()
+
+    asyncio.run(append("waited"))  # this Redis has no replica: WAIT answers 0 after its timeout
+    asyncio.run(append("not-waited"))  # and the next appends do not wait again at once
+    entries = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
+    assert [usage_event_decode(fields[EVENT_FIELD.encode()])["request_id"] for _id, fields in entries] == [
+        "waited",
+        "not-waited",
+    ]
+    assert caplog.text.count("reached 0 of 1 replicas") == 1
 
 
 def test_unauthenticated_requests_are_not_metered(tenant, gateway, redis_cache):

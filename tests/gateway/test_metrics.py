@@ -53,8 +53,7 @@ def test_metrics_describe_requests_latency_tokens_and_failures(tenant, sim, gate
     _deployment, (dead, _live) = make_deployment(tenant.organization, "gw-shared", [f"http://127.0.0.1:{port_reserve()}",
                                                                                     sim.url])  # fmt: skip
     wait_until_served(gateway, tenant.secret, "gw-shared")
-    for _ in range(4):
-        http("POST", f"{gateway.url}/v1/chat/completions", body={**CHAT, "model": "gw-shared"}, secret=tenant.secret)
+    _until_tried(gateway, tenant, dead)
     # Tokens spaced out by the engine: the inter-token histogram sees them (a zero-delay stream arrives in one read).
     with running_sim("--itl-ms", "5", models=SIM_MODELS) as engine:
         make_deployment(tenant.organization, "gw-other", [engine.url])
@@ -98,6 +97,12 @@ def test_several_processes_report_their_sum(tenant, test_database_url, tmp_path)
         assert value(samples, "inferia_gateway_requests_total", model="gw-chat", organization="acme", status="200") == 5
         assert value(samples, "inferia_gateway_tokens_total", model="gw-chat", direction="out") == 5 * 8
         assert value(samples, "inferia_gateway_requests_in_flight") == 0
+        duration = {"model": "gw-chat", "route": "chat.completions", "status_class": "2xx"}
+        assert value(samples, "inferia_gateway_request_duration_seconds_count", **duration) == 5
+    # Read at scrape time, the fleet is the same from either process (dashboards and alerts take max, not sum).
+    fleet = [{key: v for key, v in samples.items() if key[0] == "inferia_replicas"} for samples in totals]
+    assert fleet[0] == fleet[1]
+    assert sum(fleet[0].values()) == 1
 
 
 def labelled(samples: dict, label: str, value_: str) -> list:
@@ -157,10 +162,19 @@ def _series_of_a_doomed_deployment(tenant, sim, process) -> tuple:
     deployment, (dead, live) = make_deployment(tenant.organization, "gw-shared", [f"http://127.0.0.1:{port_reserve()}",
                                                                                   sim.url])  # fmt: skip
     wait_until_served(process, tenant.secret, "gw-shared")
-    for _ in range(4):
+    _until_tried(process, tenant, dead)
+    return deployment, dead, live
+
+
+def _until_tried(process, tenant, dead) -> None:
+    """Requests to `gw-shared` until the router has tried its refusing replica (it draws two replicas at random, so
+    a fixed count could miss it), each one served by failing over."""
+    for _ in range(40):
         body = {**CHAT, "model": "gw-shared"}
         assert http("POST", f"{process.url}/v1/chat/completions", body=body, secret=tenant.secret)[0] == 200
-    return deployment, dead, live
+        if labelled(scrape(process.url), "replica", str(dead.pk)):
+            return
+    raise AssertionError("40 requests and the router never tried the refusing replica")
 
 
 def test_series_of_deleted_replicas_and_deployments_are_dropped(tenant, sim, gateway, redis_cache):
@@ -270,8 +284,13 @@ def test_pruning_removes_this_process_series_of_deleted_objects():
         metrics.request_counted(model=model, organization=organization, status=200)
     metrics.upstream_error_counted(replica_id=41, kind="timeout")
     metrics.upstream_error_counted(replica_id=42, kind="timeout")
+    for provider in ("kept-provider", "gone-provider"):
+        metrics.served_by_counted(model="kept-model", deployment="kept-model", provider=provider, status=200)
     live = metrics.LiveLabels(
-        models=frozenset({"kept-model"}), replicas=frozenset({"41"}), organizations=frozenset({"kept-org"})
+        models=frozenset({"kept-model"}),
+        replicas=frozenset({"41"}),
+        organizations=frozenset({"kept-org"}),
+        providers=frozenset({"kept-provider"}),
     )
 
     assert metrics.series_prune(live) >= 3
@@ -281,6 +300,8 @@ def test_pruning_removes_this_process_series_of_deleted_objects():
     replicas = {sample.labels["replica"] for family in metrics.UPSTREAM_ERRORS.collect() for sample in family.samples}
     assert "41" in replicas
     assert "42" not in replicas
+    providers = {sample.labels["provider"] for family in metrics.SERVED_BY.collect() for sample in family.samples}
+    assert providers == {"kept-provider"}
     metrics.request_counted(model="kept-model", organization="kept-org", status=200)  # cached children were renewed
     counts = {
         tuple(sample.labels.values()): sample.value

@@ -25,6 +25,15 @@ def test_the_schema_is_published_from_the_gateways_own_models(client):
     assert document["components"]["securitySchemes"]["ApiKeyBearer"]["scheme"] == "bearer"
 
 
+def test_anthropics_messages_are_described_with_their_own_errors(client):
+    document = client.get("/v1/openapi.json").json()
+    messages = document["paths"]["/v1/messages"]["post"]
+    assert set(document["components"]["schemas"]["MessagesRequest"]["required"]) == {"model", "messages", "max_tokens"}
+    assert messages["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/AnthropicError")
+    assert {"ApiKeyBearer", "AnthropicApiKey"} <= {name for scheme in messages["security"] for name in scheme}
+    assert "/v1/messages/count_tokens" in document["paths"]
+
+
 def test_the_web_process_serves_it_next_to_the_gateway(tenant, gateway):
     status, _, raw = http("GET", f"{gateway.url}/v1/openapi.json")
     assert status == 200

@@ -132,3 +132,24 @@ def test_a_whole_answer_is_scanned_too(transactional_db, gateway, redis_cache):
 
     assert status == 200
     assert json.loads(raw)["choices"][0]["message"]["content"] == "Your key is [SECRET] and more."
+
+
+def test_toxicity_blocks_a_prompt_and_redacts_a_streamed_sentence(transactional_db, gateway, redis_cache):
+    answer = ["Sure. You are a worth", "less idiot. Here is", " the plan."]
+    with scripted_engine(answer) as engine:
+        tenant = tenant_on(
+            gateway, engine.url, input_actions={"toxicity": "block"}, output_actions={"toxicity": "redact"}
+        )
+        status, _, raw = http(
+            "POST", f"{gateway.url}/v1/chat/completions", body=chat_body("Shut up, you stupid moron."),
+            secret=tenant.secret,
+        )  # fmt: skip
+        assert engine.received == []
+        streamed = stream(gateway, tenant.secret, chat_body("Summarise the plan, please.", stream=True))
+
+    assert status == 400
+    assert json.loads(raw)["error"]["code"] == "guardrail_violation"
+    assert b"moron" not in raw
+    text, failures = streamed_text(streamed)
+    assert text == "Sure. [TOXICITY] Here is the plan."
+    assert failures == []

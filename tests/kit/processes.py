@@ -9,6 +9,7 @@ fast, with the log's tail, when the process exits first.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,10 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
+from inferia_runtime.database_url import database_url_with_name
 from tests.kit.ports import port_reserve
 from tests.kit.waiting import eventually
 
@@ -73,6 +74,8 @@ class TestProcess:
                 start_new_session=True,
             )
         self.sid = self.popen.pid  # the session leader's pid is the session id
+        # Where a worker with a data directory of its own records the replica processes it starts (`inferia_start`).
+        self.replicas_dir: Path | None = None
 
     def __enter__(self) -> TestProcess:
         return self
@@ -154,12 +157,20 @@ class TestProcess:
         self.popen.wait()
 
     def kill_everything(self) -> None:
-        """Last-resort cleanup: kill whatever is left in the session, the process itself included."""
+        """Last-resort cleanup: kill whatever is left in the session, the process itself included, and the replica
+        processes it started (a worker's simulator replicas, in sessions of their own)."""
         for process in self.session_processes():
             with contextlib.suppress(psutil.Error):
                 process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
+        for pidfile in sorted(self.replicas_dir.glob("replica-*.json")) if self.replicas_dir else ():
+            with contextlib.suppress(OSError, ValueError, KeyError, psutil.Error):
+                record = json.loads(pidfile.read_text())  # the process adapter's pidfile (ProcessRecord)
+                live = psutil.Process(record["pid"])
+                if abs(live.create_time() - record["create_time"]) < 0.05:  # not a reused pid
+                    for process in [*live.children(recursive=True), live]:
+                        process.kill()
 
 
 def server_start(
@@ -185,8 +196,13 @@ def sim_start(*flags: str, models: tuple[str, ...], env: Mapping[str, str] | Non
 
 
 def inferia_start(args: list[str], *, env: Mapping[str, str], cwd: Path = REPO) -> TestProcess:
-    """An `inferia ...` command (`start all`, `demo`, `worker`): readiness is the caller's to wait on."""
-    return TestProcess([INFERIA, *args], env=env, cwd=cwd, name="inferia-" + args[0])
+    """An `inferia ...` command (`start all`, `demo`, `worker`): readiness is the caller's to wait on. Given a data
+    directory of its own, `kill_everything` also kills the replica processes it started there."""
+    process = TestProcess([INFERIA, *args], env=env, cwd=cwd, name="inferia-" + args[0])
+    data_dir = env.get("INFERIA_DATA_DIR")
+    if data_dir and data_dir != os.environ.get("INFERIA_DATA_DIR"):
+        process.replicas_dir = Path(data_dir) / "replicas"
+    return process
 
 
 @contextlib.contextmanager
@@ -218,5 +234,4 @@ def child_database_url() -> str:
     has run)."""
     from django.conf import settings
 
-    parts = urlsplit(settings.DATABASE_URL)
-    return urlunsplit(parts._replace(path="/" + settings.DATABASES["default"]["NAME"]))
+    return database_url_with_name(settings.DATABASE_URL, settings.DATABASES["default"]["NAME"])

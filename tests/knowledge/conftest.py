@@ -39,6 +39,17 @@ def engine() -> Iterator[TestProcess]:
     process.stop()
 
 
+SMALL_MODEL, SMALL_DIMENSIONS = "kb-embed-small", 256
+
+
+@pytest.fixture(scope="module")
+def small_engine() -> Iterator[TestProcess]:
+    """A second engine whose embedding model answers vectors of another size (a store changing model to it)."""
+    process = sim_start("--embedding-dimensions", str(SMALL_DIMENSIONS), models=(SMALL_MODEL,))
+    yield process
+    process.stop()
+
+
 @pytest.fixture
 def organization(transactional_db, redis_cache, engine):
     """Acme, with a deployment of the embedding model on the engine (committed: the gateway reads it)."""

@@ -66,7 +66,7 @@ def _chunks(store_file: VectorStoreFile) -> None:
             char_end=len(text),
             dimensions=dimensions,
             embedding=list(embedding_vector(text, dimensions)),
-            attributes={"topic": ["gpu", "food"][index]},
+            attributes=store_file.attributes,
         )
 
 
@@ -108,7 +108,9 @@ def test_upload_attach_search_detach_and_delete(organization):
     assert file["bytes"] == len(b"GPUs have memory bandwidth.")
 
     attached = client.post(
-        "/api/vector-store-files/", {"vector_store": store["id"], "file_id": file["public_id"]}, format="json"
+        "/api/vector-store-files/",
+        {"vector_store": store["id"], "file_id": file["public_id"], "attributes": {"topic": "gpu"}},
+        format="json",
     )
     assert attached.status_code == 201, attached.content
     assert attached.json()["file_id"] == file["public_id"]
@@ -119,6 +121,11 @@ def test_upload_attach_search_detach_and_delete(organization):
         f"/api/vector-stores/{store['id']}/search/", {"query": "GPU memory bandwidth", "max_num_results": 1}, "json"
     )
     filtered = client.post(
+        f"/api/vector-stores/{store['id']}/search/",
+        {"query": "GPU memory and tomato sauce", "filters": {"type": "eq", "key": "topic", "value": "gpu"}},
+        format="json",
+    )
+    filtered_out = client.post(
         f"/api/vector-stores/{store['id']}/search/",
         {"query": "GPU memory and tomato sauce", "filters": {"type": "eq", "key": "topic", "value": "food"}},
         format="json",
@@ -131,7 +138,8 @@ def test_upload_attach_search_detach_and_delete(organization):
 
     assert found.status_code == 200, found.content
     assert [(hit["file_id"], hit["text"]) for hit in found.json()["data"]] == [(file["public_id"], TEXTS[0])]
-    assert [hit["text"] for hit in filtered.json()["data"]] == [TEXTS[1]]
+    assert sorted(hit["text"] for hit in filtered.json()["data"]) == sorted(TEXTS)
+    assert filtered_out.json()["data"] == []
     assert [row["file_id"] for row in listed] == [file["public_id"]]
     assert detached.status_code == 204
     assert not VectorStoreFile.objects.exists()
@@ -196,6 +204,49 @@ def test_another_organisations_store_and_file_are_404s(organization):
     assert intruder.get("/api/knowledge-files/").json()["results"] == []
     assert VectorStore.objects.count() == 1
     assert KnowledgeFile.objects.count() == 1
+
+
+def test_a_key_limited_to_some_stores_sees_and_touches_only_those(organization):
+    client = _client(organization)
+    allowed, hidden = _store(client, organization, name="allowed"), _store(client, organization, name="hidden")
+    file = _upload(client, organization)
+    hidden_file = client.post(
+        "/api/vector-store-files/", {"vector_store": hidden["id"], "file_id": file["public_id"]}, format="json"
+    ).json()
+    issued = api_key_create(
+        organization=organization, name="limited", scopes=["read", "manage"], actor=None,
+        allowed_vector_stores=[allowed["public_id"]],
+    )  # fmt: skip
+    limited = APIClient()
+    limited.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+
+    stores = limited.get("/api/vector-stores/").json()["results"]
+    store_files = limited.get("/api/vector-store-files/").json()["results"]
+    by_filter = limited.get("/api/vector-store-files/", {"vector_store": hidden["id"]}).json()["results"]
+    answers = [
+        limited.get(f"/api/vector-stores/{hidden['id']}/"),
+        limited.post(f"/api/vector-stores/{hidden['id']}/search/", {"query": "x"}, format="json"),
+        limited.patch(f"/api/vector-stores/{hidden['id']}/", {"name": "mine"}, format="json"),
+        limited.delete(f"/api/vector-stores/{hidden['id']}/"),
+        limited.get(f"/api/vector-store-files/{hidden_file['id']}/"),
+        limited.delete(f"/api/vector-store-files/{hidden_file['id']}/"),
+    ]
+    attach = limited.post(
+        "/api/vector-store-files/", {"vector_store": hidden["id"], "file_id": file["public_id"]}, format="json"
+    )
+    attach_allowed = limited.post(
+        "/api/vector-store-files/", {"vector_store": allowed["id"], "file_id": file["public_id"]}, format="json"
+    )
+
+    assert [store["public_id"] for store in stores] == [allowed["public_id"]]
+    assert store_files == []
+    assert by_filter == []
+    assert [answer.status_code for answer in answers] == [404] * 6
+    assert attach.status_code == 400
+    assert "vector_store" in attach.json()
+    assert attach_allowed.status_code == 201, attach_allowed.content
+    assert VectorStore.objects.get(pk=hidden["id"]).name == "hidden"
+    assert VectorStoreFile.objects.filter(vector_store_id=hidden["id"]).count() == 1
 
 
 @pytest.mark.parametrize("path", ["/api/vector-stores/", "/api/knowledge-files/"])

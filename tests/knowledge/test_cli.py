@@ -12,8 +12,9 @@ import pytest
 from apps.keys.services import api_key_create
 from apps.knowledge.models import Chunk, KnowledgeFile, VectorStore, VectorStoreFile
 from inferia_sim.inference import embedding_vector
+from tests.factories import deployment_serving
 from tests.kit.processes import INFERIA
-from tests.knowledge.conftest import EMBED_MODEL
+from tests.knowledge.conftest import EMBED_MODEL, SMALL_MODEL
 
 TEXT = "The GPU has 4.8 TB/s of HBM3e memory bandwidth and 141 GB of memory."
 
@@ -91,3 +92,19 @@ def test_a_read_key_lists_stores_but_may_not_create_one(kb, organization):
     assert refused.returncode != 0
     assert "403" in refused.stderr
     assert not VectorStore.objects.exists()
+
+
+def test_reembed_changes_the_model_and_shows_the_change(kb, organization, small_engine):
+    deployment_serving(organization, SMALL_MODEL, [small_engine.url])
+    _ok(kb("create", "handbook", "--embedding-model", EMBED_MODEL))
+    store = VectorStore.objects.get()
+    started = _ok(kb("reembed", store.public_id, "--model", SMALL_MODEL))
+    shown = _ok(kb("reembed", store.public_id))
+    refused = kb("reembed", store.public_id, "--model", "another-model")
+
+    store.refresh_from_db()
+    assert (store.embedding_model, store.reembed_model) == (EMBED_MODEL, SMALL_MODEL)
+    assert f"re-embedding with {SMALL_MODEL} (256 dims)" in started
+    assert f"re-embedding with {SMALL_MODEL}" in shown
+    assert refused.returncode != 0
+    assert "already being re-embedded" in refused.stderr

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from apps.knowledge import ingestion, search, services
+from apps.knowledge import chunking, ingestion, search, services
 from apps.knowledge.embedding import embeddings_create, run_in_own_loop
 from apps.knowledge.models import Chunk, VectorStoreFile
 from apps.usage.models import UsageRecord
@@ -53,7 +53,7 @@ def test_a_text_file_is_cut_embedded_and_found_by_a_search(organization):
     assert store_file.status == "completed", store_file.last_error_message
     chunks = list(Chunk.objects.filter(store_file=store_file).order_by("index"))
     assert len(chunks) == store_file.chunks_total == store_file.chunks_done > 3
-    assert all(len(chunk.text) <= 100 * ingestion.CHARS_PER_TOKEN for chunk in chunks)
+    assert all(len(chunk.text) <= 100 * chunking.CHARS_PER_TOKEN for chunk in chunks)
     assert all(chunk.text.rstrip().endswith(".") for chunk in chunks)  # cut between sentences
     assert all(HANDBOOK[chunk.char_start : chunk.char_end] == chunk.text for chunk in chunks)
     store.refresh_from_db()
@@ -92,6 +92,22 @@ def test_a_retried_file_skips_the_chunks_it_wrote_and_duplicates_none(organizati
     again = dict(Chunk.objects.filter(store_file=store_file).values_list("index", "pk"))
     assert set(again) == set(first)
     assert (again[0], again[1]) == (first[0], first[1])  # kept, not rewritten
+
+
+def test_a_retried_file_cut_differently_this_time_is_written_again_whole(organization):
+    """A first run that cut other pieces (its tokens counted another way: the engine's tokenizer was down) leaves
+    chunks a resume cannot extend: their pieces would overlap or leave gaps, so the file is written again."""
+    _, store_file = _attached(organization, HANDBOOK.encode())
+    _ingest(store_file)
+    cut = list(Chunk.objects.filter(store_file=store_file).order_by("index").values_list("char_start", "char_end"))
+    Chunk.objects.filter(store_file=store_file, index__gte=2).delete()  # as if the worker died after two chunks
+    Chunk.objects.filter(store_file=store_file, index=1).update(char_end=cut[1][1] - 7)  # that run cut elsewhere
+    VectorStoreFile.objects.filter(pk=store_file.pk).update(status="in_progress", claimed_until=None)
+    store_file = _ingest(store_file)
+    assert store_file.status == "completed"
+    again = list(Chunk.objects.filter(store_file=store_file).order_by("index").values_list("char_start", "char_end"))
+    assert again == cut
+    assert store_file.chunks_done == len(cut)
 
 
 def test_a_leased_file_is_not_taken_twice_until_its_lease_runs_out(organization):

@@ -169,4 +169,9 @@ def test_a_file_whose_worker_was_killed_is_finished_by_another_without_a_duplica
     assert all(TEXT[chunk.char_start : chunk.char_end] == chunk.text for chunk in chunks)
     assert all(a.char_end <= b.char_start for a, b in itertools.pairwise(chunks))
     assert " ".join(chunk.text for chunk in chunks).split() == TEXT.split()
-    assert len(ingestion.text_cut(TEXT, markdown=False, max_tokens=100, overlap_tokens=0)) == len(chunks)
+    cut = ingestion.text_cut(
+        TEXT, markdown=False, max_tokens=100, overlap_tokens=0, organization_id=organization.pk, model=EMBED_MODEL
+    )
+    assert [(piece.char_start, piece.char_end, piece.tokens) for piece in cut] == [
+        (chunk.char_start, chunk.char_end, chunk.tokens) for chunk in chunks
+    ]

@@ -309,3 +309,14 @@ def test_retrieval_from_a_store_the_key_may_not_use_is_not_found(manager, chat_s
             messages=QUESTION,
             extra_body={"retrieval": {"vector_store_ids": [store.id], "max_num_results": 99}},
         )
+
+
+def test_a_bad_filter_in_retrieval_is_a_400_naming_retrieval(manager, chat_store):
+    store, _ = chat_store
+    with pytest.raises(openai.BadRequestError, match="filter") as refused:
+        manager.chat.completions.create(
+            model=CHAT_MODEL,
+            messages=QUESTION,
+            extra_body={"retrieval": {"vector_store_ids": [store.id], "filters": {"type": "nope"}}},
+        )
+    assert refused.value.body["param"] == "retrieval"

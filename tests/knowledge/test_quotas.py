@@ -203,8 +203,12 @@ def _chunks_of(organization) -> int:
     return Chunk.objects.filter(organization=organization).count()
 
 
-def _pieces_of(text: str) -> int:
-    return len(ingestion.text_cut(text, markdown=False, max_tokens=100, overlap_tokens=0))
+def _pieces_of(organization, text: str) -> int:
+    """How many chunks ingestion cuts `text` into (with the organisation's engine counting the tokens)."""
+    cut = ingestion.text_cut(
+        text, markdown=False, max_tokens=100, overlap_tokens=0, organization_id=organization.pk, model=EMBED_MODEL
+    )
+    return len(cut)
 
 
 def test_a_file_whose_chunks_do_not_fit_fails_before_writing_any(organization):
@@ -239,7 +243,7 @@ def test_concurrent_files_are_counted_one_at_a_time_and_never_pass_the_quota(org
     )
     store = _store_with(organization, a_file, b_file)
     a_sf, b_sf = (VectorStoreFile.objects.get(vector_store=store, file=file) for file in (a_file, b_file))
-    pieces = _pieces_of(SENTENCES)
+    pieces = _pieces_of(organization, SENTENCES)
     assert 1 < pieces <= ingestion.EMBED_BATCH
     policy_create(actor=None, organization=organization, knowledge_chunks_max=2 * pieces - 1)  # one file fits
     a_locked, a_go = threading.Event(), threading.Event()
@@ -280,7 +284,7 @@ def test_one_organisations_chunks_do_not_count_against_anothers(organization, en
 
     other = OrganizationFactory(name="Globex", slug="globex")
     deployment_serving(other, EMBED_MODEL, [engine.url])
-    pieces = _pieces_of(SENTENCES)
+    pieces = _pieces_of(organization, SENTENCES)
     for org in (organization, other):
         policy_create(actor=None, organization=org, knowledge_chunks_max=pieces)  # room for one file each
     theirs = VectorStoreFile.objects.get(vector_store=_store_with(other, _upload(other, SENTENCES.encode())))

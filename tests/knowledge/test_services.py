@@ -172,3 +172,12 @@ def test_the_tenancy_door_hides_another_organisations_stores_and_files(org, othe
     mine = _store(org, owner)
     assert list(VectorStore.objects.restrict(owner, "view")) == [mine]
     assert not KnowledgeFile.objects.restrict(owner, "view").exists()
+
+
+def test_a_stores_own_key_is_issued_with_the_knowledge_purpose(org):
+    from apps.keys.models import ApiKey
+
+    issued = services.store_key_issue(organization=org, store_id="vs_own", model="kb-embed")
+    assert issued.key.purpose == ApiKey.Purpose.KNOWLEDGE
+    assert issued.key.name == "Knowledge store vs_own"
+    assert issued.key.allowed_models == ["kb-embed"]

@@ -23,7 +23,9 @@ def load_corpus() -> list[dict]:
 
 
 def measure() -> dict[str, dict[str, float]]:
-    profile = guardrail_profile_compile({"input": {category: "redact" for category in BUILTIN_CATEGORIES}})
+    # Toxicity has no in-sample corpus (its classifier was trained elsewhere): only the held-out set measures it.
+    measured = [category for category in BUILTIN_CATEGORIES if category != "toxicity"]
+    profile = guardrail_profile_compile({"input": dict.fromkeys(measured, "redact")})
     counts = {category: {"tp": 0, "fp": 0, "fn": 0} for category in BUILTIN_CATEGORIES}
     for example in load_corpus():
         found = {finding.category for finding in profile.scan(example["text"])}

@@ -144,7 +144,7 @@ def test_it_refuses_a_profile_that_cannot_compile(config, message):
 class KeywordScanner:
     """A stand-in for a heavier detector (a classifier): reports a category of its own for a configured word."""
 
-    categories = frozenset({"toxicity"})
+    categories = frozenset({"harshness"})
 
     def __init__(self, word: str) -> None:
         self.word = word
@@ -152,20 +152,20 @@ class KeywordScanner:
     def scan(self, text: str, out: list[Finding]) -> None:
         position = text.find(self.word)
         if position >= 0:
-            out.append(Finding(position, position + len(self.word), "toxicity"))
+            out.append(Finding(position, position + len(self.word), "harshness"))
 
 
 async def test_a_scanner_class_is_plugged_in_by_configuration():
     profile = guardrail_profile_compile(
         {
-            "input": {"toxicity": "block"},
+            "input": {"harshness": "block"},
             "scanners": [{"class": f"{__name__}.KeywordScanner", "options": {"word": "dreadful"}}],
         }
     )
 
     verdict = await guardrails_check_input(profile, chat("what a dreadful idea"))
 
-    assert verdict.blocked == "toxicity"
+    assert verdict.blocked == "harshness"
 
 
 class RemoteKeywordScanner(KeywordScanner):
@@ -183,7 +183,7 @@ class RemoteKeywordScanner(KeywordScanner):
 async def test_a_scanner_with_scan_async_is_awaited_instead_of_called():
     profile = guardrail_profile_compile(
         {
-            "input": {"toxicity": "redact"},
+            "input": {"harshness": "redact"},
             "scanners": [{"class": f"{__name__}.RemoteKeywordScanner", "options": {"word": "dreadful"}}],
         }
     )
@@ -193,7 +193,7 @@ async def test_a_scanner_with_scan_async_is_awaited_instead_of_called():
 
     assert verdict.blocked is None
     assert "dreadful" not in body["messages"][0]["content"]
-    assert verdict.usage_entries() == [{"category": "toxicity", "action": "redact", "count": 1}]
+    assert verdict.usage_entries() == [{"category": "harshness", "action": "redact", "count": 1}]
 
 
 # --- Output on streams ------------------------------------------------------------------------------------------------
@@ -258,6 +258,55 @@ def test_look_alikes_are_released_unchanged():
     text, _ = stream_through(scanner, ["use sk-", "learn for ML; order 4111 1111 ", "1111 1112 shipped"])
 
     assert text == "use sk-learn for ML; order 4111 1111 1111 1112 shipped"
+
+
+def test_a_plugged_in_scanner_scans_streamed_output_a_sentence_at_a_time():
+    profile = guardrail_profile_compile(
+        {
+            "output": {"harshness": "redact"},
+            "scanners": [{"class": f"{__name__}.KeywordScanner", "options": {"word": "dreadful"}}],
+        }
+    )
+    scanner = profile.stream_scanner()
+    assert scanner is not None
+
+    first = scanner.feed("That was a dre")
+    assert first.text == ""  # the sentence is not complete: the scanner has not seen the whole word yet
+    text, stop = stream_through(scanner, ["adful idea. The rest ", "is fine (see example.com)."])
+
+    assert stop is None
+    assert text == "That was a [HARSHNESS] idea. The rest is fine (see example.com)."
+    assert scanner.hits == {"harshness": 1}
+
+
+def test_a_plugged_in_scanner_can_stop_the_stream_and_is_held_to_one_sentence():
+    profile = guardrail_profile_compile(
+        {
+            "output": {"harshness": "stop"},
+            "scanners": [{"class": f"{__name__}.KeywordScanner", "options": {"word": "dreadful"}}],
+        }
+    )
+    scanner = profile.stream_scanner()
+
+    released = [scanner.feed("word " * 10) for _ in range(200)]
+    assert scanner.held <= scanner.max_hold == 400
+    text, stop = stream_through(scanner, [". Now a dreadful", " thing. More."])
+
+    assert stop == "harshness"
+    assert "dreadful" not in text
+    assert "".join(chunk.text for chunk in released).startswith("word word")
+
+
+def test_scanners_without_an_output_action_or_needing_io_do_not_hold_streams_back():
+    for scanner_class, output in (("KeywordScanner", {}), ("RemoteKeywordScanner", {"harshness": "redact"})):
+        profile = guardrail_profile_compile(
+            {
+                "input": {"harshness": "flag"},
+                "output": output,
+                "scanners": [{"class": f"{__name__}.{scanner_class}", "options": {"word": "dreadful"}}],
+            }
+        )
+        assert profile.stream_scanner() is None, scanner_class
 
 
 def test_without_output_categories_nothing_is_held_back():

@@ -232,6 +232,27 @@ def test_reconcile_rebuilds_counters_from_usage_records_after_redis_lost_them(or
     assert quota_usage_get(redis_cache, scope=scope, period="m")["usd_used"] == 4_000
 
 
+@pytest.mark.django_db
+def test_after_a_failover_the_counters_are_rebuilt_at_once_and_only_once(org, org_key, redis_cache):
+    from apps.policies.services import policy_create
+    from apps.policies.tasks import policy_counters_failover_check
+    from apps.usage.models import UsageRecord
+
+    policy_create(actor=None, organization=org, tokens_per_day=10_000)
+    UsageRecord.objects.create(
+        request_id="before-failover", started_at=datetime.now(UTC), organization=org, api_key=org_key,
+        endpoint="chat.completions", model="m", prompt_tokens=100, completion_tokens=50, status_code=200, outcome="ok",
+    )  # fmt: skip
+    scope = f"{{o{org.pk}}}:o"
+    policy_counters_failover_check()  # the first check records the master it sees
+    redis_cache.flushdb()  # a promoted replica that never got the counters,
+    redis_cache.set("inferia:redis-epoch:policies", "the-old-master")  # and whose replication id is its own
+
+    assert policy_counters_failover_check() > 0
+    assert quota_usage_get(redis_cache, scope=scope, period="d")["tok_used"] == 150
+    assert policy_counters_failover_check() == 0  # the same master: nothing to do
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_after_reconcile_the_rebuilt_spend_still_limits(org, org_key, redis_cache, aredis):
     from channels.db import database_sync_to_async

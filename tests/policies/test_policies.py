@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from apps.audit.models import AuditEvent
 from apps.policies.errors import PolicyDenied
-from apps.policies.selectors import policy_effective_for
+from apps.policies.selectors import GpuQuotas, gpu_quotas_for, policy_effective_for
 from apps.policies.services import (
     guardrail_profile_create,
     guardrail_profile_update,
@@ -177,3 +177,32 @@ async def test_a_profile_change_invalidates_its_organisation(org, org_key, owner
 
     listener.cancel()
     assert (await cache.get(org_key.pk)).guardrails.action_for("email") == "block"
+
+
+def test_flagged_chunks_stay_out_of_prompts_unless_every_level_allows_them(org, team, team_key, owner):
+    assert policy_effective_for(key_id=team_key.pk).knowledge_flagged_allowed is False  # no policy at all
+    org_policy = policy_create(actor=owner, organization=org)
+    team_policy = policy_create(actor=owner, organization=org, team=team, knowledge_flagged_chunks="allow")
+    policy_create(actor=owner, organization=org, api_key=team_key, knowledge_flagged_chunks="allow")
+    assert policy_effective_for(key_id=team_key.pk).knowledge_flagged_allowed is False  # the org's default: exclude
+    policy_update(policy=org_policy, actor=owner, changes={"knowledge_flagged_chunks": "allow"})
+    assert policy_effective_for(key_id=team_key.pk).knowledge_flagged_allowed is True
+    policy_update(policy=team_policy, actor=owner, changes={"knowledge_flagged_chunks": "exclude"})
+    assert policy_effective_for(key_id=team_key.pk).knowledge_flagged_allowed is False
+    policy_update(policy=team_policy, actor=owner, changes={"enabled": False})  # a disabled level has no say
+    assert policy_effective_for(key_id=team_key.pk).knowledge_flagged_allowed is True
+    event = AuditEvent.objects.filter(action="policy.update", target_id=str(org_policy.pk)).order_by("id").first()
+    assert event.changes["knowledge_flagged_chunks"] == {"before": "exclude", "after": "allow"}
+    with pytest.raises(ValidationError):
+        policy_update(policy=org_policy, actor=owner, changes={"knowledge_flagged_chunks": "sometimes"})
+
+
+def test_gpu_quotas_belong_to_organisations_and_teams_not_keys(org, team, team_key, owner):
+    policy_create(actor=owner, organization=org, gpus_max=16)
+    policy_create(actor=owner, organization=org, team=team, gpus_max=4, enabled=False)
+
+    with pytest.raises(ValidationError, match="GPU quotas apply to an organisation or a team"):
+        policy_create(actor=owner, organization=org, api_key=team_key, gpus_max=2)
+
+    assert gpu_quotas_for(organization_id=org.pk, team_id=team.pk) == GpuQuotas(organization=16, team=None)
+    assert gpu_quotas_for(organization_id=org.pk, team_id=None) == GpuQuotas(organization=16, team=None)

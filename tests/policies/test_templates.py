@@ -275,9 +275,17 @@ async def listening(aredis):
 async def test_versions_are_read_once_then_served_from_memory(org, owner, listening):
     from asgiref.sync import sync_to_async
 
+    # Subscribing cleared the cache, which counts as one invalidation: count from here.
+    before = listening.invalidations
     template = await sync_to_async(lambda: prompt_template_create(
         actor=owner, organization=org, name="cached", messages=SUPPORT, variables=SUPPORT_VARIABLES
     ).template)()  # fmt: skip
+
+    # The create publishes an invalidation after commit; once it has arrived, nothing else should evict.
+    async def published():
+        return listening.invalidations > before
+
+    await eventually_async(published, timeout=2.0, interval=0.01, what="the create's invalidation")
     variables = {"product": "Inferia", "question": "why?"}
     for _ in range(5):
         rendered = await template_render_async(

@@ -168,6 +168,38 @@ def test_tokenize_count_matches_usage_prompt_tokens(sim):
     assert json.loads(prompt_tokens)["count"] == 3
 
 
+def test_tokenize_returns_token_strings_when_asked_like_vllm(sim):
+    text = "Chunks are counted by the engine, héllo wörld."
+    _status, _headers, plain = post(sim.url, "/tokenize", {"prompt": text})
+    _status, _headers, with_strs = post(sim.url, "/tokenize", {"prompt": text, "return_token_strs": True})
+    _status, _headers, embedded = post(sim.url, "/v1/embeddings", {"model": "inferia/sim-model", "input": text})
+
+    assert json.loads(plain)["token_strs"] is None  # vLLM's default: ids only
+    tokens = json.loads(with_strs)
+    assert tokens["count"] == len(tokens["tokens"]) == len(tokens["token_strs"])
+    assert tokens["count"] == json.loads(embedded)["usage"]["prompt_tokens"]
+    assert "".join(tokens["token_strs"]) == text  # the simulated tokenizer's pieces are plain text windows
+
+
+def test_tokenize_gives_chat_template_tokens_their_own_strings(sim):
+    body = chat_body(max_tokens=1)
+    _status, _headers, tokenized = post(
+        sim.url, "/tokenize", {"model": body["model"], "messages": body["messages"], "return_token_strs": True}
+    )
+
+    tokens = json.loads(tokenized)
+    assert len(tokens["token_strs"]) == tokens["count"]
+    assert tokens["token_strs"][0] == "<|start|>"
+
+
+def test_tokenize_refuses_flags_that_are_not_booleans(sim):
+    strs = post(sim.url, "/tokenize", {"prompt": "abc", "return_token_strs": "yes"})
+    special = post(sim.url, "/tokenize", {"prompt": "abc", "add_special_tokens": 1})
+
+    assert strs[0] == special[0] == 400
+    assert json.loads(strs[2])["error"]["param"] == "return_token_strs"
+
+
 def test_unknown_model_is_a_404_in_openai_error_shape(sim):
     status, _headers, body = post(sim.url, "/v1/chat/completions", chat_body(model="nope"))
 

@@ -5,7 +5,12 @@ Only adapters that pass their tests are registered; a provider kind with no adap
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from django.db import connections
 
 from apps.compute.adapters.base import (
     AdapterError,
@@ -21,6 +26,7 @@ from apps.compute.adapters.local import LocalVllmAdapter
 from apps.compute.adapters.simulator import SimulatorAdapter
 from apps.compute.adapters.skypilot import SkyPilotAdapter
 from apps.compute.adapters.ssh import SshDockerAdapter
+from apps.compute.credentials import CredentialsError
 
 if TYPE_CHECKING:
     from apps.compute.models import Provider
@@ -69,16 +75,55 @@ def adapter_for(provider: Provider) -> ComputeAdapter:
         ) from None
 
 
+# The longest a "test connection" keeps the person waiting: each adapter is given this, and the caller stops waiting
+# a little after it whatever the adapter does.
+CONNECTION_CHECK_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """What testing a provider's connection found: whether it worked, and a message safe to show (never a secret)."""
+
+    ok: bool
+    message: str
+
+
+def provider_connection_check(provider: Provider, *, timeout_s: float = CONNECTION_CHECK_TIMEOUT_S) -> ConnectionCheck:
+    """Ask `provider`'s adapter to reach it (reading only), waiting at most about `timeout_s`. Failures are answers,
+    not exceptions; an unexpected error is named by its type only, since its text may quote what was sent."""
+
+    def run() -> str:
+        try:
+            return adapter_for(provider).connection_check(timeout_s=timeout_s)
+        finally:
+            connections.close_all()  # the adapter reads nothing, but this thread's connections end with it
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connection-check")
+    try:
+        return ConnectionCheck(True, pool.submit(run).result(timeout=timeout_s + 2))
+    except FutureTimeout:
+        return ConnectionCheck(False, f"No answer within {timeout_s:g} s.")
+    except (AdapterError, CredentialsError) as error:
+        return ConnectionCheck(False, str(error))
+    except Exception as error:  # any library's failure is an outcome to show, named safely
+        return ConnectionCheck(False, f"The check failed ({type(error).__name__}).")
+    finally:
+        pool.shutdown(wait=False)  # a stuck adapter call finishes in the background, past its own timeout
+
+
 __all__ = [
     "ADAPTERS",
+    "CONNECTION_CHECK_TIMEOUT_S",
     "SPEC_ONLY_KINDS",
     "AdapterError",
     "ComputeAdapter",
+    "ConnectionCheck",
     "ProviderConfigError",
     "ProvisionResult",
     "ReplicaPhase",
     "ReplicaStatus",
     "UnsupportedProviderError",
     "adapter_for",
+    "provider_connection_check",
     "supported_kinds",
 ]

@@ -7,7 +7,7 @@ What is here is exact and tested: the SDL is validated against Akash's published
 @akashnetwork/chain-sdk, see schemas/akash_sdl.schema.yaml) plus the cross-reference checks Akash's SDK runs after
 the schema (validateSDL: placements, pricing, compute profiles, storage mounts, GPU attributes).
 
-Provider config used by the SDL: `image` (default vllm/vllm-openai:latest), `cpu_units` (default 8), `memory`
+Provider config used by the SDL (the image is the deployment's): `cpu_units` (default 8), `memory`
 (default 64Gi), `ephemeral_storage` (default 20Gi), `cache_storage` (default 200Gi, persistent, class beta3),
 `gpu_interface` (pcie/sxm), `price_uakt` (default 100000 per block), `signed_by` (auditor addresses).
 """
@@ -23,7 +23,7 @@ import jsonschema
 import yaml
 
 from apps.compute.adapters.base import AdapterError, ProviderConfigError
-from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, vllm_environment, vllm_serve_args
+from apps.compute.engine import VLLM_DEFAULT_PORT, EngineSpec, vllm_environment, vllm_serve_args
 
 if TYPE_CHECKING:
     from apps.compute.models import ComputePool
@@ -89,7 +89,7 @@ def akash_sdl_build(
         "version": "2.0",
         "services": {
             SERVICE: {
-                "image": str(config.get("image", f"{VLLM_IMAGE}:latest")),
+                "image": spec.container_image,
                 "command": ["vllm", "serve"],
                 "args": vllm_serve_args(spec, host="0.0.0.0", port=VLLM_DEFAULT_PORT),  # noqa: S104 - in the container
                 "env": env,

@@ -58,6 +58,8 @@ class ReplicaStatus:
     detail: str = ""
     endpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by `node_status` when the node runs and its engine's `GET /health` (at this server root) decides the rest.
+    engine: str = ""
 
 
 class ComputeAdapter(ABC):
@@ -95,6 +97,13 @@ class ComputeAdapter(ABC):
     def status(self, replica: Replica) -> ReplicaStatus:
         """Where `replica` stands now."""
 
+    def node_status(self, replica: Replica) -> ReplicaStatus:
+        """Where `replica` stands as its provider sees it, leaving the engine's `/health` to the caller: a status
+        with `engine` set means the node runs and that engine's answer decides between READY and STARTING. The
+        health checker calls this so that it can ask every engine at once on one event loop; an adapter whose
+        `status` asks nothing of the engine (or asks it in its own way) keeps this default."""
+        return self.status(replica)
+
     @abstractmethod
     def logs(self, replica: Replica, tail: int = 200) -> str:
         """The last `tail` lines of the engine's output."""
@@ -103,14 +112,38 @@ class ComputeAdapter(ABC):
     def teardown(self, replica: Replica) -> None:
         """Stop `replica` and release what it held; succeeds when it is already gone."""
 
+    def connection_check(self, *, timeout_s: float) -> str:
+        """Reach the provider with its config and credentials, changing nothing there, within about `timeout_s`;
+        returns what was found (safe to show). Raises AdapterError (ProviderConfigError for a config or credentials
+        the adapter cannot use) with a message safe to show. An adapter with nothing to reach says so instead."""
+        raise AdapterError(f"{self.kind} providers offer no connection check")
+
+
+def engine_pending(base: str, detail: str = "") -> ReplicaStatus:
+    """A `node_status` answer: the node runs and the engine at `base` decides; `detail` is kept if it answers."""
+    return ReplicaStatus(ReplicaPhase.STARTING, detail, engine=base)
+
+
+def engine_health_judge(pending: ReplicaStatus, *, answered: int | None, error: str = "") -> ReplicaStatus:
+    """What an engine's `/health` answer (its status code, or None and the transport error) makes of `pending`."""
+    if answered == 200:
+        return ReplicaStatus(ReplicaPhase.READY, pending.detail, endpoint=pending.endpoint, extra=pending.extra)
+    reason = f"/health answered {answered}" if answered is not None else f"/health not answering yet ({error})"
+    return ReplicaStatus(ReplicaPhase.STARTING, reason, endpoint=pending.endpoint, extra=pending.extra)
+
+
+def engine_status_settle(pending: ReplicaStatus, *, timeout_s: float = 2.0) -> ReplicaStatus:
+    """A `node_status` made whole by asking its engine's `/health` here (for `status`, one replica at a time)."""
+    if not pending.engine:
+        return pending
+    try:
+        response = http_call("GET", f"{pending.engine.rstrip('/')}/health", timeout_s=timeout_s)
+    except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        return engine_health_judge(pending, answered=None, error=type(error).__name__)
+    return engine_health_judge(pending, answered=response.status)
+
 
 def engine_health(base: str, detail: str = "", *, timeout_s: float = 2.0) -> ReplicaStatus:
     """READY if the engine at `base` answers `GET /health` with 200, STARTING otherwise (for trusted endpoints
     Inferia started itself; user-supplied ones go through the SSRF guard, see the external adapter)."""
-    try:
-        response = http_call("GET", f"{base.rstrip('/')}/health", timeout_s=timeout_s)
-    except (aiohttp.ClientError, OSError, TimeoutError) as error:
-        return ReplicaStatus(ReplicaPhase.STARTING, f"/health not answering yet ({type(error).__name__})")
-    if response.status == 200:
-        return ReplicaStatus(ReplicaPhase.READY, detail)
-    return ReplicaStatus(ReplicaPhase.STARTING, f"/health answered {response.status}")
+    return engine_status_settle(engine_pending(base, detail), timeout_s=timeout_s)

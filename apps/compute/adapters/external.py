@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from apps.compute.models import Replica
 
 HEALTH_TIMEOUT_S = 5.0
+# How many of a provider's endpoints a connection check asks.
+CHECKED_URLS_MAX = 4
 
 
 def external_base_urls_check(urls: Any) -> list[str]:
@@ -64,6 +66,15 @@ class ExternalAdapter(ComputeAdapter):
         except UnsafeUrlError as error:
             raise ProviderConfigError(f"provider {self.provider.name}: {error}") from None
 
+    def connection_check(self, *, timeout_s: float) -> str:
+        # The first few endpoints share the time: a long list must not make the check outlast its bound.
+        urls = self._base_urls()[:CHECKED_URLS_MAX]
+        for base in urls:
+            status = self.status_at(base, timeout_s=timeout_s / len(urls))
+            if status.phase != ReplicaPhase.READY:
+                raise AdapterError(f"{base}: {status.detail}")
+        return f"{len(urls)} endpoint(s) answer their health check."
+
     def provision(self, replica: Replica) -> ProvisionResult:
         urls = self._base_urls()
         held = set(
@@ -85,6 +96,10 @@ class ExternalAdapter(ComputeAdapter):
         base = (replica.provider_handle or {}).get("base_url") or replica.endpoint
         if not base:
             return ReplicaStatus(ReplicaPhase.STOPPED, "not provisioned")
+        return self.status_at(base, timeout_s=HEALTH_TIMEOUT_S)
+
+    def status_at(self, base: str, *, timeout_s: float) -> ReplicaStatus:
+        """Where the server at `base` stands, by its health path (through the SSRF guard)."""
         path = self.config.get("health_path", "/health")
         if not isinstance(path, str) or not path.startswith("/"):
             raise ProviderConfigError("health_path must start with /")
@@ -93,7 +108,7 @@ class ExternalAdapter(ComputeAdapter):
                 "GET",
                 base + path,
                 headers=external_upstream_headers(self.credentials()),
-                timeout_s=HEALTH_TIMEOUT_S,
+                timeout_s=timeout_s,
                 ssrf_guard=True,
             )
         except aiohttp.InvalidUrlClientError as error:

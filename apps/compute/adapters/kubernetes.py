@@ -3,11 +3,14 @@
 One Deployment per replica, not one scaled Deployment per model: the gateway routes to each replica by its own
 endpoint (least outstanding requests, circuit breaking), and the reconciler heals replicas one by one.
 
-Provider config: `namespace` (default "inferia"), `image` (default vllm/vllm-openai:latest), `gpu_resource`
+Provider config (the image is the deployment's): `namespace` (default "inferia"), `gpu_resource`
 (default nvidia.com/gpu), `node_selector`, `tolerations`, `cache_pvc` (an existing PersistentVolumeClaim for the
 model cache; an emptyDir otherwise), `hf_token_secret` (an existing Secret with key `token`), `service_type`,
 `endpoint_host` (default `{service}.{namespace}.svc.cluster.local`), `cpu`/`memory` requests.
 Credentials: `kubeconfig` (YAML text), or `host` + `token` (+ `ca_cert` PEM, or `verify_ssl: false`).
+
+With INFERIA_NODE_SERVER_URL set, the pod also runs `inferia agent` (INFERIA_AGENT_IMAGE), which pushes the engine's
+heartbeats with the replica's node token, kept in a Secret `<replica>-node` of its own rather than in the manifest.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import urllib3.exceptions as urllib3_errors
 import yaml
+from django.conf import settings
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -31,13 +36,15 @@ from apps.compute.adapters.base import (
     ReplicaPhase,
     ReplicaStatus,
 )
-from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, vllm_environment, vllm_serve_args
+from apps.compute.engine import VLLM_DEFAULT_PORT, EngineSpec, vllm_environment, vllm_serve_args
+from apps.compute.node_tokens import node_agent_handover
+from inferia_runtime.node_agent import TOKEN_ENV
 
 if TYPE_CHECKING:
     from apps.compute.models import Replica
 
-DEFAULT_IMAGE = f"{VLLM_IMAGE}:latest"
 CACHE_MOUNT = "/root/.cache/huggingface"
+_AGENT_ENGINE_URL = f"http://127.0.0.1:{VLLM_DEFAULT_PORT}"  # vLLM, as the agent beside it in the pod sees it
 MANAGED_BY = {"app.kubernetes.io/managed-by": "inferia", "app.kubernetes.io/name": "vllm"}
 # Pod states that will not fix themselves: the reconciler should replace the replica.
 FATAL_WAITING = {
@@ -92,7 +99,7 @@ def kubernetes_deployment_build(
 
     container = k8s.V1Container(
         name="vllm",
-        image=config.get("image", DEFAULT_IMAGE),
+        image=spec.container_image,
         command=["vllm", "serve"],
         args=vllm_serve_args(spec, host="0.0.0.0", port=VLLM_DEFAULT_PORT),  # noqa: S104 - inside the pod
         ports=[k8s.V1ContainerPort(name="http", container_port=VLLM_DEFAULT_PORT, protocol="TCP")],
@@ -116,8 +123,12 @@ def kubernetes_deployment_build(
         cache = k8s.V1Volume(name="model-cache", empty_dir=k8s.V1EmptyDirVolumeSource())
     # Tensor parallel workers talk through shared memory; the container runtime's 64 MiB default is too small.
     shm = k8s.V1Volume(name="dshm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory"))
+    containers = [container]
+    agent = _agent_container(replica)
+    if agent is not None:
+        containers.append(agent)
     pod_spec = k8s.V1PodSpec(
-        containers=[container],
+        containers=containers,
         volumes=[cache, shm],
         node_selector=config.get("node_selector") or None,
         tolerations=_tolerations(config.get("tolerations", [])) or None,
@@ -133,6 +144,46 @@ def kubernetes_deployment_build(
             # Recreate: a GPU pod cannot start beside the one it replaces when the node has no spare GPU.
             strategy=k8s.V1DeploymentStrategy(type="Recreate"),
             template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod_spec),
+        ),
+    )
+
+
+def node_secret_name(replica: Replica) -> str:
+    """The Secret holding the replica's node token, beside its Deployment."""
+    return f"{replica_object_name(replica)}-node"
+
+
+def kubernetes_node_secret_build(*, replica: Replica, namespace: str) -> k8s.V1Secret | None:
+    """The Secret that hands the node agent its token (None when nodes do not push heartbeats): the token stays out
+    of the Deployment's manifest, which anyone who may read Deployments in the namespace can see."""
+    handover = node_agent_handover(replica, engine_url=_AGENT_ENGINE_URL)
+    if handover is None:
+        return None
+    return k8s.V1Secret(
+        api_version="v1",
+        kind="Secret",
+        metadata=k8s.V1ObjectMeta(name=node_secret_name(replica), namespace=namespace, labels=_labels(replica)),
+        type="Opaque",
+        string_data={"token": handover.token},
+    )
+
+
+def _agent_container(replica: Replica) -> k8s.V1Container | None:
+    """`inferia agent` beside vLLM in the pod (they share its network: the engine is on localhost), its token from
+    the replica's Secret."""
+    handover = node_agent_handover(replica, engine_url=_AGENT_ENGINE_URL)
+    if handover is None:
+        return None
+    token = k8s.V1SecretKeySelector(name=node_secret_name(replica), key="token")
+    env = [k8s.V1EnvVar(name=name, value=value) for name, value in handover.public_environment().items()]
+    env.append(k8s.V1EnvVar(name=TOKEN_ENV, value_from=k8s.V1EnvVarSource(secret_key_ref=token)))
+    return k8s.V1Container(
+        name="inferia-agent",
+        image=settings.INFERIA_AGENT_IMAGE,
+        command=["inferia", "agent"],
+        env=env,
+        resources=k8s.V1ResourceRequirements(
+            requests={"cpu": "10m", "memory": "64Mi"}, limits={"cpu": "200m", "memory": "256Mi"}
         ),
     )
 
@@ -194,19 +245,36 @@ class KubernetesAdapter(ComputeAdapter):
         template = self.config.get("endpoint_host", "{service}.{namespace}.svc.cluster.local")
         return f"http://{template.format(service=name, namespace=self.namespace)}:{VLLM_DEFAULT_PORT}"
 
+    def connection_check(self, *, timeout_s: float) -> str:
+        namespace = self.namespace
+        with self.api_client() as api:
+            try:
+                version = k8s.VersionApi(api).get_code(_request_timeout=timeout_s)
+                k8s.CoreV1Api(api).list_namespaced_service(namespace, limit=1, _request_timeout=timeout_s)
+            except ApiException as error:
+                raise AdapterError(f"the cluster answered {error.status} {error.reason}") from None
+            except (OSError, urllib3_errors.HTTPError) as error:
+                raise AdapterError(f"the cluster is not reachable ({type(error).__name__})") from None
+        return f"Kubernetes {version.git_version} answers; namespace {namespace!r} is readable."
+
     def provision(self, replica: Replica) -> ProvisionResult:
         namespace = self.namespace
         deployment = kubernetes_deployment_build(
             replica=replica, spec=self.engine_spec(replica.deployment), namespace=namespace, config=self.config
         )
         service = kubernetes_service_build(replica=replica, namespace=namespace, config=self.config)
+        secret = kubernetes_node_secret_build(replica=replica, namespace=namespace)
         name = replica_object_name(replica)
         messages = []
         with self.api_client() as api:
-            for label, create in (
+            creates: list[tuple[str, Callable[[], Any]]] = []
+            if secret is not None:  # before the pod that reads it
+                creates.append(("Secret", lambda: k8s.CoreV1Api(api).create_namespaced_secret(namespace, secret)))
+            creates += [
                 ("Deployment", lambda: k8s.AppsV1Api(api).create_namespaced_deployment(namespace, deployment)),
                 ("Service", lambda: k8s.CoreV1Api(api).create_namespaced_service(namespace, service)),
-            ):
+            ]
+            for label, create in creates:
                 try:
                     create()
                     messages.append(f"created {label} {namespace}/{name}")
@@ -281,9 +349,12 @@ class KubernetesAdapter(ComputeAdapter):
         name = handle.get("name", replica_object_name(replica))
         options = k8s.V1DeleteOptions(propagation_policy="Foreground")
         with self.api_client() as api:
+            secret = node_secret_name(replica)
             for label, delete in (
                 ("Service", lambda: k8s.CoreV1Api(api).delete_namespaced_service(name, namespace, body=options)),
                 ("Deployment", lambda: k8s.AppsV1Api(api).delete_namespaced_deployment(name, namespace, body=options)),
+                # Whether or not this replica had an agent: a 404 is what we want either way.
+                ("Secret", lambda: k8s.CoreV1Api(api).delete_namespaced_secret(secret, namespace, body=options)),
             ):
                 try:
                     delete()

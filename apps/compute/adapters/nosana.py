@@ -7,9 +7,10 @@ publishes for its `JobDefinition` type (vendored: schemas/nosana_job.schema.json
 validator adds beyond that schema (unique op ids, unique exposed ports, no unknown top-level keys).
 
 A job definition is uploaded to IPFS, where anyone can read it: it never carries the Hugging Face token, so only
-models that download without one can run on Nosana from Inferia.
+models that download without one can run on Nosana from Inferia. Nor does it carry a node token for `inferia agent`
+(whoever read it could push heartbeats for the replica): Nosana replicas are judged by polling alone.
 
-Provider config used by the job: `image` (default vllm/vllm-openai:latest), `required_vram` (GB, optional).
+Provider config used by the job (the image is the deployment's): `required_vram` (GB, optional).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import jsonschema
 
 from apps.compute.adapters.base import AdapterError, ProviderConfigError
-from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, vllm_environment, vllm_serve_args
+from apps.compute.engine import VLLM_DEFAULT_PORT, EngineSpec, vllm_environment, vllm_serve_args
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "nosana_job.schema.json"
 OP_ID = "vllm"
@@ -47,7 +48,7 @@ def nosana_job_build(*, spec: EngineSpec, config: dict[str, Any]) -> dict[str, A
             "Nosana jobs cannot ask for several GPUs: tensor and pipeline parallel size must be 1"
         )
     args: dict[str, Any] = {
-        "image": str(config.get("image", f"{VLLM_IMAGE}:latest")),
+        "image": spec.container_image,
         "entrypoint": ["vllm", "serve"],
         "cmd": vllm_serve_args(spec, host="0.0.0.0", port=VLLM_DEFAULT_PORT),  # noqa: S104 - in the container
         "gpu": True,

@@ -33,7 +33,8 @@ from apps.compute.adapters.base import (
     ProvisionResult,
     ReplicaPhase,
     ReplicaStatus,
-    engine_health,
+    engine_pending,
+    engine_status_settle,
 )
 
 if TYPE_CHECKING:
@@ -218,6 +219,10 @@ class ProcessAdapter(ComputeAdapter):
         host = self.advertise_host
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    def connection_check(self, *, timeout_s: float) -> str:
+        # Nothing remote to reach: the engine runs on the worker host. The settings are what can be wrong.
+        return f"Replicas run on the worker host, bound to {self.bind_host} and reached at {self.advertise_host}."
+
     def provision(self, replica: Replica) -> ProvisionResult:
         key = replica_key(replica)
         record = _record_read(key)
@@ -258,18 +263,21 @@ class ProcessAdapter(ComputeAdapter):
         return ProvisionResult(endpoint=self._endpoint(record.port), handle=handle, messages=(message,))
 
     def status(self, replica: Replica) -> ReplicaStatus:
+        return engine_status_settle(self.node_status(replica))
+
+    def node_status(self, replica: Replica) -> ReplicaStatus:
         handle = replica.provider_handle or {}
         if not handle.get("key"):
             return ReplicaStatus(ReplicaPhase.STOPPED, "not provisioned")
         if handle.get("host") != socket.gethostname():
-            return engine_health(replica.endpoint, f"runs on {handle.get('host')}; judged by /health only")
+            return engine_pending(replica.endpoint, f"runs on {handle.get('host')}; judged by /health only")
         record = _record_read(handle["key"])
         if record is None:
             return ReplicaStatus(ReplicaPhase.FAILED, "its pidfile is gone")
         if record.process() is None:
             return ReplicaStatus(ReplicaPhase.FAILED, f"process {record.pid} exited: {self._last_line(record)}")
         host = record.bind_host if record.bind_host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
-        return engine_health(f"http://[{host}]:{record.port}" if ":" in host else f"http://{host}:{record.port}")
+        return engine_pending(f"http://[{host}]:{record.port}" if ":" in host else f"http://{host}:{record.port}")
 
     @staticmethod
     def _last_line(record: ProcessRecord) -> str:

@@ -16,6 +16,9 @@ Provider config: `api_server` (URL, required), `infra` (e.g. "aws", "gcp", "k8s/
 the pool's region appended), `use_spot`, `disk_size`, `image_id`, `vllm_version`, `setup` (replaces the default),
 `labels`, `request_timeout_s`. Credentials: `token` (a service account token, sent as a Bearer token) and
 `hf_token`.
+
+With INFERIA_NODE_SERVER_URL set, the job also runs `inferia agent` in the background (pip-installed in the setup),
+its node token among the task's secrets.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import jsonschema
 import yaml
+from django.conf import settings
 
 from apps.compute.adapters.base import (
     AdapterError,
@@ -38,10 +42,12 @@ from apps.compute.adapters.base import (
     ProvisionResult,
     ReplicaPhase,
     ReplicaStatus,
-    engine_health,
+    engine_status_settle,
 )
 from apps.compute.adapters.http import HttpResponse, http_call
 from apps.compute.engine import VLLM_DEFAULT_PORT, EngineSpec, shell_join, vllm_environment, vllm_serve_argv
+from apps.compute.node_tokens import node_agent_handover
+from inferia_runtime.node_agent import TOKEN_ENV
 
 if TYPE_CHECKING:
     from apps.compute.models import ComputePool, Replica
@@ -94,7 +100,7 @@ def skypilot_task_build(
     *, replica: Replica, spec: EngineSpec, config: dict[str, Any], hf_token: str | None = None
 ) -> dict[str, Any]:
     """The SkyPilot task (as a dict) that runs `replica`: the pool's GPUs, vLLM's port, vLLM as the job."""
-    pool = replica.deployment.pool
+    pool = replica.pool
     infra = str(config.get("infra") or "*")
     if pool.region and infra.count("/") == 0 and not infra.lower().startswith(("k8s", "kubernetes")):
         infra = f"{infra}/{pool.region}"
@@ -107,17 +113,28 @@ def skypilot_task_build(
         if key in config:
             resources[key] = config[key]
     envs = {"VLLM_NO_USAGE_STATS": "1", **vllm_environment(spec)}
+    # exec: vLLM becomes the job's process, so its exit ends the job and SkyPilot sees it.
+    run = "exec " + shell_join(vllm_serve_argv(spec, host="0.0.0.0", port=VLLM_DEFAULT_PORT))  # noqa: S104
+    setup = _setup(config)
+    secrets: dict[str, str] = {"HF_TOKEN": hf_token} if hf_token else {}
+    handover = node_agent_handover(replica, engine_url=f"http://127.0.0.1:{VLLM_DEFAULT_PORT}")
+    if handover is not None:
+        # The agent runs beside vLLM in the job, in the background, its output in a file; the token is one of the
+        # task's secrets (an environment variable SkyPilot does not show), the rest plain envs.
+        envs.update(handover.public_environment())
+        secrets[TOKEN_ENV] = handover.token
+        setup += " && " + shell_join(["pip", "install", settings.INFERIA_AGENT_PIP_SPEC])
+        run = "(inferia agent >> ~/inferia-agent.log 2>&1 &)\n" + run
     task: dict[str, Any] = {
         "name": skypilot_cluster_name(replica),
         "num_nodes": 1,
         "resources": resources,
         "envs": envs,
-        "setup": _setup(config),
-        # exec: vLLM becomes the job's process, so its exit ends the job and SkyPilot sees it.
-        "run": "exec " + shell_join(vllm_serve_argv(spec, host="0.0.0.0", port=VLLM_DEFAULT_PORT)),  # noqa: S104
+        "setup": setup,
+        "run": run,
     }
-    if hf_token:
-        task["secrets"] = {"HF_TOKEN": hf_token}
+    if secrets:
+        task["secrets"] = secrets
     skypilot_task_validate(task)
     return task
 
@@ -203,6 +220,12 @@ class SkyPilotAdapter(ComputeAdapter):
                 return str(item["request_id"])
         return None
 
+    def connection_check(self, *, timeout_s: float) -> str:
+        response = self._call("GET", "/api/health", timeout_s=timeout_s)
+        if response.status != 200:
+            raise AdapterError(f"SkyPilot /api/health answered {response.status}")
+        return "The SkyPilot API server answers and accepts the token."
+
     def provision(self, replica: Replica) -> ProvisionResult:
         name = skypilot_cluster_name(replica)
         spec = self.engine_spec(replica.deployment)
@@ -222,6 +245,9 @@ class SkyPilotAdapter(ComputeAdapter):
         return ProvisionResult(endpoint="", handle={"cluster": name, "launch_request": request_id}, messages=messages)
 
     def status(self, replica: Replica) -> ReplicaStatus:
+        return engine_status_settle(self.node_status(replica))
+
+    def node_status(self, replica: Replica) -> ReplicaStatus:
         handle = replica.provider_handle or {}
         name = handle.get("cluster")
         if not name:
@@ -245,8 +271,7 @@ class SkyPilotAdapter(ComputeAdapter):
             return ReplicaStatus(ReplicaPhase.FAILED, f"cluster {name} is {cluster_state or 'unknown'}")
         # The address is asked for once; afterwards the replica has it (the health check records it).
         endpoint = replica.endpoint or self._endpoint(name)
-        health = engine_health(endpoint, f"cluster {name} UP")
-        return ReplicaStatus(health.phase, health.detail, endpoint=endpoint)
+        return ReplicaStatus(ReplicaPhase.STARTING, f"cluster {name} UP", endpoint=endpoint, engine=endpoint)
 
     def _endpoint(self, name: str) -> str:
         ports = self._result(self._schedule("/endpoints", {"cluster": name, "port": VLLM_DEFAULT_PORT})) or {}

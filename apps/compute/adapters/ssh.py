@@ -4,11 +4,14 @@ Every remote command is built as an argv list and sent as one shell-quoted line 
 arguments can never become shell syntax on the host. The container publishes vLLM's port on a port Docker
 chooses, read back with `docker port`, so several replicas share a host without clashing.
 
-Provider config: `host`, `port` (22), `username`, `image` (vllm/vllm-openai:latest), `gpus` ("all", or device
+Provider config (the image is the deployment's): `host`, `port` (22), `username`, `gpus` ("all", or device
 ids "0,1"), `advertise_host` (how the gateway reaches the host; default `host`), `cache_volume`
 (inferia-hf-cache), `env_file` (a path on the host with HF_TOKEN=..., kept there rather than sent by us).
 Credentials: `private_key` (OpenSSH/PEM text) or `password`; `host_key` (the host's public key line, required:
 without it anyone on the path could impersonate the host and receive our commands).
+
+With INFERIA_NODE_SERVER_URL set, a second container runs `inferia agent` (INFERIA_AGENT_IMAGE) on the host's
+network, pushing the engine's heartbeats; its node token reaches the docker client's environment through stdin.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncssh
+from django.conf import settings
 
 from apps.compute.adapters.base import (
     AdapterError,
@@ -27,9 +31,12 @@ from apps.compute.adapters.base import (
     ProvisionResult,
     ReplicaPhase,
     ReplicaStatus,
-    engine_health,
+    engine_pending,
+    engine_status_settle,
 )
-from apps.compute.engine import VLLM_DEFAULT_PORT, VLLM_IMAGE, EngineSpec, shell_join, vllm_environment, vllm_serve_args
+from apps.compute.engine import VLLM_DEFAULT_PORT, EngineSpec, shell_join, vllm_environment, vllm_serve_args
+from apps.compute.node_tokens import NodeAgentHandover, node_agent_handover
+from inferia_runtime.node_agent import TOKEN_ENV
 
 if TYPE_CHECKING:
     from apps.compute.models import Replica
@@ -51,7 +58,7 @@ def docker_run_argv(*, replica: Replica, spec: EngineSpec, config: dict[str, Any
     gpus = str(config.get("gpus", "all"))
     if not _GPUS_RE.fullmatch(gpus):
         raise ProviderConfigError("gpus must be 'all' or device ids like 0,1")
-    image = str(config.get("image", f"{VLLM_IMAGE}:latest"))
+    image = spec.container_image
     volume = str(config.get("cache_volume", "inferia-hf-cache"))
     for label, value in (("image", image), ("cache_volume", volume)):
         if not _SAFE_RE.fullmatch(value) or value.startswith("-"):
@@ -76,6 +83,34 @@ def docker_run_argv(*, replica: Replica, spec: EngineSpec, config: dict[str, Any
     for name, value in vllm_environment(spec).items():
         argv += ["--env", f"{name}={value}"]
     return [*argv, "--entrypoint", "vllm", image, "serve", *vllm_serve_args(spec, port=VLLM_DEFAULT_PORT)]
+
+
+def agent_container_name(replica: Replica) -> str:
+    """The container of the replica's `inferia agent` on the host."""
+    return container_name(replica) + "-agent"
+
+
+# The token goes through the command's stdin into the docker client's environment (`--env NAME` without a value takes
+# it from there): never on a command line, which the host's process list and shell logs would show.
+_TOKEN_FROM_STDIN = f'IFS= read -r {TOKEN_ENV} && export {TOKEN_ENV} && exec "$@"'
+
+
+def agent_run_argv(*, replica: Replica, handover: NodeAgentHandover) -> list[str]:
+    """The command that starts the replica's agent beside its engine, on the host's network (the engine's published
+    port is on the host's loopback), restarted with Docker; the token is read from stdin (see _TOKEN_FROM_STDIN)."""
+    argv = [
+        "sh", "-c", _TOKEN_FROM_STDIN, "inferia-agent",
+        "docker", "run", "--detach",
+        "--name", agent_container_name(replica),
+        "--label", "managed-by=inferia",
+        "--label", f"inferia.replica={replica.pk}",
+        "--network", "host",
+        "--restart", "unless-stopped",
+        "--env", TOKEN_ENV,
+    ]  # fmt: skip
+    for name, value in handover.public_environment().items():
+        argv += ["--env", f"{name}={value}"]
+    return [*argv, settings.INFERIA_AGENT_IMAGE, "inferia", "agent"]
 
 
 class SshDockerAdapter(ComputeAdapter):
@@ -122,9 +157,30 @@ class SshDockerAdapter(ComputeAdapter):
     async def _sh(connection: asyncssh.SSHClientConnection, argv: list[str]) -> asyncssh.SSHCompletedProcess:
         return await connection.run(shell_join(argv), check=False)
 
+    async def _agent_start(
+        self, connection: asyncssh.SSHClientConnection, replica: Replica, handover: NodeAgentHandover
+    ) -> None:
+        # Started afresh on every provisioning: the engine's port may have changed.
+        await self._sh(connection, ["docker", "rm", "--force", agent_container_name(replica)])
+        argv = agent_run_argv(replica=replica, handover=handover)
+        started = await connection.run(shell_join(argv), input=handover.token + "\n", check=False)
+        if started.exit_status != 0:
+            raise AdapterError(f"starting the heartbeat agent failed: {str(started.stderr).strip()[-500:]}")
+
     def _endpoint(self, port: int) -> str:
         host = str(self.config.get("advertise_host") or self.config_str("host"))
         return f"http://{host}:{port}"
+
+    def connection_check(self, *, timeout_s: float) -> str:
+        async def work(connection: asyncssh.SSHClientConnection) -> str:
+            done = await asyncio.wait_for(
+                self._sh(connection, ["docker", "version", "--format", "{{.Server.Version}}"]), timeout_s
+            )
+            if done.exit_status != 0:
+                raise AdapterError(f"docker on {self.config.get('host')}: {str(done.stderr).strip()[-300:]}")
+            return f"Signed in to {self.config.get('host')}; Docker {str(done.stdout).strip()[:40]} answers."
+
+        return self._run(work)
 
     def provision(self, replica: Replica) -> ProvisionResult:
         name = container_name(replica)
@@ -144,7 +200,12 @@ class SshDockerAdapter(ComputeAdapter):
             match = _PORT_RE.search(str(published.stdout))
             if published.exit_status != 0 or match is None:
                 raise AdapterError(f"cannot read the published port of {name}: {str(published.stderr).strip()}")
-            return int(match.group(1)), message
+            port = int(match.group(1))
+            handover = node_agent_handover(replica, engine_url=f"http://127.0.0.1:{port}")
+            if handover is not None:
+                await self._agent_start(connection, replica, handover)
+                message += "; started its heartbeat agent"
+            return port, message
 
         port, message = self._run(work)
         return ProvisionResult(
@@ -152,6 +213,9 @@ class SshDockerAdapter(ComputeAdapter):
         )
 
     def status(self, replica: Replica) -> ReplicaStatus:
+        return engine_status_settle(self.node_status(replica))
+
+    def node_status(self, replica: Replica) -> ReplicaStatus:
         name = (replica.provider_handle or {}).get("container")
         if not name:
             return ReplicaStatus(ReplicaPhase.STOPPED, "not provisioned")
@@ -165,7 +229,7 @@ class SshDockerAdapter(ComputeAdapter):
         text = str(state.stdout).strip()
         if text != "running":
             return ReplicaStatus(ReplicaPhase.FAILED, f"container {name} is {text}")
-        return engine_health(replica.endpoint)
+        return engine_pending(replica.endpoint)
 
     def logs(self, replica: Replica, tail: int = 200) -> str:
         name = (replica.provider_handle or {}).get("container") or container_name(replica)
@@ -180,9 +244,10 @@ class SshDockerAdapter(ComputeAdapter):
         name = (replica.provider_handle or {}).get("container") or container_name(replica)
 
         async def work(connection: asyncssh.SSHClientConnection) -> None:
-            result = await self._sh(connection, ["docker", "rm", "--force", name])
-            if result.exit_status != 0 and "No such container" not in str(result.stderr):
-                raise AdapterError(f"docker rm failed: {str(result.stderr).strip()[-500:]}")
+            for container in (name + "-agent", name):  # the agent (if it had one) first: it would report the end
+                result = await self._sh(connection, ["docker", "rm", "--force", container])
+                if result.exit_status != 0 and "No such container" not in str(result.stderr):
+                    raise AdapterError(f"docker rm failed: {str(result.stderr).strip()[-500:]}")
 
         self._run(work)
 

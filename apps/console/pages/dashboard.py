@@ -1,6 +1,7 @@
 """The overview dashboard: one organisation's usage (or the platform's, for the superadmin) over a chosen range,
 its latency, throughput and failures, its engines' load over time, its busiest models, keys and teams, the live load
-of its replicas, its budgets' burn and the guardrails that fired.
+of its replicas, its budgets' burn, the guardrails that fired, and what its deployments' GPUs cost beside the tokens
+they served.
 
 The view parses the organisation and range, calls the owning apps' selectors (usage, the replicas' live load,
 policies' budget burn) with `.restrict()`-ed querysets, and renders; the charts draw from a JSON island in the page
@@ -29,8 +30,17 @@ from apps.console.scope import OrgScope, org_scope_get
 from apps.policies.models import Policy
 from apps.policies.selectors import budget_burn
 from apps.usage import selectors as usage
+from apps.usage.gpu_selectors import gpu_costs
 from apps.usage.latency_selectors import usage_latency_series
-from apps.usage.models import UsageKeyRollup, UsageModelDayRollup, UsageModelRollup, UsageRecord, UsageRollup
+from apps.usage.models import (
+    GpuUsageSpan,
+    UsageDeploymentRollup,
+    UsageKeyRollup,
+    UsageModelDayRollup,
+    UsageModelRollup,
+    UsageRecord,
+    UsageRollup,
+)
 from inferia_runtime.money import money_currency
 
 
@@ -107,6 +117,13 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         budgets=budgets,
         budgets_live=budgets_live,
         guardrails=usage.guardrails_fired(records=records, since=since, until=until),
+        gpu_costs=gpu_costs(
+            spans=_in_scope(GpuUsageSpan.objects.restrict(who), scope),
+            rollups=_in_scope(UsageDeploymentRollup.objects.restrict(who), scope),
+            since=since,
+            until=until,
+        ),
+        gpu_since=since.isoformat(),
         errors_url=_errors_url(scope, since),
     )
     return render(request, "console/dashboard/index.html", context)

@@ -28,6 +28,7 @@ from apps.compute import inventory_services, services
 from apps.compute.external_registration import external_deployment_create
 from apps.compute.load_selectors import deployment_load_series
 from apps.compute.models import ComputePool, ModelDeployment, Provider
+from apps.compute.placement import deployment_placement_set
 from apps.console import deployment_selectors as deps
 from apps.console.metric_charts import metric_panels
 from apps.console.money_field import MoneyField
@@ -40,7 +41,7 @@ from apps.console.pages.support import (
     tenant_object,
 )
 from apps.console.scope import OrgScope, org_scope_get
-from apps.orgs.models import Organization
+from apps.orgs.models import Organization, Team
 from apps.usage import selectors as usage
 from apps.usage.latency_selectors import usage_latency_series
 from apps.usage.models import UsageDeploymentRollup, UsageRecord
@@ -124,6 +125,8 @@ class DeploymentSettingsForm(forms.Form):
         label="First byte timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S
     )
     idle_timeout_s = forms.FloatField(label="Idle timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S)
+    # Empty: charged to the organisation alone; left out of the POST: unchanged.
+    team = forms.IntegerField(label="GPUs charged to", required=False, min_value=1)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -143,7 +146,14 @@ class DeploymentSettingsForm(forms.Form):
         for name in TIMEOUT_FIELDS:
             if name in self.data:  # present and empty: back to the gateway's default
                 wanted[name] = data.get(name)
-        return {name: value for name, value in wanted.items() if getattr(deployment, name) != value}
+        changed = {name: value for name, value in wanted.items() if getattr(deployment, name) != value}
+        if "team" in self.data and data.get("team") != deployment.team_id:
+            # Only a team of the deployment's organisation: any other id reads as one that does not exist.
+            team = Team.objects.filter(pk=data.get("team"), organization_id=deployment.organization_id).first()
+            if data.get("team") is not None and team is None:
+                raise forms.ValidationError("Choose a team of the deployment's organisation.")
+            changed["team"] = team
+        return changed
 
 
 def _deployments(request: HttpRequest, action: str = "view") -> Any:
@@ -275,7 +285,7 @@ def _pool_for(request: HttpRequest, value: str, organization: Organization) -> C
 @require_GET
 def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     deployment = tenant_object(
-        ModelDeployment.objects.select_related("organization", "pool__provider"), request=request, pk=pk
+        ModelDeployment.objects.select_related("organization", "pool__provider", "team"), request=request, pk=pk
     )
     can_change = _deployments(request, "change").filter(pk=deployment.pk).exists()
     who = page_principal(request)
@@ -315,12 +325,25 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "price_output": money_plain(deployment.price_output_per_mtok_micros),
         "currency": money_currency(),
         "timeout_cap": int(TIMEOUT_CAP_S),
+        "teams": Team.objects.filter(organization_id=deployment.organization_id).order_by("name")
+        if deployment.organization_id is not None
+        else Team.objects.none(),
         "curl": chat_curl(url=request.build_absolute_uri(CHAT_PATH), model=deployment.served_model_name),
         "scale_range": range(deployment.min_replicas, deployment.max_replicas + 1),
         "stoppable": deployment.state not in (ModelDeployment.State.STOPPING, ModelDeployment.State.STOPPED),
         "startable": deployment.state in (ModelDeployment.State.STOPPED, ModelDeployment.State.FAILED),
+        "placement_choices": _placement_choices(deployment) if can_change else [],
+        "placement_chosen": set(deployment.placement_pools.values_list("pk", flat=True)),
+        "rollout": snapshot["rollout"],
     }
     return render(request, "console/deployments/detail.html", context)
+
+
+def _placement_choices(deployment: ModelDeployment) -> list[ComputePool]:
+    """The owner's other pools on providers whose nodes Inferia starts: what the placement form offers (the service
+    refuses those a replica does not fit, saying why)."""
+    pools = ComputePool.objects.filter(organization_id=deployment.organization_id).exclude(pk=deployment.pool_id)
+    return list(pools.exclude(provider__kind=Provider.Kind.EXTERNAL).order_by("cost_per_gpu_hour_micros", "name"))
 
 
 def _changeable(request: HttpRequest, pk: int) -> ModelDeployment:
@@ -355,7 +378,11 @@ def deployment_settings_view(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         _form_errors(request, form)
         return redirect("console:deployment-detail", pk=pk)
-    changes = form.changes(deployment)
+    try:
+        changes = form.changes(deployment)
+    except forms.ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("console:deployment-detail", pk=pk)
     if not changes:
         messages.info(request, "Nothing changed.")
         return redirect("console:deployment-detail", pk=pk)
@@ -367,6 +394,25 @@ def deployment_settings_view(request: HttpRequest, pk: int) -> HttpResponse:
         context=page_audit_context(request),
     )
     _report(request, error, "Settings saved.")
+    return redirect("console:deployment-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def deployment_placement_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set the pools replicas may be placed on besides the deployment's own, from the checked boxes."""
+    deployment = _changeable(request, pk)
+    offered = {pool.pk: pool for pool in _placement_choices(deployment)}
+    ids = request.POST.getlist("placement_pools")[: len(offered)]
+    chosen = [offered[int(value)] for value in ids if value.isdigit() and int(value) in offered]
+    _, error = service_run(
+        deployment_placement_set,
+        deployment=deployment,
+        pools=chosen,
+        actor=page_principal(request).actor,
+        context=page_audit_context(request),
+    )
+    _report(request, error, "Placement saved: new replicas go to the cheapest of these pools with room.")
     return redirect("console:deployment-detail", pk=pk)
 
 

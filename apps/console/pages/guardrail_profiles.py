@@ -44,6 +44,7 @@ from apps.policies.guardrails import (
     guardrail_profile_trial,
 )
 from apps.policies.guardrails.engine import INPUT_ACTIONS, OFF, OUTPUT_ACTIONS
+from apps.policies.guardrails.toxicity import DEFAULT_THRESHOLD, MAX_THRESHOLD, MIN_THRESHOLD
 from apps.policies.models import GuardrailProfile
 from apps.policies.selectors import guardrail_profile_default
 
@@ -63,6 +64,10 @@ class ProfileForm(forms.Form):
     blocklist = forms.CharField(label="Blocklist (one a line)", required=False, max_length=20000, widget=forms.Textarea)
     patterns = forms.CharField(label="Patterns (JSON)", required=False, max_length=20000, widget=forms.Textarea)
     scanners = forms.CharField(label="Scanners (JSON)", required=False, max_length=20000, widget=forms.Textarea)
+    toxicity_threshold = forms.FloatField(
+        label="Toxicity threshold", min_value=MIN_THRESHOLD, max_value=MAX_THRESHOLD, initial=DEFAULT_THRESHOLD,
+        required=False,
+    )  # fmt: skip
 
     JSON_FIELDS = {"patterns": list, "scanners": list}
 
@@ -101,6 +106,8 @@ class ProfileForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         json_fields_clean(self, cleaned, self.JSON_FIELDS)
+        if cleaned.get("toxicity_threshold") is None:
+            cleaned["toxicity_threshold"] = DEFAULT_THRESHOLD
         cleaned["blocklist"] = [line.strip() for line in (cleaned.get("blocklist") or "").splitlines() if line.strip()]
         known = {category for category, _ in self.categories}
         # A forged or stale field for a category nothing reports is refused, not silently dropped.
@@ -128,6 +135,7 @@ class ProfileForm(forms.Form):
             "blocklist": "\n".join(config.get("blocklist") or []),
             "patterns": json.dumps(config.get("patterns") or [], indent=2),
             "scanners": json.dumps(config.get("scanners") or [], indent=2),
+            "toxicity_threshold": config.get("toxicity_threshold", DEFAULT_THRESHOLD),
         }
         for side in ("input", "output"):
             for category, action in (config.get(side) or {}).items():

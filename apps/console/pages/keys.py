@@ -36,7 +36,7 @@ from apps.console.pages.support import (
     tenant_object,
 )
 from apps.keys import services as key_services
-from apps.keys.models import ApiKey, Scope
+from apps.keys.models import PURPOSE_APPLICATION_NAME, ApiKey, Scope, purpose_refusal
 from apps.knowledge.models import VectorStore
 from apps.orgs.models import Organization, Team
 from apps.policies import services as policy_services
@@ -79,6 +79,8 @@ class KeyCreateForm(forms.Form):
     tokens_per_minute = forms.IntegerField(label="Tokens per minute", required=False, min_value=1, max_value=2**31 - 1)
     budget_per_day = MoneyField(label="Budget per day")
     budget_per_month = MoneyField(label="Budget per month")
+    # Not on the page: the console issues application keys only, and says so to a request that asks for another kind.
+    purpose = forms.CharField(required=False, max_length=16)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,6 +94,14 @@ class KeyCreateForm(forms.Form):
         if any(len(name) > 200 or "\x00" in name for name in models):
             raise forms.ValidationError("Model names and patterns are at most 200 characters.")
         return models
+
+    def clean_purpose(self) -> str:
+        purpose = str(self.cleaned_data["purpose"])
+        if purpose in ("", PURPOSE_APPLICATION_NAME):
+            return ""
+        if purpose in ApiKey.Purpose.values:
+            raise forms.ValidationError(purpose_refusal(purpose))
+        raise forms.ValidationError(f"Keys are for applications: '{PURPOSE_APPLICATION_NAME}' is the only purpose.")
 
     def policy_fields(self) -> dict[str, Any]:
         """The key policy's limits the form sets (None: not set; no policy is created when none is)."""

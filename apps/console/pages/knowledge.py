@@ -6,8 +6,6 @@ it, removing a file, a search that ranks the store's chunks, and a file's chunks
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django import forms
@@ -15,7 +13,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -38,10 +35,11 @@ from apps.console.pages.support import (
     tenant_object,
 )
 from apps.knowledge import services as knowledge_services
-from apps.knowledge.embedding import embeddings_create, run_in_own_loop
-from apps.knowledge.ingestion import store_ingest_secret
+from apps.knowledge.embedding import run_in_own_loop
 from apps.knowledge.models import NAME_MAX, Chunk, KnowledgeFile, VectorStore, VectorStoreFile
-from apps.knowledge.search import ChunkHit, vector_store_search
+from apps.knowledge.reembedding import reembed_progress
+from apps.knowledge.retrieval import query_text, stores_search
+from apps.knowledge.search import ChunkHit
 from apps.orgs.models import Organization
 from inferia_runtime.errors import DomainRefusal
 
@@ -74,6 +72,14 @@ class StoreCreateForm(forms.Form):
         if size is not None and overlap is not None and overlap > size // 2:
             self.add_error("chunk_overlap_tokens", "At most half of the chunk size.")
         return values
+
+
+class StoreModelForm(forms.Form):
+    embedding_model = forms.ChoiceField(label="Embedding model", choices=())
+
+    def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["embedding_model"].choices = [(name, name) for name in models]  # type: ignore[attr-defined]
 
 
 class SearchForm(forms.Form):
@@ -160,28 +166,15 @@ def knowledge_store_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
 # --- One store ------------------------------------------------------------------------------------------------------
 
 
-def _query_vector(store: VectorStore, text: str) -> list[float]:
-    """The query's embedding by the store's own model, with the store's own key (as its ingestion's are)."""
-    secret = store_ingest_secret(store)
-    work = functools.partial(embeddings_create, secret=secret, model=store.embedding_model, inputs=[text])
-    return run_in_own_loop(work).vectors[0]
-
-
 def _search(store: VectorStore, text: str, *, include_flagged: bool) -> tuple[list[ChunkHit], str]:
-    """The store's chunks ranked against `text`, best first, or why the search could not run. The query is embedded
-    in a thread of its own, as a store's creation asks its model (see `service_run_apart`)."""
-
-    def embed() -> list[float]:
-        try:
-            return _query_vector(store, text)
-        finally:
-            connections.close_all()
-
+    """The store's chunks ranked against `text`, best first, or why the search could not run: the search /v1 and
+    the REST API run (the query embedded by the store's own model with the store's own key, bounded in time)."""
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-search") as pool:
-            vector = pool.submit(embed).result()
-        hits = vector_store_search(
-            store=store, vector=vector, max_num_results=SEARCH_RESULTS, include_flagged=include_flagged
+        query = query_text(text)
+        hits = run_in_own_loop(
+            lambda: stores_search(
+                stores=[store], query=query, max_num_results=SEARCH_RESULTS, include_flagged=include_flagged
+            )
         )
     except DomainRefusal as error:
         return [], str(error)
@@ -203,9 +196,16 @@ def knowledge_store_view(request: HttpRequest, pk: int) -> HttpResponse:
             hits, search_error = _search(store, search.cleaned_data["q"], include_flagged=True)
         else:
             search_error = " ".join(error for errors in search.errors.values() for error in errors)
+    may_change = VectorStore.objects.filter(pk=store.pk).restrict(principal, "change").exists()
+    reembedded, to_reembed = reembed_progress(store) if store.reembed_model else (0, 0)
     context = {
         "store": store,
         "files": files,
+        "may_change_model": may_change and not store.reembed_model,
+        "models": playground_models(request, store.organization_id) if may_change else [],
+        "reembedded": reembedded,
+        "to_reembed": to_reembed,
+        "reembed_percent": 100 * reembedded // to_reembed if to_reembed else 0,
         "in_progress": any(row["status"] == VectorStoreFile.Status.IN_PROGRESS for row in files),
         "search": search,
         "searched": search.is_bound,
@@ -219,6 +219,32 @@ def knowledge_store_view(request: HttpRequest, pk: int) -> HttpResponse:
         "upload_files_max": UPLOAD_FILES_MAX,
     }
     return render(request, "console/knowledge/store.html", context)
+
+
+@login_required
+@require_POST
+def knowledge_store_model_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change the store's embedding model: re-embedded in the background, searched with the old vectors meanwhile."""
+    store = tenant_object(VectorStore.objects.select_related("organization"), request=request, pk=pk, action="change")
+    form = StoreModelForm(request.POST, models=playground_models(request, store.organization_id))
+    if not form.is_valid():
+        messages.error(request, _form_problems(form))
+        return redirect("console:knowledge-store", pk=store.pk)
+    # The new model's vector size is asked of it through the gateway, with the store's key: apart from the request.
+    changed, error = service_run_apart(
+        knowledge_services.vector_store_embedding_change,
+        store=store,
+        embedding_model=form.cleaned_data["embedding_model"],
+        actor=request.user,
+        context=page_audit_context(request),
+    )
+    if error:
+        messages.error(request, error)
+    elif changed.reembed_model:
+        messages.success(
+            request, f"Re-embedding with {changed.reembed_model}: searches use the current vectors until then."
+        )
+    return redirect("console:knowledge-store", pk=store.pk)
 
 
 @login_required

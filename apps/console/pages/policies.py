@@ -35,7 +35,7 @@ from apps.keys.models import ApiKey
 from apps.orgs.models import Team
 from apps.policies import services as policy_services
 from apps.policies.costs import cost_micros_for
-from apps.policies.models import GuardrailProfile, Policy
+from apps.policies.models import FlaggedChunks, GuardrailProfile, Policy
 from inferia_runtime.money import money_currency, money_format
 
 LIMIT_LABELS = {
@@ -48,6 +48,8 @@ LIMIT_LABELS = {
     # The organisation's whole knowledge store, whichever level sets them (the tightest applies).
     "knowledge_bytes_max": "Knowledge storage (bytes)",
     "knowledge_chunks_max": "Knowledge chunks",
+    # Deployments charged to the organisation or team; a key's policy leaves it empty.
+    "gpus_max": "GPUs at once",
 }
 # Budgets are typed in the currency ("5" is five units) and stored in micro-units: form field -> policy field.
 # The form's names differ from the policy's on purpose, so that nothing still posting micro-units is read as money.
@@ -62,6 +64,10 @@ class PolicyForm(forms.Form):
     enabled = forms.BooleanField(label="Enabled", required=False, initial=True)
     allowed_models = forms.CharField(label="Allowed models", required=False, max_length=4000)
     guardrail_profile = forms.IntegerField(label="Guardrail profile", required=False)
+    # A form that leaves it out gets the safe default (kept out), never whatever the policy said before.
+    knowledge_flagged_chunks = forms.ChoiceField(
+        label="Flagged knowledge chunks", choices=FlaggedChunks.choices, required=False
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +84,7 @@ class PolicyForm(forms.Form):
             "enabled": values["enabled"],
             "allowed_models": models,
             "guardrail_profile": profile,
+            "knowledge_flagged_chunks": values["knowledge_flagged_chunks"] or FlaggedChunks.EXCLUDE,
             **{name: values[name] for name in LIMIT_LABELS},
             **{field: values[name] for name, field in BUDGET_FIELDS.items()},
         }
@@ -90,6 +97,7 @@ class PolicyForm(forms.Form):
             "enabled": policy.enabled,
             "allowed_models": ", ".join(policy.allowed_models),
             "guardrail_profile": policy.guardrail_profile_id,
+            "knowledge_flagged_chunks": policy.knowledge_flagged_chunks,
             **{name: getattr(policy, name) for name in LIMIT_LABELS},
             **{name: getattr(policy, field) for name, field in BUDGET_FIELDS.items()},
         }
@@ -204,6 +212,7 @@ def policies_view(request: HttpRequest) -> HttpResponse:
         "profiles": list(_profiles_for(request, org_ids)) if create_orgs else [],
         "limit_labels": LIMIT_LABELS,
         "budget_fields": [PolicyForm()[name] for name in BUDGET_LABELS],
+        "flagged_choices": FlaggedChunks.choices,
     }
     return render(request, "console/policies/list.html", context)
 

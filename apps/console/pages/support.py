@@ -132,7 +132,9 @@ def _refusals_told(call: Callable[[], Any]) -> tuple[Any, str]:
             )
         return None, " ".join(error.messages)
     except DomainRefusal as error:
-        return None, str(error).capitalize() + ("" if str(error).endswith(".") else ".")
+        # Only the first letter: the rest names pools, teams and models as they are spelt.
+        message = str(error)
+        return None, message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
     except IntegrityError:
         return None, "This conflicts with an existing record (a name or slug already used?)."
 

@@ -26,9 +26,11 @@ IP_ADDRESS = "ip_address"
 SECRET = "secret"  # noqa: S105 (a category name)
 PROMPT_INJECTION = "prompt_injection"
 HIDDEN_CHARACTERS = "hidden_characters"
+TOXICITY = "toxicity"
 BLOCKLIST = "blocklist"
 BUILTIN_CATEGORIES = (
-    EMAIL, PHONE, CARD, IBAN, NATIONAL_ID, IP_ADDRESS, SECRET, PROMPT_INJECTION, HIDDEN_CHARACTERS, BLOCKLIST,
+    EMAIL, PHONE, CARD, IBAN, NATIONAL_ID, IP_ADDRESS, SECRET, PROMPT_INJECTION, HIDDEN_CHARACTERS, TOXICITY,
+    BLOCKLIST,
 )  # fmt: skip
 
 # What each category is, in a line, for the people who choose its action (the console's profile form).
@@ -42,6 +44,7 @@ CATEGORY_DESCRIPTIONS: dict[str, str] = {
     SECRET: "API keys, tokens and private keys (OpenAI, Stripe, AWS, GitHub, Slack, Google, Hugging Face, JWT).",
     PROMPT_INJECTION: "Attempts to override the system prompt or jailbreak the model, in several languages.",
     HIDDEN_CHARACTERS: "Invisible characters: zero-width, bidirectional controls, Unicode tags.",
+    TOXICITY: "Insults, harassment and profanity aimed at people (a classifier, per sentence; off by default).",
     BLOCKLIST: "The profile's own words and phrases (its blocklist).",
 }
 

@@ -4,6 +4,9 @@ A profile's configuration (JSON on `GuardrailProfile`, or the built-in default) 
 on input `block` (the request is answered 400 `guardrail_violation`), `redact` (the text is replaced by a tag such
 as `[EMAIL]` before the prompt leaves Inferia), `flag` (allowed and recorded) or `off`; on output `redact`, `stop`
 (the stream ends with an error event) or `off`. Compilation happens once per distinct configuration per process.
+The `toxicity` category (a classifier, see `toxicity`) is off unless a profile names it; `toxicity_threshold`
+(0.5 to 0.99, default 0.8) is the score at which a sentence counts. Plug-in scanners run on input and, for the
+categories a profile gives an output action, on output too, one sentence window at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ from django.conf import settings
 
 from apps.policies.guardrails import detectors as d
 from apps.policies.guardrails.detectors import Detector, Finding
+from apps.policies.guardrails.toxicity import (
+    DEFAULT_THRESHOLD,
+    MAX_THRESHOLD,
+    MIN_THRESHOLD,
+    SENTENCE_SOURCE,
+    WINDOW_CHARS,
+    ToxicityDetector,
+)
 from inferia_runtime.errors import DomainRefusal
 
 if TYPE_CHECKING:
@@ -42,6 +53,7 @@ TAGS: dict[str, str] = {
     d.SECRET: "[SECRET]",
     d.PROMPT_INJECTION: "[PROMPT_INJECTION]",
     d.HIDDEN_CHARACTERS: "",
+    d.TOXICITY: "[TOXICITY]",
     d.BLOCKLIST: "[BLOCKED]",
 }
 
@@ -79,6 +91,8 @@ class Scanner(Protocol):
     Configured by class path in a profile's `scanners` list (`{"class": "pkg.module.Class", "options": {...}}`) or
     in the `INFERIA_GUARDRAIL_SCANNERS` setting for every profile. A scanner that needs I/O (a classifier behind an
     HTTP endpoint) also defines `async def scan_async(text) -> list[Finding]`, which the input check awaits instead.
+    On output (when the profile gives one of its categories an output action) `scan` sees one sentence of the
+    streamed text at a time; scanners that need I/O are not run on output.
     """
 
     categories: frozenset[str]
@@ -176,6 +190,40 @@ def _load_scanner(spec: str | dict[str, Any]) -> Scanner:
     if not isinstance(scanner, Scanner):
         raise GuardrailConfigError(f"scanner class '{path}' has no `categories` and `scan(text, out)`")
     return scanner
+
+
+class ScannerOnOutput:
+    """A plug-in scanner on streamed output: the stream scanner holds back at most one sentence (`SENTENCE_SOURCE`,
+    `WINDOW_CHARS` characters) and hands each complete one to the plug-in's `scan`."""
+
+    source = SENTENCE_SOURCE
+    max_chars = WINDOW_CHARS
+    flags = 0
+
+    def __init__(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+        self.name = type(scanner).__name__
+        self.categories = frozenset(scanner.categories)
+
+    def classify(self, matched: str, text: str, start: int) -> str | None:
+        return None
+
+    def window_findings(self, window: str, offset: int) -> list[Finding]:
+        """The plug-in's findings in one window, placed at `offset` in the stream's text."""
+        found: list[Finding] = []
+        self.scanner.scan(window, found)
+        return [
+            Finding(offset + finding.start, offset + finding.end, finding.category)
+            for finding in found
+            if 0 <= finding.start < finding.end <= len(window)
+        ]
+
+
+def _toxicity_threshold(config: dict[str, Any]) -> float:
+    value = config.get("toxicity_threshold", DEFAULT_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not MIN_THRESHOLD <= value <= MAX_THRESHOLD:
+        raise GuardrailConfigError(f"toxicity_threshold must be a number from {MIN_THRESHOLD} to {MAX_THRESHOLD}")
+    return float(value)
 
 
 def _actions(config: dict[str, Any], side: str, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -356,7 +404,9 @@ def _compile(canonical: str) -> CompiledProfile:
     config = json.loads(canonical)
     input_actions = _actions(config, "input", INPUT_ACTIONS)
     output_actions = _actions(config, "output", OUTPUT_ACTIONS)
-    candidates = [*d.builtin_detectors(), *_custom_detectors(config)]
+    toxicity = ToxicityDetector(_toxicity_threshold(config))
+    # The classifier quacks like a Detector (source, categories, classify, scan), as the injection detector does.
+    candidates: list[Detector] = [*d.builtin_detectors(), toxicity, *_custom_detectors(config)]  # type: ignore[list-item]
 
     def needed(actions: dict[str, str], default_on: bool) -> tuple[Detector, ...]:
         return tuple(
@@ -374,11 +424,17 @@ def _compile(canonical: str) -> CompiledProfile:
     for detector in candidates:
         for category in detector.categories:
             effective_input.setdefault(category, OFF)
+    on_output = tuple(
+        ScannerOnOutput(scanner)
+        for scanner in scanners
+        if not isinstance(scanner, AsyncScanner)
+        and any(output_actions.get(category, OFF) != OFF for category in scanner.categories)
+    )
     return CompiledProfile(
         input_actions=effective_input,
         output_actions=output_actions,
         input_detectors=needed(effective_input, default_on=False),
-        output_detectors=needed(output_actions, default_on=False),
+        output_detectors=(*needed(output_actions, default_on=False), *on_output),  # type: ignore[arg-type]
         scanners=tuple(scanner for scanner in scanners if not isinstance(scanner, AsyncScanner)),
         fingerprint=canonical,
         known_categories=frozenset(

@@ -56,6 +56,7 @@ def capture_mask_config(config: dict[str, Any] | None) -> dict[str, Any]:
         "blocklist": list(base.get("blocklist") or []) if masked.get(d.BLOCKLIST) == REDACT else [],
         "patterns": patterns,
         "scanners": list(base.get("scanners") or []),
+        **({"toxicity_threshold": base["toxicity_threshold"]} if "toxicity_threshold" in base else {}),
     }
 
 

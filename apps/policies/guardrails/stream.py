@@ -3,7 +3,9 @@
 A secret can arrive split over several chunks (`sk-pro` + `j-AbC...`). The scanner releases everything that no
 match can still involve and holds back only the tail from the leftmost position where a pattern could still
 complete a match (found with the `regex` module's partial matching), never more than the longest pattern can need.
-A match that completes is redacted (`[SECRET]`) or ends the stream (`stop`), as the profile says.
+A match that completes is redacted (`[SECRET]`) or ends the stream (`stop`), as the profile says. The toxicity
+classifier and plug-in scanners look at whole sentences: their pattern is one sentence, so at most one sentence
+(`toxicity.WINDOW_CHARS`) is held back for them.
 """
 
 from __future__ import annotations
@@ -85,6 +87,15 @@ class StreamScanner:
                     # Could still grow into (a longer) match with the next delta: hold it back.
                     if stop > start:
                         hold_from = min(hold_from, start)
+                    continue
+                window_findings = getattr(detector, "window_findings", None)
+                if window_findings is not None:
+                    # A plug-in scanner: its own findings inside one complete sentence.
+                    findings += [
+                        finding
+                        for finding in window_findings(match.group(), start)
+                        if self._actions.get(finding.category, OFF) != OFF
+                    ]
                     continue
                 category = detector.classify(match.group(), text, start)
                 if category is not None and self._actions.get(category, OFF) != OFF:

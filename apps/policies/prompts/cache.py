@@ -59,8 +59,8 @@ class TemplateCache:
         self._versions_max = versions_max
         self._versions: OrderedDict[tuple[int, str, int], CompiledTemplate] = OrderedDict()
         self._latest: dict[tuple[int, str], tuple[int, float]] = {}
-        # Bumped by every invalidation: a load that began before one must not store what `latest` was then.
-        self._generation = 0
+        # Applied invalidations. A load that began before one must not store what `latest` was then.
+        self.invalidations = 0
         self.database_reads = 0  # for tests and metrics
 
     async def get(self, *, organization_id: int, name: str, version: int | None) -> CompiledTemplate:
@@ -74,12 +74,12 @@ class TemplateCache:
             if compiled is not None:
                 self._versions.move_to_end((organization_id, name, version))
                 return compiled
-        generation = self._generation
+        invalidations = self.invalidations
         self.database_reads += 1
         loaded: CompiledTemplate = await database_sync_to_async(_load)(
             organization_id=organization_id, name=name, version=version
         )
-        if generation == self._generation:
+        if invalidations == self.invalidations:
             self._versions[(organization_id, name, loaded.version)] = loaded
             while len(self._versions) > self._versions_max:
                 self._versions.popitem(last=False)
@@ -96,7 +96,7 @@ class TemplateCache:
     def invalidate(self, message: str) -> None:
         """Apply one published message: `<organization id>:<name>` (that template's `latest` and versions: a
         deleted template's name may be reused, numbered from 1 again) or `*` (everything)."""
-        self._generation += 1
+        self.invalidations += 1
         raw_org, _, name = message.partition(":")
         try:
             organization_id = int(raw_org)

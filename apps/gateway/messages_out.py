@@ -1,0 +1,325 @@
+"""The pipeline's answers to a `/v1/messages` request, translated into Anthropic's shapes on their way to the client:
+an ASGI `send` in front of the real one (apps.gateway.messages has the request side).
+
+- A JSON answer is held until its last byte (the pipeline sends that once the request is metered) and becomes a
+  Message (`msg_...`, text and tool_use blocks, stop_reason, usage), or Anthropic's error document.
+- A stream's chat chunks become Anthropic's events: message_start and a ping, content_block_start/delta/stop
+  (text_delta, input_json_delta) per text or tool call, then message_delta (stop_reason, usage) and message_stop
+  once the engine's usage chunk (or `[DONE]`) arrives. An error that ends a started stream becomes an `error` event.
+
+A stop reason of `stop` is `stop_sequence` when the engine names the stop string it matched (vLLM's `stop_reason`)
+and that string is one the client sent, `end_turn` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Anthropic's error types by the HTTP status the pipeline answers with.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+# The pipeline's error types (OpenAI's) as Anthropic's, for an error that ends a started stream.
+_STREAM_ERROR_TYPES = {
+    "invalid_request_error": "invalid_request_error",
+    "rate_limit_error": "rate_limit_error",
+    "service_unavailable": "overloaded_error",
+}
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+_REQUEST_ID_HEADER = b"x-request-id"
+# The common chunk, one more piece of text, while a text block is open: vLLM's chunks of one stream share their
+# head (id, created, model), so a chunk that is that head, the text prefix below, a JSON string and the suffix below
+# becomes a text delta by copying the string as it came (already escaped), without parsing the chunk. A string
+# cannot hold the suffix (its quotes would be escaped). Any other chunk takes the parsing path.
+_TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":"'
+_TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+_TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":'
+)
+_DELTA_END = b"}}\n\n"
+
+
+def error_document(status: int, body: bytes) -> bytes:
+    """An error answer (OpenAI's shape, from the pipeline or the engine) in Anthropic's."""
+    message = "The request failed."
+    try:
+        document = json.loads(body)
+        message = str(document["error"]["message"])
+    except (ValueError, TypeError, KeyError):
+        message = body[:500].decode(errors="replace") or message
+    kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+def _stop_reason(choice: dict[str, Any], stop_sequences: tuple[str, ...]) -> tuple[str, str | None]:
+    reason = choice.get("finish_reason") or "stop"
+    matched = choice.get("stop_reason")
+    if reason == "stop" and isinstance(matched, str) and matched in stop_sequences:
+        return "stop_sequence", matched
+    return _STOP_REASONS.get(reason, "end_turn"), None
+
+
+def message_document(body: bytes, stop_sequences: tuple[str, ...]) -> bytes:
+    """A chat completion as an Anthropic Message."""
+    completion = json.loads(body)
+    choice = (completion.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        content.append(
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": _arguments(function)}
+        )
+    stop_reason, stop_sequence = _stop_reason(choice, stop_sequences)
+    usage = completion.get("usage") or {}
+    return json.dumps(
+        {
+            "id": _message_id(completion.get("id")),
+            "type": "message",
+            "role": "assistant",
+            "model": completion.get("model"),
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": {
+                "input_tokens": usage.get("prompt_tokens", 0),
+                "output_tokens": usage.get("completion_tokens", 0),
+            },
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def _arguments(function: dict[str, Any]) -> Any:
+    # A model may produce arguments that are not a JSON object; the block still needs an object.
+    try:
+        parsed = json.loads(function.get("arguments") or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _message_id(chat_id: object) -> str:
+    text = str(chat_id or "")
+    return "msg_" + (text.split("-", 1)[1] if "-" in text else text)
+
+
+def _event(name: bytes, document: dict[str, Any]) -> bytes:
+    return (
+        b"event: "
+        + name
+        + b"\ndata: "
+        + json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+        + b"\n\n"
+    )
+
+
+_PING = _event(b"ping", {"type": "ping"})
+_MESSAGE_STOP = _event(b"message_stop", {"type": "message_stop"})
+
+
+class MessagesSend:
+    """`send` for one `/v1/messages` exchange."""
+
+    def __init__(self, send: Send, *, answers: bool = True) -> None:
+        self._send = send
+        self._answers = answers  # False: a successful answer is already Anthropic's (count_tokens), errors are not
+        self.stop_sequences: tuple[str, ...] = ()
+        self._start: dict[str, Any] | None = None
+        self._held: list[bytes] = []
+        self._streaming = False
+        # Stream state: the next block's index, the open block's kind ("text", "tool" or None) and tool call index.
+        self._started = False
+        self._index = 0
+        self._open: str | None = None
+        self._tool = -1
+        self._stop: tuple[str, str | None] = ("end_turn", None)
+        self._usage = {"input_tokens": 0, "output_tokens": 0}
+        self._ended = False
+        self._pending = b""
+        self._text_head = b""  # `data: ` and the stream's chunk head, up to a text chunk's opening quote
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or []
+            self._streaming = any(
+                name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers
+            )
+            request_id = next((value for name, value in headers if name == _REQUEST_ID_HEADER), None)
+            if request_id is not None:
+                headers = [*headers, (b"request-id", request_id)]  # where Anthropic's clients look for it
+            if self._streaming:
+                await self._send({**message, "headers": headers})
+            else:
+                self._start = {**message, "headers": [(n, v) for n, v in headers if n != b"content-length"]}
+            return
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        more = message.get("more_body", False)
+        if self._streaming:
+            body = self._events(message.get("body", b""), final=not more)
+            await self._send({"type": "http.response.body", "body": body, "more_body": more})
+            return
+        self._held.append(message.get("body", b""))
+        if not more:
+            await self._whole()
+
+    async def _whole(self) -> None:
+        assert self._start is not None
+        status = self._start["status"]
+        body = b"".join(self._held)
+        if status != 200:
+            body = error_document(status, body)
+        elif self._answers:
+            body = message_document(body, self.stop_sequences)
+        headers = [*self._start["headers"], (b"content-length", b"%d" % len(body))]
+        await self._send({**self._start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    # --- Streams ------------------------------------------------------------------------------------------------
+
+    def _events(self, data: bytes, *, final: bool) -> bytes:
+        data = self._pending + data
+        end = data.rfind(b"\n\n") + 2
+        if end == 1:
+            end = 0
+        self._pending = data[end:]
+        out: list[bytes] = []
+        position = 0
+        while position < end:
+            if self._open == "text" and self._text_head:
+                position = self._texts(data, position, end, out)
+                if position >= end:
+                    break
+            boundary = data.find(b"\n\n", position, end)
+            if data.startswith(b"data: ", position):
+                self._chunk(data[position + 6 : boundary], out)
+            position = boundary + 2
+        if final and not self._ended and self._started:
+            self._finish(out)  # the engine's stream ended without [DONE]: close the message all the same
+        return b"".join(out)
+
+    def _texts(self, data: bytes, position: int, end: int, out: list[bytes]) -> int:
+        """Text chunks from `position` as text deltas, copied; where the first other event starts."""
+        head = self._text_head
+        skip = len(head) - 1  # the text starts at the prefix's last byte, its opening quote
+        delta = _TEXT_DELTA % (self._index - 1)
+        while data.startswith(head, position):
+            text_end = data.find(_TEXT_SUFFIX, position + skip, end)
+            if text_end == -1:
+                break
+            out += (delta, data[position + skip : text_end], _DELTA_END)
+            position = text_end + len(_TEXT_SUFFIX)
+        return position
+
+    def _chunk(self, payload: bytes, out: list[bytes]) -> None:
+        if payload == b"[DONE]":
+            self._finish(out)
+            return
+        document = json.loads(payload)
+        if "error" in document:
+            error = document["error"] or {}
+            kind = _STREAM_ERROR_TYPES.get(str(error.get("type")), "api_error")
+            out.append(_event(b"error", {"type": "error", "error": {"type": kind, "message": error.get("message")}}))
+            self._ended = True
+            return
+        if not self._started:
+            self._started = True
+            choices_at = payload.find(b'"choices":')
+            if choices_at > 0:
+                self._text_head = b"data: " + payload[:choices_at] + _TEXT_PREFIX
+            out.append(
+                _event(
+                    b"message_start",
+                    {
+                        "type": "message_start",
+                        "message": {
+                            "id": _message_id(document.get("id")),
+                            "type": "message",
+                            "role": "assistant",
+                            "model": document.get("model"),
+                            "content": [],
+                            "stop_reason": None,
+                            "stop_sequence": None,
+                            "usage": {"input_tokens": 0, "output_tokens": 0},
+                        },
+                    },
+                )
+            )
+            out.append(_PING)
+        usage = document.get("usage")
+        if isinstance(usage, dict):
+            self._usage = {
+                "input_tokens": usage.get("prompt_tokens", 0),
+                "output_tokens": usage.get("completion_tokens", 0),
+            }
+        for choice in document.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                if self._open != "text":
+                    self._block_open(out, {"type": "text", "text": ""}, "text")
+                out.append(self._delta({"type": "text_delta", "text": text}))
+            for call in delta.get("tool_calls") or ():
+                index = call.get("index", 0)
+                function = call.get("function") or {}
+                if self._open != "tool" or index != self._tool:
+                    self._tool = index
+                    block = {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": {}}
+                    self._block_open(out, block, "tool")
+                if function.get("arguments"):
+                    out.append(self._delta({"type": "input_json_delta", "partial_json": function["arguments"]}))
+            if choice.get("finish_reason"):
+                self._stop = _stop_reason(choice, self.stop_sequences)
+                self._block_close(out)
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return _event(b"content_block_delta", {"type": "content_block_delta", "index": self._index - 1, "delta": delta})
+
+    def _block_open(self, out: list[bytes], block: dict[str, Any], kind: str) -> None:
+        self._block_close(out)
+        out.append(
+            _event(
+                b"content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block}
+            )
+        )
+        self._index += 1
+        self._open = kind
+
+    def _block_close(self, out: list[bytes]) -> None:
+        if self._open is not None:
+            out.append(_event(b"content_block_stop", {"type": "content_block_stop", "index": self._index - 1}))
+            self._open = None
+
+    def _finish(self, out: list[bytes]) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._block_close(out)
+        stop_reason, stop_sequence = self._stop
+        out.append(
+            _event(
+                b"message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                    "usage": self._usage,
+                },
+            )
+        )
+        out.append(_MESSAGE_STOP)
