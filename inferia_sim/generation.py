@@ -182,7 +182,8 @@ async def generation_run(engine: SimEngine, responder: HttpResponder, gen: Gener
         scheduler.release(blocks)
         stats.generation_tokens += gen.generated
         if gen.finished:
-            stats.finished[gen.finish_reason] += 1
+            # vLLM's engine counts a tool call as a stop: `tool_calls` is the API's name for how it ended.
+            stats.finished["length" if gen.finish_reason == "length" else "stop"] += 1
             stats.e2e_latency.observe(time.monotonic() - gen.arrived)
         else:
             stats.finished["abort"] += 1

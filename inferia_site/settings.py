@@ -324,6 +324,9 @@ INFERIA_GATEWAY_CATALOG_MAX_AGE = env_float("INFERIA_GATEWAY_CATALOG_MAX_AGE", 3
 # embedded default, and answers 404 elsewhere.
 INFERIA_METRICS_TOKEN = env_str("INFERIA_METRICS_TOKEN")
 INFERIA_UPSTREAM_RETRIES = env_int("INFERIA_UPSTREAM_RETRIES", 2)
+# How long an idle connection to an engine is kept for reuse: under the engines' own idle timeout (vLLM's uvicorn
+# closes after 5 s), or a request sent as the engine closes the connection fails with nothing received.
+INFERIA_UPSTREAM_KEEPALIVE_SECONDS = env_float("INFERIA_UPSTREAM_KEEPALIVE_SECONDS", 4.0)
 # The max_tokens the gateway sets (and reserves) for a request that gives none when its policy counts tokens or
 # money but sets no max tokens per request: a worst case is needed for the reservation to bound the spend.
 INFERIA_GATEWAY_DEFAULT_MAX_TOKENS = env_int("INFERIA_GATEWAY_DEFAULT_MAX_TOKENS", 4096)

@@ -45,11 +45,16 @@ _CLOSE_TIMEOUT_S = 2.0
 
 def upstream_session(*, guarded: bool = False) -> aiohttp.ClientSession:
     """The pooled keep-alive client for all upstream calls of a loop. No per-request connections: the pool has
-    no global cap (each engine limits itself) and keeps idle connections a minute.
+    no global cap (each engine limits itself) and keeps idle connections INFERIA_UPSTREAM_KEEPALIVE_SECONDS.
 
     `guarded`: for external deployments, whose endpoints users supply: every connection (redirects included) is
     refused unless the addresses it goes to are public, or INFERIA_UPSTREAM_ALLOW_PRIVATE allows private ones."""
-    options: dict[str, Any] = {"limit": 0, "keepalive_timeout": 60, "ttl_dns_cache": 300, "enable_cleanup_closed": True}
+    options: dict[str, Any] = {
+        "limit": 0,
+        "keepalive_timeout": settings.INFERIA_UPSTREAM_KEEPALIVE_SECONDS,
+        "ttl_dns_cache": 300,
+        "enable_cleanup_closed": True,
+    }
     connector = guarded_connector(**options) if guarded else aiohttp.TCPConnector(**options)
     return aiohttp.ClientSession(
         connector=connector,

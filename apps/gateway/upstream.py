@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from apps.gateway.schemas import Endpoint, InferenceRequest
 from apps.gateway.tracing import ENABLED as TRACING
 from apps.gateway.tracing import trace_context_inject, traced
 from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
+
+logger = logging.getLogger(__name__)
 
 DEPLOYMENT_HEADER = b"x-inferia-deployment"
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
@@ -189,6 +192,7 @@ def _engine_error_message(body: bytes) -> str:
 
 
 def _replica_failed(rt: GatewayRuntime, replica: ReplicaTarget, kind: str, status: int) -> GatewayError:
+    logger.warning("replica %s failed before answering: %s", replica.id, kind)
     rt.router.failed(replica)
     metrics.upstream_error_counted(replica_id=replica.id, kind=kind)
     if status == 503:

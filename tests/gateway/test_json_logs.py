@@ -38,19 +38,25 @@ def test_a_failed_requests_line_says_which_request_tenant_key_model_and_deployme
         assert answer.status_code >= 500
         request_id = answer.headers["x-request-id"]
         line = eventually(
-            lambda: next((o for o in _objects(web.lines) if o.get("request_id") == request_id), None),
+            lambda: next((o for o in _request_lines(web, request_id) if "request failed" in o["message"]), None),
             timeout=10,
             what="the failed request's log line",
         )
     finally:
         web.stop()
     assert line["level"] == "WARNING"
-    assert "request failed" in line["message"]
+    # Before it, the replica's failure, with why: what an operator reads first when a replica goes bad.
+    (replica_line,) = (o for o in _request_lines(web, request_id) if "failed before answering" in o["message"])
+    assert "ClientConnectorError" in replica_line["message"]
     assert (line["organization"], line["model"], line["deployment"]) == ("logged", "logged-chat", deployment.pk)
     assert line["key_prefix"] == issued.key.prefix
     assert issued.secret not in json.dumps(_objects(web.lines))
     # Every line the web process wrote is JSON, the server's own included.
     assert all(line.startswith("{") for line in web.lines if line.strip()), web.lines[:5]
+
+
+def _request_lines(web, request_id: str) -> list[dict]:
+    return [o for o in _objects(web.lines) if o.get("request_id") == request_id]
 
 
 def test_the_worker_and_the_engine_write_json_lines(transactional_db, tmp_path):

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from inferia_sim.tools import arguments_for
+from tests.sim.conftest import chat_body, connect, metrics
 
 MODEL = "inferia/sim-model"
 LOOKUP = {
@@ -95,3 +96,24 @@ def test_a_tool_result_is_answered_with_text(client):
     answer = client.chat.completions.create(model=MODEL, messages=messages, tools=[CLOCK], max_tokens=4)
     assert answer.choices[0].finish_reason == "length"
     assert len(answer.choices[0].message.content.split()) == 4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_call_keeps_the_connection_and_counts_as_a_finished_request(sim, stream):
+    """A client that reuses its connection after a tool call (every pooled HTTP client does) is answered on it, and
+    the call counts as a request that stopped, as vLLM counts it (`tool_calls` is the API's name, not the engine's)."""
+    before = metrics(sim.url)
+    body = json.dumps({**chat_body(max_tokens=20), "tools": [CLOCK], "tool_choice": "required", "stream": stream})
+    connection = connect(sim.url)
+    try:
+        for _ in range(2):
+            connection.request("POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200
+            assert b"tool_calls" in response.read()
+            assert response.getheader("connection") != "close"
+    finally:
+        connection.close()
+    after = metrics(sim.url)
+    stopped = next(key for key in after if key.startswith('vllm:request_success_total{finished_reason="stop"'))
+    assert after[stopped] - before[stopped] == 2
