@@ -153,3 +153,24 @@ def test_toxicity_blocks_a_prompt_and_redacts_a_streamed_sentence(transactional_
     text, failures = streamed_text(streamed)
     assert text == "Sure. [TOXICITY] Here is the plan."
     assert failures == []
+
+
+def test_a_plug_in_scanner_redacts_streamed_and_whole_answers(transactional_db, gateway, redis_cache):
+    """A scanner class named in the profile runs in the web process on the engine's output, sentence by sentence."""
+    answer = ["The forecast is dread", "ful today. Take", " an umbrella."]
+    scanner = {"class": "tests.policies.test_guardrails.KeywordScanner", "options": {"word": "dreadful"}}
+    with scripted_engine(answer) as engine:
+        tenant = tenant_on(gateway, engine.url, scanners=[scanner], output_actions={"harshness": "redact"})
+        streamed = stream(gateway, tenant.secret, chat_body("How is the weather?", stream=True))
+        status, _, whole = http(
+            "POST", f"{gateway.url}/v1/chat/completions", body=chat_body("And now?"), secret=tenant.secret
+        )
+
+    text, failures = streamed_text(streamed)
+    assert text == "The forecast is [HARSHNESS] today. Take an umbrella."
+    assert failures == []
+    assert b"dread" not in streamed.replace(b"[HARSHNESS]", b"")
+    assert status == 200
+    assert (
+        json.loads(whole)["choices"][0]["message"]["content"] == "The forecast is [HARSHNESS] today. Take an umbrella."
+    )
