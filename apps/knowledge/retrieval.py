@@ -19,7 +19,7 @@ from apps.compute.credentials import credentials_decrypt
 from apps.knowledge.embedding import Embedded, EmbeddingError, embeddings_create
 from apps.knowledge.ingestion import store_ingest_secret
 from apps.knowledge.models import VectorStore
-from apps.knowledge.search import ChunkHit, vector_store_search
+from apps.knowledge.search import ChunkHit, SearchPlan, search_plan, vector_store_search
 
 QUERY_CHARS_MAX = 4096  # a search query is a question, not a document
 QUERIES_MAX = 10
@@ -77,22 +77,38 @@ async def stores_search(
     merging them assumes."""
     timeout = settings.INFERIA_KNOWLEDGE_SEARCH_TIMEOUT_S
 
-    async def run() -> list[ChunkHit]:
-        vectors: dict[str, list[float]] = {}
+    def ranked(vectors: dict[str, list[float]], plans: list[SearchPlan]) -> list[ChunkHit]:
         hits: list[ChunkHit] = []
-        for store in stores:
-            if store.embedding_model not in vectors:
-                vectors[store.embedding_model] = (await query_embed(store, query)).vectors[0]
-            hits += await database_sync_to_async(vector_store_search)(
+        for store, plan in zip(stores, plans, strict=True):
+            hits += vector_store_search(
                 store=store,
                 vector=vectors[store.embedding_model],
                 max_num_results=max_num_results,
                 filters=filters,
                 score_threshold=score_threshold,
                 include_flagged=include_flagged,
+                plan=plan,
             )
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:max_num_results]
+
+    async def run() -> list[ChunkHit]:
+        # The stores' files are read while the query is embedded: that read does not need the vector.
+        planning = asyncio.ensure_future(
+            database_sync_to_async(lambda: [search_plan(store, filters) for store in stores])()
+        )
+        try:
+            vectors: dict[str, list[float]] = {}
+            for store in stores:
+                if store.embedding_model not in vectors:
+                    vectors[store.embedding_model] = (await query_embed(store, query)).vectors[0]
+            plans = await planning
+        finally:
+            if not planning.done():
+                planning.cancel()
+            elif not planning.cancelled():
+                planning.exception()  # retrieved: an embedding failure is the one reported
+        return await database_sync_to_async(ranked)(vectors, plans)
 
     try:
         return await asyncio.wait_for(run(), timeout)

@@ -149,15 +149,18 @@ def vector_store_search(
     filters: dict[str, Any] | None = None,
     score_threshold: float = 0.0,
     include_flagged: bool = True,
+    plan: SearchPlan | None = None,
 ) -> list[ChunkHit]:
     """The store's chunks of its current generation closest to `vector` (cosine), best first, at most
-    `max_num_results` of them, with a score (1 - cosine distance) at least `score_threshold`."""
+    `max_num_results` of them, with a score (1 - cosine distance) at least `score_threshold`. `plan`: the store's
+    `search_plan` for these filters, when the caller read it already."""
     if not 1 <= max_num_results <= MAX_NUM_RESULTS:
         raise DomainRefusal(f"max_num_results must be between 1 and {MAX_NUM_RESULTS}")
     dims = store.dimensions
     if len(vector) != dims:
         raise DomainRefusal(f"the query vector has {len(vector)} dimensions; the store's have {dims}")
-    plan = search_plan(store, filters)
+    if plan is None:
+        plan = search_plan(store, filters)
     if plan.file_ids == []:
         return []
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
