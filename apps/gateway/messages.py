@@ -160,6 +160,12 @@ def _sampling_copy(request: MessagesRequest, document: dict[str, Any]) -> None:
             document[name] = value
     if request.metadata is not None and request.metadata.user_id:
         document["user"] = request.metadata.user_id
+    output_format = request.output_config.format if request.output_config is not None else None
+    if output_format is not None:
+        document["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": output_format.json_schema, "strict": True},
+        }
     if request.stream:
         document["stream"] = True
         # The usage chunk is what the final `message_delta` reports.

@@ -81,6 +81,18 @@ class ToolChoiceNone(_Block):
 ToolChoice = Annotated[ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone, Field(discriminator="type")]
 
 
+class JsonOutputFormat(_Block):
+    """Structured output: the answer is JSON that fits `schema` (an OpenAI `response_format` of type json_schema)."""
+
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Block):
+    # Other options (`effort`) tune Anthropic's own models; the engine behind has no counterpart.
+    format: JsonOutputFormat | None = None
+
+
 class RequestMetadata(_Block):
     user_id: UserName | None = None
 
@@ -105,3 +117,4 @@ class MessagesRequest(CountTokensRequest):
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     top_k: PositiveInt | None = None
     metadata: RequestMetadata | None = None
+    output_config: OutputConfig | None = None

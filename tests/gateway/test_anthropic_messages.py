@@ -12,6 +12,8 @@ from django.conf import settings
 from apps.usage.models import UsageRecord
 from apps.usage.stream import usage_stream_drain
 from tests.gateway.conftest import http
+from tests.gateway.stand_ins import scripted_engine
+from tests.gateway.test_policy_guardrails import tenant_on
 from tests.gateway.test_policy_limits import tenant_with_policy
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
@@ -337,3 +339,27 @@ def test_a_body_over_the_gateways_limit_is_refused_in_anthropics_shape(tenant, g
     status, _, raw = http("POST", f"{gateway.url}/v1/messages", body=big, headers={"x-api-key": tenant.secret})
     assert status == 413
     assert json.loads(raw)["error"]["type"] == "request_too_large"
+
+
+def test_a_json_schema_output_format_reaches_the_engine_as_a_response_format(transactional_db, gateway, redis_cache):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    with scripted_engine(['{"city": ', '"Paris"}']) as engine:
+        tenant = tenant_on(gateway, engine.url)
+        with anthropic.Anthropic(base_url=gateway.url, api_key=tenant.secret, max_retries=0) as scripted:
+            message = scripted.messages.create(
+                model="gw-scripted",
+                max_tokens=16,
+                messages=MESSAGES,
+                output_config={"format": {"type": "json_schema", "schema": schema}},
+            )
+            with pytest.raises(anthropic.BadRequestError) as refused:
+                scripted.messages.create(
+                    model="gw-scripted", max_tokens=16, messages=MESSAGES, output_config={"format": {"type": "xml"}}
+                )
+    assert json.loads(message.content[0].text) == {"city": "Paris"}
+    (received,) = engine.received
+    assert received["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
