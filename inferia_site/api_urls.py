@@ -11,7 +11,7 @@ from rest_framework.routers import DefaultRouter
 from apps.audit.api import AuditCheckpointViewSet, AuditEventViewSet
 from apps.compute.api import DeploymentViewSet, NodeHeartbeatView, PoolViewSet, ProviderViewSet, ReplicaViewSet
 from apps.compute.route_api import ModelRouteViewSet
-from apps.keys.api import ApiKeyViewSet
+from apps.keys.api import ApiKeyViewSet, SocketTokenView
 from apps.knowledge.api import KnowledgeFileViewSet, VectorStoreFileViewSet, VectorStoreViewSet
 from apps.notifications.api import ChannelViewSet, DeliveryViewSet
 from apps.orgs.api import InvitationViewSet, MembershipViewSet, OrganizationViewSet, TeamViewSet
@@ -51,5 +51,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("nodes/heartbeat", NodeHeartbeatView.as_view(), name="node-heartbeat"),
+    path("socket-tokens/", SocketTokenView.as_view(), name="socket-token"),
     path("", include(router.urls)),
 ]

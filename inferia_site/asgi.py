@@ -23,6 +23,8 @@ from django.conf import settings  # noqa: E402
 
 from apps.console.routing import websocket_urlpatterns  # noqa: E402
 from apps.gateway.asgi import gateway_app  # noqa: E402
+from apps.gateway.chat_socket import PATH as CHAT_SOCKET_PATH  # noqa: E402
+from apps.gateway.chat_socket import chat_socket  # noqa: E402
 from apps.gateway.vector_search import search_store_id  # noqa: E402
 
 # Paths under /v1 that Django serves (the published schema, files and vector stores), not the gateway's consumers;
@@ -86,9 +88,15 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     return await gateway_app(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
-)
+console_websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+
+
+async def websocket_app(scope, receive, send):  # type: ignore[no-untyped-def]
+    """The gateway's chat socket checks origins against its own list and needs no session; the console's sockets
+    are same-origin and signed in."""
+    if scope["path"] == CHAT_SOCKET_PATH:
+        return await chat_socket(scope, receive, send)
+    return await console_websockets(scope, receive, send)
+
+
+application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app})

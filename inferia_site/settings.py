@@ -330,6 +330,19 @@ INFERIA_UPSTREAM_KEEPALIVE_SECONDS = env_float("INFERIA_UPSTREAM_KEEPALIVE_SECON
 # The max_tokens the gateway sets (and reserves) for a request that gives none when its policy counts tokens or
 # money but sets no max tokens per request: a worst case is needed for the reservation to bound the spend.
 INFERIA_GATEWAY_DEFAULT_MAX_TOKENS = env_int("INFERIA_GATEWAY_DEFAULT_MAX_TOKENS", 4096)
+# `/v1/chat/socket` (apps.gateway.chat_socket): the origins a browser may open it from (an Origin header outside the
+# list is refused whenever one is sent), the life of a socket token minted for a browser (default, and the most a
+# caller may ask for), how long a connection may take to present its token, and how many of one connection's
+# requests may be in flight at once.
+INFERIA_SOCKET_ALLOWED_ORIGINS = env_list("INFERIA_SOCKET_ALLOWED_ORIGINS")
+INFERIA_SOCKET_TOKEN_TTL_SECONDS = env_int("INFERIA_SOCKET_TOKEN_TTL_SECONDS", 60)
+INFERIA_SOCKET_TOKEN_TTL_MAX_SECONDS = env_int("INFERIA_SOCKET_TOKEN_TTL_MAX_SECONDS", 300)
+if not 1 <= INFERIA_SOCKET_TOKEN_TTL_SECONDS <= INFERIA_SOCKET_TOKEN_TTL_MAX_SECONDS <= 3600:
+    raise ConfigError("socket tokens must live 1 s to INFERIA_SOCKET_TOKEN_TTL_MAX_SECONDS, which is at most 3600")
+INFERIA_SOCKET_AUTH_TIMEOUT_SECONDS = env_float("INFERIA_SOCKET_AUTH_TIMEOUT_SECONDS", 10.0)
+INFERIA_SOCKET_MAX_IN_FLIGHT = env_int("INFERIA_SOCKET_MAX_IN_FLIGHT", 32)
+if INFERIA_SOCKET_MAX_IN_FLIGHT < 1 or INFERIA_SOCKET_AUTH_TIMEOUT_SECONDS <= 0:
+    raise ConfigError("INFERIA_SOCKET_MAX_IN_FLIGHT and INFERIA_SOCKET_AUTH_TIMEOUT_SECONDS must be positive")
 INFERIA_CIRCUIT_FAILURES = env_int("INFERIA_CIRCUIT_FAILURES", 3)
 # Send a prompt to the replica that most likely holds its prefix in the engine's prefix cache (when not much busier);
 # off: load and session affinity only.

@@ -64,7 +64,10 @@ class KeyCache:
 
     async def principal(self, secret: str) -> KeyPrincipal | None:
         """The usable key's principal, or None for a key that is unknown, revoked, expired or of an inactive org."""
-        secret_hash = secret_hash_of(secret)
+        return await self.principal_of_hash(secret_hash_of(secret))
+
+    async def principal_of_hash(self, secret_hash: str) -> KeyPrincipal | None:
+        """`principal`, for a key known by its hash (a socket token's key: the secret never reaches the gateway)."""
         now = time.monotonic()
         cached = self._positive.get(secret_hash)
         if cached is not None and cached[1] > now:

@@ -33,6 +33,11 @@ _SSE_HEADERS = [
 _END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
+def client_request_id_valid(value: bytes) -> bool:
+    """Whether a caller's own request id is one we store (printable ASCII without spaces, bounded)."""
+    return _CLIENT_REQUEST_ID_OK.fullmatch(value) is not None
+
+
 class Exchange:
     """The request's parts the gateway reads, and the response state it must respect."""
 
@@ -49,6 +54,7 @@ class Exchange:
         "finishing",
         "headers",
         "held",
+        "key_hash",
         "method",
         "model",
         "path",
@@ -74,6 +80,9 @@ class Exchange:
         self.body = b""
         self.headers: list[tuple[bytes, bytes]] = scope["headers"]
         self.authorization: bytes | None = None
+        # The caller's key by its hash, when the connection proved it without the secret (a socket token, see
+        # apps.gateway.chat_socket); None: the key is the `Authorization` header's.
+        self.key_hash: str | None = None
         self.session_id: str | None = None
         self.content_length: int | None = None
         # Added to whatever response goes out (the policy's `x-ratelimit-*`); empty for most requests.
@@ -105,7 +114,7 @@ class Exchange:
         self.client_request_id_bytes = client_request_id
         self.client_request_id = ""
         if client_request_id is not None:
-            if _CLIENT_REQUEST_ID_OK.fullmatch(client_request_id) is None:
+            if not client_request_id_valid(client_request_id):
                 self.client_request_id_bytes = b""
             else:
                 self.client_request_id = client_request_id.decode()

@@ -158,10 +158,13 @@ async def authenticate(
     rt: GatewayRuntime, exchange: Exchange, *, scopes: frozenset[str] = INFERENCE_SCOPES
 ) -> KeyPrincipal:
     """The caller's key principal; 401 for a missing or unusable key, 403 for a key with none of `scopes`."""
-    secret = bearer_secret(exchange.authorization)
-    if secret is None:
-        raise errors.invalid_api_key()
-    principal = await rt.keys.principal(secret)
+    if exchange.key_hash is not None:
+        principal = await rt.keys.principal_of_hash(exchange.key_hash)
+    else:
+        secret = bearer_secret(exchange.authorization)
+        if secret is None:
+            raise errors.invalid_api_key()
+        principal = await rt.keys.principal(secret)
     if principal is None:
         raise errors.invalid_api_key()
     if scopes.isdisjoint(principal.scopes):

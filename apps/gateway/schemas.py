@@ -137,5 +137,7 @@ class Endpoint:
 CHAT_COMPLETIONS = Endpoint("chat.completions", ChatCompletionRequest, streams=True, chat=True)
 # Anthropic's Messages API, translated into a chat completion at the edge (apps.gateway.messages).
 MESSAGES = Endpoint("messages", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
+# Chat completions over `/v1/chat/socket` (apps.gateway.chat_socket): the same request, recorded under its own name.
+CHAT_SOCKET = Endpoint("chat.socket", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
 COMPLETIONS = Endpoint("completions", CompletionRequest, streams=True)
 EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)

@@ -32,7 +32,7 @@ from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_HEADER = b"x-inferia-deployment"
-_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
 # For estimates when the engine's usage never arrived (client gone, engine died): a rough bytes-per-token ratio.
@@ -239,7 +239,7 @@ async def stream_relay(
                     pending, data = data[cut:], data[:cut]
                 if guard is not None:
                     data = guard.events(data)
-                if _USAGE_MARKERS[0] in data or _USAGE_MARKERS[1] in data:
+                if USAGE_MARKERS[0] in data or USAGE_MARKERS[1] in data:
                     data = _usage_event_taken(data, client_wants_usage, usage)
                 for upstream_name, served_name in renames:
                     data = data.replace(upstream_name, served_name)
@@ -296,7 +296,7 @@ def _usage_event_taken(data: bytes, client_wants_usage: bool, usage: UsageEvent)
     found = False
     position = len(data)
     while position > 0:
-        marker_at = max(data.rfind(_USAGE_MARKERS[0], 0, position), data.rfind(_USAGE_MARKERS[1], 0, position))
+        marker_at = max(data.rfind(USAGE_MARKERS[0], 0, position), data.rfind(USAGE_MARKERS[1], 0, position))
         if marker_at == -1:
             break
         boundary = data.rfind(b"\n\n", 0, marker_at)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db.models import IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from apps.audit.services import AuditContext
 from apps.keys import services as key_services
-from apps.keys.models import ApiKey
+from apps.keys.models import ApiKey, Scope
 from apps.keys.serializers import (
     ApiKeyCreateIn,
     ApiKeyIssuedOut,
@@ -23,9 +27,13 @@ from apps.keys.serializers import (
     ApiKeyRevokeIn,
     ApiKeyRotateIn,
     ApiKeyUpdateIn,
+    SocketTokenIn,
+    SocketTokenOut,
 )
+from apps.keys.socket_tokens import socket_token_mint
 from apps.rbac.api import GRANT_TENANT_ACTIONS, GrantActionsMixin
-from apps.rbac.drf import ServiceCreateMixin, TenantViewSet, service_call, service_schema
+from apps.rbac.authentication import ApiKeyAuthentication
+from apps.rbac.drf import ServiceCreateMixin, TenantViewSet, request_principal, service_call, service_schema
 from apps.rbac.restrict import organizations_allowing
 from apps.usage.models import UsageRollup
 
@@ -135,3 +143,49 @@ class ApiKeyViewSet(
         key = self.base_queryset().get(pk=issued.key.pk)
         key.secret = issued.secret
         return ApiKeyIssuedOut(key).data
+
+
+class MintsSocketTokens(BasePermission):
+    """A key with the `inference` scope (the token acts as it), or a signed-in user (who names a key)."""
+
+    message = "This API key lacks the 'inference' scope, which a socket token acts with."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, ApiKey):
+            return Scope.INFERENCE in request.auth.scopes
+        return bool(request.user and request.user.is_authenticated)
+
+
+class SocketTokenView(APIView):
+    """`POST /api/socket-tokens/`: a short-lived, single-use token with which a browser opens `/v1/chat/socket`.
+
+    An API key mints for itself; a signed-in user mints for a key they may change. The token is in the answer only.
+    """
+
+    authentication_classes: ClassVar[list[Any]] = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes: ClassVar[list[Any]] = [MintsSocketTokens]
+
+    @extend_schema(request=SocketTokenIn, responses={201: SocketTokenOut})
+    def post(self, request: Request) -> Response:
+        data = SocketTokenIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        named = data.validated_data.get("key")
+        principal = request_principal(request)
+        if isinstance(request.auth, ApiKey):
+            if named is not None and named != request.auth.pk:
+                raise PermissionDenied("An API key mints socket tokens for itself only.")
+            key = request.auth
+        else:
+            if named is None:
+                raise ValidationError({"key": ["This field is required when signed in."]})
+            key = ApiKey.objects.restrict(principal, "change").filter(pk=named).first()
+            if key is None:
+                raise NotFound("No such key, or you may not change it.")
+        minted = service_call(
+            socket_token_mint,
+            key=key,
+            actor=principal.actor,
+            ttl_seconds=data.validated_data.get("ttl_seconds"),
+            context=AuditContext.from_request(request),
+        )
+        return Response(SocketTokenOut(minted).data, status=status.HTTP_201_CREATED)

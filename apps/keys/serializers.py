@@ -99,3 +99,21 @@ class ApiKeyRotateIn(serializers.Serializer):
 
 class ApiKeyRevokeIn(serializers.Serializer):
     reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class SocketTokenIn(serializers.Serializer):
+    key = serializers.IntegerField(
+        required=False,
+        help_text="The key the token acts as. With an API key, omit it (or name that key): a key mints for itself.",
+    )
+    ttl_seconds = serializers.IntegerField(
+        required=False, min_value=1, help_text="How long the token may wait to be used (default 60 s, capped)."
+    )
+
+
+class SocketTokenOut(serializers.Serializer):
+    token = serializers.CharField(help_text="Shown once: send it as the socket's first message.")
+    key = serializers.IntegerField(source="key.pk")
+    organization = serializers.IntegerField(source="key.organization_id")
+    expires_at = serializers.DateTimeField()
+    expires_in = serializers.IntegerField()
