@@ -10,8 +10,9 @@ still checks its key through the key cache, so a revocation ends the connection 
 
 Client to server (text frames of JSON):
 - `{"type": "request", "id": "r1", "body": {...chat completion...}}`: `id` is the client's (1 to 128 printable ASCII
-  characters, unique among its requests in flight; also recorded as the usage record's client request id). The
-  answer always streams, with usage.
+  characters, unique among its requests in flight, else that request is refused with the code
+  `duplicate_request_id`; also recorded as the usage record's client request id). The answer always streams, with
+  usage.
 - `{"type": "cancel", "id": "r1"}`: stop that request (the engine's request is dropped; its usage is recorded as
   cancelled, as when an HTTP client leaves). An id no longer in flight is ignored.
 
@@ -207,8 +208,10 @@ class ChatSocket:
 
     async def _start(self, request_id: str, body: Any) -> None:
         if request_id in self.in_flight:
+            # Refused under the same id: its code tells this answer from the one of the request in flight.
             message = "A request with this id is already in flight on this connection."
-            await self.frame(_frame_error(request_id, errors.invalid_request(message, param="id")))
+            duplicate = errors.invalid_request(message, param="id", code="duplicate_request_id")
+            await self.frame(_frame_error(request_id, duplicate))
             return
         if len(self.in_flight) >= settings.INFERIA_SOCKET_MAX_IN_FLIGHT:
             limit = settings.INFERIA_SOCKET_MAX_IN_FLIGHT

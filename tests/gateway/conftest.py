@@ -21,6 +21,7 @@ from tests.kit.waiting import eventually
 
 MAX_BODY_BYTES = 1024 * 1024
 METRICS_TOKEN = "test-scrape-token"
+SOCKET_ORIGIN = "https://app.example"  # the one origin a browser may open /v1/chat/socket from
 # The names every test engine serves; deployments in the tests use them.
 SIM_MODELS = ("gw-chat", "gw-shared", "gw-other")
 
@@ -43,7 +44,11 @@ def gateway(test_database_url: str) -> Iterator[TestProcess]:
     # A small body limit keeps the 413 test light; the flush interval of the catalog is the default.
     process = web_start(
         test_database_url,
-        extra_env={"INFERIA_MAX_BODY_BYTES": str(MAX_BODY_BYTES), "INFERIA_METRICS_TOKEN": METRICS_TOKEN},
+        extra_env={
+            "INFERIA_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            "INFERIA_METRICS_TOKEN": METRICS_TOKEN,
+            "INFERIA_SOCKET_ALLOWED_ORIGINS": SOCKET_ORIGIN,
+        },
     )
     yield process
     process.stop()
