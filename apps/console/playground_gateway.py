@@ -34,6 +34,7 @@ SESSION_PLAYGROUND_KEYS = "inferia_playground_keys"
 PLAYGROUND_KEY_NAME = "Console playground"
 PLAYGROUND_KEY_TTL = timedelta(hours=12)
 CHAT_PATH = "/v1/chat/completions"
+CHAT_SOCKET_PATH = "/v1/chat/socket"  # shown in the playground's WebSocket example
 
 
 def playground_key_secret(*, session: SessionBase, user: Any, organization: Organization) -> str:

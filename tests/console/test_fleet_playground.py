@@ -252,3 +252,13 @@ def test_the_request_summary_gives_the_cost_in_currency(client, owner, org):
     data = client.get("/console/playground/requests/pg-cost/").json()
     assert data["cost"] == "$0.001234"
     assert data["cost_micros"] == 1234
+
+
+def test_it_shows_the_websocket_example_for_this_host_and_model(client, owner, org):
+    _deployment(org, "chat-small")
+    client.force_login(owner)
+    html = client.get(f"/console/playground/?org={org.slug}&model=chat-small").content.decode()
+    assert 'data-testid="playground-socket-example"' in html
+    assert 'new WebSocket("ws://testserver/v1/chat/socket")' in html
+    assert 'model: "chat-small"' in html
+    assert "POST /api/socket-tokens/" in html

@@ -21,7 +21,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.compute.models import ModelDeployment
 from apps.console.pages.support import page_organizations_allowing, page_principal
-from apps.console.playground_gateway import CHAT_PATH, playground_body, playground_chat_stream, playground_key_secret
+from apps.console.playground_gateway import (
+    CHAT_PATH,
+    CHAT_SOCKET_PATH,
+    playground_body,
+    playground_chat_stream,
+    playground_key_secret,
+)
 from apps.console.scope import SESSION_KEY, OrgScope, org_scope_get
 from apps.keys.models import ApiKey
 from apps.orgs.models import Organization
@@ -104,6 +110,9 @@ def playground_view(request: HttpRequest) -> HttpResponse:
     context.update(_template_chosen(request, context["templates"]))
     context["can_send"] = page_organizations_allowing(request, "add", ApiKey).filter(pk=org_id).exists()
     context["v1_url"] = request.build_absolute_uri(CHAT_PATH)  # for "Copy as curl"
+    # For the WebSocket example: the same host, as ws:// or wss://.
+    context["socket_url"] = "ws" + request.build_absolute_uri(CHAT_SOCKET_PATH).removeprefix("http")
+    context["socket_model"] = context["selected_model"] or next(iter(context["models"]), "demo-chat")
     return render(request, "console/playground/index.html", context)
 
 
