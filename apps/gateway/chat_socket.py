@@ -18,7 +18,8 @@ Client to server (text frames of JSON):
 
 Server to client: `{"type": "ready"}` once authenticated; per request, `{"id", "type": "chunk", "chunk": {...}}` (the
 chat.completion.chunk objects of the SSE stream), then exactly one of `{"id", "type": "done", "usage": {...}}`,
-`{"id", "type": "error", "status": 429, "error": {...OpenAI's error...}}` or `{"id", "type": "cancelled"}`. A frame
+`{"id", "type": "error", "status": 429, "error": {...OpenAI's error...}}` (with `retry_after`, in seconds, where
+the HTTP answer has `retry-after`) or `{"id", "type": "cancelled"}`. A frame
 that names no usable id is answered with `"id": null`. A 401 (a bad key or token, or a key revoked since) is sent
 and the connection closed with code 4401.
 """
@@ -32,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis
 from django.conf import settings
 
 from apps.gateway import errors, metrics, pipeline
@@ -46,6 +48,7 @@ PATH = "/v1/chat/socket"
 ROUTE = "chat.socket"  # the latency metric's label
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008  # before the accept: the upgrade is answered 403
+CLOSE_TRY_AGAIN = 1013
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -122,7 +125,12 @@ class ChatSocket:
             token = await self._token(receive)
             if token is None:
                 return False
-            grant = await socket_token_redeem(rt.redis, token)
+            try:
+                grant = await socket_token_redeem(rt.redis, token)
+            except redis.RedisError:
+                await self.frame(_frame_error(None, errors.policy_unavailable()))
+                await self.close(CLOSE_TRY_AGAIN)
+                return False
             if grant is not None:
                 self.key_hash, organization_id = grant.key_hash, grant.organization_id
             else:
@@ -279,7 +287,18 @@ class RequestFrames:
     """The `send` of one request's exchange: the pipeline's HTTP answer (an SSE stream, or a JSON error) as that
     request's frames on the socket."""
 
-    __slots__ = ("body", "ended", "exchange", "id_prefix", "request_id", "socket", "status", "streaming", "usage")
+    __slots__ = (
+        "body",
+        "ended",
+        "exchange",
+        "id_prefix",
+        "request_id",
+        "retry_after",
+        "socket",
+        "status",
+        "streaming",
+        "usage",
+    )
 
     def __init__(self, socket: ChatSocket, request_id: str, exchange: Exchange) -> None:
         self.socket = socket
@@ -287,6 +306,7 @@ class RequestFrames:
         self.exchange = exchange
         self.id_prefix = '{"id":' + json.dumps(request_id)
         self.status = 0
+        self.retry_after: int | None = None  # a 429's `retry-after`, in seconds
         self.streaming = False
         self.ended = False  # an error frame ended the request: no `done` follows
         self.body = b""
@@ -295,9 +315,11 @@ class RequestFrames:
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            self.streaming = any(
-                name == b"content-type" and value.startswith(b"text/event-stream") for name, value in message["headers"]
-            )
+            for name, value in message["headers"]:
+                if name == b"content-type":
+                    self.streaming = value.startswith(b"text/event-stream")
+                elif name == b"retry-after" and value.isdigit():
+                    self.retry_after = int(value)
             return
         body: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
@@ -356,6 +378,7 @@ class RequestFrames:
                 "param": None,
                 "code": None,
             }
-        await self.socket.frame(
-            json.dumps({"id": self.request_id, "type": "error", "status": self.status, "error": error})
-        )
+        frame = {"id": self.request_id, "type": "error", "status": self.status, "error": error}
+        if self.retry_after is not None:
+            frame["retry_after"] = self.retry_after
+        await self.socket.frame(json.dumps(frame))

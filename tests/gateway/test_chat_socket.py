@@ -235,6 +235,7 @@ def test_a_rate_limit_refuses_one_request_with_429(transactional_db, sim, gatewa
     assert first[-1]["type"] == "done"
     assert (refused["type"], refused["status"], refused["error"]["code"]) == ("error", 429, "rate_limit_exceeded")
     assert refused["error"]["type"] == "rate_limit_error"
+    assert 1 <= refused["retry_after"] <= 60
     assert again["status"] == 429  # the socket stays open; each request is counted
 
 
