@@ -69,7 +69,7 @@ class Generation:
 
     __slots__ = (
         "arrived", "cached_tokens", "created", "finish_reason", "finished", "fmt", "generated", "include_usage",
-        "model", "output_tokens", "prompt_ids", "prompt_tokens", "request_id", "tool_call",
+        "model", "output_tokens", "prompt_ids", "prompt_tokens", "request_id", "text", "tool_call",
     )  # fmt: skip
 
     def __init__(
@@ -97,12 +97,19 @@ class Generation:
         self.generated = 0
         self.finished = False
         self.tool_call: dict[str, Any] | None = None  # set when the answer calls a tool (inferia_sim.tools)
+        self.text: str | None = None  # set when the answer is given text (structured output, inferia_sim.tools)
 
     def tool_call_set(self, call: dict[str, Any], tokens: int) -> None:
         """Answer with `call` instead of text: `tokens` of output at most, finished as `tool_calls`."""
         self.tool_call = call
         self.output_tokens = max(1, min(self.output_tokens, tokens))
         self.finish_reason = "tool_calls"
+
+    def text_set(self, text: str, tokens: int) -> None:
+        """Answer with `text` instead of the vocabulary's words: `tokens` of output at most, finished as `stop`."""
+        self.text = text
+        self.output_tokens = max(1, min(self.output_tokens, tokens))
+        self.finish_reason = "stop"
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -235,8 +242,8 @@ async def _stream(
         await asyncio.sleep(ttft)
 
     parts = [pending_head] if pending_head else []
-    if gen.tool_call is not None:
-        _tool_call_frames(gen, common, parts)
+    if gen.tool_call is not None or gen.text is not None:
+        _whole_answer_frames(gen, common, parts)
         responder.write(b"".join(parts))
         engine.stats.ttft.observe(time.monotonic() - gen.arrived)
         gen.generated = gen.output_tokens
@@ -289,7 +296,7 @@ async def _respond_whole(engine: SimEngine, responder: HttpResponder, gen: Gener
     decode = engine.delay_s(config.itl_ms) * (gen.output_tokens - 1)
     if decode:
         await asyncio.sleep(decode)
-    text = engine.output.text(gen.output_tokens)
+    text = gen.text if gen.text is not None else engine.output.text(gen.output_tokens)
     if gen.fmt is CHAT_CHUNKS:
         calls = [gen.tool_call] if gen.tool_call is not None else []
         choice: dict[str, Any] = {
@@ -337,20 +344,21 @@ async def _respond_whole(engine: SimEngine, responder: HttpResponder, gen: Gener
     gen.finished = True
 
 
-def _tool_call_frames(gen: Generation, common: bytes, parts: list[bytes]) -> None:
-    """A streamed tool call as vLLM sends one: the role, the call's id and name, its arguments, the finish reason."""
+def _whole_answer_frames(gen: Generation, common: bytes, parts: list[bytes]) -> None:
+    """A streamed tool call as vLLM sends one (the role, the call's id and name, its arguments, the finish reason), or
+    a given text in one chunk after the role."""
     call = gen.tool_call
-    assert call is not None
-    opened = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
-    deltas: list[dict[str, Any]] = [
-        {"role": "assistant", "content": ""},
-        {"tool_calls": [opened]},
-        {"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]},
-    ]
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    if call is not None:
+        opened = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+        deltas.append({"tool_calls": [opened]})
+        deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]})
+    else:
+        deltas.append({"content": gen.text})
     for delta in deltas:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
         parts.append(chunk_frame(common + json.dumps({"choices": [choice]}).encode()[1:] + b"\n\n"))
-    final = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls", "stop_reason": None}
+    final = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": gen.finish_reason, "stop_reason": None}
     parts.append(chunk_frame(common + json.dumps({"choices": [final]}).encode()[1:] + b"\n\n"))
     if gen.include_usage:
         usage = {"choices": [], "usage": gen.usage()}

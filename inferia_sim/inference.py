@@ -25,7 +25,7 @@ from inferia_sim.tokens import (
     text_token_ids,
     text_token_strs,
 )
-from inferia_sim.tools import tool_call, tool_called
+from inferia_sim.tools import structured_text, tool_call, tool_called
 
 
 def json_object(request: HttpRequest) -> dict[str, Any]:
@@ -93,9 +93,12 @@ async def chat_completions(engine: SimEngine, request: HttpRequest, responder: H
         else None,
     )
     function = tool_called(body)
+    structured = structured_text(body) if function is None else None
     if function is not None:
         call = tool_call(function)
         gen.tool_call_set(call, text_token_count(call["function"]["arguments"]))
+    elif structured is not None:
+        gen.text_set(structured, text_token_count(structured))
     await generation_run(engine, responder, gen, stream=stream)
 
 

@@ -9,6 +9,9 @@ A request that offers `tools` is answered with a call to one of them (finish rea
 The arguments fill in the required properties of the tool's JSON schema: the first `enum` value where there is one,
 otherwise `"sim"` for strings, 1 for integers and numbers, true for booleans, [] for arrays, and objects filled the
 same way (nesting bounded).
+
+A chat request with `response_format` (`json_schema` or `json_object`) is answered, when it calls no tool, with JSON
+text built the same way from the schema (`{}` for a bare JSON object), finished as `stop`.
 """
 
 from __future__ import annotations
@@ -74,3 +77,18 @@ def tool_call(function: dict[str, Any]) -> dict[str, Any]:
         "type": "function",
         "function": {"name": function["name"], "arguments": json.dumps(arguments_for(function.get("parameters")))},
     }
+
+
+def structured_text(body: dict[str, Any]) -> str | None:
+    """The JSON text that answers a request's `response_format`, or None when it asks for plain text."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "{}"
+    if kind != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return json.dumps(arguments_for(schema if isinstance(schema, dict) else {"type": "object"}))
