@@ -1,6 +1,6 @@
-"""ASGI entry point: `/v1/...` goes to the gateway's Channels consumers, everything else to Django, and so do the
-files and vector-store endpoints under `/v1` (ordinary Django views, apps.knowledge.openai_api), whose request
-bodies are bounded here before Django spools them.
+"""ASGI entry point: `/v1/...` and Ollama's API (`/ollama/...`) go to the gateway's Channels consumers, everything
+else to Django, and so do the files and vector-store endpoints under `/v1` (ordinary Django views,
+apps.knowledge.openai_api), whose request bodies are bounded here before Django spools them.
 
 The split is a plain prefix test rather than a URL router: it runs on every inference request.
 """
@@ -27,6 +27,9 @@ from apps.gateway.chat_socket import PATH as CHAT_SOCKET_PATH  # noqa: E402
 from apps.gateway.chat_socket import chat_socket  # noqa: E402
 from apps.gateway.vector_search import search_store_id  # noqa: E402
 
+# Ollama's API, all of it the gateway's (apps.gateway.ollama).
+OLLAMA_PREFIX = "/ollama"
+OLLAMA_PATHS = ("/ollama/",)
 # Paths under /v1 that Django serves (the published schema, files and vector stores), not the gateway's consumers;
 # a store's search (`/v1/vector_stores/{id}/search`) is the gateway's (apps.gateway.vector_search).
 DJANGO_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/docs", "/v1/files", "/v1/vector_stores"})
@@ -80,6 +83,8 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
         limit = settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES + UPLOAD_SLACK_BYTES
         return await bounded_django(scope, receive, send, limit, drf=True)
     if not path.startswith("/v1/"):
+        if path == OLLAMA_PREFIX or path.startswith(OLLAMA_PATHS):
+            return await gateway_app(scope, receive, send)
         return await django_http(scope, receive, send)
     if (path in DJANGO_V1_PATHS or path.startswith(DJANGO_V1_PREFIXES)) and search_store_id(path) is None:
         upload = path == UPLOAD_PATH

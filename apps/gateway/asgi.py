@@ -1,4 +1,5 @@
-"""`gateway_app`: the ASGI application for `/v1/...`, one consumer per endpoint (see inferia_site/asgi.py)."""
+"""`gateway_app`: the ASGI application for `/v1/...` and `/ollama/...`, one consumer per endpoint (see
+inferia_site/asgi.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from apps.gateway.consumers import (
     NotFoundConsumer,
     VectorStoreSearchConsumer,
 )
+from apps.gateway.ollama_consumers import NOT_FOUND as OLLAMA_NOT_FOUND
+from apps.gateway.ollama_consumers import PREFIX as OLLAMA_PREFIX
+from apps.gateway.ollama_consumers import ROUTES as OLLAMA_ROUTES
 from apps.gateway.vector_search import search_store_id
 
 _EXACT = {
@@ -23,6 +27,7 @@ _EXACT = {
     "/v1/messages": MessagesConsumer.as_asgi(),
     "/v1/messages/count_tokens": CountTokensConsumer.as_asgi(),
     "/v1/models": ModelsConsumer.as_asgi(),
+    **OLLAMA_ROUTES,
 }
 _MODELS = _EXACT["/v1/models"]
 _NOT_FOUND = NotFoundConsumer.as_asgi()
@@ -37,6 +42,8 @@ async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if app is None:
         if path.startswith("/v1/models/"):
             app = _MODELS
+        elif path.startswith(OLLAMA_PREFIX):
+            app = OLLAMA_NOT_FOUND
         else:
             app = _SEARCH if search_store_id(path) is not None else _NOT_FOUND
     await app(scope, receive, send)

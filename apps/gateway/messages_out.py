@@ -51,14 +51,17 @@ _TEXT_DELTA = (
 _DELTA_END = b"}}\n\n"
 
 
+def error_message(body: bytes) -> str:
+    """The message of an error answer in OpenAI's shape (from the pipeline or the engine); its start otherwise."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, TypeError, KeyError):
+        return body[:500].decode(errors="replace") or "The request failed."
+
+
 def error_document(status: int, body: bytes) -> bytes:
     """An error answer (OpenAI's shape, from the pipeline or the engine) in Anthropic's."""
-    message = "The request failed."
-    try:
-        document = json.loads(body)
-        message = str(document["error"]["message"])
-    except (ValueError, TypeError, KeyError):
-        message = body[:500].decode(errors="replace") or message
+    message = error_message(body)
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 

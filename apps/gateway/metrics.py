@@ -9,9 +9,9 @@ clients send:
 - `provider`: the name of a configured provider (of the deployment that answered).
 - `replica`: a replica id from the catalog; `kind`: an exception class name, "timeout" or a 5xx status.
 - `limit`: the error code of a rate limit, quota or budget refusal; `direction`: "in" or "out".
-- `route`: which `/v1` consumer answered (chat.completions, completions, embeddings, messages,
-  messages.count_tokens, models, vector_stores.search,
-  other); `status_class`: "2xx", "4xx" or "5xx".
+- `route`: which `/v1` or `/ollama` consumer answered (chat.completions, completions, embeddings, messages,
+  messages.count_tokens, models, vector_stores.search, ollama, ollama.chat, ollama.generate, ollama.embed,
+  ollama.tags, ollama.show, ollama.version, other); `status_class`: "2xx", "4xx" or "5xx".
 Series of deleted deployments, replicas and organisations are dropped at each scrape (`series_prune`).
 
 Multi-process safe: with `PROMETHEUS_MULTIPROC_DIR` set (several web processes), prometheus_client keeps the values

@@ -431,7 +431,8 @@ async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, princ
 # --- Models listing -----------------------------------------------------------------------------------------------
 
 
-def _model_card(route: DeploymentRoute | SplitRoute, principal: KeyPrincipal) -> dict[str, object]:
+def model_card(route: DeploymentRoute | SplitRoute, principal: KeyPrincipal) -> dict[str, object]:
+    """A model as `/v1/models` lists it."""
     if isinstance(route, SplitRoute):
         return {"id": route.name, "object": "model", "created": route.created, "owned_by": principal.organization_slug}
     owner = principal.organization_slug if route.organization_id == principal.organization_id else "inferia"
@@ -446,57 +447,65 @@ def _model_card(route: DeploymentRoute | SplitRoute, principal: KeyPrincipal) ->
     return card
 
 
-async def models_list(exchange: Exchange) -> None:
-    """`GET /v1/models`: the models the key's organisation may use (its own deployments and platform ones shared with
-    it, each with its LoRA adapters, and its model routes), as far as the key's policy allows them."""
-    rt = runtime()
-    try:
-        principal = await authenticate(rt, exchange)
-    except GatewayError as error:
-        await exchange.respond_error(error)
-        return
+async def model_cards(rt: GatewayRuntime, principal: KeyPrincipal) -> list[dict[str, object]]:
+    """The models the key's organisation may use (its own deployments and platform ones shared with it, each with its
+    LoRA adapters, and its model routes), as far as the key's policy allows them, by name."""
     catalog = await rt.catalog.get()
     policy = await policy_resolve(rt, principal)
     cards = [
-        _model_card(route, principal)
+        model_card(route, principal)
         for route in catalog.deployments_for(principal.organization_id)
         if policy.model_allowed(route.served_model_name)
     ]
     cards += [
-        _model_card(split, principal)
+        model_card(split, principal)
         for split in catalog.splits_for(principal.organization_id)
         if policy.model_allowed(split.name)
     ]
     cards.sort(key=lambda card: str(card["id"]))
+    return cards
+
+
+async def models_list(exchange: Exchange) -> None:
+    """`GET /v1/models`: the `model_cards` of the caller's key."""
+    rt = runtime()
+    try:
+        principal = await authenticate(rt, exchange)
+    except GatewayError as error:
+        await exchange.respond_error(error)
+        return
+    cards = await model_cards(rt, principal)
     await exchange.respond(200, json.dumps({"object": "list", "data": cards}).encode())
+
+
+async def model_usable(
+    rt: GatewayRuntime, exchange: Exchange, model: str
+) -> tuple[KeyPrincipal, DeploymentRoute | SplitRoute]:
+    """The caller's key and what it means by `model`; 401 for a bad key, 404 for a model it may not use."""
+    principal = await authenticate(rt, exchange)
+    exchange.model = model  # for the latency metric, as an inference request's
+    route = await deployment_resolve(rt, principal, model)
+    policy = await policy_resolve(rt, principal)
+    if not policy.model_allowed(model):
+        raise errors.model_not_found(model)
+    return principal, route
 
 
 async def model_retrieve(exchange: Exchange, model: str) -> None:
     """`GET /v1/models/{model}`."""
-    rt = runtime()
     try:
-        principal = await authenticate(rt, exchange)
-        route = await deployment_resolve(rt, principal, model)
-        policy = await policy_resolve(rt, principal)
-        if not policy.model_allowed(model):
-            raise errors.model_not_found(model)
+        principal, route = await model_usable(runtime(), exchange, model)
     except GatewayError as error:
         await exchange.respond_error(error)
         return
-    await exchange.respond(200, json.dumps(_model_card(route, principal)).encode())
+    await exchange.respond(200, json.dumps(model_card(route, principal)).encode())
 
 
 async def tokens_count(exchange: Exchange, model: str, document: dict[str, object]) -> None:
     """A prompt's tokens as the limits count them before the engine answers (`prompt_tokens_upper_bound`), for a
     model the key may use; the engine is not asked."""
-    rt = runtime()
     try:
-        principal = await authenticate(rt, exchange)
-        exchange.model = model  # for the latency metric, as an inference request's
-        await deployment_resolve(rt, principal, model)
-        policy = await policy_resolve(rt, principal)
-        if not policy.model_allowed(model):
-            raise errors.model_not_found(model)
+        await model_usable(runtime(), exchange, model)
     except GatewayError as error:
         await exchange.respond_error(error)
         return

@@ -141,3 +141,10 @@ MESSAGES = Endpoint("messages", ChatCompletionRequest, streams=True, chat=True, 
 CHAT_SOCKET = Endpoint("chat.socket", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
 COMPLETIONS = Endpoint("completions", CompletionRequest, streams=True)
 EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)
+# Ollama's API, translated at the edge (apps.gateway.ollama): a generate is a chat turn, or a completion when raw.
+OLLAMA_CHAT = Endpoint("ollama.chat", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
+OLLAMA_GENERATE = Endpoint(
+    "ollama.generate", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions"
+)
+OLLAMA_GENERATE_RAW = Endpoint("ollama.generate", CompletionRequest, streams=True, upstream="completions")
+OLLAMA_EMBED = Endpoint("ollama.embed", EmbeddingRequest, streams=False, upstream="embeddings")

@@ -1,0 +1,226 @@
+"""The pipeline's answers to an `/ollama/api/...` request, translated into Ollama's shapes on their way to the
+client: an ASGI `send` in front of the real one (apps.gateway.ollama has the request side).
+
+- An error, from the pipeline or the engine, becomes Ollama's `{"error": "..."}` with the same status; an error
+  that ends a started stream becomes that object as the stream's last line (Ollama's clients raise it).
+- A JSON answer is held until its last byte (the pipeline sends that once the request is metered) and becomes
+  Ollama's: a chat's `message` (tool calls with their arguments as objects), a generate's `response`, an embed's
+  `embeddings`, each with the token counts and durations (nanoseconds) of Ollama's final object.
+- A stream's chunks become newline-delimited JSON objects (`application/x-ndjson`) with `done: false`: a chat's
+  message text, a generate's response text; tool calls arrive whole, in one object, once their arguments are
+  complete. The final object (`done: true`, done_reason, counts, durations) follows the engine's usage chunk.
+
+Answers that are already Ollama's (tags, show, version) pass through; only their errors are translated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from apps.gateway.messages_out import error_message
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CHAT = "chat"
+GENERATE = "generate"
+EMBED = "embed"
+_NDJSON = (b"content-type", b"application/x-ndjson")
+# Ollama's done reasons: a tool call is a stop, and so is a stop by a content filter.
+_DONE_REASONS = {"length": "length"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _line(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    # A model may produce arguments that are not a JSON object; Ollama's clients need an object.
+    try:
+        parsed = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"function": {"name": call.get("name") or "", "arguments": _arguments(call.get("arguments") or "")}}
+        for call in calls
+    ]
+
+
+class OllamaSend:
+    """`send` for one `/ollama/api/...` exchange; `answers` is CHAT, GENERATE, EMBED, or "" (already Ollama's)."""
+
+    def __init__(self, send: Send, *, answers: str = "") -> None:
+        self._send = send
+        self.answers = answers
+        self._started_ns = time.perf_counter_ns()
+        self._first_ns = 0  # when the first generated text or call arrived
+        self._start: dict[str, Any] | None = None
+        self._held: list[bytes] = []
+        self._streaming = False
+        self._pending = b""
+        self._model = ""
+        self._ended = False
+        self._done_reason = "stop"
+        self._counts = (0, 0)  # prompt and generated tokens, from the engine's usage
+        self._calls: dict[int, dict[str, Any]] = {}  # a streamed tool call's name and arguments so far, by index
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or []
+            self._streaming = any(
+                name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers
+            )
+            if self._streaming:
+                headers = [_NDJSON, *(item for item in headers if item[0] != b"content-type")]
+                await self._send({**message, "headers": headers})
+            else:
+                self._start = {**message, "headers": [(n, v) for n, v in headers if n != b"content-length"]}
+            return
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        more = message.get("more_body", False)
+        if self._streaming:
+            body = self._lines(message.get("body", b""), final=not more)
+            await self._send({"type": "http.response.body", "body": body, "more_body": more})
+            return
+        self._held.append(message.get("body", b""))
+        if not more:
+            await self._whole()
+
+    async def _whole(self) -> None:
+        assert self._start is not None
+        status = self._start["status"]
+        body = b"".join(self._held)
+        if status != 200:
+            body = json.dumps({"error": error_message(body)}, ensure_ascii=False).encode()
+        elif self.answers:
+            body = self._answer(json.loads(body))
+        headers = [*self._start["headers"], (b"content-length", b"%d" % len(body))]
+        await self._send({**self._start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _durations(self, prompt_tokens: int, generated_tokens: int) -> dict[str, int]:
+        now = time.perf_counter_ns()
+        # A whole answer does not say when its first token came: all of its time counts as generation.
+        first = self._first_ns or self._started_ns
+        return {
+            "total_duration": now - self._started_ns,
+            "load_duration": 0,
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": first - self._started_ns,
+            "eval_count": generated_tokens,
+            "eval_duration": now - first,
+        }
+
+    def _answer(self, answer: dict[str, Any]) -> bytes:
+        usage = answer.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        if self.answers == EMBED:
+            vectors = [item.get("embedding") for item in sorted(answer.get("data") or (), key=lambda i: i["index"])]
+            durations = self._durations(prompt_tokens, 0)
+            return _line(
+                {
+                    "model": answer.get("model"),
+                    "embeddings": vectors,
+                    "total_duration": durations["total_duration"],
+                    "load_duration": 0,
+                    "prompt_eval_count": prompt_tokens,
+                }
+            )[:-1]
+        choice = (answer.get("choices") or [{}])[0]
+        document: dict[str, Any] = {"model": answer.get("model"), "created_at": _now()}
+        if self.answers == CHAT:
+            message = choice.get("message") or {}
+            reply: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+            calls = [call.get("function") or {} for call in message.get("tool_calls") or ()]
+            if calls:
+                reply["tool_calls"] = _tool_calls(calls)
+            document["message"] = reply
+        else:
+            document["response"] = choice.get("text") or (choice.get("message") or {}).get("content") or ""
+        document["done"] = True
+        document["done_reason"] = _DONE_REASONS.get(choice.get("finish_reason") or "stop", "stop")
+        document.update(self._durations(prompt_tokens, int(usage.get("completion_tokens") or 0)))
+        return _line(document)[:-1]
+
+    # --- Streams ------------------------------------------------------------------------------------------------
+
+    def _lines(self, data: bytes, *, final: bool) -> bytes:
+        data = self._pending + data
+        end = data.rfind(b"\n\n") + 2
+        if end == 1:
+            end = 0
+        self._pending = data[end:]
+        out: list[bytes] = []
+        for event in data[:end].split(b"\n\n"):
+            if event.startswith(b"data: ") and not self._ended:
+                self._chunk(event[6:], out)
+        if final and not self._ended and self._model:
+            self._finish(out)  # the engine's stream ended without [DONE]: close it all the same
+        return b"".join(out)
+
+    def _piece(self, text: str) -> dict[str, Any]:
+        if self.answers == CHAT:
+            return {"model": self._model, "created_at": _now(), "message": {"role": "assistant", "content": text}}
+        return {"model": self._model, "created_at": _now(), "response": text}
+
+    def _chunk(self, payload: bytes, out: list[bytes]) -> None:
+        if payload == b"[DONE]":
+            self._finish(out)
+            return
+        document = json.loads(payload)
+        if "error" in document:
+            error = document["error"] or {}
+            out.append(_line({"error": str(error.get("message") or "The request failed.")}))
+            self._ended = True
+            return
+        self._model = self._model or str(document.get("model") or "")
+        usage = document.get("usage")
+        if isinstance(usage, dict):
+            self._counts = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        for choice in document.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or choice.get("text")  # a chat's chunk, or a raw generate's completion
+            if text:
+                self._first_ns = self._first_ns or time.perf_counter_ns()
+                out.append(_line({**self._piece(text), "done": False}))
+            for call in delta.get("tool_calls") or ():
+                self._first_ns = self._first_ns or time.perf_counter_ns()
+                function = call.get("function") or {}
+                held = self._calls.setdefault(int(call.get("index") or 0), {"name": "", "arguments": ""})
+                held["name"] = function.get("name") or held["name"]
+                held["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self._done_reason = _DONE_REASONS.get(choice["finish_reason"], "stop")
+                self._calls_flush(out)
+
+    def _calls_flush(self, out: list[bytes]) -> None:
+        if not self._calls:
+            return
+        piece = self._piece("")
+        piece["message"]["tool_calls"] = _tool_calls([self._calls[index] for index in sorted(self._calls)])
+        out.append(_line({**piece, "done": False}))
+        self._calls = {}
+
+    def _finish(self, out: list[bytes]) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._calls_flush(out)
+        final = self._piece("")
+        final["done"] = True
+        final["done_reason"] = self._done_reason
+        final.update(self._durations(*self._counts))
+        out.append(_line(final))
