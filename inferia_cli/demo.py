@@ -236,7 +236,7 @@ def demo_banner(
  Console:           {base}/console/   (platform staff: {base}/admin/)
  Admin login:       {admin.email} / {password}
  Inference key:     {key}
-                    (scope: inference; for /v1 calls)
+                    (scope: inference; for /v1 calls, and for Ollama clients at {base}/ollama)
  Management key:    {demo.keys["manage"]}
                     (scopes: manage, read; for the CLI and the REST API)
  Model:             {model}  (served by {len(nodes)} simulated replica(s) the worker provisioned: {", ".join(nodes)})

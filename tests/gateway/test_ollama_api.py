@@ -331,6 +331,11 @@ def test_the_client_over_its_rate_limit_gets_a_429(transactional_db, sim, gatewa
             list(client.chat(model="gw-chat", messages=MESSAGES, stream=True, options={"num_predict": 2}))
     assert raised.value.status_code == 429
     assert "limit" in raised.value.error.lower()
+    body = {"model": "gw-chat", "messages": MESSAGES, "options": {"num_predict": 2}}
+    status, headers, raw = http("POST", f"{gateway.url}/ollama/api/chat", body=body, secret=limited.secret)
+    assert status == 429
+    assert 1 <= int(headers["retry-after"]) <= 60
+    _ollama_error(status, raw)
 
 
 def test_a_body_over_the_gateways_limit_is_a_413_in_ollamas_shape(tenant, gateway):
