@@ -1,6 +1,7 @@
 """ASGI entry point: `/v1/...` and Ollama's API (`/ollama/...`) go to the gateway's Channels consumers, everything
 else to Django, and so do the files and vector-store endpoints under `/v1` (ordinary Django views,
-apps.knowledge.openai_api), whose request bodies are bounded here before Django spools them.
+apps.knowledge.openai_api), whose request bodies are bounded here before Django spools them. `/ollama/v1/...` is
+`/v1/...`, as Ollama's server has it.
 
 The split is a plain prefix test rather than a URL router: it runs on every inference request.
 """
@@ -30,6 +31,7 @@ from apps.gateway.vector_search import search_store_id  # noqa: E402
 # Ollama's API, all of it the gateway's (apps.gateway.ollama).
 OLLAMA_PREFIX = "/ollama"
 OLLAMA_PATHS = ("/ollama/",)
+OLLAMA_OPENAI_PREFIX = "/ollama/v1/"
 # Paths under /v1 that Django serves (the published schema, files and vector stores), not the gateway's consumers;
 # a store's search (`/v1/vector_stores/{id}/search`) is the gateway's (apps.gateway.vector_search).
 DJANGO_V1_PATHS = frozenset({"/v1/openapi.json", "/v1/docs", "/v1/files", "/v1/vector_stores"})
@@ -79,6 +81,10 @@ async def bounded_django(scope, receive, send, limit: int, *, drf: bool = False)
 
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     path = scope["path"]
+    if path.startswith(OLLAMA_OPENAI_PREFIX):
+        # Ollama serves OpenAI's API under its own /v1 as well: a client given the /ollama base may use it.
+        path = path[len(OLLAMA_PREFIX) :]
+        scope = {**scope, "path": path, "raw_path": path.encode()}
     if path == API_UPLOAD_PATH and scope.get("method") == "POST":
         limit = settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES + UPLOAD_SLACK_BYTES
         return await bounded_django(scope, receive, send, limit, drf=True)

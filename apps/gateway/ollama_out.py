@@ -37,8 +37,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _line(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _json(document) + b"\n"
 
 
 def _arguments(text: str) -> dict[str, Any]:
@@ -104,7 +108,7 @@ class OllamaSend:
         status = self._start["status"]
         body = b"".join(self._held)
         if status != 200:
-            body = json.dumps({"error": error_message(body)}, ensure_ascii=False).encode()
+            body = _json({"error": error_message(body)})
         elif self.answers:
             body = self._answer(json.loads(body))
         headers = [*self._start["headers"], (b"content-length", b"%d" % len(body))]
@@ -130,7 +134,7 @@ class OllamaSend:
         if self.answers == EMBED:
             vectors = [item.get("embedding") for item in sorted(answer.get("data") or (), key=lambda i: i["index"])]
             durations = self._durations(prompt_tokens, 0)
-            return _line(
+            return _json(
                 {
                     "model": answer.get("model"),
                     "embeddings": vectors,
@@ -138,7 +142,7 @@ class OllamaSend:
                     "load_duration": 0,
                     "prompt_eval_count": prompt_tokens,
                 }
-            )[:-1]
+            )
         choice = (answer.get("choices") or [{}])[0]
         document: dict[str, Any] = {"model": answer.get("model"), "created_at": _now()}
         if self.answers == CHAT:
@@ -153,7 +157,7 @@ class OllamaSend:
         document["done"] = True
         document["done_reason"] = _DONE_REASONS.get(choice.get("finish_reason") or "stop", "stop")
         document.update(self._durations(prompt_tokens, int(usage.get("completion_tokens") or 0)))
-        return _line(document)[:-1]
+        return _json(document)
 
     # --- Streams ------------------------------------------------------------------------------------------------
 

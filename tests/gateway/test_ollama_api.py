@@ -106,6 +106,9 @@ def test_generate_answers_a_prompt_whole_streamed_and_raw(client):
     raw = client.generate(model="gw-chat", prompt="Once upon a time", raw=True, options={"num_predict": 3})
     assert len(raw.response.split()) == 3
     assert raw.prompt_eval_count == 4  # the prompt as given, without a chat template around it
+    raw_parts = list(client.generate(model="gw-chat", prompt="Once", raw=True, stream=True, options={"num_predict": 2}))
+    assert len("".join(part.response for part in raw_parts).split()) == 2
+    assert raw_parts[-1].eval_count == 2
 
 
 def test_options_carry_over_and_stop_ends_the_answer(client):
@@ -167,6 +170,15 @@ def test_show_describes_a_model_the_key_may_use(client):
         client.show("gw-missing")
     assert raised.value.status_code == 404
     assert "gw-missing" in raised.value.error
+
+
+def test_ollamas_openai_compatible_path_is_inferias_v1(tenant, gateway):
+    import openai
+
+    with openai.OpenAI(base_url=gateway.url + "/ollama/v1", api_key=tenant.secret, max_retries=0) as client:
+        assert [model.id for model in client.models.list()] == ["gw-chat"]
+        answer = client.chat.completions.create(model="gw-chat", messages=MESSAGES, max_tokens=3)
+    assert answer.usage.completion_tokens == 3
 
 
 def test_version_and_the_root_answer_like_ollamas_server(tenant, gateway):
