@@ -112,10 +112,9 @@ def _generation_copy(request: ChatRequest | GenerateRequest, document: dict[str,
     if request.format == "json":
         document["response_format"] = {"type": "json_object"}
     elif isinstance(request.format, dict):
-        document["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "format", "schema": request.format},
-        }
+        # Ollama constrains the answer to the schema: so does `strict`.
+        schema = {"name": "format", "schema": request.format, "strict": True}
+        document["response_format"] = {"type": "json_schema", "json_schema": schema}
     if request.stream:
         document["stream"] = True
         # The usage chunk is what the final `done` object reports.

@@ -13,6 +13,8 @@ from apps.usage.models import UsageRecord
 from apps.usage.stream import usage_stream_drain
 from tests.factories import OrganizationFactory
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
+from tests.gateway.stand_ins import scripted_engine
+from tests.gateway.test_policy_guardrails import tenant_on
 from tests.gateway.test_policy_limits import tenant_with_policy
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
@@ -248,6 +250,53 @@ def test_a_json_schema_format_is_answered_with_json_that_fits_it(client):
     streamed = list(client.generate(model="gw-chat", prompt="Describe Paris.", format=CITY, stream=True))
     assert json.loads("".join(part.response for part in streamed)) == expected
     assert json.loads(client.chat(model="gw-chat", messages=MESSAGES, format="json").message.content) == {}
+
+
+def test_the_engine_receives_the_chat_completion_the_request_means(transactional_db, gateway, redis_cache):
+    with scripted_engine(['{"name": ', '"Paris"}']) as engine:
+        tenant = tenant_on(gateway, engine.url)
+        with ollama_client(gateway, tenant.secret) as client:
+            answer = client.chat(
+                model="gw-scripted",
+                messages=[
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Weather?"},
+                    {"role": "assistant", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"a": 1}}}]},
+                    {"role": "tool", "content": "Sunny.", "tool_name": "get_weather"},
+                ],
+                tools=[WEATHER],
+                format=CITY,
+                options={"temperature": 0.5, "seed": 3, "num_predict": 12, "stop": ["END"], "repeat_penalty": 1.1},
+                keep_alive="5m",
+            )
+    assert answer.message.content == '{"name": "Paris"}'
+    (received,) = engine.received
+    assert received["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_2_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"a": 1}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_2_0", "content": "Sunny."},
+    ]
+    assert received["tools"] == [WEATHER]
+    assert received["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "format", "schema": CITY, "strict": True},
+    }
+    assert {name: received[name] for name in ("temperature", "seed", "max_tokens", "stop", "repetition_penalty")} == {
+        "temperature": 0.5,
+        "seed": 3,
+        "max_tokens": 12,
+        "stop": ["END"],
+        "repetition_penalty": 1.1,
+    }
+    assert "keep_alive" not in received
+    assert "stream" not in received
 
 
 # --- Errors --------------------------------------------------------------------------------------------------------
