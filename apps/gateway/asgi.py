@@ -13,6 +13,8 @@ from apps.gateway.consumers import (
     MessagesConsumer,
     ModelsConsumer,
     NotFoundConsumer,
+    ResponsesConsumer,
+    StoredResponseConsumer,
     VectorStoreSearchConsumer,
 )
 from apps.gateway.ollama_consumers import NOT_FOUND as OLLAMA_NOT_FOUND
@@ -27,21 +29,25 @@ _EXACT = {
     "/v1/messages": MessagesConsumer.as_asgi(),
     "/v1/messages/count_tokens": CountTokensConsumer.as_asgi(),
     "/v1/models": ModelsConsumer.as_asgi(),
+    "/v1/responses": ResponsesConsumer.as_asgi(),
     **OLLAMA_ROUTES,
 }
 _MODELS = _EXACT["/v1/models"]
 _NOT_FOUND = NotFoundConsumer.as_asgi()
 _SEARCH = VectorStoreSearchConsumer.as_asgi()
+_STORED_RESPONSE = StoredResponseConsumer.as_asgi()
 
 
 async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Dispatch by path: a dict lookup, then the two patterns (`/v1/models/{id}`, where ids may contain slashes, and
-    `/v1/vector_stores/{id}/search`)."""
+    """Dispatch by path: a dict lookup, then the patterns (`/v1/models/{id}`, where ids may contain slashes,
+    `/v1/responses/{id}` and `/v1/vector_stores/{id}/search`)."""
     path = scope["path"]
     app = _EXACT.get(path.rstrip("/") if path.endswith("/") else path)
     if app is None:
         if path.startswith("/v1/models/"):
             app = _MODELS
+        elif path.startswith("/v1/responses/") and "/" not in path[len("/v1/responses/") :]:
+            app = _STORED_RESPONSE
         elif path.startswith(OLLAMA_PREFIX):
             app = OLLAMA_NOT_FOUND
         else:

@@ -13,6 +13,7 @@ Every `/v1` request, whatever its route and outcome, is timed from its arrival t
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -21,10 +22,12 @@ from typing import Any
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
-from apps.gateway import errors, messages, metrics, pipeline, schemas, vector_search
+from apps.gateway import errors, messages, metrics, pipeline, responses, responses_store, schemas, vector_search
 from apps.gateway.exchange import Exchange
 from apps.gateway.messages_out import MessagesSend
 from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
+from apps.gateway.responses_out import ResponsesSend
+from apps.gateway.responses_schemas import ResponsesRequest
 from apps.gateway.runtime import runtime
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
@@ -215,6 +218,117 @@ class CountTokensConsumer(_AnthropicConsumer):
         if translated is not None:
             request, document = translated
             await pipeline.tokens_count(exchange, request.model, document)
+
+
+class ResponsesConsumer(GatewayConsumer):
+    """`POST /v1/responses`: OpenAI's Responses API, as a chat completion through the same pipeline. The caller is
+    authenticated first here, since `previous_response_id` and storing read its organisation."""
+
+    route = "responses"
+
+    watch_disconnect = True
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        self.out = ResponsesSend(send)
+        await super().__call__(scope, receive, self.out)
+
+    async def respond(self, exchange: Exchange) -> None:
+        rt = runtime()
+        invalid: errors.GatewayError | None = None
+        try:
+            request = responses.request_parse(exchange.body)
+        except errors.GatewayError as error:
+            invalid = error
+        try:
+            principal = await pipeline.authenticate(rt, exchange)
+            if invalid is not None:
+                raise invalid  # a bad key is a 401 before the body's problems are told
+            policy = await pipeline.policy_resolve(rt, principal)
+            earlier = None
+            if request.previous_response_id is not None:
+                stored = await responses_store.stored_response_get(
+                    rt.redis, organization_id=principal.organization_id, response_id=request.previous_response_id
+                )
+                if stored is None:
+                    raise responses_store.response_not_found(request.previous_response_id, param="previous_response_id")
+                earlier = stored["conversation"]
+            document, conversation = responses.chat_document(request, earlier=earlier)
+        except errors.GatewayError as error:
+            await exchange.respond_error(error)
+            return
+        storing = policy.responses_store and request.store is not False
+        self.out.response_id = responses_store.response_id_new()
+        self.out.echo = _response_echo(request, stored=storing)
+        self.out.exchange = exchange
+        if "retrieval" in document:
+            self.out.search_query = responses.last_user_text(document["messages"])
+        if storing:
+
+            async def store(response: dict[str, Any]) -> None:
+                kept = await responses_store.stored_response_put(
+                    rt.redis,
+                    organization_id=principal.organization_id,
+                    response=response,
+                    conversation=[*conversation, responses_store.assistant_message(response)],
+                )
+                response["store"] = kept
+
+            self.out.completed = store
+        exchange.body = responses.chat_body(document)
+        await pipeline.inference_handle(exchange, schemas.RESPONSES)
+
+
+def _response_echo(request: ResponsesRequest, *, stored: bool) -> dict[str, Any]:
+    """The request's fields a Response repeats, with OpenAI's defaults where the request gives none."""
+    dumped = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {
+        "model": request.model,
+        "instructions": request.instructions,
+        "max_output_tokens": request.max_output_tokens,
+        "temperature": request.temperature if request.temperature is not None else 1.0,
+        "top_p": request.top_p if request.top_p is not None else 1.0,
+        "tools": dumped.get("tools", []),
+        "tool_choice": dumped.get("tool_choice", "auto"),
+        "parallel_tool_calls": request.parallel_tool_calls is not False,
+        "text": dumped.get("text") or {"format": {"type": "text"}},
+        "previous_response_id": request.previous_response_id,
+        "store": stored,
+        "metadata": request.metadata or {},
+        "user": request.user,
+        "truncation": "disabled",
+    }
+
+
+class StoredResponseConsumer(GatewayConsumer):
+    """`GET` and `DELETE /v1/responses/{id}`: a response stored for the caller's organisation."""
+
+    route = "responses.stored"
+
+    methods = ("GET", "DELETE")
+
+    async def respond(self, exchange: Exchange) -> None:
+        rt = runtime()
+        response_id = exchange.path[len("/v1/responses/") :]
+        try:
+            principal = await pipeline.authenticate(rt, exchange)
+            organization_id = principal.organization_id
+            if exchange.method == "DELETE":
+                if not await responses_store.stored_response_delete(
+                    rt.redis, organization_id=organization_id, response_id=response_id
+                ):
+                    raise responses_store.response_not_found(response_id)
+                body = {"id": response_id, "object": "response", "deleted": True}
+            else:
+                stored = await responses_store.stored_response_get(
+                    rt.redis, organization_id=organization_id, response_id=response_id
+                )
+                if stored is None:
+                    raise responses_store.response_not_found(response_id)
+                body = stored["response"]
+        except errors.GatewayError as error:
+            await exchange.respond_error(error)
+            return
+        await exchange.respond(200, json.dumps(body, ensure_ascii=False).encode())
 
 
 class ModelsConsumer(GatewayConsumer):

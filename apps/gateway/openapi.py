@@ -19,6 +19,7 @@ from ninja.security import APIKeyHeader, HttpBearer
 from pydantic import BaseModel
 
 from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
+from apps.gateway.responses_schemas import ResponsesRequest
 from apps.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from apps.knowledge.openai_api import ERRORS, ErrorResponse, OpenAIError
 from apps.knowledge.openai_api import router as knowledge_router
@@ -147,6 +148,36 @@ def messages(request: HttpRequest, body: MessagesRequest) -> Any:
     description="The bound on the prompt's tokens that rate limits and budgets count; the engine is not asked.",
 )
 def messages_count_tokens(request: HttpRequest, body: CountTokensRequest) -> Any:
+    return _described_only()
+
+
+_RESPONSE = (
+    "OpenAI's Responses API, served as a chat completion of the same model (same keys, policies, limits and usage "
+    "records, under the endpoint `responses`). With `stream: true`, the Responses `text/event-stream` events. A "
+    "`file_search` tool searches the named vector stores the key may use. Responses are stored (for "
+    "`previous_response_id` and `GET /v1/responses/{id}`) only where the organisation's policy enables "
+    "`responses_store`; otherwise `store: true` is accepted and nothing is kept."
+)
+
+
+class DeletedResponse(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool
+
+
+@api.post("/responses", response={200: dict[str, Any], **_ERRORS}, summary="Response", description=_RESPONSE)
+def responses_create(request: HttpRequest, body: ResponsesRequest) -> Any:
+    return _described_only()
+
+
+@api.get("/responses/{response_id}", response={200: dict[str, Any], **_ERRORS}, summary="A stored response")
+def response_retrieve(request: HttpRequest, response_id: str) -> Any:
+    return _described_only()
+
+
+@api.delete("/responses/{response_id}", response={200: DeletedResponse, **_ERRORS}, summary="Delete a stored response")
+def response_delete(request: HttpRequest, response_id: str) -> Any:
     return _described_only()
 
 

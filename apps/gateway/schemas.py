@@ -139,6 +139,8 @@ CHAT_COMPLETIONS = Endpoint("chat.completions", ChatCompletionRequest, streams=T
 MESSAGES = Endpoint("messages", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
 # Chat completions over `/v1/chat/socket` (apps.gateway.chat_socket): the same request, recorded under its own name.
 CHAT_SOCKET = Endpoint("chat.socket", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
+# OpenAI's Responses API, translated into a chat completion at the edge (apps.gateway.responses).
+RESPONSES = Endpoint("responses", ChatCompletionRequest, streams=True, chat=True, upstream="chat.completions")
 COMPLETIONS = Endpoint("completions", CompletionRequest, streams=True)
 EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, streams=False)
 # Ollama's API, translated at the edge (apps.gateway.ollama): a generate is a chat turn, or a completion when raw.

@@ -52,7 +52,8 @@ class EffectivePolicy:
 
     `levels` are checked and counted together by `limits_admit`; `model_rules` holds one allow-list per level that
     has one (a model must pass every list); `max_tokens_per_request` is the tightest level's;
-    `knowledge_flagged_allowed` says whether retrieval may put chunks screening flagged into the key's prompts.
+    `knowledge_flagged_allowed` says whether retrieval may put chunks screening flagged into the key's prompts;
+    `responses_store` whether `/v1/responses` answers are stored (an enabled organisation policy says so).
     """
 
     key_id: int
@@ -63,6 +64,7 @@ class EffectivePolicy:
     max_tokens_per_request: int | None = None
     guardrails: CompiledProfile = field(default_factory=lambda: guardrail_profile_compile(None))
     knowledge_flagged_allowed: bool = False
+    responses_store: bool = False
     _model_matchers: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +196,8 @@ def effective_policy_compile(
         max_tokens_per_request=_tightest([policy.max_tokens_per_request for policy in enabled]),
         guardrails=guardrail_profile_compile(config),
         knowledge_flagged_allowed=knowledge_flagged_allowed_compile(enabled),
+        # Only an organisation's policy may set it (apps.policies.services validates).
+        responses_store=any(policy.responses_store for policy in enabled),
     )
 
 

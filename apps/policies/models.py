@@ -146,6 +146,11 @@ class Policy(models.Model):
         help_text="Whether chunks that screening flagged at ingestion may enter prompts through retrieval; they "
         "may only where every enabled level allows them.",
     )
+    responses_store = models.BooleanField(
+        default=False,
+        help_text="Whether `/v1/responses` answers are stored for `previous_response_id` and retrieval by id (an "
+        "organisation's policy only).",
+    )
     guardrail_profile = models.ForeignKey(
         GuardrailProfile, on_delete=models.PROTECT, null=True, blank=True, related_name="policies"
     )

@@ -43,6 +43,11 @@ KNOWLEDGE_FLAGGED_HELP = (
     "level allows them."
 )
 
+RESPONSES_STORE_HELP = (
+    "Whether `/v1/responses` answers are stored (in Redis, for INFERIA_RESPONSES_TTL_SECONDS) so that "
+    "`previous_response_id` and `GET /v1/responses/{id}` can read them. Off by default; an organisation's policy only."
+)
+
 
 class PolicyOut(serializers.ModelSerializer[Policy]):
     level = serializers.CharField(read_only=True, help_text='"org", "team" or "key".')
@@ -59,6 +64,7 @@ class PolicyOut(serializers.ModelSerializer[Policy]):
             "allowed_models",
             *Policy.LIMIT_FIELDS,
             "knowledge_flagged_chunks",
+            "responses_store",
             "guardrail_profile",
             "created_at",
             "updated_at",
@@ -70,6 +76,7 @@ class PolicyOut(serializers.ModelSerializer[Policy]):
             "knowledge_chunks_max": {"help_text": KNOWLEDGE_CHUNKS_HELP},
             "gpus_max": {"help_text": GPUS_HELP},
             "knowledge_flagged_chunks": {"help_text": KNOWLEDGE_FLAGGED_HELP},
+            "responses_store": {"help_text": RESPONSES_STORE_HELP},
         }
 
 
@@ -96,6 +103,7 @@ class PolicyUpdateIn(serializers.Serializer[dict[str, Any]]):
     knowledge_flagged_chunks = serializers.ChoiceField(
         choices=FlaggedChunks.choices, required=False, help_text=KNOWLEDGE_FLAGGED_HELP
     )
+    responses_store = serializers.BooleanField(required=False, help_text=RESPONSES_STORE_HELP)
     guardrail_profile = TenantRelatedField(
         GuardrailProfile, required=False, allow_null=True, help_text="The organisation's own or a platform profile."
     )

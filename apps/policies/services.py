@@ -19,7 +19,14 @@ from apps.policies.cache import policy_cache_publish
 from apps.policies.guardrails import GuardrailConfigError, guardrail_config_check
 from apps.policies.models import GuardrailProfile, Policy
 
-POLICY_FIELDS = ("enabled", "allowed_models", *Policy.LIMIT_FIELDS, "knowledge_flagged_chunks", "guardrail_profile")
+POLICY_FIELDS = (
+    "enabled",
+    "allowed_models",
+    *Policy.LIMIT_FIELDS,
+    "knowledge_flagged_chunks",
+    "responses_store",
+    "guardrail_profile",
+)
 PROFILE_FIELDS = (
     "name", "description", "input_actions", "output_actions", "blocklist", "patterns", "scanners", "toxicity_threshold",
 )  # fmt: skip
@@ -48,6 +55,8 @@ def _policy_validate(policy: Policy) -> None:
         raise ValidationError(
             {"gpus_max": "GPU quotas apply to an organisation or a team; deployments run for no key."}
         )
+    if policy.responses_store and (policy.team_id is not None or policy.api_key_id is not None):
+        raise ValidationError({"responses_store": "Storing responses is decided by an organisation's policy."})
     profile = policy.guardrail_profile
     if profile is not None and profile.organization_id not in (None, policy.organization_id):
         raise ValidationError({"guardrail_profile": "The profile belongs to another organisation."})
