@@ -7,7 +7,8 @@ its way out (apps.gateway.responses_out). Stored responses are apps.gateway.resp
   parts; `developer` is a system message), `function_call` items an assistant's `tool_calls` (joined to the
   assistant message just before them) and `function_call_output` items `tool` messages. A `file_search_call` item
   passed back in is dropped: its chunks were that turn's context.
-- `max_output_tokens` (`max_tokens`), `temperature`, `top_p`, `user`, `parallel_tool_calls` carry over; function
+- `max_output_tokens` (`max_tokens`), `temperature`, `top_p`, `user`, `parallel_tool_calls` and Inferia's own
+  `template` and `template_variables` carry over; function
   `tools` become functions and `tool_choice` none/auto/required/a function carries over; `text.format` json_schema or
   json_object becomes `response_format`.
 - A `file_search` tool becomes the gateway's `retrieval` (apps.gateway.retrieval): the named stores the key may use
@@ -153,7 +154,7 @@ def chat_document(
         document["response_format"] = {"type": "json_object"}
     if request.max_output_tokens is not None:
         document["max_tokens"] = request.max_output_tokens
-    for name in ("temperature", "top_p", "user"):
+    for name in ("temperature", "top_p", "user", "template", "template_variables"):
         value = getattr(request, name)
         if value is not None:
             document[name] = value

@@ -35,7 +35,7 @@ def _item_id(prefix: str) -> str:
 def _event(document: dict[str, Any]) -> bytes:
     return (
         b"event: "
-        + document["type"].encode()
+        + str(document["type"]).encode()
         + b"\ndata: "
         + json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         + b"\n\n"
@@ -284,12 +284,13 @@ class ResponsesSend:
 
     def _text_delta(self, out: list[bytes], text: str) -> None:
         if self._open is None or self._open["type"] != "message":
-            self._item_open(out, self._message_item(None, "in_progress"))
+            item = self._message_item(None, "in_progress")
+            self._item_open(out, item)
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             self._emit(
                 out, {"type": "response.content_part.added", **self._position(), "content_index": 0, "part": part}
             )
-            self._open["content"].append({**part})
+            item["content"].append({**part})
         assert self._open is not None
         self._open["content"][0]["text"] += text
         self._emit(

@@ -170,3 +170,10 @@ class ResponsesRequest(_Item):
     previous_response_id: ResponseId | None = None
     metadata: Metadata | None = None
     user: UserName | None = None
+    # Inferia's prompt templates, as on chat completions (`extra_body` in the official client).
+    template: StrictStr | None = Field(
+        default=None,
+        description="A prompt template of the caller's organisation (`name`, `name@latest`, `name@3`), rendered as on "
+        "`/v1/chat/completions`: its messages come before the request's own.",
+    )
+    template_variables: dict[str, StrictStr] | None = None

@@ -251,3 +251,23 @@ def test_the_flagged_chunks_switch_is_read_and_written_through_the_api(acme, own
     assert Policy.objects.get(pk=acme.policy.pk).knowledge_flagged_chunks == "allow"
     assert client.patch(url, {"knowledge_flagged_chunks": "always"}, format="json").status_code == 400
     assert Policy.objects.get(pk=acme.policy.pk).knowledge_flagged_chunks == "allow"
+
+
+def test_storing_responses_is_an_organisation_policy_switch_read_written_and_audited(acme, owner, as_user):
+    client = as_user(owner)
+    team_url = f"/api/policies/{acme.policy.pk}/"
+    assert client.get(team_url).data["responses_store"] is False
+    refused = client.patch(team_url, {"responses_store": True}, format="json")
+    assert refused.status_code == 400
+    assert "responses_store" in refused.data
+    assert policy_effective_for(key_id=acme.key.key.pk).responses_store is False
+
+    created = client.post("/api/policies/", {"organization": acme.org.pk, "responses_store": True}, format="json")
+    assert created.status_code == 201, created.data
+    assert policy_effective_for(key_id=acme.key.key.pk).responses_store is True
+    url = f"/api/policies/{created.data['id']}/"
+    assert client.patch(url, {"responses_store": "sometimes"}, format="json").status_code == 400
+    assert client.patch(url, {"responses_store": False}, format="json").status_code == 200
+    assert policy_effective_for(key_id=acme.key.key.pk).responses_store is False
+    event = AuditEvent.objects.get(action="policy.update", target_id=str(created.data["id"]))
+    assert event.changes["responses_store"] == {"before": True, "after": False}

@@ -194,6 +194,27 @@ def test_responses_are_timed_under_their_own_route(client, gateway):
     assert value(scrape(gateway.url), name, **labels) == before + 1
 
 
+def test_prompt_templates_apply_as_on_chat_completions(tenant, client):
+    from apps.policies.prompts.services import prompt_template_create
+
+    prompt_template_create(
+        organization=tenant.organization, name="support", actor=None,
+        messages=[{"role": "system", "content": "You answer for {{company}}, politely and in full sentences."}],
+        variables=[{"name": "company"}],
+    )  # fmt: skip
+    plain = client.responses.create(model="gw-chat", input="Hi", max_output_tokens=2)
+    templated = client.responses.create(
+        model="gw-chat",
+        input="Hi",
+        max_output_tokens=2,
+        extra_body={"template": "support@1", "template_variables": {"company": "Acme"}},
+    )
+    assert templated.usage.input_tokens > plain.usage.input_tokens + 5
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.responses.create(model="gw-chat", input="Hi", extra_body={"template": "nope@1"})
+    assert raised.value.body["code"] == "template_not_found"
+
+
 # --- Errors -------------------------------------------------------------------------------------------------------
 
 

@@ -34,6 +34,13 @@ def test_anthropics_messages_are_described_with_their_own_errors(client):
     assert "/v1/messages/count_tokens" in document["paths"]
 
 
+def test_the_responses_api_is_described(client):
+    document = client.get("/v1/openapi.json").json()
+    assert {"post"} <= set(document["paths"]["/v1/responses"])
+    assert {"get", "delete"} <= set(document["paths"]["/v1/responses/{response_id}"])
+    assert set(document["components"]["schemas"]["ResponsesRequest"]["required"]) == {"model", "input"}
+
+
 def test_the_web_process_serves_it_next_to_the_gateway(tenant, gateway):
     status, _, raw = http("GET", f"{gateway.url}/v1/openapi.json")
     assert status == 200
