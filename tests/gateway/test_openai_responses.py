@@ -406,3 +406,67 @@ def test_a_file_search_tool_searches_the_organisations_store(client, tenant, sim
         client.responses.create(
             model="gw-chat", input=question, tools=[{"type": "file_search", "vector_store_ids": ["vs_missing"]}]
         )
+
+
+def test_a_response_over_the_size_cap_is_not_stored(redis_cache, settings):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from apps.gateway.responses_store import response_id_new, stored_response_get, stored_response_put
+
+    settings.INFERIA_RESPONSES_MAX_BYTES = 2000
+    small = {"id": response_id_new(), "output": []}
+    large = {"id": response_id_new(), "output": [{"type": "message", "content": [{"text": "x" * 2000}]}]}
+
+    async def put_both() -> tuple[bool, bool, dict | None]:
+        client = aioredis.Redis.from_url(settings.CACHE_REDIS_URL)
+        try:
+            kept = await stored_response_put(client, organization_id=1, response=small, conversation=[])
+            refused = await stored_response_put(client, organization_id=1, response=large, conversation=[])
+            return kept, refused, await stored_response_get(client, organization_id=1, response_id=large["id"])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(put_both()) == (True, False, None)
+    assert len(redis_cache.keys("inferia:response:*")) == 1
+
+
+def test_an_error_that_ends_a_started_stream_becomes_an_error_event():
+    import asyncio
+
+    from apps.gateway.errors import upstream_failed
+    from apps.gateway.responses_out import ResponsesSend
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def stream() -> None:
+        out = ResponsesSend(send)
+        out.response_id = "resp_1"
+        await out({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        chunk = {"id": "chatcmpl-1", "model": "gw-chat", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+        await out(
+            {"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n", "more_body": True}
+        )
+        await out({"type": "http.response.body", "body": upstream_failed().sse_event(), "more_body": True})
+        await out({"type": "http.response.body", "body": b"", "more_body": False})
+
+    asyncio.run(stream())
+    text = b"".join(message.get("body", b"") for message in sent).decode()
+    events = [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
+    assert [event["type"] for event in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "error",
+    ]
+    assert [event["sequence_number"] for event in events] == list(range(9))
+    assert (events[-1]["code"], events[-1]["message"]) == ("bad_gateway", "The model's engine failed to answer.")
