@@ -195,3 +195,21 @@ def test_a_teams_gpu_quota_is_set_on_its_policy_page(acme, owner, signed_in):
     policy.refresh_from_db()
     assert policy.gpus_max == 8
     assert AuditEvent.objects.filter(action="policy.update", target_id=str(policy.pk)).exists()
+
+
+def test_an_owner_switches_storing_responses_on_the_organisations_policy_only(acme, owner, signed_in):
+    from apps.policies.services import policy_create
+
+    org_policy = policy_create(actor=owner, organization=acme.org)
+    client = signed_in(owner)
+    url = f"/console/policies/{org_policy.pk}/"
+    assert 'name="responses_store"' in client.get(url).content.decode()
+    assert 'name="responses_store"' not in client.get(f"/console/policies/{acme.policy.pk}/").content.decode()
+    client.post(url, {"enabled": "on", "responses_store": "on"})
+    org_policy.refresh_from_db()
+    assert org_policy.responses_store is True
+    event = AuditEvent.objects.filter(action="policy.update", target_id=str(org_policy.pk)).latest("pk")
+    assert event.changes["responses_store"] == {"before": False, "after": True}
+    client.post(f"/console/policies/{acme.policy.pk}/", {"enabled": "on", "responses_store": "on"})  # a team's
+    acme.policy.refresh_from_db()
+    assert acme.policy.responses_store is False

@@ -68,6 +68,8 @@ class PolicyForm(forms.Form):
     knowledge_flagged_chunks = forms.ChoiceField(
         label="Flagged knowledge chunks", choices=FlaggedChunks.choices, required=False
     )
+    # Shown on an organisation's policy only (the only level that may store responses); elsewhere it stays off.
+    responses_store = forms.BooleanField(label="Store /v1/responses answers", required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,6 +87,7 @@ class PolicyForm(forms.Form):
             "allowed_models": models,
             "guardrail_profile": profile,
             "knowledge_flagged_chunks": values["knowledge_flagged_chunks"] or FlaggedChunks.EXCLUDE,
+            "responses_store": values["responses_store"],
             **{name: values[name] for name in LIMIT_LABELS},
             **{field: values[name] for name, field in BUDGET_FIELDS.items()},
         }
@@ -98,6 +101,7 @@ class PolicyForm(forms.Form):
             "allowed_models": ", ".join(policy.allowed_models),
             "guardrail_profile": policy.guardrail_profile_id,
             "knowledge_flagged_chunks": policy.knowledge_flagged_chunks,
+            "responses_store": policy.responses_store,
             **{name: getattr(policy, name) for name in LIMIT_LABELS},
             **{name: getattr(policy, field) for name, field in BUDGET_FIELDS.items()},
         }
