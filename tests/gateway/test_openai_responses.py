@@ -8,12 +8,15 @@ import io
 import json
 
 import openai
+import pydantic
 import pytest
 
 from apps.usage.models import UsageRecord
 from apps.usage.stream import usage_stream_drain
 from tests.factories import OrganizationFactory
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
+from tests.gateway.stand_ins import scripted_engine
+from tests.gateway.test_policy_guardrails import tenant_on
 from tests.gateway.test_policy_limits import tenant_with_policy
 from tests.knowledge.conftest import knowledge_files  # noqa: F401 (a fixture: uploaded files in the test's folder)
 
@@ -155,20 +158,22 @@ def test_a_named_tool_choice_and_none(client):
     assert [item.type for item in plain.output] == ["message"]
 
 
-def test_a_json_schema_text_format_becomes_the_chat_response_format(client):
-    from apps.gateway.responses import chat_document
-    from apps.gateway.responses_schemas import ResponsesRequest
+class Place(pydantic.BaseModel):
+    city: str
 
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-    text = {"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}}
-    response = client.responses.create(model="gw-chat", input="Where?", text=text, max_output_tokens=3)
-    assert response.text.format.type == "json_schema"
-    assert response.text.format.name == "place"
-    document, _ = chat_document(ResponsesRequest.model_validate({"model": "gw-chat", "input": "Where?", "text": text}))
-    assert document["response_format"] == {
-        "type": "json_schema",
-        "json_schema": {"name": "place", "schema": schema, "strict": True},
-    }
+
+def test_a_json_schema_text_format_reaches_the_engine_as_a_response_format(transactional_db, gateway, redis_cache):
+    with scripted_engine(['{"city": ', '"Paris"}']) as engine:
+        tenant = tenant_on(gateway, engine.url)
+        with _client(gateway, tenant.secret) as client:
+            parsed = client.responses.parse(model="gw-scripted", input="Where?", text_format=Place)
+    assert parsed.output_parsed == Place(city="Paris")
+    assert parsed.text.format.type == "json_schema"
+    (received,) = engine.received
+    assert received["response_format"]["type"] == "json_schema"
+    assert received["response_format"]["json_schema"]["name"] == "Place"
+    assert received["response_format"]["json_schema"]["schema"]["required"] == ["city"]
+    assert received["response_format"]["json_schema"]["strict"] is True
 
 
 def test_responses_are_metered_under_their_own_endpoint(client, tenant, redis_cache):
