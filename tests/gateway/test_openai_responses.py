@@ -475,3 +475,67 @@ def test_an_error_that_ends_a_started_stream_becomes_an_error_event():
     ]
     assert [event["sequence_number"] for event in events] == list(range(9))
     assert (events[-1]["code"], events[-1]["message"]) == ("bad_gateway", "The model's engine failed to answer.")
+
+
+def test_generated_bodies_get_openai_shaped_answers_never_a_5xx(tenant, gateway, redis_cache):
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
+
+    from tests.gateway.test_fuzz_v1 import HOSTILE_TEXT, JSON_VALUES, SMALL_COUNTS
+
+    part = st.one_of(st.fixed_dictionaries({"type": st.just("input_text"), "text": HOSTILE_TEXT}), JSON_VALUES)
+    item = st.one_of(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "assistant", "developer", "tool"]),
+                "content": st.one_of(HOSTILE_TEXT, st.lists(part, max_size=2)),
+            }
+        ),
+        st.fixed_dictionaries(
+            {"type": st.just("function_call"), "call_id": HOSTILE_TEXT, "name": HOSTILE_TEXT, "arguments": HOSTILE_TEXT}
+        ),
+        st.fixed_dictionaries(
+            {"type": st.just("function_call_output"), "call_id": HOSTILE_TEXT, "output": HOSTILE_TEXT}
+        ),
+        JSON_VALUES,
+    )
+    body = st.fixed_dictionaries(
+        {
+            "model": st.one_of(st.just("gw-chat"), HOSTILE_TEXT),
+            "input": st.one_of(HOSTILE_TEXT, st.lists(item, max_size=3)),
+        },
+        optional={
+            "instructions": st.one_of(HOSTILE_TEXT, JSON_VALUES),
+            "max_output_tokens": SMALL_COUNTS,
+            "stream": st.booleans(),
+            "tools": st.one_of(st.just([WEATHER]), JSON_VALUES),
+            "tool_choice": st.one_of(st.sampled_from(["auto", "none", "required"]), JSON_VALUES),
+            "text": JSON_VALUES,
+            "previous_response_id": HOSTILE_TEXT,
+            "store": st.one_of(st.booleans(), JSON_VALUES),
+        },
+    )
+
+    statuses: list[int] = []
+
+    @hypothesis_settings(
+        max_examples=100, deadline=None, derandomize=True, database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )  # fmt: skip
+    @given(document=st.one_of(body, JSON_VALUES))
+    def one(document: object) -> None:
+        status, headers, raw = http("POST", f"{gateway.url}/v1/responses", body=document, secret=tenant.secret)
+        statuses.append(status)
+        assert status < 500, (status, raw[:300])
+        if status != 200:
+            assert set(json.loads(raw)["error"]) == {"message", "type", "param", "code"}
+        elif headers["content-type"].startswith("text/event-stream"):
+            events = [block for block in raw.decode().split("\n\n") if block]
+            assert events[0].startswith("event: response.created\n")
+            assert json.loads(events[-1].split("data: ", 1)[1])["type"] in ("response.completed", "response.incomplete")
+        else:
+            assert json.loads(raw)["object"] == "response"
+
+    one()
+    assert statuses.count(200) >= 5, statuses  # generated bodies that are good get answered, streamed or not
