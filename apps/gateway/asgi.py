@@ -40,16 +40,22 @@ _STORED_RESPONSE = StoredResponseConsumer.as_asgi()
 
 async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Dispatch by path: a dict lookup, then the patterns (`/v1/models/{id}`, where ids may contain slashes,
-    `/v1/responses/{id}` and `/v1/vector_stores/{id}/search`)."""
+    `/v1/responses/{id}`, `/v1/responses/{id}/input_items` and `/v1/vector_stores/{id}/search`)."""
     path = scope["path"]
     app = _EXACT.get(path.rstrip("/") if path.endswith("/") else path)
     if app is None:
         if path.startswith("/v1/models/"):
             app = _MODELS
-        elif path.startswith("/v1/responses/") and "/" not in path[len("/v1/responses/") :]:
+        elif path.startswith("/v1/responses/") and _stored_response_path(path[len("/v1/responses/") :]):
             app = _STORED_RESPONSE
         elif path.startswith(OLLAMA_PREFIX):
             app = OLLAMA_NOT_FOUND
         else:
             app = _SEARCH if search_store_id(path) is not None else _NOT_FOUND
     await app(scope, receive, send)
+
+
+def _stored_response_path(rest: str) -> bool:
+    """`{id}` or `{id}/input_items`, with a non-empty id."""
+    response_id, slash, listing = rest.partition("/")
+    return bool(response_id) and (not slash or listing == "input_items")

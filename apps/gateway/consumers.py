@@ -269,6 +269,7 @@ class ResponsesConsumer(GatewayConsumer):
                     rt.redis,
                     organization_id=principal.organization_id,
                     response=response,
+                    input_items=responses_store.input_items_of(request),
                     conversation=[*conversation, responses_store.assistant_message(response)],
                 )
                 response["store"] = kept
@@ -300,7 +301,8 @@ def _response_echo(request: ResponsesRequest, *, stored: bool) -> dict[str, Any]
 
 
 class StoredResponseConsumer(GatewayConsumer):
-    """`GET` and `DELETE /v1/responses/{id}`: a response stored for the caller's organisation."""
+    """`GET` and `DELETE /v1/responses/{id}`, and `GET /v1/responses/{id}/input_items`: a response stored for the
+    caller's organisation."""
 
     route = "responses.stored"
 
@@ -308,11 +310,20 @@ class StoredResponseConsumer(GatewayConsumer):
 
     async def respond(self, exchange: Exchange) -> None:
         rt = runtime()
-        response_id = exchange.path[len("/v1/responses/") :]
+        response_id, _, listing = exchange.path[len("/v1/responses/") :].partition("/")
         try:
             principal = await pipeline.authenticate(rt, exchange)
             organization_id = principal.organization_id
-            if exchange.method == "DELETE":
+            if listing:
+                if exchange.method != "GET":
+                    raise errors.method_not_allowed(exchange.method)
+                stored = await responses_store.stored_response_get(
+                    rt.redis, organization_id=organization_id, response_id=response_id
+                )
+                if stored is None:
+                    raise responses_store.response_not_found(response_id)
+                body = responses_store.input_items_page(stored["input_items"], self.scope.get("query_string", b""))
+            elif exchange.method == "DELETE":
                 if not await responses_store.stored_response_delete(
                     rt.redis, organization_id=organization_id, response_id=response_id
                 ):

@@ -9,14 +9,14 @@ added here so that one schema describes `/v1`, and every error they raise is ans
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import APIKeyHeader, HttpBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.responses_schemas import ResponsesRequest
@@ -173,6 +173,29 @@ def responses_create(request: HttpRequest, body: ResponsesRequest) -> Any:
 
 @api.get("/responses/{response_id}", response={200: dict[str, Any], **_ERRORS}, summary="A stored response")
 def response_retrieve(request: HttpRequest, response_id: str) -> Any:
+    return _described_only()
+
+
+class InputItemList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+@api.get(
+    "/responses/{response_id}/input_items",
+    response={200: InputItemList, **_ERRORS},
+    summary="A stored response's input items",
+)
+def response_input_items(
+    request: HttpRequest,
+    response_id: str,
+    order: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    after: str | None = None,
+) -> Any:
     return _described_only()
 
 

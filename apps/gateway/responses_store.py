@@ -1,5 +1,5 @@
 """Stored responses of `/v1/responses`, in Redis: what `previous_response_id`, `GET` and `DELETE /v1/responses/{id}`
-read.
+and `GET /v1/responses/{id}/input_items` read.
 
 A response is stored only when the organisation's policy enables `responses_store` (OpenAI's `store` defaults to
 true; Inferia's default is to keep nothing) and the caller did not send `store: false`. It is kept for
@@ -14,11 +14,13 @@ import json
 import re
 import secrets
 from typing import Any
+from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
 from apps.gateway import errors
+from apps.gateway.responses_schemas import ResponsesRequest
 
 _ID = re.compile(r"resp_[0-9a-f]{48}")
 
@@ -48,11 +50,19 @@ def response_not_found(response_id: str, *, param: str | None = None) -> errors.
 
 
 async def stored_response_put(
-    redis: aioredis.Redis, *, organization_id: int, response: dict[str, Any], conversation: list[dict[str, Any]]
+    redis: aioredis.Redis,
+    *,
+    organization_id: int,
+    response: dict[str, Any],
+    input_items: list[dict[str, Any]],
+    conversation: list[dict[str, Any]],
 ) -> bool:
-    """Keep `response` and the conversation that led to it and includes its answer (chat messages, without the
-    instructions, which a following response does not inherit); False when it is over the size cap."""
-    document = json.dumps({"response": response, "conversation": conversation}, separators=(",", ":")).encode()
+    """Keep `response`, its input items (as `GET /v1/responses/{id}/input_items` lists them) and the conversation
+    that led to it and includes its answer (chat messages, without the instructions, which a following response
+    does not inherit); False when it is over the size cap."""
+    document = json.dumps(
+        {"response": response, "input_items": input_items, "conversation": conversation}, separators=(",", ":")
+    ).encode()
     if len(document) > settings.INFERIA_RESPONSES_MAX_BYTES:
         return False
     await redis.set(_key(organization_id, response["id"]), document, ex=settings.INFERIA_RESPONSES_TTL_SECONDS)
@@ -77,6 +87,56 @@ async def stored_response_delete(redis: aioredis.Redis, *, organization_id: int,
     if _ID.fullmatch(response_id) is None:
         return False
     return bool(await redis.delete(_key(organization_id, response_id)))
+
+
+def input_items_of(request: ResponsesRequest) -> list[dict[str, Any]]:
+    """The request's input as the items OpenAI lists for a response, each with an id (text, as input or as a
+    message's content, is one input_text part, or output_text for the assistant's)."""
+    if isinstance(request.input, str):
+        items: list[dict[str, Any]] = [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": request.input}]}
+        ]
+    else:
+        items = [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in request.input]
+    for item in items:
+        if item["type"] == "message" and isinstance(item["content"], str):
+            kind = "output_text" if item["role"] == "assistant" else "input_text"
+            item["content"] = [{"type": kind, "text": item["content"]}]
+    prefixes = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "file_search_call": "fs"}
+    return [{"id": f"{prefixes[item['type']]}_{secrets.token_hex(24)}", **item} for item in items]
+
+
+def input_items_page(items: list[dict[str, Any]], query: bytes) -> dict[str, Any]:
+    """One page of a stored response's input items, as OpenAI's list: `order` (`desc` by default), `limit` (1 to
+    100, 20 by default) and `after` (an item id) from the query string; a 400 for anything else."""
+    try:
+        params = parse_qs(query.decode("ascii"), keep_blank_values=True, strict_parsing=bool(query), max_num_fields=8)
+    except (UnicodeDecodeError, ValueError):
+        raise errors.invalid_request("The query string is malformed.") from None
+    unknown = set(params) - {"order", "limit", "after", "include", "include[]"}
+    if unknown or any(len(values) > 1 for name, values in params.items() if not name.startswith("include")):
+        raise errors.invalid_request("Known parameters are order, limit and after, once each.")
+    order = params.get("order", ["desc"])[0]
+    if order not in ("asc", "desc"):
+        raise errors.invalid_request("order: must be 'asc' or 'desc'.", param="order")
+    limit_text = params.get("limit", ["20"])[0]
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise errors.invalid_request("limit: must be between 1 and 100.", param="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = params.get("after", [None])[0]
+    if after is not None:
+        position = next((index for index, item in enumerate(ordered) if item["id"] == after), None)
+        if position is None:
+            raise errors.invalid_request(f"after: no input item '{after[:64]}' in this response.", param="after")
+        ordered = ordered[position + 1 :]
+    data = ordered[: int(limit_text)]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > len(data),
+    }
 
 
 def assistant_message(response: dict[str, Any]) -> dict[str, Any]:

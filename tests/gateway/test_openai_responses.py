@@ -307,6 +307,8 @@ def test_a_stored_response_is_read_continued_and_deleted(storing, gateway):
             model="gw-chat", input="What is my name?", previous_response_id=first.id, max_output_tokens=2
         )
         assert follow.previous_response_id == first.id
+        (item,) = client.responses.input_items.list(follow.id).data  # its own input, not the earlier turn's
+        assert (item.type, item.role, item.content[0].text) == ("message", "user", "What is my name?")
         # The earlier turn (its input and answer, not its instructions) came before the new input.
         assert follow.usage.input_tokens > alone.usage.input_tokens + 5
 
@@ -326,6 +328,23 @@ def test_a_stored_response_is_read_continued_and_deleted(storing, gateway):
             client.responses.delete(first.id)
 
 
+def test_input_items_are_listed_in_pages(storing, gateway):
+    with _client(gateway, storing.secret) as client:
+        inputs = [{"role": "user", "content": f"Turn {n}."} for n in range(5)]
+        response = client.responses.create(model="gw-chat", input=inputs, max_output_tokens=2)
+        listed = client.responses.input_items.list(response.id)
+        assert [item.content[0].text for item in listed.data] == [f"Turn {n}." for n in reversed(range(5))]
+        first_page = client.responses.input_items.list(response.id, order="asc", limit=2)
+        assert [item.content[0].text for item in first_page.data] == ["Turn 0.", "Turn 1."]
+        assert first_page.has_more is True
+        every = [item.content[0].text for item in client.responses.input_items.list(response.id, order="asc", limit=2)]
+        assert every == [f"Turn {n}." for n in range(5)]  # the client follows `after` from page to page
+        with pytest.raises(openai.BadRequestError):
+            client.responses.input_items.list(response.id, limit=101)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.input_items.list("resp_" + "0" * 48)
+
+
 def test_another_organisations_response_is_not_found(storing, gateway):
     other = OrganizationFactory(name="Other", slug="other")
     from apps.policies.services import policy_create
@@ -342,6 +361,8 @@ def test_another_organisations_response_is_not_found(storing, gateway):
             outsider.responses.create(model="gw-chat", input="Hi", previous_response_id=mine.id)
         with pytest.raises(openai.NotFoundError):
             outsider.responses.delete(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            outsider.responses.input_items.list(mine.id)
         assert client.responses.retrieve(mine.id).id == mine.id  # still there for its owner
 
 
@@ -427,8 +448,10 @@ def test_a_response_over_the_size_cap_is_not_stored(redis_cache, settings):
     async def put_both() -> tuple[bool, bool, dict | None]:
         client = aioredis.Redis.from_url(settings.CACHE_REDIS_URL)
         try:
-            kept = await stored_response_put(client, organization_id=1, response=small, conversation=[])
-            refused = await stored_response_put(client, organization_id=1, response=large, conversation=[])
+            kept = await stored_response_put(client, organization_id=1, response=small, input_items=[], conversation=[])
+            refused = await stored_response_put(
+                client, organization_id=1, response=large, input_items=[], conversation=[]
+            )
             return kept, refused, await stored_response_get(client, organization_id=1, response_id=large["id"])
         finally:
             await client.aclose()
