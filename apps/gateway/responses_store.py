@@ -11,6 +11,7 @@ like an expired or unknown one, is simply not there (404).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from typing import Any
@@ -18,10 +19,12 @@ from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from apps.gateway import errors
 from apps.gateway.responses_schemas import ResponsesRequest
 
+logger = logging.getLogger(__name__)
 _ID = re.compile(r"resp_[0-9a-f]{48}")
 
 
@@ -65,7 +68,12 @@ async def stored_response_put(
     ).encode()
     if len(document) > settings.INFERIA_RESPONSES_MAX_BYTES:
         return False
-    await redis.set(_key(organization_id, response["id"]), document, ex=settings.INFERIA_RESPONSES_TTL_SECONDS)
+    try:
+        await redis.set(_key(organization_id, response["id"]), document, ex=settings.INFERIA_RESPONSES_TTL_SECONDS)
+    except (RedisError, OSError):
+        # The answer is already the client's: it goes out saying it was not stored, rather than failing.
+        logger.warning("a response could not be stored", exc_info=True)
+        return False
     return True
 
 
@@ -75,7 +83,10 @@ async def stored_response_get(
     """The organisation's stored response (`response` and `conversation`), or None."""
     if _ID.fullmatch(response_id) is None:
         return None
-    raw = await redis.get(_key(organization_id, response_id))
+    try:
+        raw = await redis.get(_key(organization_id, response_id))
+    except (RedisError, OSError):
+        raise _unavailable() from None
     if raw is None:
         return None
     document: dict[str, Any] = json.loads(raw)
@@ -86,7 +97,16 @@ async def stored_response_delete(redis: aioredis.Redis, *, organization_id: int,
     """Forget the organisation's stored response; False when there was none."""
     if _ID.fullmatch(response_id) is None:
         return False
-    return bool(await redis.delete(_key(organization_id, response_id)))
+    try:
+        return bool(await redis.delete(_key(organization_id, response_id)))
+    except (RedisError, OSError):
+        raise _unavailable() from None
+
+
+def _unavailable() -> errors.GatewayError:
+    return errors.GatewayError(
+        503, "Stored responses cannot be reached right now.", type="service_unavailable", code="store_unavailable"
+    )
 
 
 def input_items_of(request: ResponsesRequest) -> list[dict[str, Any]]:
