@@ -14,10 +14,9 @@ and that string is one the client sent, `end_turn` otherwise.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from apps.gateway.translated_send import Headers, Send, TranslatedSend
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
 _ERROR_TYPES = {
@@ -135,16 +134,13 @@ _PING = _event(b"ping", {"type": "ping"})
 _MESSAGE_STOP = _event(b"message_stop", {"type": "message_stop"})
 
 
-class MessagesSend:
+class MessagesSend(TranslatedSend):
     """`send` for one `/v1/messages` exchange."""
 
     def __init__(self, send: Send, *, answers: bool = True) -> None:
-        self._send = send
+        super().__init__(send)
         self._answers = answers  # False: a successful answer is already Anthropic's (count_tokens), errors are not
         self.stop_sequences: tuple[str, ...] = ()
-        self._start: dict[str, Any] | None = None
-        self._held: list[bytes] = []
-        self._streaming = False
         # Stream state: the next block's index, the open block's kind ("text", "tool" or None) and tool call index.
         self._started = False
         self._index = 0
@@ -156,43 +152,19 @@ class MessagesSend:
         self._pending = b""
         self._text_head = b""  # `data: ` and the stream's chunk head, up to a text chunk's opening quote
 
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            headers = message.get("headers") or []
-            self._streaming = any(
-                name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers
-            )
-            request_id = next((value for name, value in headers if name == _REQUEST_ID_HEADER), None)
-            if request_id is not None:
-                headers = [*headers, (b"request-id", request_id)]  # where Anthropic's clients look for it
-            if self._streaming:
-                await self._send({**message, "headers": headers})
-            else:
-                self._start = {**message, "headers": [(n, v) for n, v in headers if n != b"content-length"]}
-            return
-        if message["type"] != "http.response.body":
-            await self._send(message)
-            return
-        more = message.get("more_body", False)
-        if self._streaming:
-            body = self._events(message.get("body", b""), final=not more)
-            await self._send({"type": "http.response.body", "body": body, "more_body": more})
-            return
-        self._held.append(message.get("body", b""))
-        if not more:
-            await self._whole()
+    def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
+        request_id = next((value for name, value in headers if name == _REQUEST_ID_HEADER), None)
+        if request_id is None:
+            return headers
+        return [*headers, (b"request-id", request_id)]  # where Anthropic's clients look for it
 
-    async def _whole(self) -> None:
-        assert self._start is not None
-        status = self._start["status"]
-        body = b"".join(self._held)
+    async def whole_body(self, status: int, body: bytes) -> bytes:
         if status != 200:
-            body = error_document(status, body)
-        elif self._answers:
-            body = message_document(body, self.stop_sequences)
-        headers = [*self._start["headers"], (b"content-length", b"%d" % len(body))]
-        await self._send({**self._start, "headers": headers})
-        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+            return error_document(status, body)
+        return message_document(body, self.stop_sequences) if self._answers else body
+
+    async def stream_body(self, data: bytes, *, final: bool) -> bytes:
+        return self._events(data, final=final)
 
     # --- Streams ------------------------------------------------------------------------------------------------
 

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from apps.gateway.messages_out import error_message
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from apps.gateway.translated_send import Headers, Send, TranslatedSend
 
 CHAT = "chat"
 GENERATE = "generate"
@@ -61,17 +59,14 @@ def _tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-class OllamaSend:
+class OllamaSend(TranslatedSend):
     """`send` for one `/ollama/api/...` exchange; `answers` is CHAT, GENERATE, EMBED, or "" (already Ollama's)."""
 
     def __init__(self, send: Send, *, answers: str = "") -> None:
-        self._send = send
+        super().__init__(send)
         self.answers = answers
         self._started_ns = time.perf_counter_ns()
         self._first_ns = 0  # when the first generated text or call arrived
-        self._start: dict[str, Any] | None = None
-        self._held: list[bytes] = []
-        self._streaming = False
         self._pending = b""
         self._model = ""
         self._ended = False
@@ -79,41 +74,16 @@ class OllamaSend:
         self._counts = (0, 0)  # prompt and generated tokens, from the engine's usage
         self._calls: dict[int, dict[str, Any]] = {}  # a streamed tool call's name and arguments so far, by index
 
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            headers = message.get("headers") or []
-            self._streaming = any(
-                name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers
-            )
-            if self._streaming:
-                headers = [_NDJSON, *(item for item in headers if item[0] != b"content-type")]
-                await self._send({**message, "headers": headers})
-            else:
-                self._start = {**message, "headers": [(n, v) for n, v in headers if n != b"content-length"]}
-            return
-        if message["type"] != "http.response.body":
-            await self._send(message)
-            return
-        more = message.get("more_body", False)
-        if self._streaming:
-            body = self._lines(message.get("body", b""), final=not more)
-            await self._send({"type": "http.response.body", "body": body, "more_body": more})
-            return
-        self._held.append(message.get("body", b""))
-        if not more:
-            await self._whole()
+    def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
+        return [_NDJSON, *(item for item in headers if item[0] != b"content-type")] if streaming else headers
 
-    async def _whole(self) -> None:
-        assert self._start is not None
-        status = self._start["status"]
-        body = b"".join(self._held)
+    async def whole_body(self, status: int, body: bytes) -> bytes:
         if status != 200:
-            body = _json({"error": error_message(body)})
-        elif self.answers:
-            body = self._answer(json.loads(body))
-        headers = [*self._start["headers"], (b"content-length", b"%d" % len(body))]
-        await self._send({**self._start, "headers": headers})
-        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+            return _json({"error": error_message(body)})
+        return self._answer(json.loads(body)) if self.answers else body
+
+    async def stream_body(self, data: bytes, *, final: bool) -> bytes:
+        return self._lines(data, final=final)
 
     def _durations(self, prompt_tokens: int, generated_tokens: int) -> dict[str, int]:
         now = time.perf_counter_ns()

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apps.gateway.exchange import Exchange
+from apps.gateway.translated_send import Send, TranslatedSend
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Completed = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -56,21 +56,18 @@ def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-class ResponsesSend:
+class ResponsesSend(TranslatedSend):
     """`send` for one `/v1/responses` exchange. `echo` holds the request's fields the Response repeats (model,
     instructions, tools, ...); `search_query` is the text retrieval searched for, when a file_search tool ran."""
 
     def __init__(self, send: Send) -> None:
-        self._send = send
+        super().__init__(send)
         self.response_id = ""
         self.echo: dict[str, Any] = {}
         self.search_query = ""
         self.exchange: Exchange | None = None
         self.completed: Completed | None = None
         self._created_at = int(time.time())
-        self._start: dict[str, Any] | None = None
-        self._held: list[bytes] = []
-        self._streaming = False
         # Stream state.
         self._sequence = 0
         self._started = False
@@ -129,39 +126,15 @@ class ResponsesSend:
 
     # --- ASGI ----------------------------------------------------------------------------------------------------
 
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            headers = message.get("headers") or []
-            self._streaming = any(
-                name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers
-            )
-            if self._streaming:
-                await self._send(message)
-            else:
-                self._start = {**message, "headers": [(n, v) for n, v in headers if n != b"content-length"]}
-            return
-        if message["type"] != "http.response.body":
-            await self._send(message)
-            return
-        more = message.get("more_body", False)
-        if self._streaming:
-            body = await self._events(message.get("body", b""), final=not more)
-            await self._send({"type": "http.response.body", "body": body, "more_body": more})
-            return
-        self._held.append(message.get("body", b""))
-        if not more:
-            await self._whole()
+    async def whole_body(self, status: int, body: bytes) -> bytes:
+        if status != 200:
+            return body  # already OpenAI's error shape
+        response = self._response_of(json.loads(body))
+        await self._complete(response)
+        return json.dumps(response, ensure_ascii=False).encode()
 
-    async def _whole(self) -> None:
-        assert self._start is not None
-        body = b"".join(self._held)
-        if self._start["status"] == 200:
-            response = self._response_of(json.loads(body))
-            await self._complete(response)
-            body = json.dumps(response, ensure_ascii=False).encode()
-        headers = [*self._start["headers"], (b"content-length", b"%d" % len(body))]
-        await self._send({**self._start, "headers": headers})
-        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+    async def stream_body(self, data: bytes, *, final: bool) -> bytes:
+        return await self._events(data, final=final)
 
     def _response_of(self, completion: dict[str, Any]) -> dict[str, Any]:
         """A chat completion as a Response."""

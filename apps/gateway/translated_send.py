@@ -1,0 +1,68 @@
+"""`TranslatedSend`: an ASGI `send` in front of the real one that turns the pipeline's answers (OpenAI's shapes) into
+another protocol's on their way to the client, as the edges for other clients do (Anthropic Messages, OpenAI
+Responses, Ollama).
+
+A stream goes through as it arrives, each body message translated (`stream_body`); a JSON answer is held until its
+last byte (the pipeline sends that once the request is metered), translated whole (`whole_body`) and sent with its
+new length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+
+class TranslatedSend:
+    """The ASGI side of an answer's translation; a subclass says how bodies (and, if need be, headers) change."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._streaming = False
+        self._start: dict[str, Any] | None = None
+        self._held: list[bytes] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.body" and self._streaming:  # a stream's chunks: the common message
+            more = message.get("more_body", False)
+            body = await self.stream_body(message.get("body", b""), final=not more)
+            await self._send({"type": "http.response.body", "body": body, "more_body": more})
+            return
+        if kind == "http.response.start":
+            headers = message.get("headers") or []
+            self._streaming = any(
+                name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers
+            )
+            headers = self.response_headers(headers, streaming=self._streaming)
+            if self._streaming:
+                await self._send({**message, "headers": headers})
+            else:
+                self._start = {**message, "headers": [(n, v) for n, v in headers if n != b"content-length"]}
+            return
+        if kind != "http.response.body":
+            await self._send(message)
+            return
+        self._held.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        start = self._start
+        assert start is not None
+        body = await self.whole_body(start["status"], b"".join(self._held))
+        await self._send({**start, "headers": [*start["headers"], (b"content-length", b"%d" % len(body))]})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
+        """The answer's headers as the client gets them (the same by default)."""
+        return headers
+
+    async def stream_body(self, data: bytes, *, final: bool) -> bytes:
+        """What the client gets for the next piece of a stream (`final`: its last)."""
+        raise NotImplementedError
+
+    async def whole_body(self, status: int, body: bytes) -> bytes:
+        """What the client gets for a whole answer with this status."""
+        raise NotImplementedError
