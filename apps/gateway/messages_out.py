@@ -149,7 +149,6 @@ class MessagesSend(TranslatedSend):
         self._stop: tuple[str, str | None] = ("end_turn", None)
         self._usage = {"input_tokens": 0, "output_tokens": 0}
         self._ended = False
-        self._pending = b""
         self._text_head = b""  # `data: ` and the stream's chunk head, up to a text chunk's opening quote
 
     def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
@@ -169,11 +168,8 @@ class MessagesSend(TranslatedSend):
     # --- Streams ------------------------------------------------------------------------------------------------
 
     def _events(self, data: bytes, *, final: bool) -> bytes:
-        data = self._pending + data
-        end = data.rfind(b"\n\n") + 2
-        if end == 1:
-            end = 0
-        self._pending = data[end:]
+        data = self.complete_events(data)
+        end = len(data)
         out: list[bytes] = []
         position = 0
         while position < end:

@@ -67,7 +67,6 @@ class OllamaSend(TranslatedSend):
         self.answers = answers
         self._started_ns = time.perf_counter_ns()
         self._first_ns = 0  # when the first generated text or call arrived
-        self._pending = b""
         self._model = ""
         self._ended = False
         self._done_reason = "stop"
@@ -132,13 +131,8 @@ class OllamaSend(TranslatedSend):
     # --- Streams ------------------------------------------------------------------------------------------------
 
     def _lines(self, data: bytes, *, final: bool) -> bytes:
-        data = self._pending + data
-        end = data.rfind(b"\n\n") + 2
-        if end == 1:
-            end = 0
-        self._pending = data[end:]
         out: list[bytes] = []
-        for event in data[:end].split(b"\n\n"):
+        for event in self.complete_events(data).split(b"\n\n"):
             if event.startswith(b"data: ") and not self._ended:
                 self._chunk(event[6:], out)
         if final and not self._ended and self._model:

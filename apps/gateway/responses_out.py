@@ -72,7 +72,6 @@ class ResponsesSend(TranslatedSend):
         self._sequence = 0
         self._started = False
         self._ended = False
-        self._pending = b""
         self._output: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None  # the output item being streamed
         self._tool_index = -1
@@ -178,13 +177,8 @@ class ResponsesSend(TranslatedSend):
         self._sequence += 1
 
     async def _events(self, data: bytes, *, final: bool) -> bytes:
-        data = self._pending + data
-        end = data.rfind(b"\n\n") + 2
-        if end == 1:
-            end = 0
-        self._pending = data[end:]
         out: list[bytes] = []
-        for event in data[:end].split(b"\n\n"):
+        for event in self.complete_events(data).split(b"\n\n"):
             if event.startswith(b"data: "):
                 await self._chunk(event[6:], out)
         if final and not self._ended and self._started:

@@ -24,6 +24,7 @@ class TranslatedSend:
         self._streaming = False
         self._start: dict[str, Any] | None = None
         self._held: list[bytes] = []
+        self._pending = b""  # the start of a stream's event that the last piece did not finish
 
     async def __call__(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -54,6 +55,18 @@ class TranslatedSend:
         body = await self.whole_body(start["status"], b"".join(self._held))
         await self._send({**start, "headers": [*start["headers"], (b"content-length", b"%d" % len(body))]})
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def complete_events(self, data: bytes) -> bytes:
+        """A stream's events that are complete with this piece of it (SSE events end with a blank line), starting
+        with the one the last piece left unfinished; an unfinished last one waits for the next piece."""
+        if self._pending:
+            data = self._pending + data
+        end = data.rfind(b"\n\n") + 2
+        if end == 1:
+            self._pending = data
+            return b""
+        self._pending = data[end:]
+        return data[:end] if end < len(data) else data
 
     def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
         """The answer's headers as the client gets them (the same by default)."""
