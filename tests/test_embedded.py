@@ -53,7 +53,7 @@ def _ollama_works(port: int, key: str) -> None:
     parts = list(client.chat(model="demo-chat", messages=[{"role": "user", "content": "Hello"}], stream=True))
     assert "".join(part.message.content for part in parts).strip()
     assert parts[-1].done
-    assert len(client.embed(model="demo-chat", input=["a text", "another"]).embeddings) == 2
+    assert len(client.embed(model="inferia-embed", input=["a text", "another"]).embeddings) == 2
 
 
 def _knowledge_works(demo: TestProcess, port: int, key: str) -> None:

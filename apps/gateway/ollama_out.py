@@ -29,6 +29,9 @@ EMBED = "embed"
 _NDJSON = (b"content-type", b"application/x-ndjson")
 # Ollama's done reasons: a tool call is a stop, and so is a stop by a content filter.
 _DONE_REASONS = {"length": "length"}
+# How a text line ends after its text, and how the same line with no text ends (what is cut off to get its head).
+_TEXT_LINE_END = {CHAT: b'},"done":false}\n', GENERATE: b',"done":false}\n'}
+_EMPTY_TEXT_END = {CHAT: b'""}}', GENERATE: b'""}'}
 
 
 def _now() -> str:
@@ -132,9 +135,18 @@ class OllamaSend(TranslatedSend):
 
     def _lines(self, data: bytes, *, final: bool) -> bytes:
         out: list[bytes] = []
+        line_head = b""  # a text line up to its text, with this read's time: built once a read, when needed
         for event in self.complete_events(data).split(b"\n\n"):
-            if event.startswith(b"data: ") and not self._ended:
+            if not event.startswith(b"data: ") or self._ended:
+                continue
+            text = self.text_of(event[6:]) if self.answers in _TEXT_LINE_END else None
+            if text is None:
                 self._chunk(event[6:], out)
+                continue
+            self._first_ns = self._first_ns or time.perf_counter_ns()
+            if not line_head:
+                line_head = _json(self._piece(""))[: -len(_EMPTY_TEXT_END[self.answers])]
+            out += (line_head, text, _TEXT_LINE_END[self.answers])
         if final and not self._ended and self._model:
             self._finish(out)  # the engine's stream ended without [DONE]: close it all the same
         return b"".join(out)
@@ -154,7 +166,9 @@ class OllamaSend(TranslatedSend):
             out.append(_line({"error": str(error.get("message") or "The request failed.")}))
             self._ended = True
             return
-        self._model = self._model or str(document.get("model") or "")
+        if not self._model:
+            self._model = str(document.get("model") or "")
+            self.text_head_learn(payload)
         usage = document.get("usage")
         if isinstance(usage, dict):
             self._counts = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))

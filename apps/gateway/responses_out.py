@@ -42,6 +42,12 @@ def _event(document: dict[str, Any]) -> bytes:
     )
 
 
+# How a text delta event ends after its text (logprobs, then the sequence number that _emit adds last), and how the
+# same event with an empty delta ends before `_emit` adds anything (what is cut off to get the event's head).
+_DELTA_END = b',"logprobs":[],"sequence_number":%d}\n\n'
+_EMPTY_DELTA_END = b'""}\n\n'
+
+
 def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     usage = usage or {}
     prompt = int(usage.get("prompt_tokens") or 0)
@@ -77,6 +83,9 @@ class ResponsesSend(TranslatedSend):
         self._tool_index = -1
         self._finish_reason = "stop"
         self._usage: dict[str, Any] | None = None
+        # The open message's text deltas: the event up to its text, and the texts (JSON strings) not yet in its part.
+        self._delta_head = b""
+        self._texts: list[bytes] = []
 
     # --- The Response --------------------------------------------------------------------------------------------
 
@@ -179,8 +188,15 @@ class ResponsesSend(TranslatedSend):
     async def _events(self, data: bytes, *, final: bool) -> bytes:
         out: list[bytes] = []
         for event in self.complete_events(data).split(b"\n\n"):
-            if event.startswith(b"data: "):
+            if not event.startswith(b"data: "):
+                continue
+            text = self.text_of(event[6:]) if self._delta_head and not self._ended else None
+            if text is None:
                 await self._chunk(event[6:], out)
+                continue
+            self._texts.append(text)
+            out += (self._delta_head, text, _DELTA_END % self._sequence)
+            self._sequence += 1
         if final and not self._ended and self._started:
             await self._finish(out)  # the engine's stream ended without [DONE]: close the response all the same
         return b"".join(out)
@@ -212,6 +228,7 @@ class ResponsesSend(TranslatedSend):
         document = json.loads(payload)
         if not self._started:
             self._begin(out)
+            self.text_head_learn(payload)
         if "error" in document:
             error = document["error"] or {}
             self._item_close(out)
@@ -258,7 +275,10 @@ class ResponsesSend(TranslatedSend):
                 out, {"type": "response.content_part.added", **self._position(), "content_index": 0, "part": part}
             )
             item["content"].append({**part})
+            delta = {"type": "response.output_text.delta", **self._position(), "content_index": 0, "delta": ""}
+            self._delta_head = _event(delta)[: -len(_EMPTY_DELTA_END)]
         assert self._open is not None
+        self._texts_flush()
         self._open["content"][0]["text"] += text
         self._emit(
             out,
@@ -270,6 +290,13 @@ class ResponsesSend(TranslatedSend):
                 "logprobs": [],
             },
         )
+
+    def _texts_flush(self) -> None:
+        """The texts of deltas copied as they came, into the open message's part."""
+        if self._texts and self._open is not None:
+            joined = b"".join(text[1:-1] for text in self._texts)  # each a whole JSON string: escapes stay whole
+            self._open["content"][0]["text"] += json.loads(b'"' + joined + b'"')
+        self._texts = []
 
     def _call_delta(self, out: list[bytes], call: dict[str, Any]) -> None:
         index = call.get("index", 0)
@@ -288,6 +315,8 @@ class ResponsesSend(TranslatedSend):
         if item is None:
             return
         position = self._position()
+        self._texts_flush()
+        self._delta_head = b""
         if item["type"] == "message":
             part = item["content"][0]
             text = {"type": "response.output_text.done", **position, "content_index": 0, "text": part["text"]}

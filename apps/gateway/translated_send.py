@@ -9,11 +9,19 @@ new length.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+
+# The common chunk of a stream is one more piece of text. vLLM's chunks of one stream share their head (id, object,
+# created, model), so a chunk that is that head, this prefix, one JSON string and this suffix carries that string and
+# nothing else: it is translated by copying the string as it came (already escaped), without parsing the chunk.
+TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":"'
+TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
+_JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
 
 
 class TranslatedSend:
@@ -25,6 +33,7 @@ class TranslatedSend:
         self._start: dict[str, Any] | None = None
         self._held: list[bytes] = []
         self._pending = b""  # the start of a stream's event that the last piece did not finish
+        self._text_head = b""  # the stream's chunk head and TEXT_PREFIX, once a chunk was parsed
 
     async def __call__(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -67,6 +76,21 @@ class TranslatedSend:
             return b""
         self._pending = data[end:]
         return data[:end] if end < len(data) else data
+
+    def text_head_learn(self, payload: bytes) -> None:
+        """Remember the head of the stream's chunks from one that was parsed (`payload`: its JSON)."""
+        choices_at = payload.find(b'"choices":')
+        if choices_at > 0 and not self._text_head:
+            self._text_head = payload[:choices_at] + TEXT_PREFIX
+
+    def text_of(self, payload: bytes) -> bytes | None:
+        """The text of a chunk that adds text and nothing else, as the JSON string it came as (quotes included);
+        None for any other chunk."""
+        head = self._text_head
+        if not (head and payload.startswith(head) and payload.endswith(TEXT_SUFFIX)):
+            return None
+        text = payload[len(head) - 1 : -len(TEXT_SUFFIX)]
+        return text if _JSON_STRING.fullmatch(text) else None
 
     def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
         """The answer's headers as the client gets them (the same by default)."""

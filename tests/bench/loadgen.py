@@ -1,5 +1,6 @@
-"""A lean load generator for OpenAI-compatible streaming chat completions (or, with `--endpoint messages`, the same
-requests through Anthropic's `/v1/messages`).
+"""A lean load generator for OpenAI-compatible streaming chat completions (or, with `--endpoint messages`,
+`responses` or `ollama`, the same requests through Anthropic's `/v1/messages`, OpenAI's `/v1/responses` or Ollama's
+`/ollama/api/chat`).
 
 N workers each hold one keep-alive HTTP/1.1 connection (raw asyncio + httptools, under uvloop when run as a
 script) and send `POST /v1/chat/completions` with `stream: true` back to back. Per request it records the time to
@@ -28,11 +29,14 @@ import httptools
 
 DEFAULT_PROMPT = "Write a short note about load testing an inference gateway."
 # The first chunk that carries generated text: a non-empty `content` (chat) or `text` (completions) string.
-_CONTENT_RE = re.compile(rb'"(?:content|text)":"(?:[^"\\]|\\.)')
-_USAGE_RE = re.compile(rb'"(?:completion|output)_tokens":\s*(\d+)')
-_STREAM_ERRORS = (b'data: {"error"', b"event: error")
-_DONES = (b"data: [DONE]", b'"message_stop"')
-ENDPOINTS = {"chat": "/chat/completions", "messages": "/messages"}
+# (a Responses text delta is a `delta` string; a chat chunk's `delta` is an object).
+_CONTENT_RE = re.compile(rb'"(?:content|text|delta)":"(?:[^"\\]|\\.)')
+_USAGE_RE = re.compile(rb'"(?:completion_tokens|output_tokens|eval_count)":\s*(\d+)')
+_STREAM_ERRORS = (b'data: {"error"', b"event: error", b'{"error"', b'"response.failed"')
+# How each protocol's stream ends; the Responses and Ollama final events carry more after their marker.
+_DONES = (b"data: [DONE]", b'"message_stop"', b'"response.completed"', b'"response.incomplete"', b'"done":true')
+_DONE_WINDOW = 4096
+ENDPOINTS = {"chat": "/chat/completions", "messages": "/messages", "responses": "/responses", "ollama": "/api/chat"}
 MAX_ERROR_SAMPLES = 5
 
 
@@ -119,7 +123,9 @@ def _target(url: str, endpoint: str = "chat") -> _Target:
         raise ValueError(f"not an http(s) URL: {url!r}")
     path = parts.path.rstrip("/")
     suffix = ENDPOINTS[endpoint]
-    if not path.endswith(suffix):
+    if endpoint == "ollama":
+        path = "/ollama" + suffix  # Ollama's API is beside /v1, not under it
+    elif not path.endswith(suffix):
         path += suffix if path.endswith("/v1") else "/v1" + suffix
     https = parts.scheme == "https"
     context = ssl.create_default_context() if https else None
@@ -127,14 +133,14 @@ def _target(url: str, endpoint: str = "chat") -> _Target:
 
 
 def _request_bytes(target: _Target, *, model: str, api_key: str | None, max_tokens: int, prompt: str) -> bytes:
-    document: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": "user", "content": prompt}],
-        "stream": True,
-        "max_tokens": max_tokens,
-    }
+    messages = [{"role": "user", "content": prompt}]
+    document: dict[str, Any] = {"model": model, "messages": messages, "stream": True, "max_tokens": max_tokens}
     if target.endpoint == "chat":
         document["stream_options"] = {"include_usage": True}
+    elif target.endpoint == "responses":
+        document = {"model": model, "input": prompt, "stream": True, "max_output_tokens": max_tokens}
+    elif target.endpoint == "ollama":
+        document = {"model": model, "messages": messages, "stream": True, "options": {"num_predict": max_tokens}}
     body = json.dumps(document).encode()
     headers = [
         f"POST {target.path} HTTP/1.1",
@@ -224,10 +230,10 @@ class _StreamConnection(asyncio.Protocol):
         elif any(marker in body for marker in _STREAM_ERRORS):
             start = min(body.find(marker) for marker in _STREAM_ERRORS if marker in body)
             outcome.error = "stream error: " + body[start : start + 200].decode(errors="replace")
-        elif not any(done in body[-64:] for done in _DONES):
-            outcome.error = "stream ended without data: [DONE] or message_stop"
+        elif not any(done in body[-_DONE_WINDOW:] for done in _DONES):
+            outcome.error = "stream ended without its final event"
         else:
-            usage = _USAGE_RE.findall(body[-512:])
+            usage = _USAGE_RE.findall(body[-_DONE_WINDOW:])
             outcome.completion_tokens = int(usage[-1]) if usage else 0
         waiter.set_result(outcome)
 
@@ -340,7 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="uncounted requests first (default: concurrency)")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="chat", help="chat completions or messages")
+    parser.add_argument(
+        "--endpoint", choices=sorted(ENDPOINTS), default="chat", help="which API the same requests go through"
+    )
     args = parser.parse_args(argv)
     result: LoadResult = _run(
         run_load(

@@ -6,8 +6,9 @@ concurrency level runs the lean load generator (its own process) first against t
 the gateway. Per level it prints requests/s, TTFT p50/p99, the gateway's added TTFT, the web process's and the
 engine's CPU time per request (from /proc/<pid>/stat over the level) and the web process's peak RSS, and writes
 everything as JSON under bench-results/. Each level runs --runs times; the figures are medians. With `--endpoint
-messages` the gateway is sent the same streams through Anthropic's `/v1/messages`, to compare its web CPU per
-request with chat completions' on the same engine.
+messages`, `responses` or `ollama` the gateway is sent the same streams through Anthropic's `/v1/messages`, OpenAI's
+`/v1/responses` or Ollama's `/ollama/api/chat`, to compare its web CPU per request with chat completions' on the
+same engine.
 
     DATABASE_URL=... REDIS_URL=... .venv/bin/python tests/bench/run.py [--levels 1,64,256] [--runs 3]
 """
@@ -141,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--endpoint",
         default="chat",
-        choices=["chat", "messages"],
-        help="what the gateway is sent: chat completions, or the same streams through Anthropic's /v1/messages (the "
+        choices=["chat", "messages", "responses", "ollama"],
+        help="what the gateway is sent: chat completions, or the same streams through Anthropic's /v1/messages, "
+        "OpenAI's /v1/responses or Ollama's /ollama/api/chat (the "
         "engine is always sent chat completions directly)",
     )
     args = parser.parse_args(argv)
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = REPO / "bench-results"
     out_dir.mkdir(exist_ok=True)
     variant = (
-        ("-messages" if args.endpoint == "messages" else "")
+        ("" if args.endpoint == "chat" else f"-{args.endpoint}")
         + ("-limits" if args.limits else "")
         + (f"-itl{args.itl_ms:g}ms" if args.itl_ms else "")
     )

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+
+import pytest
 
 from apps.gateway.messages_out import MessagesSend
 from apps.gateway.translated_send import TranslatedSend
@@ -13,7 +16,9 @@ HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "mo
 
 
 def _event(**fields) -> bytes:
-    return b"data: " + json.dumps({**HEAD, **fields}, separators=(",", ":")).encode() + b"\n\n"
+    # As vLLM writes its chunks: compact, and UTF-8 rather than \u escapes.
+    document = json.dumps({**HEAD, **fields}, separators=(",", ":"), ensure_ascii=False)
+    return b"data: " + document.encode() + b"\n\n"
 
 
 STREAM = b"".join(
@@ -60,3 +65,73 @@ def test_complete_events_keeps_an_unfinished_event_for_the_next_piece():
     assert translator.complete_events(b"data: 1\n\ndata: 2") == b"data: 1\n\n"
     assert translator.complete_events(b"2\n") == b""
     assert translator.complete_events(b"\ndata: 3\n\n") == b"data: 22\n\ndata: 3\n\n"
+
+
+def _through(translator: TranslatedSend, pieces: list[bytes]) -> bytes:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        translator._send = send
+        await translator(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+        )
+        for piece in pieces:
+            await translator({"type": "http.response.body", "body": piece, "more_body": True})
+        await translator({"type": "http.response.body", "body": b"", "more_body": False})
+
+    asyncio.run(run())
+    return b"".join(message.get("body", b"") for message in sent)
+
+
+def _normalised(raw: bytes) -> bytes:
+    """Without what differs from one run to the next: item ids, timestamps and durations."""
+    raw = re.sub(rb'"(msg|fc|fs|call)_[0-9a-f]+"', rb'"\1_id"', raw)
+    raw = re.sub(rb'"created_at":"[^"]*"', b'"created_at":"t"', raw)
+    return re.sub(rb'"(\w+_duration)":\d+', rb'"\1":0', raw)
+
+
+TRICKY = [
+    _event(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]),
+    *(
+        _event(choices=[{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}])
+        for text in ("Caf\u00e9 ", 'a "quote" ', "\\ back\nslash ", "\u2603 ")
+    ),
+    _event(choices=[{"index": 0, "delta": {"content": "end"}, "finish_reason": "length"}]),
+    _event(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}),
+    b"data: [DONE]\n\n",
+]
+
+
+@pytest.mark.parametrize("translator", ["responses", "ollama-chat", "ollama-generate"])
+@pytest.mark.parametrize("cut", [None, 1, 13])
+def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut):
+    """Text chunks are copied without parsing (the common case); the answer is the one parsing them would give."""
+    from apps.gateway.ollama_out import CHAT, GENERATE, OllamaSend
+    from apps.gateway.responses_out import ResponsesSend
+
+    def make(parsed: bool) -> TranslatedSend:
+        if translator == "responses":
+            cls, options = ResponsesSend, {}
+        else:
+            cls, options = OllamaSend, {"answers": CHAT if translator == "ollama-chat" else GENERATE}
+        if parsed:
+            return type("Parsed", (cls,), {"text_of": lambda self, payload: None})(None, **options)
+
+        def counted(self, payload: bytes) -> bytes | None:
+            text = cls.text_of(self, payload)
+            counts[-1] += text is not None
+            return text
+
+        counts.append(0)
+        return type("Copied", (cls,), {"text_of": counted})(None, **options)
+
+    counts: list[int] = []
+    stream = b"".join(TRICKY)
+    pieces = [stream] if cut is None else [stream[at : at + cut] for at in range(0, len(stream), cut)]
+    copied, parsed = _through(make(False), pieces), _through(make(True), pieces)
+    assert _normalised(copied) == _normalised(parsed)
+    # Copied: every text chunk after the first parsed one (for a Response, after the one that opened its message).
+    assert counts == [3 if translator == "responses" else 4]
