@@ -15,6 +15,7 @@ from tests.gateway.conftest import http
 from tests.gateway.stand_ins import scripted_engine
 from tests.gateway.test_policy_guardrails import tenant_on
 from tests.gateway.test_policy_limits import tenant_with_policy
+from tests.gateway.test_translated_send import streamed_through
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
 WEATHER = {
@@ -279,27 +280,12 @@ def test_a_matched_stop_sequence_and_the_engines_errors_translate():
 
 
 def test_an_error_that_ends_a_started_stream_becomes_an_error_event():
-    import asyncio
-
     from apps.gateway.errors import upstream_failed
     from apps.gateway.messages_out import MessagesSend
 
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    async def stream() -> None:
-        out = MessagesSend(send)
-        await out({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        chunk = {"id": "chatcmpl-1", "model": "gw-chat", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
-        await out(
-            {"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n", "more_body": True}
-        )
-        await out({"type": "http.response.body", "body": upstream_failed().sse_event(), "more_body": True})
-        await out({"type": "http.response.body", "body": b"", "more_body": False})
-
-    asyncio.run(stream())
+    out = MessagesSend(None)
+    chunk = {"id": "chatcmpl-1", "model": "gw-chat", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+    sent = streamed_through(out, [b"data: " + json.dumps(chunk).encode() + b"\n\n", upstream_failed().sse_event()])
     text = b"".join(message.get("body", b"") for message in sent).decode()
     names = [line[len("event: ") :] for line in text.splitlines() if line.startswith("event: ")]
     assert names == ["message_start", "ping", "content_block_start", "content_block_delta", "error"]

@@ -16,6 +16,7 @@ from tests.gateway.conftest import http, make_deployment, make_key, wait_until_s
 from tests.gateway.stand_ins import scripted_engine
 from tests.gateway.test_policy_guardrails import tenant_on
 from tests.gateway.test_policy_limits import tenant_with_policy
+from tests.gateway.test_translated_send import streamed_through
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
 WEATHER = {
@@ -409,27 +410,12 @@ def test_a_body_over_the_gateways_limit_is_a_413_in_ollamas_shape(tenant, gatewa
 
 
 def test_an_error_that_ends_a_started_stream_is_its_last_line():
-    import asyncio
-
     from apps.gateway.errors import upstream_failed
     from apps.gateway.ollama_out import CHAT, OllamaSend
 
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    async def stream() -> None:
-        out = OllamaSend(send, answers=CHAT)
-        await out({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        chunk = {"id": "chatcmpl-1", "model": "gw-chat", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
-        await out(
-            {"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n", "more_body": True}
-        )
-        await out({"type": "http.response.body", "body": upstream_failed().sse_event(), "more_body": True})
-        await out({"type": "http.response.body", "body": b"", "more_body": False})
-
-    asyncio.run(stream())
+    out = OllamaSend(None, answers=CHAT)
+    chunk = {"id": "chatcmpl-1", "model": "gw-chat", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+    sent = streamed_through(out, [b"data: " + json.dumps(chunk).encode() + b"\n\n", upstream_failed().sse_event()])
     assert sent[0]["headers"][0] == (b"content-type", b"application/x-ndjson")
     lines = [json.loads(line) for line in b"".join(m.get("body", b"") for m in sent).decode().splitlines()]
     assert lines[0]["message"] == {"role": "assistant", "content": "Hi"}

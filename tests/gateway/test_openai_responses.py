@@ -18,6 +18,7 @@ from tests.gateway.conftest import http, make_deployment, make_key, wait_until_s
 from tests.gateway.stand_ins import scripted_engine
 from tests.gateway.test_policy_guardrails import tenant_on
 from tests.gateway.test_policy_limits import tenant_with_policy
+from tests.gateway.test_translated_send import streamed_through
 from tests.knowledge.conftest import knowledge_files  # noqa: F401 (a fixture: uploaded files in the test's folder)
 
 WEATHER = {
@@ -461,28 +462,13 @@ def test_a_response_over_the_size_cap_is_not_stored(redis_cache, settings):
 
 
 def test_an_error_that_ends_a_started_stream_becomes_an_error_event():
-    import asyncio
-
     from apps.gateway.errors import upstream_failed
     from apps.gateway.responses_out import ResponsesSend
 
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    async def stream() -> None:
-        out = ResponsesSend(send)
-        out.response_id = "resp_1"
-        await out({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        chunk = {"id": "chatcmpl-1", "model": "gw-chat", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
-        await out(
-            {"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n", "more_body": True}
-        )
-        await out({"type": "http.response.body", "body": upstream_failed().sse_event(), "more_body": True})
-        await out({"type": "http.response.body", "body": b"", "more_body": False})
-
-    asyncio.run(stream())
+    out = ResponsesSend(None)
+    out.response_id = "resp_1"
+    chunk = {"id": "chatcmpl-1", "model": "gw-chat", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+    sent = streamed_through(out, [b"data: " + json.dumps(chunk).encode() + b"\n\n", upstream_failed().sse_event()])
     text = b"".join(message.get("body", b"") for message in sent).decode()
     events = [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
     assert [event["type"] for event in events] == [

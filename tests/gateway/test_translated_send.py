@@ -36,20 +36,7 @@ STREAM = b"".join(
 
 
 def _translated(pieces: list[bytes]) -> bytes:
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    async def run() -> None:
-        out = MessagesSend(send)
-        await out({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        for piece in pieces:
-            await out({"type": "http.response.body", "body": piece, "more_body": True})
-        await out({"type": "http.response.body", "body": b"", "more_body": False})
-
-    asyncio.run(run())
-    return b"".join(message.get("body", b"") for message in sent)
+    return _through(MessagesSend(None), pieces)
 
 
 def test_a_stream_cut_anywhere_translates_as_it_does_whole():
@@ -67,7 +54,8 @@ def test_complete_events_keeps_an_unfinished_event_for_the_next_piece():
     assert translator.complete_events(b"\ndata: 3\n\n") == b"data: 22\n\ndata: 3\n\n"
 
 
-def _through(translator: TranslatedSend, pieces: list[bytes]) -> bytes:
+def streamed_through(translator: TranslatedSend, pieces: list[bytes]) -> list[dict]:
+    """The ASGI messages `translator` sends for a 200 stream that arrives in `pieces`."""
     sent: list[dict] = []
 
     async def send(message: dict) -> None:
@@ -83,7 +71,11 @@ def _through(translator: TranslatedSend, pieces: list[bytes]) -> bytes:
         await translator({"type": "http.response.body", "body": b"", "more_body": False})
 
     asyncio.run(run())
-    return b"".join(message.get("body", b"") for message in sent)
+    return sent
+
+
+def _through(translator: TranslatedSend, pieces: list[bytes]) -> bytes:
+    return b"".join(message.get("body", b"") for message in streamed_through(translator, pieces))
 
 
 def _normalised(raw: bytes) -> bytes:
