@@ -28,9 +28,10 @@ from apps.gateway.chat_socket import PATH as CHAT_SOCKET_PATH  # noqa: E402
 from apps.gateway.chat_socket import chat_socket  # noqa: E402
 from apps.gateway.vector_search import search_store_id  # noqa: E402
 
-# Ollama's API, all of it the gateway's (apps.gateway.ollama).
+# Ollama's API, all of it the gateway's (apps.gateway.ollama) but its published schema.
 OLLAMA_PREFIX = "/ollama"
 OLLAMA_PATHS = ("/ollama/",)
+DJANGO_OLLAMA_PATHS = frozenset({"/ollama/openapi.json", "/ollama/docs"})
 OLLAMA_OPENAI_PREFIX = "/ollama/v1/"
 # Paths under /v1 that Django serves (the published schema, files and vector stores), not the gateway's consumers;
 # a store's search (`/v1/vector_stores/{id}/search`) is the gateway's (apps.gateway.vector_search).
@@ -89,7 +90,7 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
         limit = settings.INFERIA_KNOWLEDGE_FILE_MAX_BYTES + UPLOAD_SLACK_BYTES
         return await bounded_django(scope, receive, send, limit, drf=True)
     if not path.startswith("/v1/"):
-        if path == OLLAMA_PREFIX or path.startswith(OLLAMA_PATHS):
+        if (path == OLLAMA_PREFIX or path.startswith(OLLAMA_PATHS)) and path not in DJANGO_OLLAMA_PATHS:
             return await gateway_app(scope, receive, send)
         return await django_http(scope, receive, send)
     if (path in DJANGO_V1_PATHS or path.startswith(DJANGO_V1_PREFIXES)) and search_store_id(path) is None:

@@ -7,6 +7,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from apps.gateway.metrics_export import metrics_scrape
+from apps.gateway.ollama_openapi import api as ollama_openapi
 from apps.gateway.openapi import api as inference_openapi
 from inferia_site import health
 
@@ -20,6 +21,7 @@ urlpatterns = [
     path("console/", include("apps.console.urls")),
     path("api/", include("inferia_site.api_urls")),
     path("v1/", inference_openapi.urls),  # only /v1/openapi.json and /v1/docs reach Django (see asgi.py)
+    path("ollama/", ollama_openapi.urls),  # only /ollama/openapi.json and /ollama/docs, likewise
     path("metrics", metrics_scrape, name="prometheus-django-metrics"),
 ]
 

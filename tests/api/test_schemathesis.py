@@ -173,3 +173,12 @@ def test_the_inference_api_answers_as_its_schema_says(web, seeded, tmp_path):
     print(summary_of("/v1/", result))
     assert result["failed"] == 0, result["output"]
     assert "GET /v1/models" in result["succeeded"], sorted(result["succeeded"])
+
+
+def test_the_ollama_api_answers_as_its_schema_says(web, seeded, tmp_path):
+    result = schemathesis_run(
+        f"{web.url}/ollama/openapi.json", {"Authorization": f"Bearer {seeded['inference']}"}, tmp_path / "ollama"
+    )
+    print(summary_of("/ollama/", result))
+    assert result["failed"] == 0, result["output"]
+    assert {"GET /ollama/api/tags", "GET /ollama/api/version"} <= result["succeeded"], sorted(result["succeeded"])
