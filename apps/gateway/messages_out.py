@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apps.gateway.translated_send import Headers, Send, TranslatedSend
+from apps.gateway.translated_send import TEXT_SUFFIX, Headers, Send, TranslatedSend
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
 _ERROR_TYPES = {
@@ -38,12 +38,10 @@ _STREAM_ERROR_TYPES = {
 }
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 _REQUEST_ID_HEADER = b"x-request-id"
-# The common chunk, one more piece of text, while a text block is open: vLLM's chunks of one stream share their
-# head (id, created, model), so a chunk that is that head, the text prefix below, a JSON string and the suffix below
-# becomes a text delta by copying the string as it came (already escaped), without parsing the chunk. A string
-# cannot hold the suffix (its quotes would be escaped). Any other chunk takes the parsing path.
-_TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":"'
-_TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+# While a text block is open, text chunks (apps.gateway.translated_send's TEXT_PREFIX and TEXT_SUFFIX) become text
+# deltas by copying their strings, found in the stream without cutting it into events. A string cannot hold the
+# suffix (its quotes would be escaped). Any other chunk takes the parsing path.
+_TEXT_SUFFIX = TEXT_SUFFIX + b"\n\n"
 _TEXT_DELTA = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":'
 )
@@ -149,7 +147,7 @@ class MessagesSend(TranslatedSend):
         self._stop: tuple[str, str | None] = ("end_turn", None)
         self._usage = {"input_tokens": 0, "output_tokens": 0}
         self._ended = False
-        self._text_head = b""  # `data: ` and the stream's chunk head, up to a text chunk's opening quote
+        self._event_head = b""  # `data: `, the stream's chunk head and TEXT_PREFIX: a text chunk up to its text
 
     def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
         request_id = next((value for name, value in headers if name == _REQUEST_ID_HEADER), None)
@@ -173,7 +171,7 @@ class MessagesSend(TranslatedSend):
         out: list[bytes] = []
         position = 0
         while position < end:
-            if self._open == "text" and self._text_head:
+            if self._open == "text" and self._event_head:
                 position = self._texts(data, position, end, out)
                 if position >= end:
                     break
@@ -187,7 +185,7 @@ class MessagesSend(TranslatedSend):
 
     def _texts(self, data: bytes, position: int, end: int, out: list[bytes]) -> int:
         """Text chunks from `position` as text deltas, copied; where the first other event starts."""
-        head = self._text_head
+        head = self._event_head
         skip = len(head) - 1  # the text starts at the prefix's last byte, its opening quote
         delta = _TEXT_DELTA % (self._index - 1)
         while data.startswith(head, position):
@@ -211,9 +209,9 @@ class MessagesSend(TranslatedSend):
             return
         if not self._started:
             self._started = True
-            choices_at = payload.find(b'"choices":')
-            if choices_at > 0:
-                self._text_head = b"data: " + payload[:choices_at] + _TEXT_PREFIX
+            self.text_head_learn(payload)
+            if self._text_head:
+                self._event_head = b"data: " + self._text_head
             out.append(
                 _event(
                     b"message_start",
