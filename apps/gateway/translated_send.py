@@ -10,6 +10,7 @@ new length.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
 _JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
 
 
-class TranslatedSend:
+class TranslatedSend(ABC):
     """The ASGI side of an answer's translation; a subclass says how bodies (and, if need be, headers) change."""
 
     def __init__(self, send: Send) -> None:
@@ -96,10 +97,10 @@ class TranslatedSend:
         """The answer's headers as the client gets them (the same by default)."""
         return headers
 
+    @abstractmethod
     async def stream_body(self, data: bytes, *, final: bool) -> bytes:
         """What the client gets for the next piece of a stream (`final`: its last)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def whole_body(self, status: int, body: bytes) -> bytes:
         """What the client gets for a whole answer with this status."""
-        raise NotImplementedError

@@ -284,8 +284,8 @@ def test_a_browser_from_another_origin_is_refused_at_the_upgrade(tenant, gateway
     with pytest.raises(InvalidStatus):
         open_socket(gateway, secret=tenant.secret, origin="https://evil.example")  # checked whenever present
     # The refused upgrade did not spend the token.
-    with ready(open_socket(gateway, token=minted["token"], origin=SOCKET_ORIGIN)):
-        pass
+    with open_socket(gateway, token=minted["token"], origin=SOCKET_ORIGIN) as socket:
+        ready(socket)
 
 
 def test_a_missing_or_malformed_token_is_a_401(tenant, gateway):
