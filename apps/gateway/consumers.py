@@ -276,7 +276,7 @@ class ResponsesConsumer(GatewayConsumer):
 
             self.out.completed = store
         exchange.body = responses.chat_body(document)
-        await pipeline.inference_handle(exchange, schemas.RESPONSES)
+        await pipeline.inference_handle(exchange, schemas.RESPONSES, principal)
 
 
 def _response_echo(request: ResponsesRequest, *, stored: bool) -> dict[str, Any]:

@@ -59,15 +59,16 @@ _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
 
 
 @traced("gateway.request")
-async def inference_handle(exchange: Exchange, endpoint: Endpoint) -> None:
-    """Serve one inference request and meter it."""
+async def inference_handle(exchange: Exchange, endpoint: Endpoint, principal: KeyPrincipal | None = None) -> None:
+    """Serve one inference request and meter it; `principal`: the caller, when an edge has authenticated it."""
     rt = runtime()
-    try:
-        principal = await authenticate(rt, exchange)
-    except GatewayError as error:
-        metrics.request_counted(model="", organization="", status=error.status)
-        await exchange.respond_error(error)
-        return
+    if principal is None:
+        try:
+            principal = await authenticate(rt, exchange)
+        except GatewayError as error:
+            metrics.request_counted(model="", organization="", status=error.status)
+            await exchange.respond_error(error)
+            return
     # This request's task only: the lines it logs from here say which request, tenant and key.
     log_context_bind(
         request_id=exchange.request_id, organization=principal.organization_slug, key_prefix=principal.prefix
