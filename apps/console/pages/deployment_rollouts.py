@@ -17,7 +17,8 @@ from django.views.decorators.http import require_POST
 from apps.compute import inventory_services, rollout
 from apps.compute.engine import IMAGE_MAX_LENGTH
 from apps.compute.models import ModelDeployment
-from apps.console.pages.support import page_audit_context, page_principal, service_run, tenant_object
+from apps.console.pages.deployments import deployment_changeable
+from apps.console.pages.support import form_errors_tell, page_audit_context, page_principal, service_announce
 
 ROLLOUT_ACTIONS = {
     "pause": (rollout.deployment_rollout_pause, "Rollout paused."),
@@ -52,31 +53,27 @@ class RolloutForm(forms.Form):
         return {name: value for name, value in wanted.items() if getattr(deployment, name) != value}
 
 
-def _changeable(request: HttpRequest, pk: int) -> ModelDeployment:
-    return tenant_object(ModelDeployment.objects.all(), request=request, pk=pk, action="change")
-
-
 @login_required
 @require_POST
 def deployment_rollout_start_view(request: HttpRequest, pk: int) -> HttpResponse:
-    deployment = _changeable(request, pk)
+    deployment = deployment_changeable(request, pk)
     form = RolloutForm(request.POST)
     if not form.is_valid():
-        for field, errors in form.errors.items():
-            messages.error(request, f"{form.fields[field].label}: {' '.join(errors)}")
+        form_errors_tell(request, form)
         return redirect("console:deployment-detail", pk=pk)
     changes = form.changes(deployment)
     if not changes:
         messages.info(request, "Nothing changed.")
         return redirect("console:deployment-detail", pk=pk)
-    _, error = service_run(
+    service_announce(
+        request,
         inventory_services.deployment_update,
+        success="Rolling the replicas over to the new spec.",
         deployment=deployment,
         changes=changes,
         actor=page_principal(request).actor,
         context=page_audit_context(request),
     )
-    _report(request, error, "Rolling the replicas over to the new spec.")
     return redirect("console:deployment-detail", pk=pk)
 
 
@@ -85,21 +82,15 @@ def deployment_rollout_start_view(request: HttpRequest, pk: int) -> HttpResponse
 def deployment_rollout_view(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if action not in ROLLOUT_ACTIONS:
         raise Http404("no such rollout action")
-    deployment = _changeable(request, pk)
+    deployment = deployment_changeable(request, pk)
     service, success = ROLLOUT_ACTIONS[action]
-    _, error = service_run(
+    service_announce(
+        request,
         service,
+        success=success,
         deployment=deployment,
         actor=page_principal(request).actor,
         reason=f"{action} from the console",
         context=page_audit_context(request),
     )
-    _report(request, error, success)
     return redirect("console:deployment-detail", pk=pk)
-
-
-def _report(request: HttpRequest, error: str, success: str) -> None:
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, success)

@@ -33,10 +33,12 @@ from apps.console import deployment_selectors as deps
 from apps.console.metric_charts import metric_panels
 from apps.console.money_field import MoneyField
 from apps.console.pages.support import (
+    form_errors_tell,
     page_audit_context,
     page_organizations_allowing,
     page_principal,
     require_may_add,
+    service_announce,
     service_run,
     tenant_object,
 )
@@ -202,7 +204,7 @@ def deployment_create_view(request: HttpRequest) -> HttpResponse:
     form = DeploymentCreateForm(request.POST)
     organization = require_may_add(request, ModelDeployment, request.POST.get("organization"))
     if not form.is_valid():
-        _form_errors(request, form)
+        form_errors_tell(request, form)
         return redirect("console:deployments")
     data = form.cleaned_data
     actor, context = page_principal(request).actor, page_audit_context(request)
@@ -253,7 +255,7 @@ def external_deployment_create_view(request: HttpRequest) -> HttpResponse:
         organization = require_may_add(request, model, organization_id)
     form = ExternalDeploymentForm(request.POST)
     if not form.is_valid():
-        _form_errors(request, form)
+        form_errors_tell(request, form)
         return redirect(f"{reverse('console:deployments')}?org={organization.slug}")
     data = form.cleaned_data
     deployment, error = service_run(
@@ -346,37 +348,38 @@ def _placement_choices(deployment: ModelDeployment) -> list[ComputePool]:
     return list(pools.exclude(provider__kind=Provider.Kind.EXTERNAL).order_by("cost_per_gpu_hour_micros", "name"))
 
 
-def _changeable(request: HttpRequest, pk: int) -> ModelDeployment:
+def deployment_changeable(request: HttpRequest, pk: int) -> ModelDeployment:
     return tenant_object(ModelDeployment.objects.all(), request=request, pk=pk, action="change")
 
 
 @login_required
 @require_POST
 def deployment_scale_view(request: HttpRequest, pk: int) -> HttpResponse:
-    deployment = _changeable(request, pk)
+    deployment = deployment_changeable(request, pk)
     form = ScaleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Give a number of replicas.")
         return redirect("console:deployment-detail", pk=pk)
-    _, error = service_run(
+    service_announce(
+        request,
         services.deployment_scale,
+        success=f"Scaling to {form.cleaned_data['replicas']} replicas.",
         deployment=deployment,
         replicas=form.cleaned_data["replicas"],
         actor=page_principal(request).actor,
         reason="scaled from the console",
         context=page_audit_context(request),
     )
-    _report(request, error, f"Scaling to {form.cleaned_data['replicas']} replicas.")
     return redirect("console:deployment-detail", pk=pk)
 
 
 @login_required
 @require_POST
 def deployment_settings_view(request: HttpRequest, pk: int) -> HttpResponse:
-    deployment = _changeable(request, pk)
+    deployment = deployment_changeable(request, pk)
     form = DeploymentSettingsForm(request.POST)
     if not form.is_valid():
-        _form_errors(request, form)
+        form_errors_tell(request, form)
         return redirect("console:deployment-detail", pk=pk)
     try:
         changes = form.changes(deployment)
@@ -386,14 +389,15 @@ def deployment_settings_view(request: HttpRequest, pk: int) -> HttpResponse:
     if not changes:
         messages.info(request, "Nothing changed.")
         return redirect("console:deployment-detail", pk=pk)
-    _, error = service_run(
+    service_announce(
+        request,
         inventory_services.deployment_update,
+        success="Settings saved.",
         deployment=deployment,
         changes=changes,
         actor=page_principal(request).actor,
         context=page_audit_context(request),
     )
-    _report(request, error, "Settings saved.")
     return redirect("console:deployment-detail", pk=pk)
 
 
@@ -401,59 +405,49 @@ def deployment_settings_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def deployment_placement_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Set the pools replicas may be placed on besides the deployment's own, from the checked boxes."""
-    deployment = _changeable(request, pk)
+    deployment = deployment_changeable(request, pk)
     offered = {pool.pk: pool for pool in _placement_choices(deployment)}
     ids = request.POST.getlist("placement_pools")[: len(offered)]
     chosen = [offered[int(value)] for value in ids if value.isdigit() and int(value) in offered]
-    _, error = service_run(
+    service_announce(
+        request,
         deployment_placement_set,
+        success="Placement saved: new replicas go to the cheapest of these pools with room.",
         deployment=deployment,
         pools=chosen,
         actor=page_principal(request).actor,
         context=page_audit_context(request),
     )
-    _report(request, error, "Placement saved: new replicas go to the cheapest of these pools with room.")
     return redirect("console:deployment-detail", pk=pk)
 
 
 @login_required
 @require_POST
 def deployment_stop_view(request: HttpRequest, pk: int) -> HttpResponse:
-    deployment = _changeable(request, pk)
-    _, error = service_run(
+    deployment = deployment_changeable(request, pk)
+    service_announce(
+        request,
         services.deployment_stop,
+        success="Stopping: the replicas are being torn down.",
         deployment=deployment,
         actor=page_principal(request).actor,
         reason="stopped from the console",
         context=page_audit_context(request),
     )
-    _report(request, error, "Stopping: the replicas are being torn down.")
     return redirect("console:deployment-detail", pk=pk)
 
 
 @login_required
 @require_POST
 def deployment_start_view(request: HttpRequest, pk: int) -> HttpResponse:
-    deployment = _changeable(request, pk)
-    _, error = service_run(
+    deployment = deployment_changeable(request, pk)
+    service_announce(
+        request,
         services.deployment_start,
+        success="Starting: replicas are being provisioned.",
         deployment=deployment,
         actor=page_principal(request).actor,
         reason="started from the console",
         context=page_audit_context(request),
     )
-    _report(request, error, "Starting: replicas are being provisioned.")
     return redirect("console:deployment-detail", pk=pk)
-
-
-def _form_errors(request: HttpRequest, form: forms.Form) -> None:
-    for field, errors in form.errors.items():
-        label = form.fields[field].label if field in form.fields else ""
-        messages.error(request, f"{label}: {' '.join(errors)}" if label else " ".join(errors))
-
-
-def _report(request: HttpRequest, error: str, success: str) -> None:
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, success)

@@ -29,6 +29,7 @@ from apps.compute.route_services import (
     model_route_update,
 )
 from apps.console.pages.support import (
+    form_errors_tell,
     page_audit_context,
     page_organizations_allowing,
     page_principal,
@@ -107,12 +108,6 @@ def model_routes_view(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _form_errors(request: HttpRequest, form: forms.Form) -> None:
-    for field, errors in form.errors.items():
-        label = form.fields[field].label if field in form.fields else ""
-        messages.error(request, f"{label}: {' '.join(errors)}" if label else " ".join(errors))
-
-
 def _back(organization_slug: str) -> HttpResponse:
     return redirect(f"{reverse('console:deployment-routes')}?org={organization_slug}")
 
@@ -123,7 +118,7 @@ def model_route_create_view(request: HttpRequest) -> HttpResponse:
     organization = require_may_add(request, ModelRoute, request.POST.get("organization"))
     form = ModelRouteForm(request.POST)
     if not form.is_valid():
-        _form_errors(request, form)
+        form_errors_tell(request, form)
         return _back(organization.slug)
     route, error = service_run(
         model_route_create,
@@ -147,7 +142,7 @@ def model_route_update_view(request: HttpRequest, pk: int) -> HttpResponse:
     route = tenant_object(ModelRoute.objects.select_related("organization"), request=request, pk=pk, action="change")
     form = ModelRouteForm(request.POST)
     if not form.is_valid():
-        _form_errors(request, form)
+        form_errors_tell(request, form)
         return _back(route.organization.slug)
     changed, error = service_run(
         model_route_update,

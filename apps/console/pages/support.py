@@ -150,6 +150,13 @@ def service_announce(request: HttpRequest, function: Callable[..., Any], /, *, s
     return not error
 
 
+def form_errors_tell(request: HttpRequest, form: forms.Form) -> None:
+    """A form's errors as the page's messages, each with its field's label."""
+    for field, errors in form.errors.items():
+        label = form.fields[field].label if field in form.fields else ""
+        messages.error(request, f"{label}: {' '.join(errors)}" if label else " ".join(errors))
+
+
 def organization_current_slug(request: HttpRequest) -> str:
     current = organization_current(request)
     return current.slug if current is not None else ""
