@@ -34,6 +34,7 @@ from apps.console.pages.support import (
     page_organizations_allowing,
     page_principal,
     require_may_add,
+    service_announce,
     service_run,
     tenant_object,
 )
@@ -165,11 +166,12 @@ def model_route_update_view(request: HttpRequest, pk: int) -> HttpResponse:
 def model_route_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
     route = tenant_object(ModelRoute.objects.select_related("organization"), request=request, pk=pk, action="delete")
     slug, name = route.organization.slug, route.name
-    _, error = service_run(
-        model_route_delete, route=route, actor=page_principal(request).actor, context=page_audit_context(request)
+    service_announce(
+        request,
+        model_route_delete,
+        success=f"Deleted the route {name}; its deployments keep serving under their own names.",
+        route=route,
+        actor=page_principal(request).actor,
+        context=page_audit_context(request),
     )
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, f"Deleted the route {name}; its deployments keep serving under their own names.")
     return _back(slug)
