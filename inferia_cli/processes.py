@@ -6,6 +6,7 @@ import Django themselves.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ ALL_ROLES = ("web", "worker", "beat")
 # Must match celery_app.app.QUEUE_NAMES (a test holds them together); read here to avoid importing Celery.
 WORKER_QUEUES = ("default", "provisioning", "health", "usage", "knowledge")
 SERVERS = ("uvicorn", "daphne")
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 # The served model name of the demo deployment (and what a standalone `inferia start sim` serves by default).
 DEMO_MODEL = "demo-chat"
 
@@ -89,7 +91,7 @@ def web_spec(endpoints: Endpoints) -> ProcessSpec:
         "--lifespan", "off",  # Channels' router does not speak the lifespan protocol
         "--timeout-graceful-shutdown", str(int(drain_seconds())),
     ]  # fmt: skip
-    workers = env_int("INFERIA_WEB_WORKERS", 1)
+    workers = env_int("INFERIA_WEB_WORKERS", cores_available())
     env: dict[str, str] = {}
     if workers > 1:
         argv += ["--workers", str(workers)]
@@ -97,6 +99,28 @@ def web_spec(endpoints: Endpoints) -> ProcessSpec:
     if not access_log:
         argv.append("--no-access-log")  # one log line per request costs more than the gateway's own work
     return ProcessSpec("web", argv, env)
+
+
+def cores_available() -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a container's CPU limit,
+    which affinity does not show). One web worker per core: each is one event loop, one core's worth of work."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, quota)
+    return max(1, cores)
+
+
+def cgroup_cpu_quota(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
+    """The cores a cgroup v2 CPU quota allows (rounded up), or None without one (no limit, or no cgroup v2)."""
+    try:
+        quota, period = cpu_max.read_text().split()
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def metrics_multiprocess_env(port: int) -> dict[str, str]:

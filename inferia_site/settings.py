@@ -330,6 +330,9 @@ INFERIA_UPSTREAM_RETRIES = env_int("INFERIA_UPSTREAM_RETRIES", 2)
 # How long an idle connection to an engine is kept for reuse: under the engines' own idle timeout (vLLM's uvicorn
 # closes after 5 s), or a request sent as the engine closes the connection fails with nothing received.
 INFERIA_UPSTREAM_KEEPALIVE_SECONDS = env_float("INFERIA_UPSTREAM_KEEPALIVE_SECONDS", 4.0)
+# Streams that need no per-event work (no output guardrail, model rename or capture) are forwarded by the fast
+# relay (apps.gateway.engine_stream); false sends every stream through the general one.
+INFERIA_GATEWAY_FAST_RELAY = env_bool("INFERIA_GATEWAY_FAST_RELAY", True)
 # The max_tokens the gateway sets (and reserves) for a request that gives none when its policy counts tokens or
 # money but sets no max tokens per request: a worst case is needed for the reservation to bound the spend.
 INFERIA_GATEWAY_DEFAULT_MAX_TOKENS = env_int("INFERIA_GATEWAY_DEFAULT_MAX_TOKENS", 4096)

@@ -49,6 +49,8 @@ DEPLOYMENT_FIELDS = (
     "connect_timeout_s",
     "first_byte_timeout_s",
     "idle_timeout_s",
+    "stream_interval_ms",
+    "stream_interval_chunks",
 )
 
 
@@ -57,6 +59,9 @@ DEPLOYMENT_FIELDS = (
 REPLICAS_CAP = 64
 # The longest an upstream timeout may be set to: past an hour a request is a stuck request.
 TIMEOUT_CAP_S = 3600.0
+# A stream interval holds tokens back from users: past a second it reads as a stall, past 256 tokens as no stream.
+STREAM_INTERVAL_MS_CAP = 1000
+STREAM_INTERVAL_CHUNKS_CAP = 256
 
 # A rollout's progress deadline: long enough for a model to download and load, short enough to notice a stuck one
 # within a day.
@@ -198,6 +203,10 @@ def _deployment_check(deployment: ModelDeployment) -> None:
         seconds = getattr(deployment, name)
         if seconds is not None and not 0 < seconds <= TIMEOUT_CAP_S:  # also refuses NaN
             raise DomainRefusal(f"{name} must be empty (the default) or more than 0 and at most {TIMEOUT_CAP_S:g} s")
+    if not 0 <= deployment.stream_interval_ms <= STREAM_INTERVAL_MS_CAP:
+        raise DomainRefusal(f"stream_interval_ms must be from 0 to {STREAM_INTERVAL_MS_CAP}")
+    if not 0 <= deployment.stream_interval_chunks <= STREAM_INTERVAL_CHUNKS_CAP:
+        raise DomainRefusal(f"stream_interval_chunks must be from 0 to {STREAM_INTERVAL_CHUNKS_CAP}")
     if deployment.team is not None and deployment.team.organization_id != deployment.organization_id:
         raise DomainRefusal("the team belongs to another organisation")
     provider = deployment.pool.provider

@@ -198,6 +198,14 @@ class ModelDeployment(models.Model):
     connect_timeout_s = models.FloatField(null=True, blank=True)
     first_byte_timeout_s = models.FloatField(null=True, blank=True)
     idle_timeout_s = models.FloatField(null=True, blank=True)
+    # Coalescing of the answer's chunks on their way to clients, as vLLM's --stream-interval does in its own server:
+    # fewer, larger writes for a bounded delay. 0 and 0: each chunk goes out as the engine sends it.
+    stream_interval_ms = models.PositiveIntegerField(
+        default=0, help_text="Longest a chunk may wait for the next ones to go out with it (0: no time bound)."
+    )
+    stream_interval_chunks = models.PositiveSmallIntegerField(
+        default=0, help_text="Chunks sent together as soon as that many are waiting (0: no count bound)."
+    )
     last_scaled_at = models.DateTimeField(null=True, blank=True, help_text="When the replica count last changed.")
     consecutive_failures = models.PositiveIntegerField(
         default=0, help_text="Replicas that failed since it last served steadily (the crash-loop count)."

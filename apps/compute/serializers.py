@@ -110,6 +110,8 @@ DEPLOYMENT_OUT_FIELDS = [
     "connect_timeout_s",
     "first_byte_timeout_s",
     "idle_timeout_s",
+    "stream_interval_ms",
+    "stream_interval_chunks",
     "created_at",
     "updated_at",
 ]
@@ -151,6 +153,19 @@ class DeploymentUpdateIn(serializers.Serializer):
     connect_timeout_s = serializers.FloatField(min_value=0, required=False, allow_null=True)
     first_byte_timeout_s = serializers.FloatField(min_value=0, required=False, allow_null=True)
     idle_timeout_s = serializers.FloatField(min_value=0, required=False, allow_null=True)
+    stream_interval_ms = serializers.IntegerField(
+        min_value=0,
+        max_value=1000,
+        required=False,
+        help_text="Longest a chunk of a streamed answer may wait to go out with the next ones (0: no time bound).",
+    )
+    stream_interval_chunks = serializers.IntegerField(
+        min_value=0,
+        max_value=256,
+        required=False,
+        help_text="Chunks of a streamed answer sent together once that many wait (0: no count bound). "
+        "Both 0 (the default): each chunk goes out as the engine sends it.",
+    )
 
 
 class DeploymentCreateIn(DeploymentUpdateIn):

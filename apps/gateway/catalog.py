@@ -90,6 +90,9 @@ class DeploymentRoute:
     upstream_headers: dict[str, str] = field(default_factory=lambda: UPSTREAM_HEADERS, repr=False)
     tokenize: bool | None = True
     provider: str = ""  # the name of its deployment's provider (a metric label)
+    # Its streams' coalescing (see event_relay.Coalescer): the longest a chunk waits, and the count that goes at once.
+    stream_interval_s: float = 0.0
+    stream_interval_chunks: int = 0
     # The replicas by id, for the router's lookups of a remembered replica (filled from `replicas`).
     replicas_by_id: dict[int, ReplicaTarget] = field(init=False, repr=False, compare=False)
     # What prompts' prefix hashes start from: an adapter's KV cache is its own, so it is keyed by the served name too.
@@ -149,6 +152,8 @@ def _route_from_row(row: DeploymentRow) -> DeploymentRoute:
         upstream_headers={**UPSTREAM_HEADERS, **row.upstream_headers} if row.upstream_headers else UPSTREAM_HEADERS,
         tokenize=None if row.external else True,
         provider=row.provider,
+        stream_interval_s=row.stream_interval_ms / 1000,
+        stream_interval_chunks=row.stream_interval_chunks,
     )
 
 

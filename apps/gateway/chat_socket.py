@@ -38,10 +38,10 @@ from django.conf import settings
 
 from apps.gateway import errors, metrics, pipeline
 from apps.gateway.errors import GatewayError
+from apps.gateway.event_relay import USAGE_MARKERS
 from apps.gateway.exchange import CLIENT_REQUEST_ID_HEADER, Exchange, client_request_id_valid
 from apps.gateway.runtime import runtime
 from apps.gateway.schemas import CHAT_SOCKET
-from apps.gateway.upstream import USAGE_MARKERS
 from apps.keys.socket_tokens import socket_token_redeem
 
 PATH = "/v1/chat/socket"

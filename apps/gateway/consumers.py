@@ -29,6 +29,7 @@ from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.responses_out import ResponsesSend
 from apps.gateway.responses_schemas import ResponsesRequest
 from apps.gateway.runtime import runtime
+from inferia_runtime.body_writer import BODY_WRITER
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
 # still sending when the server answers and closes sees a reset instead of the error. Past it, answer at once.
@@ -44,11 +45,15 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
     methods: tuple[str, ...] = ("POST",)
     watch_disconnect = False
     route = "other"  # the latency metric's label: one per consumer, never the path a client sent
+    # Whether its streams may go through the fast relay: the engine's events are the answer, no edge translates them.
+    fast_relay = False
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.scope = scope
         self.base_send = send
         exchange = Exchange(scope, send)
+        if self.fast_relay:
+            exchange.body_writer = scope.get("extensions", {}).get(BODY_WRITER)
         try:
             await self._serve(exchange, receive)
         finally:
@@ -134,6 +139,7 @@ class ChatCompletionsConsumer(GatewayConsumer):
     route = "chat.completions"
 
     watch_disconnect = True
+    fast_relay = True
 
     async def respond(self, exchange: Exchange) -> None:
         await pipeline.inference_handle(exchange, schemas.CHAT_COMPLETIONS)
@@ -145,6 +151,7 @@ class CompletionsConsumer(GatewayConsumer):
     route = "completions"
 
     watch_disconnect = True
+    fast_relay = True
 
     async def respond(self, exchange: Exchange) -> None:
         await pipeline.inference_handle(exchange, schemas.COMPLETIONS)

@@ -16,6 +16,7 @@ from apps.gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from apps.gateway.capture import AnswerCapture
+    from inferia_runtime.body_writer import BodyWriter
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -45,6 +46,7 @@ class Exchange:
         "answer_capture",
         "authorization",
         "body",
+        "body_writer",
         "client_gone",
         "client_request_id",
         "client_request_id_bytes",
@@ -75,6 +77,8 @@ class Exchange:
         self.started = time.perf_counter()
         self.started_wall = time.time()
         self.send = send
+        # Set by the consumers whose answers go out as the engine sent them, where the server offers it.
+        self.body_writer: BodyWriter | None = None
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.body = b""

@@ -9,6 +9,7 @@ clients send:
 - `provider`: the name of a configured provider (of the deployment that answered).
 - `replica`: a replica id from the catalog; `kind`: an exception class name, "timeout" or a 5xx status.
 - `limit`: the error code of a rate limit, quota or budget refusal; `direction`: "in" or "out".
+- `relay`: "fast" or "general".
 - `route`: which `/v1` or `/ollama` consumer answered (chat.completions, completions, embeddings, messages,
   messages.count_tokens, models, vector_stores.search, ollama, ollama.chat, ollama.generate, ollama.embed,
   ollama.tags, ollama.show, ollama.version, other); `status_class`: "2xx", "4xx" or "5xx".
@@ -67,6 +68,13 @@ FALLBACKS = Counter(
     "Requests of a model route passed on to its next deployment before the first byte.",
     ["model"],
 )
+RELAYED_STREAMS = Counter(
+    "inferia_gateway_relayed_streams",
+    "Streamed answers by the relay that forwarded them: fast (bytes from the socket callback) or general (per-event "
+    "work: output guardrails, model renames, capture, a translating edge).",
+    ["relay"],
+)
+_relayed = {relay: RELAYED_STREAMS.labels(relay) for relay in ("fast", "general")}
 SERVED_BY = Counter(
     "inferia_gateway_deployment_requests",
     "Requests through /v1 by the model asked for, the deployment (served name) that answered, its provider, and "
@@ -198,6 +206,10 @@ def served_by_counted(*, model: str, deployment: str, provider: str, status: int
     if child is None:
         child = _served_children[key] = SERVED_BY.labels(key[0], key[1], provider, status_label(status))
     child.inc()
+
+
+def stream_relayed(relay: str) -> None:
+    _relayed[relay].inc()
 
 
 def upstream_error_counted(*, replica_id: int, kind: str) -> None:

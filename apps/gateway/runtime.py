@@ -20,6 +20,7 @@ from apps.compute.routing import replica_loads_read
 from apps.compute.urlsafety import guarded_connector
 from apps.gateway.auth import KeyCache
 from apps.gateway.catalog import CATALOG_CHANNEL, CatalogCache
+from apps.gateway.engine_stream import EngineStreams
 from apps.gateway.router import Router
 from apps.gateway.store_access import StoreAccessCache
 from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
@@ -86,6 +87,8 @@ class GatewayRuntime:
             async_pool_from_url(settings.CACHE_REDIS_URL, health_check_interval=30, **listener_redis_options())
         )
         self.http = upstream_session()
+        # Streams the fast relay forwards (see engine_stream.py), kept alive like `http`'s.
+        self.engine_streams = EngineStreams(settings.INFERIA_UPSTREAM_KEEPALIVE_SECONDS)
         self._guarded_http: aiohttp.ClientSession | None = None  # made on the first external request
         self.keys = KeyCache(self.redis)
         self.policies = PolicyCache()
@@ -106,6 +109,7 @@ class GatewayRuntime:
         # Bounded: a background task stuck in a Redis call must not hold up a shutdown.
         await asyncio.wait(self._tasks, timeout=_CLOSE_TIMEOUT_S)
         await self.http.close()
+        self.engine_streams.close()
         if self._guarded_http is not None:
             await self._guarded_http.close()
         await self.redis.aclose()

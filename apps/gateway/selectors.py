@@ -39,6 +39,8 @@ class DeploymentRow:
     # Headers every upstream request carries (the external provider's API key): never printed.
     upstream_headers: dict[str, str] = field(default_factory=dict, repr=False)
     provider: str = ""  # its provider's name, a metric label
+    stream_interval_ms: int = 0
+    stream_interval_chunks: int = 0
 
 
 def deployment_rows_list() -> list[DeploymentRow]:
@@ -55,6 +57,8 @@ def deployment_rows_list() -> list[DeploymentRow]:
             "connect_timeout_s",
             "first_byte_timeout_s",
             "idle_timeout_s",
+            "stream_interval_ms",
+            "stream_interval_chunks",
             "model_id",
             "engine_args",
             "pool__provider_id",
@@ -101,6 +105,8 @@ def deployment_rows_list() -> list[DeploymentRow]:
             external=row["pool__provider__kind"] == Provider.Kind.EXTERNAL,
             upstream_headers=headers.get(row["pool__provider_id"], {}),
             provider=row["pool__provider__name"],
+            stream_interval_ms=row["stream_interval_ms"],
+            stream_interval_chunks=row["stream_interval_chunks"],
         )
         for row in deployments
     ]

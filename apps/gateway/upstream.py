@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -19,7 +20,16 @@ from django.conf import settings
 
 from apps.gateway import errors, metrics
 from apps.gateway.catalog import DeploymentRoute, ReplicaTarget
+from apps.gateway.engine_stream import (
+    EngineAnswerInvalid,
+    EngineConnection,
+    EngineDisconnected,
+    EngineStreams,
+    EngineTarget,
+    request_head,
+)
 from apps.gateway.errors import GatewayError
+from apps.gateway.event_relay import EventRelay, coalescer_for
 from apps.gateway.exchange import Exchange
 from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.prefix_index import prefix_hashes, prompt_text
@@ -32,11 +42,8 @@ from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_HEADER = b"x-inferia-deployment"
-USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
-# For estimates when the engine's usage never arrived (client gone, engine died): a rough bytes-per-token ratio.
-_BYTES_PER_TOKEN = 4
 
 
 async def upstream_relay(
@@ -118,13 +125,16 @@ async def upstream_attempt(
     headers = {**route.upstream_headers, "X-Request-Id": exchange.request_id}
     if TRACING:
         trace_context_inject(headers)
+    url = replica.urls[endpoint.upstream_name]
+    if streaming and _fast_relay_serves(exchange, route, guard):
+        target = rt.engine_streams.target(url)
+        if target is not None:
+            return await fast_attempt(rt, exchange, route, replica, target, headers, body, client_wants_usage, usage)
     http = rt.guarded_http() if route.external else rt.http
     response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(route.first_byte_timeout_s):
-            response = await http.post(
-                replica.urls[endpoint.upstream_name], data=body, headers=headers, timeout=route.timeout
-            )
+            response = await http.post(url, data=body, headers=headers, timeout=route.timeout)
             if response.status >= 500:
                 await response.read()
                 return _replica_failed(rt, replica, f"http_{response.status}", response.status)
@@ -132,9 +142,7 @@ async def upstream_attempt(
     except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
         return _replica_failed(rt, replica, type(exc).__name__, 502)
     except TimeoutError:
-        rt.router.failed(replica)
-        metrics.upstream_error_counted(replica_id=replica.id, kind="timeout")
-        raise errors.upstream_timeout() from None
+        raise _first_byte_late(rt, replica) from None
     except aiohttp.ClientError as exc:
         return _replica_failed(rt, replica, type(exc).__name__, 502)
     finally:
@@ -144,41 +152,204 @@ async def upstream_attempt(
     if streaming and response.status == 200 and not first:
         response.release()
         return _replica_failed(rt, replica, "empty_stream", 502)
+    _answered_by(rt, exchange, route, replica)
+    if streaming and response.status == 200:
+        await stream_relay(exchange, response, first, client_wants_usage, usage, route, guard)
+        return None
+    content_type = response.headers.get("Content-Type", "application/json").encode("latin-1")
+    await answer_relay(exchange, response.status, first, content_type, usage, route, guard)
+    return None
+
+
+# A replica's failures are counted by the names the general relay's client (aiohttp) gives them, whichever relay
+# met them: dashboards and alerts read one set of kinds.
+_FAILURE_KINDS: dict[type[BaseException], str] = {
+    EngineDisconnected: "ServerDisconnectedError",
+    EngineAnswerInvalid: "ClientResponseError",
+}
+
+
+def _fast_relay_serves(exchange: Exchange, route: DeploymentRoute, guard: OutputGuard | None) -> bool:
+    """Whether this stream may skip the general relay: its events need no work but reading the usage, and the
+    server can take them from a socket callback."""
+    return (
+        exchange.body_writer is not None
+        and guard is None
+        and exchange.answer_capture is None
+        and not route.external
+        and not route.model_renames
+        and settings.INFERIA_GATEWAY_FAST_RELAY
+    )
+
+
+def _answered_by(rt: GatewayRuntime, exchange: Exchange, route: DeploymentRoute, replica: ReplicaTarget) -> None:
+    rt.router.succeeded(replica)
     # Which deployment answered: through a model route, the client cannot tell from the model it asked for.
     exchange.served_by = route.served_model_name
     exchange.served_provider = route.provider
     exchange.extra_headers = [*exchange.extra_headers, (DEPLOYMENT_HEADER, route.served_model_name.encode())]
-    if streaming and response.status == 200:
-        rt.router.succeeded(replica)
-        await stream_relay(exchange, response, first, client_wants_usage, usage, route, guard)
-        return None
-    # A complete answer: success, or the engine's own 4xx (already in OpenAI's shape), passed through as is.
-    rt.router.succeeded(replica)
-    usage.status = response.status
-    if response.status == 200:
-        usage_from_body(first, usage, route)
+
+
+def _first_byte_late(rt: GatewayRuntime, replica: ReplicaTarget) -> GatewayError:
+    rt.router.failed(replica)
+    metrics.upstream_error_counted(replica_id=replica.id, kind="timeout")
+    return errors.upstream_timeout()
+
+
+async def answer_relay(
+    exchange: Exchange,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    usage: UsageEvent,
+    route: DeploymentRoute,
+    guard: OutputGuard | None = None,
+) -> None:
+    """A complete answer: success, or the engine's own 4xx (already in OpenAI's shape), passed through as is."""
+    usage.status = status
+    if status == 200:
+        usage_from_body(body, usage, route)
         for upstream_name, served_name in route.model_renames:
-            first = first.replace(upstream_name, served_name)
+            body = body.replace(upstream_name, served_name)
         if guard is not None:
-            first = guard.body(first)
+            body = guard.body(body)
             usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
             if guard.stopped is not None:
                 raise errors.output_guardrail_violation(guard.stopped)
-        if exchange.retrieved is not None and first.rstrip().endswith(b"}"):
-            first = first.rstrip()[:-1] + b',"retrieval":' + exchange.retrieved + b"}"
+        if exchange.retrieved is not None and body.rstrip().endswith(b"}"):
+            body = body.rstrip()[:-1] + b',"retrieval":' + exchange.retrieved + b"}"
         if exchange.answer_capture is not None:
-            exchange.answer_capture.body(first)
+            exchange.answer_capture.body(body)
     else:
-        usage.outcome, usage.error_code = "error", f"upstream_{response.status}"
-        usage.error_message = _engine_error_message(first)
+        usage.outcome, usage.error_code = "error", f"upstream_{status}"
+        usage.error_message = _engine_error_message(body)
     usage.ttft_ms = (time.perf_counter() - exchange.started) * 1000
-    await exchange.respond(
-        response.status,
-        first,
-        response.headers.get("Content-Type", "application/json").encode("latin-1"),
-        hold_last_byte=True,  # until the request is metered (see inference_handle)
-    )
+    # The last byte waits until the request is metered (see inference_handle).
+    await exchange.respond(status, body, content_type, hold_last_byte=True)
+
+
+async def fast_attempt(
+    rt: GatewayRuntime,
+    exchange: Exchange,
+    route: DeploymentRoute,
+    replica: ReplicaTarget,
+    target: EngineTarget,
+    headers: dict[str, str],
+    body: bytes,
+    client_wants_usage: bool,
+    usage: UsageEvent,
+) -> GatewayError | None:
+    """`upstream_attempt` for a stream the fast relay serves: the same outcomes, through `engine_stream`."""
+    streams = rt.engine_streams
+    head = request_head(target, headers, body)
+    connection: EngineConnection | None = None
+    try:
+        async with asyncio.timeout(route.first_byte_timeout_s):
+            for _try in range(2):
+                connection, reused = await streams.connection(target, route.timeout.connect)
+                connection.request(head, body)
+                await connection.first_byte()
+                if not (reused and connection.error is not None and not connection.responded):
+                    break
+                connection.close()  # closed by the engine while idle: once more, on a new connection
+    except TimeoutError:
+        if connection is not None:
+            connection.close()
+        raise _first_byte_late(rt, replica) from None
+    except OSError:  # refused, unreachable, reset while connecting
+        return _replica_failed(rt, replica, "ClientConnectorError", 502)
+    except BaseException:
+        if connection is not None:
+            connection.close()
+        raise
+    assert connection is not None
+    failure = connection.error
+    if failure is None and connection.status >= 500:
+        failure = _replica_failed(rt, replica, f"http_{connection.status}", connection.status)
+    elif failure is None and connection.status == 200 and not connection.body:
+        failure = _replica_failed(rt, replica, "empty_stream", 502)
+    elif failure is not None:
+        failure = _replica_failed(rt, replica, _FAILURE_KINDS.get(type(failure), type(failure).__name__), 502)
+    if failure is not None:
+        streams.release(target, connection)
+        return failure
+    _answered_by(rt, exchange, route, replica)
+    if connection.status != 200:
+        answer = connection.body_bytes()
+        streams.release(target, connection)
+        await answer_relay(exchange, connection.status, answer, connection.content_type, usage, route)
+        return None
+    await fast_relay(exchange, streams, target, connection, client_wants_usage, usage, route)
     return None
+
+
+@traced("gateway.stream")
+async def fast_relay(
+    exchange: Exchange,
+    streams: EngineStreams,
+    target: EngineTarget,
+    connection: EngineConnection,
+    client_wants_usage: bool,
+    usage: UsageEvent,
+    route: DeploymentRoute,
+) -> None:
+    """Forward the stream from the engine connection's socket callback straight to the client's connection: each
+    read's whole events, through the same `EventRelay` as the general relay, written at once (or per stream
+    interval, on a timer, when the deployment sets one). This task only waits for the end, and for the client's
+    connection to drain when it falls behind (reading the engine pauses then)."""
+    metrics.stream_relayed("fast")
+    relay = EventRelay(usage, started=exchange.started, client_wants_usage=client_wants_usage)
+    writer = exchange.body_writer
+    assert writer is not None
+    feed = relay.feed
+    write = writer.write
+    coalescer = coalescer_for(route)
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def sink(data: bytes) -> None:
+        data = feed(data)
+        if data and not write(data):
+            connection.pause()
+
+    def held_write() -> None:
+        nonlocal timer
+        timer = None
+        if coalescer is not None and coalescer.held and not write(coalescer.take()):
+            connection.pause()
+
+    def coalescing_sink(data: bytes) -> None:
+        nonlocal timer
+        assert coalescer is not None
+        data = coalescer.hold(feed(data), loop.time())
+        if coalescer.held:
+            if timer is None and coalescer.due != math.inf:
+                timer = loop.call_at(coalescer.due, held_write)
+        elif timer is not None:
+            timer.cancel()
+            timer = None
+        if data and not write(data):
+            connection.pause()
+
+    await exchange.stream_start()
+    first = connection.body_bytes()
+    connection.body.clear()
+    connection.stream(sink if coalescer is None else coalescing_sink, route.timeout.sock_read)
+    try:
+        connection.sink(first)  # type: ignore[misc]
+        await connection.streamed(writer.drain)
+        held_write()
+    except TimeoutError:
+        held_write()
+        await stream_failed(exchange, relay, errors.upstream_timeout(), 504, "upstream_timeout")
+    except ConnectionError:
+        held_write()
+        await stream_failed(exchange, relay, engine_stopped(), 502, "upstream_stream_broken")
+    finally:
+        if timer is not None:
+            timer.cancel()
+        streams.release(target, connection)  # closed unless the answer ended: the engine stops for a client gone
+        relay.finish(route, len(exchange.body))
 
 
 def _engine_error_message(body: bytes) -> str:
@@ -210,116 +381,75 @@ async def stream_relay(
     route: DeploymentRoute,
     guard: OutputGuard | None = None,
 ) -> None:
-    """Forward the engine's server-sent events as they arrive, whole events at a time (never a half event, so an
-    error event can always follow). The engine's usage event is read for metering, and dropped from the client's
-    stream when the client did not ask for it. With output guardrails, each event's text passes the `guard` first,
-    and a stop ends the stream with a `guardrail_violation` error event. Where the engine serves the model under
-    another name (external deployments), each event's `model` is renamed to the one the client asked for."""
-    usage.streamed = True
-    renames = route.model_renames
+    """Forward the engine's server-sent events as they arrive, whole events at a time, through the `EventRelay`
+    (usage, output guardrails, model renames, capture): one ASGI message per read, or per stream interval when the
+    deployment sets one. A guardrail's stop ends the stream with a `guardrail_violation` error event."""
+    relay = EventRelay(
+        usage,
+        started=exchange.started,
+        client_wants_usage=client_wants_usage,
+        renames=route.model_renames,
+        guard=guard,
+        capture=exchange.answer_capture,
+    )
+    metrics.stream_relayed("general")
+    coalescer = coalescer_for(route)
+    loop = asyncio.get_running_loop()
     await exchange.stream_start()
     send = exchange.send
+
+    async def held_send() -> None:
+        if coalescer is not None and coalescer.held:
+            await send({"type": "http.response.body", "body": coalescer.take(), "more_body": True})
+
     content = response.content
-    pending = b""
-    events = 0
-    first_at = last_at = 0.0
-    capture = exchange.answer_capture
     data = first
     try:
         while data:
-            if pending:
-                data = pending + data
-            cut = data.rfind(b"\n\n") + 2
-            if cut == 1:
-                pending = data
-            else:
-                if cut == len(data):
-                    pending = b""
-                else:
-                    pending, data = data[cut:], data[:cut]
-                if guard is not None:
-                    data = guard.events(data)
-                if USAGE_MARKERS[0] in data or USAGE_MARKERS[1] in data:
-                    data = _usage_event_taken(data, client_wants_usage, usage)
-                for upstream_name, served_name in renames:
-                    data = data.replace(upstream_name, served_name)
-                if data:
-                    if capture is not None:
-                        capture.events(data)
-                    events += data.count(b"data: ")
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                    last_at = time.perf_counter()
-                    if not first_at:
-                        first_at = last_at
-                        usage.ttft_ms = (first_at - exchange.started) * 1000
-                if guard is not None and guard.stopped is not None:
-                    stopped = errors.output_guardrail_violation(guard.stopped)
-                    usage.status, usage.outcome, usage.error_code = 400, "denied", "guardrail_violation"
-                    usage.error_message = stopped.message
-                    await exchange.respond_error(stopped)
-                    break
+            data = relay.feed(data)
+            if coalescer is not None:
+                data = coalescer.hold(data, loop.time())
+            if data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            stopped = relay.stopped()
+            if stopped is not None:
+                await held_send()
+                await exchange.respond_error(stopped)
+                break
+            if coalescer is not None and coalescer.held and coalescer.due != math.inf:
+                deadline = asyncio.timeout_at(coalescer.due)
+                try:
+                    async with deadline:
+                        data = await content.readany()
+                    continue
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise  # the engine's silence (sock_read), not the interval's
+                await held_send()
             data = await content.readany()
+        await held_send()
     except TimeoutError:
-        timeout = errors.upstream_timeout()
-        usage.status, usage.outcome, usage.error_code = 504, "error", "upstream_timeout"
-        usage.error_message = timeout.message
-        await exchange.respond_error(timeout)
+        await held_send()
+        await stream_failed(exchange, relay, errors.upstream_timeout(), 504, "upstream_timeout")
     except aiohttp.ClientError:
-        broken = errors.upstream_failed("The model's engine stopped in the middle of the answer.")
-        usage.status, usage.outcome, usage.error_code = 502, "error", "upstream_stream_broken"
-        usage.error_message = broken.message
-        await exchange.respond_error(broken)
+        await held_send()
+        await stream_failed(exchange, relay, engine_stopped(), 502, "upstream_stream_broken")
     finally:
-        if guard is not None:
-            usage.guardrails = [*usage.guardrails, *guard.usage_entries()]
         if content.at_eof():
             response.release()
         else:
             response.close()  # drops the connection: the engine stops generating for a client that is gone
-        if not usage.prompt_tokens and not usage.completion_tokens:
-            # No usage event from the engine (client left, engine died): count what was delivered, mark estimated.
-            usage.estimated = True
-            usage.prompt_tokens = len(exchange.body) // _BYTES_PER_TOKEN
-            usage.completion_tokens = max(0, events - 1)  # less the role event
-        usage.cost_micros = route.cost_micros(usage.prompt_tokens, usage.completion_tokens)
-        if events > 2 and last_at > first_at:
-            usage_itl = (last_at - first_at) / (events - 1)
-            metrics.request_timed(
-                model=usage.model, ttft_s=None, inter_token_s=usage_itl, prompt_tokens=0, completion_tokens=0
-            )
+        relay.finish(route, len(exchange.body))
 
 
-def _usage_event_taken(data: bytes, client_wants_usage: bool, usage: UsageEvent) -> bytes:
-    """Read the engine's usage from the whole events in `data`; drop the usage-only event unless the client asked
-    for it. Only events holding a usage object are parsed, searched from the end (the last one counts): the rest of
-    the stream passes as it came. The marker cannot occur inside generated text, where JSON escapes its quotes."""
-    found = False
-    position = len(data)
-    while position > 0:
-        marker_at = max(data.rfind(USAGE_MARKERS[0], 0, position), data.rfind(USAGE_MARKERS[1], 0, position))
-        if marker_at == -1:
-            break
-        boundary = data.rfind(b"\n\n", 0, marker_at)
-        start = boundary + 2 if boundary != -1 else 0
-        end = data.find(b"\n\n", marker_at)
-        end = len(data) if end == -1 else end + 2
-        position = start
-        if not data.startswith(b"data: ", start):
-            continue
-        try:
-            document = json.loads(data[start + 6 : end])
-        except ValueError:
-            continue
-        if not isinstance(document, dict) or not isinstance(document.get("usage"), dict):
-            continue
-        if not found:
-            counts = document["usage"]
-            usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
-            usage.completion_tokens = int(counts.get("completion_tokens") or 0)
-            found = True
-        if not client_wants_usage and not document.get("choices"):
-            data = data[:start] + data[end:]
-    return data
+def engine_stopped() -> GatewayError:
+    return errors.upstream_failed("The model's engine stopped in the middle of the answer.")
+
+
+async def stream_failed(exchange: Exchange, relay: EventRelay, error: GatewayError, status: int, code: str) -> None:
+    """End a started stream with `error` as its last event, recorded on the usage."""
+    relay.failed(error, status, "error", code)
+    await exchange.respond_error(error)
 
 
 def usage_from_body(body: bytes, usage: UsageEvent, route: DeploymentRoute) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from inferia_cli.transport import (
     BODY_TOO_SLOW,
@@ -19,8 +19,36 @@ from inferia_cli.transport import (
     TOO_MANY_CONNECTIONS,
     TransportLimits,
 )
+from inferia_runtime.body_writer import BODY_WRITER
 
 LIMITS = TransportLimits.from_env()
+
+
+class BodyWriter:
+    """Writes body bytes of the request's response straight to the connection, framed as `send` would frame them:
+    no message dict, no coroutine, callable from a socket callback. For a streamed response already started with
+    `http.response.start` (its end still goes through `send`). `write` tells whether the client keeps up: False
+    once its connection's buffer is over the high-water mark (then `drain` waits for room) or the client is gone."""
+
+    __slots__ = ("cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self.cycle = cycle
+
+    def write(self, data: bytes) -> bool:
+        cycle = self.cycle
+        if cycle.disconnected or cycle.response_complete:
+            return False
+        if cycle.chunked_encoding:
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            cycle.expected_content_length -= len(data)
+            cycle.transport.write(data)
+        return not cycle.flow.write_paused
+
+    async def drain(self) -> None:
+        if not self.cycle.disconnected:
+            await self.cycle.flow.drain()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -74,6 +102,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_room = None
         self._cancel_deadline()
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            self.scope.setdefault("extensions", {})[BODY_WRITER] = BodyWriter(self.cycle)  # type: ignore[typeddict-item]
         # A WebSocket is handed to a protocol with timeouts of its own.
         self._body_pending = not (self.parser.should_upgrade() and self._should_upgrade())
 

@@ -94,7 +94,7 @@ def measured(process: TestProcess, url: str, **kwargs: object) -> dict:
     return result
 
 
-def bench_tenant(sim_url: str, *, limits: bool = False) -> str:
+def bench_tenant(sim_url: str, *, limits: bool = False, stream_interval_ms: int = 0) -> str:
     """A bench organisation, inference key and deployment on the engine; returns the key. With `limits`, the
     organisation gets a policy whose rate limits and budget never bind but are all counted (one Redis round trip to
     admit each request and one to settle it)."""
@@ -107,7 +107,9 @@ def bench_tenant(sim_url: str, *, limits: bool = False) -> str:
     slug = f"bench-{uuid.uuid4().hex[:8]}"
     organization = OrganizationFactory(name=slug, slug=slug)
     pool = ComputePoolFactory(organization=organization, provider__name="bench", name="bench")
-    deployment_serving(organization, MODEL, [sim_url], pool=pool, model_id="sim/bench")
+    deployment_serving(
+        organization, MODEL, [sim_url], pool=pool, model_id="sim/bench", stream_interval_ms=stream_interval_ms
+    )
     if limits:
         from apps.policies.services import policy_create
 
@@ -147,13 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         "OpenAI's /v1/responses or Ollama's /ollama/api/chat (the "
         "engine is always sent chat completions directly)",
     )
+    parser.add_argument(
+        "--stream-interval-ms",
+        type=int,
+        default=0,
+        help="the bench deployment's stream interval (chunks coalesced for at most this long; default 0: off)",
+    )
     args = parser.parse_args(argv)
 
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
     sim = sim_start("--itl-ms", str(args.itl_ms), models=(MODEL,))
     web = None
     try:
-        api_key = bench_tenant(sim.url, limits=args.limits)
+        api_key = bench_tenant(sim.url, limits=args.limits, stream_interval_ms=args.stream_interval_ms)
         web = web_start(os.environ["DATABASE_URL"], server=args.server)
         levels = []
         for concurrency in (int(level) for level in args.levels.split(",")):
@@ -243,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     path = out_dir / f"gateway-{args.server}{variant}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     result = {"server": args.server, "endpoint": args.endpoint, "limits": args.limits, "max_tokens": args.max_tokens,
-              "itl_ms": args.itl_ms, "levels": levels, "targets": TARGETS, "checks": checks,
-              "capacity": sizing}  # fmt: skip
+              "itl_ms": args.itl_ms, "stream_interval_ms": args.stream_interval_ms, "levels": levels,
+              "targets": TARGETS, "checks": checks, "capacity": sizing}  # fmt: skip
     path.write_text(json.dumps(result, indent=2))
     print(f"written {path.relative_to(REPO)}")
     return 0 if all(checks.values()) else 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from inferia_cli import build_parser
+from inferia_cli import build_parser, processes
 from inferia_cli.processes import WORKER_QUEUES, endpoints_from_env, web_spec
 from inferia_runtime.env import ConfigError
 
@@ -74,3 +76,28 @@ def test_one_web_worker_keeps_its_metrics_in_memory(monkeypatch):
     monkeypatch.setenv("INFERIA_WEB_WORKERS", "1")
 
     assert "PROMETHEUS_MULTIPROC_DIR" not in web_spec(endpoints_from_env()).env
+
+
+def test_web_workers_default_to_the_cores_the_process_may_use(monkeypatch):
+    monkeypatch.delenv("INFERIA_WEB_WORKERS", raising=False)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    cores = processes.cores_available()
+
+    spec = web_spec(endpoints_from_env())
+
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    if cores > 1:
+        assert spec.argv[spec.argv.index("--workers") + 1] == str(cores)
+    else:
+        assert "--workers" not in spec.argv
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"), [("max 100000", None), ("150000 100000", 2), ("50000 100000", 1), ("400000 100000", 4)]
+)
+def test_a_containers_cpu_limit_caps_the_workers(tmp_path, cpu_max, cores):
+    limit = tmp_path / "cpu.max"
+    limit.write_text(cpu_max + "\n")
+
+    assert processes.cgroup_cpu_quota(limit) == cores
+    assert processes.cgroup_cpu_quota(tmp_path / "absent") is None

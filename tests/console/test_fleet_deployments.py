@@ -174,9 +174,30 @@ def test_the_owner_sets_prices_per_million_tokens_and_timeouts(client, owner, or
     assert "output $2.50" in page  # the price as the money filter shows it
 
 
+def test_the_owner_sets_a_stream_interval_and_it_is_audited(client, owner, org):
+    deployment = _deployment(org)
+    client.force_login(owner)
+    form = _settings(deployment, stream_interval_ms="40", stream_interval_chunks="8")
+    assert client.post(f"/console/deployments/{deployment.pk}/settings/", form).status_code == 302
+    deployment.refresh_from_db()
+    assert (deployment.stream_interval_ms, deployment.stream_interval_chunks) == (40, 8)
+    update = AuditEvent.objects.get(action="deployment.update")
+    assert update.changes["stream_interval_ms"] == {"before": 0, "after": 40}
+    page = client.get(f"/console/deployments/{deployment.pk}/").content.decode()
+    assert 'name="stream_interval_ms" min="0" max="1000" step="1" value="40"' in page
+    # Emptied: off again.
+    form = _settings(deployment, stream_interval_ms="", stream_interval_chunks="")
+    assert client.post(f"/console/deployments/{deployment.pk}/settings/", form).status_code == 302
+    deployment.refresh_from_db()
+    assert (deployment.stream_interval_ms, deployment.stream_interval_chunks) == (0, 0)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
+        {"stream_interval_ms": "1001"},
+        {"stream_interval_ms": "-1"},
+        {"stream_interval_chunks": "257"},
         {"price_input": "-1"},
         {"price_input": "0.0000001"},  # finer than a micro-unit per million tokens
         {"price_output": "1e9"},
@@ -196,6 +217,7 @@ def test_prices_and_timeouts_out_of_range_are_refused(client, owner, org, bad):
     assert deployment.price_input_per_mtok_micros == 0
     assert deployment.price_output_per_mtok_micros == 0
     assert deployment.connect_timeout_s is None
+    assert (deployment.stream_interval_ms, deployment.stream_interval_chunks) == (0, 0)
     assert not AuditEvent.objects.filter(action="deployment.update").exists()
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -168,3 +169,99 @@ class TcpRelay:
             sink.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+class RawEngine:
+    """An engine whose streamed answer is exact bytes: every POST is answered `200 text/event-stream` with each of
+    `writes` as one HTTP chunk, `pause_s` apart, so a test decides where reads split events. `end` says how the
+    answer ends: "done" (the last chunk, the connection kept alive), "cut" (the connection closed mid-body),
+    "refuse" (closed before any answer byte) or "503" (an error answer). It counts the requests it got, and when
+    clients went away in the middle of an answer (`gone`)."""
+
+    def __init__(self, writes: list[bytes], *, end: str = "done", pause_s: float = 0.005) -> None:
+        self.writes = writes
+        self.end = end
+        self.pause_s = pause_s
+        self.requests = 0
+        self.gone = 0
+        self.sent_at: list[float] = []  # when each write of the last answer went out (time.perf_counter)
+        self.port = port_reserve()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = _LoopThread()
+        self._server: asyncio.Server | None = None
+        self._loop.run(self._start())
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if head.startswith(b"GET /health"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    continue
+                self.requests += 1
+                if not await self._answer(writer):
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    async def _answer(self, writer: asyncio.StreamWriter) -> bool:
+        """Write one answer; False when the connection must close after it."""
+        if self.end == "refuse":
+            return False
+        if self.end == "503":
+            body = b'{"error":{"message":"overloaded","type":"server_error","code":null}}'
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.sent_at = []
+        for data in self.writes:
+            writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self.sent_at.append(time.perf_counter())
+            try:
+                await writer.drain()
+                await asyncio.sleep(self.pause_s)
+                if writer.transport.is_closing():
+                    raise ConnectionResetError
+            except ConnectionError:
+                self.gone += 1
+                return False
+        if self.end == "cut":
+            return False
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    def stop(self) -> None:
+        self._loop.run(self._close())
+        self._loop.stop()
+
+
+@contextlib.contextmanager
+def raw_engine(writes: list[bytes], **options: Any) -> Iterator[RawEngine]:
+    engine = RawEngine(writes, **options)
+    try:
+        yield engine
+    finally:
+        engine.stop()

@@ -96,6 +96,7 @@ PRICE_CAP_MICROS = 1_000_000 * MICROS_PER_UNIT
 TIMEOUT_CAP_S = 3600.0
 PRICE_FIELDS = {"price_input": "price_input_per_mtok_micros", "price_output": "price_output_per_mtok_micros"}
 TIMEOUT_FIELDS = ("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
+STREAM_INTERVAL_FIELDS = ("stream_interval_ms", "stream_interval_chunks")
 
 
 def chat_curl(*, url: str, model: str) -> str:
@@ -127,6 +128,15 @@ class DeploymentSettingsForm(forms.Form):
         label="First byte timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S
     )
     idle_timeout_s = forms.FloatField(label="Idle timeout (s)", required=False, min_value=0.1, max_value=TIMEOUT_CAP_S)
+    stream_interval_ms = forms.IntegerField(
+        label="Stream interval (ms)", required=False, min_value=0, max_value=inventory_services.STREAM_INTERVAL_MS_CAP
+    )
+    stream_interval_chunks = forms.IntegerField(
+        label="Stream interval (chunks)",
+        required=False,
+        min_value=0,
+        max_value=inventory_services.STREAM_INTERVAL_CHUNKS_CAP,
+    )
     # Empty: charged to the organisation alone; left out of the POST: unchanged.
     team = forms.IntegerField(label="GPUs charged to", required=False, min_value=1)
 
@@ -148,6 +158,9 @@ class DeploymentSettingsForm(forms.Form):
         for name in TIMEOUT_FIELDS:
             if name in self.data:  # present and empty: back to the gateway's default
                 wanted[name] = data.get(name)
+        for name in STREAM_INTERVAL_FIELDS:
+            if name in self.data:  # present and empty: off
+                wanted[name] = data.get(name) or 0
         changed = {name: value for name, value in wanted.items() if getattr(deployment, name) != value}
         if "team" in self.data and data.get("team") != deployment.team_id:
             # Only a team of the deployment's organisation: any other id reads as one that does not exist.
@@ -327,6 +340,8 @@ def deployment_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "price_output": money_plain(deployment.price_output_per_mtok_micros),
         "currency": money_currency(),
         "timeout_cap": int(TIMEOUT_CAP_S),
+        "stream_interval_ms_cap": inventory_services.STREAM_INTERVAL_MS_CAP,
+        "stream_interval_chunks_cap": inventory_services.STREAM_INTERVAL_CHUNKS_CAP,
         "teams": Team.objects.filter(organization_id=deployment.organization_id).order_by("name")
         if deployment.organization_id is not None
         else Team.objects.none(),
