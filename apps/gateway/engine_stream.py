@@ -16,6 +16,7 @@ on a new connection: the engine closed it while idle, it never took the request.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -216,7 +217,7 @@ class EngineStreams:
 
     def __init__(self, keepalive_s: float) -> None:
         self.keepalive_s = keepalive_s
-        self._idle: dict[tuple[str, int], list[EngineConnection]] = {}
+        self._idle: dict[tuple[str, int], deque[EngineConnection]] = {}
         self._targets: dict[str, EngineTarget | None] = {}
 
     def target(self, url: str) -> EngineTarget | None:
@@ -254,14 +255,35 @@ class EngineStreams:
             )
         return connection, False
 
+    async def request(
+        self, target: EngineTarget, head: bytes, body: bytes, connect_timeout_s: float | None
+    ) -> EngineConnection:
+        """Send the request and wait for the answer's first byte (`EngineConnection.first_byte`): on a kept-alive
+        connection, and once more on a new one when the engine had closed that one without a byte of answer."""
+        while True:
+            connection, reused = await self.connection(target, connect_timeout_s)
+            try:
+                connection.request(head, body)
+                await connection.first_byte()
+            except BaseException:
+                connection.close()
+                raise
+            if not (reused and connection.error is not None and not connection.responded):
+                return connection
+            connection.close()
+
     def release(self, target: EngineTarget, connection: EngineConnection) -> None:
         """Keep `connection` for the next request to `target` when its answer ended cleanly; close it otherwise."""
         if not connection.reusable:
             connection.close()
             return
-        connection.idle_since = connection.loop.time()
+        now = connection.idle_since = connection.loop.time()
         connection.sink = None
-        self._idle.setdefault((target.host, target.port), []).append(connection)
+        idle = self._idle.setdefault((target.host, target.port), deque())
+        # Reuse takes the newest; the oldest are dropped here once the engine closed them or they idled too long.
+        while idle and (idle[0].closed or now - idle[0].idle_since >= self.keepalive_s):
+            idle.popleft().close()
+        idle.append(connection)
 
     def close(self) -> None:
         for connections in self._idle.values():

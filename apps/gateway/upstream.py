@@ -242,27 +242,13 @@ async def fast_attempt(
     """`upstream_attempt` for a stream the fast relay serves: the same outcomes, through `engine_stream`."""
     streams = rt.engine_streams
     head = request_head(target, headers, body)
-    connection: EngineConnection | None = None
     try:
         async with asyncio.timeout(route.first_byte_timeout_s):
-            for _try in range(2):
-                connection, reused = await streams.connection(target, route.timeout.connect)
-                connection.request(head, body)
-                await connection.first_byte()
-                if not (reused and connection.error is not None and not connection.responded):
-                    break
-                connection.close()  # closed by the engine while idle: once more, on a new connection
+            connection = await streams.request(target, head, body, route.timeout.connect)
     except TimeoutError:
-        if connection is not None:
-            connection.close()
         raise _first_byte_late(rt, replica) from None
     except OSError:  # refused, unreachable, reset while connecting
         return _replica_failed(rt, replica, "ClientConnectorError", 502)
-    except BaseException:
-        if connection is not None:
-            connection.close()
-        raise
-    assert connection is not None
     failure = connection.error
     if failure is None and connection.status >= 500:
         failure = _replica_failed(rt, replica, f"http_{connection.status}", connection.status)
@@ -314,7 +300,9 @@ async def fast_relay(
 
     def held_write() -> None:
         nonlocal timer
-        timer = None
+        if timer is not None:
+            timer.cancel()  # when the end comes first
+            timer = None
         if coalescer is not None and coalescer.held and not write(coalescer.take()):
             connection.pause()
 
@@ -347,7 +335,7 @@ async def fast_relay(
         await stream_failed(exchange, relay, engine_stopped(), 502, "upstream_stream_broken")
     finally:
         if timer is not None:
-            timer.cancel()
+            timer.cancel()  # the client left while chunks were held
         streams.release(target, connection)  # closed unless the answer ended: the engine stops for a client gone
         relay.finish(route, len(exchange.body))
 

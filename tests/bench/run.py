@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
@@ -66,11 +68,23 @@ def capacity(levels: list[dict], *, max_tokens: int, itl_ms: float) -> dict:
     }
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a web server's worker processes)."""
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(each) for each in process_tree(pid))
+
+
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Peak RSS of the process, summed over its workers when it has some."""
+    total = 0.0
+    for each in process_tree(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def load(
@@ -87,9 +101,9 @@ def load(
 
 def measured(process: TestProcess, url: str, **kwargs: object) -> dict:
     """One load run with the process's CPU time over it."""
-    before = cpu_seconds(process.pid)
+    before = tree_cpu_seconds(process.pid)
     result = load(url, **kwargs)  # type: ignore[arg-type]
-    used = cpu_seconds(process.pid) - before
+    used = tree_cpu_seconds(process.pid) - before
     result["cpu_ms_per_request"] = round(used * 1000 / max(1, result["requests"] + kwargs["concurrency"]), 3)  # type: ignore[operator]
     return result
 
@@ -155,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="the bench deployment's stream interval (chunks coalesced for at most this long; default 0: off)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes behind the one port (default 1: one core)"
+    )
     args = parser.parse_args(argv)
 
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
@@ -162,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     web = None
     try:
         api_key = bench_tenant(sim.url, limits=args.limits, stream_interval_ms=args.stream_interval_ms)
-        web = web_start(os.environ["DATABASE_URL"], server=args.server)
+        web = web_start(os.environ["DATABASE_URL"], server=args.server, workers=args.workers)
         levels = []
         for concurrency in (int(level) for level in args.levels.split(",")):
             requests = args.requests or (1000 if concurrency == 1 else 3000)

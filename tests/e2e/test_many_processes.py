@@ -112,7 +112,7 @@ def test_budgets_limits_revocations_and_usage_hold_across_processes(fleet: Fleet
         budget_answers = list(pool.map(lambda n: _chat(bases[n % 2], budgeted.secret, stream=True), range(CONCURRENT)))
     answers += budget_answers
     statuses = Counter(status for status, _ in budget_answers)
-    assert set(statuses) <= {200, 429}, statuses
+    assert set(statuses) <= {200, 429}, (statuses, fleet.describe())
     assert statuses[200] > 0, statuses  # some fit,
     assert statuses[429] > 0, statuses  # the rest were refused
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 
+from apps.gateway.engine_stream import EngineStreams, request_head
 from apps.gateway.runtime import upstream_session
 
 
@@ -37,3 +39,101 @@ async def test_an_idle_connection_is_not_reused_past_the_keepalive(settings):
     first, again, after_idle = client_ports
     assert again == first  # back to back: the pooled connection
     assert after_idle != first  # idle past the keep-alive: a new one
+
+
+async def _engine(handler) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+
+
+async def _stream_once(streams: EngineStreams, url: str) -> tuple[int, bytes]:
+    """One request through the fast relay's client: (status, body)."""
+    target = streams.target(url)
+    assert target is not None
+    body = b"{}"
+    head = request_head(target, {"Content-Type": "application/json"}, body)
+    connection = await streams.request(target, head, body, 5.0)
+    received: list[bytes] = []
+    first = connection.body_bytes()
+    connection.body.clear()
+    connection.stream(received.append, 5.0)
+    received.insert(0, first)
+    await connection.streamed(asyncio.sleep)
+    streams.release(target, connection)
+    return connection.status, b"".join(received)
+
+
+async def test_the_fast_relays_connections_are_reused_then_dropped_past_the_keepalive():
+    client_ports: list[int] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        client_ports.append(request.transport.get_extra_info("peername")[1])
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for index in range(3):
+            await response.write(b"data: %d\n\n" % index)
+        await response.write_eof()
+        return response
+
+    runner, url = await _engine(answer)
+    streams = EngineStreams(keepalive_s=0.3)
+    try:
+        answers = []
+        for pause in (0, 0, 1.0):
+            await asyncio.sleep(pause)
+            answers.append(await _stream_once(streams, url))
+    finally:
+        streams.close()
+        await runner.cleanup()
+    assert answers == [(200, b"data: 0\n\ndata: 1\n\ndata: 2\n\n")] * 3
+    first, again, after_idle = client_ports
+    assert again == first
+    assert after_idle != first
+
+
+async def test_a_request_on_a_kept_alive_connection_the_engine_drops_is_sent_again_on_a_new_one():
+    """The engine closes an idle connection just as the next request arrives on it (its keep-alive ran out): the
+    request got no answer byte, the engine never took it, so it goes again on a new connection, not to failover."""
+    connections = 0
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        answered = 0
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if answered:  # a second request on this connection: dropped unanswered
+                break
+            answered += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 14\r\n\r\n")
+            writer.write(b"data: [DONE]\n\n")
+        writer.close()
+
+    server = await asyncio.start_server(engine, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    streams = EngineStreams(keepalive_s=30)
+    try:
+        first = await _stream_once(streams, url)
+        second = await _stream_once(streams, url)
+    finally:
+        streams.close()
+        server.close()
+    assert first == second == (200, b"data: [DONE]\n\n")
+    assert connections == 2  # the second request went again, on a new connection
+
+
+def test_a_header_that_could_split_the_request_is_refused():
+    target = EngineStreams(keepalive_s=1).target("http://10.0.0.5:8000/v1/chat/completions")
+    assert target is not None
+    with pytest.raises(ValueError, match="line break"):
+        request_head(target, {"X-Request-Id": "abc\r\nX-Evil: 1"}, b"{}")
+    assert EngineStreams(keepalive_s=1).target("https://10.0.0.5/v1/chat/completions") is None

@@ -212,9 +212,12 @@ def running_sim(*flags: str, models: tuple[str, ...]) -> Iterator[TestProcess]:
         yield process
 
 
-def web_start(database_url: str, *, server: str = "uvicorn", extra_env: Mapping[str, str] | None = None) -> TestProcess:
+def web_start(
+    database_url: str, *, server: str = "uvicorn", extra_env: Mapping[str, str] | None = None, workers: int = 1
+) -> TestProcess:
     """The whole ASGI application (`inferia_site.asgi`) on a reserved port, on the given database, with the transport
-    limits `inferia start web` runs it with; ready once `/healthz` answers."""
+    limits `inferia start web` runs it with; ready once `/healthz` answers. `workers` > 1 (uvicorn): that many
+    worker processes behind the port, sharing their metrics through a fresh folder."""
     env = {**os.environ, "DATABASE_URL": database_url, **(extra_env or {})}
     if server == "uvicorn":
         args = [
@@ -223,6 +226,9 @@ def web_start(database_url: str, *, server: str = "uvicorn", extra_env: Mapping[
             "--lifespan", "off", "--no-access-log",
             "--timeout-graceful-shutdown", env.get("INFERIA_DRAIN_SECONDS", "30"),
         ]  # fmt: skip
+        if workers > 1:
+            args += ["--workers", str(workers)]
+            env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="inferia-metrics-"))
     else:
         args = [sys.executable, "-m", "inferia_cli.transport.daphne_http", "-b", "127.0.0.1", "-p", "{port}"]
         args.append("inferia_site.asgi:application")
