@@ -61,6 +61,7 @@ bench: venv
 	status=0; \
 	$(TEST_ENV) $(BIN)/python tests/bench/run.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/run.py --itl-ms 5 --levels 64,256 --requests 1000 || status=1; \
+	$(TEST_ENV) $(BIN)/python tests/bench/bench_relay.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_routing.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_prefix.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_health.py || status=1; \
