@@ -29,6 +29,7 @@ from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.responses_out import ResponsesSend
 from apps.gateway.responses_schemas import ResponsesRequest
 from apps.gateway.runtime import runtime
+from apps.gateway.translated_send import TranslatedSend
 from inferia_runtime.body_writer import BODY_WRITER
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
@@ -45,7 +46,8 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
     methods: tuple[str, ...] = ("POST",)
     watch_disconnect = False
     route = "other"  # the latency metric's label: one per consumer, never the path a client sent
-    # Whether its streams may go through the fast relay: the engine's events are the answer, no edge translates them.
+    # Whether its streams may go through the fast relay: the engine's events are the answer, or an edge translates
+    # them in step (`TranslatedSend.stream_piece`).
     fast_relay = False
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -53,7 +55,10 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
         self.base_send = send
         exchange = Exchange(scope, send)
         if self.fast_relay:
-            exchange.body_writer = scope.get("extensions", {}).get(BODY_WRITER)
+            writer = scope.get("extensions", {}).get(BODY_WRITER)
+            if writer is not None and isinstance(send, TranslatedSend):
+                writer = send.fast_writer(writer)  # the edge's translation in front of the server's writes
+            exchange.body_writer = writer
         try:
             await self._serve(exchange, receive)
         finally:
@@ -202,6 +207,7 @@ class MessagesConsumer(_AnthropicConsumer):
     route = "messages"
 
     watch_disconnect = True
+    fast_relay = True
 
     async def respond(self, exchange: Exchange) -> None:
         translated = await self._translated(exchange, MessagesRequest)

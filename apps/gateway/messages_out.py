@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apps.gateway.translated_send import TEXT_SUFFIX, Headers, Send, TranslatedSend
+from apps.gateway.translated_send import TEXT_SUFFIX, Headers, Send, TranslatedSend, TranslatedWriter
+from inferia_runtime.body_writer import BodyWriter
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
 _ERROR_TYPES = {
@@ -162,6 +163,9 @@ class MessagesSend(TranslatedSend):
 
     async def stream_body(self, data: bytes, *, final: bool) -> bytes:
         return self._events(data, final=final)
+
+    def fast_writer(self, writer: BodyWriter) -> BodyWriter:
+        return TranslatedWriter(writer, lambda data: self._events(data, final=False))
 
     # --- Streams ------------------------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class OllamaChatConsumer(_OllamaConsumer):
     route = "ollama.chat"
     answers = CHAT
     watch_disconnect = True
+    fast_relay = True
 
     async def respond(self, exchange: Exchange) -> None:
         translated = await self._translated(exchange, ChatRequest, ollama.chat_document)
@@ -87,6 +88,7 @@ class OllamaGenerateConsumer(_OllamaConsumer):
     route = "ollama.generate"
     answers = GENERATE
     watch_disconnect = True
+    fast_relay = True
 
     async def respond(self, exchange: Exchange) -> None:
         translated = await self._translated(exchange, GenerateRequest, ollama.generate_document)

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apps.gateway.messages_out import error_message
-from apps.gateway.translated_send import Headers, Send, TranslatedSend
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter
+from inferia_runtime.body_writer import BodyWriter
 
 CHAT = "chat"
 GENERATE = "generate"
@@ -86,6 +87,9 @@ class OllamaSend(TranslatedSend):
 
     async def stream_body(self, data: bytes, *, final: bool) -> bytes:
         return self._lines(data, final=final)
+
+    def fast_writer(self, writer: BodyWriter) -> BodyWriter:
+        return TranslatedWriter(writer, lambda data: self._lines(data, final=False))
 
     def _durations(self, prompt_tokens: int, generated_tokens: int) -> dict[str, int]:
         now = time.perf_counter_ns()

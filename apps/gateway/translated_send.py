@@ -12,7 +12,10 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inferia_runtime.body_writer import BodyWriter
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
@@ -93,6 +96,12 @@ class TranslatedSend(ABC):
         text = payload[len(head) - 1 : -len(TEXT_SUFFIX)]
         return text if _JSON_STRING.fullmatch(text) else None
 
+    def fast_writer(self, writer: BodyWriter) -> BodyWriter | None:
+        """The server's body writer with this translation in front (a `TranslatedWriter`, translating each piece
+        but the last as `stream_body` would, without awaiting), or None where the translation awaits: its streams
+        then go through the general relay."""
+        return None
+
     def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
         """The answer's headers as the client gets them (the same by default)."""
         return headers
@@ -104,3 +113,21 @@ class TranslatedSend(ABC):
     @abstractmethod
     async def whole_body(self, status: int, body: bytes) -> bytes:
         """What the client gets for a whole answer with this status."""
+
+
+class TranslatedWriter:
+    """A body writer that translates each piece of a stream on its way to the server's: the fast relay's writes get
+    the same translation as the general relay's ASGI messages."""
+
+    __slots__ = ("_translate", "_writer")
+
+    def __init__(self, writer: BodyWriter, translate: Callable[[bytes], bytes]) -> None:
+        self._writer = writer
+        self._translate = translate
+
+    def write(self, data: bytes) -> bool:
+        translated = self._translate(data)
+        return self._writer.write(translated) if translated else True
+
+    async def drain(self) -> None:
+        await self._writer.drain()

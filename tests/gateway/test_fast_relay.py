@@ -66,14 +66,17 @@ def _relayed(gateway: TestProcess, relay: str) -> float:
     return 0.0
 
 
-def _both(tenant, gateway, general_gateway, body: dict) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+def _both(
+    tenant, gateway, general_gateway, body: dict, path: str = "/v1/chat/completions", headers: dict | None = None
+) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
     """The same request through the fast relay and the general one: (status, body) of each, after checking which
     relay forwarded it."""
     answers = []
     for web, relay in ((gateway, "fast"), (general_gateway, "general")):
         wait_until_served(web, tenant.secret, MODEL)
         before = _relayed(web, relay)
-        status, _headers, data = http("POST", f"{web.url}/v1/chat/completions", body=body, secret=tenant.secret)
+        secret = None if headers else tenant.secret
+        status, _headers, data = http("POST", f"{web.url}{path}", body=body, secret=secret, headers=headers)
         if status == 200:
             assert _relayed(web, relay) == before + 1, f"not forwarded by the {relay} relay"
         answers.append((status, data))
@@ -107,6 +110,36 @@ def test_a_stream_the_engine_cuts_ends_with_the_same_error_event(tenant, gateway
     assert data.startswith(ROLE + _delta("par") + b"data: {")  # the half event is never sent
     error = json.loads(data.removeprefix(ROLE + _delta("par")).removeprefix(b"data: "))
     assert error["error"]["message"] == "The model's engine stopped in the middle of the answer."
+
+
+def test_an_anthropic_messages_stream_is_translated_the_same_through_either_relay(tenant, gateway, general_gateway):
+    body = {"model": MODEL, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": tenant.secret, "anthropic-version": "2023-06-01"}
+    with raw_engine(SPLIT) as engine:
+        make_deployment(tenant.organization, MODEL, [engine.url])
+        fast, general = _both(tenant, gateway, general_gateway, body, "/v1/messages", headers)
+    assert fast == general
+    assert fast[0] == 200
+    assert b"event: message_start" in fast[1]
+    assert b'"text":"Hel"' in fast[1]
+    assert b"event: message_stop" in fast[1]
+
+
+def test_an_ollama_chat_stream_is_translated_the_same_through_either_relay(tenant, gateway, general_gateway):
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with raw_engine(SPLIT) as engine:
+        make_deployment(tenant.organization, MODEL, [engine.url])
+        fast, general = _both(tenant, gateway, general_gateway, body, "/ollama/api/chat")
+    assert fast[0] == general[0] == 200
+    # Ollama's lines carry the time they were written and the answer's durations: the rest is the same, line by line.
+    volatile = {"created_at", "total_duration", "load_duration", "prompt_eval_duration", "eval_duration"}
+
+    def lines(data: bytes) -> list[dict]:
+        return [{k: v for k, v in json.loads(line).items() if k not in volatile} for line in data.splitlines()]
+
+    assert lines(fast[1]) == lines(general[1])
+    assert "".join(line["message"]["content"] for line in lines(fast[1])) == "Hello, world"
+    assert lines(fast[1])[-1]["done"] is True
 
 
 @pytest.mark.parametrize("failure", ["refuse", "503"])
