@@ -240,6 +240,7 @@ class ResponsesConsumer(GatewayConsumer):
     route = "responses"
 
     watch_disconnect = True
+    fast_relay = True
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.out = ResponsesSend(send)

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apps.gateway.exchange import Exchange
-from apps.gateway.translated_send import Send, TranslatedSend
+from apps.gateway.translated_send import Send, TranslatedSend, TranslatedWriter
+from inferia_runtime.body_writer import BodyWriter
 
 Completed = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -187,19 +188,41 @@ class ResponsesSend(TranslatedSend):
 
     async def _events(self, data: bytes, *, final: bool) -> bytes:
         out: list[bytes] = []
-        for event in self.complete_events(data).split(b"\n\n"):
+        if self._in_step(data, out) and not self._ended:
+            if not self._started:
+                self._begin(out)
+            await self._finish(out)  # [DONE]: the response is complete (and stored) before its last events go
+        if final and not self._ended and self._started:
+            await self._finish(out)  # the engine's stream ended without [DONE]: close the response all the same
+        return b"".join(out)
+
+    def _in_step(self, data: bytes, out: list[bytes]) -> bool:
+        """Translate the whole events of `data` up to the engine's [DONE], without awaiting; True once [DONE] came,
+        which is left, with anything after it, for `_events` to finish the response with."""
+        events = self.complete_events(data).split(b"\n\n")
+        for index, event in enumerate(events):
             if not event.startswith(b"data: "):
                 continue
+            if event == b"data: [DONE]":
+                self._pending = b"\n\n".join(events[index:]) + self._pending
+                return True
             text = self.text_of(event[6:]) if self._delta_head and not self._ended else None
             if text is None:
-                await self._chunk(event[6:], out)
+                self._chunk(event[6:], out)
                 continue
             self._texts.append(text)
             out += (self._delta_head, text, _DELTA_END % self._sequence)
             self._sequence += 1
-        if final and not self._ended and self._started:
-            await self._finish(out)  # the engine's stream ended without [DONE]: close the response all the same
-        return b"".join(out)
+        return False
+
+    def fast_writer(self, writer: BodyWriter) -> BodyWriter:
+        # Up to [DONE] in step; the end (storing the response) when the stream ends, through `stream_body`.
+        def translate(data: bytes) -> bytes:
+            out: list[bytes] = []
+            self._in_step(data, out)
+            return b"".join(out)
+
+        return TranslatedWriter(writer, translate)
 
     def _begin(self, out: list[bytes]) -> None:
         self._started = True
@@ -217,13 +240,8 @@ class ResponsesSend(TranslatedSend):
                 )
             self._emit(out, {"type": "response.output_item.done", "output_index": index, "item": search})
 
-    async def _chunk(self, payload: bytes, out: list[bytes]) -> None:
+    def _chunk(self, payload: bytes, out: list[bytes]) -> None:
         if self._ended:
-            return
-        if payload == b"[DONE]":
-            if not self._started:
-                self._begin(out)
-            await self._finish(out)
             return
         document = json.loads(payload)
         if not self._started:

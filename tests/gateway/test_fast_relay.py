@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -140,6 +141,24 @@ def test_an_ollama_chat_stream_is_translated_the_same_through_either_relay(tenan
     assert lines(fast[1]) == lines(general[1])
     assert "".join(line["message"]["content"] for line in lines(fast[1])) == "Hello, world"
     assert lines(fast[1])[-1]["done"] is True
+
+
+def test_an_openai_responses_stream_is_translated_the_same_through_either_relay(tenant, gateway, general_gateway):
+    body = {"model": MODEL, "input": "hi", "stream": True, "store": False}
+    with raw_engine(SPLIT) as engine:
+        make_deployment(tenant.organization, MODEL, [engine.url])
+        fast, general = _both(tenant, gateway, general_gateway, body, "/v1/responses")
+    assert fast[0] == general[0] == 200
+
+    def events(data: bytes) -> list[bytes]:
+        # Each response has an id and a creation time of its own: the rest is the same, event by event.
+        data = re.sub(rb'"(resp|msg)_[0-9a-zA-Z]+"', b'"ID"', data)
+        return re.sub(rb'"created_at":\s?[0-9.]+', b'"created_at":0', data).split(b"\n\n")
+
+    assert events(fast[1]) == events(general[1])
+    assert b"event: response.output_text.delta" in fast[1]
+    assert b'"output_text":"Hello, world"' in fast[1] or b'"text":"Hello, world"' in fast[1]
+    assert b"event: response.completed" in fast[1]
 
 
 @pytest.mark.parametrize("failure", ["refuse", "503"])
