@@ -70,8 +70,8 @@ FALLBACKS = Counter(
 )
 RELAYED_STREAMS = Counter(
     "inferia_gateway_relayed_streams",
-    "Streamed answers by the relay that forwarded them: fast (bytes from the socket callback) or general (per-event "
-    "work: output guardrails, model renames, capture, a translating edge).",
+    "Streamed answers by the relay that forwarded them: fast (from the engine socket's callback) or general (per-event "
+    "work: output guardrails, model renames, answer capture; or a server without the body writer).",
     ["relay"],
 )
 _relayed = {relay: RELAYED_STREAMS.labels(relay) for relay in ("fast", "general")}
