@@ -184,20 +184,15 @@ class _AnthropicConsumer(GatewayConsumer):
         await super().__call__(scope, receive, self.out)
 
     async def _translated(
-        self, exchange: Exchange, schema: type[CountTokensRequest]
+        self, exchange: Exchange, schema: type[CountTokensRequest], endpoint: schemas.Endpoint | None
     ) -> tuple[CountTokensRequest, dict[str, Any]] | None:
         """The request and the chat completion it becomes, or None once a 400 was answered (to a caller whose key is
-        good: a bad key is a 401 first)."""
+        good, and metered for an inference `endpoint`: a bad key is a 401 first)."""
         try:
             request = messages.request_parse(exchange.body, schema)
             return request, messages.chat_document(request)
         except errors.GatewayError as invalid:
-            answer = invalid
-        try:
-            await pipeline.authenticate(runtime(), exchange)
-        except errors.GatewayError as unauthenticated:
-            answer = unauthenticated
-        await exchange.respond_error(answer)
+            await pipeline.refusal_answer(exchange, invalid, endpoint)
         return None
 
 
@@ -210,7 +205,7 @@ class MessagesConsumer(_AnthropicConsumer):
     fast_relay = True
 
     async def respond(self, exchange: Exchange) -> None:
-        translated = await self._translated(exchange, MessagesRequest)
+        translated = await self._translated(exchange, MessagesRequest, schemas.MESSAGES)
         if translated is None:
             return
         request, document = translated
@@ -227,7 +222,7 @@ class CountTokensConsumer(_AnthropicConsumer):
     translates_answers = False
 
     async def respond(self, exchange: Exchange) -> None:
-        translated = await self._translated(exchange, CountTokensRequest)
+        translated = await self._translated(exchange, CountTokensRequest, None)
         if translated is not None:
             request, document = translated
             await pipeline.tokens_count(exchange, request.model, document)
@@ -248,15 +243,17 @@ class ResponsesConsumer(GatewayConsumer):
 
     async def respond(self, exchange: Exchange) -> None:
         rt = runtime()
-        invalid: errors.GatewayError | None = None
         try:
             request = responses.request_parse(exchange.body)
-        except errors.GatewayError as error:
-            invalid = error
+        except errors.GatewayError as invalid:
+            await pipeline.refusal_answer(exchange, invalid, schemas.RESPONSES)  # a bad key is a 401 first
+            return
         try:
             principal = await pipeline.authenticate(rt, exchange)
-            if invalid is not None:
-                raise invalid  # a bad key is a 401 before the body's problems are told
+        except errors.GatewayError as unauthenticated:
+            await exchange.respond_error(unauthenticated)
+            return
+        try:
             policy = await pipeline.policy_resolve(rt, principal)
             earlier = None
             if request.previous_response_id is not None:
@@ -267,8 +264,8 @@ class ResponsesConsumer(GatewayConsumer):
                     raise responses_store.response_not_found(request.previous_response_id, param="previous_response_id")
                 earlier = stored["conversation"]
             document, conversation = responses.chat_document(request, earlier=earlier)
-        except errors.GatewayError as error:
-            await exchange.respond_error(error)
+        except errors.GatewayError as refused:
+            await pipeline.refusal_answer(exchange, refused, schemas.RESPONSES, principal)
             return
         storing = policy.responses_store and request.store is not False
         self.out.response_id = responses_store.response_id_new()

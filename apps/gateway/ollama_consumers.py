@@ -30,21 +30,19 @@ class _OllamaConsumer(GatewayConsumer):
         self.out = OllamaSend(send, answers=self.answers)
         await super().__call__(scope, receive, self.out)
 
+    # The inference its requests are, whose refusals are metered (None: not an inference).
+    endpoint: schemas.Endpoint | None = None
+
     async def _translated(
         self, exchange: Exchange, schema: type[Request], translate: Callable[[Request], dict[str, Any]] | None = None
     ) -> tuple[Request, dict[str, Any]] | None:
-        """The request and what it translates into, or None once a 400 was answered (to a caller whose key is good:
-        a bad key is a 401 first)."""
+        """The request and what it translates into, or None once a 400 was answered (to a caller whose key is good,
+        and metered for an inference: a bad key is a 401 first)."""
         try:
             request = ollama.request_parse(exchange.body, schema)
             return request, translate(request) if translate is not None else {}
         except GatewayError as invalid:
-            answer = invalid
-        try:
-            await pipeline.authenticate(runtime(), exchange)
-        except GatewayError as unauthenticated:
-            answer = unauthenticated
-        await exchange.respond_error(answer)
+            await pipeline.refusal_answer(exchange, invalid, self.endpoint)
         return None
 
     @staticmethod
@@ -70,6 +68,7 @@ class OllamaChatConsumer(_OllamaConsumer):
     answers = CHAT
     watch_disconnect = True
     fast_relay = True
+    endpoint = schemas.OLLAMA_CHAT
 
     async def respond(self, exchange: Exchange) -> None:
         translated = await self._translated(exchange, ChatRequest, ollama.chat_document)
@@ -89,6 +88,7 @@ class OllamaGenerateConsumer(_OllamaConsumer):
     answers = GENERATE
     watch_disconnect = True
     fast_relay = True
+    endpoint = schemas.OLLAMA_GENERATE
 
     async def respond(self, exchange: Exchange) -> None:
         translated = await self._translated(exchange, GenerateRequest, ollama.generate_document)
@@ -109,6 +109,7 @@ class OllamaEmbedConsumer(_OllamaConsumer):
     route = "ollama.embed"
     answers = EMBED
     watch_disconnect = True
+    endpoint = schemas.OLLAMA_EMBED
 
     async def respond(self, exchange: Exchange) -> None:
         translated = await self._translated(exchange, EmbedRequest, ollama.embed_document)

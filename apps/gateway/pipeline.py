@@ -73,15 +73,7 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint, principal: Ke
     log_context_bind(
         request_id=exchange.request_id, organization=principal.organization_slug, key_prefix=principal.prefix
     )
-    usage = UsageEvent(
-        request_id=exchange.request_id,
-        started_at=exchange.started_wall,
-        endpoint=endpoint.name,
-        client_request_id=exchange.client_request_id,
-        key_id=principal.key_id,
-        organization_id=principal.organization_id,
-        team_id=principal.team_id,
-    )
+    usage = usage_event_new(exchange, endpoint, principal)
     if principal.capture:
         exchange.answer_capture = AnswerCapture()
     rt.in_flight += 1
@@ -109,6 +101,39 @@ async def inference_handle(exchange: Exchange, endpoint: Endpoint, principal: Ke
     finally:
         rt.in_flight -= 1
         metrics.IN_FLIGHT.dec()
+
+
+def usage_event_new(exchange: Exchange, endpoint: Endpoint, principal: KeyPrincipal) -> UsageEvent:
+    """The usage event of an authenticated request, before anything is known of its answer."""
+    return UsageEvent(
+        request_id=exchange.request_id,
+        started_at=exchange.started_wall,
+        endpoint=endpoint.name,
+        client_request_id=exchange.client_request_id,
+        key_id=principal.key_id,
+        organization_id=principal.organization_id,
+        team_id=principal.team_id,
+    )
+
+
+async def refusal_answer(
+    exchange: Exchange, error: GatewayError, endpoint: Endpoint | None, principal: KeyPrincipal | None = None
+) -> None:
+    """Answer an edge's refusal of a request it could not translate (its body): 401 first for a bad key; with a good
+    one, an inference request (`endpoint`) is metered like the pipeline's own refusals, so that every authenticated
+    inference request has its usage record."""
+    rt = runtime()
+    if principal is None:
+        try:
+            principal = await authenticate(rt, exchange)
+        except GatewayError as unauthenticated:
+            error = unauthenticated
+    if principal is not None and endpoint is not None:
+        usage = usage_event_new(exchange, endpoint, principal)
+        usage.status, usage.outcome, usage.error_code = error.status, "error", error.code or error.type
+        usage.error_message = error.message[:ERROR_MESSAGE_MAX]
+        await meter(rt, exchange, usage, principal)
+    await exchange.respond_error(error)
 
 
 async def _inference_steps(

@@ -200,3 +200,29 @@ def test_the_flush_records_when_each_key_was_last_used(tenant, gateway, redis_ca
     asyncio.run(_many_streams(gateway.url, tenant.secret, 1))
     usage_stream_drain()
     assert ApiKey.objects.get(pk=tenant.key.pk).last_used_at == newest + timedelta(hours=1)  # never moved back
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "endpoint"),
+    [
+        ("/v1/messages", {"model": "gw-chat", "messages": "not a list", "max_tokens": 5}, "messages"),
+        ("/v1/responses", {"model": "gw-chat", "input": 42}, "responses"),
+        ("/ollama/api/chat", {"model": "gw-chat", "messages": "not a list"}, "ollama.chat"),
+    ],
+)
+def test_a_body_an_edge_cannot_translate_is_metered_for_a_good_key_only(
+    tenant, gateway, redis_cache, path, body, endpoint
+):
+    """Every authenticated inference request has its usage record, also one refused at an edge before the pipeline;
+    a bad key gets its 401 first and no record."""
+    from tests.gateway.conftest import http
+
+    refused, _, _ = http("POST", f"{gateway.url}{path}", body=body, secret="sk-inf-invalid")
+    assert refused == 401
+    assert redis_cache.xlen(settings.INFERIA_USAGE_STREAM) == 0
+    status, headers, _ = http("POST", f"{gateway.url}{path}", body=body, secret=tenant.secret)
+    assert status == 400
+    (entry,) = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
+    event = usage_event_decode(entry[1][EVENT_FIELD.encode()])
+    assert (event["status_code"], event["outcome"], event["endpoint"]) == (400, "error", endpoint)
+    assert (event["request_id"], event["api_key_id"]) == (headers["x-request-id"], tenant.key.pk)
