@@ -64,23 +64,11 @@ class EventRelay:
         self.events = 0  # `data:` events sent, for the estimate when the engine's usage never comes
         self.first_at = self.last_at = 0.0
 
-    @property
-    def plain(self) -> bool:
-        """Whether events pass unchanged but for the usage event: nothing guards, renames or captures them."""
-        return self.guard is None and not self.renames and self.capture is None
-
     def feed(self, data: bytes) -> bytes:
         """The whole events `data` completes, as the client gets them (b"" while an event is incomplete)."""
-        if self.pending:
-            data = self.pending + data
-        cut = data.rfind(b"\n\n") + 2
-        if cut == 1:
-            self.pending = data
+        data, self.pending = whole_events(self.pending, data)
+        if not data:
             return b""
-        if cut == len(data):
-            self.pending = b""
-        else:
-            self.pending, data = data[cut:], data[:cut]
         if self.guard is not None:
             data = self.guard.events(data)
         if USAGE_MARKERS[0] in data or USAGE_MARKERS[1] in data:
@@ -126,6 +114,19 @@ class EventRelay:
             metrics.request_timed(
                 model=usage.model, ttft_s=None, inter_token_s=usage_itl, prompt_tokens=0, completion_tokens=0
             )
+
+
+def whole_events(pending: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """The events that `data` completes after `pending` (the unfinished one it follows), and the unfinished event
+    after them: server-sent events end with a blank line."""
+    if pending:
+        data = pending + data
+    end = data.rfind(b"\n\n") + 2
+    if end == 1:
+        return b"", data
+    if end == len(data):
+        return data, b""
+    return data[:end], data[end:]
 
 
 class Coalescer:

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from apps.gateway.event_relay import whole_events
+
 if TYPE_CHECKING:
     from inferia_runtime.body_writer import BodyWriter
 
@@ -72,14 +74,8 @@ class TranslatedSend(ABC):
     def complete_events(self, data: bytes) -> bytes:
         """A stream's events that are complete with this piece of it (SSE events end with a blank line), starting
         with the one the last piece left unfinished; an unfinished last one waits for the next piece."""
-        if self._pending:
-            data = self._pending + data
-        end = data.rfind(b"\n\n") + 2
-        if end == 1:
-            self._pending = data
-            return b""
-        self._pending = data[end:]
-        return data[:end] if end < len(data) else data
+        data, self._pending = whole_events(self._pending, data)
+        return data
 
     def text_head_learn(self, payload: bytes) -> None:
         """Remember the head of the stream's chunks from one that was parsed (`payload`: its JSON)."""
