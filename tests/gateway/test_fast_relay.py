@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -250,3 +253,38 @@ def test_a_token_count_interval_sends_that_many_events_together(tenant, gateway)
     assert reads[1][0] - engine.sent_at[1] <= 0.03
     for group, (at, _events) in enumerate(reads[2:]):
         assert at - engine.sent_at[5 + group * 4] <= 0.03
+
+
+def _slow_read(url: str, secret: str, body: dict, *, wait_s: float) -> bytes:
+    """A client with a small receive buffer that reads nothing for `wait_s` after sending: the gateway's writes back
+    up and it must stop reading the engine, then go on once the client reads."""
+    parts = urlsplit(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((parts.hostname, parts.port))
+    connection = HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.sock = sock
+    payload = json.dumps(body).encode()
+    connection.request(
+        "POST",
+        "/v1/chat/completions",
+        payload,
+        {"authorization": f"Bearer {secret}", "content-type": "application/json"},
+    )
+    time.sleep(wait_s)
+    response = connection.getresponse()
+    assert response.status == 200
+    data = response.read()
+    connection.close()
+    return data
+
+
+def test_a_client_that_falls_behind_gets_the_whole_stream_through_either_relay(tenant, gateway, general_gateway):
+    writes = [ROLE, *(_delta(f"{index:04d}" + "x" * 20_000) for index in range(250)), DONE]  # about 5 MB
+    with raw_engine(writes, pause_s=0) as engine:
+        make_deployment(tenant.organization, MODEL, [engine.url])
+        answers = []
+        for web in (gateway, general_gateway):
+            wait_until_served(web, tenant.secret, MODEL)
+            answers.append(_slow_read(web.url, tenant.secret, _chat(), wait_s=1.0))
+    assert answers[0] == answers[1] == b"".join(writes)
