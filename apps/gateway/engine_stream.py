@@ -9,8 +9,8 @@ client falls behind. Used for streamed requests to Inferia's own replicas over p
 (external endpoints with TLS and the SSRF guard, complete answers) goes through aiohttp.
 
 Connections are kept alive and reused like aiohttp's pool, for less than the engine keeps them (see
-INFERIA_UPSTREAM_KEEPALIVE_SECONDS). One that turns out closed when reused, before any answer byte, is retried once
-on a new connection: the engine closed it while idle, it never took the request.
+INFERIA_UPSTREAM_KEEPALIVE_SECONDS). A request on one that turns out closed, before any answer byte, is sent once
+more on a new connection: the engine closed it while idle, it never took the request.
 """
 
 from __future__ import annotations
@@ -271,6 +271,9 @@ class EngineStreams:
             if not (reused and connection.error is not None and not connection.responded):
                 return connection
             connection.close()
+            # The others kept for it are as old, or older: drop them, so that the next try is a new connection.
+            for idle in self._idle.pop((target.host, target.port), ()):
+                idle.close()
 
     def release(self, target: EngineTarget, connection: EngineConnection) -> None:
         """Keep `connection` for the next request to `target` when its answer ended cleanly; close it otherwise."""
