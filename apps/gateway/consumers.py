@@ -47,7 +47,7 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
     watch_disconnect = False
     route = "other"  # the latency metric's label: one per consumer, never the path a client sent
     # Whether its streams may go through the fast relay: the engine's events are the answer, or an edge translates
-    # them in step (`TranslatedSend.stream_piece`).
+    # them in step (`TranslatedSend.fast_writer`).
     fast_relay = False
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
