@@ -23,6 +23,8 @@ from tests.kit.processes import TestProcess, web_start
 from tests.kit.waiting import eventually
 
 MODEL = "gw-other"
+# How much later than its bound a chunk may reach the client: loopback, two event loops and a busy test machine.
+LATE_S = 0.05
 
 
 def _event(document: dict) -> bytes:
@@ -230,12 +232,12 @@ def test_a_stream_interval_coalesces_chunks_and_never_holds_one_past_its_bound(t
     assert sum(events for _at, events in reads) == 32
     # Coalesced: ~6 events per interval, not one read per event; the first token was not held.
     assert len(reads) <= 14, reads
-    assert reads[1][0] - engine.sent_at[1] <= 0.03
+    assert reads[1][0] - engine.sent_at[1] <= LATE_S
     # No event waited past the interval: the first event of each read (the one held longest) reached the client
     # within the interval of the engine sending it, give or take the loopback and the scheduler.
     first = 0
     for at, events in reads:
-        assert at - engine.sent_at[first] <= interval_s + 0.03, (first, at - engine.sent_at[first])
+        assert at - engine.sent_at[first] <= interval_s + LATE_S, (first, at - engine.sent_at[first])
         first += events
 
 
@@ -250,9 +252,9 @@ def test_a_token_count_interval_sends_that_many_events_together(tenant, gateway)
     # The role event and the first token go at once (the time to first token is the engine's); then the other 11
     # tokens and [DONE] in groups of 4, each sent as its 4th came.
     assert [events for _at, events in reads] == [1, 1, 4, 4, 4]
-    assert reads[1][0] - engine.sent_at[1] <= 0.03
+    assert reads[1][0] - engine.sent_at[1] <= LATE_S
     for group, (at, _events) in enumerate(reads[2:]):
-        assert at - engine.sent_at[5 + group * 4] <= 0.03
+        assert at - engine.sent_at[5 + group * 4] <= LATE_S
 
 
 def _slow_read(url: str, secret: str, body: dict, *, wait_s: float) -> bytes:
