@@ -222,10 +222,8 @@ class EngineStreams:
 
     def target(self, url: str) -> EngineTarget | None:
         """Where `url` is, or None when this client does not serve it (not plain HTTP)."""
-        try:
+        if url in self._targets:
             return self._targets[url]
-        except KeyError:
-            pass
         parts = urlsplit(url)
         target = None
         if parts.scheme == "http" and parts.hostname:

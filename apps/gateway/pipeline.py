@@ -116,6 +116,14 @@ def usage_event_new(exchange: Exchange, endpoint: Endpoint, principal: KeyPrinci
     )
 
 
+def usage_refused(usage: UsageEvent, error: GatewayError) -> None:
+    """Record on `usage` the error its request was answered with: a policy's refusal is `denied`, the rest `error`."""
+    usage.status = error.status
+    usage.outcome = "denied" if error.code in _DENIAL_CODES else "error"
+    usage.error_code = error.code or error.type
+    usage.error_message = error.message[:ERROR_MESSAGE_MAX]
+
+
 async def refusal_answer(
     exchange: Exchange, error: GatewayError, endpoint: Endpoint | None, principal: KeyPrincipal | None = None
 ) -> None:
@@ -130,8 +138,7 @@ async def refusal_answer(
             error = unauthenticated
     if principal is not None and endpoint is not None:
         usage = usage_event_new(exchange, endpoint, principal)
-        usage.status, usage.outcome, usage.error_code = error.status, "error", error.code or error.type
-        usage.error_message = error.message[:ERROR_MESSAGE_MAX]
+        usage_refused(usage, error)
         await meter(rt, exchange, usage, principal)
     await exchange.respond_error(error)
 
@@ -166,10 +173,7 @@ async def _inference_steps(
 
         await upstream_relay(rt, exchange, chain, request, body_for, client_wants_usage, usage, endpoint, guard)
     except GatewayError as error:
-        usage.status = error.status
-        usage.outcome = "denied" if error.code in _DENIAL_CODES else "error"
-        usage.error_code = error.code or error.type
-        usage.error_message = error.message[:ERROR_MESSAGE_MAX]
+        usage_refused(usage, error)
         if error.status == 429:
             metrics.rate_limited_counted(organization=principal.organization_slug, code=usage.error_code)
         return error

@@ -87,8 +87,10 @@ class GatewayRuntime:
             async_pool_from_url(settings.CACHE_REDIS_URL, health_check_interval=30, **listener_redis_options())
         )
         self.http = upstream_session()
-        # Streams the fast relay forwards (see engine_stream.py), kept alive like `http`'s.
-        self.engine_streams = EngineStreams(settings.INFERIA_UPSTREAM_KEEPALIVE_SECONDS)
+        # Streams the fast relay forwards (see engine_stream.py), kept alive like `http`'s; None: it is turned off.
+        self.engine_streams: EngineStreams | None = (
+            EngineStreams(settings.INFERIA_UPSTREAM_KEEPALIVE_SECONDS) if settings.INFERIA_GATEWAY_FAST_RELAY else None
+        )
         self._guarded_http: aiohttp.ClientSession | None = None  # made on the first external request
         self.keys = KeyCache(self.redis)
         self.policies = PolicyCache()
@@ -109,7 +111,8 @@ class GatewayRuntime:
         # Bounded: a background task stuck in a Redis call must not hold up a shutdown.
         await asyncio.wait(self._tasks, timeout=_CLOSE_TIMEOUT_S)
         await self.http.close()
-        self.engine_streams.close()
+        if self.engine_streams is not None:
+            self.engine_streams.close()
         if self._guarded_http is not None:
             await self._guarded_http.close()
         await self.redis.aclose()

@@ -126,10 +126,13 @@ async def upstream_attempt(
     if TRACING:
         trace_context_inject(headers)
     url = replica.urls[endpoint.upstream_name]
-    if streaming and _fast_relay_serves(exchange, route, guard):
-        target = rt.engine_streams.target(url)
+    streams = rt.engine_streams
+    if streaming and streams is not None and _fast_relay_serves(exchange, route, guard):
+        target = streams.target(url)
         if target is not None:
-            return await fast_attempt(rt, exchange, route, replica, target, headers, body, client_wants_usage, usage)
+            return await fast_attempt(
+                rt, exchange, streams, route, replica, target, headers, body, client_wants_usage, usage
+            )
     http = rt.guarded_http() if route.external else rt.http
     response: aiohttp.ClientResponse | None = None
     try:
@@ -178,7 +181,6 @@ def _fast_relay_serves(exchange: Exchange, route: DeploymentRoute, guard: Output
         and exchange.answer_capture is None
         and not route.external
         and not route.model_renames
-        and settings.INFERIA_GATEWAY_FAST_RELAY
     )
 
 
@@ -231,6 +233,7 @@ async def answer_relay(
 async def fast_attempt(
     rt: GatewayRuntime,
     exchange: Exchange,
+    streams: EngineStreams,
     route: DeploymentRoute,
     replica: ReplicaTarget,
     target: EngineTarget,
@@ -240,7 +243,6 @@ async def fast_attempt(
     usage: UsageEvent,
 ) -> GatewayError | None:
     """`upstream_attempt` for a stream the fast relay serves: the same outcomes, through `engine_stream`."""
-    streams = rt.engine_streams
     head = request_head(target, headers, body)
     try:
         async with asyncio.timeout(route.first_byte_timeout_s):
@@ -249,13 +251,14 @@ async def fast_attempt(
         raise _first_byte_late(rt, replica) from None
     except OSError:  # refused, unreachable, reset while connecting
         return _replica_failed(rt, replica, "ClientConnectorError", 502)
-    failure = connection.error
-    if failure is None and connection.status >= 500:
+    failure = None
+    if connection.error is not None:
+        kind = _FAILURE_KINDS.get(type(connection.error), type(connection.error).__name__)
+        failure = _replica_failed(rt, replica, kind, 502)
+    elif connection.status >= 500:
         failure = _replica_failed(rt, replica, f"http_{connection.status}", connection.status)
-    elif failure is None and connection.status == 200 and not connection.body:
+    elif connection.status == 200 and not connection.body:
         failure = _replica_failed(rt, replica, "empty_stream", 502)
-    elif failure is not None:
-        failure = _replica_failed(rt, replica, _FAILURE_KINDS.get(type(failure), type(failure).__name__), 502)
     if failure is not None:
         streams.release(target, connection)
         return failure
