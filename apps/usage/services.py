@@ -156,11 +156,12 @@ def _keys_last_used(cursor: Any, events: list[dict[str, Any]]) -> None:
     if not newest:
         return
     table = ApiKey._meta.db_table
-    values = ", ".join(["(%s::bigint, to_timestamp(%s))"] * len(newest))
+    values = ", ".join(["(%s::bigint, %s::timestamptz)"] * len(newest))
+    # The same conversion as the record's `started_at` (PostgreSQL's to_timestamp() rounds microseconds otherwise).
     cursor.execute(
         f"UPDATE {table} AS k SET last_used_at = v.at FROM (VALUES {values}) AS v(id, at) "  # noqa: S608 (constants)
         "WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
-        [value for pair in newest.items() for value in pair],
+        [value for key_id, at in newest.items() for value in (key_id, datetime.fromtimestamp(at, tz=UTC))],
     )
 
 
