@@ -27,6 +27,7 @@ from apps.gateway.asgi import gateway_app  # noqa: E402
 from apps.gateway.chat_socket import PATH as CHAT_SOCKET_PATH  # noqa: E402
 from apps.gateway.chat_socket import chat_socket  # noqa: E402
 from apps.gateway.vector_search import search_store_id  # noqa: E402
+from inferia_runtime.heap import heap_settle  # noqa: E402
 
 # Ollama's API, all of it the gateway's (apps.gateway.ollama) but its published schema.
 OLLAMA_PREFIX = "/ollama"
@@ -112,3 +113,5 @@ async def websocket_app(scope, receive, send):  # type: ignore[no-untyped-def]
 
 
 application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app})
+
+heap_settle()  # everything the server runs with is loaded: keep it out of the collector's way

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apps.gateway.translated_send import TEXT_SUFFIX, Headers, Send, TranslatedSend, TranslatedWriter
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter
 from inferia_runtime.body_writer import BodyWriter
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
@@ -39,10 +39,8 @@ _STREAM_ERROR_TYPES = {
 }
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 _REQUEST_ID_HEADER = b"x-request-id"
-# While a text block is open, text chunks (apps.gateway.translated_send's TEXT_PREFIX and TEXT_SUFFIX) become text
-# deltas by copying their strings, found in the stream without cutting it into events. A string cannot hold the
-# suffix (its quotes would be escaped). Any other chunk takes the parsing path.
-_TEXT_SUFFIX = TEXT_SUFFIX + b"\n\n"
+# Text chunks become text deltas by copying their strings (TranslatedSend.texts_copied): each is this head, the
+# string, and this end.
 _TEXT_DELTA = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":'
 )
@@ -148,7 +146,6 @@ class MessagesSend(TranslatedSend):
         self._stop: tuple[str, str | None] = ("end_turn", None)
         self._usage = {"input_tokens": 0, "output_tokens": 0}
         self._ended = False
-        self._event_head = b""  # `data: `, the stream's chunk head and TEXT_PREFIX: a text chunk up to its text
 
     def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
         request_id = next((value for name, value in headers if name == _REQUEST_ID_HEADER), None)
@@ -175,8 +172,10 @@ class MessagesSend(TranslatedSend):
         out: list[bytes] = []
         position = 0
         while position < end:
-            if self._open == "text" and self._event_head:
-                position = self._texts(data, position, end, out)
+            if self._started and not self._ended:
+                texts, position = self.texts_copied(data, position, end)
+                if texts:
+                    self._text_deltas(texts, out)
                 if position >= end:
                     break
             boundary = data.find(b"\n\n", position, end)
@@ -187,18 +186,12 @@ class MessagesSend(TranslatedSend):
             self._finish(out)  # the engine's stream ended without [DONE]: close the message all the same
         return b"".join(out)
 
-    def _texts(self, data: bytes, position: int, end: int, out: list[bytes]) -> int:
-        """Text chunks from `position` as text deltas, copied; where the first other event starts."""
-        head = self._event_head
-        skip = len(head) - 1  # the text starts at the prefix's last byte, its opening quote
+    def _text_deltas(self, texts: list[bytes], out: list[bytes]) -> None:
+        """Copied texts as text deltas of the open text block (opened first when another block, or none, is)."""
+        if self._open != "text":
+            self._block_open(out, {"type": "text", "text": ""}, "text")
         delta = _TEXT_DELTA % (self._index - 1)
-        while data.startswith(head, position):
-            text_end = data.find(_TEXT_SUFFIX, position + skip, end)
-            if text_end == -1:
-                break
-            out += (delta, data[position + skip : text_end], _DELTA_END)
-            position = text_end + len(_TEXT_SUFFIX)
-        return position
+        out += (delta, (_DELTA_END + delta).join(texts), _DELTA_END)
 
     def _chunk(self, payload: bytes, out: list[bytes]) -> None:
         if payload == b"[DONE]":
@@ -214,8 +207,6 @@ class MessagesSend(TranslatedSend):
         if not self._started:
             self._started = True
             self.text_head_learn(payload)
-            if self._text_head:
-                self._event_head = b"data: " + self._text_head
             out.append(
                 _event(
                     b"message_start",

@@ -30,9 +30,9 @@ EMBED = "embed"
 _NDJSON = (b"content-type", b"application/x-ndjson")
 # Ollama's done reasons: a tool call is a stop, and so is a stop by a content filter.
 _DONE_REASONS = {"length": "length"}
-# How a text line ends after its text, and how the same line with no text ends (what is cut off to get its head).
+# A text line (what `_piece` gives, as JSON) between its time and its text, and after its text.
+_LINE_TEXT = {CHAT: b'","message":{"role":"assistant","content":', GENERATE: b'","response":'}
 _TEXT_LINE_END = {CHAT: b'},"done":false}\n', GENERATE: b',"done":false}\n'}
-_EMPTY_TEXT_END = {CHAT: b'""}}', GENERATE: b'""}'}
 
 
 def _now() -> str:
@@ -72,6 +72,7 @@ class OllamaSend(TranslatedSend):
         self._started_ns = time.perf_counter_ns()
         self._first_ns = 0  # when the first generated text or call arrived
         self._model = ""
+        self._line_start = b""  # a text line up to its time: `{"model":...,"created_at":"`
         self._ended = False
         self._done_reason = "stop"
         self._counts = (0, 0)  # prompt and generated tokens, from the engine's usage
@@ -138,22 +139,32 @@ class OllamaSend(TranslatedSend):
     # --- Streams ------------------------------------------------------------------------------------------------
 
     def _lines(self, data: bytes, *, final: bool) -> bytes:
+        data = self.complete_events(data)
+        end = len(data)
         out: list[bytes] = []
-        line_head = b""  # a text line up to its text, with this read's time: built once a read, when needed
-        for event in self.complete_events(data).split(b"\n\n"):
-            if not event.startswith(b"data: ") or self._ended:
-                continue
-            text = self.text_of(event[6:]) if self.answers in _TEXT_LINE_END else None
-            if text is None:
-                self._chunk(event[6:], out)
-                continue
-            self._first_ns = self._first_ns or time.perf_counter_ns()
-            if not line_head:
-                line_head = _json(self._piece(""))[: -len(_EMPTY_TEXT_END[self.answers])]
-            out += (line_head, text, _TEXT_LINE_END[self.answers])
+        position = 0
+        copying = self.answers in _TEXT_LINE_END
+        while position < end and not self._ended:
+            if copying:
+                texts, position = self.texts_copied(data, position, end)
+                if texts:
+                    self._text_lines(texts, out)
+                if position >= end:
+                    break
+            boundary = data.find(b"\n\n", position, end)
+            if data.startswith(b"data: ", position):
+                self._chunk(data[position + 6 : boundary], out)
+            position = boundary + 2
         if final and not self._ended and self._model:
             self._finish(out)  # the engine's stream ended without [DONE]: close it all the same
         return b"".join(out)
+
+    def _text_lines(self, texts: list[bytes], out: list[bytes]) -> None:
+        """Copied texts as text lines, which carry the time they are translated at."""
+        self._first_ns = self._first_ns or time.perf_counter_ns()
+        head = self._line_start + _now().encode() + _LINE_TEXT[self.answers]
+        end = _TEXT_LINE_END[self.answers]
+        out += (head, (end + head).join(texts), end)
 
     def _piece(self, text: str) -> dict[str, Any]:
         if self.answers == CHAT:
@@ -172,6 +183,7 @@ class OllamaSend(TranslatedSend):
             return
         if not self._model:
             self._model = str(document.get("model") or "")
+            self._line_start = b'{"model":' + json.dumps(self._model, ensure_ascii=False).encode() + b',"created_at":"'
             self.text_head_learn(payload)
         usage = document.get("usage")
         if isinstance(usage, dict):

@@ -47,6 +47,7 @@ def _event(document: dict[str, Any]) -> bytes:
 # same event with an empty delta ends before `_emit` adds anything (what is cut off to get the event's head).
 _DELTA_END = b',"logprobs":[],"sequence_number":%d}\n\n'
 _EMPTY_DELTA_END = b'""}\n\n'
+_DONE = b"data: [DONE]"
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:
@@ -199,21 +200,35 @@ class ResponsesSend(TranslatedSend):
     def _in_step(self, data: bytes, out: list[bytes]) -> bool:
         """Translate the whole events of `data` up to the engine's [DONE], without awaiting; True once [DONE] came,
         which is left, with anything after it, for `_events` to finish the response with."""
-        events = self.complete_events(data).split(b"\n\n")
-        for index, event in enumerate(events):
-            if not event.startswith(b"data: "):
-                continue
-            if event == b"data: [DONE]":
-                self._pending = b"\n\n".join(events[index:]) + self._pending
-                return True
-            text = self.text_of(event[6:]) if self._delta_head and not self._ended else None
-            if text is None:
-                self._chunk(event[6:], out)
-                continue
-            self._texts.append(text)
-            out += (self._delta_head, text, _DELTA_END % self._sequence)
-            self._sequence += 1
+        data = self.complete_events(data)
+        end = len(data)
+        position = 0
+        while position < end:
+            if self._started and not self._ended:
+                texts, position = self.texts_copied(data, position, end)
+                if texts:
+                    self._text_deltas(texts, out)
+                if position >= end:
+                    break
+            boundary = data.find(b"\n\n", position, end)
+            if data.startswith(b"data: ", position):
+                if boundary - position == len(_DONE) and data.startswith(_DONE, position):
+                    self._pending = data[position:] + self._pending
+                    return True
+                self._chunk(data[position + 6 : boundary], out)
+            position = boundary + 2
         return False
+
+    def _text_deltas(self, texts: list[bytes], out: list[bytes]) -> None:
+        """Copied texts as text deltas of the open message (opened first when another item, or none, is)."""
+        if self._open is None or self._open["type"] != "message":
+            self._message_open(out)
+        self._texts += texts
+        head, sequence = self._delta_head, self._sequence
+        for text in texts:
+            out += (head, text, _DELTA_END % sequence)
+            sequence += 1
+        self._sequence = sequence
 
     def fast_writer(self, writer: BodyWriter) -> BodyWriter:
         # Up to [DONE] in step; the end (storing the response) when the stream ends, through `stream_body`.
@@ -284,17 +299,18 @@ class ResponsesSend(TranslatedSend):
         self._open = item
         self._emit(out, {"type": "response.output_item.added", "output_index": len(self._output) - 1, "item": item})
 
+    def _message_open(self, out: list[bytes]) -> None:
+        item = self._message_item(None, "in_progress")
+        self._item_open(out, item)
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        self._emit(out, {"type": "response.content_part.added", **self._position(), "content_index": 0, "part": part})
+        item["content"].append({**part})
+        delta = {"type": "response.output_text.delta", **self._position(), "content_index": 0, "delta": ""}
+        self._delta_head = _event(delta)[: -len(_EMPTY_DELTA_END)]
+
     def _text_delta(self, out: list[bytes], text: str) -> None:
         if self._open is None or self._open["type"] != "message":
-            item = self._message_item(None, "in_progress")
-            self._item_open(out, item)
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            self._emit(
-                out, {"type": "response.content_part.added", **self._position(), "content_index": 0, "part": part}
-            )
-            item["content"].append({**part})
-            delta = {"type": "response.output_text.delta", **self._position(), "content_index": 0, "delta": ""}
-            self._delta_head = _event(delta)[: -len(_EMPTY_DELTA_END)]
+            self._message_open(out)
         assert self._open is not None
         self._texts_flush()
         self._open["content"][0]["text"] += text

@@ -25,9 +25,11 @@ Headers = list[tuple[bytes, bytes]]
 # The common chunk of a stream is one more piece of text. vLLM's chunks of one stream share their head (id, object,
 # created, model), so a chunk that is that head, this prefix, one JSON string and this suffix carries that string and
 # nothing else: it is translated by copying the string as it came (already escaped), without parsing the chunk.
-TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":"'
+TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":'
 TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
-_JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
+# Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
+_JSON_STRINGS = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]++|\\.)*+"\n)*+')  # possessive: no backtracking
+_TEXT_END = TEXT_SUFFIX + b"\n\n"
 
 
 class TranslatedSend(ABC):
@@ -39,7 +41,7 @@ class TranslatedSend(ABC):
         self._start: dict[str, Any] | None = None
         self._held: list[bytes] = []
         self._pending = b""  # the start of a stream's event that the last piece did not finish
-        self._text_head = b""  # the stream's chunk head and TEXT_PREFIX, once a chunk was parsed
+        self._text_head = b""  # `data: `, the stream's chunk head and TEXT_PREFIX, once a chunk was parsed
 
     async def __call__(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -81,16 +83,32 @@ class TranslatedSend(ABC):
         """Remember the head of the stream's chunks from one that was parsed (`payload`: its JSON)."""
         choices_at = payload.find(b'"choices":')
         if choices_at > 0 and not self._text_head:
-            self._text_head = payload[:choices_at] + TEXT_PREFIX
+            self._text_head = b"data: " + payload[:choices_at] + TEXT_PREFIX
 
-    def text_of(self, payload: bytes) -> bytes | None:
-        """The text of a chunk that adds text and nothing else, as the JSON string it came as (quotes included);
-        None for any other chunk."""
+    def texts_copied(self, data: bytes, position: int, end: int) -> tuple[list[bytes], int]:
+        """The texts of the text chunks that start at `position` in `data` (whole events up to `end`), each the JSON
+        string it came as (quotes included; empty ones left out), and where the first other event starts. None
+        before a chunk taught the stream's head, and none for the rest of a stream whose text chunks are not
+        well-formed."""
         head = self._text_head
-        if not (head and payload.startswith(head) and payload.endswith(TEXT_SUFFIX)):
-            return None
-        text = payload[len(head) - 1 : -len(TEXT_SUFFIX)]
-        return text if _JSON_STRING.fullmatch(text) else None
+        texts: list[bytes] = []
+        if not head:
+            return texts, position
+        start, skip = position, len(head)
+        while data.startswith(head, position):
+            # Where the chunk ends, if it is a text chunk: a "text" that runs into the next chunk (its event's
+            # blank line) is no JSON string, which the check below finds.
+            text_end = data.find(_TEXT_END, position + skip, end)
+            if text_end == -1:
+                break
+            text = data[position + skip : text_end]
+            if text != b'""':  # an empty text adds nothing, as a parsed one would not
+                texts.append(text)
+            position = text_end + len(_TEXT_END)
+        if texts and not _JSON_STRINGS.fullmatch(b"\n".join(texts) + b"\n"):
+            self._text_head = b""  # such chunks are parsed, every one
+            return [], start
+        return texts, position
 
     def fast_writer(self, writer: BodyWriter) -> BodyWriter | None:
         """The server's body writer with this translation in front (a `TranslatedWriter`, translating each piece

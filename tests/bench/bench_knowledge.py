@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import random
 import statistics
@@ -249,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     _, url = _pg_admin_url(args.database)
     os.environ["DATABASE_URL"] = url
     stores = seed(args.database, reseed=args.reseed)
+    # The HTTP client logs each request at INFO under Django's logging: thousands of lines around the table.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     import openai
 

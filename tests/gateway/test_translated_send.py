@@ -97,7 +97,7 @@ TRICKY = [
 ]
 
 
-@pytest.mark.parametrize("translator", ["responses", "ollama-chat", "ollama-generate"])
+@pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat", "ollama-generate"])
 @pytest.mark.parametrize("cut", [None, 1, 13])
 def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut):
     """Text chunks are copied without parsing (the common case); the answer is the one parsing them would give."""
@@ -105,25 +105,57 @@ def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut):
     from apps.gateway.responses_out import ResponsesSend
 
     def make(parsed: bool) -> TranslatedSend:
-        if translator == "responses":
+        if translator == "messages":
+            cls, options = MessagesSend, {}
+        elif translator == "responses":
             cls, options = ResponsesSend, {}
         else:
             cls, options = OllamaSend, {"answers": CHAT if translator == "ollama-chat" else GENERATE}
         if parsed:
-            return type("Parsed", (cls,), {"text_of": lambda self, payload: None})(None, **options)
+            return type("Parsed", (cls,), {"texts_copied": lambda self, data, position, end: ([], position)})(
+                None, **options
+            )
 
-        def counted(self, payload: bytes) -> bytes | None:
-            text = cls.text_of(self, payload)
-            counts[-1] += text is not None
-            return text
+        def counted(self, data: bytes, position: int, end: int) -> tuple[list[bytes], int]:
+            texts, position = cls.texts_copied(self, data, position, end)
+            counts[-1] += len(texts)
+            return texts, position
 
         counts.append(0)
-        return type("Copied", (cls,), {"text_of": counted})(None, **options)
+        return type("Copied", (cls,), {"texts_copied": counted})(None, **options)
 
     counts: list[int] = []
     stream = b"".join(TRICKY)
     pieces = [stream] if cut is None else [stream[at : at + cut] for at in range(0, len(stream), cut)]
     copied, parsed = _through(make(False), pieces), _through(make(True), pieces)
     assert _normalised(copied) == _normalised(parsed)
-    # Copied: every text chunk after the first parsed one (for a Response, after the one that opened its message).
-    assert counts == [3 if translator == "responses" else 4]
+    # Copied: every text chunk after the first parsed one.
+    assert counts == [4]
+
+
+@pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat"])
+def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_stream(translator):
+    """A text chunk whose "string" would break out of its JSON (an engine that is not what it claims) is never
+    copied: from there on every chunk is parsed, and what the client gets is well-formed."""
+    from apps.gateway.ollama_out import CHAT, OllamaSend
+    from apps.gateway.responses_out import ResponsesSend
+
+    head = json.dumps(HEAD, separators=(",", ":"))[:-1]
+    forged = (
+        b"data: " + head.encode() + b',"choices":[{"index":0,"delta":{"content":"a","injected":"b"},'
+        b'"logprobs":null,"finish_reason":null}]}\n\n'
+    )
+    stream = b"".join([*TRICKY[:2], forged, *TRICKY[2:]])
+    translator_send = (
+        MessagesSend(None)
+        if translator == "messages"
+        else ResponsesSend(None)
+        if translator == "responses"
+        else OllamaSend(None, answers=CHAT)
+    )
+    translated = _through(translator_send, [stream])
+    assert b"injected" not in translated
+    separator = b"\n" if translator == "ollama-chat" else b"\n\n"
+    for event in filter(None, translated.split(separator)):
+        payload = event if translator == "ollama-chat" else event.partition(b"data: ")[2]
+        json.loads(payload)  # every event is whole JSON
