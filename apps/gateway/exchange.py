@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from apps.gateway.errors import GatewayError
+from inferia_runtime.random_ids import random_hex
 
 if TYPE_CHECKING:
     from apps.gateway.capture import AnswerCapture
@@ -111,7 +111,7 @@ class Exchange:
                 self.session_id = value.decode("latin-1")
         # The id of everything keyed by request (usage record, concurrency slot, reservation, audit context) is
         # always ours: callers that reuse an id must not share a slot or overwrite each other's usage.
-        self.request_id_bytes = uuid.uuid4().hex.encode()
+        self.request_id_bytes = random_hex(16).encode()
         self.request_id = self.request_id_bytes.decode()
         # The caller's id, echoed and recorded beside ours; None when absent, b"" when malformed (a 400 once the
         # caller is known, see `pipeline.request_headers_check`).

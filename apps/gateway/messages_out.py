@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter
 from inferia_runtime.body_writer import BodyWriter
 
@@ -118,13 +120,7 @@ def _message_id(chat_id: object) -> str:
 
 
 def _event(name: bytes, document: dict[str, Any]) -> bytes:
-    return (
-        b"event: "
-        + name
-        + b"\ndata: "
-        + json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-        + b"\n\n"
-    )
+    return b"event: " + name + b"\ndata: " + orjson.dumps(document) + b"\n\n"
 
 
 _PING = _event(b"ping", {"type": "ping"})
@@ -197,7 +193,7 @@ class MessagesSend(TranslatedSend):
         if payload == b"[DONE]":
             self._finish(out)
             return
-        document = json.loads(payload)
+        document = orjson.loads(payload)
         if "error" in document:
             error = document["error"] or {}
             kind = _STREAM_ERROR_TYPES.get(str(error.get("type")), "api_error")

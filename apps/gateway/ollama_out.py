@@ -20,6 +20,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from apps.gateway.messages_out import error_message
 from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter
 from inferia_runtime.body_writer import BodyWriter
@@ -40,7 +42,7 @@ def _now() -> str:
 
 
 def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(document)
 
 
 def _line(document: dict[str, Any]) -> bytes:
@@ -175,7 +177,7 @@ class OllamaSend(TranslatedSend):
         if payload == b"[DONE]":
             self._finish(out)
             return
-        document = json.loads(payload)
+        document = orjson.loads(payload)
         if "error" in document:
             error = document["error"] or {}
             out.append(_line({"error": str(error.get("message") or "The request failed.")}))

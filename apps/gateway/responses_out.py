@@ -17,30 +17,27 @@ awaited with the final Response: storing it there means a client that has the an
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable
+from itertools import chain
 from typing import Any
+
+import orjson
 
 from apps.gateway.exchange import Exchange
 from apps.gateway.translated_send import Send, TranslatedSend, TranslatedWriter
 from inferia_runtime.body_writer import BodyWriter
+from inferia_runtime.random_ids import random_hex
 
 Completed = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _item_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(24)}"
+    return f"{prefix}_{random_hex(24)}"
 
 
 def _event(document: dict[str, Any]) -> bytes:
-    return (
-        b"event: "
-        + str(document["type"]).encode()
-        + b"\ndata: "
-        + json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-        + b"\n\n"
-    )
+    return b"event: " + str(document["type"]).encode() + b"\ndata: " + orjson.dumps(document) + b"\n\n"
 
 
 # How a text delta event ends after its text (logprobs, then the sequence number that _emit adds last), and how the
@@ -48,6 +45,13 @@ def _event(document: dict[str, Any]) -> bytes:
 _DELTA_END = b',"logprobs":[],"sequence_number":%d}\n\n'
 _EMPTY_DELTA_END = b'""}\n\n'
 _DONE = b"data: [DONE]"
+
+
+def json_strings_joined(strings: list[bytes]) -> bytes:
+    """Non-empty JSON strings (quotes included) as the one JSON string of their texts one after the other."""
+    # Side by side, between the first start and the last end, each `""` is one's end and the next one's start, or
+    # an escaped quote's `"` and an end beside a start, where dropping any two of the three leaves the same bytes.
+    return b'"' + b"".join(strings)[1:-1].replace(b'""', b"") + b'"'
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:
@@ -86,7 +90,7 @@ class ResponsesSend(TranslatedSend):
         self._finish_reason = "stop"
         self._usage: dict[str, Any] | None = None
         # The open message's text deltas: the event up to its text, and the texts (JSON strings) not yet in its part.
-        self._delta_head = b""
+        self._delta_template = b""
         self._texts: list[bytes] = []
 
     # --- The Response --------------------------------------------------------------------------------------------
@@ -224,11 +228,13 @@ class ResponsesSend(TranslatedSend):
         if self._open is None or self._open["type"] != "message":
             self._message_open(out)
         self._texts += texts
-        head, sequence = self._delta_head, self._sequence
-        for text in texts:
-            out += (head, text, _DELTA_END % sequence)
-            sequence += 1
-        self._sequence = sequence
+        sequence, count = self._sequence, len(texts)
+        if count == 1:
+            out.append(self._delta_template % (texts[0], sequence))
+        else:  # one formatting for the lot: each delta's text and sequence number into the delta's event
+            numbered = chain.from_iterable(zip(texts, range(sequence, sequence + count), strict=True))
+            out.append((self._delta_template * count) % tuple(numbered))
+        self._sequence = sequence + count
 
     def fast_writer(self, writer: BodyWriter) -> BodyWriter:
         # Up to [DONE] in step; the end (storing the response) when the stream ends, through `stream_body`.
@@ -241,9 +247,13 @@ class ResponsesSend(TranslatedSend):
 
     def _begin(self, out: list[bytes]) -> None:
         self._started = True
-        response = self._response("in_progress", [], None)
-        self._emit(out, {"type": "response.created", "response": response})
-        self._emit(out, {"type": "response.in_progress", "response": response})
+        response = orjson.dumps(self._response("in_progress", [], None))
+        for kind in (b"response.created", b"response.in_progress"):  # one Response, encoded once
+            out.append(
+                b'event: %b\ndata: {"type":"%b","response":%b,"sequence_number":%d}\n\n'
+                % (kind, kind, response, self._sequence)
+            )
+            self._sequence += 1
         search = self._search_item()
         if search is not None:
             index = len(self._output)
@@ -258,7 +268,7 @@ class ResponsesSend(TranslatedSend):
     def _chunk(self, payload: bytes, out: list[bytes]) -> None:
         if self._ended:
             return
-        document = json.loads(payload)
+        document = orjson.loads(payload)
         if not self._started:
             self._begin(out)
             self.text_head_learn(payload)
@@ -306,7 +316,7 @@ class ResponsesSend(TranslatedSend):
         self._emit(out, {"type": "response.content_part.added", **self._position(), "content_index": 0, "part": part})
         item["content"].append({**part})
         delta = {"type": "response.output_text.delta", **self._position(), "content_index": 0, "delta": ""}
-        self._delta_head = _event(delta)[: -len(_EMPTY_DELTA_END)]
+        self._delta_template = _event(delta)[: -len(_EMPTY_DELTA_END)].replace(b"%", b"%%") + b"%b" + _DELTA_END
 
     def _text_delta(self, out: list[bytes], text: str) -> None:
         if self._open is None or self._open["type"] != "message":
@@ -328,8 +338,7 @@ class ResponsesSend(TranslatedSend):
     def _texts_flush(self) -> None:
         """The texts of deltas copied as they came, into the open message's part."""
         if self._texts and self._open is not None:
-            joined = b"".join(text[1:-1] for text in self._texts)  # each a whole JSON string: escapes stay whole
-            self._open["content"][0]["text"] += json.loads(b'"' + joined + b'"')
+            self._open["content"][0]["text"] += orjson.loads(json_strings_joined(self._texts))
         self._texts = []
 
     def _call_delta(self, out: list[bytes], call: dict[str, Any]) -> None:
@@ -350,7 +359,7 @@ class ResponsesSend(TranslatedSend):
             return
         position = self._position()
         self._texts_flush()
-        self._delta_head = b""
+        self._delta_template = b""
         if item["type"] == "message":
             part = item["content"][0]
             text = {"type": "response.output_text.done", **position, "content_index": 0, "text": part["text"]}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,6 +22,7 @@ from redis.exceptions import RedisError
 
 from apps.gateway import errors
 from apps.gateway.responses_schemas import ResponsesRequest
+from inferia_runtime.random_ids import random_hex
 
 logger = logging.getLogger(__name__)
 _ID = re.compile(r"resp_[0-9a-f]{48}")
@@ -30,7 +30,7 @@ _ID = re.compile(r"resp_[0-9a-f]{48}")
 
 def response_id_new() -> str:
     """A response's id: random, never derived from anything a client sent."""
-    return "resp_" + secrets.token_hex(24)
+    return "resp_" + random_hex(24)
 
 
 def _key(organization_id: int, response_id: str) -> str:
@@ -123,7 +123,7 @@ def input_items_of(request: ResponsesRequest) -> list[dict[str, Any]]:
             kind = "output_text" if item["role"] == "assistant" else "input_text"
             item["content"] = [{"type": kind, "text": item["content"]}]
     prefixes = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "file_search_call": "fs"}
-    return [{"id": f"{prefixes[item['type']]}_{secrets.token_hex(24)}", **item} for item in items]
+    return [{"id": f"{prefixes[item['type']]}_{random_hex(24)}", **item} for item in items]
 
 
 def input_items_page(items: list[dict[str, Any]], query: bytes) -> dict[str, Any]:

@@ -91,9 +91,9 @@ class TranslatedSend(ABC):
         before a chunk taught the stream's head, and none for the rest of a stream whose text chunks are not
         well-formed."""
         head = self._text_head
+        if not (head and data.startswith(head, position)):
+            return [], position
         texts: list[bytes] = []
-        if not head:
-            return texts, position
         start, skip = position, len(head)
         while data.startswith(head, position):
             # Where the chunk ends, if it is a text chunk: a "text" that runs into the next chunk (its event's

@@ -8,6 +8,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apps.gateway.messages_out import MessagesSend
 from apps.gateway.translated_send import TranslatedSend
@@ -159,3 +161,11 @@ def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_st
     for event in filter(None, translated.split(separator)):
         payload = event if translator == "ollama-chat" else event.partition(b"data: ")[2]
         json.loads(payload)  # every event is whole JSON
+
+
+@given(st.lists(st.text(min_size=1, max_size=8, alphabet=st.sampled_from('ab"\\\n\u00e9/')), min_size=1, max_size=8))
+def test_copied_strings_join_into_the_string_of_their_texts(texts):
+    from apps.gateway.responses_out import json_strings_joined
+
+    strings = [json.dumps(text, ensure_ascii=False).encode() for text in texts]
+    assert json.loads(json_strings_joined(strings)) == "".join(texts)
