@@ -8,7 +8,8 @@ engine's CPU time per request (from /proc/<pid>/stat over the level) and the web
 everything as JSON under bench-results/. Each level runs --runs times; the figures are medians. With `--endpoint
 messages`, `responses` or `ollama` the gateway is sent the same streams through Anthropic's `/v1/messages`, OpenAI's
 `/v1/responses` or Ollama's `/ollama/api/chat`, to compare its web CPU per request with chat completions' on the
-same engine.
+same engine. Where the machine has the cores, the engine gets one of its own and the web process the others, as on
+separate machines (`--no-pin`: all share every core).
 
     DATABASE_URL=... REDIS_URL=... .venv/bin/python tests/bench/run.py [--levels 1,64,256] [--runs 3]
 """
@@ -82,6 +83,21 @@ def process_tree(pid: int) -> list[int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(each) for each in process_tree(pid))
+
+
+def cores_placed(sim_pid: int, web_pid: int, workers: int) -> dict | None:
+    """The engine on a core of its own and the web process(es) on the others, as on separate machines (in production
+    the engine runs on its GPU node): sharing every core, each hop of a request through the gateway also waits for
+    a core the other processes hold, which is this machine's, not the gateway's. None when there are too few cores
+    for the web workers and the engine to have their own."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < workers + 1:
+        return None
+    engine, web = {cores[-1]}, set(cores[:-1])
+    os.sched_setaffinity(sim_pid, engine)
+    for each in process_tree(web_pid):
+        os.sched_setaffinity(each, web)
+    return {"engine": sorted(engine), "web": sorted(web)}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -177,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the bench deployment's stream interval (chunks coalesced for at most this long; default 0: off)",
     )
     parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the engine and the web process share every core (by default each gets its own cores when there "
+        "are enough, as on separate machines)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes behind the one port (default 1: one core)"
     )
     args = parser.parse_args(argv)
@@ -184,9 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
     sim = sim_start("--itl-ms", str(args.itl_ms), models=(MODEL,))
     web = None
+    placement = None
     try:
         api_key = bench_tenant(sim.url, limits=args.limits, stream_interval_ms=args.stream_interval_ms)
         web = web_start(os.environ["DATABASE_URL"], server=args.server, workers=args.workers)
+        placement = cores_placed(sim.pid, web.pid, args.workers) if args.pin else None
+        print(
+            f"cores: engine {placement['engine']}, web {placement['web']}, load generator any"
+            if placement
+            else "cores: shared by the engine, the web process and the load generator",
+            flush=True,
+        )
         levels = []
         for concurrency in (int(level) for level in args.levels.split(",")):
             requests = args.requests or (1000 if concurrency == 1 else 3000)
@@ -287,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     path = out_dir / f"gateway-{args.server}{variant}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     result = {"server": args.server, "endpoint": args.endpoint, "limits": args.limits, "max_tokens": args.max_tokens,
-              "itl_ms": args.itl_ms, "stream_interval_ms": args.stream_interval_ms, "levels": levels,
+              "itl_ms": args.itl_ms, "stream_interval_ms": args.stream_interval_ms, "cores": placement,
+              "levels": levels,
               "targets": TARGETS, "checks": checks, "capacity": sizing}  # fmt: skip
     path.write_text(json.dumps(result, indent=2))
     print(f"written {path.relative_to(REPO)}")
