@@ -8,8 +8,8 @@ engine's CPU time per request (from /proc/<pid>/stat over the level) and the web
 everything as JSON under bench-results/. Each level runs --runs times; the figures are medians. With `--endpoint
 messages`, `responses` or `ollama` the gateway is sent the same streams through Anthropic's `/v1/messages`, OpenAI's
 `/v1/responses` or Ollama's `/ollama/api/chat`, to compare its web CPU per request with chat completions' on the
-same engine. Where the machine has the cores, the engine gets one of its own and the web process the others, as on
-separate machines (`--no-pin`: all share every core).
+same engine. With `--pin` (and the cores for it) the engine gets a core of its own and the web process the others, as
+on separate machines; by default all share every core.
 
     DATABASE_URL=... REDIS_URL=... .venv/bin/python tests/bench/run.py [--levels 1,64,256] [--runs 3]
 """
@@ -193,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the bench deployment's stream interval (chunks coalesced for at most this long; default 0: off)",
     )
     parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="let the engine and the web process share every core (by default each gets its own cores when there "
-        "are enough, as on separate machines)",
+        "--pin",
+        action="store_true",
+        help="give the engine a core of its own and the web process the others, as on separate machines (by default "
+        "they and the load generator share every core). Each hop of a request through the gateway then waits less "
+        "for a core, and the web process, woken for fewer chunks at a time, spends more CPU on each",
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes behind the one port (default 1: one core)"
