@@ -8,6 +8,7 @@ adds both, plus a cap on open connections, at the cost of one comparison per rea
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -28,16 +29,19 @@ class BodyWriter:
     """Writes body bytes of the request's response straight to the connection, framed as `send` would frame them:
     no message dict, no coroutine, callable from a socket callback. For a streamed response already started with
     `http.response.start` (its end still goes through `send`). `write` tells whether the client keeps up: False
-    once its connection's buffer is over the high-water mark (then `drain` waits for room) or the client is gone."""
+    once its connection's buffer is over the high-water mark (then `drain` waits for room) or the client is gone.
 
-    __slots__ = ("cycle",)
+    It refers to its request's cycle weakly: the cycle's scope holds the writer, and a strong reference back would
+    make every request a reference cycle, its scope and buffers freed only by the garbage collector."""
+
+    __slots__ = ("_cycle",)
 
     def __init__(self, cycle: RequestResponseCycle) -> None:
-        self.cycle = cycle
+        self._cycle = weakref.ref(cycle)
 
     def write(self, data: bytes) -> bool:
-        cycle = self.cycle
-        if cycle.disconnected or cycle.response_complete:
+        cycle = self._cycle()
+        if cycle is None or cycle.disconnected or cycle.response_complete:
             return False
         if cycle.chunked_encoding:
             cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
@@ -47,8 +51,9 @@ class BodyWriter:
         return not cycle.flow.write_paused
 
     async def drain(self) -> None:
-        if not self.cycle.disconnected:
-            await self.cycle.flow.drain()
+        cycle = self._cycle()
+        if cycle is not None and not cycle.disconnected:
+            await cycle.flow.drain()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
