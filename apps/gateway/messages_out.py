@@ -163,43 +163,33 @@ class MessagesSend(TranslatedSend):
     # --- Streams ------------------------------------------------------------------------------------------------
 
     def _events(self, data: bytes, *, final: bool) -> bytes:
-        data = self.complete_events(data)
-        end = len(data)
         out: list[bytes] = []
-        position = 0
-        while position < end:
-            if self._started and not self._ended:
-                texts, position = self.texts_copied(data, position, end)
-                if texts:
-                    self._text_deltas(texts, out)
-                if position >= end:
-                    break
-            boundary = data.find(b"\n\n", position, end)
-            if data.startswith(b"data: ", position):
-                self._chunk(data[position + 6 : boundary], out)
-            position = boundary + 2
+        self.events_translate(self.complete_events(data), out)
         if final and not self._ended and self._started:
             self._finish(out)  # the engine's stream ended without [DONE]: close the message all the same
         return b"".join(out)
 
-    def _text_deltas(self, texts: list[bytes], out: list[bytes]) -> None:
+    def texts_copying(self) -> bool:
+        return self._started and not self._ended
+
+    def texts_add(self, texts: list[bytes], out: list[bytes]) -> None:
         """Copied texts as text deltas of the open text block (opened first when another block, or none, is)."""
         if self._open != "text":
             self._block_open(out, {"type": "text", "text": ""}, "text")
         delta = _TEXT_DELTA % (self._index - 1)
         out += (delta, (_DELTA_END + delta).join(texts), _DELTA_END)
 
-    def _chunk(self, payload: bytes, out: list[bytes]) -> None:
+    def event_add(self, payload: bytes, out: list[bytes]) -> bool:
         if payload == b"[DONE]":
             self._finish(out)
-            return
+            return False
         document = orjson.loads(payload)
         if "error" in document:
             error = document["error"] or {}
             kind = _STREAM_ERROR_TYPES.get(str(error.get("type")), "api_error")
             out.append(_event(b"error", {"type": "error", "error": {"type": kind, "message": error.get("message")}}))
             self._ended = True
-            return
+            return False
         if not self._started:
             self._started = True
             self.text_head_learn(payload)
@@ -247,6 +237,7 @@ class MessagesSend(TranslatedSend):
             if choice.get("finish_reason"):
                 self._stop = _stop_reason(choice, self.stop_sequences)
                 self._block_close(out)
+        return False
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
         return _event(b"content_block_delta", {"type": "content_block_delta", "index": self._index - 1, "delta": delta})

@@ -141,27 +141,17 @@ class OllamaSend(TranslatedSend):
     # --- Streams ------------------------------------------------------------------------------------------------
 
     def _lines(self, data: bytes, *, final: bool) -> bytes:
-        data = self.complete_events(data)
-        end = len(data)
         out: list[bytes] = []
-        position = 0
-        copying = self.answers in _TEXT_LINE_END
-        while position < end and not self._ended:
-            if copying:
-                texts, position = self.texts_copied(data, position, end)
-                if texts:
-                    self._text_lines(texts, out)
-                if position >= end:
-                    break
-            boundary = data.find(b"\n\n", position, end)
-            if data.startswith(b"data: ", position):
-                self._chunk(data[position + 6 : boundary], out)
-            position = boundary + 2
+        if not self._ended:
+            self.events_translate(self.complete_events(data), out)
         if final and not self._ended and self._model:
             self._finish(out)  # the engine's stream ended without [DONE]: close it all the same
         return b"".join(out)
 
-    def _text_lines(self, texts: list[bytes], out: list[bytes]) -> None:
+    def texts_copying(self) -> bool:
+        return self.answers in _TEXT_LINE_END and not self._ended
+
+    def texts_add(self, texts: list[bytes], out: list[bytes]) -> None:
         """Copied texts as text lines, which carry the time they are translated at."""
         self._first_ns = self._first_ns or time.perf_counter_ns()
         head = self._line_start + _now().encode() + _LINE_TEXT[self.answers]
@@ -173,16 +163,17 @@ class OllamaSend(TranslatedSend):
             return {"model": self._model, "created_at": _now(), "message": {"role": "assistant", "content": text}}
         return {"model": self._model, "created_at": _now(), "response": text}
 
-    def _chunk(self, payload: bytes, out: list[bytes]) -> None:
+    def event_add(self, payload: bytes, out: list[bytes]) -> bool:
+        """The event's lines; True once the stream has ended (what follows is not translated)."""
         if payload == b"[DONE]":
             self._finish(out)
-            return
+            return True
         document = orjson.loads(payload)
         if "error" in document:
             error = document["error"] or {}
             out.append(_line({"error": str(error.get("message") or "The request failed.")}))
             self._ended = True
-            return
+            return True
         if not self._model:
             self._model = str(document.get("model") or "")
             self._line_start = b'{"model":' + json.dumps(self._model, ensure_ascii=False).encode() + b',"created_at":"'
@@ -205,6 +196,7 @@ class OllamaSend(TranslatedSend):
             if choice.get("finish_reason"):
                 self._done_reason = _DONE_REASONS.get(choice["finish_reason"], "stop")
                 self._calls_flush(out)
+        return False
 
     def _calls_flush(self, out: list[bytes]) -> None:
         if not self._calls:

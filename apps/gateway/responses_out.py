@@ -44,7 +44,6 @@ def _event(document: dict[str, Any]) -> bytes:
 # same event with an empty delta ends before `_emit` adds anything (what is cut off to get the event's head).
 _DELTA_END = b',"logprobs":[],"sequence_number":%d}\n\n'
 _EMPTY_DELTA_END = b'""}\n\n'
-_DONE = b"data: [DONE]"
 
 
 def json_strings_joined(strings: list[bytes]) -> bytes:
@@ -205,25 +204,22 @@ class ResponsesSend(TranslatedSend):
         """Translate the whole events of `data` up to the engine's [DONE], without awaiting; True once [DONE] came,
         which is left, with anything after it, for `_events` to finish the response with."""
         data = self.complete_events(data)
-        end = len(data)
-        position = 0
-        while position < end:
-            if self._started and not self._ended:
-                texts, position = self.texts_copied(data, position, end)
-                if texts:
-                    self._text_deltas(texts, out)
-                if position >= end:
-                    break
-            boundary = data.find(b"\n\n", position, end)
-            if data.startswith(b"data: ", position):
-                if boundary - position == len(_DONE) and data.startswith(_DONE, position):
-                    self._pending = data[position:] + self._pending
-                    return True
-                self._chunk(data[position + 6 : boundary], out)
-            position = boundary + 2
+        stopped = self.events_translate(data, out)
+        if stopped == len(data):
+            return False
+        self._pending = data[stopped:] + self._pending
+        return True
+
+    def texts_copying(self) -> bool:
+        return self._started and not self._ended
+
+    def event_add(self, payload: bytes, out: list[bytes]) -> bool:
+        if payload == b"[DONE]":
+            return True  # the end is `_events`' to translate: the response is stored before its last events go
+        self._chunk(payload, out)
         return False
 
-    def _text_deltas(self, texts: list[bytes], out: list[bytes]) -> None:
+    def texts_add(self, texts: list[bytes], out: list[bytes]) -> None:
         """Copied texts as text deltas of the open message (opened first when another item, or none, is)."""
         if self._open is None or self._open["type"] != "message":
             self._message_open(out)

@@ -110,6 +110,37 @@ class TranslatedSend(ABC):
             return [], start
         return texts, position
 
+    def events_translate(self, data: bytes, out: list[bytes]) -> int:
+        """Translate the whole events of `data` into `out`: each run of text chunks through `texts_add` (while
+        `texts_copying`), each other `data:` event's payload through `event_add`, until `event_add` answers True;
+        where the walk stopped (the length of `data` when it went through)."""
+        end = len(data)
+        position = 0
+        while position < end:
+            if self.texts_copying():
+                texts, position = self.texts_copied(data, position, end)
+                if texts:
+                    self.texts_add(texts, out)
+                if position >= end:
+                    break
+            boundary = data.find(b"\n\n", position, end)
+            if data.startswith(b"data: ", position) and self.event_add(data[position + 6 : boundary], out):
+                return position
+            position = boundary + 2
+        return end
+
+    @abstractmethod
+    def texts_copying(self) -> bool:
+        """Whether text chunks are copied now (`texts_add`) rather than parsed (`event_add`)."""
+
+    @abstractmethod
+    def texts_add(self, texts: list[bytes], out: list[bytes]) -> None:
+        """Translate copied texts (JSON strings as they came) into `out`."""
+
+    @abstractmethod
+    def event_add(self, payload: bytes, out: list[bytes]) -> bool:
+        """Translate one parsed event's payload (`[DONE]` included) into `out`; True to stop the walk there."""
+
     def fast_writer(self, writer: BodyWriter) -> BodyWriter | None:
         """The server's body writer with this translation in front (a `TranslatedWriter`, translating each piece
         but the last as `stream_body` would, without awaiting), or None where the translation awaits: its streams
