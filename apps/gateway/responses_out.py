@@ -88,7 +88,8 @@ class ResponsesSend(TranslatedSend):
         self._tool_index = -1
         self._finish_reason = "stop"
         self._usage: dict[str, Any] | None = None
-        # The open message's text deltas: the event up to its text, and the texts (JSON strings) not yet in its part.
+        # The open message's text deltas: their event with its text (`%b`) and sequence number (`%d`) left to fill,
+        # and the copied texts (JSON strings) not yet in its part.
         self._delta_template = b""
         self._texts: list[bytes] = []
 
