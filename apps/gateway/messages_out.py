@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact
 from inferia_runtime.body_writer import BodyWriter
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
@@ -120,7 +120,7 @@ def _message_id(chat_id: object) -> str:
 
 
 def _event(name: bytes, document: dict[str, Any]) -> bytes:
-    return b"event: " + name + b"\ndata: " + orjson.dumps(document) + b"\n\n"
+    return b"event: " + name + b"\ndata: " + json_compact(document) + b"\n\n"
 
 
 _PING = _event(b"ping", {"type": "ping"})

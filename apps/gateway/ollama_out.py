@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from apps.gateway.messages_out import error_message
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact
 from inferia_runtime.body_writer import BodyWriter
 
 CHAT = "chat"
@@ -42,7 +42,7 @@ def _now() -> str:
 
 
 def _json(document: dict[str, Any]) -> bytes:
-    return orjson.dumps(document)
+    return json_compact(document)
 
 
 def _line(document: dict[str, Any]) -> bytes:

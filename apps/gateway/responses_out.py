@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from apps.gateway.exchange import Exchange
-from apps.gateway.translated_send import Send, TranslatedSend, TranslatedWriter
+from apps.gateway.translated_send import Send, TranslatedSend, TranslatedWriter, json_compact
 from inferia_runtime.body_writer import BodyWriter
 from inferia_runtime.random_ids import random_hex
 
@@ -37,7 +37,7 @@ def _item_id(prefix: str) -> str:
 
 
 def _event(document: dict[str, Any]) -> bytes:
-    return b"event: " + str(document["type"]).encode() + b"\ndata: " + orjson.dumps(document) + b"\n\n"
+    return b"event: " + str(document["type"]).encode() + b"\ndata: " + json_compact(document) + b"\n\n"
 
 
 # How a text delta event ends after its text (logprobs, then the sequence number that _emit adds last), and how the
@@ -244,7 +244,7 @@ class ResponsesSend(TranslatedSend):
 
     def _begin(self, out: list[bytes]) -> None:
         self._started = True
-        response = orjson.dumps(self._response("in_progress", [], None))
+        response = json_compact(self._response("in_progress", [], None))
         for kind in (b"response.created", b"response.in_progress"):  # one Response, encoded once
             out.append(
                 b'event: %b\ndata: {"type":"%b","response":%b,"sequence_number":%d}\n\n'

@@ -9,10 +9,13 @@ new length.
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from apps.gateway.event_relay import whole_events
 
@@ -30,6 +33,15 @@ TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
 # Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
 _JSON_STRINGS = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]++|\\.)*+"\n)*+')  # possessive: no backtracking
 _TEXT_END = TEXT_SUFFIX + b"\n\n"
+
+
+def json_compact(document: Any) -> bytes:
+    """`document` as compact JSON, non-ASCII as UTF-8: by orjson, or by the standard library for what orjson refuses
+    (an integer past 64 bits, which JSON allows and which a client's schema or a model's tool call may hold)."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class TranslatedSend(ABC):

@@ -169,3 +169,34 @@ def test_copied_strings_join_into_the_string_of_their_texts(texts):
 
     strings = [json.dumps(text, ensure_ascii=False).encode() for text in texts]
     assert json.loads(json_strings_joined(strings)) == "".join(texts)
+
+
+HUGE = 123456789012345678901234567890  # past 64 bits: JSON allows it, and so must every translation
+
+
+def test_a_tool_call_with_an_integer_past_64_bits_translates_for_ollama():
+    from apps.gateway.ollama_out import CHAT, OllamaSend
+
+    arguments = json.dumps({"id": HUGE})
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "look_up", "arguments": arguments}}
+    stream = b"".join(
+        [
+            _event(choices=[{"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}, "finish_reason": None}]),
+            _event(choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    lines = [json.loads(line) for line in _through(OllamaSend(None, answers=CHAT), [stream]).splitlines()]
+    assert lines[0]["message"]["tool_calls"][0]["function"]["arguments"] == {"id": HUGE}
+    assert lines[-1]["done"] is True
+
+
+def test_a_request_field_with_an_integer_past_64_bits_is_echoed_by_a_streamed_response():
+    from apps.gateway.responses_out import ResponsesSend
+
+    translator = ResponsesSend(None)
+    translator.echo = {"model": "gw-chat", "tools": [{"type": "function", "parameters": {"maximum": HUGE}}]}
+    events = _through(translator, [b"".join(TRICKY)]).split(b"\n\n")
+    documents = [json.loads(event.partition(b"data: ")[2]) for event in events if event]
+    assert documents[0]["response"]["tools"][0]["parameters"]["maximum"] == HUGE
+    assert documents[-1]["type"] == "response.incomplete"
