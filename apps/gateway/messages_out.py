@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
-
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact, json_parsed
 from inferia_runtime.body_writer import BodyWriter
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
@@ -183,7 +181,7 @@ class MessagesSend(TranslatedSend):
         if payload == b"[DONE]":
             self._finish(out)
             return False
-        document = orjson.loads(payload)
+        document = json_parsed(payload)
         if "error" in document:
             error = document["error"] or {}
             kind = _STREAM_ERROR_TYPES.get(str(error.get("type")), "api_error")

@@ -20,10 +20,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from apps.gateway.messages_out import error_message
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact, json_parsed
 from inferia_runtime.body_writer import BodyWriter
 
 CHAT = "chat"
@@ -168,7 +166,7 @@ class OllamaSend(TranslatedSend):
         if payload == b"[DONE]":
             self._finish(out)
             return True
-        document = orjson.loads(payload)
+        document = json_parsed(payload)
         if "error" in document:
             error = document["error"] or {}
             out.append(_line({"error": str(error.get("message") or "The request failed.")}))

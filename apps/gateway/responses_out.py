@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from apps.gateway.exchange import Exchange
-from apps.gateway.translated_send import Send, TranslatedSend, TranslatedWriter, json_compact
+from apps.gateway.translated_send import Send, TranslatedSend, TranslatedWriter, json_compact, json_parsed
 from inferia_runtime.body_writer import BodyWriter
 from inferia_runtime.random_ids import random_hex
 
@@ -265,7 +265,7 @@ class ResponsesSend(TranslatedSend):
     def _chunk(self, payload: bytes, out: list[bytes]) -> None:
         if self._ended:
             return
-        document = orjson.loads(payload)
+        document = json_parsed(payload)
         if not self._started:
             self._begin(out)
             self.text_head_learn(payload)

@@ -35,6 +35,15 @@ _JSON_STRINGS = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]++|\\.)*+"\n)*+')  # possess
 _TEXT_END = TEXT_SUFFIX + b"\n\n"
 
 
+def json_parsed(payload: bytes) -> Any:
+    """`payload` parsed by orjson, or by the standard library where orjson refuses what it accepts beyond JSON (NaN,
+    Infinity: an engine written in Python may write a logprob as -Infinity)."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+
+
 def json_compact(document: Any) -> bytes:
     """`document` as compact JSON, non-ASCII as UTF-8: by orjson, or by the standard library for what orjson refuses
     (an integer past 64 bits, which JSON allows and which a client's schema or a model's tool call may hold)."""

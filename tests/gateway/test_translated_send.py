@@ -200,3 +200,24 @@ def test_a_request_field_with_an_integer_past_64_bits_is_echoed_by_a_streamed_re
     documents = [json.loads(event.partition(b"data: ")[2]) for event in events if event]
     assert documents[0]["response"]["tools"][0]["parameters"]["maximum"] == HUGE
     assert documents[-1]["type"] == "response.incomplete"
+
+
+@pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat"])
+def test_a_chunk_with_a_non_finite_number_translates_as_before(translator):
+    """Engines written in Python may write NaN or -Infinity (a logprob), which the standard library reads."""
+    from apps.gateway.ollama_out import CHAT, OllamaSend
+    from apps.gateway.responses_out import ResponsesSend
+
+    logprobs = b'{"content":[{"token":"w","logprob":-Infinity,"bytes":null,"top_logprobs":[]}]}'
+    head = json.dumps(HEAD, separators=(",", ":"))[:-1].encode()
+    chunk = b"data: " + head + b',"choices":[{"index":0,"delta":{"content":"w"},"logprobs":' + logprobs
+    chunk += b',"finish_reason":null}]}\n\n'
+    stream = b"".join([*TRICKY[:2], chunk, *TRICKY[2:]])
+    make = {
+        "messages": lambda: MessagesSend(None),
+        "responses": lambda: ResponsesSend(None),
+        "ollama-chat": lambda: OllamaSend(None, answers=CHAT),
+    }[translator]
+    translated = _through(make(), [stream])
+    assert b'"w"' in translated  # its text, as a delta or a line
+    assert translated.rstrip().endswith(b"}") or translated.rstrip().endswith(b"}\n")  # the stream's end went out
