@@ -29,7 +29,7 @@ from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.responses_out import ResponsesSend
 from apps.gateway.responses_schemas import ResponsesRequest
 from apps.gateway.runtime import runtime
-from apps.gateway.translated_send import TranslatedSend
+from apps.gateway.translated_send import TranslatedSend, json_compact
 from inferia_runtime.body_writer import BODY_WRITER
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
@@ -211,7 +211,7 @@ class MessagesConsumer(_AnthropicConsumer):
         request, document = translated
         assert isinstance(request, MessagesRequest)
         self.out.stop_sequences = tuple(request.stop_sequences or ())
-        exchange.body = messages.chat_body(document)
+        exchange.body = json_compact(document)
         await pipeline.inference_handle(exchange, schemas.MESSAGES)
 
 
@@ -286,7 +286,7 @@ class ResponsesConsumer(GatewayConsumer):
                 response["store"] = kept
 
             self.out.completed = store
-        exchange.body = responses.chat_body(document)
+        exchange.body = json_compact(document)
         await pipeline.inference_handle(exchange, schemas.RESPONSES, principal)
 
 

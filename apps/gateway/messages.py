@@ -170,8 +170,3 @@ def _sampling_copy(request: MessagesRequest, document: dict[str, Any]) -> None:
         document["stream"] = True
         # The usage chunk is what the final `message_delta` reports.
         document["stream_options"] = {"include_usage": True}
-
-
-def chat_body(document: dict[str, Any]) -> bytes:
-    """A `chat_document` as the bytes the pipeline reads."""
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()

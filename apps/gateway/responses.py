@@ -18,7 +18,6 @@ its way out (apps.gateway.responses_out). Stored responses are apps.gateway.resp
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -173,8 +172,3 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
                 return content
             return "\n".join(part["text"] for part in content or () if part.get("type") == "text")
     return ""
-
-
-def chat_body(document: dict[str, Any]) -> bytes:
-    """A `chat_document` as the bytes the pipeline reads."""
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
