@@ -36,7 +36,6 @@ import django  # noqa: E402
 
 django.setup()
 
-from uvicorn.protocols.http.flow_control import FlowControl  # noqa: E402
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle  # noqa: E402
 
 from apps.gateway.capture import AnswerCapture  # noqa: E402
@@ -47,6 +46,7 @@ from apps.policies.guardrails import guardrail_profile_compile  # noqa: E402
 from apps.usage.events import UsageEvent  # noqa: E402
 from inferia_cli.transport.uvicorn_http import BodyWriter  # noqa: E402
 from tests.bench.bench_sim import cpu_seconds  # noqa: E402
+from tests.kit.asgi_cycles import RecordingTransport, request_cycle  # noqa: E402
 from tests.kit.processes import sim_start  # noqa: E402
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
@@ -56,19 +56,6 @@ CHUNK = (
     b'"finish_reason":null}]}\n\n'
 )
 RENAMES = ((b'"model":"sim/bench"', b'"model":"bench-model"'),)
-
-
-class _NullTransport:
-    """A transport that drops what it is given: the socket call is measured by the floor, not here."""
-
-    def write(self, data: bytes) -> None:
-        return None
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
 
 
 def per_chunk_us(statement, iterations: int) -> float:
@@ -131,20 +118,8 @@ def step_costs(iterations: int) -> dict[str, float]:
 
 
 def _cycle() -> RequestResponseCycle:
-    transport = _NullTransport()
-    cycle = RequestResponseCycle(
-        scope={"type": "http", "method": "POST", "http_version": "1.1"},  # type: ignore[arg-type]
-        transport=transport,  # type: ignore[arg-type]
-        flow=FlowControl(transport),  # type: ignore[arg-type]
-        logger=None,  # type: ignore[arg-type]
-        access_logger=None,  # type: ignore[arg-type]
-        access_log=False,
-        default_headers=[],
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=True,
-        on_response=lambda: None,
-    )
+    # The transport drops what it is given: the socket call is measured by the floor, not here.
+    cycle = request_cycle(RecordingTransport(keep=False))
     cycle.response_started = True
     cycle.chunked_encoding = True
     return cycle

@@ -3,55 +3,26 @@ scope and its buffers are freed when the request is done, not whenever the garba
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import logging
 import weakref
 
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from inferia_cli.transport.uvicorn_http import BodyWriter
 from inferia_runtime.body_writer import BODY_WRITER
+from tests.kit.asgi_cycles import RecordingTransport, request_cycle
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def get_extra_info(self, name: str) -> None:
-        return None
-
-    def is_closing(self) -> bool:
-        return False
-
-
-def _cycle(transport: _Transport) -> RequestResponseCycle:
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-    cycle = RequestResponseCycle(
-        scope=scope,
-        transport=transport,
-        flow=FlowControl(transport),
-        logger=logging.getLogger("test"),
-        access_logger=logging.getLogger("test.access"),
-        access_log=False,
-        default_headers=[],
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=True,
-        on_response=lambda: None,
-    )
-    scope["extensions"] = {BODY_WRITER: BodyWriter(cycle)}  # as the protocol adds it
+def _cycle(transport: RecordingTransport) -> RequestResponseCycle:
+    cycle = request_cycle(transport)
+    cycle.scope["extensions"] = {BODY_WRITER: BodyWriter(cycle)}  # as the protocol adds it
     return cycle
 
 
 def test_a_finished_request_is_freed_by_reference_counting_alone():
     gc.disable()
     try:
-        cycle = _cycle(_Transport())
+        cycle = _cycle(RecordingTransport())
         gone = weakref.ref(cycle)
         del cycle
         assert gone() is None
@@ -60,7 +31,7 @@ def test_a_finished_request_is_freed_by_reference_counting_alone():
 
 
 def test_the_writer_writes_chunked_bodies_and_stops_once_the_request_is_gone():
-    transport = _Transport()
+    transport = RecordingTransport()
     cycle = _cycle(transport)
     cycle.chunked_encoding = True
     writer = cycle.scope["extensions"][BODY_WRITER]
