@@ -111,8 +111,8 @@ class Exchange:
                 self.session_id = value.decode("latin-1")
         # The id of everything keyed by request (usage record, concurrency slot, reservation, audit context) is
         # always ours: callers that reuse an id must not share a slot or overwrite each other's usage.
-        self.request_id_bytes = random_hex(16).encode()
-        self.request_id = self.request_id_bytes.decode()
+        self.request_id = random_hex(16)
+        self.request_id_bytes = self.request_id.encode()
         # The caller's id, echoed and recorded beside ours; None when absent, b"" when malformed (a 400 once the
         # caller is known, see `pipeline.request_headers_check`).
         self.client_request_id_bytes = client_request_id

@@ -35,10 +35,10 @@ def test_a_settled_heap_still_collects_cycles_made_afterwards_by_itself():
         heap_settle()
 
         class Node:
-            pass
+            def __init__(self) -> None:
+                self.self = self  # a cycle: reference counting alone never frees it
 
         node = Node()
-        node.self = node  # a cycle: reference counting alone never frees it
         alive = weakref.ref(node)
         del node
         kept = [[] for _ in range(gc.get_threshold()[0] * 2)]  # allocations enough for a young collection to come
