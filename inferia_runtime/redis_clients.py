@@ -97,18 +97,26 @@ def gateway_redis_options() -> dict[str, Any]:
 
 class GatewayRedis(aioredis.Redis):
     """The request path's client. Once a command has timed out, the commands that follow within one timeout fail
-    at once instead of each waiting out its own: a request makes several Redis calls (key, limits, usage), and an
-    outage must cost it one timeout, not one per call. The first command after that period tries Redis again."""
+        at once instead of each waiting out its own: a request makes several Redis calls (key, limits, usage), and an
+        outage must cost it one timeout, not one per call. The first command after that period tries Redis again. Its
+    pipelined connection (`inferia_runtime.redis_pipe`) shares that state."""
 
     _stalled_until = 0.0
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
+    def stall_check(self) -> None:
+        """Raises while a command that timed out a moment ago says Redis is not answering."""
         if self._stalled_until and time.monotonic() < self._stalled_until:
             raise redis.ConnectionError("Redis did not answer in time a moment ago; not waiting on it again yet")
+
+    def stall_mark(self) -> None:
+        self._stalled_until = time.monotonic() + settings.INFERIA_REDIS_TIMEOUT_SECONDS
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.stall_check()
         try:
             return await super().execute_command(*args, **options)
         except redis.TimeoutError:
-            self._stalled_until = time.monotonic() + settings.INFERIA_REDIS_TIMEOUT_SECONDS
+            self.stall_mark()
             raise
 
 

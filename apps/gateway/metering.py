@@ -3,7 +3,8 @@ response ends.
 
 The event's fields are usage's (`apps.usage.events`); the usage worker (`apps.usage.tasks.usage_flush`) turns them
 into UsageRecord rows and hourly rollups. The event is one compact JSON field, so that the hot path pays for one
-small XADD and nothing else.
+small XADD and nothing else; without a replica to wait for, on the web process's one pipelined connection
+(`inferia_runtime.redis_pipe`).
 
 With a replica (Sentinel, or INFERIA_REDIS_WAIT_REPLICAS), the XADD is followed by a bounded WAIT on the same
 connection, so that an event the master acknowledged is on a replica before the response ends and survives the
@@ -28,6 +29,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from apps.usage.events import EVENT_FIELD, UsageEvent
+from inferia_runtime.redis_clients import GatewayRedis
+from inferia_runtime.redis_pipe import RedisPipe, resp_command
 
 logger = logging.getLogger(__name__)
 _RETRY_PAUSE_S = 0.25
@@ -35,17 +38,36 @@ _REPLICA_MISSING_S = 1.0
 _replica_missing_until = 0.0
 
 
-async def usage_append(client: aioredis.Redis, event: UsageEvent) -> None:
-    """Append the event to the usage stream. A Redis failure is logged and the response still completes."""
-    replicas = settings.INFERIA_REDIS_WAIT_REPLICAS
-    billed = bool(event.prompt_tokens or event.completion_tokens or event.cost_micros)
-    if not replicas:
+class UsageAppender:
+    """A web process's usage appends. Without a replica to wait for, they share one pipelined connection (a
+    fraction of a pooled client's CPU per append). With one, each keeps a pooled connection of `client`: a WAIT
+    holds its connection until a replica answers, and would hold up every append queued behind it on a shared one."""
+
+    def __init__(self, client: GatewayRedis) -> None:
+        self.client = client
+        self.pipe = RedisPipe(client)
+
+    async def append(self, event: UsageEvent) -> None:
+        """Append the event to the usage stream. A Redis failure is logged and the response still completes."""
+        replicas = settings.INFERIA_REDIS_WAIT_REPLICAS
+        if replicas:
+            await usage_append_waited(self.client, event, replicas=replicas)
+            return
+        command = resp_command(b"XADD", settings.INFERIA_USAGE_STREAM, b"*", EVENT_FIELD, event.encoded())
         try:
-            await client.xadd(settings.INFERIA_USAGE_STREAM, {EVENT_FIELD: event.encoded()})
+            await self.pipe.execute(command)
         except redis.RedisError:
             logger.error("usage event %s lost: Redis unavailable", event.request_id, exc_info=True)
-        return
+
+    def close(self) -> None:
+        self.pipe.close()
+
+
+async def usage_append_waited(client: aioredis.Redis, event: UsageEvent, *, replicas: int) -> None:
+    """Append the event and wait for `replicas` replicas to have it, trying a billed event again while Redis is
+    unavailable (see the module's docstring)."""
     global _replica_missing_until
+    billed = bool(event.prompt_tokens or event.completion_tokens or event.cost_micros)
     deadline = time.monotonic() + (settings.INFERIA_USAGE_APPEND_RETRY_SECONDS if billed else 0.0)
     while True:
         try:

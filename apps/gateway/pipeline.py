@@ -26,7 +26,6 @@ from apps.gateway.capture import AnswerCapture, capture_texts
 from apps.gateway.catalog import DeploymentRoute, SplitRoute
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import CLIENT_REQUEST_ID_MAX, Exchange
-from apps.gateway.metering import usage_append
 from apps.gateway.output_guardrails import OutputGuard
 from apps.gateway.retrieval import retrieval_apply
 from apps.gateway.runtime import GatewayRuntime, runtime
@@ -441,7 +440,7 @@ async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, princ
     usage.latency_ms = (time.perf_counter() - exchange.started) * 1000
     if principal.capture:
         usage.capture = capture_texts(exchange.body, exchange.answer_capture)
-    await usage_append(rt.redis, usage)
+    await rt.usage.append(usage)
     exchange.status = usage.status  # what the request came to, also when a started stream ended in an error
     metrics.request_counted(model=usage.model, organization=principal.organization_slug, status=usage.status)
     metrics.cost_counted(model=usage.model, organization=principal.organization_slug, cost_micros=usage.cost_micros)

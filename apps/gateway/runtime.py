@@ -21,6 +21,7 @@ from apps.compute.urlsafety import guarded_connector
 from apps.gateway.auth import KeyCache
 from apps.gateway.catalog import CATALOG_CHANNEL, CatalogCache
 from apps.gateway.engine_stream import EngineStreams
+from apps.gateway.metering import UsageAppender
 from apps.gateway.router import Router
 from apps.gateway.store_access import StoreAccessCache
 from apps.keys.cache import INVALIDATE_ALL, INVALIDATION_CHANNEL
@@ -80,7 +81,7 @@ class GatewayRuntime:
             health_check_interval=30,
             **gateway_redis_options(),
         )
-        self.redis: aioredis.Redis = GatewayRedis(connection_pool=pool)
+        self.redis = GatewayRedis(connection_pool=pool)
         # The listener's own connection: its reads wait for as long as nothing is published, which the request
         # path's timeouts would take for an outage (and start every cache over).
         self._listener_redis: aioredis.Redis = aioredis.Redis.from_pool(
@@ -92,6 +93,7 @@ class GatewayRuntime:
             EngineStreams(settings.INFERIA_UPSTREAM_KEEPALIVE_SECONDS) if settings.INFERIA_GATEWAY_FAST_RELAY else None
         )
         self._guarded_http: aiohttp.ClientSession | None = None  # made on the first external request
+        self.usage = UsageAppender(self.redis)
         self.keys = KeyCache(self.redis)
         self.policies = PolicyCache()
         self.templates = TemplateCache()
@@ -115,6 +117,7 @@ class GatewayRuntime:
             self.engine_streams.close()
         if self._guarded_http is not None:
             await self._guarded_http.close()
+        self.usage.close()
         await self.redis.aclose()
         await self._listener_redis.aclose()
 

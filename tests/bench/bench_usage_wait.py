@@ -1,8 +1,8 @@
-"""`make bench`: what waiting for a replica costs a request's usage append (`apps.gateway.metering.usage_append`).
+"""`make bench`: what waiting for a replica costs a request's usage append (`apps.gateway.metering.UsageAppender`).
 
 A redis-server of the benchmark's own (and, for the replicated case, a replica of it) on free ports in 6500-6549;
 the same event appended `--appends` times, one after another, as the gateway does at the end of each request:
-- single: one Redis, no WAIT (the default without Sentinel),
+- single: one Redis, no WAIT (the default without Sentinel): the pipelined connection,
 - replicated: XADD then `WAIT 1 <INFERIA_REDIS_WAIT_MS>` with a replica in sync (the default with Sentinel),
 - no replica: WAIT asked for but no replica there (what requests pay while the replica is down): an append whose
   WAIT came back short waits out INFERIA_REDIS_WAIT_MS (rounded up by Redis to its `hz` timer, 100 ms by default),
@@ -59,12 +59,12 @@ def _in_sync(port: int) -> bool:
 
 
 def appends_us(port: int, appends: int, *, replicas: int, wait_ms: int) -> list[float]:
-    """Microseconds of each of `appends` usage appends, through the gateway's own function and settings."""
-    import redis.asyncio as aioredis
+    """Microseconds of each of `appends` usage appends, through the gateway's own appender and settings."""
     from django.test import override_settings
 
-    from apps.gateway.metering import usage_append
+    from apps.gateway.metering import UsageAppender
     from apps.usage.events import UsageEvent
+    from inferia_runtime.redis_clients import GatewayRedis
 
     event = UsageEvent(
         request_id="bench", started_at=time.time(), endpoint="chat.completions", model="m", prompt_tokens=12,
@@ -72,12 +72,14 @@ def appends_us(port: int, appends: int, *, replicas: int, wait_ms: int) -> list[
     )  # fmt: skip
 
     async def run() -> list[float]:
-        client = aioredis.Redis(port=port)
+        client = GatewayRedis(port=port)
+        appender = UsageAppender(client)
         timings = []
         for _ in range(appends):
             started = time.perf_counter()
-            await usage_append(client, event)
+            await appender.append(event)
             timings.append((time.perf_counter() - started) * 1e6)
+        appender.close()
         await client.delete("bench-usage")
         await client.aclose()
         return timings

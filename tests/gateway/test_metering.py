@@ -97,17 +97,16 @@ def test_after_a_failover_a_batch_read_from_the_old_master_is_taken_over_at_once
 
 @override_settings(INFERIA_REDIS_WAIT_REPLICAS=1, INFERIA_REDIS_WAIT_MS=10)
 def test_an_append_that_no_replica_acknowledges_is_still_stored_on_the_master(redis_cache, caplog, monkeypatch):
-    import redis.asyncio as aioredis
-
     from apps.gateway import metering
     from apps.usage.events import UsageEvent
+    from inferia_runtime.redis_clients import GatewayRedis
 
     monkeypatch.setattr(metering, "_replica_missing_until", 0.0)  # restored afterwards: the module's own state
 
     async def append(request_id: str) -> None:
-        client = aioredis.Redis.from_url(settings.CACHE_REDIS_URL)
+        client = GatewayRedis.from_url(settings.CACHE_REDIS_URL)
         event = UsageEvent(request_id=request_id, started_at=0.0, endpoint="chat.completions", prompt_tokens=3)
-        await metering.usage_append(client, event)
+        await metering.UsageAppender(client).append(event)
         await client.aclose()
 
     asyncio.run(append("waited"))  # this Redis has no replica: WAIT answers 0 after its timeout

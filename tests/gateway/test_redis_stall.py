@@ -7,18 +7,15 @@ or killing it touches nothing else."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.factories import OrganizationFactory
 from tests.gateway.conftest import http, make_deployment, make_key, wait_until_served
-from tests.kit.ports import port_reserve
 from tests.kit.processes import TestProcess, web_start
+from tests.kit.redis_server import RedisServer
 from tests.kit.waiting import eventually
 
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -28,48 +25,6 @@ REDIS_TIMEOUT_S = 0.5
 STALLED_503_WITHIN_S = 1.0
 # After an outage that ended, requests may still fail fast for up to one timeout before Redis is tried again.
 RECOVERED_WITHIN_S = 1.0
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-class RedisServer:
-    """A redis-server of this test's own, which it can freeze, thaw, kill and start again on the same port."""
-
-    def __init__(self) -> None:
-        self.port = port_reserve()
-        self.process = self._start()
-
-    def _start(self) -> TestProcess:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        process = TestProcess(args, port=self.port)
-        with redis.Redis(port=self.port, socket_timeout=1) as client:
-            process.wait_until(lambda: _pings(client), timeout=10, what="redis-server answering PING")
-        return process
-
-    def url(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def freeze(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def restart(self) -> None:
-        self.process = self._start()
-
-    def stop(self) -> None:
-        if self.process.returncode is None:
-            self.thaw()
-        self.process.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,151 @@
+"""The request path's pipelined Redis connection: every call gets its own replies, whatever the others do, and a
+lost, stalled or demoted Redis costs a call one retry or one timeout, never a wrong reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import override_settings
+
+from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options
+from inferia_runtime.redis_pipe import RedisPipe, resp_command
+from tests.kit.redis_server import RedisServer
+
+TIMEOUT_S = 0.3
+
+
+def echo(text: str) -> bytes:
+    return resp_command(b"ECHO", text)
+
+
+async def with_pipe(url: str, body):  # type: ignore[no-untyped-def]
+    client = GatewayRedis.from_url(url, **gateway_redis_options())
+    pipe = RedisPipe(client)
+    try:
+        return await body(pipe, client)
+    finally:
+        pipe.close()
+        await client.aclose()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+def test_it_writes_commands_in_redis_wire_format():
+    assert resp_command(b"XADD", "usage", b"*", "e", 42) == (
+        b"*5\r\n$4\r\nXADD\r\n$5\r\nusage\r\n$1\r\n*\r\n$1\r\ne\r\n$2\r\n42\r\n"
+    )
+    assert resp_command("ECHO", "é\r\n") == b"*2\r\n$4\r\nECHO\r\n$4\r\n\xc3\xa9\r\n\r\n"
+
+
+def test_concurrent_calls_each_get_their_own_replies(redis_cache):
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> list[list[object]]:
+        singles = [pipe.execute(echo(f"call-{number}")) for number in range(300)]
+        pairs = [pipe.execute(echo(f"a-{n}") + resp_command(b"INCR", b"pipe-count"), replies=2) for n in range(50)]
+        return await asyncio.gather(*singles, *pairs)
+
+    answers = asyncio.run(with_pipe(settings.CACHE_REDIS_URL, body))
+    assert answers[:300] == [[f"call-{number}".encode()] for number in range(300)]
+    assert [pair[0] for pair in answers[300:]] == [f"a-{n}".encode() for n in range(50)]
+    assert sorted(pair[1] for pair in answers[300:]) == list(range(1, 51))  # type: ignore[type-var]
+
+
+def test_an_error_reply_is_raised_to_its_call_alone(redis_cache):
+    redis_cache.set("pipe-text", "not a number")
+
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> tuple[object, ...]:
+        return tuple(
+            await asyncio.gather(
+                pipe.execute(echo("before")),
+                pipe.execute(resp_command(b"INCR", b"pipe-text")),
+                pipe.execute(echo("after")),
+                return_exceptions=True,
+            )
+        )
+
+    before, error, after = asyncio.run(with_pipe(settings.CACHE_REDIS_URL, body))
+    assert (before, after) == ([b"before"], [b"after"])
+    assert isinstance(error, redis.ResponseError)
+    assert "not an integer" in str(error)
+
+
+def test_a_cancelled_call_leaves_the_others_their_replies(redis_cache):
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> list[object]:
+        await pipe.execute(echo("connected"))
+        calls = [asyncio.ensure_future(pipe.execute(echo(f"call-{n}"))) for n in range(3)]
+        await asyncio.sleep(0)  # each has written its command
+        calls[1].cancel()
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        answers.append(await pipe.execute(echo("next")))
+        return answers
+
+    first, cancelled, third, following = asyncio.run(with_pipe(settings.CACHE_REDIS_URL, body))
+    assert (first, third, following) == ([b"call-0"], [b"call-2"], [b"next"])
+    assert isinstance(cancelled, asyncio.CancelledError)
+
+
+def test_a_connection_redis_closed_is_replaced_at_the_next_call(redis_cache):
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> tuple[int, int, list[object]]:
+        (first_id,) = await pipe.execute(resp_command(b"CLIENT", b"ID"))
+        redis_cache.client_kill_filter(_id=first_id)
+        (second_id,) = await pipe.execute(resp_command(b"CLIENT", b"ID"))  # retried on a new connection
+        return first_id, second_id, await pipe.execute(echo("served"))
+
+    first_id, second_id, served = asyncio.run(with_pipe(settings.CACHE_REDIS_URL, body))
+    assert second_id != first_id
+    assert served == [b"served"]
+
+
+@override_settings(INFERIA_REDIS_TIMEOUT_SECONDS=TIMEOUT_S)
+def test_a_stalled_redis_costs_one_timeout_then_the_pipe_and_its_client_fail_fast(own_redis):
+    url = own_redis.url(0)
+
+    async def body(pipe: RedisPipe, client: GatewayRedis) -> list[tuple[str, float]]:
+        await pipe.execute(echo("connected"))
+        own_redis.freeze()
+        outcomes = []
+        try:
+            for call in (pipe.execute(echo("stalled")), pipe.execute(echo("again")), client.ping()):
+                started = time.monotonic()
+                with pytest.raises(redis.RedisError) as raised:
+                    await call
+                outcomes.append((type(raised.value).__name__, time.monotonic() - started))
+        finally:
+            own_redis.thaw()
+        await asyncio.sleep(TIMEOUT_S)
+        assert await pipe.execute(echo("back")) == [b"back"]  # a new connection: the stalled one was dropped
+        return outcomes
+
+    (first, first_s), (second, second_s), (client_call, client_s) = asyncio.run(with_pipe(url, body))
+    assert first == "TimeoutError"
+    assert TIMEOUT_S * 0.9 <= first_s < TIMEOUT_S + 0.5
+    assert (second, client_call) == ("ConnectionError", "ConnectionError")
+    assert max(second_s, client_s) < 0.05  # without waiting on Redis again
+
+
+def test_a_master_demoted_to_a_replica_is_left_for_a_new_connection(own_redis):
+    admin = redis.Redis(port=own_redis.port, socket_timeout=1)
+    spare = RedisServer()
+
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> list[object]:
+        await pipe.execute(resp_command(b"SET", b"k", b"1"))
+        admin.replicaof("127.0.0.1", spare.port)  # as Sentinel does to a master it failed over
+        with pytest.raises(redis.ConnectionError, match="READONLY"):
+            await pipe.execute(resp_command(b"SET", b"k", b"2"))
+        admin.replicaof("NO", "ONE")  # a master again (as the new master Sentinel names would be)
+        return await pipe.execute(resp_command(b"SET", b"k", b"3"))
+
+    try:
+        assert asyncio.run(with_pipe(own_redis.url(0), body)) == [b"OK"]
+    finally:
+        spare.stop()
+        admin.close()
