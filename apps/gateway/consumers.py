@@ -27,7 +27,6 @@ from apps.gateway.exchange import Exchange
 from apps.gateway.messages_out import MessagesSend
 from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.responses_out import ResponsesSend
-from apps.gateway.responses_schemas import ResponsesRequest
 from apps.gateway.runtime import runtime
 from apps.gateway.translated_send import TranslatedSend, json_compact
 from inferia_runtime.body_writer import BODY_WRITER
@@ -269,7 +268,7 @@ class ResponsesConsumer(GatewayConsumer):
             return
         storing = policy.responses_store and request.store is not False
         self.out.response_id = responses_store.response_id_new()
-        self.out.echo = _response_echo(request, stored=storing)
+        self.out.echo = responses.response_echo(request, stored=storing)
         self.out.exchange = exchange
         if "retrieval" in document:
             self.out.search_query = responses.last_user_text(document["messages"])
@@ -288,27 +287,6 @@ class ResponsesConsumer(GatewayConsumer):
             self.out.completed = store
         exchange.body = json_compact(document)
         await pipeline.inference_handle(exchange, schemas.RESPONSES, principal)
-
-
-def _response_echo(request: ResponsesRequest, *, stored: bool) -> dict[str, Any]:
-    """The request's fields a Response repeats, with OpenAI's defaults where the request gives none."""
-    dumped = request.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return {
-        "model": request.model,
-        "instructions": request.instructions,
-        "max_output_tokens": request.max_output_tokens,
-        "temperature": request.temperature if request.temperature is not None else 1.0,
-        "top_p": request.top_p if request.top_p is not None else 1.0,
-        "tools": dumped.get("tools", []),
-        "tool_choice": dumped.get("tool_choice", "auto"),
-        "parallel_tool_calls": request.parallel_tool_calls is not False,
-        "text": dumped.get("text") or {"format": {"type": "text"}},
-        "previous_response_id": request.previous_response_id,
-        "store": stored,
-        "metadata": request.metadata or {},
-        "user": request.user,
-        "truncation": "disabled",
-    }
 
 
 class StoredResponseConsumer(GatewayConsumer):

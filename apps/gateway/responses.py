@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from apps.gateway import errors
 from apps.gateway.responses_schemas import (
@@ -172,3 +172,29 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
                 return content
             return "\n".join(part["text"] for part in content or () if part.get("type") == "text")
     return ""
+
+
+def response_echo(request: ResponsesRequest, *, stored: bool) -> dict[str, Any]:
+    """The request's fields a Response repeats, with OpenAI's defaults where the request gives none."""
+    choice = request.tool_choice
+    return {
+        "model": request.model,
+        "instructions": request.instructions,
+        "max_output_tokens": request.max_output_tokens,
+        "temperature": request.temperature if request.temperature is not None else 1.0,
+        "top_p": request.top_p if request.top_p is not None else 1.0,
+        "tools": [_dumped(tool) for tool in request.tools or ()],
+        "tool_choice": "auto" if choice is None else choice if isinstance(choice, str) else _dumped(choice),
+        "parallel_tool_calls": request.parallel_tool_calls is not False,
+        "text": (_dumped(request.text) if request.text is not None else None) or {"format": {"type": "text"}},
+        "previous_response_id": request.previous_response_id,
+        "store": stored,
+        "metadata": request.metadata or {},
+        "user": request.user,
+        "truncation": "disabled",
+    }
+
+
+def _dumped(model: BaseModel) -> dict[str, Any]:
+    """A part of the request as the client's JSON gave it."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from itertools import chain
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -40,10 +40,18 @@ def _event(document: dict[str, Any]) -> bytes:
     return b"event: " + str(document["type"]).encode() + b"\ndata: " + json_compact(document) + b"\n\n"
 
 
-# How a text delta event ends after its text (logprobs, then the sequence number that _emit adds last), and how the
-# same event with an empty delta ends before `_emit` adds anything (what is cut off to get the event's head).
-_DELTA_END = b',"logprobs":[],"sequence_number":%d}\n\n'
+# A text delta event after its text: logprobs, then the sequence number (as `_emit` adds it, last), then the end;
+# and how the same event with an empty delta ends before `_emit` adds anything (what is cut off to get its head).
+_DELTA_SEQUENCE = b',"logprobs":[],"sequence_number":'
+_EVENT_END = b"}\n\n"
 _EMPTY_DELTA_END = b'""}\n\n'
+_SEQUENCE_NUMBERS = [b"%d" % number for number in range(4096)]
+
+
+def _sequence_numbers(start: int, count: int) -> list[bytes]:
+    if start + count <= len(_SEQUENCE_NUMBERS):
+        return _SEQUENCE_NUMBERS[start : start + count]
+    return [b"%d" % number for number in range(start, start + count)]
 
 
 def json_strings_joined(strings: list[bytes]) -> bytes:
@@ -88,9 +96,9 @@ class ResponsesSend(TranslatedSend):
         self._tool_index = -1
         self._finish_reason = "stop"
         self._usage: dict[str, Any] | None = None
-        # The open message's text deltas: their event with its text (`%b`) and sequence number (`%d`) left to fill,
-        # and the copied texts (JSON strings) not yet in its part.
-        self._delta_template = b""
+        # The open message's text deltas: their event's head (up to the text), and the copied texts (JSON strings) not
+        # yet in its part.
+        self._delta_head = b""
         self._texts: list[bytes] = []
 
     # --- The Response --------------------------------------------------------------------------------------------
@@ -225,13 +233,10 @@ class ResponsesSend(TranslatedSend):
         if self._open is None or self._open["type"] != "message":
             self._message_open(out)
         self._texts += texts
-        sequence, count = self._sequence, len(texts)
-        if count == 1:
-            out.append(self._delta_template % (texts[0], sequence))
-        else:  # one formatting for the lot: each delta's text and sequence number into the delta's event
-            numbered = chain.from_iterable(zip(texts, range(sequence, sequence + count), strict=True))
-            out.append((self._delta_template * count) % tuple(numbered))
-        self._sequence = sequence + count
+        head, count = self._delta_head, len(texts)
+        ends = map(b"".join, zip(texts, repeat(_DELTA_SEQUENCE), _sequence_numbers(self._sequence, count)))
+        out += (head, (_EVENT_END + head).join(ends), _EVENT_END)
+        self._sequence += count
 
     def fast_writer(self, writer: BodyWriter) -> BodyWriter:
         # Up to [DONE] in step; the end (storing the response) when the stream ends, through `stream_body`.
@@ -313,7 +318,7 @@ class ResponsesSend(TranslatedSend):
         self._emit(out, {"type": "response.content_part.added", **self._position(), "content_index": 0, "part": part})
         item["content"].append({**part})
         delta = {"type": "response.output_text.delta", **self._position(), "content_index": 0, "delta": ""}
-        self._delta_template = _event(delta)[: -len(_EMPTY_DELTA_END)].replace(b"%", b"%%") + b"%b" + _DELTA_END
+        self._delta_head = _event(delta)[: -len(_EMPTY_DELTA_END)]
 
     def _text_delta(self, out: list[bytes], text: str) -> None:
         if self._open is None or self._open["type"] != "message":
@@ -356,7 +361,7 @@ class ResponsesSend(TranslatedSend):
             return
         position = self._position()
         self._texts_flush()
-        self._delta_template = b""
+        self._delta_head = b""
         if item["type"] == "message":
             part = item["content"][0]
             text = {"type": "response.output_text.done", **position, "content_index": 0, "text": part["text"]}

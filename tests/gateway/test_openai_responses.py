@@ -555,3 +555,26 @@ def test_generated_bodies_get_openai_shaped_answers_never_a_5xx(tenant, gateway,
     one()
     # The five good examples are answered, streamed or not, and so is at least one good generated body.
     assert statuses.count(200) >= 6, statuses
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"tool_choice": "none"},
+        {"tools": [WEATHER], "tool_choice": {"type": "function", "name": "get_weather"}},
+        {"tools": [WEATHER, {"type": "file_search", "vector_store_ids": ["vs_1"]}], "tool_choice": "required"},
+        {"text": {"format": {"type": "json_object"}}},
+        {"text": {}},
+    ],
+)
+def test_a_response_repeats_the_requests_tools_choice_and_format_as_sent(fields):
+    from apps.gateway.responses import request_parse, response_echo
+
+    request = request_parse(json.dumps({"model": "gw-chat", "input": "Hi", **fields}).encode())
+    sent = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    echo = response_echo(request, stored=False)
+    assert echo["tools"] == sent.get("tools", [])
+    assert echo["tool_choice"] == sent.get("tool_choice", "auto")
+    assert echo["text"] == (sent.get("text") or {"format": {"type": "text"}})
+    assert "input" not in echo
