@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 from typing import Any
 
 import hiredis
@@ -168,3 +169,21 @@ class RedisPipe:
         if self._protocol is not None:
             self._protocol.abort(redis.ConnectionError("the gateway closed its Redis pipe"))
             self._protocol = None
+
+
+class PipeScript:
+    """A Lua script run on a pipe by its SHA (EVALSHA), and sent whole (EVAL, which also loads it) when Redis does not
+    know it: after a restart, a flush or a failover."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest().encode()
+
+    async def run(self, pipe: RedisPipe, keys: list[str], args: list[str | int]) -> Any:
+        try:
+            (reply,) = await pipe.execute(resp_command(b"EVALSHA", self.sha, len(keys), *keys, *args))
+        except redis.ResponseError as unknown:
+            if not str(unknown).startswith("NOSCRIPT"):
+                raise
+            (reply,) = await pipe.execute(resp_command(b"EVAL", self.source, len(keys), *keys, *args))
+        return reply

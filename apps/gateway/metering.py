@@ -39,13 +39,14 @@ _replica_missing_until = 0.0
 
 
 class UsageAppender:
-    """A web process's usage appends. Without a replica to wait for, they share one pipelined connection (a
-    fraction of a pooled client's CPU per append). With one, each keeps a pooled connection of `client`: a WAIT
-    holds its connection until a replica answers, and would hold up every append queued behind it on a shared one."""
+    """A web process's usage appends. Without a replica to wait for, they go through the process's pipelined
+    connection (a fraction of a pooled client's CPU per append). With one, each takes a pooled connection of
+    `client`: a WAIT holds its connection until a replica answers, and would hold up everything queued behind it on
+    the shared one."""
 
-    def __init__(self, client: GatewayRedis) -> None:
+    def __init__(self, client: GatewayRedis, pipe: RedisPipe) -> None:
         self.client = client
-        self.pipe = RedisPipe(client)
+        self.pipe = pipe
 
     async def append(self, event: UsageEvent) -> None:
         """Append the event to the usage stream. A Redis failure is logged and the response still completes."""
@@ -58,9 +59,6 @@ class UsageAppender:
             await self.pipe.execute(command)
         except redis.RedisError:
             logger.error("usage event %s lost: Redis unavailable", event.request_id, exc_info=True)
-
-    def close(self) -> None:
-        self.pipe.close()
 
 
 async def usage_append_waited(client: aioredis.Redis, event: UsageEvent, *, replicas: int) -> None:

@@ -346,7 +346,7 @@ async def limits_reserve(
         price_output_per_mtok_micros=max(route.price_output_per_mtok_micros for route in chain),
     )
     try:
-        admission = await limits_admit(rt.redis, policy, cost, request_id=exchange.request_id)
+        admission = await limits_admit(rt.redis_pipe, policy, cost, request_id=exchange.request_id)
     except LimitDenied as denial:
         admission = await limits_reserve_exact(rt, exchange, policy, route, checked, cost, denial)
     except PolicyDenied as denial:
@@ -376,7 +376,7 @@ async def limits_reserve_exact(
         raise errors.policy_denied(denial) from None
     try:
         return await limits_admit(
-            rt.redis, policy, dataclasses.replace(cost, prompt_tokens=exact), request_id=exchange.request_id
+            rt.redis_pipe, policy, dataclasses.replace(cost, prompt_tokens=exact), request_id=exchange.request_id
         )
     except PolicyDenied as again:
         raise errors.policy_denied(again) from None
@@ -394,7 +394,7 @@ def output_guard(policy: EffectivePolicy, endpoint: Endpoint) -> OutputGuard | N
 async def usage_settle(rt: GatewayRuntime, admission: Admission, usage: UsageEvent) -> None:
     """Replace the request's reservation with what it used (nothing, when it failed before the engine answered)."""
     await limits_settle(
-        rt.redis,
+        rt.redis_pipe,
         admission,
         ActualUsage(
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_micros=usage.cost_micros

@@ -33,6 +33,7 @@ from inferia_runtime.redis_clients import (
     gateway_redis_options,
     listener_redis_options,
 )
+from inferia_runtime.redis_pipe import RedisPipe
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ class GatewayRuntime:
             EngineStreams(settings.INFERIA_UPSTREAM_KEEPALIVE_SECONDS) if settings.INFERIA_GATEWAY_FAST_RELAY else None
         )
         self._guarded_http: aiohttp.ClientSession | None = None  # made on the first external request
-        self.usage = UsageAppender(self.redis)
+        # The request path's frequent writes (usage appends, limits), pipelined on one connection.
+        self.redis_pipe = RedisPipe(self.redis)
+        self.usage = UsageAppender(self.redis, self.redis_pipe)
         self.keys = KeyCache(self.redis)
         self.policies = PolicyCache()
         self.templates = TemplateCache()
@@ -117,7 +120,7 @@ class GatewayRuntime:
             self.engine_streams.close()
         if self._guarded_http is not None:
             await self._guarded_http.close()
-        self.usage.close()
+        self.redis_pipe.close()
         await self.redis.aclose()
         await self._listener_redis.aclose()
 

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
-import redis.asyncio as aioredis
 from django.conf import settings
-from redis.commands.core import AsyncScript
 
 from apps.policies.costs import ActualUsage, RequestCost, cost_micros_for
 from apps.policies.effective import EffectivePolicy, LevelLimits
 from apps.policies.errors import PolicyDenied, PolicyUnavailable
 from inferia_runtime.money import money_format
+from inferia_runtime.redis_pipe import PipeScript, RedisPipe
 
 logger = logging.getLogger(__name__)
 
@@ -257,21 +256,11 @@ def _fail_open() -> bool:
     return bool(getattr(settings, "INFERIA_POLICY_FAIL_OPEN", False))
 
 
-_scripts: dict[int, tuple[AsyncScript, AsyncScript]] = {}
+_ADMIT = PipeScript(ADMIT_LUA)
+_SETTLE = PipeScript(SETTLE_LUA)
 
 
-def _scripts_for(client: aioredis.Redis) -> tuple[AsyncScript, AsyncScript]:
-    # register_script objects cache the SHA and fall back to EVAL on NOSCRIPT (after a Redis restart or flush).
-    scripts = _scripts.get(id(client))
-    if scripts is None or scripts[0].registered_client is not client:
-        scripts = (client.register_script(ADMIT_LUA), client.register_script(SETTLE_LUA))
-        _scripts[id(client)] = scripts
-    return scripts
-
-
-async def limits_admit(
-    client: aioredis.Redis, policy: EffectivePolicy, cost: RequestCost, *, request_id: str
-) -> Admission:
+async def limits_admit(pipe: RedisPipe, policy: EffectivePolicy, cost: RequestCost, *, request_id: str) -> Admission:
     """Check and count every limit of the request at every level, in one round trip.
 
     Raises `LimitDenied` (429 `rate_limit_exceeded`, `quota_exceeded` or `budget_exceeded`, with retry-after) for
@@ -288,9 +277,8 @@ async def limits_admit(
     args: list[str | int] = [request_id, hold, settings.INFERIA_POLICY_RESERVATION_TTL_S * 1000 if hold else 0]
     for check in checks:
         args += [check.kind, check.limit, check.cost, check.a, check.b]
-    admit, _ = _scripts_for(client)
     try:
-        reply = await admit(keys=keys, args=args)
+        reply = await _ADMIT.run(pipe, keys, args)
     except (TimeoutError, redis.RedisError, OSError) as exc:
         if _fail_open():
             logger.warning("Redis unreachable: admitting request %s without limits (fail open)", request_id)
@@ -323,7 +311,7 @@ async def limits_admit(
     )
 
 
-async def limits_settle(client: aioredis.Redis, admission: Admission, actual: ActualUsage) -> None:
+async def limits_settle(pipe: RedisPipe, admission: Admission, actual: ActualUsage) -> None:
     """Replace the admission's reservations with `actual` usage and free its concurrency slot, in one round trip.
 
     Call it once when the request ends, whatever the outcome (a failure before any token: `ActualUsage()`).
@@ -352,9 +340,8 @@ async def limits_settle(client: aioredis.Redis, admission: Admission, actual: Ac
             args += [kind, reserved, used, extra]
         else:
             args += [kind, reserved, tokens, extra or 0]
-    _, settle = _scripts_for(client)
     try:
-        await settle(keys=keys, args=args)
+        await _SETTLE.run(pipe, keys, args)
     except (TimeoutError, redis.RedisError, OSError):
         logger.warning("could not settle request %s in Redis; reconciliation will correct", admission.request_id)
 

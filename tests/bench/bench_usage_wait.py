@@ -65,6 +65,7 @@ def appends_us(port: int, appends: int, *, replicas: int, wait_ms: int) -> list[
     from apps.gateway.metering import UsageAppender
     from apps.usage.events import UsageEvent
     from inferia_runtime.redis_clients import GatewayRedis
+    from inferia_runtime.redis_pipe import RedisPipe
 
     event = UsageEvent(
         request_id="bench", started_at=time.time(), endpoint="chat.completions", model="m", prompt_tokens=12,
@@ -73,13 +74,14 @@ def appends_us(port: int, appends: int, *, replicas: int, wait_ms: int) -> list[
 
     async def run() -> list[float]:
         client = GatewayRedis(port=port)
-        appender = UsageAppender(client)
+        pipe = RedisPipe(client)
+        appender = UsageAppender(client, pipe)
         timings = []
         for _ in range(appends):
             started = time.perf_counter()
             await appender.append(event)
             timings.append((time.perf_counter() - started) * 1e6)
-        appender.close()
+        pipe.close()
         await client.delete("bench-usage")
         await client.aclose()
         return timings

@@ -106,7 +106,7 @@ def test_an_append_that_no_replica_acknowledges_is_still_stored_on_the_master(re
     async def append(request_id: str) -> None:
         client = GatewayRedis.from_url(settings.CACHE_REDIS_URL)
         event = UsageEvent(request_id=request_id, started_at=0.0, endpoint="chat.completions", prompt_tokens=3)
-        await metering.UsageAppender(client).append(event)
+        await metering.usage_append_waited(client, event, replicas=settings.INFERIA_REDIS_WAIT_REPLICAS)
         await client.aclose()
 
     asyncio.run(append("waited"))  # this Redis has no replica: WAIT answers 0 after its timeout

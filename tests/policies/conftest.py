@@ -1,4 +1,5 @@
-"""Fixtures for the policy tests: a team, keys in it, and an async Redis client on the counters database."""
+"""Fixtures for the policy tests: a team, keys in it, and the gateway's two ways to the counters database (an
+asyncio client, and the pipe the limits go through)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from django.conf import settings
+
+from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options
+from inferia_runtime.redis_pipe import RedisPipe
 
 
 @pytest.fixture
@@ -36,4 +40,14 @@ async def aredis(redis_cache):
     pool = aioredis.BlockingConnectionPool.from_url(settings.CACHE_REDIS_URL, max_connections=32, timeout=10)
     client = aioredis.Redis(connection_pool=pool)
     yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def counters(redis_cache):
+    """The pipe to the (emptied) counters database that the gateway's limits go through, closed after the test."""
+    client = GatewayRedis.from_url(settings.CACHE_REDIS_URL, **gateway_redis_options())
+    pipe = RedisPipe(client)
+    yield pipe
+    pipe.close()
     await client.aclose()

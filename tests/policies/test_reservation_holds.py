@@ -7,7 +7,6 @@ import asyncio
 import time
 
 import pytest
-import redis.asyncio as aioredis
 from django.conf import settings
 from django.test import override_settings
 
@@ -20,6 +19,8 @@ from apps.policies.limits import (
     limits_settle,
     quota_usage_get,
 )
+from inferia_runtime.redis_clients import GatewayRedis
+from inferia_runtime.redis_pipe import RedisPipe
 
 ORG = "{o1}:o"
 KEY = "{o1}:k7"
@@ -48,8 +49,8 @@ def held(redis_cache) -> tuple[int, int, int]:
     )
 
 
-async def test_a_reservation_never_settled_is_given_back_once_it_is_due(aredis, redis_cache):
-    await limits_admit(aredis, BUDGET, COST, request_id="orphan")
+async def test_a_reservation_never_settled_is_given_back_once_it_is_due(counters, redis_cache):
+    await limits_admit(counters, BUDGET, COST, request_id="orphan")
 
     not_yet = limits_holds_release(redis_cache, scope=ORG)
     before = held(redis_cache)
@@ -63,10 +64,10 @@ async def test_a_reservation_never_settled_is_given_back_once_it_is_due(aredis, 
     assert redis_cache.zcard(holds_key(ORG)) == 0
 
 
-async def test_the_deadline_is_a_setting(aredis, redis_cache):
+async def test_the_deadline_is_a_setting(counters, redis_cache):
     with override_settings(INFERIA_POLICY_RESERVATION_TTL_S=0):
-        await limits_admit(aredis, BUDGET, COST, request_id="due-at-once")
-    await limits_admit(aredis, BUDGET, COST, request_id="due-in-an-hour")
+        await limits_admit(counters, BUDGET, COST, request_id="due-at-once")
+    await limits_admit(counters, BUDGET, COST, request_id="due-in-an-hour")
 
     released = limits_holds_release(redis_cache, scope=KEY)  # any scope of the organisation names its holds
 
@@ -74,14 +75,14 @@ async def test_the_deadline_is_a_setting(aredis, redis_cache):
     assert held(redis_cache) == (1000, 200, 200)  # the second request's reservation only
 
 
-async def test_a_late_settle_after_the_release_adds_the_usage_but_gives_back_nothing_more(aredis, redis_cache):
-    late = await limits_admit(aredis, BUDGET, COST, request_id="slow")
-    await limits_admit(aredis, BUDGET, COST, request_id="running")
+async def test_a_late_settle_after_the_release_adds_the_usage_but_gives_back_nothing_more(counters, redis_cache):
+    late = await limits_admit(counters, BUDGET, COST, request_id="slow")
+    await limits_admit(counters, BUDGET, COST, request_id="running")
     limits_holds_release(redis_cache, scope=ORG, now_ms=int(time.time() * 1000) + 3_600_000 + 60_000)
     assert held(redis_cache) == (0, 0, 0)  # both were due
 
-    await limits_admit(aredis, BUDGET, COST, request_id="new")
-    await limits_settle(aredis, late, ActualUsage(prompt_tokens=40, completion_tokens=2))
+    await limits_admit(counters, BUDGET, COST, request_id="new")
+    await limits_settle(counters, late, ActualUsage(prompt_tokens=40, completion_tokens=2))
 
     assert held(redis_cache) == (1000, 200, 200)  # the new request's reservation, untouched by the late settle
     day = quota_usage_get(redis_cache, scope=ORG, period="d")
@@ -89,10 +90,10 @@ async def test_a_late_settle_after_the_release_adds_the_usage_but_gives_back_not
     assert quota_usage_get(redis_cache, scope=KEY, period="d")["tok_used"] == 42
 
 
-async def test_a_settled_request_leaves_nothing_to_release(aredis, redis_cache):
-    admission = await limits_admit(aredis, BUDGET, COST, request_id="done")
+async def test_a_settled_request_leaves_nothing_to_release(counters, redis_cache):
+    admission = await limits_admit(counters, BUDGET, COST, request_id="done")
 
-    await limits_settle(aredis, admission, ActualUsage(prompt_tokens=40, completion_tokens=2))
+    await limits_settle(counters, admission, ActualUsage(prompt_tokens=40, completion_tokens=2))
     released = limits_holds_release(redis_cache, scope=ORG, now_ms=LATER_MS)
 
     assert released == 0
@@ -101,34 +102,34 @@ async def test_a_settled_request_leaves_nothing_to_release(aredis, redis_cache):
     assert redis_cache.zcard(holds_key(ORG)) == 0
 
 
-async def test_two_requests_with_the_same_id_hold_and_release_separately(aredis, redis_cache):
-    first = await limits_admit(aredis, BUDGET, COST, request_id="same")
-    await limits_admit(aredis, BUDGET, COST, request_id="same")
+async def test_two_requests_with_the_same_id_hold_and_release_separately(counters, redis_cache):
+    first = await limits_admit(counters, BUDGET, COST, request_id="same")
+    await limits_admit(counters, BUDGET, COST, request_id="same")
 
-    await limits_settle(aredis, first, ActualUsage())
+    await limits_settle(counters, first, ActualUsage())
 
     assert held(redis_cache) == (1000, 200, 200)
     assert limits_holds_release(redis_cache, scope=ORG, now_ms=LATER_MS) == 1
     assert held(redis_cache) == (0, 0, 0)
 
 
-async def test_a_policy_without_quotas_records_no_holds(aredis, redis_cache):
+async def test_a_policy_without_quotas_records_no_holds(counters, redis_cache):
     admission = await limits_admit(
-        aredis, policy(LevelLimits(scope=KEY, requests_per_minute=10, tokens_per_minute=10_000)), COST, request_id="a"
+        counters, policy(LevelLimits(scope=KEY, requests_per_minute=10, tokens_per_minute=10_000)), COST, request_id="a"
     )
-    await limits_settle(aredis, admission, ActualUsage(1, 1))
+    await limits_settle(counters, admission, ActualUsage(1, 1))
 
     assert redis_cache.exists(holds_key(KEY)) == 0
 
 
-async def test_settles_racing_the_release_give_each_reservation_back_exactly_once(aredis, redis_cache):
-    kept = await limits_admit(aredis, BUDGET, COST, request_id="kept")  # not due: must stay held throughout
+async def test_settles_racing_the_release_give_each_reservation_back_exactly_once(counters, redis_cache):
+    kept = await limits_admit(counters, BUDGET, COST, request_id="kept")  # not due: must stay held throughout
     with override_settings(INFERIA_POLICY_RESERVATION_TTL_S=0):
-        racing = await asyncio.gather(*(limits_admit(aredis, BUDGET, COST, request_id=f"r{i}") for i in range(100)))
+        racing = await asyncio.gather(*(limits_admit(counters, BUDGET, COST, request_id=f"r{i}") for i in range(100)))
 
     sweeps = [asyncio.to_thread(limits_holds_release, redis_cache, scope=ORG, batch=7) for _ in range(3)]
     settles = [
-        limits_settle(aredis, admission, ActualUsage(prompt_tokens=10, completion_tokens=0)) for admission in racing
+        limits_settle(counters, admission, ActualUsage(prompt_tokens=10, completion_tokens=0)) for admission in racing
     ]
     results = await asyncio.gather(*sweeps, *settles)
 
@@ -137,7 +138,7 @@ async def test_settles_racing_the_release_give_each_reservation_back_exactly_onc
     assert held(redis_cache) == (1000, 200, 200)  # only `kept`: nothing given back twice, nothing left behind
     assert quota_usage_get(redis_cache, scope=KEY, period="d")["tok_used"] == 100 * 10
     assert redis_cache.zcard(holds_key(ORG)) == 1
-    await limits_settle(aredis, kept, ActualUsage())
+    await limits_settle(counters, kept, ActualUsage())
     assert held(redis_cache) == (0, 0, 0)
 
 
@@ -154,10 +155,12 @@ def test_the_reconciliation_task_releases_due_holds_of_organisations_with_quotas
     )
 
     async def admit_two() -> None:
-        client = aioredis.Redis.from_url(settings.CACHE_REDIS_URL)
+        client = GatewayRedis.from_url(settings.CACHE_REDIS_URL)
+        pipe = RedisPipe(client)
         with override_settings(INFERIA_POLICY_RESERVATION_TTL_S=0):
-            await limits_admit(client, limits, COST, request_id="crashed")
-        await limits_admit(client, limits, COST, request_id="running")
+            await limits_admit(pipe, limits, COST, request_id="crashed")
+        await limits_admit(pipe, limits, COST, request_id="running")
+        pipe.close()
         await client.aclose()
 
     asyncio.run(admit_two())

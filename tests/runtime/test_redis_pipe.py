@@ -13,7 +13,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options
-from inferia_runtime.redis_pipe import RedisPipe, resp_command
+from inferia_runtime.redis_pipe import PipeScript, RedisPipe, resp_command
 from tests.kit.redis_server import RedisServer
 
 TIMEOUT_S = 0.3
@@ -103,6 +103,23 @@ def test_a_connection_redis_closed_is_replaced_at_the_next_call(redis_cache):
     first_id, second_id, served = asyncio.run(with_pipe(settings.CACHE_REDIS_URL, body))
     assert second_id != first_id
     assert served == [b"served"]
+
+
+def test_a_script_redis_does_not_know_is_sent_whole_and_its_errors_are_raised(redis_cache):
+    joined = PipeScript("return ARGV[1] .. KEYS[1]")
+    failing = PipeScript("return redis.error_reply('over the limit')")
+
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> tuple[object, ...]:
+        redis_cache.script_flush()  # as after a restart or a failover
+        first = await joined.run(pipe, ["key"], ["value-"])
+        known = redis_cache.script_exists(joined.sha.decode())
+        second = await joined.run(pipe, ["key"], [7])
+        with pytest.raises(redis.ResponseError, match="over the limit"):
+            await failing.run(pipe, [], [])
+        return first, known, second
+
+    first, known, second = asyncio.run(with_pipe(settings.CACHE_REDIS_URL, body))
+    assert (first, known, second) == (b"value-key", [True], b"7key")
 
 
 @override_settings(INFERIA_REDIS_TIMEOUT_SECONDS=TIMEOUT_S)
