@@ -59,6 +59,26 @@ def test_concurrent_calls_each_get_their_own_replies(redis_cache):
     assert sorted(pair[1] for pair in answers[300:]) == list(range(1, 51))  # type: ignore[type-var]
 
 
+def test_the_calls_of_one_loop_iteration_reach_redis_in_one_write(own_redis):
+    """An engine's step ends many streams at once: their appends go out together, and Redis (whose every wake-up
+    costs its sender) reads them at once."""
+    admin = redis.Redis(port=own_redis.port, socket_timeout=1)
+
+    def reads() -> int:
+        return int(admin.info("stats")["total_reads_processed"])
+
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> int:
+        await pipe.execute(echo("connected"))
+        before = reads()
+        await asyncio.gather(*(pipe.execute(resp_command(b"INCR", b"together")) for _ in range(200)))
+        return reads() - before - 1  # not the INFO that counts them
+
+    try:
+        assert asyncio.run(with_pipe(own_redis.url(0), body)) == 1
+    finally:
+        admin.close()
+
+
 def test_an_error_reply_is_raised_to_its_call_alone(redis_cache):
     redis_cache.set("pipe-text", "not a number")
 
