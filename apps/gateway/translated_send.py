@@ -33,6 +33,11 @@ TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
 # Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
 _JSON_STRINGS = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]++|\\.)*+"\n)*+')  # possessive: no backtracking
 _TEXT_END = TEXT_SUFFIX + b"\n\n"
+_TEXT_SUFFIX_LENGTH = len(TEXT_SUFFIX)
+
+
+def _json_strings(texts: list[bytes]) -> bool:
+    return _JSON_STRINGS.fullmatch(b"\n".join(texts) + b"\n") is not None
 
 
 def json_parsed(payload: bytes) -> Any:
@@ -114,19 +119,33 @@ class TranslatedSend(ABC):
         head = self._text_head
         if not (head and data.startswith(head, position)):
             return [], position
+        # The common case, checked at once: every event up to the last text chunk's end is a text chunk (a JSON
+        # string cannot hold the chunks' end, so splitting there cuts only between chunks).
+        last = data.rfind(_TEXT_END, position, end)
+        if last != -1:
+            skip = len(head)
+            pieces = data[position:last].split(_TEXT_END)
+            texts = [piece[skip:] for piece in pieces]
+            if all(map(head.__eq__, [piece[:skip] for piece in pieces])) and _json_strings(texts):
+                return [text for text in texts if text != b'""'], last + len(_TEXT_END)
+        return self._texts_walked(data, position, end)
+
+    def _texts_walked(self, data: bytes, position: int, end: int) -> tuple[list[bytes], int]:
+        """`texts_copied` chunk by chunk: where other events come between text chunks, or a text is no JSON string."""
+        head = self._text_head
         texts: list[bytes] = []
         start, skip = position, len(head)
         while data.startswith(head, position):
-            # Where the chunk ends, if it is a text chunk: a "text" that runs into the next chunk (its event's
-            # blank line) is no JSON string, which the check below finds.
+            # Where the chunk ends, if it is a text chunk; an event that ends before that is another kind of chunk
+            # with the same head (logprobs, a finish reason), where the run stops.
             text_end = data.find(_TEXT_END, position + skip, end)
-            if text_end == -1:
+            if text_end == -1 or data.find(b"\n\n", position + skip, text_end + _TEXT_SUFFIX_LENGTH) != -1:
                 break
             text = data[position + skip : text_end]
             if text != b'""':  # an empty text adds nothing, as a parsed one would not
                 texts.append(text)
             position = text_end + len(_TEXT_END)
-        if texts and not _JSON_STRINGS.fullmatch(b"\n".join(texts) + b"\n"):
+        if texts and not _json_strings(texts):
             self._text_head = b""  # such chunks are parsed, every one
             return [], start
         return texts, position

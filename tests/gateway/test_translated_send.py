@@ -99,9 +99,18 @@ TRICKY = [
 ]
 
 
+# Another kind of chunk (one with logprobs) between text chunks: the texts around it are copied, it is parsed.
+MIXED = [
+    *TRICKY[:3],
+    _event(choices=[{"index": 0, "delta": {"content": "lp "}, "logprobs": {"content": []}, "finish_reason": None}]),
+    *TRICKY[3:],
+]
+
+
 @pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat", "ollama-generate"])
 @pytest.mark.parametrize("cut", [None, 1, 13])
-def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut):
+@pytest.mark.parametrize("events", [TRICKY, MIXED], ids=["text", "mixed"])
+def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events):
     """Text chunks are copied without parsing (the common case); the answer is the one parsing them would give."""
     from apps.gateway.ollama_out import CHAT, GENERATE, OllamaSend
     from apps.gateway.responses_out import ResponsesSend
@@ -127,7 +136,7 @@ def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut):
         return type("Copied", (cls,), {"texts_copied": counted})(None, **options)
 
     counts: list[int] = []
-    stream = b"".join(TRICKY)
+    stream = b"".join(events)
     pieces = [stream] if cut is None else [stream[at : at + cut] for at in range(0, len(stream), cut)]
     copied, parsed = _through(make(False), pieces), _through(make(True), pieces)
     assert _normalised(copied) == _normalised(parsed)
