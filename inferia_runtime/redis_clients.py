@@ -97,8 +97,8 @@ def gateway_redis_options() -> dict[str, Any]:
 
 class GatewayRedis(aioredis.Redis):
     """The request path's client. Once a command has timed out, the commands that follow within one timeout fail
-        at once instead of each waiting out its own: a request makes several Redis calls (key, limits, usage), and an
-        outage must cost it one timeout, not one per call. The first command after that period tries Redis again. Its
+    at once instead of each waiting out its own: a request makes several Redis calls (key, limits, usage), and an
+    outage must cost it one timeout, not one per call. The first command after that period tries Redis again. Its
     pipelined connection (`inferia_runtime.redis_pipe`) shares that state."""
 
     _stalled_until = 0.0
