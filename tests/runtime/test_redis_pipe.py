@@ -6,9 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.test import override_settings
 
@@ -186,3 +192,39 @@ def test_a_master_demoted_to_a_replica_is_left_for_a_new_connection(own_redis):
     finally:
         spare.stop()
         admin.close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    certificate_path, key_path = directory / "redis.crt", directory / "redis.key"
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return certificate_path, key_path
+
+
+def test_it_speaks_to_a_redis_over_tls(tmp_path):
+    """`rediss://` URLs: redis-py makes the TLS connection, the pipe writes and reads through it."""
+    server = RedisServer(tls=_self_signed(tmp_path))
+
+    async def body(pipe: RedisPipe, _client: GatewayRedis) -> list[list[object]]:
+        return await asyncio.gather(pipe.execute(echo("a")), pipe.execute(echo("b" * 100_000)))
+
+    try:
+        assert asyncio.run(with_pipe(server.url(0), body)) == [[b"a"], [b"b" * 100_000]]
+    finally:
+        server.stop()
