@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -22,6 +23,7 @@ from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options
 from inferia_runtime.redis_pipe import PipeScript, RedisPipe, resp_command
 from tests.kit.redis_server import RedisServer
 
+T = TypeVar("T")
 TIMEOUT_S = 0.3
 
 
@@ -29,7 +31,8 @@ def echo(text: str) -> bytes:
     return resp_command(b"ECHO", text)
 
 
-async def with_pipe(url: str, body):  # type: ignore[no-untyped-def]
+async def with_pipe(url: str, body: Callable[[RedisPipe, GatewayRedis], Awaitable[T]]) -> T:
+    """What `body` returns, given a pipe (and its client) to the Redis at `url`, both closed after."""
     client = GatewayRedis.from_url(url, **gateway_redis_options())
     pipe = RedisPipe(client)
     try:
