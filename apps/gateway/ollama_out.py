@@ -39,12 +39,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _json(document: dict[str, Any]) -> bytes:
-    return json_compact(document)
-
-
 def _line(document: dict[str, Any]) -> bytes:
-    return _json(document) + b"\n"
+    return json_compact(document) + b"\n"
 
 
 def _arguments(text: str) -> dict[str, Any]:
@@ -83,7 +79,7 @@ class OllamaSend(TranslatedSend):
 
     async def whole_body(self, status: int, body: bytes) -> bytes:
         if status != 200:
-            return _json({"error": error_message(body)})
+            return json_compact({"error": error_message(body)})
         return self._answer(json.loads(body)) if self.answers else body
 
     async def stream_body(self, data: bytes, *, final: bool) -> bytes:
@@ -111,7 +107,7 @@ class OllamaSend(TranslatedSend):
         if self.answers == EMBED:
             vectors = [item.get("embedding") for item in sorted(answer.get("data") or (), key=lambda i: i["index"])]
             durations = self._durations(prompt_tokens, 0)
-            return _json(
+            return json_compact(
                 {
                     "model": answer.get("model"),
                     "embeddings": vectors,
@@ -134,7 +130,7 @@ class OllamaSend(TranslatedSend):
         document["done"] = True
         document["done_reason"] = _DONE_REASONS.get(choice.get("finish_reason") or "stop", "stop")
         document.update(self._durations(prompt_tokens, int(usage.get("completion_tokens") or 0)))
-        return _json(document)
+        return json_compact(document)
 
     # --- Streams ------------------------------------------------------------------------------------------------
 

@@ -33,7 +33,6 @@ TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
 # Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
 _JSON_STRINGS = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]++|\\.)*+"\n)*+')  # possessive: no backtracking
 _TEXT_END = TEXT_SUFFIX + b"\n\n"
-_TEXT_SUFFIX_LENGTH = len(TEXT_SUFFIX)
 
 
 def _json_strings(texts: list[bytes]) -> bool:
@@ -139,7 +138,7 @@ class TranslatedSend(ABC):
             # Where the chunk ends, if it is a text chunk; an event that ends before that is another kind of chunk
             # with the same head (logprobs, a finish reason), where the run stops.
             text_end = data.find(_TEXT_END, position + skip, end)
-            if text_end == -1 or data.find(b"\n\n", position + skip, text_end + _TEXT_SUFFIX_LENGTH) != -1:
+            if text_end == -1 or data.find(b"\n\n", position + skip, text_end + len(TEXT_SUFFIX)) != -1:
                 break
             text = data[position + skip : text_end]
             if text != b'""':  # an empty text adds nothing, as a parsed one would not

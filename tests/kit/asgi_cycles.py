@@ -32,11 +32,10 @@ class RecordingTransport:
         return None
 
 
-def request_cycle(transport: RecordingTransport, scope: dict[str, Any] | None = None) -> RequestResponseCycle:
+def request_cycle(transport: RecordingTransport) -> RequestResponseCycle:
     """A cycle for a POST on `transport`, as uvicorn's httptools protocol makes one per request."""
-    scope = scope if scope is not None else {"type": "http", "method": "POST", "http_version": "1.1", "headers": []}
     return RequestResponseCycle(
-        scope=scope,  # type: ignore[arg-type]
+        scope={"type": "http", "method": "POST", "http_version": "1.1", "headers": []},  # type: ignore[arg-type]
         transport=transport,  # type: ignore[arg-type]
         flow=FlowControl(transport),  # type: ignore[arg-type]
         logger=logging.getLogger("uvicorn.error"),
