@@ -15,9 +15,9 @@ Answers that are already Ollama's (tags, show, version) pass through; only their
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from apps.gateway.messages_out import error_message
@@ -35,8 +35,16 @@ _LINE_TEXT = {CHAT: b'","message":{"role":"assistant","content":', GENERATE: b'"
 _TEXT_LINE_END = {CHAT: b'},"done":false}\n', GENERATE: b',"done":false}\n'}
 
 
+@functools.lru_cache(maxsize=1)
+def _date_and_time(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """The time now as Ollama writes it (UTC, to the microsecond). Every line of a stream carries it: the date and
+    time of day are formatted once a second."""
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return f"{_date_and_time(seconds)}.{nanoseconds // 1000:06d}Z"
 
 
 def _line(document: dict[str, Any]) -> bytes:

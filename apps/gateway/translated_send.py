@@ -32,6 +32,7 @@ TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":'
 TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
 # Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
 _JSON_STRINGS = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]++|\\.)*+"\n)*+')  # possessive: no backtracking
+_JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]++|\\.)*+"')
 _TEXT_END = TEXT_SUFFIX + b"\n\n"
 
 
@@ -149,12 +150,28 @@ class TranslatedSend(ABC):
             return [], start
         return texts, position
 
+    def _text_alone(self, data: bytes) -> bytes | None:
+        """The text of `data` when it is one text chunk and nothing else, as a stream's piece is when its engine sends
+        a token at a time: checked without splitting or parsing it."""
+        head = self._text_head
+        if head and data.startswith(head) and data.endswith(_TEXT_END):
+            stop = len(data) - len(_TEXT_END)
+            if _JSON_STRING.fullmatch(data, len(head), stop):
+                return data[len(head) : stop]
+        return None
+
     def events_translate(self, data: bytes, out: list[bytes]) -> int:
         """Translate the whole events of `data` into `out`: each run of text chunks through `texts_add` (while
         `texts_copying`), each other `data:` event's payload through `event_add`, until `event_add` answers True;
         where the walk stopped (the length of `data` when it went through)."""
         end = len(data)
         position = 0
+        if self.texts_copying():
+            text = self._text_alone(data)
+            if text is not None:
+                if text != b'""':
+                    self.texts_add([text], out)
+                return end
         while position < end:
             if self.texts_copying():
                 texts, position = self.texts_copied(data, position, end)

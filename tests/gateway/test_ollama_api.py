@@ -5,10 +5,13 @@ limits, usage records and metrics."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import ollama
 import pytest
+import time_machine
 
+from apps.gateway.ollama_out import _now
 from apps.usage.models import UsageRecord
 from apps.usage.stream import usage_stream_drain
 from tests.factories import OrganizationFactory
@@ -56,6 +59,19 @@ def _ollama_error(status: int, raw: bytes) -> str:
     assert list(document) == ["error"]
     assert isinstance(document["error"], str)
     return document["error"]
+
+
+def test_lines_carry_the_time_in_utc_to_the_microsecond():
+    """Each line of a stream carries the time (the date and time of day are formatted once a second, and must not
+    lag behind the clock)."""
+    for moment, written in (
+        (datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), "2026-01-02T03:04:05.678901Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC), "2026-01-02T03:04:05.999999Z"),
+        (datetime(2026, 1, 2, 3, 4, 6, 5, tzinfo=UTC), "2026-01-02T03:04:06.000005Z"),
+        (datetime(2027, 12, 31, 23, 59, 59, tzinfo=UTC), "2027-12-31T23:59:59.000000Z"),
+    ):
+        with time_machine.travel(moment, tick=False):
+            assert _now() == written
 
 
 # --- Chat and generate ---------------------------------------------------------------------------------------------

@@ -108,10 +108,11 @@ MIXED = [
 
 
 @pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat", "ollama-generate"])
-@pytest.mark.parametrize("cut", [None, 1, 13])
+@pytest.mark.parametrize("cut", [None, "event", 1, 13])
 @pytest.mark.parametrize("events", [TRICKY, MIXED], ids=["text", "mixed"])
 def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events):
-    """Text chunks are copied without parsing (the common case); the answer is the one parsing them would give."""
+    """Text chunks are copied without parsing (the common case), whether a piece of the stream holds many of them or
+    one (an engine that sends each token as it comes); the answer is the one parsing them would give."""
     from apps.gateway.ollama_out import CHAT, GENERATE, OllamaSend
     from apps.gateway.responses_out import ResponsesSend
 
@@ -123,21 +124,23 @@ def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events)
         else:
             cls, options = OllamaSend, {"answers": CHAT if translator == "ollama-chat" else GENERATE}
         if parsed:
-            return type("Parsed", (cls,), {"texts_copied": lambda self, data, position, end: ([], position)})(
-                None, **options
-            )
+            return type("Parsed", (cls,), {"texts_copying": lambda self: False})(None, **options)
 
-        def counted(self, data: bytes, position: int, end: int) -> tuple[list[bytes], int]:
-            texts, position = cls.texts_copied(self, data, position, end)
+        def counted(self, texts: list[bytes], out: list[bytes]) -> None:
             counts[-1] += len(texts)
-            return texts, position
+            cls.texts_add(self, texts, out)
 
         counts.append(0)
-        return type("Copied", (cls,), {"texts_copied": counted})(None, **options)
+        return type("Copied", (cls,), {"texts_add": counted})(None, **options)
 
     counts: list[int] = []
     stream = b"".join(events)
-    pieces = [stream] if cut is None else [stream[at : at + cut] for at in range(0, len(stream), cut)]
+    if cut is None:
+        pieces = [stream]
+    elif cut == "event":
+        pieces = events
+    else:
+        pieces = [stream[at : at + cut] for at in range(0, len(stream), cut)]
     copied, parsed = _through(make(False), pieces), _through(make(True), pieces)
     assert _normalised(copied) == _normalised(parsed)
     # Copied: every text chunk after the first parsed one.
@@ -145,7 +148,8 @@ def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events)
 
 
 @pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat"])
-def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_stream(translator):
+@pytest.mark.parametrize("whole", [True, False], ids=["one-piece", "piece-per-event"])
+def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_stream(translator, whole):
     """A text chunk whose "string" would break out of its JSON (an engine that is not what it claims) is never
     copied: from there on every chunk is parsed, and what the client gets is well-formed."""
     from apps.gateway.ollama_out import CHAT, OllamaSend
@@ -156,7 +160,7 @@ def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_st
         b"data: " + head.encode() + b',"choices":[{"index":0,"delta":{"content":"a","injected":"b"},'
         b'"logprobs":null,"finish_reason":null}]}\n\n'
     )
-    stream = b"".join([*TRICKY[:2], forged, *TRICKY[2:]])
+    events = [*TRICKY[:2], forged, *TRICKY[2:]]
     translator_send = (
         MessagesSend(None)
         if translator == "messages"
@@ -164,7 +168,7 @@ def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_st
         if translator == "responses"
         else OllamaSend(None, answers=CHAT)
     )
-    translated = _through(translator_send, [stream])
+    translated = _through(translator_send, [b"".join(events)] if whole else events)
     assert b"injected" not in translated
     separator = b"\n" if translator == "ollama-chat" else b"\n\n"
     for event in filter(None, translated.split(separator)):
