@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact, json_parsed
-from inferia_runtime.body_writer import BodyWriter
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, json_compact, json_parsed
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
 _ERROR_TYPES = {
@@ -155,8 +154,8 @@ class MessagesSend(TranslatedSend):
     async def stream_body(self, data: bytes, *, final: bool) -> bytes:
         return self._events(data, final=final)
 
-    def fast_writer(self, writer: BodyWriter) -> BodyWriter:
-        return TranslatedWriter(writer, lambda data: self._events(data, final=False))
+    def piece_translated(self, data: bytes) -> bytes:
+        return self._events(data, final=False)
 
     # --- Streams ------------------------------------------------------------------------------------------------
 

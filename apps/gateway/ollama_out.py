@@ -21,8 +21,7 @@ import time
 from typing import Any
 
 from apps.gateway.messages_out import error_message
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, TranslatedWriter, json_compact, json_parsed
-from inferia_runtime.body_writer import BodyWriter
+from apps.gateway.translated_send import Headers, Send, TranslatedSend, json_compact, json_parsed
 
 CHAT = "chat"
 GENERATE = "generate"
@@ -93,8 +92,8 @@ class OllamaSend(TranslatedSend):
     async def stream_body(self, data: bytes, *, final: bool) -> bytes:
         return self._lines(data, final=final)
 
-    def fast_writer(self, writer: BodyWriter) -> BodyWriter:
-        return TranslatedWriter(writer, lambda data: self._lines(data, final=False))
+    def piece_translated(self, data: bytes) -> bytes:
+        return self._lines(data, final=False)
 
     def _durations(self, prompt_tokens: int, generated_tokens: int) -> dict[str, int]:
         now = time.perf_counter_ns()

@@ -25,8 +25,7 @@ from typing import Any
 import orjson
 
 from apps.gateway.exchange import Exchange
-from apps.gateway.translated_send import Send, TranslatedSend, TranslatedWriter, json_compact, json_parsed
-from inferia_runtime.body_writer import BodyWriter
+from apps.gateway.translated_send import Send, TranslatedSend, json_compact, json_parsed
 from inferia_runtime.random_ids import random_hex
 
 Completed = Callable[[dict[str, Any]], Awaitable[None]]
@@ -241,14 +240,11 @@ class ResponsesSend(TranslatedSend):
             out += (head, (_EVENT_END + head).join(ends), _EVENT_END)
         self._sequence += count
 
-    def fast_writer(self, writer: BodyWriter) -> BodyWriter:
+    def piece_translated(self, data: bytes) -> bytes:
         # Up to [DONE] in step; the end (storing the response) when the stream ends, through `stream_body`.
-        def translate(data: bytes) -> bytes:
-            out: list[bytes] = []
-            self._in_step(data, out)
-            return b"".join(out)
-
-        return TranslatedWriter(writer, translate)
+        out: list[bytes] = []
+        self._in_step(data, out)
+        return b"".join(out)
 
     def _begin(self, out: list[bytes]) -> None:
         self._started = True

@@ -150,14 +150,19 @@ class TranslatedSend(ABC):
             return [], start
         return texts, position
 
-    def _text_alone(self, data: bytes) -> bytes | None:
-        """The text of `data` when it is one text chunk and nothing else, as a stream's piece is when its engine sends
-        a token at a time: checked without splitting or parsing it."""
+    def text_alone_translated(self, data: bytes) -> bytes | None:
+        """`data` translated when it is one text chunk and nothing else (with nothing pending before it, while texts
+        are copied), as a stream's piece is when its engine sends a token at a time: checked in one match, without
+        splitting or parsing it. None for any other piece."""
         head = self._text_head
-        if head and data.startswith(head) and data.endswith(_TEXT_END):
+        if head and data.startswith(head) and data.endswith(_TEXT_END) and not self._pending and self.texts_copying():
             stop = len(data) - len(_TEXT_END)
             if _JSON_STRING.fullmatch(data, len(head), stop):
-                return data[len(head) : stop]
+                if stop == len(head) + 2:
+                    return b""  # an empty text adds nothing, as a parsed one would not
+                out: list[bytes] = []
+                self.texts_add([data[len(head) : stop]], out)
+                return b"".join(out)
         return None
 
     def events_translate(self, data: bytes, out: list[bytes]) -> int:
@@ -166,12 +171,10 @@ class TranslatedSend(ABC):
         where the walk stopped (the length of `data` when it went through)."""
         end = len(data)
         position = 0
-        if self.texts_copying():
-            text = self._text_alone(data)
-            if text is not None:
-                if text != b'""':
-                    self.texts_add([text], out)
-                return end
+        alone = self.text_alone_translated(data)
+        if alone is not None:
+            out.append(alone)
+            return end
         while position < end:
             if self.texts_copying():
                 texts, position = self.texts_copied(data, position, end)
@@ -197,11 +200,13 @@ class TranslatedSend(ABC):
     def event_add(self, payload: bytes, out: list[bytes]) -> bool:
         """Translate one parsed event's payload (`[DONE]` included) into `out`; True to stop the walk there."""
 
-    def fast_writer(self, writer: BodyWriter) -> BodyWriter | None:
-        """The server's body writer with this translation in front (a `TranslatedWriter`, translating each piece
-        but the last as `stream_body` would, without awaiting), or None where the translation awaits: its streams
-        then go through the general relay."""
-        return None
+    def fast_writer(self, writer: BodyWriter) -> BodyWriter:
+        """The server's body writer with this translation in front, for the fast relay."""
+        return TranslatedWriter(writer, self)
+
+    @abstractmethod
+    def piece_translated(self, data: bytes) -> bytes:
+        """A piece of a stream but its last, translated as `stream_body` would translate it, without awaiting."""
 
     def response_headers(self, headers: Headers, *, streaming: bool) -> Headers:
         """The answer's headers as the client gets them (the same by default)."""
@@ -220,14 +225,17 @@ class TranslatedWriter:
     """A body writer that translates each piece of a stream on its way to the server's: the fast relay's writes get
     the same translation as the general relay's ASGI messages."""
 
-    __slots__ = ("_translate", "_writer")
+    __slots__ = ("_send", "_writer")
 
-    def __init__(self, writer: BodyWriter, translate: Callable[[bytes], bytes]) -> None:
+    def __init__(self, writer: BodyWriter, send: TranslatedSend) -> None:
         self._writer = writer
-        self._translate = translate
+        self._send = send
 
     def write(self, data: bytes) -> bool:
-        translated = self._translate(data)
+        # The common piece (one more token) first, without the walk through the piece's events.
+        translated = self._send.text_alone_translated(data)
+        if translated is None:
+            translated = self._send.piece_translated(data)
         return self._writer.write(translated) if translated else True
 
     async def drain(self) -> None:

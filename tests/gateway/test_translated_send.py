@@ -80,6 +80,42 @@ def _through(translator: TranslatedSend, pieces: list[bytes]) -> bytes:
     return b"".join(message.get("body", b"") for message in streamed_through(translator, pieces))
 
 
+class _Collected:
+    """A server's body writer that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> bool:
+        self.parts.append(data)
+        return True
+
+    async def drain(self) -> None:
+        return None
+
+
+def _written_through(translator: TranslatedSend, pieces: list[bytes]) -> bytes:
+    """What the client gets when the fast relay writes `pieces` through the translator's writer (the stream's end
+    still goes through its ASGI send, as the exchange's last message)."""
+    collected = _Collected()
+
+    async def send(message: dict) -> None:
+        collected.parts.append(message.get("body", b""))
+
+    async def run() -> None:
+        translator._send = send
+        await translator(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+        )
+        writer = translator.fast_writer(collected)
+        for piece in pieces:
+            assert writer.write(piece)
+        await translator({"type": "http.response.body", "body": b"", "more_body": False})
+
+    asyncio.run(run())
+    return b"".join(collected.parts)
+
+
 def _normalised(raw: bytes) -> bytes:
     """Without what differs from one run to the next: item ids, timestamps and durations."""
     raw = re.sub(rb'"(msg|fc|fs|call)_[0-9a-f]+"', rb'"\1_id"', raw)
@@ -110,7 +146,8 @@ MIXED = [
 @pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat", "ollama-generate"])
 @pytest.mark.parametrize("cut", [None, "event", 1, 13])
 @pytest.mark.parametrize("events", [TRICKY, MIXED], ids=["text", "mixed"])
-def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events):
+@pytest.mark.parametrize("relay", ["general", "fast"])
+def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events, relay):
     """Text chunks are copied without parsing (the common case), whether a piece of the stream holds many of them or
     one (an engine that sends each token as it comes); the answer is the one parsing them would give."""
     from apps.gateway.ollama_out import CHAT, GENERATE, OllamaSend
@@ -141,7 +178,8 @@ def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events)
         pieces = events
     else:
         pieces = [stream[at : at + cut] for at in range(0, len(stream), cut)]
-    copied, parsed = _through(make(False), pieces), _through(make(True), pieces)
+    through = _through if relay == "general" else _written_through
+    copied, parsed = through(make(False), pieces), _through(make(True), pieces)
     assert _normalised(copied) == _normalised(parsed)
     # Copied: every text chunk after the first parsed one.
     assert counts == [4]
@@ -149,7 +187,8 @@ def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events)
 
 @pytest.mark.parametrize("translator", ["messages", "responses", "ollama-chat"])
 @pytest.mark.parametrize("whole", [True, False], ids=["one-piece", "piece-per-event"])
-def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_stream(translator, whole):
+@pytest.mark.parametrize("relay", ["general", "fast"])
+def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_stream(translator, whole, relay):
     """A text chunk whose "string" would break out of its JSON (an engine that is not what it claims) is never
     copied: from there on every chunk is parsed, and what the client gets is well-formed."""
     from apps.gateway.ollama_out import CHAT, OllamaSend
@@ -168,7 +207,8 @@ def test_text_chunks_that_are_not_json_strings_are_parsed_for_the_rest_of_the_st
         if translator == "responses"
         else OllamaSend(None, answers=CHAT)
     )
-    translated = _through(translator_send, [b"".join(events)] if whole else events)
+    through = _through if relay == "general" else _written_through
+    translated = through(translator_send, [b"".join(events)] if whole else events)
     assert b"injected" not in translated
     separator = b"\n" if translator == "ollama-chat" else b"\n\n"
     for event in filter(None, translated.split(separator)):
