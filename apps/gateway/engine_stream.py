@@ -123,6 +123,7 @@ class EngineConnection(asyncio.Protocol):
     # --- The request's side ----------------------------------------------------------------------------------------
 
     def request(self, head: bytes, body: bytes) -> None:
+        self._timer_cancel()  # a timer of the last answer's must never fire on this one
         self._request_reset()
         assert self.transport is not None
         self.transport.write(head + body)
@@ -135,7 +136,8 @@ class EngineConnection(asyncio.Protocol):
     def stream(self, sink: Callable[[bytes], None], idle_timeout_s: float | None) -> None:
         """From now on each read's body goes to `sink` at once; `idle_timeout_s`: the longest silence allowed."""
         self.sink = sink
-        if idle_timeout_s:
+        # An answer already whole (a short one, or a fast engine's) arms no timer: nothing would cancel it.
+        if idle_timeout_s and not self.complete and self.error is None:
             self.last_read = self.loop.time()
             self._idle_timer = self.loop.call_later(idle_timeout_s, self._idle_check, idle_timeout_s)
 

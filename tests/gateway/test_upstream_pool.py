@@ -50,17 +50,21 @@ async def _engine(handler) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
 
 
-async def _stream_once(streams: EngineStreams, url: str) -> tuple[int, bytes]:
-    """One request through the fast relay's client: (status, body)."""
+async def _stream_once(
+    streams: EngineStreams, url: str, *, idle_timeout_s: float = 5.0, before_streaming_s: float = 0.0
+) -> tuple[int, bytes]:
+    """One request through the fast relay's client: (status, body). `before_streaming_s`: how long the relay takes
+    between the first byte and streaming (it answers the client's headers first)."""
     target = streams.target(url)
     assert target is not None
     body = b"{}"
     head = request_head(target, {"Content-Type": "application/json"}, body)
     connection = await streams.request(target, head, body, 5.0)
+    await asyncio.sleep(before_streaming_s)
     received: list[bytes] = []
     first = connection.body_bytes()
     connection.body.clear()
-    connection.stream(received.append, 5.0)
+    connection.stream(received.append, idle_timeout_s)
     received.insert(0, first)
     await connection.streamed(asyncio.sleep)
     streams.release(target, connection)
@@ -129,6 +133,36 @@ async def test_a_request_on_a_kept_alive_connection_the_engine_drops_is_sent_aga
         server.close()
     assert first == second == (200, b"data: [DONE]\n\n")
     assert connections == 2  # the second request went again, on a new connection
+
+
+async def test_an_answer_complete_before_it_streams_leaves_no_idle_timer_behind():
+    """A short answer (or any answer from an engine at no delay) is often whole before the relay starts streaming it.
+    Its idle timer must not be armed then: nothing would cancel it, one per request would live for the whole idle
+    timeout, and when it fired on the kept-alive connection it failed the request then waiting for its first byte
+    (which went again on a new connection: the engine did its work twice)."""
+    client_ports: list[int] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        client_ports.append(request.transport.get_extra_info("peername")[1])
+        if len(client_ports) == 2:
+            await asyncio.sleep(0.6)  # a long prompt's prefill: the first byte comes after the idle timeout
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    runner, url = await _engine(answer)
+    streams = EngineStreams(keepalive_s=30)
+    try:
+        first = await _stream_once(streams, url, idle_timeout_s=0.3, before_streaming_s=0.1)
+        second = await _stream_once(streams, url, idle_timeout_s=0.3)
+    finally:
+        streams.close()
+        await runner.cleanup()
+    assert first == second == (200, b"data: [DONE]\n\n")
+    assert len(client_ports) == 2  # each request reached the engine once
+    assert client_ports[0] == client_ports[1]  # on the kept-alive connection
 
 
 def test_a_header_that_could_split_the_request_is_refused():
