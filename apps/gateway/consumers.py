@@ -269,7 +269,7 @@ class ResponsesConsumer(GatewayConsumer):
         storing = policy.responses_store and request.store is not False
         self.out.response_id = responses_store.response_id_new()
         self.out.echo = responses.response_echo(request, stored=storing)
-        self.out.exchange = exchange
+        self.out.exchange_follow(exchange)
         if "retrieval" in document:
             self.out.search_query = responses.last_user_text(document["messages"])
         if storing:

@@ -43,6 +43,7 @@ class Exchange:
     """The request's parts the gateway reads, and the response state it must respect."""
 
     __slots__ = (
+        "__weakref__",
         "answer_capture",
         "authorization",
         "body",

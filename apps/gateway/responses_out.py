@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from itertools import repeat
 from typing import Any
@@ -83,7 +84,7 @@ class ResponsesSend(TranslatedSend):
         self.response_id = ""
         self.echo: dict[str, Any] = {}
         self.search_query = ""
-        self.exchange: Exchange | None = None
+        self._exchange: weakref.ref[Exchange] | None = None
         self.completed: Completed | None = None
         self._created_at = int(time.time())
         # Stream state.
@@ -119,9 +120,15 @@ class ResponsesSend(TranslatedSend):
     def _status(self) -> str:
         return "incomplete" if self._finish_reason == "length" else "completed"
 
+    def exchange_follow(self, exchange: Exchange) -> None:
+        """Read what retrieval finds for the request from `exchange`: weakly, since the exchange holds this `send`
+        (a cycle would leave every request's objects to the garbage collector)."""
+        self._exchange = weakref.ref(exchange)
+
     def _search_item(self) -> dict[str, Any] | None:
         """The file_search_call retrieval made, when it ran for this request."""
-        retrieved = self.exchange.retrieved if self.exchange is not None else None
+        exchange = self._exchange() if self._exchange is not None else None
+        retrieved = exchange.retrieved if exchange is not None else None
         if retrieved is None:
             return None
         chunks = json.loads(retrieved)["chunks"]

@@ -22,8 +22,11 @@ from tests.gateway.conftest import make_deployment, make_key
 CHAT = {"model": "gw-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
 
 
-async def call(path: str, secret: str, body: dict | None = None) -> tuple[int, bytes]:
-    """One request through the ASGI application: (status, body)."""
+async def call(
+    path: str, secret: str, body: dict | None = None, *, extensions: dict | None = None
+) -> tuple[int, bytes]:
+    """One request through the ASGI application: (status, body). `extensions`: the scope's (a server's body writer,
+    for the fast relay; what it is given is not in the body returned)."""
     scope = {
         "type": "http",
         "http_version": "1.1",
@@ -34,6 +37,7 @@ async def call(path: str, secret: str, body: dict | None = None) -> tuple[int, b
         "headers": [(b"authorization", f"Bearer {secret}".encode()), (b"content-type", b"application/json")],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
+        "extensions": extensions or {},
     }
     communicator = ApplicationCommunicator(application, scope)
     await communicator.send_input({"type": "http.request", "body": json.dumps(body or {}).encode()})
