@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PROBE = (
     "import gc, json; before = gc.get_freeze_count(); import inferia_site.asgi; "
-    "print(json.dumps({'before': before, 'frozen': gc.get_freeze_count()}))"
+    "print(json.dumps({'before': before, 'frozen': gc.get_freeze_count(), 'thresholds': gc.get_threshold()}))"
 )
 
 
@@ -23,6 +23,8 @@ def test_loading_the_asgi_application_freezes_what_it_loaded():
     state = json.loads(probe.stdout.strip().splitlines()[-1])
     assert state["before"] == 0
     assert state["frozen"] > 100_000  # Django, Channels and the gateway: hundreds of thousands of objects
+    # Full collections spaced out; the young ones as Python has them.
+    assert state["thresholds"] == [700, 10, 100]
 
 
 def test_a_settled_heap_still_collects_cycles_made_afterwards_by_itself():
@@ -31,6 +33,7 @@ def test_a_settled_heap_still_collects_cycles_made_afterwards_by_itself():
 
     from inferia_runtime.heap import heap_settle
 
+    thresholds = gc.get_threshold()
     try:
         heap_settle()
 
@@ -46,3 +49,4 @@ def test_a_settled_heap_still_collects_cycles_made_afterwards_by_itself():
         del kept
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
