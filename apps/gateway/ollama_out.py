@@ -159,6 +159,11 @@ class OllamaSend(TranslatedSend):
         end = _TEXT_LINE_END[self.answers]
         out += (head, (end + head).join(texts), end)
 
+    def text_translated(self, text: bytes) -> bytes:
+        self._first_ns = self._first_ns or time.perf_counter_ns()
+        answers = self.answers
+        return b"%b%b%b%b%b" % (self._line_start, _now().encode(), _LINE_TEXT[answers], text, _TEXT_LINE_END[answers])
+
     def _piece(self, text: str) -> dict[str, Any]:
         if self.answers == CHAT:
             return {"model": self._model, "created_at": _now(), "message": {"role": "assistant", "content": text}}

@@ -247,6 +247,14 @@ class ResponsesSend(TranslatedSend):
             out += (head, (_EVENT_END + head).join(ends), _EVENT_END)
         self._sequence += count
 
+    def text_translated(self, text: bytes) -> bytes:
+        if self._open is None or self._open["type"] != "message":
+            return super().text_translated(text)  # the message opens first
+        self._texts.append(text)
+        sequence = self._sequence
+        self._sequence = sequence + 1
+        return b"%b%b%b%d%b" % (self._delta_head, text, _DELTA_SEQUENCE, sequence, _EVENT_END)
+
     def piece_translated(self, data: bytes) -> bytes:
         # Up to [DONE] in step; the end (storing the response) when the stream ends, through `stream_body`.
         out: list[bytes] = []

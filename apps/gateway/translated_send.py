@@ -160,10 +160,15 @@ class TranslatedSend(ABC):
             if _JSON_STRING.fullmatch(data, len(head), stop):
                 if stop == len(head) + 2:
                     return b""  # an empty text adds nothing, as a parsed one would not
-                out: list[bytes] = []
-                self.texts_add([data[len(head) : stop]], out)
-                return b"".join(out)
+                return self.text_translated(data[len(head) : stop])
         return None
+
+    def text_translated(self, text: bytes) -> bytes:
+        """One copied text (a JSON string as it came) translated: what `texts_add` gives for it alone, which an edge
+        may build more directly."""
+        out: list[bytes] = []
+        self.texts_add([text], out)
+        return b"".join(out)
 
     def events_translate(self, data: bytes, out: list[bytes]) -> int:
         """Translate the whole events of `data` into `out`: each run of text chunks through `texts_add` (while

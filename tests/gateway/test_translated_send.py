@@ -163,12 +163,20 @@ def test_copied_text_chunks_translate_as_parsed_ones_do(translator, cut, events,
         if parsed:
             return type("Parsed", (cls,), {"texts_copying": lambda self: False})(None, **options)
 
-        def counted(self, texts: list[bytes], out: list[bytes]) -> None:
+        def counted(self, data: bytes, position: int, end: int) -> tuple[list[bytes], int]:
+            texts, position = cls.texts_copied(self, data, position, end)
             counts[-1] += len(texts)
-            cls.texts_add(self, texts, out)
+            return texts, position
+
+        def counted_alone(self, data: bytes) -> bytes | None:
+            translated = cls.text_alone_translated(self, data)
+            counts[-1] += bool(translated)
+            return translated
 
         counts.append(0)
-        return type("Copied", (cls,), {"texts_add": counted})(None, **options)
+        return type("Copied", (cls,), {"texts_copied": counted, "text_alone_translated": counted_alone})(
+            None, **options
+        )
 
     counts: list[int] = []
     stream = b"".join(events)
