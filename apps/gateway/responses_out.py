@@ -240,11 +240,8 @@ class ResponsesSend(TranslatedSend):
             self._message_open(out)
         self._texts += texts
         head, count = self._delta_head, len(texts)
-        if count == 1:  # an engine that sends a token at a time
-            out += (head, texts[0], _DELTA_SEQUENCE, _sequence_numbers(self._sequence, 1)[0], _EVENT_END)
-        else:
-            ends = map(b"".join, zip(texts, repeat(_DELTA_SEQUENCE), _sequence_numbers(self._sequence, count)))
-            out += (head, (_EVENT_END + head).join(ends), _EVENT_END)
+        ends = map(b"".join, zip(texts, repeat(_DELTA_SEQUENCE), _sequence_numbers(self._sequence, count)))
+        out += (head, (_EVENT_END + head).join(ends), _EVENT_END)
         self._sequence += count
 
     def text_translated(self, text: bytes) -> bytes:

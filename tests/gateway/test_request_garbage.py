@@ -15,6 +15,7 @@ from tests.factories import OrganizationFactory
 from tests.gateway.conftest import make_deployment, make_key
 from tests.gateway.test_hot_path import call
 
+REPEATS = 20
 MESSAGES = [{"role": "user", "content": "hi"}]
 REQUESTS = {
     "chat": ("/v1/chat/completions", {"model": "gw-chat", "messages": MESSAGES, "max_tokens": 4, "stream": True}),
@@ -55,7 +56,7 @@ def test_a_finished_request_leaves_no_cyclic_garbage(db, sim, redis_cache, endpo
             gc.collect()
             gc.disable()
             try:
-                for _ in range(5):
+                for _ in range(REPEATS):
                     statuses.append((await call(path, secret, body, extensions=extensions))[0])
                 return statuses, gc.collect()
             finally:
@@ -66,4 +67,6 @@ def test_a_finished_request_leaves_no_cyclic_garbage(db, sim, redis_cache, endpo
     statuses, garbage = async_to_sync(scenario)()
     assert set(statuses) == {200}
     assert (writer.writes > 0) == (relay == "stream-fast")  # the fast relay carried the streams it was offered
-    assert garbage == 0
+    # Fewer objects than requests: a cycle per request leaves dozens each (a Responses request left about 25), while
+    # the loop's own housekeeping may leave a stray few now and then.
+    assert garbage < REPEATS
