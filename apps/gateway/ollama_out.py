@@ -154,15 +154,17 @@ class OllamaSend(TranslatedSend):
 
     def texts_add(self, texts: list[bytes], out: list[bytes]) -> None:
         """Copied texts as text lines, which carry the time they are translated at."""
-        self._first_ns = self._first_ns or time.perf_counter_ns()
-        head = self._line_start + _now().encode() + _LINE_TEXT[self.answers]
-        end = _TEXT_LINE_END[self.answers]
+        head, end = self._text_line_ends()
         out += (head, (end + head).join(texts), end)
 
     def text_translated(self, text: bytes) -> bytes:
+        head, end = self._text_line_ends()
+        return b"%b%b%b" % (head, text, end)
+
+    def _text_line_ends(self) -> tuple[bytes, bytes]:
+        """What goes before and after a copied text in its line, now: the line carries the time."""
         self._first_ns = self._first_ns or time.perf_counter_ns()
-        answers = self.answers
-        return b"%b%b%b%b%b" % (self._line_start, _now().encode(), _LINE_TEXT[answers], text, _TEXT_LINE_END[answers])
+        return self._line_start + _now().encode() + _LINE_TEXT[self.answers], _TEXT_LINE_END[self.answers]
 
     def _piece(self, text: str) -> dict[str, Any]:
         if self.answers == CHAT:

@@ -30,9 +30,10 @@ Headers = list[tuple[bytes, bytes]]
 # nothing else: it is translated by copying the string as it came (already escaped), without parsing the chunk.
 TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":'
 TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
+_JSON_STRING_PATTERN = rb'"(?:[^"\\\x00-\x1f]++|\\.)*+"'  # possessive: no backtracking
+_JSON_STRING = re.compile(_JSON_STRING_PATTERN)
 # Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
-_JSON_STRINGS = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]++|\\.)*+"\n)*+')  # possessive: no backtracking
-_JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]++|\\.)*+"')
+_JSON_STRINGS = re.compile(rb"(?:" + _JSON_STRING_PATTERN + rb"\n)*+")
 _TEXT_END = TEXT_SUFFIX + b"\n\n"
 
 
@@ -176,10 +177,6 @@ class TranslatedSend(ABC):
         where the walk stopped (the length of `data` when it went through)."""
         end = len(data)
         position = 0
-        alone = self.text_alone_translated(data)
-        if alone is not None:
-            out.append(alone)
-            return end
         while position < end:
             if self.texts_copying():
                 texts, position = self.texts_copied(data, position, end)
