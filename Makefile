@@ -52,15 +52,19 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+BENCH_ENDPOINTS = chat,messages,responses,ollama
+
 bench: venv
 	@bash scripts/ensure-services.sh
 	@# Every benchmark runs even when an earlier one misses a target; the status says whether any did. The health
 	@# benchmark times one check cycle over 1,000 replicas on distinct loopback addresses, against its 2 s period.
 	@# The console pages against 1M usage rows, 100k keys, 100k audit events (seeding takes minutes the first time):
-	@# `make bench BENCH_CONSOLE=1`.
+	@# `make bench BENCH_CONSOLE=1`. The gateway runs take the protocols in turns on one server, each run compared
+	@# with chat completions' in the same run.
 	status=0; \
-	$(TEST_ENV) $(BIN)/python tests/bench/run.py || status=1; \
-	$(TEST_ENV) $(BIN)/python tests/bench/run.py --itl-ms 5 --levels 64,256 --requests 1000 || status=1; \
+	$(TEST_ENV) $(BIN)/python tests/bench/run.py --endpoint $(BENCH_ENDPOINTS) || status=1; \
+	$(TEST_ENV) $(BIN)/python tests/bench/run.py --itl-ms 5 --levels 64,256 --requests 1000 \
+		--endpoint $(BENCH_ENDPOINTS) || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_relay.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_routing.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_prefix.py || status=1; \
