@@ -28,8 +28,9 @@ from apps.gateway.messages_out import MessagesSend
 from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.responses_out import ResponsesSend
 from apps.gateway.runtime import runtime
-from apps.gateway.translated_send import TranslatedSend, json_compact
+from apps.gateway.translated_send import TranslatedSend
 from inferia_runtime.body_writer import BODY_WRITER
+from inferia_runtime.json_codec import json_compact
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
 # still sending when the server answers and closes sees a reset instead of the error. Past it, answer at once.

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, json_compact, json_parsed
+from apps.gateway.translated_send import Headers, Send, TranslatedSend
+from inferia_runtime.json_codec import json_compact, json_parsed
 
 # Anthropic's error types by the HTTP status the pipeline answers with.
 _ERROR_TYPES = {

@@ -21,7 +21,8 @@ import time
 from typing import Any
 
 from apps.gateway.messages_out import error_message
-from apps.gateway.translated_send import Headers, Send, TranslatedSend, json_compact, json_parsed
+from apps.gateway.translated_send import Headers, Send, TranslatedSend
+from inferia_runtime.json_codec import json_compact, json_parsed
 
 CHAT = "chat"
 GENERATE = "generate"

@@ -47,6 +47,7 @@ from apps.policies.limits import (
 )
 from apps.policies.selectors import PolicyKeyNotFound
 from apps.usage.events import ERROR_MESSAGE_MAX, UsageEvent
+from inferia_runtime.json_codec import json_compact, json_parsed
 from inferia_runtime.log_context import log_context_bind
 
 logger = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ async def policy_check(
     guardrails, in that order; a refusal raises before anything is counted."""
     try:
         policy.model_check(request.model)
-        document: dict[str, object] = json.loads(exchange.body)
+        document: dict[str, object] = json_parsed(exchange.body)
         changed = False
         max_tokens = None
         if endpoint.streams:
@@ -307,7 +308,7 @@ async def policy_check(
         raise errors.policy_denied(guardrail_violation(verdict.blocked))
     if verdict.redacted:
         changed = True
-    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() if changed else exchange.body
+    body = json_compact(document) if changed else exchange.body
     return PolicyChecked(body=body, document=document, max_tokens=max_tokens)
 
 
@@ -410,8 +411,7 @@ def upstream_model_set(checked: PolicyChecked, route: DeploymentRoute) -> bytes:
     deployment's server knows only its model_id); the checked body, untouched, on the common path."""
     if route.upstream_model is None:
         return checked.body
-    document = {**checked.document, "model": route.upstream_model}
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_compact({**checked.document, "model": route.upstream_model})
 
 
 def upstream_body(body: bytes, request: InferenceRequest) -> tuple[bytes, bool]:

@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 
 from apps.gateway.exchange import Exchange
-from apps.gateway.translated_send import Send, TranslatedSend, json_compact, json_parsed
+from apps.gateway.translated_send import Send, TranslatedSend
+from inferia_runtime.json_codec import json_compact, json_parsed
 from inferia_runtime.random_ids import random_hex
 
 Completed = Callable[[dict[str, Any]], Awaitable[None]]

@@ -9,13 +9,10 @@ new length.
 
 from __future__ import annotations
 
-import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from apps.gateway.event_relay import whole_events
 
@@ -39,24 +36,6 @@ _TEXT_END = TEXT_SUFFIX + b"\n\n"
 
 def _json_strings(texts: list[bytes]) -> bool:
     return _JSON_STRINGS.fullmatch(b"\n".join(texts) + b"\n") is not None
-
-
-def json_parsed(payload: bytes) -> Any:
-    """`payload` parsed by orjson, or by the standard library where orjson refuses what it accepts beyond JSON (NaN,
-    Infinity: an engine written in Python may write a logprob as -Infinity)."""
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return json.loads(payload)
-
-
-def json_compact(document: Any) -> bytes:
-    """`document` as compact JSON, non-ASCII as UTF-8: by orjson, or by the standard library for what orjson refuses
-    (an integer past 64 bits, which JSON allows and which a client's schema or a model's tool call may hold)."""
-    try:
-        return orjson.dumps(document)
-    except TypeError:
-        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class TranslatedSend(ABC):

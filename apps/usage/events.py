@@ -16,6 +16,8 @@ from functools import partial
 from operator import attrgetter
 from typing import Any
 
+from inferia_runtime.json_codec import json_compact
+
 # The stream entry's one field, holding the encoded event.
 EVENT_FIELD = "e"
 # Bounds of what an event carries as text: the error message shown to the client, each captured text (in bytes).
@@ -67,11 +69,11 @@ class UsageEvent:
         default=None, metadata=_wire("cap", optional=True, exported=False, recorded=False)
     )
 
-    def encoded(self) -> str:
+    def encoded(self) -> bytes:
         document = dict(zip(_WIRE_KEYS, _wire_values(self), strict=True))
         if self.capture is not None:  # only for an organisation that opted in: other events stay as small as they were
             document[_CAPTURE_WIRE] = self.capture
-        return json.dumps(document, separators=(",", ":"))
+        return json_compact(document)
 
 
 @dataclass(frozen=True, slots=True)

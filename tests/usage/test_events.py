@@ -24,6 +24,16 @@ def test_the_capture_travels_on_the_event_but_is_no_record_column():
     assert "capture" not in USAGE_RECORD_COLUMNS
 
 
+def test_an_event_encodes_what_json_allows_beyond_the_fast_encoder():
+    # A lone surrogate (a caller's text) and an integer past 64 bits: compact JSON all the same, read back as sent.
+    event = UsageEvent(
+        request_id="r1", started_at=1.5, endpoint="chat.completions", model="gw\ud800", cost_micros=2**70
+    )
+    decoded = usage_event_decode(event.encoded())
+    assert (decoded["model"], decoded["cost_micros"], decoded["started_at"]) == ("gw\ud800", 2**70, 1.5)
+    assert b" " not in event.encoded()
+
+
 def test_the_export_shows_the_events_fields_but_the_internal_ones():
     assert set(USAGE_RECORD_COLUMNS) - set(USAGE_EXPORT_COLUMNS) == {"replica_id", "estimated", "guardrails"}
     assert USAGE_EXPORT_COLUMNS[:3] == ("request_id", "client_request_id", "started_at")
