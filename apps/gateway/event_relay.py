@@ -10,7 +10,6 @@ Nothing here awaits.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -20,6 +19,7 @@ from apps.gateway.capture import AnswerCapture
 from apps.gateway.catalog import DeploymentRoute
 from apps.gateway.output_guardrails import OutputGuard
 from apps.usage.events import UsageEvent
+from inferia_runtime.json_codec import json_parsed
 
 USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _TEXT = re.compile(rb'"(?:content|text)": ?"[^"]')
@@ -199,7 +199,7 @@ def usage_event_taken(data: bytes, client_wants_usage: bool, usage: UsageEvent) 
         if not data.startswith(b"data: ", start):
             continue
         try:
-            document = json.loads(data[start + 6 : end])
+            document = json_parsed(data[start + 6 : end])
         except ValueError:
             continue
         if not isinstance(document, dict) or not isinstance(document.get("usage"), dict):

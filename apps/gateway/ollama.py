@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from apps.gateway import errors
 from apps.gateway.ollama_schemas import ChatRequest, EmbedRequest, GenerateRequest, Options
 from apps.gateway.schemas import validation_message
+from inferia_runtime.json_codec import json_compact
 
 # The Ollama release whose API this speaks; clients read it to decide which features they may use.
 OLLAMA_VERSION = "0.12.0"
@@ -159,7 +160,7 @@ def embed_document(request: EmbedRequest) -> dict[str, Any]:
 
 def body_of(document: dict[str, Any]) -> bytes:
     """A translated document as the bytes the pipeline reads."""
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_compact(document)
 
 
 # --- Describing models --------------------------------------------------------------------------------------------

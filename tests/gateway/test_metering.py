@@ -15,7 +15,8 @@ from django.db import connections
 from django.db.models import Sum
 from django.test import override_settings
 
-from apps.usage.events import EVENT_FIELD, usage_event_decode
+from apps.gateway.event_relay import usage_event_taken
+from apps.usage.events import EVENT_FIELD, UsageEvent, usage_event_decode
 from apps.usage.models import UsageRecord, UsageRollup
 from apps.usage.services import usage_records_store
 from apps.usage.stream import USAGE_GROUP, usage_stream_drain
@@ -225,3 +226,12 @@ def test_a_body_an_edge_cannot_translate_is_metered_for_a_good_key_only(
     event = usage_event_decode(entry[1][EVENT_FIELD.encode()])
     assert (event["status_code"], event["outcome"], event["endpoint"]) == (400, "error", endpoint)
     assert (event["request_id"], event["api_key_id"]) == (headers["x-request-id"], tenant.key.pk)
+
+
+@pytest.mark.parametrize("number", [b"-Infinity", b"123456789012345678901234567890"])
+def test_the_engines_usage_is_read_from_an_event_only_the_standard_library_parses(number):
+    # An engine written in Python may write -Infinity (a logprob), and JSON allows integers past 64 bits.
+    usage = UsageEvent(request_id="r1", started_at=0.0, endpoint="chat.completions")
+    event = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3},"extra":%b}\n\n' % number
+    assert usage_event_taken(event + b"data: [DONE]\n\n", False, usage) == b"data: [DONE]\n\n"
+    assert (usage.prompt_tokens, usage.completion_tokens) == (7, 3)
