@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             else "cores: shared by the engine, the web process and the load generator",
             flush=True,
         )
+        # Unmeasured: the first requests through each endpoint fill caches and pools, and would weigh on whichever
+        # endpoint the first measured run starts with.
+        for endpoint in endpoints:
+            load(web.url, concurrency=8, requests=200, max_tokens=args.max_tokens, api_key=api_key, endpoint=endpoint)
         levels = []
         for concurrency in (int(level) for level in args.levels.split(",")):
             requests = args.requests or (1000 if concurrency == 1 else 3000)
