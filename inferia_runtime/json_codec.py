@@ -18,9 +18,9 @@ def json_parsed(payload: bytes | str) -> Any:
 
 
 def json_compact(document: Any) -> bytes:
-    """`document` as compact JSON, non-ASCII as UTF-8: by orjson, or by the standard library for what orjson refuses
-    (an integer past 64 bits, which JSON allows and which a client's schema or a model's tool call may hold; a lone
-    surrogate, which it escapes)."""
+    """`document` as compact JSON: by orjson (non-ASCII as UTF-8), or by the standard library (non-ASCII escaped) for
+    what orjson refuses: an integer past 64 bits, which JSON allows and which a client's schema or a model's tool call
+    may hold, or a lone surrogate, which only an escape can carry."""
     try:
         return orjson.dumps(document)
     except TypeError:
