@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,10 @@ from inferia_runtime.errors import DomainRefusal
 EMBEDDINGS_PATH = "/v1/embeddings"
 DIMENSIONS_PROBE_TEXT = "dimensions"
 T = TypeVar("T")
+# How long the tasks a job's loop leaves behind get to stop once cancelled.
+LEFTOVER_TASKS_TIMEOUT_S = 5.0
+
+logger = logging.getLogger(__name__)
 
 
 class GatewayCaller(Protocol):
@@ -128,4 +133,27 @@ def run_in_own_loop(work: Callable[[], Awaitable[T]]) -> T:
             await gateway_caller().close()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-loop") as pool:
-        return pool.submit(lambda: asyncio.run(run())).result()
+        return pool.submit(_run_bounded, run()).result()
+
+
+def _run_bounded(coroutine: Awaitable[T]) -> T:
+    """`asyncio.run`, but a task left behind that does not stop when cancelled is given up after
+    LEFTOVER_TASKS_TIMEOUT_S: `asyncio.run` would wait for it, holding the job (or the request) forever."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        try:
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_TASKS_TIMEOUT_S))
+            stuck = [task for task in leftovers if not task.done()]
+            if stuck:
+                logger.warning("gave up %d task(s) that did not stop when cancelled: %s", len(stuck), stuck)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

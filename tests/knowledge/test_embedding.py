@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import pytest
 
+from apps.knowledge import embedding
 from apps.knowledge.embedding import (
     EmbeddingError,
     embedding_dimensions_probe,
@@ -53,3 +58,29 @@ def test_a_key_without_the_inference_scope_is_refused(served):
     with pytest.raises(EmbeddingError) as refused:
         run_in_own_loop(lambda: embeddings_create(secret=reader, model=EMBED_MODEL, inputs=["x"]))
     assert refused.value.status == 403
+
+
+def test_a_task_left_behind_that_will_not_stop_does_not_hold_up_the_caller(db, monkeypatch):
+    # Whatever the work leaves running in its loop (a listener, a reload) is cancelled at the end; one that does not
+    # stop when cancelled is given up after a bound, instead of holding the job (or the request) forever.
+    monkeypatch.setattr(embedding, "LEFTOVER_TASKS_TIMEOUT_S", 0.5, raising=False)
+    release = threading.Event()
+
+    async def stubborn() -> None:
+        give_up = time.monotonic() + 20  # without the bound, the caller would wait this long
+        while not release.is_set() and time.monotonic() < give_up:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue
+
+    async def work() -> str:
+        asyncio.get_running_loop().create_task(stubborn())
+        return "done"
+
+    started = time.monotonic()
+    try:
+        assert embedding.run_in_own_loop(work) == "done"
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()
