@@ -428,9 +428,9 @@ def upstream_body(body: bytes, request: InferenceRequest) -> tuple[bytes, bool]:
         return body, True
     if "stream_options" not in request.model_fields_set:
         return body.rstrip()[:-1] + _INCLUDE_USAGE, False
-    document = json.loads(body)
+    document = json_parsed(body)
     document["stream_options"] = {**(document.get("stream_options") or {}), "include_usage": True}
-    return json.dumps(document).encode(), False
+    return json_compact(document), False
 
 
 async def meter(rt: GatewayRuntime, exchange: Exchange, usage: UsageEvent, principal: KeyPrincipal) -> None:
