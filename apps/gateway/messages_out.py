@@ -177,6 +177,11 @@ class MessagesSend(TranslatedSend):
         delta = _TEXT_DELTA % (self._index - 1)
         out += (delta, (_DELTA_END + delta).join(texts), _DELTA_END)
 
+    def text_translated(self, text: bytes) -> bytes:
+        if self._open != "text":
+            return super().text_translated(text)  # the text block opens first
+        return b"%b%b%b" % (_TEXT_DELTA % (self._index - 1), text, _DELTA_END)
+
     def event_add(self, payload: bytes, out: list[bytes]) -> bool:
         if payload == b"[DONE]":
             self._finish(out)

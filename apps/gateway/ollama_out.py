@@ -36,15 +36,19 @@ _TEXT_LINE_END = {CHAT: b'},"done":false}\n', GENERATE: b',"done":false}\n'}
 
 
 @functools.lru_cache(maxsize=1)
-def _date_and_time(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+def _date_and_time(seconds: int) -> bytes:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
 
 
-def _now() -> str:
+def _now_bytes() -> bytes:
     """The time now as Ollama writes it (UTC, to the microsecond). Every line of a stream carries it: the date and
     time of day are formatted once a second."""
     seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-    return f"{_date_and_time(seconds)}.{nanoseconds // 1000:06d}Z"
+    return b"%b.%06dZ" % (_date_and_time(seconds), nanoseconds // 1000)
+
+
+def _now() -> str:
+    return _now_bytes().decode()
 
 
 def _line(document: dict[str, Any]) -> bytes:
@@ -159,13 +163,16 @@ class OllamaSend(TranslatedSend):
         out += (head, (end + head).join(texts), end)
 
     def text_translated(self, text: bytes) -> bytes:
-        head, end = self._text_line_ends()
-        return b"%b%b%b" % (head, text, end)
+        # `_text_line_ends` and a join, in one step: a stream that sends a token at a time comes here for each.
+        if not self._first_ns:
+            self._first_ns = time.perf_counter_ns()
+        answers = self.answers
+        return b"%b%b%b%b%b" % (self._line_start, _now_bytes(), _LINE_TEXT[answers], text, _TEXT_LINE_END[answers])
 
     def _text_line_ends(self) -> tuple[bytes, bytes]:
         """What goes before and after a copied text in its line, now: the line carries the time."""
         self._first_ns = self._first_ns or time.perf_counter_ns()
-        return self._line_start + _now().encode() + _LINE_TEXT[self.answers], _TEXT_LINE_END[self.answers]
+        return self._line_start + _now_bytes() + _LINE_TEXT[self.answers], _TEXT_LINE_END[self.answers]
 
     def _piece(self, text: str) -> dict[str, Any]:
         if self.answers == CHAT:

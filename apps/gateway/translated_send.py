@@ -27,7 +27,9 @@ Headers = list[tuple[bytes, bytes]]
 # nothing else: it is translated by copying the string as it came (already escaped), without parsing the chunk.
 TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":'
 TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
-_JSON_STRING_PATTERN = rb'"(?:[^"\\\x00-\x1f]++|\\.)*+"'  # possessive: no backtracking
+# A JSON string, its loop unrolled (plain characters, then each escape followed by plain characters) and possessive:
+# no backtracking.
+_JSON_STRING_PATTERN = rb'"[^"\\\x00-\x1f]*+(?:\\.[^"\\\x00-\x1f]*+)*+"'
 _JSON_STRING = re.compile(_JSON_STRING_PATTERN)
 # Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
 _JSON_STRINGS = re.compile(rb"(?:" + _JSON_STRING_PATTERN + rb"\n)*+")
