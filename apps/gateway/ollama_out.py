@@ -163,11 +163,8 @@ class OllamaSend(TranslatedSend):
         out += (head, (end + head).join(texts), end)
 
     def text_translated(self, text: bytes) -> bytes:
-        # `_text_line_ends` and a join, in one step: a stream that sends a token at a time comes here for each.
-        if not self._first_ns:
-            self._first_ns = time.perf_counter_ns()
-        answers = self.answers
-        return b"%b%b%b%b%b" % (self._line_start, _now_bytes(), _LINE_TEXT[answers], text, _TEXT_LINE_END[answers])
+        head, end = self._text_line_ends()
+        return b"%b%b%b" % (head, text, end)
 
     def _text_line_ends(self) -> tuple[bytes, bytes]:
         """What goes before and after a copied text in its line, now: the line carries the time."""
