@@ -1,11 +1,13 @@
 """The wheel carries the console's templates and static files, which live at the repository root, inside
-inferia_site/: an installed Inferia has no checkout to find them in. Everything else is in pyproject.toml."""
+inferia_site/: an installed Inferia has no checkout to find them in. It carries one compiled helper of the streaming
+path too, where a C compiler is at hand (`inferia_runtime/json_copy.py` does the same work without it). Everything
+else is in pyproject.toml."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ASSET_DIRS = ("templates", "static")
@@ -20,4 +22,7 @@ class BuildWithAssets(build_py):
             self.copy_tree(name, str(Path(self.build_lib) / "inferia_site" / name))
 
 
-setup(cmdclass={"build_py": BuildWithAssets})
+setup(
+    cmdclass={"build_py": BuildWithAssets},
+    ext_modules=[Extension("inferia_runtime._json_copy", ["inferia_runtime/_json_copy.c"], optional=True)],
+)

@@ -165,7 +165,7 @@ def test_the_wheel_carries_every_file_the_code_reads_and_no_test(wheel):
         path.relative_to(REPO).as_posix()
         for package in PACKAGES
         for path in (REPO / package).rglob("*")
-        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+        if path.is_file() and path.suffix not in {".py", ".pyc", ".c"} and "__pycache__" not in path.parts
     ]
     assets = [
         "inferia_site/" + path.relative_to(REPO).as_posix()

@@ -9,12 +9,12 @@ new length.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from apps.gateway.event_relay import whole_events
+from inferia_runtime.json_copy import json_strings, string_between
 
 if TYPE_CHECKING:
     from inferia_runtime.body_writer import BodyWriter
@@ -27,17 +27,7 @@ Headers = list[tuple[bytes, bytes]]
 # nothing else: it is translated by copying the string as it came (already escaped), without parsing the chunk.
 TEXT_PREFIX = b'"choices":[{"index":0,"delta":{"content":'
 TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}'
-# A JSON string, its loop unrolled (plain characters, then each escape followed by plain characters) and possessive:
-# no backtracking.
-_JSON_STRING_PATTERN = rb'"[^"\\\x00-\x1f]*+(?:\\.[^"\\\x00-\x1f]*+)*+"'
-_JSON_STRING = re.compile(_JSON_STRING_PATTERN)
-# Copied texts, each followed by a newline (which a JSON string cannot hold): one check for a whole run of them.
-_JSON_STRINGS = re.compile(rb"(?:" + _JSON_STRING_PATTERN + rb"\n)*+")
 _TEXT_END = TEXT_SUFFIX + b"\n\n"
-
-
-def _json_strings(texts: list[bytes]) -> bool:
-    return _JSON_STRINGS.fullmatch(b"\n".join(texts) + b"\n") is not None
 
 
 class TranslatedSend(ABC):
@@ -108,7 +98,7 @@ class TranslatedSend(ABC):
             skip = len(head)
             pieces = data[position:last].split(_TEXT_END)
             texts = [piece[skip:] for piece in pieces]
-            if all(map(head.__eq__, [piece[:skip] for piece in pieces])) and _json_strings(texts):
+            if all(map(head.__eq__, [piece[:skip] for piece in pieces])) and json_strings(texts):
                 return [text for text in texts if text != b'""'], last + len(_TEXT_END)
         return self._texts_walked(data, position, end)
 
@@ -127,7 +117,7 @@ class TranslatedSend(ABC):
             if text != b'""':  # an empty text adds nothing, as a parsed one would not
                 texts.append(text)
             position = text_end + len(_TEXT_END)
-        if texts and not _json_strings(texts):
+        if texts and not json_strings(texts):
             self._text_head = b""  # such chunks are parsed, every one
             return [], start
         return texts, position
@@ -137,12 +127,11 @@ class TranslatedSend(ABC):
         are copied), as a stream's piece is when its engine sends a token at a time: checked in one match, without
         splitting or parsing it. None for any other piece."""
         head = self._text_head
-        if head and data.startswith(head) and data.endswith(_TEXT_END) and not self._pending and self.texts_copying():
-            stop = len(data) - len(_TEXT_END)
-            if _JSON_STRING.fullmatch(data, len(head), stop):
-                if stop == len(head) + 2:
-                    return b""  # an empty text adds nothing, as a parsed one would not
-                return self.text_translated(data[len(head) : stop])
+        if head and not self._pending and self.texts_copying():
+            text = string_between(data, head, _TEXT_END)
+            if text is not None:
+                # An empty text adds nothing, as a parsed one would not.
+                return self.text_translated(text) if text != b'""' else b""
         return None
 
     def text_translated(self, text: bytes) -> bytes:
