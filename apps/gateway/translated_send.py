@@ -124,8 +124,9 @@ class TranslatedSend(ABC):
 
     def text_alone_translated(self, data: bytes) -> bytes | None:
         """`data` translated when it is one text chunk and nothing else (with nothing pending before it, while texts
-        are copied), as a stream's piece is when its engine sends a token at a time: checked in one match, without
-        splitting or parsing it. None for any other piece."""
+        are copied), as a stream's piece is when its engine sends a token at a time: checked in one call
+        (`string_between`, compiled where it could be built), without splitting or parsing it. None for any other
+        piece."""
         head = self._text_head
         if head and not self._pending and self.texts_copying():
             text = string_between(data, head, _TEXT_END)
