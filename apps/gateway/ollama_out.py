@@ -40,11 +40,20 @@ def _date_and_time(seconds: int) -> bytes:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
 
 
+# The last time written, and the millisecond it is of.
+_stamp: tuple[int, bytes] = (-1, b"")
+
+
 def _now_bytes() -> bytes:
-    """The time now as Ollama writes it (UTC, to the microsecond). Every line of a stream carries it: the date and
-    time of day are formatted once a second."""
-    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-    return b"%b.%06dZ" % (_date_and_time(seconds), nanoseconds // 1000)
+    """The time now as Ollama's lines carry it (UTC, to the millisecond). Every line of every stream carries it, a
+    busy web process writes several lines a millisecond: it is formatted once a millisecond (the date and time of day
+    once a second)."""
+    global _stamp
+    millisecond = time.time_ns() // 1_000_000
+    if millisecond != _stamp[0]:
+        seconds, rest = divmod(millisecond, 1000)
+        _stamp = (millisecond, b"%b.%03dZ" % (_date_and_time(seconds), rest))
+    return _stamp[1]
 
 
 def _now() -> str:

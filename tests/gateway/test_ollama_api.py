@@ -61,14 +61,17 @@ def _ollama_error(status: int, raw: bytes) -> str:
     return document["error"]
 
 
-def test_lines_carry_the_time_in_utc_to_the_microsecond():
-    """Each line of a stream carries the time (the date and time of day are formatted once a second, and must not
-    lag behind the clock)."""
+def test_lines_carry_the_time_in_utc_to_the_millisecond():
+    """Each line of a stream carries the time, formatted once a millisecond (the date and time of day once a second),
+    and never lagging behind the clock by a millisecond or more."""
     for moment, written in (
-        (datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), "2026-01-02T03:04:05.678901Z"),
-        (datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC), "2026-01-02T03:04:05.999999Z"),
-        (datetime(2026, 1, 2, 3, 4, 6, 5, tzinfo=UTC), "2026-01-02T03:04:06.000005Z"),
-        (datetime(2027, 12, 31, 23, 59, 59, tzinfo=UTC), "2027-12-31T23:59:59.000000Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), "2026-01-02T03:04:05.678Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, 678999, tzinfo=UTC), "2026-01-02T03:04:05.678Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, 679000, tzinfo=UTC), "2026-01-02T03:04:05.679Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC), "2026-01-02T03:04:05.999Z"),
+        (datetime(2026, 1, 2, 3, 4, 6, 5, tzinfo=UTC), "2026-01-02T03:04:06.000Z"),
+        (datetime(2027, 12, 31, 23, 59, 59, tzinfo=UTC), "2027-12-31T23:59:59.000Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC), "2026-01-02T03:04:05.678Z"),  # back again
     ):
         with time_machine.travel(moment, tick=False):
             assert _now() == written
