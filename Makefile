@@ -59,12 +59,14 @@ bench: venv
 	@# Every benchmark runs even when an earlier one misses a target; the status says whether any did. The health
 	@# benchmark times one check cycle over 1,000 replicas on distinct loopback addresses, against its 2 s period.
 	@# The console pages against 1M usage rows, 100k keys, 100k audit events (seeding takes minutes the first time):
-	@# `make bench BENCH_CONSOLE=1`. The gateway runs take the protocols in turns on one server, each run compared
-	@# with chat completions' in the same run.
+	@# `make bench BENCH_CONSOLE=1`. At zero delay the gateway run takes the protocols in turns on one server, each
+	@# run compared with chat completions' in the same run; at 5 ms per token, where a machine's drift is larger than
+	@# the difference, bench_edges.py loads two web processes at once, one with chat completions and one with the
+	@# protocol, swapped each round.
 	status=0; \
 	$(TEST_ENV) $(BIN)/python tests/bench/run.py --endpoint $(BENCH_ENDPOINTS) || status=1; \
-	$(TEST_ENV) $(BIN)/python tests/bench/run.py --itl-ms 5 --levels 64,256 --requests 1000 \
-		--endpoint $(BENCH_ENDPOINTS) || status=1; \
+	$(TEST_ENV) $(BIN)/python tests/bench/run.py --itl-ms 5 --levels 64,256 --requests 1000 || status=1; \
+	$(TEST_ENV) $(BIN)/python tests/bench/bench_edges.py --itl-ms 5 --endpoint $(BENCH_ENDPOINTS) || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_relay.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_routing.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_prefix.py || status=1; \

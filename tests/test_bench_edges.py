@@ -33,3 +33,31 @@ def test_endpoints_are_distinct_known_ones(text):
 
 def test_endpoints_keep_their_order():
     assert endpoints_parsed("responses,chat") == ["responses", "chat"]
+
+
+def test_at_once_each_round_is_the_protocols_cpu_less_chats_in_that_round():
+    from tests.bench.bench_edges import edge_cost
+
+    # The machine slowed down in the third round, for both processes alike.
+    rounds = [{"chat": 1.40, "ollama": 1.55}, {"chat": 1.45, "ollama": 1.60}, {"chat": 2.00, "ollama": 2.20}]
+
+    cost = edge_cost(rounds, "ollama")
+
+    assert cost["added_web_cpu_ms_rounds"] == [0.15, 0.15, 0.2]
+    assert cost["added_web_cpu_ms"] == 0.15
+    assert cost["chat_web_cpu_ms_per_request"] == 1.45
+    assert cost["web_cpu_ms_per_request"] == 1.6
+
+
+def test_at_once_the_processes_swap_endpoints_every_round():
+    """A process that pays more for everything (+0.2 ms) serves chat completions in half the rounds and the protocol
+    in the other half: over the rounds, the protocol's own cost is what is left."""
+    from tests.bench.bench_edges import edge_cost, rounds_endpoints
+
+    schedule = rounds_endpoints("messages", 4)
+    own = {"chat": 1.0, "messages": 1.1}
+    rounds = [{endpoint: own[endpoint] + (0.2 if process == 0 else 0.0) for process, endpoint in enumerate(pair)}
+              for pair in schedule]  # fmt: skip
+
+    assert schedule == [("chat", "messages"), ("messages", "chat")] * 2
+    assert edge_cost(rounds, "messages")["added_web_cpu_ms_mean"] == 0.1
