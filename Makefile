@@ -62,11 +62,12 @@ bench: venv
 	@# `make bench BENCH_CONSOLE=1`. At zero delay the gateway run takes the protocols in turns on one server, each
 	@# run compared with chat completions' in the same run; at 5 ms per token, where a machine's drift is larger than
 	@# the difference, bench_edges.py loads two web processes at once, one with chat completions and one with the
-	@# protocol, swapped each round.
+	@# protocol, swapped each round. The chat socket carries 256 streams over 16 WebSocket connections.
 	status=0; \
 	$(TEST_ENV) $(BIN)/python tests/bench/run.py --endpoint $(BENCH_ENDPOINTS) || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/run.py --itl-ms 5 --levels 64,256 --requests 1000 || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_edges.py --itl-ms 5 --endpoint $(BENCH_ENDPOINTS) || status=1; \
+	$(TEST_ENV) $(BIN)/python tests/bench/bench_chat_socket.py --connections 16 --streams 256 || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_relay.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_routing.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_prefix.py || status=1; \
