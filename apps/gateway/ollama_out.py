@@ -45,9 +45,8 @@ _stamp: tuple[int, bytes] = (-1, b"")
 
 
 def _now_bytes() -> bytes:
-    """The time now as Ollama's lines carry it (UTC, to the millisecond). Every line of every stream carries it, a
-    busy web process writes several lines a millisecond: it is formatted once a millisecond (the date and time of day
-    once a second)."""
+    """The time now as Ollama's lines carry it (UTC, to the millisecond). A busy web process writes several lines a
+    millisecond, so it is formatted once a millisecond (the date and time of day once a second)."""
     global _stamp
     millisecond = time.time_ns() // 1_000_000
     if millisecond != _stamp[0]:

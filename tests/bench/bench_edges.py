@@ -28,8 +28,15 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
 
-from tests.bench.run import EDGE_COST_MS, LOADGEN, MODEL, bench_tenant, endpoints_parsed, load  # noqa: E402
-from tests.bench.run import tree_cpu_seconds as cpu_seconds  # noqa: E402
+from tests.bench.run import (  # noqa: E402
+    EDGE_COST_MS,
+    LOADGEN,
+    MODEL,
+    bench_tenant,
+    endpoints_parsed,
+    load,
+    tree_cpu_seconds,
+)
 from tests.kit.processes import TestProcess, sim_start, web_start  # noqa: E402
 
 
@@ -60,13 +67,13 @@ def _load_command(url: str, endpoint: str, api_key: str, load_args: dict[str, in
 
 def round_measured(webs: list[TestProcess], endpoints: tuple[str, str], *, api_key: str, **load_args: int) -> dict:
     """One round: each web process under its endpoint's load, both at once; web CPU per request and errors."""
-    before = [cpu_seconds(web.pid) for web in webs]
+    before = [tree_cpu_seconds(web.pid) for web in webs]
     loads = [
         subprocess.Popen(_load_command(web.url, endpoint, api_key, load_args), stdout=subprocess.PIPE, text=True)
         for web, endpoint in zip(webs, endpoints, strict=True)
     ]
     results = [json.loads(process.communicate()[0].strip().splitlines()[-1]) for process in loads]
-    used = [cpu_seconds(web.pid) - cpu for web, cpu in zip(webs, before, strict=True)]
+    used = [tree_cpu_seconds(web.pid) - cpu for web, cpu in zip(webs, before, strict=True)]
     served = load_args["requests"] + load_args["concurrency"]  # as run.py counts them
     return {
         "cpu": {endpoint: round(cpu * 1000 / served, 3) for endpoint, cpu in zip(endpoints, used, strict=True)},
