@@ -1,4 +1,5 @@
-"""`make bench`'s comparison of the other protocols with chat completions (`tests/bench/run.py --endpoint a,b`)."""
+"""`make bench`'s comparisons: the other protocols with chat completions (`tests/bench/run.py --endpoint a,b`),
+and the gateway with the engine, run by run."""
 
 from __future__ import annotations
 
@@ -61,3 +62,14 @@ def test_at_once_the_processes_swap_endpoints_every_round():
 
     assert schedule == [("chat", "messages"), ("messages", "chat")] * 2
     assert edge_cost(rounds, "messages")["added_web_cpu_ms_mean"] == 0.1
+
+
+def test_added_ttft_is_also_given_run_by_run_against_the_engine_measured_just_before():
+    from tests.bench.run import added_each_run
+
+    direct = [{"ttft_p50_ms": ms} for ms in (0.50, 0.90, 0.40)]
+    gateway = [{"ttft_p50_ms": ms} for ms in (2.40, 2.60, 2.45)]
+
+    assert added_each_run(direct, gateway, "ttft_p50_ms") == [1.9, 1.7, 2.05]
+    with pytest.raises(ValueError):
+        added_each_run(direct, gateway[:2], "ttft_p50_ms")
