@@ -30,11 +30,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inferia_site.settings")
 
 from tests.bench.run import (  # noqa: E402
     EDGE_COST_MS,
-    LOADGEN,
     MODEL,
     bench_tenant,
+    bench_usage_dropped,
     endpoints_parsed,
     load,
+    load_command,
+    load_summary,
     tree_cpu_seconds,
 )
 from tests.kit.processes import TestProcess, sim_start, web_start  # noqa: E402
@@ -59,20 +61,16 @@ def rounds_endpoints(edge: str, rounds: int) -> list[tuple[str, str]]:
     return [("chat", edge) if number % 2 == 0 else (edge, "chat") for number in range(rounds)]
 
 
-def _load_command(url: str, endpoint: str, api_key: str, load_args: dict[str, int]) -> list[str]:
-    options = [f"--{name.replace('_', '-')}={value}" for name, value in load_args.items()]
-    args = ["--url", url, "--endpoint", endpoint, "--model", MODEL, "--api-key", api_key, "--json", *options]
-    return [sys.executable, str(LOADGEN), *args]
-
-
 def round_measured(webs: list[TestProcess], endpoints: tuple[str, str], *, api_key: str, **load_args: int) -> dict:
     """One round: each web process under its endpoint's load, both at once; web CPU per request and errors."""
     before = [tree_cpu_seconds(web.pid) for web in webs]
     loads = [
-        subprocess.Popen(_load_command(web.url, endpoint, api_key, load_args), stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            load_command(web.url, api_key=api_key, endpoint=endpoint, **load_args), stdout=subprocess.PIPE, text=True
+        )
         for web, endpoint in zip(webs, endpoints, strict=True)
     ]
-    results = [json.loads(process.communicate()[0].strip().splitlines()[-1]) for process in loads]
+    results = [load_summary(process.communicate()[0]) for process in loads]
     used = [tree_cpu_seconds(web.pid) - cpu for web, cpu in zip(webs, before, strict=True)]
     served = load_args["requests"] + load_args["concurrency"]  # as run.py counts them
     return {
@@ -125,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         for web in webs:
             web.stop()
         sim.stop()
-        from django.conf import settings
-
-        from inferia_runtime.redis_clients import sync_redis
-
-        sync_redis().delete(settings.INFERIA_USAGE_STREAM)  # the bench's own usage events, not worth storing
+        bench_usage_dropped()
 
     checks = {}
     for edge, result in results.items():

@@ -282,11 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         fleet.kill_everything()
-        from django.conf import settings
+        from tests.bench.run import bench_usage_dropped
 
-        from inferia_runtime.redis_clients import sync_redis
-
-        sync_redis().delete(settings.INFERIA_USAGE_STREAM)
+        bench_usage_dropped()
 
     load_only, aware = results
     reduction = 1 - aware["ttft_p50_ms"] / load_only["ttft_p50_ms"] if load_only["ttft_p50_ms"] else 0.0

@@ -139,11 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         if web is not None:
             web.stop()
         sim.stop()
-        from django.conf import settings
+        from tests.bench.run import bench_usage_dropped
 
-        from inferia_runtime.redis_clients import sync_redis
-
-        sync_redis().delete(settings.INFERIA_USAGE_STREAM)
+        bench_usage_dropped()
 
     figures = {
         size: {

@@ -114,16 +114,27 @@ def peak_rss_mb(pid: int) -> float:
     return total
 
 
-def load(
+def load_command(
     url: str, *, concurrency: int, requests: int, max_tokens: int, api_key: str | None, endpoint: str = "chat"
-) -> dict:
+) -> list[str]:
+    """The load generator's command line for one run (its summary is the last line it prints: `load_summary`)."""
     args = [sys.executable, str(LOADGEN), "--url", url, "--concurrency", str(concurrency), "--requests",
             str(requests), "--max-tokens", str(max_tokens), "--model", MODEL, "--endpoint", endpoint,
             "--json"]  # fmt: skip
-    if api_key:
-        args += ["--api-key", api_key]
-    output = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return [*args, "--api-key", api_key] if api_key else args
+
+
+def load_summary(output: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
+
+
+def load(
+    url: str, *, concurrency: int, requests: int, max_tokens: int, api_key: str | None, endpoint: str = "chat"
+) -> dict:
+    command = load_command(
+        url, concurrency=concurrency, requests=requests, max_tokens=max_tokens, api_key=api_key, endpoint=endpoint
+    )
+    return load_summary(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
 def measured(process: TestProcess, url: str, **kwargs: object) -> dict:
@@ -161,6 +172,15 @@ def bench_tenant(sim_url: str, *, limits: bool = False, stream_interval_ms: int 
     return api_key_create(organization=organization, name="bench", scopes=["inference"]).secret
 
 
+def bench_usage_dropped() -> None:
+    """Delete the usage stream the bench's requests filled: its events are not worth storing."""
+    from django.conf import settings
+
+    from inferia_runtime.redis_clients import sync_redis
+
+    sync_redis().delete(settings.INFERIA_USAGE_STREAM)
+
+
 def median(runs: list[dict], field: str) -> float:
     return round(statistics.median(run[field] for run in runs), 3)
 
@@ -182,10 +202,7 @@ def endpoints_parsed(text: str) -> list[str]:
 def edge_measured(runs: list[dict], lead_runs: list[dict]) -> dict:
     """An endpoint's figures beside the lead endpoint's: its web CPU per request less the lead's in the same run,
     whose median drifts far less than either's own (this machine's speed moves from minute to minute)."""
-    added = [
-        round(run["cpu_ms_per_request"] - lead["cpu_ms_per_request"], 3)
-        for run, lead in zip(runs, lead_runs, strict=True)
-    ]
+    added = added_each_run(lead_runs, runs, "cpu_ms_per_request")
     return {
         "gateway_rps": median(runs, "requests_per_s"),
         "web_cpu_ms_per_request": median(runs, "cpu_ms_per_request"),
@@ -327,11 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         if web is not None:
             web.stop()
         sim.stop()
-        from django.conf import settings
-
-        from inferia_runtime.redis_clients import sync_redis
-
-        sync_redis().delete(settings.INFERIA_USAGE_STREAM)  # the bench's own usage events, not worth storing
+        bench_usage_dropped()
 
     by_level = {level["concurrency"]: level for level in levels}
     checks = {}
