@@ -25,7 +25,7 @@ MYPY_FILES := inferia_runtime/env.py inferia_runtime/redis_urls.py inferia_runti
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml setup.py inferia_runtime/_json_copy.c
+$(STAMP): requirements.txt pyproject.toml setup.py inferia_runtime/_json_copy.c inferia_runtime/_text_search.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -1,7 +1,7 @@
 """The wheel carries the console's templates and static files, which live at the repository root, inside
-inferia_site/: an installed Inferia has no checkout to find them in. It carries one compiled helper of the streaming
-path too, where a C compiler is at hand (`inferia_runtime/json_copy.py` does the same work without it). Everything
-else is in pyproject.toml."""
+inferia_site/: an installed Inferia has no checkout to find them in. It carries two compiled helpers of the hot
+path too, where a C compiler is at hand (`inferia_runtime/json_copy.py` and `text_search.py` do the same work
+without them). Everything else is in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -24,5 +24,8 @@ class BuildWithAssets(build_py):
 
 setup(
     cmdclass={"build_py": BuildWithAssets},
-    ext_modules=[Extension("inferia_runtime._json_copy", ["inferia_runtime/_json_copy.c"], optional=True)],
+    ext_modules=[
+        Extension("inferia_runtime._json_copy", ["inferia_runtime/_json_copy.c"], optional=True),
+        Extension("inferia_runtime._text_search", ["inferia_runtime/_text_search.c"], optional=True),
+    ],
 )

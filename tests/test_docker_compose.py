@@ -109,7 +109,7 @@ def test_the_image_builds_the_wheel_then_installs_it_with_the_pinned_set():
     requirements = (REPO / "requirements.txt").read_text().splitlines()
 
     assert "python -m build --outdir /dist ." in build_run
-    assert "gcc" in build_run, "the wheel carries the compiled helper of the streaming path"
+    assert "gcc" in build_run, "the wheel carries the compiled helpers of the hot path"
     assert [line for line in requirements if line.startswith("build==")], "the build stage installs the pinned build"
     assert f"--from={stage_name} /dist/" in _arguments(final, "COPY")[0]
     assert "pip install --constraint /tmp/dist/constraints.txt /tmp/dist/inferia-*.whl" in install

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from apps.policies.guardrails import validators as v
+from inferia_runtime.text_search import Needles
 
 # Categories the built-in detectors report. Profiles map each to an action.
 EMAIL = "email"
@@ -96,6 +97,11 @@ class Detector:
         """Append this detector's findings in `text` to `out`."""
         if self.anchors and not any(anchor in text for anchor in self.anchors):
             return
+        self.scan_anchored(text, out)
+
+    def scan_anchored(self, text: str, out: list[Finding]) -> None:
+        """`scan`, once one of the anchors is known to occur in `text` (a profile looks for all of its detectors'
+        anchors in one pass)."""
         if self.window_anchor is not None:
             self._scan_windows(text, out)
             return
@@ -369,6 +375,7 @@ class InjectionDetector:
             for trigger in triggers:
                 by_trigger.setdefault(trigger, []).append(re.compile(re.escape(trigger) + rest))
         self._triggers = tuple((trigger, _spaced(trigger), tuple(patterns)) for trigger, patterns in by_trigger.items())
+        self._trigger_needles = Needles(by_trigger)
 
     def classify(self, matched: str, text: str, start: int) -> str | None:
         return PROMPT_INJECTION
@@ -381,7 +388,11 @@ class InjectionDetector:
             for match in _ignorecase(INJECTION_SOURCE).finditer(text):
                 out.append(Finding(match.start(), match.end(), PROMPT_INJECTION))
             return
-        for trigger, spaced, patterns in self._triggers:
+        # One pass finds the triggers that occur at all; only theirs are searched for one by one.
+        occurring = self._trigger_needles.found_in(lowered)
+        for (trigger, spaced, patterns), occurs in zip(self._triggers, occurring, strict=True):
+            if not occurs:
+                continue
             position = lowered.find(trigger)
             while position >= 0:
                 if not spaced or position == 0 or not lowered[position - 1].isalnum():

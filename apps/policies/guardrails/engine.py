@@ -33,6 +33,7 @@ from apps.policies.guardrails.toxicity import (
     ToxicityDetector,
 )
 from inferia_runtime.errors import DomainRefusal
+from inferia_runtime.text_search import Needles
 
 if TYPE_CHECKING:
     from apps.policies.guardrails.stream import StreamChunk
@@ -251,6 +252,18 @@ class CompiledProfile:
     # Every category this profile can report (built-in, its patterns', its scanners'): what its actions may name.
     known_categories: frozenset[str] = frozenset()
     _async_scanners: tuple[AsyncScanner, ...] = field(default=(), repr=False)
+    # Every anchor of the input detectors, looked for in one pass; each detector with the positions of its own.
+    _anchors: Needles = field(init=False, repr=False, compare=False)
+    _anchored: tuple[tuple[Any, tuple[int, ...]], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        anchors: dict[str, int] = {}
+        anchored = []
+        for detector in self.input_detectors:
+            own = detector.anchors if type(detector) is Detector else ()  # others scan in their own way
+            anchored.append((detector, tuple(anchors.setdefault(anchor, len(anchors)) for anchor in own)))
+        object.__setattr__(self, "_anchors", Needles(anchors))
+        object.__setattr__(self, "_anchored", tuple(anchored))
 
     @property
     def output_enabled(self) -> bool:
@@ -264,8 +277,12 @@ class CompiledProfile:
     def scan(self, text: str) -> list[Finding]:
         """The non-overlapping findings in `text` of every enabled input category, in text order."""
         found: list[Finding] = []
-        for detector in self.input_detectors:
-            detector.scan(text, found)
+        occurs = self._anchors.found_in(text) if self._anchors.strings else b""
+        for detector, anchors in self._anchored:
+            if not anchors:
+                detector.scan(text, found)
+            elif any(occurs[at] for at in anchors):
+                detector.scan_anchored(text, found)
         for scanner in self.scanners:
             scanner.scan(text, found)
         if not found:
