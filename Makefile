@@ -74,6 +74,7 @@ bench: venv
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_health.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_usage_wait.py || status=1; \
 	$(TEST_ENV) $(BIN)/python tests/bench/bench_toxicity.py || status=1; \
+	$(TEST_ENV) $(BIN)/python tests/bench/bench_guardrails.py || status=1; \
 	if [ -n "$(BENCH_CONSOLE)" ]; then $(TEST_ENV) $(BIN)/python tests/bench/bench_console.py || status=1; fi; \
 	exit $$status
 

@@ -1,6 +1,6 @@
-/* The compiled form of `inferia_runtime.text_search.found_among`: which of many byte strings occur in a text, in one
- * pass over it instead of one search per string. text_search.py holds the meaning; this file only its speed, and
- * the tests hold the two to the same answers. */
+/* The compiled forms of `inferia_runtime.text_search.found_among` (which of many byte strings occur in a text, in
+ * one pass over it instead of one search per string) and `digit_runs` (where each run of decimal digits starts).
+ * text_search.py holds the meaning; this file only its speed, and the tests hold the two to the same answers. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -94,9 +94,56 @@ found_among(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+static int
+add_start(PyObject *starts, Py_ssize_t index)
+{
+    PyObject *number = PyLong_FromSsize_t(index);
+    if (number == NULL) {
+        return -1;
+    }
+    int failed = PyList_Append(starts, number);
+    Py_DECREF(number);
+    return failed;
+}
+
+/* A decimal digit as the regular expressions' \d takes one in a str pattern (Unicode category Nd). */
+static inline int
+is_digit(Py_UCS4 c)
+{
+    return c < 128 ? (c >= '0' && c <= '9') : Py_UNICODE_ISDECIMAL(c);
+}
+
+static PyObject *
+digit_runs(PyObject *module, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "digit_runs(text) takes a str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    PyObject *starts = PyList_New(0);
+    if (starts == NULL) {
+        return NULL;
+    }
+    int in_run = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        int digit = is_digit(PyUnicode_READ(kind, data, i));
+        if (digit && !in_run && add_start(starts, i) < 0) {
+            Py_DECREF(starts);
+            return NULL;
+        }
+        in_run = digit;
+    }
+    return starts;
+}
+
 static PyMethodDef methods[] = {
     {"found_among", (PyCFunction)(void (*)(void))found_among, METH_FASTCALL,
      "found_among(text, needles): bytes with a 1 for each needle that occurs in text, a 0 for each that does not."},
+    {"digit_runs", (PyCFunction)digit_runs, METH_O,
+     "digit_runs(text): the index in text of the first digit of each run of decimal digits, in order."},
     {NULL, NULL, 0, NULL},
 };
 

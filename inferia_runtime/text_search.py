@@ -1,14 +1,19 @@
-"""Which of many strings occur in a text, in one pass over it: the guardrails ask it of every prompt, for the words
-that must be there before a detector's pattern can match (a key's prefix, an injection phrase's first word).
+"""What the guardrails look for in every prompt before they run a detector's pattern, in one pass over it: which of
+many strings occur (a key's prefix, an injection phrase's first word), and where the runs of digits start (every
+number, IBAN and national id holds one).
 
-`found_among` on bytes holds the meaning. Its compiled form (`_text_search.c`, built where a C compiler is at hand)
-gives the same answers in one pass; without it, one search per needle does the work. `Needles` asks it of a str:
-UTF-8 keeps the answer (no character's encoding starts inside another's), and lone surrogates pass through.
+`found_among_searched` and `digit_runs_matched` hold the meaning. Their compiled forms (`_text_search.c`, built where
+a C compiler is at hand) give the same answers in one pass; without them, these do the work. `Needles` asks
+`found_among` about a str: UTF-8 keeps the answer (no character's encoding starts inside another's), and lone
+surrogates pass through.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
+
+_DIGITS = re.compile(r"\d+")
 
 
 def found_among_searched(text: bytes, needles: tuple[bytes, ...]) -> bytes:
@@ -16,13 +21,19 @@ def found_among_searched(text: bytes, needles: tuple[bytes, ...]) -> bytes:
     return bytes(needle in text for needle in needles)
 
 
+def digit_runs_matched(text: str) -> list[int]:
+    """Where each run of decimal digits (what `\\d` takes in a str pattern) starts in `text`, in order."""
+    return [run.start() for run in _DIGITS.finditer(text)]
+
+
 found_among: Callable[[bytes, tuple[bytes, ...]], bytes]
+digit_runs: Callable[[str], list[int]]
 try:
     from inferia_runtime import _text_search
-except ImportError:  # built without a C compiler: the same answers, one search per needle
-    found_among = found_among_searched
+except ImportError:  # built without a C compiler: the same answers, one search per needle and a pattern
+    found_among, digit_runs = found_among_searched, digit_runs_matched
 else:
-    found_among = _text_search.found_among
+    found_among, digit_runs = _text_search.found_among, _text_search.digit_runs
 
 
 def utf8(text: str) -> bytes:

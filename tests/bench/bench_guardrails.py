@@ -111,7 +111,7 @@ def time_stream(config: dict, text: str, iterations: int, delta: int = 4) -> dic
     return {"per_delta_p50_us": percentile(samples, 0.5), "per_delta_p99_us": percentile(samples, 0.99)}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--json", action="store_true")
@@ -135,14 +135,15 @@ def main() -> None:
     }
     if args.json:
         print(json.dumps(results, indent=2))
-        return
+        return 0
     print(f"prompt: {len(prompt)} characters (~{len(prompt) // 4} tokens), {args.iterations} iterations")
     for name, figures in results.items():
         if isinstance(figures, dict):
             print(f"  {name:34s} " + "  ".join(f"{key}={value:.1f}" for key, value in figures.items()))
     target = results["default_profile"]["p50_us"]
     print(f"default profile p50 {target:.0f} us: {'meets' if target < 1000 else 'MISSES'} the < 1 ms target")
+    return 0 if target < 1000 else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

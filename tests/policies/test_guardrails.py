@@ -14,7 +14,13 @@ from apps.policies.guardrails import (
     guardrail_profile_compile,
     guardrails_check_input,
 )
-from apps.policies.guardrails.detectors import InjectionDetector
+from apps.policies.guardrails.detectors import (
+    STRUCTURED_DIGIT_WITHIN,
+    STRUCTURED_SOURCE,
+    Detector,
+    InjectionDetector,
+    builtin_detectors,
+)
 from apps.policies.guardrails.engine import resolve_overlaps
 
 OPENAI_KEY = "sk-proj-Q7vX2mN9pL4kR8sT1wY6zB3cD5fG0hJ"
@@ -409,3 +415,63 @@ def test_injection_phrases_are_found_as_by_searching_for_every_trigger_word(text
     found: list[Finding] = []
     detector.scan(text, found)
     assert found == every_trigger_searched(detector, text)
+
+
+# Numbers, IBANs and national ids, whole, cut and run together with the characters around and inside them.
+STRUCTURED_PIECES = [
+    "4111 1111 1111 1111",
+    "+44 20 7946 0958",
+    "(+1) 212-555-0199",
+    "GB82 WEST 1234 5698 7654 32",
+    "AB 12 34 56 C",
+    "X1234567L",
+    "12345678Z",
+    "10.20.30.40",
+    "2024-03-15",
+    "3.11.4",
+    "0",
+    "7",
+    "(",
+    "+",
+    "-",
+    ".",
+    "/",
+    " ",
+    "\t",
+    "A",
+    "GB",
+    "x",
+    "_",
+    ":",
+    "\u0663\u0664",
+    "\uff11\uff12",
+    "\u00b2",
+]
+structured_texts = st.lists(st.sampled_from(STRUCTURED_PIECES), max_size=10).map("".join)
+
+
+def findings(detector: Detector, text: str) -> list[Finding]:
+    found: list[Finding] = []
+    detector.scan(text, found)
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(structured_texts)
+def test_numbers_and_ids_tried_only_before_runs_of_digits_are_those_of_the_whole_text(text):
+    """The structured pattern is tried only up to three characters before each run of digits: every match it
+    would find anywhere in the text must still be found, look-alikes included, with the same ends."""
+
+    def every_match(matched: str, text: str, start: int) -> str:
+        return "match"
+
+    near_digits = Detector("s", STRUCTURED_SOURCE, frozenset({"match"}), every_match, max_chars=48,
+                           digit_within=STRUCTURED_DIGIT_WITHIN)  # fmt: skip
+    everywhere = Detector("s", STRUCTURED_SOURCE, frozenset({"match"}), every_match, max_chars=48)
+    assert findings(near_digits, text) == findings(everywhere, text)
+    (structured,) = (detector for detector in builtin_detectors() if detector.name == "structured")
+    assert findings(structured, text) == [
+        Finding(match.start(), match.end(), category)
+        for match in structured.pattern.finditer(text)
+        if (category := structured.classify(match.group(), text, match.start())) is not None
+    ]

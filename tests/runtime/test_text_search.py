@@ -48,3 +48,16 @@ def test_needles_answer_for_any_str_as_in_does(text, strings):
 
 def test_the_module_serves_the_compiled_pass_where_it_was_built():
     assert text_search.found_among is (compiled or found_among_searched)
+
+
+@given(st.text(alphabet=st.sampled_from(["1", "0", "a", " ", "\u0663", "\uff13", "\u00b2", "\u2155", "_", "\ud800"])))
+def test_digit_runs_start_where_the_pattern_finds_them(text):
+    """Decimal digits as `\\d` takes them in a str pattern: Arabic-Indic and fullwidth ones too, no superscript or
+    vulgar fraction."""
+    assert text_search.digit_runs(text) == text_search.digit_runs_matched(text)
+
+
+@pytest.mark.skipif(compiled is None, reason="the compiled helper was not built here (no C compiler)")
+def test_digit_runs_take_a_str_only():
+    with pytest.raises(TypeError):
+        text_search.digit_runs(b"123")  # type: ignore[arg-type]

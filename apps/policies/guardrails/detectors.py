@@ -2,8 +2,9 @@
 
 A detector finds candidates with one regular expression and decides with plain Python what a candidate is (a
 Luhn-valid card, a phone number, an IPv4 address, or nothing). Pre-checks keep a clean 2,000-token prompt cheap:
-a pattern whose literal anchors are absent from the text is not run at all, and the e-mail pattern only looks
-around each '@'. The same pattern sources compile with the `regex` module for partial matching on streams.
+a pattern whose literal anchors are absent from the text is not run at all (a profile looks for all of them in one
+pass), the e-mail pattern only looks around each '@', and the numbers' pattern is tried only just before each run of
+digits. The same pattern sources compile with the `regex` module for partial matching on streams.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from apps.policies.guardrails import validators as v
-from inferia_runtime.text_search import Needles
+from inferia_runtime.text_search import Needles, digit_runs
 
 # Categories the built-in detectors report. Profiles map each to an action.
 EMAIL = "email"
@@ -74,8 +75,10 @@ class Detector:
 
     `classify(matched, text, start)` returns the category of a candidate or None for a look-alike. `anchors` are
     literal substrings a match must contain (the pattern is skipped when none occurs in the text); `window_anchor`
-    makes the search look only around each occurrence of one character; `max_chars` is the longest match the pattern
-    can produce, which bounds how much of a stream is ever held back for it.
+    makes the search look only around each occurrence of one character; `digit_within` says that every match's first
+    decimal digit starts a run of digits, at most that many characters after the match's start, so the pattern is
+    tried only just before each run; `max_chars` is the longest match the pattern can produce, which bounds how much
+    of a stream is ever held back for it.
     """
 
     name: str
@@ -87,6 +90,7 @@ class Detector:
     window_anchor: str | None = None
     window_before: int = 0
     window_after: int = 0
+    digit_within: int | None = None
     flags: int = 0
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -105,10 +109,31 @@ class Detector:
         if self.window_anchor is not None:
             self._scan_windows(text, out)
             return
+        if self.digit_within is not None:
+            self._scan_before_digits(text, out, self.digit_within)
+            return
         for match in self.pattern.finditer(text):
             category = self.classify(match.group(), text, match.start())
             if category is not None:
                 out.append(Finding(match.start(), match.end(), category))
+
+    def _scan_before_digits(self, text: str, out: list[Finding], reach: int) -> None:
+        """The matches `finditer` finds, with the pattern tried only where one can start: at most `reach` characters
+        before a run of digits. Python's regular expressions would otherwise try it at each of the text's
+        characters."""
+        done = 0  # findings never overlap: none starts before the end of the last
+        match_at = self.pattern.match
+        for run in digit_runs(text):
+            start = max(done, run - reach)
+            while start <= run:
+                match = match_at(text, start)
+                if match is None:
+                    start += 1
+                    continue
+                category = self.classify(match.group(), text, start)
+                if category is not None:
+                    out.append(Finding(start, match.end(), category))
+                done = start = match.end()
 
     def _scan_windows(self, text: str, out: list[Finding]) -> None:
         anchor = self.window_anchor
@@ -220,6 +245,10 @@ NATIONAL_ID_SOURCE = r"(?:\d{8}-?[A-Z]|[XYZ]\d{7}-?[A-Z]|[A-CEGHJ-PR-TW-Z]{2} ?\
 # Numbers, IBANs and lettered ids in one pass. The leading look-ahead lets the regex engine skip quickly to
 # characters that can start one (a 2,000-token prompt costs a third of three separate scans).
 STRUCTURED_SOURCE = rf"(?=[+(\dA-Z])(?<![\w+/.:-])(?:{NUMBER_SOURCE}|{IBAN_SOURCE}|{NATIONAL_ID_SOURCE})"
+# How far into a structured match its first digit can be: `(+1`, `GB82`, `AB 12` (a UK national insurance number).
+# That digit starts a run: what precedes it in the match is no digit, and a match that starts with it follows no word
+# character.
+STRUCTURED_DIGIT_WITHIN = 3
 
 
 def classify_structured(matched: str, text: str, start: int) -> str | None:
@@ -436,7 +465,7 @@ _BUILTIN: tuple[Detector, ...] = (
     ),
     Detector(
         "structured", STRUCTURED_SOURCE, frozenset({CARD, PHONE, NATIONAL_ID, IP_ADDRESS, IBAN}), classify_structured,
-        max_chars=48,
+        max_chars=48, digit_within=STRUCTURED_DIGIT_WITHIN,
     ),
     Detector("ipv6", IPV6_SOURCE, frozenset({IP_ADDRESS}), classify_ipv6, max_chars=45, anchors=("::", ":")),
     *(
