@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -338,6 +340,8 @@ PROMPT_PIECES = [
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlMTIz",
     "-----BEGIN RSA PRIVATE KEY-----",
     "sk_live_" + "a" * 24,
+    "https://hooks.slack.com/services/T0AB/B0CD/" + "aZ3" * 8,
+    "aws_secret_access_key = " + "Ab1/" * 10,
     "fe80::1",
     "1:2:3:4:5:6:7:8",
     "::",
@@ -475,3 +479,41 @@ def test_numbers_and_ids_tried_only_before_runs_of_digits_are_those_of_the_whole
         for match in structured.pattern.finditer(text)
         if (category := structured.classify(match.group(), text, match.start())) is not None
     ]
+
+
+def streamed(profile, text: str, sizes: list[int]) -> tuple[list[tuple[str, str | None]], dict[str, int]]:
+    """What a profile's stream scanner gives for `text` cut into pieces of the given sizes (in turn), and its hits."""
+    scanner = profile.stream_scanner()
+    given_back = []
+    position = 0
+    while position < len(text):
+        size = sizes[len(given_back) % len(sizes)]
+        given_back.append(tuple(scanner.feed(text[position : position + size])))
+        position += size
+    given_back.append(tuple(scanner.finish()))
+    return given_back, scanner.hits
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([*PROMPT_PIECES, "s", "sk", "k-", "sk_", "live_", "x", "xo", "gh", "A", "AI", "e", "-"]),
+             max_size=10).map("".join),
+    st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=5),
+)  # fmt: skip
+def test_a_stream_scanner_passes_over_only_the_patterns_that_cannot_match_yet(text, sizes):
+    """A stream's scanner runs a secret's pattern only when one of its starts (`sk-`, `ghp_`...) occurs in what it
+    holds, or the text ends with the beginning of one (`s`, `sk`): it must release, redact, stop and count exactly as
+    when it runs every pattern on every piece."""
+    for config in (
+        {"output": {"secret": "redact", "email": "redact", "card": "redact"}},
+        {"output": {"secret": "stop"}},
+    ):
+        profile = guardrail_profile_compile(config)
+        every_pattern = dataclasses.replace(
+            profile,
+            output_detectors=tuple(
+                dataclasses.replace(detector, starts=()) if isinstance(detector, Detector) else detector
+                for detector in profile.output_detectors
+            ),
+        )
+        assert streamed(profile, text, sizes) == streamed(every_pattern, text, sizes)

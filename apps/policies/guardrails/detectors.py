@@ -77,8 +77,10 @@ class Detector:
     literal substrings a match must contain (the pattern is skipped when none occurs in the text); `window_anchor`
     makes the search look only around each occurrence of one character; `digit_within` says that every match's first
     decimal digit starts a run of digits, at most that many characters after the match's start, so the pattern is
-    tried only just before each run; `max_chars` is the longest match the pattern can produce, which bounds how much
-    of a stream is ever held back for it.
+    tried only just before each run; `starts` are literal strings one of which every match begins with (a stream's
+    scanner skips the pattern while none occurs in its text and the text does not end with the beginning of one);
+    `max_chars` is the longest match the pattern can produce, which bounds how much of a stream is ever held back for
+    it.
     """
 
     name: str
@@ -91,6 +93,7 @@ class Detector:
     window_before: int = 0
     window_after: int = 0
     digit_within: int | None = None
+    starts: tuple[str, ...] = ()
     flags: int = 0
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -294,27 +297,31 @@ def classify_random_token(matched: str, text: str, start: int) -> str | None:
     return SECRET if kinds >= 2 else None
 
 
-_SECRET_DETECTORS: tuple[tuple[str, str, tuple[str, ...], int, Classifier], ...] = (
-    ("openai_key", r"(?<![\w-])sk-(?:[A-Za-z0-9]+-){0,2}[A-Za-z0-9_-]{20,200}(?![\w-])", ("sk-",), 240,
+_SECRET_DETECTORS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], int, Classifier], ...] = (
+    # name, pattern, anchors (a match holds one), starts (a match begins with one; () where the case varies),
+    # longest match, classifier
+    ("openai_key", r"(?<![\w-])sk-(?:[A-Za-z0-9]+-){0,2}[A-Za-z0-9_-]{20,200}(?![\w-])", ("sk-",), ("sk-",), 240,
      classify_sk_key),
-    ("stripe_key", r"(?<![\w])(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,128}(?![\w])", ("_live_", "_test_"), 140,
-     classify_random_token),
+    ("stripe_key", r"(?<![\w])(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,128}(?![\w])", ("_live_", "_test_"),
+     ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "pk_live_", "pk_test_"), 140, classify_random_token),
     ("aws_access_key", r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
-     ("AKIA", "ASIA", "ABIA", "ACCA"), 20, _always(SECRET)),
+     ("AKIA", "ASIA", "ABIA", "ACCA"), ("AKIA", "ASIA", "ABIA", "ACCA"), 20, _always(SECRET)),
     ("aws_secret_key", r"(?i:aws_?secret_?access_?key)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])",
-     ("ecret",), 80, _always(SECRET)),
+     ("ecret",), (), 80, _always(SECRET)),
     ("github_token", r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,240})(?![\w])",
-     ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), 255, classify_random_token),
-    ("slack_token", r"(?<![\w])xox[abprse]-[A-Za-z0-9-]{10,250}(?![\w-])", ("xox",), 256, classify_random_token),
+     ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+     255, classify_random_token),
+    ("slack_token", r"(?<![\w])xox[abprse]-[A-Za-z0-9-]{10,250}(?![\w-])", ("xox",), ("xox",), 256,
+     classify_random_token),
     ("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]{16,64}",
-     ("hooks.slack.com",), 160, _always(SECRET)),
-    ("google_api_key", r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])", ("AIza",), 39, _always(SECRET)),
-    ("huggingface_token", r"(?<![\w])hf_[A-Za-z0-9]{34,40}(?![\w])", ("hf_",), 43, classify_random_token),
+     ("hooks.slack.com",), ("https://hooks.slack.com/",), 160, _always(SECRET)),
+    ("google_api_key", r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])", ("AIza",), ("AIza",), 39, _always(SECRET)),
+    ("huggingface_token", r"(?<![\w])hf_[A-Za-z0-9]{34,40}(?![\w])", ("hf_",), ("hf_",), 43, classify_random_token),
     ("private_key",
      r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]{0,8000}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY"
-     r"(?: BLOCK)?-----)?", ("-----BEGIN",), 8100, _always(SECRET)),
+     r"(?: BLOCK)?-----)?", ("-----BEGIN",), ("-----BEGIN ",), 8100, _always(SECRET)),
     ("jwt", r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}(?![\w-])", ("eyJ",),
-     8010, _always(SECRET)),
+     ("eyJ",), 8010, _always(SECRET)),
 )  # fmt: skip
 
 
@@ -469,8 +476,8 @@ _BUILTIN: tuple[Detector, ...] = (
     ),
     Detector("ipv6", IPV6_SOURCE, frozenset({IP_ADDRESS}), classify_ipv6, max_chars=45, anchors=("::", ":")),
     *(
-        Detector(name, source, frozenset({SECRET}), classify, max_chars=max_chars, anchors=anchors)
-        for name, source, anchors, max_chars, classify in _SECRET_DETECTORS
+        Detector(name, source, frozenset({SECRET}), classify, max_chars=max_chars, anchors=anchors, starts=starts)
+        for name, source, anchors, starts, max_chars, classify in _SECRET_DETECTORS
     ),
     InjectionDetector(),  # type: ignore[arg-type]
     NonAsciiDetector(
