@@ -5,7 +5,7 @@ number, IBAN and national id holds one).
 `found_among_searched` and `digit_runs_matched` hold the meaning. Their compiled forms (`_text_search.c`, built where
 a C compiler is at hand) give the same answers in one pass; without them, these do the work. `Needles` asks
 `found_among` about a str: UTF-8 keeps the answer (no character's encoding starts inside another's), and lone
-surrogates pass through.
+surrogates pass through; `OwnedNeedles` tells which of a profile's detectors have one of their strings in a text.
 """
 
 from __future__ import annotations
@@ -52,3 +52,26 @@ class Needles:
     def found_in(self, text: str) -> bytes:
         """A 1 for each string that occurs in `text`, a 0 for each that does not, in their order."""
         return found_among(utf8(text), self.encoded)
+
+
+class OwnedNeedles:
+    """Strings looked for on behalf of several owners (a profile's detectors, by their index), all in one pass."""
+
+    __slots__ = ("_owners", "needles")
+
+    def __init__(self, owned: Iterable[Iterable[str]]) -> None:
+        owners: dict[str, list[int]] = {}
+        for owner, strings in enumerate(owned):
+            for string in strings:
+                owners.setdefault(string, []).append(owner)
+        self.needles = Needles(owners)
+        self._owners = tuple(tuple(indexes) for indexes in owners.values())
+
+    def owners_in(self, text: str) -> set[int] | tuple[()]:
+        """The owners one of whose strings occurs in `text` (mostly none: a set is built only when one does)."""
+        if not self.needles.strings:
+            return ()
+        found = self.needles.found_in(text)
+        if 1 not in found:
+            return ()
+        return {owner for at, owners in enumerate(self._owners) if found[at] for owner in owners}

@@ -8,7 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from inferia_runtime import text_search
-from inferia_runtime.text_search import Needles, found_among_searched
+from inferia_runtime.text_search import Needles, OwnedNeedles, found_among_searched
 
 try:
     from inferia_runtime._text_search import found_among as compiled
@@ -61,3 +61,13 @@ def test_digit_runs_start_where_the_pattern_finds_them(text):
 def test_digit_runs_take_a_str_only():
     with pytest.raises(TypeError):
         text_search.digit_runs(b"123")  # type: ignore[arg-type]
+
+
+@given(
+    st.text(alphabet=st.sampled_from(["a", "b", "é", "-"]), max_size=12),
+    st.lists(st.lists(st.text(alphabet=st.sampled_from(["a", "b", "é", "-"]), min_size=1, max_size=3), max_size=3)),
+)
+def test_owned_needles_name_the_owners_of_the_strings_in_a_text(text, owned):
+    """Owners are named by their index; several may share a string; one without strings is never named."""
+    expected = {owner for owner, strings in enumerate(owned) if any(string in text for string in strings)}
+    assert set(OwnedNeedles(owned).owners_in(text)) == expected

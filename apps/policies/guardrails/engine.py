@@ -33,7 +33,7 @@ from apps.policies.guardrails.toxicity import (
     ToxicityDetector,
 )
 from inferia_runtime.errors import DomainRefusal
-from inferia_runtime.text_search import Needles
+from inferia_runtime.text_search import OwnedNeedles
 
 if TYPE_CHECKING:
     from apps.policies.guardrails.stream import StreamChunk
@@ -252,18 +252,15 @@ class CompiledProfile:
     # Every category this profile can report (built-in, its patterns', its scanners'): what its actions may name.
     known_categories: frozenset[str] = frozenset()
     _async_scanners: tuple[AsyncScanner, ...] = field(default=(), repr=False)
-    # Every anchor of the input detectors, looked for in one pass; each detector with the positions of its own.
-    _anchors: Needles = field(init=False, repr=False, compare=False)
-    _anchored: tuple[tuple[Any, tuple[int, ...]], ...] = field(init=False, repr=False, compare=False)
+    # The input detectors' anchors, all looked for in one pass (other kinds of detectors scan in their own way), and
+    # whether each detector has any.
+    _anchors: OwnedNeedles = field(init=False, repr=False, compare=False)
+    _anchored: tuple[bool, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        anchors: dict[str, int] = {}
-        anchored = []
-        for detector in self.input_detectors:
-            own = detector.anchors if type(detector) is Detector else ()  # others scan in their own way
-            anchored.append((detector, tuple(anchors.setdefault(anchor, len(anchors)) for anchor in own)))
-        object.__setattr__(self, "_anchors", Needles(anchors))
-        object.__setattr__(self, "_anchored", tuple(anchored))
+        anchors = [detector.anchors if type(detector) is Detector else () for detector in self.input_detectors]
+        object.__setattr__(self, "_anchors", OwnedNeedles(anchors))
+        object.__setattr__(self, "_anchored", tuple(bool(own) for own in anchors))
 
     @property
     def output_enabled(self) -> bool:
@@ -277,11 +274,11 @@ class CompiledProfile:
     def scan(self, text: str) -> list[Finding]:
         """The non-overlapping findings in `text` of every enabled input category, in text order."""
         found: list[Finding] = []
-        occurs = self._anchors.found_in(text) if self._anchors.strings else b""
-        for detector, anchors in self._anchored:
-            if not anchors:
+        anchors_in_text = self._anchors.owners_in(text)
+        for index, (detector, anchored) in enumerate(zip(self.input_detectors, self._anchored, strict=True)):
+            if not anchored:
                 detector.scan(text, found)
-            elif any(occurs[at] for at in anchors):
+            elif index in anchors_in_text:
                 detector.scan_anchored(text, found)
         for scanner in self.scanners:
             scanner.scan(text, found)

@@ -18,7 +18,7 @@ import regex
 
 from apps.policies.guardrails.detectors import Detector, Finding
 from apps.policies.guardrails.engine import OFF, STOP, redact, resolve_overlaps
-from inferia_runtime.text_search import Needles
+from inferia_runtime.text_search import OwnedNeedles
 
 if TYPE_CHECKING:
     from apps.policies.guardrails.engine import CompiledProfile
@@ -48,7 +48,10 @@ class StreamScanner:
             (detector, _partial_pattern(detector.source, bool(detector.flags & re.IGNORECASE)))
             for detector in profile.output_detectors
         ]
-        self._starts, self._owners, self._beginnings = _starts_of(profile.output_detectors)
+        starts = [getattr(detector, "starts", ()) for detector in profile.output_detectors]
+        self._starts = OwnedNeedles(starts)
+        # None for a detector without starts: it is scanned always.
+        self._beginnings = [_beginnings_of(own) if own else None for own in starts]
         self.max_hold = max((detector.max_chars for detector in profile.output_detectors), default=0)
         self._held = ""
         self._context = ""
@@ -82,11 +85,7 @@ class StreamScanner:
         end = len(text)
         hold_from = end
         findings: list[Finding] = []
-        occurs = self._starts.found_in(text) if self._starts.strings else b""
-        # The detectors one of whose starts occurs (mostly none: a set built only when one does).
-        started = (
-            {index for at, owners in enumerate(self._owners) if occurs[at] for index in owners} if 1 in occurs else ()
-        )
+        started = self._starts.owners_in(text)
         for index, (detector, pattern) in enumerate(self._detectors):
             beginnings = self._beginnings[index]
             if beginnings is not None and index not in started and not text.endswith(beginnings):
@@ -133,17 +132,6 @@ class StreamScanner:
         return StreamChunk(out, stop_category)
 
 
-def _starts_of(
-    detectors: tuple[Detector, ...],
-) -> tuple[Needles, list[tuple[int, ...]], list[tuple[str, ...] | None]]:
-    """Every detector's `starts`, to look for in one pass over a stream's text; for each of them the detectors it
-    starts (by their index); for each detector the beginnings of its starts (a text that ends with one may be cut
-    inside a match: "sk" of "sk-..."), None for a detector without starts (always scanned)."""
-    owners: dict[str, list[int]] = {}
-    beginnings = []
-    for index, detector in enumerate(detectors):
-        own = getattr(detector, "starts", ())
-        for start in own:
-            owners.setdefault(start, []).append(index)
-        beginnings.append(tuple({start[:size] for start in own for size in range(1, len(start))}) if own else None)
-    return Needles(owners), [tuple(indexes) for indexes in owners.values()], beginnings
+def _beginnings_of(starts: tuple[str, ...]) -> tuple[str, ...]:
+    """What a text cut inside a match may end with: the beginnings of its starts ("s" and "sk" of "sk-")."""
+    return tuple({start[:size] for start in starts for size in range(1, len(start))})
