@@ -400,16 +400,8 @@ def every_trigger_searched(detector: InjectionDetector, text: str) -> list[Findi
     if len(lowered) != len(text):
         detector.scan(text, out)  # the case-insensitive pattern serves those texts alone
         return out
-    for trigger, spaced, patterns in detector._triggers:
-        position = lowered.find(trigger)
-        while position >= 0:
-            if not spaced or position == 0 or not lowered[position - 1].isalnum():
-                for pattern in patterns:
-                    found = pattern.match(lowered, position)
-                    if found is not None:
-                        out.append(Finding(position, found.end(), "prompt_injection"))
-                        break
-            position = lowered.find(trigger, position + 1)
+    for trigger in detector._triggers:
+        detector.trigger_scan(lowered, trigger, out)
     return out
 
 

@@ -433,18 +433,23 @@ class InjectionDetector:
             return
         # One pass finds the triggers that occur at all; only theirs are searched for one by one.
         occurring = self._trigger_needles.found_in(lowered)
-        for (trigger, spaced, patterns), occurs in zip(self._triggers, occurring, strict=True):
-            if not occurs:
-                continue
-            position = lowered.find(trigger)
-            while position >= 0:
-                if not spaced or position == 0 or not lowered[position - 1].isalnum():
-                    for pattern in patterns:
-                        found = pattern.match(lowered, position)
-                        if found is not None:
-                            out.append(Finding(position, found.end(), PROMPT_INJECTION))
-                            break
-                position = lowered.find(trigger, position + 1)
+        for trigger, occurs in zip(self._triggers, occurring, strict=True):
+            if occurs:
+                self.trigger_scan(lowered, trigger, out)
+
+    @staticmethod
+    def trigger_scan(lowered: str, trigger: tuple[str, bool, tuple[re.Pattern[str], ...]], out: list[Finding]) -> None:
+        """The phrases of one trigger word (with whether it must start a word, and its phrases' patterns)."""
+        word, spaced, patterns = trigger
+        position = lowered.find(word)
+        while position >= 0:
+            if not spaced or position == 0 or not lowered[position - 1].isalnum():
+                for pattern in patterns:
+                    found = pattern.match(lowered, position)
+                    if found is not None:
+                        out.append(Finding(position, found.end(), PROMPT_INJECTION))
+                        break
+            position = lowered.find(word, position + 1)
 
 
 @functools.cache

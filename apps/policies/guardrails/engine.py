@@ -256,11 +256,18 @@ class CompiledProfile:
     # whether each detector has any.
     _anchors: OwnedNeedles = field(init=False, repr=False, compare=False)
     _anchored: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    # For a stream's scanner: the output detectors' starts, all looked for in one pass, and each detector's
+    # beginnings of them (None for a detector without starts: it is scanned always).
+    output_starts: OwnedNeedles = field(init=False, repr=False, compare=False)
+    output_beginnings: tuple[tuple[str, ...] | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         anchors = [detector.anchors if type(detector) is Detector else () for detector in self.input_detectors]
         object.__setattr__(self, "_anchors", OwnedNeedles(anchors))
         object.__setattr__(self, "_anchored", tuple(bool(own) for own in anchors))
+        starts = [getattr(detector, "starts", ()) for detector in self.output_detectors]
+        object.__setattr__(self, "output_starts", OwnedNeedles(starts))
+        object.__setattr__(self, "output_beginnings", tuple(_beginnings_of(own) if own else None for own in starts))
 
     @property
     def output_enabled(self) -> bool:
@@ -302,6 +309,11 @@ class StreamScannerProtocol(Protocol):
 
 
 _ACTION_RANK = {BLOCK: 3, REDACT: 2, FLAG: 1, STOP: 3, OFF: 0}
+
+
+def _beginnings_of(starts: tuple[str, ...]) -> tuple[str, ...]:
+    """What a text cut inside a match may end with: the beginnings of its starts ("s" and "sk" of "sk-")."""
+    return tuple({start[:size] for start in starts for size in range(1, len(start))})
 
 
 def resolve_overlaps(found: list[Finding], actions: dict[str, str]) -> list[Finding]:

@@ -18,7 +18,6 @@ import regex
 
 from apps.policies.guardrails.detectors import Detector, Finding
 from apps.policies.guardrails.engine import OFF, STOP, redact, resolve_overlaps
-from inferia_runtime.text_search import OwnedNeedles
 
 if TYPE_CHECKING:
     from apps.policies.guardrails.engine import CompiledProfile
@@ -48,10 +47,8 @@ class StreamScanner:
             (detector, _partial_pattern(detector.source, bool(detector.flags & re.IGNORECASE)))
             for detector in profile.output_detectors
         ]
-        starts = [getattr(detector, "starts", ()) for detector in profile.output_detectors]
-        self._starts = OwnedNeedles(starts)
-        # None for a detector without starts: it is scanned always.
-        self._beginnings = [_beginnings_of(own) if own else None for own in starts]
+        self._starts = profile.output_starts
+        self._beginnings = profile.output_beginnings
         self.max_hold = max((detector.max_chars for detector in profile.output_detectors), default=0)
         self._held = ""
         self._context = ""
@@ -130,8 +127,3 @@ class StreamScanner:
         self._held = "" if stop_category is not None else text[hold_from:]
         self._context = text[max(0, hold_from - _CONTEXT_CHARS) : hold_from]
         return StreamChunk(out, stop_category)
-
-
-def _beginnings_of(starts: tuple[str, ...]) -> tuple[str, ...]:
-    """What a text cut inside a match may end with: the beginnings of its starts ("s" and "sk" of "sk-")."""
-    return tuple({start[:size] for start in starts for size in range(1, len(start))})
