@@ -135,6 +135,7 @@ async def upstream_attempt(
             )
     http = rt.guarded_http() if route.external else rt.http
     response: aiohttp.ClientResponse | None = None
+    first: bytes | None = None
     try:
         async with asyncio.timeout(route.first_byte_timeout_s):
             response = await http.post(url, data=body, headers=headers, timeout=route.timeout)
@@ -149,9 +150,14 @@ async def upstream_attempt(
     except aiohttp.ClientError as exc:
         return _replica_failed(rt, replica, type(exc).__name__, 502)
     finally:
-        if response is not None and not (streaming and response.status == 200):
+        if response is not None and first is None:
+            # Nothing taken from it: the client left (this task cancelled), it timed out or failed. Closed, not
+            # released: released with its answer unread, the engine would go on generating for nobody.
+            response.close()
+        elif response is not None and not (streaming and response.status == 200):
             response.release()
     assert response is not None
+    assert first is not None
     if streaming and response.status == 200 and not first:
         response.release()
         return _replica_failed(rt, replica, "empty_stream", 502)

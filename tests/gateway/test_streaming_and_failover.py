@@ -4,17 +4,19 @@ when a replica dies under load, key revocation reaching a running gateway, and d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
 from django.conf import settings
 
 from tests.gateway.conftest import SIM_MODELS, http, make_deployment, wait_until_served
-from tests.kit.processes import running_sim, sim_start, web_start
+from tests.kit.processes import TestProcess, running_sim, sim_start, web_start
 from tests.kit.waiting import eventually
 
 CHAT = {"model": "gw-other", "messages": [{"role": "user", "content": "tell me"}], "stream": True}
@@ -85,6 +87,49 @@ def test_a_client_that_disconnects_cancels_the_upstream_request(tenant, gateway,
     assert event["out"] == "cancelled"
     assert event["est"] is True
     assert 1 <= event["ct"] < 400
+
+
+@pytest.fixture(scope="module")
+def daphne_gateway(test_database_url: str) -> Iterator[TestProcess]:
+    process = web_start(test_database_url, server="daphne")
+    yield process
+    process.stop()
+
+
+async def _leave_before_the_first_token(url: str, secret: str, body: dict, engine_url: str) -> None:
+    """Send `body`, wait until the engine runs it (it holds the first token back), then close the connection."""
+    async with aiohttp.ClientSession() as session:
+        headers = {"authorization": f"Bearer {secret}"}
+        request = asyncio.ensure_future(session.post(f"{url}/v1/chat/completions", json=body, headers=headers))
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(sim_running_requests, engine_url) != 1:
+            assert time.monotonic() < deadline, "the engine never got the request"
+            await asyncio.sleep(0.02)
+        assert not request.done()
+        request.cancel()  # aiohttp closes the connection of a request cancelled before its answer
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+
+
+# Past 64 KB the server stops reading the client until the application takes the body: after it, the client's
+# leaving must still be seen, with nothing written to it yet.
+@pytest.mark.parametrize(("stream", "prompt_bytes"), [(True, 20), (False, 20), (True, 200_000)])
+@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+def test_a_client_that_leaves_before_the_first_token_cancels_the_engine_request(
+    request, tenant, redis_cache, server, stream, prompt_bytes
+):
+    web = request.getfixturevalue("gateway" if server == "uvicorn" else "daphne_gateway")
+    with running_sim("--ttft-ms", "20000", "--max-model-len", "131072", models=SIM_MODELS) as engine:
+        make_deployment(tenant.organization, "gw-other", [engine.url])
+        wait_until_served(web, tenant.secret, "gw-other")
+        body = {**CHAT, "stream": stream, "messages": [{"role": "user", "content": "x" * prompt_bytes}]}
+        asyncio.run(_leave_before_the_first_token(web.url, tenant.secret, body, engine.url))
+        eventually(lambda: sim_running_requests(engine.url) == 0, timeout=2, what="the engine's request cancelled")
+
+    eventually(lambda: redis_cache.xlen(settings.INFERIA_USAGE_STREAM), timeout=2, what="a usage event")
+    (entry,) = redis_cache.xrange(settings.INFERIA_USAGE_STREAM)
+    event = json.loads(entry[1][b"e"])
+    assert (event["out"], event["st"]) == ("cancelled", 499)
 
 
 async def _load(url: str, secret: str, *, seconds: float, concurrency: int) -> list[tuple[int, bool, bool]]:
