@@ -29,7 +29,7 @@ from apps.gateway.messages_schemas import CountTokensRequest, MessagesRequest
 from apps.gateway.responses_out import ResponsesSend
 from apps.gateway.runtime import runtime
 from apps.gateway.translated_send import TranslatedSend
-from inferia_runtime.body_writer import BODY_WRITER
+from inferia_runtime.body_writer import BODY_WRITER, ON_CLIENT_GONE, OnClientGone
 from inferia_runtime.json_codec import json_compact
 
 # A body over the limit is still read (and dropped) up to this size before the 413, because a client that is
@@ -54,8 +54,10 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
         self.scope = scope
         self.base_send = send
         exchange = Exchange(scope, send)
+        extensions = scope.get("extensions") or {}
+        self.on_client_gone: OnClientGone | None = extensions.get(ON_CLIENT_GONE)
         if self.fast_relay:
-            writer = scope.get("extensions", {}).get(BODY_WRITER)
+            writer = extensions.get(BODY_WRITER)
             if writer is not None and isinstance(send, TranslatedSend):
                 writer = send.fast_writer(writer)  # the edge's translation in front of the server's writes
             exchange.body_writer = writer
@@ -88,8 +90,18 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
         if not self.watch_disconnect:
             await self.respond(exchange)
             return
+        client_gone = _client_gone(exchange, asyncio.current_task())
+        on_client_gone = self.on_client_gone
+        if on_client_gone is not None:  # the server says so itself: no task waiting on receive()
+            on_client_gone(client_gone)
+            try:
+                await self.respond(exchange)
+            finally:
+                exchange.finishing = True
+                on_client_gone(None)  # the callback refers to the exchange: no cycle left behind
+            return
         watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(_disconnect_callback(exchange, asyncio.current_task()))
+        watcher.add_done_callback(_disconnect_message(client_gone))
         try:
             await self.respond(exchange)
         finally:
@@ -127,13 +139,21 @@ class GatewayConsumer(AsyncHttpConsumer, metaclass=ABCMeta):  # type: ignore[mis
         """Answer the exchange, whose body has been read and checked against the size limit."""
 
 
-def _disconnect_callback(exchange: Exchange, task: asyncio.Task[Any] | None) -> Callable[[asyncio.Future[Any]], None]:
-    def on_message(future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or future.exception() is not None or task is None:
-            return
-        if future.result().get("type") == "http.disconnect" and not exchange.finishing:
+def _client_gone(exchange: Exchange, task: asyncio.Task[Any] | None) -> Callable[[], None]:
+    """What a client leaving before its answer is finishing does: the request's task is cancelled."""
+
+    def gone() -> None:
+        if task is not None and not exchange.finishing:
             exchange.client_gone = True
             task.cancel()
+
+    return gone
+
+
+def _disconnect_message(gone: Callable[[], None]) -> Callable[[asyncio.Future[Any]], None]:
+    def on_message(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None and future.result().get("type") == "http.disconnect":
+            gone()
 
     return on_message
 

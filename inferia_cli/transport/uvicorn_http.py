@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -20,7 +21,7 @@ from inferia_cli.transport import (
     TOO_MANY_CONNECTIONS,
     TransportLimits,
 )
-from inferia_runtime.body_writer import BODY_WRITER
+from inferia_runtime.body_writer import BODY_WRITER, ON_CLIENT_GONE
 
 LIMITS = TransportLimits.from_env()
 
@@ -31,13 +32,17 @@ class BodyWriter:
     `http.response.start` (its end still goes through `send`). `write` tells whether the client keeps up: False
     once its connection's buffer is over the high-water mark (then `drain` waits for room) or the client is gone.
 
+    It also tells whoever asked (`on_client_gone`) that the client left before the response was complete: one call
+    from the connection's own callback, where uvicorn's way is a task per request waiting on `receive()`.
+
     It refers to its request's cycle weakly: the cycle's scope holds the writer, and a strong reference back would
     make every request a reference cycle, its scope and buffers freed only by the garbage collector."""
 
-    __slots__ = ("_cycle",)
+    __slots__ = ("_client_gone", "_cycle")
 
     def __init__(self, cycle: RequestResponseCycle) -> None:
         self._cycle = weakref.ref(cycle)
+        self._client_gone: Callable[[], None] | None = None
 
     def write(self, data: bytes) -> bool:
         cycle = self._cycle()
@@ -55,6 +60,20 @@ class BodyWriter:
         if cycle is not None and not cycle.disconnected:
             await cycle.flow.drain()
 
+    def on_client_gone(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` if the client leaves before the response is complete (None: no longer). Reading the
+        connection resumes, as `receive()` would resume it: a client's leaving is seen only while it is read."""
+        self._client_gone = callback
+        cycle = self._cycle()
+        if callback is not None and cycle is not None:
+            cycle.flow.resume_reading()
+
+    def connection_lost(self) -> None:
+        callback, self._client_gone = self._client_gone, None
+        cycle = self._cycle()
+        if callback is not None and cycle is not None and cycle.disconnected:  # uvicorn's mark: not complete
+            callback()
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """One connection. `_header_room` is what the current request's headers may still take (None once they are
@@ -67,6 +86,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_pending = False
         self._deadline: asyncio.TimerHandle | None = None
         self._body_read_at = 0.0
+        self._writer: BodyWriter | None = None  # the latest request's
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -78,6 +98,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
+        if self._writer is not None:
+            self._writer.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         room = self._header_room
@@ -108,7 +130,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.scope is self.scope:
-            self.scope.setdefault("extensions", {})[BODY_WRITER] = BodyWriter(self.cycle)  # type: ignore[typeddict-item]
+            self._writer = BodyWriter(self.cycle)
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[BODY_WRITER] = self._writer
+            extensions[ON_CLIENT_GONE] = self._writer.on_client_gone
         # A WebSocket is handed to a protocol with timeouts of its own.
         self._body_pending = not (self.parser.should_upgrade() and self._should_upgrade())
 

@@ -40,3 +40,17 @@ def test_the_writer_writes_chunked_bodies_and_stops_once_the_request_is_gone():
     del cycle
     assert writer.write(b"data: 2\n\n") is False
     assert len(transport.written) == 1
+
+
+def test_the_writer_tells_of_a_client_gone_before_the_response_was_complete_once_and_only_then():
+    calls = []
+    gone, complete, unwatched = (_cycle(RecordingTransport()) for _ in range(3))
+    for name, cycle in (("gone", gone), ("complete", complete), ("unwatched", unwatched)):
+        cycle.scope["extensions"][BODY_WRITER].on_client_gone(lambda name=name: calls.append(name))
+    unwatched.scope["extensions"][BODY_WRITER].on_client_gone(None)
+    # uvicorn marks the cycle when its connection is lost before the response was complete, and not after.
+    gone.disconnected = unwatched.disconnected = True
+    complete.response_complete = True
+    for cycle in (gone, complete, unwatched, gone):
+        cycle.scope["extensions"][BODY_WRITER].connection_lost()
+    assert calls == ["gone"]

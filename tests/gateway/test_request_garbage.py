@@ -5,12 +5,13 @@ and, at hundreds of requests a second, cost the web process a tenth of its CPU a
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 import pytest
 from asgiref.sync import async_to_sync
 
 from apps.gateway.runtime import runtime_close
-from inferia_runtime.body_writer import BODY_WRITER
+from inferia_runtime.body_writer import BODY_WRITER, ON_CLIENT_GONE
 from tests.factories import OrganizationFactory
 from tests.gateway.conftest import make_deployment, make_key
 from tests.gateway.test_hot_path import call
@@ -26,13 +27,18 @@ REQUESTS = {
 
 
 class _Counted:
-    """A server's body writer (the fast relay's write path) that counts its writes and drops what it is given."""
+    """A server's body writer (the fast relay's write path), one per request as the server's: it counts the writes
+    in a shared list and drops what it is given, and holds what to call should the client leave."""
 
-    def __init__(self) -> None:
-        self.writes = 0
+    def __init__(self, writes: list[int]) -> None:
+        self.writes = writes
+        self.client_gone: Callable[[], None] | None = None
+
+    def on_client_gone(self, callback: Callable[[], None] | None) -> None:
+        self.client_gone = callback
 
     def write(self, data: bytes) -> bool:
-        self.writes += 1
+        self.writes.append(len(data))
         return True
 
     async def drain(self) -> None:
@@ -47,17 +53,24 @@ def test_a_finished_request_leaves_no_cyclic_garbage(db, sim, redis_cache, endpo
     make_deployment(organization, "gw-chat", [sim.url])
     path, body = REQUESTS[endpoint]
     body = {**body, "stream": relay != "whole"}
-    writer = _Counted()
-    extensions = {BODY_WRITER: writer} if relay == "stream-fast" else None
+    writes: list[int] = []
+
+    def extensions() -> dict | None:
+        if relay != "stream-fast":
+            return None
+        writer = _Counted(writes)
+        return {BODY_WRITER: writer, ON_CLIENT_GONE: writer.on_client_gone}
 
     async def scenario() -> tuple[list[int], int]:
         try:
-            statuses = [(await call(path, secret, body, extensions=extensions))[0]]  # warm: caches, pools, lazy imports
+            statuses = [
+                (await call(path, secret, body, extensions=extensions()))[0]
+            ]  # warm: caches, pools, lazy imports
             gc.collect()
             gc.disable()
             try:
                 for _ in range(REPEATS):
-                    statuses.append((await call(path, secret, body, extensions=extensions))[0])
+                    statuses.append((await call(path, secret, body, extensions=extensions()))[0])
                 return statuses, gc.collect()
             finally:
                 gc.enable()
@@ -66,7 +79,7 @@ def test_a_finished_request_leaves_no_cyclic_garbage(db, sim, redis_cache, endpo
 
     statuses, garbage = async_to_sync(scenario)()
     assert set(statuses) == {200}
-    assert (writer.writes > 0) == (relay == "stream-fast")  # the fast relay carried the streams it was offered
+    assert bool(writes) == (relay == "stream-fast")  # the fast relay carried the streams it was offered
     # Fewer objects than requests: a cycle per request leaves dozens each (a Responses request left about 25), while
     # the loop's own housekeeping may leave a stray few now and then.
     assert garbage < REPEATS
