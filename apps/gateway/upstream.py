@@ -328,11 +328,12 @@ async def fast_relay(
         if data and not write(data):
             connection.pause()
 
-    await exchange.stream_start()
-    first = connection.body_bytes()
-    connection.body.clear()
-    connection.stream(sink if coalescer is None else coalescing_sink, route.timeout.sock_read)
     try:
+        # Within the try: a client gone while the head waits for room on its connection stops the engine too.
+        await exchange.stream_start()
+        first = connection.body_bytes()
+        connection.body.clear()
+        connection.stream(sink if coalescer is None else coalescing_sink, route.timeout.sock_read)
         connection.sink(first)  # type: ignore[misc]
         await connection.streamed(writer.drain)
         held_write()
@@ -392,7 +393,6 @@ async def stream_relay(
     metrics.stream_relayed("general")
     coalescer = coalescer_for(route)
     loop = asyncio.get_running_loop()
-    await exchange.stream_start()
     send = exchange.send
 
     async def held_send() -> None:
@@ -402,6 +402,7 @@ async def stream_relay(
     content = response.content
     data = first
     try:
+        await exchange.stream_start()  # within the try: a client gone while the head waits stops the engine too
         while data:
             data = relay.feed(data)
             if coalescer is not None:
