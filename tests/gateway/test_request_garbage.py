@@ -61,17 +61,19 @@ def test_a_finished_request_leaves_no_cyclic_garbage(db, sim, redis_cache, endpo
         writer = _Counted(writes)
         return {BODY_WRITER: writer, ON_CLIENT_GONE: writer.on_client_gone}
 
-    async def scenario() -> tuple[list[int], int]:
+    async def scenario() -> tuple[list[int], list[int]]:
         try:
-            statuses = [
-                (await call(path, secret, body, extensions=extensions()))[0]
-            ]  # warm: caches, pools, lazy imports
+            warm = await call(path, secret, body, extensions=extensions())  # caches, pools, lazy imports
+            statuses = [warm[0]]
+            garbage = []
             gc.collect()
             gc.disable()
             try:
-                for _ in range(REPEATS):
-                    statuses.append((await call(path, secret, body, extensions=extensions()))[0])
-                return statuses, gc.collect()
+                for _batch in range(2):
+                    for _ in range(REPEATS):
+                        statuses.append((await call(path, secret, body, extensions=extensions()))[0])
+                    garbage.append(gc.collect())
+                return statuses, garbage
             finally:
                 gc.enable()
         finally:
@@ -81,5 +83,6 @@ def test_a_finished_request_leaves_no_cyclic_garbage(db, sim, redis_cache, endpo
     assert set(statuses) == {200}
     assert bool(writes) == (relay == "stream-fast")  # the fast relay carried the streams it was offered
     # Fewer objects than requests: a cycle per request leaves dozens each (a Responses request left about 25), while
-    # the loop's own housekeeping may leave a stray few now and then.
-    assert garbage < REPEATS
+    # the loop's own housekeeping may leave a stray few now and then, and something done once (about 35 objects,
+    # in the first batch when the whole directory's modules are loaded) at most one batch of two.
+    assert min(garbage) < REPEATS, garbage
