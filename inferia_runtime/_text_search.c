@@ -1,6 +1,7 @@
 /* The compiled forms of `inferia_runtime.text_search.found_among` (which of many byte strings occur in a text, in
- * one pass over it instead of one search per string) and `digit_runs` (where each run of decimal digits starts).
- * text_search.py holds the meaning; this file only its speed, and the tests hold the two to the same answers. */
+ * one pass over it instead of one search per string), `counted_among` (how often each of a few byte strings occurs,
+ * as `bytes.count` counts) and `digit_runs` (where each run of decimal digits starts). text_search.py holds the
+ * meaning; this file only its speed, and the tests hold the two to the same answers. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -94,6 +95,53 @@ found_among(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* `bytes.count` of each needle, by the C library's memmem: several times the speed of CPython's own search on the
+ * streams the gateway relays, where a needle's bytes are common (quotes, letters) and its occurrences few. */
+static PyObject *
+counted_among(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "counted_among(text, needles) takes bytes and a tuple of bytes");
+        return NULL;
+    }
+    PyObject *needles = args[1];
+    Py_ssize_t count = PyTuple_GET_SIZE(needles);
+    const char *text = PyBytes_AS_STRING(args[0]);
+    const char *end = text + PyBytes_GET_SIZE(args[0]);
+    PyObject *result = PyTuple_New(count);
+    if (result == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < count; j++) {
+        PyObject *needle = PyTuple_GET_ITEM(needles, j);
+        if (!PyBytes_Check(needle)) {
+            Py_DECREF(result);
+            PyErr_SetString(PyExc_TypeError, "counted_among(text, needles) takes bytes and a tuple of bytes");
+            return NULL;
+        }
+        const char *n = PyBytes_AS_STRING(needle);
+        Py_ssize_t size = PyBytes_GET_SIZE(needle);
+        Py_ssize_t found = 0;
+        if (size == 0) {
+            found = (end - text) + 1; /* as `bytes.count(b"")`: each position, the end included */
+        }
+        else {
+            const char *at = text;
+            while (end - at >= size && (at = memmem(at, end - at, n, size)) != NULL) {
+                found++;
+                at += size;
+            }
+        }
+        PyObject *number = PyLong_FromSsize_t(found);
+        if (number == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, j, number);
+    }
+    return result;
+}
+
 static int
 add_start(PyObject *starts, Py_ssize_t index)
 {
@@ -142,6 +190,8 @@ digit_runs(PyObject *module, PyObject *text)
 static PyMethodDef methods[] = {
     {"found_among", (PyCFunction)(void (*)(void))found_among, METH_FASTCALL,
      "found_among(text, needles): bytes with a 1 for each needle that occurs in text, a 0 for each that does not."},
+    {"counted_among", (PyCFunction)(void (*)(void))counted_among, METH_FASTCALL,
+     "counted_among(text, needles): a tuple of how often each needle occurs in text, as bytes.count counts."},
     {"digit_runs", (PyCFunction)digit_runs, METH_O,
      "digit_runs(text): the index in text of the first digit of each run of decimal digits, in order."},
     {NULL, NULL, 0, NULL},

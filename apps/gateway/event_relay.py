@@ -20,8 +20,11 @@ from apps.gateway.catalog import DeploymentRoute
 from apps.gateway.output_guardrails import OutputGuard
 from apps.usage.events import UsageEvent
 from inferia_runtime.json_codec import json_parsed
+from inferia_runtime.text_search import counted_among
 
 USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+# What `feed` counts in each read, in one call: the events, and the engine's usage (either way it may be spaced).
+_COUNTED = (b"data: ", *USAGE_MARKERS)
 _TEXT = re.compile(rb'"(?:content|text)": ?"[^"]')
 # For estimates when the engine's usage never arrived (client gone, engine died): a rough bytes-per-token ratio.
 _BYTES_PER_TOKEN = 4
@@ -71,14 +74,18 @@ class EventRelay:
             return b""
         if self.guard is not None:
             data = self.guard.events(data)
-        if USAGE_MARKERS[0] in data or USAGE_MARKERS[1] in data:
-            data = usage_event_taken(data, self.client_wants_usage, self.usage)
-        for upstream_name, served_name in self.renames:
-            data = data.replace(upstream_name, served_name)
+        events, plain, spaced = counted_among(data, _COUNTED)
+        if plain or spaced:
+            data, dropped = usage_event_taken(data, self.client_wants_usage, self.usage, (plain, spaced))
+            events -= dropped
+        if self.renames:
+            for upstream_name, served_name in self.renames:
+                data = data.replace(upstream_name, served_name)
+            events = data.count(b"data: ")
         if data:
             if self.capture is not None:
                 self.capture.events(data)
-            self.events += data.count(b"data: ")
+            self.events += events
             self.last_at = time.perf_counter()
             if not self.first_at:
                 self.first_at = self.last_at
@@ -181,14 +188,27 @@ def coalescer_for(route: DeploymentRoute) -> Coalescer | None:
     return Coalescer(route.stream_interval_s, route.stream_interval_chunks)
 
 
-def usage_event_taken(data: bytes, client_wants_usage: bool, usage: UsageEvent) -> bytes:
+def usage_event_taken(
+    data: bytes, client_wants_usage: bool, usage: UsageEvent, markers: tuple[int, int] | None = None
+) -> tuple[bytes, int]:
     """Read the engine's usage from the whole events in `data`; drop the usage-only event unless the client asked
     for it. Only events holding a usage object are parsed, searched from the end (the last one counts): the rest of
-    the stream passes as it came. The marker cannot occur inside generated text, where JSON escapes its quotes."""
+    the stream passes as it came. The marker cannot occur inside generated text, where JSON escapes its quotes.
+    `markers`: how often each of `USAGE_MARKERS` occurs in `data`, when the caller counted them already.
+
+    Returns what is kept, and how many `data: ` the dropped events held (none spans the cut: it holds no newline)."""
+    plain, spaced = markers if markers is not None else counted_among(data, USAGE_MARKERS)
     found = False
+    dropped = 0
     position = len(data)
-    while position > 0:
-        marker_at = max(data.rfind(USAGE_MARKERS[0], 0, position), data.rfind(USAGE_MARKERS[1], 0, position))
+    # Only a form still to come is searched for: a search for one that is not there would cross the whole answer.
+    while plain or spaced:
+        plain_at = data.rfind(USAGE_MARKERS[0], 0, position) if plain else -1
+        spaced_at = data.rfind(USAGE_MARKERS[1], 0, position) if spaced else -1
+        if plain_at > spaced_at:
+            marker_at, plain = plain_at, plain - 1
+        else:
+            marker_at, spaced = spaced_at, spaced - 1
         if marker_at == -1:
             break
         boundary = data.rfind(b"\n\n", 0, marker_at)
@@ -210,5 +230,6 @@ def usage_event_taken(data: bytes, client_wants_usage: bool, usage: UsageEvent) 
             usage.completion_tokens = int(counts.get("completion_tokens") or 0)
             found = True
         if not client_wants_usage and not document.get("choices"):
+            dropped += data.count(b"data: ", start, end)
             data = data[:start] + data[end:]
-    return data
+    return data, dropped

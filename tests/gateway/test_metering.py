@@ -233,5 +233,5 @@ def test_the_engines_usage_is_read_from_an_event_only_the_standard_library_parse
     # An engine written in Python may write -Infinity (a logprob), and JSON allows integers past 64 bits.
     usage = UsageEvent(request_id="r1", started_at=0.0, endpoint="chat.completions")
     event = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3},"extra":%b}\n\n' % number
-    assert usage_event_taken(event + b"data: [DONE]\n\n", False, usage) == b"data: [DONE]\n\n"
+    assert usage_event_taken(event + b"data: [DONE]\n\n", False, usage) == (b"data: [DONE]\n\n", 1)
     assert (usage.prompt_tokens, usage.completion_tokens) == (7, 3)

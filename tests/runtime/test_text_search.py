@@ -1,5 +1,6 @@
 """Which of many strings occur in a text, in both forms: one search per needle and the compiled single pass (where it
-was built) must give the same answers, and `Needles` must answer for str as `in` does."""
+was built) must give the same answers, and `Needles` must answer for str as `in` does; how often each occurs, as
+`bytes.count` counts."""
 
 from __future__ import annotations
 
@@ -71,3 +72,18 @@ def test_owned_needles_name_the_owners_of_the_strings_in_a_text(text, owned):
     """Owners are named by their index; several may share a string; one without strings is never named."""
     expected = {owner for owner, strings in enumerate(owned) if any(string in text for string in strings)}
     assert set(OwnedNeedles(owned).owners_in(text)) == expected
+
+
+@given(BYTES, NEEDLES)
+@example(b"aaaa", [b"aa", b"a", b""])  # no overlaps, as `bytes.count`; the empty needle at every position
+@example(b"", [b"a", b""])
+def test_counts_are_those_of_bytes_count(text, needles):
+    assert text_search.counted_among(text, tuple(needles)) == tuple(text.count(needle) for needle in needles)
+    assert text_search.counted_among_searched(text, tuple(needles)) == tuple(text.count(n) for n in needles)
+
+
+@pytest.mark.skipif(compiled is None, reason="the compiled helper was not built here (no C compiler)")
+def test_the_compiled_count_takes_bytes_and_a_tuple_of_bytes_only():
+    for arguments in [("text", (b"a",)), (b"text", [b"a"]), (b"text", ("a",)), (b"text",)]:
+        with pytest.raises(TypeError):
+            text_search.counted_among(*arguments)
