@@ -9,21 +9,28 @@
 
 #define PAIRS (256 * 256)
 
+/* Whether the arguments are a text and its needles: bytes, and a tuple of bytes (a TypeError naming `call` if not). */
+static int
+text_and_needles(PyObject *const *args, Py_ssize_t nargs, const char *call)
+{
+    int valid = nargs == 2 && PyBytes_Check(args[0]) && PyTuple_Check(args[1]);
+    for (Py_ssize_t j = 0; valid && j < PyTuple_GET_SIZE(args[1]); j++) {
+        valid = PyBytes_Check(PyTuple_GET_ITEM(args[1], j));
+    }
+    if (!valid) {
+        PyErr_Format(PyExc_TypeError, "%s(text, needles) takes bytes and a tuple of bytes", call);
+    }
+    return valid;
+}
+
 static PyObject *
 found_among(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "found_among(text, needles) takes bytes and a tuple of bytes");
+    if (!text_and_needles(args, nargs, "found_among")) {
         return NULL;
     }
     PyObject *needles = args[1];
     Py_ssize_t count = PyTuple_GET_SIZE(needles);
-    for (Py_ssize_t j = 0; j < count; j++) {
-        if (!PyBytes_Check(PyTuple_GET_ITEM(needles, j))) {
-            PyErr_SetString(PyExc_TypeError, "found_among(text, needles) takes bytes and a tuple of bytes");
-            return NULL;
-        }
-    }
     PyObject *result = PyBytes_FromStringAndSize(NULL, count);
     if (result == NULL) {
         return NULL;
@@ -100,8 +107,7 @@ found_among(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 counted_among(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "counted_among(text, needles) takes bytes and a tuple of bytes");
+    if (!text_and_needles(args, nargs, "counted_among")) {
         return NULL;
     }
     PyObject *needles = args[1];
@@ -114,11 +120,6 @@ counted_among(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t j = 0; j < count; j++) {
         PyObject *needle = PyTuple_GET_ITEM(needles, j);
-        if (!PyBytes_Check(needle)) {
-            Py_DECREF(result);
-            PyErr_SetString(PyExc_TypeError, "counted_among(text, needles) takes bytes and a tuple of bytes");
-            return NULL;
-        }
         const char *n = PyBytes_AS_STRING(needle);
         Py_ssize_t size = PyBytes_GET_SIZE(needle);
         Py_ssize_t found = 0;
