@@ -5,9 +5,9 @@ events, and the engine's usage (`counted_among`).
 
 `found_among_searched`, `counted_among_searched` and `digit_runs_matched` hold the meaning. Their compiled forms
 (`_text_search.c`, built where a C compiler is at hand) give the same answers, faster; without them, these do the
-work. `Needles` asks
-`found_among` about a str: UTF-8 keeps the answer (no character's encoding starts inside another's), and lone
-surrogates pass through; `OwnedNeedles` tells which of a profile's detectors have one of their strings in a text.
+work. `Needles` asks `found_among` about a str: UTF-8 keeps the answer (no character's encoding starts inside
+another's), and lone surrogates pass through; `OwnedNeedles` tells which of a profile's detectors have one of their
+strings in a text.
 """
 
 from __future__ import annotations
