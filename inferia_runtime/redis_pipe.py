@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import itertools
+import math
 from typing import Any
 
 import hiredis
@@ -39,11 +41,11 @@ def resp_command(*args: bytes | str | int) -> bytes:
 class _Waiter:
     __slots__ = ("deadline", "expected", "future", "replies")
 
-    def __init__(self, future: asyncio.Future[list[Any]], expected: int, deadline: float) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
         self.future = future
         self.replies: list[Any] = []
         self.expected = expected
-        self.deadline = deadline
+        self.deadline = math.inf  # set when its command is written
 
 
 class _PipeProtocol(asyncio.Protocol):
@@ -58,25 +60,31 @@ class _PipeProtocol(asyncio.Protocol):
         self.waiters: collections.deque[_Waiter] = collections.deque()
         self.closed = False
         self._outgoing: list[bytes] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
 
     def request(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = self.loop.create_future()
-        deadline = self.loop.time() + self.timeout
-        self.waiters.append(_Waiter(future, expected, deadline))
+        self.waiters.append(_Waiter(future, expected))
         if not self._outgoing:
             self.loop.call_soon(self._flush)
         self._outgoing.append(payload)
-        if self._timer is None:
-            self._timer = self.loop.call_at(deadline, self._deadline_check)
         return future
 
     def _flush(self) -> None:
         """Write the commands of every call made since the last write, in one: an engine's step ends many streams
-        at once, and each write to an idle Redis costs the sender its wake-up (most of a command's CPU here)."""
+        at once, and each write to an idle Redis costs the sender its wake-up (most of a command's CPU here).
+
+        Their time to answer starts now: a busy loop may have run this long after the calls, and its own delay is
+        not Redis'. The calls are the waiters at the end of the queue, one per command written."""
         outgoing, self._outgoing = self._outgoing, []
-        if not self.closed:
-            self.transport.write(b"".join(outgoing))
+        if self.closed:
+            return
+        self.transport.write(b"".join(outgoing))
+        deadline = self.loop.time() + self.timeout
+        for waiter in itertools.islice(reversed(self.waiters), len(outgoing)):
+            waiter.deadline = deadline
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._deadline_check)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -94,17 +102,26 @@ class _PipeProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.abort(redis.ConnectionError("the connection to Redis was lost"))
 
-    def _deadline_check(self) -> None:
+    def _deadline_check(self, polled: bool = False) -> None:
         """One timer for all calls: it fires when the oldest call's time is up, and fails them all if it still
-        waits (Redis answers in order, so nothing behind it has its reply either)."""
+        waits (Redis answers in order, so nothing behind it has its reply either).
+
+        Not before the loop has polled its sockets once more: a loop kept busy past the deadline (a burst, a long
+        collection, a throttled CPU) runs its due timers before it reads what came meanwhile (uvloop at the end of
+        each turn), and the reply may be waiting in the socket. Two turns of the loop, since a callback scheduled
+        from a timer runs before the next poll in either loop."""
         self._timer = None
         if not self.waiters:
             return
         oldest = self.waiters[0].deadline
-        if self.loop.time() >= oldest:
+        if oldest == math.inf:
+            return  # nothing written waits: the next write starts the timer
+        if self.loop.time() < oldest:
+            self._timer = self.loop.call_at(oldest, self._deadline_check)
+        elif polled:
             self.abort(redis.TimeoutError("Redis did not answer in time"))
         else:
-            self._timer = self.loop.call_at(oldest, self._deadline_check)
+            self._timer = self.loop.call_soon(self.loop.call_soon, self._deadline_check, True)
 
     def abort(self, error: redis.RedisError) -> None:
         if not self.closed:

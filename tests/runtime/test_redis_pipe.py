@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 import redis
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -176,6 +177,69 @@ def test_a_stalled_redis_costs_one_timeout_then_the_pipe_and_its_client_fail_fas
     assert TIMEOUT_S * 0.9 <= first_s < TIMEOUT_S + 0.5
     assert (second, client_call) == ("ConnectionError", "ConnectionError")
     assert max(second_s, client_s) < 0.05  # without waiting on Redis again
+
+
+# The web server's loop, and the standard one (Daphne's, and any asyncio.run): they order timers and I/O differently.
+LOOPS = pytest.mark.parametrize("run", [uvloop.run, asyncio.run], ids=["uvloop", "asyncio"])
+
+
+def _busy_for(seconds: float) -> None:
+    """The loop kept busy, as by a burst of requests, a long collection of garbage or a throttled CPU."""
+    time.sleep(seconds)
+
+
+def _more_work(loop: asyncio.AbstractEventLoop, callbacks: int) -> None:
+    """Callbacks queued one after another (other streams' chunks): the loop polls for I/O without waiting."""
+    _busy_for(0.0002)
+    if callbacks:
+        loop.call_soon(_more_work, loop, callbacks - 1)
+
+
+@LOOPS
+@override_settings(INFERIA_REDIS_TIMEOUT_SECONDS=TIMEOUT_S)
+def test_a_loop_busy_past_the_timeout_before_the_write_does_not_count_against_redis(redis_cache, run):
+    """The timeout is Redis' time to answer: a call whose command waited behind other callbacks for longer than the
+    timeout before it was written gets its reply, and the calls after it are not failed as if Redis had stalled."""
+
+    async def body(pipe: RedisPipe, client: GatewayRedis) -> tuple[object, object, object]:
+        await pipe.execute(echo("connected"))
+        loop = asyncio.get_running_loop()
+        loop.call_soon(_busy_for, TIMEOUT_S * 1.5)  # runs before the call's write
+        loop.call_soon(_more_work, loop, 100)
+        late = await pipe.execute(echo("written late"))
+        return late, await pipe.execute(echo("next")), await client.ping()
+
+    assert run(with_pipe(settings.CACHE_REDIS_URL, body)) == ([b"written late"], [b"next"], True)
+
+
+class _Stalling(asyncio.Protocol):
+    """A connection whose every read keeps the loop busy past the timeout (a large request parsed at once)."""
+
+    def data_received(self, data: bytes) -> None:
+        _busy_for(TIMEOUT_S * 1.5)
+
+
+@LOOPS
+@override_settings(INFERIA_REDIS_TIMEOUT_SECONDS=TIMEOUT_S)
+def test_a_reply_that_came_while_the_loop_was_busy_is_read_before_the_call_times_out(redis_cache, run):
+    """Redis answered in time, but the loop was busy in another connection's read until after the deadline: the
+    reply waiting in the socket is read, not dropped with the connection."""
+
+    async def body(pipe: RedisPipe, client: GatewayRedis) -> tuple[object, object]:
+        loop = asyncio.get_running_loop()
+        await pipe.execute(echo("connected"))
+        server = await loop.create_server(_Stalling, "127.0.0.1", 0)
+        _, sender = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        try:
+            call = asyncio.ensure_future(pipe.execute(echo("answered in time")))
+            await asyncio.sleep(0)  # the call has queued its write
+            loop.call_soon(sender.transport.write, b"x")  # after the write: the stalling read comes next
+            return await call, await client.ping()
+        finally:
+            sender.close()
+            server.close()
+
+    assert run(with_pipe(settings.CACHE_REDIS_URL, body)) == ([b"answered in time"], True)
 
 
 def test_a_master_demoted_to_a_replica_is_left_for_a_new_connection(own_redis):
