@@ -28,6 +28,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from apps.gateway.metrics import USAGE_EVENTS_LOST
 from apps.usage.events import EVENT_FIELD, UsageEvent
 from inferia_runtime.redis_clients import GatewayRedis
 from inferia_runtime.redis_pipe import RedisPipe, resp_command
@@ -58,7 +59,12 @@ class UsageAppender:
         try:
             await self.pipe.execute(command)
         except redis.RedisError:
-            logger.error("usage event %s lost: Redis unavailable", event.request_id, exc_info=True)
+            usage_event_lost(event)
+
+
+def usage_event_lost(event: UsageEvent) -> None:
+    logger.error("usage event %s lost: Redis unavailable", event.request_id, exc_info=True)
+    USAGE_EVENTS_LOST.inc()
 
 
 async def usage_append_waited(client: aioredis.Redis, event: UsageEvent, *, replicas: int) -> None:
@@ -75,7 +81,7 @@ async def usage_append_waited(client: aioredis.Redis, event: UsageEvent, *, repl
             acknowledged = await usage_append_replicated(client, event, replicas=replicas)
         except redis.RedisError:
             if time.monotonic() + _RETRY_PAUSE_S > deadline:
-                logger.error("usage event %s lost: Redis unavailable", event.request_id, exc_info=True)
+                usage_event_lost(event)
                 return
             await asyncio.sleep(_RETRY_PAUSE_S)
             continue

@@ -87,6 +87,10 @@ REQUEST_DURATION = Histogram(
     ["model", "route", "status_class"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
 )
+USAGE_EVENTS_LOST = Counter(
+    "inferia_gateway_usage_events_lost",
+    "Usage events Redis did not take (each logged with its request id): requests that are neither billed nor counted.",
+)
 IN_FLIGHT = Gauge("inferia_gateway_requests_in_flight", "Requests being served right now.", multiprocess_mode="livesum")
 RATE_LIMITED = Counter(
     "inferia_gateway_rate_limited", "Requests refused by a rate limit or quota.", ["organization", "limit"]

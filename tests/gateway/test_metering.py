@@ -235,3 +235,43 @@ def test_the_engines_usage_is_read_from_an_event_only_the_standard_library_parse
     event = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3},"extra":%b}\n\n' % number
     assert usage_event_taken(event + b"data: [DONE]\n\n", False, usage) == (b"data: [DONE]\n\n", 1)
     assert (usage.prompt_tokens, usage.completion_tokens) == (7, 3)
+
+
+@override_settings(INFERIA_REDIS_TIMEOUT_SECONDS=0.2, INFERIA_USAGE_APPEND_RETRY_SECONDS=0.0)
+@pytest.mark.parametrize("replicas", [0, 1], ids=["pipelined", "waited"])
+def test_a_usage_event_redis_does_not_take_is_counted_lost_for_the_operators_alert(caplog, replicas):
+    """A lost event is a request nobody is billed for: besides its log line, it counts in a metric an alert reads."""
+    from prometheus_client import REGISTRY
+
+    from apps.gateway.metering import UsageAppender
+    from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options
+    from inferia_runtime.redis_pipe import RedisPipe
+    from tests.kit.redis_server import RedisServer
+
+    def lost() -> float:
+        return REGISTRY.get_sample_value("inferia_gateway_usage_events_lost_total") or 0.0
+
+    server = RedisServer()
+
+    async def append_while_redis_is_frozen() -> None:
+        client = GatewayRedis.from_url(server.url(0), **gateway_redis_options())
+        pipe = RedisPipe(client)
+        await pipe.execute(b"*1\r\n$4\r\nPING\r\n")  # connected before Redis stops answering
+        server.freeze()
+        try:
+            with override_settings(INFERIA_REDIS_WAIT_REPLICAS=replicas):
+                await UsageAppender(client, pipe).append(
+                    UsageEvent(request_id="unbilled-1", started_at=0.0, endpoint="chat.completions", prompt_tokens=3)
+                )
+        finally:
+            server.thaw()
+            pipe.close()
+            await client.aclose()
+
+    before = lost()
+    try:
+        asyncio.run(append_while_redis_is_frozen())
+    finally:
+        server.stop()
+    assert lost() - before == 1
+    assert "usage event unbilled-1 lost" in caplog.text
