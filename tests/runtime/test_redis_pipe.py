@@ -206,10 +206,11 @@ def test_a_loop_busy_past_the_timeout_before_the_write_does_not_count_against_re
         loop = asyncio.get_running_loop()
         loop.call_soon(_busy_for, TIMEOUT_S * 1.5)  # runs before the call's write
         loop.call_soon(_more_work, loop, 100)
-        late = await pipe.execute(echo("written late"))
+        # Answered 50 ms after its write (a blocking pop of an empty list, with its own timeout): in time.
+        late = await pipe.execute(resp_command(b"BLPOP", b"never-filled", b"0.05"))
         return late, await pipe.execute(echo("next")), await client.ping()
 
-    assert run(with_pipe(settings.CACHE_REDIS_URL, body)) == ([b"written late"], [b"next"], True)
+    assert run(with_pipe(settings.CACHE_REDIS_URL, body)) == ([None], [b"next"], True)
 
 
 class _Stalling(asyncio.Protocol):
@@ -231,7 +232,9 @@ def test_a_reply_that_came_while_the_loop_was_busy_is_read_before_the_call_times
         server = await loop.create_server(_Stalling, "127.0.0.1", 0)
         _, sender = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
         try:
-            call = asyncio.ensure_future(pipe.execute(echo("answered in time")))
+            # A reply 50 ms after the write (a blocking pop of an empty list, with its own timeout): well within
+            # the timeout, and surely after the stalling read has begun.
+            call = asyncio.ensure_future(pipe.execute(resp_command(b"BLPOP", b"never-filled", b"0.05")))
             await asyncio.sleep(0)  # the call has queued its write
             loop.call_soon(sender.transport.write, b"x")  # after the write: the stalling read comes next
             return await call, await client.ping()
@@ -239,7 +242,7 @@ def test_a_reply_that_came_while_the_loop_was_busy_is_read_before_the_call_times
             sender.close()
             server.close()
 
-    assert run(with_pipe(settings.CACHE_REDIS_URL, body)) == ([b"answered in time"], True)
+    assert run(with_pipe(settings.CACHE_REDIS_URL, body)) == ([None], True)
 
 
 def test_a_master_demoted_to_a_replica_is_left_for_a_new_connection(own_redis):
