@@ -245,7 +245,7 @@ def test_a_usage_event_redis_does_not_take_is_counted_lost_for_the_operators_ale
 
     from apps.gateway.metering import UsageAppender
     from inferia_runtime.redis_clients import GatewayRedis, gateway_redis_options
-    from inferia_runtime.redis_pipe import RedisPipe
+    from inferia_runtime.redis_pipe import RedisPipe, resp_command
     from tests.kit.redis_server import RedisServer
 
     def lost() -> float:
@@ -256,7 +256,7 @@ def test_a_usage_event_redis_does_not_take_is_counted_lost_for_the_operators_ale
     async def append_while_redis_is_frozen() -> None:
         client = GatewayRedis.from_url(server.url(0), **gateway_redis_options())
         pipe = RedisPipe(client)
-        await pipe.execute(b"*1\r\n$4\r\nPING\r\n")  # connected before Redis stops answering
+        await pipe.execute(resp_command(b"PING"))  # connected before Redis stops answering
         server.freeze()
         try:
             with override_settings(INFERIA_REDIS_WAIT_REPLICAS=replicas):

@@ -181,6 +181,9 @@ def test_a_stalled_redis_costs_one_timeout_then_the_pipe_and_its_client_fail_fas
 
 # The web server's loop, and the standard one (Daphne's, and any asyncio.run): they order timers and I/O differently.
 LOOPS = pytest.mark.parametrize("run", [uvloop.run, asyncio.run], ids=["uvloop", "asyncio"])
+# A command Redis answers (with nil) 50 ms after its write, well within the timeout: a blocking pop of an empty list,
+# with its own timeout. Late enough that a loop busy right after the write is surely busy when the reply comes.
+ANSWERED_IN_50_MS = resp_command(b"BLPOP", b"never-filled", b"0.05")
 
 
 def _busy_for(seconds: float) -> None:
@@ -206,8 +209,7 @@ def test_a_loop_busy_past_the_timeout_before_the_write_does_not_count_against_re
         loop = asyncio.get_running_loop()
         loop.call_soon(_busy_for, TIMEOUT_S * 1.5)  # runs before the call's write
         loop.call_soon(_more_work, loop, 100)
-        # Answered 50 ms after its write (a blocking pop of an empty list, with its own timeout): in time.
-        late = await pipe.execute(resp_command(b"BLPOP", b"never-filled", b"0.05"))
+        late = await pipe.execute(ANSWERED_IN_50_MS)
         return late, await pipe.execute(echo("next")), await client.ping()
 
     assert run(with_pipe(settings.CACHE_REDIS_URL, body)) == ([None], [b"next"], True)
@@ -232,9 +234,7 @@ def test_a_reply_that_came_while_the_loop_was_busy_is_read_before_the_call_times
         server = await loop.create_server(_Stalling, "127.0.0.1", 0)
         _, sender = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
         try:
-            # A reply 50 ms after the write (a blocking pop of an empty list, with its own timeout): well within
-            # the timeout, and surely after the stalling read has begun.
-            call = asyncio.ensure_future(pipe.execute(resp_command(b"BLPOP", b"never-filled", b"0.05")))
+            call = asyncio.ensure_future(pipe.execute(ANSWERED_IN_50_MS))
             await asyncio.sleep(0)  # the call has queued its write
             loop.call_soon(sender.transport.write, b"x")  # after the write: the stalling read comes next
             return await call, await client.ping()
